@@ -1,0 +1,1 @@
+//! hubget: the host library (placeholder until the foundation lands).

@@ -1,0 +1,1 @@
+//! Shared helpers for hubget's end-to-end tests.
