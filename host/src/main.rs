@@ -1,1 +1,2 @@
+//! The `hubget` command (placeholder until the foundation lands).
 fn main() {}

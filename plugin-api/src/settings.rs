@@ -1,0 +1,74 @@
+//! Host settings, handed to every backend as JSON in `new_backend`.
+//!
+//! JSON, not a `#[repr(C)]` struct, so that the host can add settings in 1.x without breaking
+//! old plugins: unknown fields are ignored and every field has a default.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings the host resolved once (command line > environment > config file > defaults).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HostSettings {
+    /// The Hub origin, without a trailing slash (`https://huggingface.co` by default).
+    pub endpoint: String,
+    /// The Hub token. Send it **only** to `endpoint`'s origin, never to a CDN, CAS or mirror
+    /// host unless the user configured that; never log it.
+    pub token: Option<String>,
+    /// The `User-Agent` to send.
+    pub user_agent: String,
+    /// An explicit proxy URL for all requests (else the usual `HTTPS_PROXY`/`NO_PROXY` variables).
+    pub proxy: Option<String>,
+    /// A PEM bundle of extra trusted CA certificates.
+    pub ca_bundle: Option<PathBuf>,
+    /// Time limit to establish a connection, in seconds.
+    pub connect_timeout_secs: u64,
+    /// Time limit between two reads of a response, in seconds.
+    pub read_timeout_secs: u64,
+    /// Concurrent connections per large file.
+    pub connections_per_file: u32,
+    /// Size of one range request for parallel ranged downloads, in bytes.
+    pub range_size: u64,
+    /// Attempts per request for retryable failures (1 = no retry).
+    pub max_attempts: u32,
+    /// Whether the user asked for offline mode; a network backend should refuse work.
+    pub offline: bool,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: "https://huggingface.co".to_owned(),
+            token: None,
+            user_agent: "hubget".to_owned(),
+            proxy: None,
+            ca_bundle: None,
+            connect_timeout_secs: 10,
+            read_timeout_secs: 30,
+            connections_per_file: 8,
+            range_size: 16 * 1024 * 1024,
+            max_attempts: 5,
+            offline: false,
+        }
+    }
+}
+
+impl fmt::Debug for HostSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostSettings")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("user_agent", &self.user_agent)
+            .field("proxy", &self.proxy)
+            .field("ca_bundle", &self.ca_bundle)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("read_timeout_secs", &self.read_timeout_secs)
+            .field("connections_per_file", &self.connections_per_file)
+            .field("range_size", &self.range_size)
+            .field("max_attempts", &self.max_attempts)
+            .field("offline", &self.offline)
+            .finish()
+    }
+}
