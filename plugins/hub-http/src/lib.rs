@@ -1,0 +1,1 @@
+//! HTTP for hubget's first-party plugins (placeholder).
