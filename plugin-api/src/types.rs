@@ -451,6 +451,11 @@ impl EventKind {
     pub const RETRY: Self = Self(2);
     /// Free-form information (`message`), such as which endpoint serves the file.
     pub const INFO: Self = Self(3);
+    /// A resume checkpoint: `bytes` is an **absolute** count; every byte of the partial file
+    /// before it is written. Sequential writers send it as they go; parallel writers send their
+    /// low watermark. The host persists it, so an interrupted run resumes from there. A backend
+    /// that never sends it resumes from the last offset the host knew.
+    pub const CHECKPOINT: Self = Self(4);
 }
 
 impl fmt::Debug for EventKind {
@@ -460,6 +465,7 @@ impl fmt::Debug for EventKind {
             Self::BYTES => f.write_str("bytes"),
             Self::RETRY => f.write_str("retry"),
             Self::INFO => f.write_str("info"),
+            Self::CHECKPOINT => f.write_str("checkpoint"),
             Self(n) => write!(f, "event-{n}"),
         }
     }
@@ -489,6 +495,17 @@ impl ProgressEvent {
             kind: EventKind::BYTES,
             bytes,
             network_bytes,
+            message: RString::new(),
+        }
+    }
+
+    /// A `CHECKPOINT` event: bytes `0..written` of the partial file are on disk.
+    pub fn checkpoint(index: u32, written: u64) -> Self {
+        Self {
+            index,
+            kind: EventKind::CHECKPOINT,
+            bytes: written,
+            network_bytes: 0,
             message: RString::new(),
         }
     }
