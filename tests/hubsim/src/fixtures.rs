@@ -1,0 +1,639 @@
+//! Declarative fixture specs (Rust builder and TOML) and their materialisation into repos,
+//! commits and files with every hash a client may check.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha1::Digest as _;
+
+use crate::Error;
+
+/// Kind of repository, as in the Hub's URL prefixes (`""`, `datasets/`, `spaces/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RepoKind {
+    /// A model repo (`/api/models/...`, no URL prefix).
+    #[default]
+    Model,
+    /// A dataset repo (`/api/datasets/...`, `datasets/` prefix).
+    Dataset,
+    /// A space repo (`/api/spaces/...`, `spaces/` prefix).
+    Space,
+}
+
+impl RepoKind {
+    /// Plural used in API URLs: `models`, `datasets`, `spaces`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            RepoKind::Model => "models",
+            RepoKind::Dataset => "datasets",
+            RepoKind::Space => "spaces",
+        }
+    }
+
+    /// Prefix used in resolve URLs: `""`, `datasets/`, `spaces/`.
+    pub fn url_prefix(self) -> &'static str {
+        match self {
+            RepoKind::Model => "",
+            RepoKind::Dataset => "datasets/",
+            RepoKind::Space => "spaces/",
+        }
+    }
+
+    pub(crate) fn from_plural(s: &str) -> Option<Self> {
+        match s {
+            "models" => Some(RepoKind::Model),
+            "datasets" => Some(RepoKind::Dataset),
+            "spaces" => Some(RepoKind::Space),
+            _ => None,
+        }
+    }
+}
+
+/// How a file is stored on the Hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// A plain git blob, served by the Hub origin itself.
+    #[default]
+    Regular,
+    /// A Git LFS object, served by the CDN origin (`/lfs/<sha256>`).
+    Lfs,
+    /// A Xet-backed file: in the CAS, and on the CDN as a bridge (`/xet-bridge/<xet hash>`).
+    Xet,
+}
+
+/// Deterministic file content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Content {
+    /// Literal UTF-8 text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// Seeded pseudo-random (incompressible) bytes, optionally with patched regions.
+    Random {
+        /// Size in bytes.
+        size: u64,
+        /// Seed.
+        seed: u64,
+        /// Regions overwritten with other seeded bytes (to model a changed file).
+        #[serde(default)]
+        patches: Vec<Patch>,
+    },
+    /// Seeded compressible bytes (little-endian f32 values of small magnitude, like weights).
+    Compressible {
+        /// Size in bytes.
+        size: u64,
+        /// Seed.
+        seed: u64,
+    },
+}
+
+/// A region of a [`Content::Random`] file overwritten with bytes from another seed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Patch {
+    /// Byte offset.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Seed of the replacement bytes.
+    pub seed: u64,
+}
+
+/// One file in a commit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileSpec {
+    /// Repo-relative path (not validated: the traversal fixture uses hostile names).
+    pub path: String,
+    /// Storage kind.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Content.
+    pub content: Content,
+}
+
+/// One commit: changes applied on top of the previous commit of the repo.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct CommitSpec {
+    /// Commit title.
+    #[serde(default)]
+    pub message: String,
+    /// Files added or replaced.
+    #[serde(default)]
+    pub files: Vec<FileSpec>,
+    /// Paths deleted.
+    #[serde(default)]
+    pub delete: Vec<String>,
+}
+
+/// One repository.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoSpec {
+    /// `owner/name`.
+    pub id: String,
+    /// Repo type.
+    #[serde(default, rename = "type")]
+    pub kind: RepoKind,
+    /// Needs `Authorization: Bearer <token>` for everything; otherwise 401 RepoNotFound.
+    #[serde(default)]
+    pub private: bool,
+    /// Metadata is public; file downloads and xet tokens need the token (401 GatedRepo).
+    #[serde(default)]
+    pub gated: bool,
+    /// Linear history, oldest first.
+    pub commits: Vec<CommitSpec>,
+    /// Branch name -> commit index. Default: `main` -> last commit.
+    #[serde(default)]
+    pub branches: BTreeMap<String, usize>,
+    /// Tag name -> commit index.
+    #[serde(default)]
+    pub tags: BTreeMap<String, usize>,
+    /// Pull-request number N (`refs/pr/N`) -> commit index.
+    #[serde(default)]
+    pub prs: BTreeMap<u32, usize>,
+}
+
+/// A whole fixture set. TOML form: `[[repos]]` tables (see the README).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct FixtureSpec {
+    /// Repositories.
+    #[serde(default)]
+    pub repos: Vec<RepoSpec>,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn text(path: &str, t: impl Into<String>) -> FileSpec {
+    FileSpec { path: path.into(), storage: Storage::Regular, content: Content::Text { text: t.into() } }
+}
+
+fn random(path: &str, storage: Storage, size: u64, seed: u64) -> FileSpec {
+    FileSpec { path: path.into(), storage, content: Content::Random { size, seed, patches: vec![] } }
+}
+
+impl FixtureSpec {
+    /// Parse a TOML spec.
+    pub fn from_toml(s: &str) -> Result<Self, Error> {
+        toml::from_str(s).map_err(|e| Error::Spec(e.to_string()))
+    }
+
+    /// Add a repo (builder style).
+    pub fn repo(mut self, repo: RepoSpec) -> Self {
+        self.repos.push(repo);
+        self
+    }
+
+    /// A minimal set for fast tests: `acme/tiny` only (see [`FixtureSpec::tiny_repo`]).
+    pub fn minimal() -> Self {
+        FixtureSpec { repos: vec![Self::tiny_repo()] }
+    }
+
+    /// The default set: `acme/tiny`, `acme/evolving`, `acme/many-small` (dataset), `acme/private`,
+    /// `acme/gated`, `acme/space` (space), `acme/big` (`big_mib` MiB, Xet) and `evil/traversal`.
+    pub fn default_set(big_mib: u64) -> Self {
+        let evolving = RepoSpec {
+            id: "acme/evolving".into(),
+            kind: RepoKind::Model,
+            private: false,
+            gated: false,
+            commits: vec![
+                CommitSpec {
+                    message: "v1 of the weights".into(),
+                    files: vec![
+                        text("config.json", "{\"version\": 1}\n"),
+                        random("model.bin", Storage::Xet, 24 * MIB, 2001),
+                    ],
+                    delete: vec![],
+                },
+                CommitSpec {
+                    message: "v2: 3 MiB of the weights changed".into(),
+                    files: vec![
+                        text("config.json", "{\"version\": 2}\n"),
+                        FileSpec {
+                            path: "model.bin".into(),
+                            storage: Storage::Xet,
+                            content: Content::Random {
+                                size: 24 * MIB,
+                                seed: 2001,
+                                patches: vec![Patch { offset: 10 * MIB, len: 3 * MIB, seed: 2002 }],
+                            },
+                        },
+                    ],
+                    delete: vec![],
+                },
+            ],
+            branches: BTreeMap::new(),
+            tags: [("v1".to_string(), 0)].into(),
+            prs: BTreeMap::new(),
+        };
+        let mut small = vec![text("README.md", "# many-small\n\nA dataset of many small files.\n")];
+        for i in 0..300u64 {
+            let len = 64 + (i * 37) % 1900;
+            small.push(FileSpec {
+                path: format!("data/part-{:02}/file-{i:04}.txt", i / 50),
+                storage: Storage::Regular,
+                content: Content::Random { size: len, seed: 5000 + i, patches: vec![] },
+            });
+        }
+        let many_small = RepoSpec {
+            id: "acme/many-small".into(),
+            kind: RepoKind::Dataset,
+            private: false,
+            gated: false,
+            commits: vec![CommitSpec { message: "add data".into(), files: small, delete: vec![] }],
+            branches: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            prs: BTreeMap::new(),
+        };
+        let simple = |id: &str, kind: RepoKind, files: Vec<FileSpec>| RepoSpec {
+            id: id.into(),
+            kind,
+            private: false,
+            gated: false,
+            commits: vec![CommitSpec { message: "initial commit".into(), files, delete: vec![] }],
+            branches: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            prs: BTreeMap::new(),
+        };
+        let mut private = simple(
+            "acme/private",
+            RepoKind::Model,
+            vec![
+                text("config.json", "{\"private\": true}\n"),
+                random("weights.bin", Storage::Lfs, MIB, 3001),
+                random("xet.bin", Storage::Xet, MIB + 12345, 3002),
+            ],
+        );
+        private.private = true;
+        let mut gated = simple(
+            "acme/gated",
+            RepoKind::Model,
+            vec![text("config.json", "{\"gated\": true}\n"), random("model.bin", Storage::Xet, MIB, 3101)],
+        );
+        gated.gated = true;
+        let space = simple(
+            "acme/space",
+            RepoKind::Space,
+            vec![
+                text("README.md", "---\nsdk: gradio\n---\n# a space\n"),
+                text("app.py", "import gradio as gr\n\ngr.Interface(lambda x: x, 'text', 'text').launch()\n"),
+                text("requirements.txt", "gradio\n"),
+            ],
+        );
+        let big = simple(
+            "acme/big",
+            RepoKind::Model,
+            vec![text("config.json", "{\"big\": true}\n"), random("big.bin", Storage::Xet, big_mib * MIB, 4001)],
+        );
+        let traversal = simple(
+            "evil/traversal",
+            RepoKind::Model,
+            vec![
+                text("ok.txt", "fine\n"),
+                text("../../evil", "escaped two levels\n"),
+                text("/abs/path", "absolute\n"),
+                text("sub/../../x", "escaped via sub\n"),
+            ],
+        );
+        FixtureSpec {
+            repos: vec![Self::tiny_repo(), evolving, many_small, private, gated, space, big, traversal],
+        }
+    }
+
+    /// `acme/tiny`: commits c0..c3; `main` -> c1, `dev/feature` -> c2, tag `v1.0` -> c0,
+    /// `refs/pr/1` -> c3. Files at `main`: `README.md`, `config.json`, `sub/dir/notes.txt`,
+    /// `lfs.bin` (LFS, 4 MiB), `xet-a.bin` (Xet, 3 MiB random), `w.safetensors` (Xet, 4 MiB
+    /// compressible).
+    pub fn tiny_repo() -> RepoSpec {
+        RepoSpec {
+            id: "acme/tiny".into(),
+            kind: RepoKind::Model,
+            private: false,
+            gated: false,
+            commits: vec![
+                CommitSpec {
+                    message: "initial commit".into(),
+                    files: vec![text("README.md", "# tiny\n"), text("config.json", "{\"hidden_size\": 8}\n")],
+                    delete: vec![],
+                },
+                CommitSpec {
+                    message: "add weights".into(),
+                    files: vec![
+                        text("config.json", "{\"hidden_size\": 16, \"layers\": 2}\n"),
+                        text("sub/dir/notes.txt", "nested notes\n".repeat(20)),
+                        random("lfs.bin", Storage::Lfs, 4 * MIB, 1001),
+                        random("xet-a.bin", Storage::Xet, 3 * MIB + 777, 1002),
+                        FileSpec {
+                            path: "w.safetensors".into(),
+                            storage: Storage::Xet,
+                            content: Content::Compressible { size: 4 * MIB, seed: 1003 },
+                        },
+                    ],
+                    delete: vec![],
+                },
+                CommitSpec {
+                    message: "feature work".into(),
+                    files: vec![text("config.json", "{\"hidden_size\": 32}\n"), text("feature.txt", "on a branch\n")],
+                    delete: vec![],
+                },
+                CommitSpec {
+                    message: "pr change".into(),
+                    files: vec![text("pr.txt", "proposed\n")],
+                    delete: vec![],
+                },
+            ],
+            branches: [("main".to_string(), 1), ("dev/feature".to_string(), 2)].into(),
+            tags: [("v1.0".to_string(), 0)].into(),
+            prs: [(1, 3)].into(),
+        }
+    }
+}
+
+/// SplitMix64: tiny, fast, deterministic.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn fill_random(buf: &mut [u8], seed: u64) {
+    let mut rng = SplitMix(seed);
+    let mut chunks = buf.chunks_exact_mut(8);
+    for c in &mut chunks {
+        c.copy_from_slice(&rng.next().to_le_bytes());
+    }
+    let rest = chunks.into_remainder();
+    let last = rng.next().to_le_bytes();
+    let n = rest.len();
+    rest.copy_from_slice(&last[..n]);
+}
+
+impl Content {
+    /// Generate the bytes.
+    pub fn generate(&self) -> Vec<u8> {
+        match self {
+            Content::Text { text } => text.as_bytes().to_vec(),
+            Content::Random { size, seed, patches } => {
+                let mut v = vec![0u8; *size as usize];
+                fill_random(&mut v, *seed);
+                for p in patches {
+                    let start = (p.offset as usize).min(v.len());
+                    let end = (p.offset.saturating_add(p.len) as usize).min(v.len());
+                    fill_random(&mut v[start..end], p.seed);
+                }
+                v
+            }
+            Content::Compressible { size, seed } => {
+                let mut v = Vec::with_capacity(*size as usize + 4);
+                let mut rng = SplitMix(*seed);
+                while v.len() < *size as usize {
+                    let r = rng.next();
+                    // Small normal-ish floats: the high bytes repeat, which BG4+LZ4 exploits.
+                    let x = ((r >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02;
+                    v.extend_from_slice(&x.to_le_bytes());
+                }
+                v.truncate(*size as usize);
+                v
+            }
+        }
+    }
+}
+
+/// One materialised file.
+#[derive(Debug, Clone)]
+pub struct FileEntry {
+    /// Repo path.
+    pub path: String,
+    /// Storage kind.
+    pub storage: Storage,
+    /// Size in bytes.
+    pub size: u64,
+    /// sha256 hex of the content.
+    pub sha256: String,
+    /// Git blob sha1: of the content for regular files, of the LFS pointer otherwise.
+    pub git_oid: String,
+    /// LFS pointer text (LFS and Xet files).
+    pub pointer: Option<String>,
+    /// Xet file hash (Xet files).
+    pub xet_hash: Option<String>,
+    /// Content.
+    pub data: Bytes,
+}
+
+/// One materialised commit.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// 40-hex sha.
+    pub sha: String,
+    /// Title.
+    pub message: String,
+    /// ISO-8601 date.
+    pub date: String,
+    /// Files by path.
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+/// One materialised repo.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    /// `owner/name`.
+    pub id: String,
+    /// Type.
+    pub kind: RepoKind,
+    /// Private.
+    pub private: bool,
+    /// Gated.
+    pub gated: bool,
+    /// Commits, oldest first.
+    pub commits: Vec<Commit>,
+    /// Branch -> sha.
+    pub branches: BTreeMap<String, String>,
+    /// Tag -> sha.
+    pub tags: BTreeMap<String, String>,
+    /// PR number -> sha.
+    pub prs: BTreeMap<u32, String>,
+}
+
+impl Repo {
+    /// Resolve a revision (branch, tag, `refs/pr/N`, `refs/heads/X`, `refs/tags/X`, full sha).
+    pub fn resolve(&self, rev: &str) -> Option<&Commit> {
+        let sha = if let Some(s) = self.branches.get(rev) {
+            s.clone()
+        } else if let Some(s) = self.tags.get(rev) {
+            s.clone()
+        } else if let Some(s) = rev.strip_prefix("refs/heads/").and_then(|b| self.branches.get(b)) {
+            s.clone()
+        } else if let Some(s) = rev.strip_prefix("refs/tags/").and_then(|b| self.tags.get(b)) {
+            s.clone()
+        } else if let Some(n) = rev.strip_prefix("refs/pr/").and_then(|n| n.parse::<u32>().ok()) {
+            self.prs.get(&n)?.clone()
+        } else {
+            rev.to_string()
+        };
+        self.commits.iter().find(|c| c.sha == sha)
+    }
+
+    /// The commit `main` points to (or the last commit).
+    pub fn head(&self) -> &Commit {
+        self.resolve("main").unwrap_or_else(|| self.commits.last().expect("repo has commits"))
+    }
+}
+
+/// Everything the servers serve, built once at start.
+#[derive(Debug, Default)]
+pub struct Store {
+    /// Repos by (kind, id).
+    pub repos: BTreeMap<(RepoKind, String), Repo>,
+    /// LFS and Xet contents by sha256 (CDN `/lfs/`).
+    pub by_sha256: HashMap<String, Bytes>,
+    /// Xet contents by xet hash (CDN `/xet-bridge/`).
+    pub by_xet_hash: HashMap<String, Bytes>,
+}
+
+pub(crate) fn sha1_hex(data: &[u8]) -> String {
+    hex::encode(sha1::Sha1::digest(data))
+}
+
+pub(crate) fn git_blob_oid(data: &[u8]) -> String {
+    let mut h = sha1::Sha1::new();
+    h.update(format!("blob {}\0", data.len()).as_bytes());
+    h.update(data);
+    hex::encode(h.finalize())
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Pending Xet upload: (repo key, commit index, path, data).
+pub(crate) struct XetJob {
+    pub sha256: String,
+    pub data: Bytes,
+}
+
+/// Build repos from a spec; Xet hashes are filled in later by [`Store::set_xet_hashes`].
+pub(crate) fn materialize(spec: &FixtureSpec) -> Result<(Store, Vec<XetJob>), Error> {
+    let mut store = Store::default();
+    let mut jobs: Vec<XetJob> = Vec::new();
+    let mut queued: BTreeSet<String> = BTreeSet::new();
+    for rs in &spec.repos {
+        if rs.id.split('/').count() != 2 {
+            return Err(Error::Spec(format!("repo id {:?} is not owner/name", rs.id)));
+        }
+        if rs.commits.is_empty() {
+            return Err(Error::Spec(format!("repo {} has no commits", rs.id)));
+        }
+        let mut files: BTreeMap<String, FileEntry> = BTreeMap::new();
+        let mut commits = Vec::new();
+        for (i, cs) in rs.commits.iter().enumerate() {
+            for d in &cs.delete {
+                files.remove(d);
+            }
+            for fs in &cs.files {
+                let data = Bytes::from(fs.content.generate());
+                let sha256 = sha256_hex(&data);
+                let (git_oid, pointer) = match fs.storage {
+                    Storage::Regular => (git_blob_oid(&data), None),
+                    Storage::Lfs | Storage::Xet => {
+                        let p = format!(
+                            "version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {}\n",
+                            data.len()
+                        );
+                        (git_blob_oid(p.as_bytes()), Some(p))
+                    }
+                };
+                if fs.storage != Storage::Regular {
+                    store.by_sha256.insert(sha256.clone(), data.clone());
+                }
+                if fs.storage == Storage::Xet && queued.insert(sha256.clone()) {
+                    jobs.push(XetJob { sha256: sha256.clone(), data: data.clone() });
+                }
+                files.insert(
+                    fs.path.clone(),
+                    FileEntry {
+                        path: fs.path.clone(),
+                        storage: fs.storage,
+                        size: data.len() as u64,
+                        sha256,
+                        git_oid,
+                        pointer,
+                        xet_hash: None,
+                        data,
+                    },
+                );
+            }
+            let sha = sha1_hex(format!("hubsim commit {} {} {i}", rs.kind.plural(), rs.id).as_bytes());
+            commits.push(Commit {
+                sha,
+                message: if cs.message.is_empty() { format!("commit {i}") } else { cs.message.clone() },
+                date: format!("2025-01-{:02}T12:00:00.000Z", (i % 28) + 1),
+                files: files.clone(),
+            });
+        }
+        let pick = |idx: usize, what: &str| -> Result<String, Error> {
+            commits
+                .get(idx)
+                .map(|c: &Commit| c.sha.clone())
+                .ok_or_else(|| Error::Spec(format!("{} {what} points at missing commit {idx}", rs.id)))
+        };
+        let mut branches = BTreeMap::new();
+        for (b, &i) in &rs.branches {
+            branches.insert(b.clone(), pick(i, b)?);
+        }
+        if !branches.contains_key("main") {
+            branches.insert("main".into(), commits.last().expect("non-empty").sha.clone());
+        }
+        let mut tags = BTreeMap::new();
+        for (t, &i) in &rs.tags {
+            tags.insert(t.clone(), pick(i, t)?);
+        }
+        let mut prs = BTreeMap::new();
+        for (n, &i) in &rs.prs {
+            prs.insert(*n, pick(i, "pr")?);
+        }
+        let repo = Repo {
+            id: rs.id.clone(),
+            kind: rs.kind,
+            private: rs.private,
+            gated: rs.gated,
+            commits,
+            branches,
+            tags,
+            prs,
+        };
+        store.repos.insert((rs.kind, rs.id.clone()), repo);
+    }
+    Ok((store, jobs))
+}
+
+impl Store {
+    /// Record the Xet hashes (sha256 -> xet hash) from the uploads.
+    pub(crate) fn set_xet_hashes(&mut self, hashes: &HashMap<String, String>) {
+        for repo in self.repos.values_mut() {
+            for c in &mut repo.commits {
+                for f in c.files.values_mut() {
+                    if f.storage == Storage::Xet {
+                        f.xet_hash = hashes.get(&f.sha256).cloned();
+                        if let Some(h) = &f.xet_hash {
+                            self.by_xet_hash.insert(h.clone(), f.data.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Find a repo.
+    pub fn repo(&self, kind: RepoKind, id: &str) -> Option<&Repo> {
+        self.repos.get(&(kind, id.to_string()))
+    }
+}

@@ -1,0 +1,6 @@
+//! hubsim's integration tests (one binary; modules per area).
+
+mod it {
+    pub mod common;
+    pub mod routes;
+}
