@@ -1,1 +1,13 @@
-//! hubget: the host library (placeholder until the foundation lands).
+//! hubget, the host library: plugin loading ([`loader`]), backend handles ([`backend`]),
+//! configuration ([`config`], [`settings`]), the command line ([`cli`], [`commands`]), errors
+//! ([`error`]) and redaction of secrets ([`redact`]). The `hubget` binary is a thin `main` over
+//! [`commands::run`].
+
+pub mod backend;
+pub mod error;
+pub mod loader;
+pub mod redact;
+
+pub use backend::BackendHandle;
+pub use error::HostError;
+pub use loader::{LoadFailure, LoadedPlugin, PluginDir, Registry};

@@ -1,0 +1,314 @@
+//! The host's top-level error: one enum for everything a command can fail with, each variant
+//! with a user-facing message, an optional hint and a documented exit code.
+//!
+//! Exit codes (also in the README):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | any other error |
+//! | 2 | usage: bad arguments, bad config file, bad `[plugins.<name>]` table, unknown backend |
+//! | 3 | not found: repository, revision or file |
+//! | 4 | authentication failed, or the repository is gated/private |
+//! | 5 | integrity failure: a file did not match its size or hash with any backend |
+//! | 6 | offline mode and the cache does not hold what was asked |
+//! | 130 | interrupted (Ctrl-C) |
+
+use std::path::PathBuf;
+
+use hubget_plugin_api::{ErrorKind, PluginError};
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: any error not covered by a more specific code.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: usage error (arguments, configuration, unknown backend).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: repository, revision or file not found.
+pub const EXIT_NOT_FOUND: u8 = 3;
+/// Exit code: authentication refused or gated repository.
+pub const EXIT_AUTH: u8 = 4;
+/// Exit code: a file failed verification with every backend.
+pub const EXIT_INTEGRITY: u8 = 5;
+/// Exit code: offline mode and the cache misses.
+pub const EXIT_OFFLINE_MISS: u8 = 6;
+/// Exit code: interrupted by the user.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Everything a hubget command can fail with.
+///
+/// Messages never contain tokens or signed URL query strings: build them with
+/// [`crate::redact`] helpers when they may carry server text.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// Bad command-line usage that clap did not catch.
+    #[error("{0}")]
+    Usage(String),
+
+    /// The config file could not be read or parsed.
+    #[error("invalid config file {}: {message}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// One line: where and what (`line 3: unknown field `bogus` in [download]`).
+        message: String,
+    },
+
+    /// A config file named on the command line or in `HUBGET_CONFIG` does not exist.
+    #[error("config file {} (from {origin}) cannot be read: {source}", path.display())]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// `--config` or `HUBGET_CONFIG`.
+        origin: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+
+    /// An environment variable or option has a value hubget cannot use.
+    #[error("invalid value for {name}: {message}")]
+    InvalidValue {
+        /// The option or variable (`--max-workers`, `HF_HUB_OFFLINE`).
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// `--backend NAME` (or `[backends] order`) names a backend that is not loaded.
+    #[error("unknown backend `{name}`; loaded backends: {}", list_or_none(loaded))]
+    UnknownBackend {
+        /// The requested name.
+        name: String,
+        /// The names of the loaded plugins.
+        loaded: Vec<String>,
+    },
+
+    /// No backend is available for the operation.
+    #[error("no usable backend: {0}")]
+    NoBackend(String),
+
+    /// A plugin refused its configuration table (`ErrorKind::CONFIG` from `new_backend`).
+    #[error("{message}{}", config_file.as_ref().map(|p| format!(" (in {})", p.display())).unwrap_or_default())]
+    PluginConfig {
+        /// The plugin.
+        plugin: String,
+        /// The plugin's message; names `[plugins.<name>]` and the key.
+        message: String,
+        /// The config file holding the table, if any.
+        config_file: Option<PathBuf>,
+    },
+
+    /// A backend failed an operation.
+    #[error("backend `{backend}` failed to {operation}: {error}")]
+    Backend {
+        /// The backend name.
+        backend: String,
+        /// What the host asked (`resolve`, `fetch`, `start`).
+        operation: &'static str,
+        /// The plugin's structured error (boxed: it is large).
+        error: Box<PluginError>,
+    },
+
+    /// Repository, revision or file not found.
+    #[error("{0}")]
+    NotFound(String),
+
+    /// Authentication refused, or gated/private repository.
+    #[error("{0}")]
+    Auth(String),
+
+    /// A file failed verification with every backend.
+    #[error("{0}")]
+    Integrity(String),
+
+    /// Offline mode, and the cache does not hold what was asked.
+    #[error("offline mode: {what} is not in the cache at {}", cache_dir.display())]
+    OfflineMiss {
+        /// What was missing (`model org/name at main`, a file path).
+        what: String,
+        /// The cache directory that was searched.
+        cache_dir: PathBuf,
+    },
+
+    /// The user interrupted the command.
+    #[error("interrupted")]
+    Interrupted,
+
+    /// Local I/O failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the host was doing, naming the path.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+
+    /// A feature that is not built yet.
+    #[error("{0} is not implemented yet")]
+    NotImplemented(String),
+
+    /// Anything else, as one line.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+impl HostError {
+    /// An I/O error with context.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// A backend error for `operation`.
+    pub fn backend(backend: &str, operation: &'static str, error: PluginError) -> Self {
+        Self::Backend {
+            backend: backend.to_owned(),
+            operation,
+            error: Box::new(error),
+        }
+    }
+
+    /// The process exit code for this error (see the module docs).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_)
+            | Self::Config { .. }
+            | Self::ConfigRead { .. }
+            | Self::InvalidValue { .. }
+            | Self::UnknownBackend { .. }
+            | Self::PluginConfig { .. } => EXIT_USAGE,
+            Self::NotFound(_) => EXIT_NOT_FOUND,
+            Self::Auth(_) => EXIT_AUTH,
+            Self::Integrity(_) => EXIT_INTEGRITY,
+            Self::OfflineMiss { .. } => EXIT_OFFLINE_MISS,
+            Self::Interrupted => EXIT_INTERRUPTED,
+            Self::Backend { error, .. } => exit_code_for_kind(error.kind),
+            Self::NoBackend(_) | Self::Io { .. } | Self::NotImplemented(_) | Self::Other(_) => {
+                EXIT_ERROR
+            }
+        }
+    }
+
+    /// A suggestion for the user, printed as `hint: ...` under the error.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Config { .. } => Some(
+                "run `hubget config show` to see the effective configuration; \
+                 unknown keys are errors"
+                    .to_owned(),
+            ),
+            Self::UnknownBackend { .. } => Some(
+                "run `hubget plugins` to see which plugins loaded and why others did not"
+                    .to_owned(),
+            ),
+            Self::NoBackend(_) => Some(
+                "run `hubget plugins` to see the loaded backends; plugins are searched in \
+                 `plugin_dirs` of the config file, HUBGET_PLUGIN_DIR and the directory of the \
+                 hubget executable"
+                    .to_owned(),
+            ),
+            Self::PluginConfig { plugin, .. } => Some(format!(
+                "fix the [plugins.{plugin}] table of the config file; the plugin's documentation \
+                 lists its keys"
+            )),
+            Self::Backend { error, .. } => match error.kind {
+                ErrorKind::AUTH => Some(
+                    "pass a token with --token or HF_TOKEN, and check that you were granted \
+                     access to the repository"
+                        .to_owned(),
+                ),
+                ErrorKind::PANIC => Some(
+                    "this is a bug in the plugin; try another backend with --backend, and \
+                     report it to the plugin's authors (run with -vv for details)"
+                        .to_owned(),
+                ),
+                ErrorKind::NETWORK | ErrorKind::TIMEOUT => Some(
+                    "check the network, the endpoint (--endpoint, HF_ENDPOINT) and the proxy \
+                     settings"
+                        .to_owned(),
+                ),
+                _ => None,
+            },
+            Self::Auth(_) => Some(
+                "pass a token with --token or HF_TOKEN, and check that you were granted access \
+                 to the repository"
+                    .to_owned(),
+            ),
+            Self::OfflineMiss { .. } => Some(
+                "run the same command without --offline / HF_HUB_OFFLINE=1 to download it"
+                    .to_owned(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// The exit code for a plugin error kind (unknown kinds are generic errors).
+pub fn exit_code_for_kind(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::NOT_FOUND => EXIT_NOT_FOUND,
+        ErrorKind::AUTH => EXIT_AUTH,
+        ErrorKind::INTEGRITY => EXIT_INTEGRITY,
+        ErrorKind::CANCELLED => EXIT_INTERRUPTED,
+        ErrorKind::CONFIG => EXIT_USAGE,
+        _ => EXIT_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_documented_table() {
+        assert_eq!(HostError::Usage("x".into()).exit_code(), 2);
+        assert_eq!(
+            HostError::UnknownBackend {
+                name: "nope".into(),
+                loaded: vec!["lfs".into()]
+            }
+            .exit_code(),
+            2
+        );
+        assert_eq!(HostError::NotFound("x".into()).exit_code(), 3);
+        assert_eq!(HostError::Auth("x".into()).exit_code(), 4);
+        assert_eq!(HostError::Integrity("x".into()).exit_code(), 5);
+        assert_eq!(
+            HostError::OfflineMiss {
+                what: "x".into(),
+                cache_dir: "/c".into()
+            }
+            .exit_code(),
+            6
+        );
+        assert_eq!(HostError::Interrupted.exit_code(), 130);
+        let panic = PluginError::new(ErrorKind::PANIC, "boom");
+        assert_eq!(HostError::backend("x", "resolve", panic).exit_code(), 1);
+        let nf = PluginError::new(ErrorKind::NOT_FOUND, "gone");
+        assert_eq!(HostError::backend("x", "resolve", nf).exit_code(), 3);
+        assert_eq!(exit_code_for_kind(ErrorKind(999)), 1);
+    }
+
+    #[test]
+    fn unknown_backend_lists_loaded_ones() {
+        let e = HostError::UnknownBackend {
+            name: "nope".into(),
+            loaded: vec!["lfs".into(), "xet".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "unknown backend `nope`; loaded backends: lfs, xet"
+        );
+        assert!(e.hint().unwrap().contains("hubget plugins"));
+    }
+}
