@@ -1,47 +1,279 @@
-//! hubget's `mirror` backend plugin: Hub-compatible mirror endpoints with failover, and directory mirrors.
+//! hubget's `mirror` backend plugin: Hub-compatible mirror endpoints with failover, and
+//! directory mirrors.
 //!
-//! Transport is not implemented yet: the backend loads, reports honest capabilities (no
-//! features) and answers every request with `UNSUPPORTED`, so the host falls back.
+//! # Configuration (`[plugins.mirror]`, see [`config`])
+//!
+//! ```toml
+//! [plugins.mirror]
+//! endpoints = ["https://hf-mirror.example", { url = "https://proxy.internal", timeout_secs = 300,
+//!              send_hub_token = false, token = "..." }]
+//! dirs = ["/shared/team-cache/hub"]
+//! cooldown_secs = 30             # how long a failed endpoint is skipped
+//! resolve_from_dirs = "offline"  # "offline" | "always" | "never"
+//! ```
+//!
+//! With neither `endpoints` nor `dirs` the backend loads, advertises no features, and answers
+//! `UNSUPPORTED` to `resolve` and `NOT_FOUND` to every file, so the default order
+//! `lfs, xet, mirror` stays harmless.
+//!
+//! # Fetch
+//!
+//! Each file is looked for in the directory mirrors first (no network: `blobs/<sha256>` or
+//! `blobs/<git oid>` of the manifest, else the snapshot entry), copied from the host's offset
+//! (a `FICLONE` reflink for a whole file where the filesystem can, else `copy_file_range` through
+//! `std::io::copy`); then through the endpoints, in order, skipping those marked down. A file no
+//! mirror holds is `NOT_FOUND`, so the host hands it to the next backend. `FileDone::source` names
+//! the directory or the endpoint origin that served the file.
+//!
+//! # Which manifest the host trusts: the resolve policy of directory mirrors
+//!
+//! The host verifies every file against the manifest of the first backend that resolves, so a
+//! manifest must be trustworthy. A directory mirror's manifest is built from the snapshot's
+//! symlinks: each blob name is a hash the writer of that cache computed (`sha256` for 64-hex
+//! names, the git blob oid for 40-hex names), so the host still catches a corrupted blob.
+//! But a cache does not know everything:
+//! * the git oid of an LFS/Xet file (the sha1 of its pointer) is not in the cache: left empty,
+//!   with the sha256 set; the Xet hash is unknown: `None` (the xet backend cannot take such
+//!   files; this backend and lfs can);
+//! * `refs/main` is as old as the last download into that cache (stale);
+//! * a snapshot downloaded in part lists only part of the revision (a partial manifest).
+//!
+//! Therefore a directory mirror resolves only when the host runs **offline**
+//! (`resolve_from_dirs = "offline"`, the default) — the cache is then the best answer, as in
+//! `HF_HUB_OFFLINE=1` — and otherwise answers `NOT_FOUND`, so the host resolves through the next
+//! backend against the Hub and the directory still serves the bytes (by hash, which also
+//! finds files unchanged since an older commit). Air-gapped sites that do not set offline mode
+//! choose `"always"` and accept stale refs and partial snapshots; `"never"` makes directories
+//! serve bytes only. A 40-hex revision is never stale, but may still be partial, so it follows
+//! the same rule. Endpoint mirrors resolve like the Hub (they are Hub-compatible servers) and
+//! come first when both are configured.
 
-use hubget_plugin_api::sdk::BackendPlugin;
+pub mod config;
+pub mod dir;
+pub mod error;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hubget_plugin_api::sdk::{BackendPlugin, parse_config};
 use hubget_plugin_api::std_types::{RResult, RString, RVec};
 use hubget_plugin_api::{
-    CancelToken, Capabilities, Features, FetchBatch, FileOutcome, HostSettings, PluginError,
-    Progress, RepoType,
+    CancelToken, Capabilities, Features, FetchBatch, FetchItem, FileDone, FileOutcome,
+    HostSettings, Manifest, PluginError, Progress, RepoType, ResolveRequest,
 };
 
-/// The `mirror` backend.
-pub struct Backend;
+use crate::config::{Config, DirResolve};
+use crate::dir::DirMirror;
+use crate::error::MirrorError;
 
-impl BackendPlugin for Backend {
+/// The plugin's name, as in `[plugins.mirror]`.
+pub const NAME: &str = "mirror";
+
+/// Files of one batch copied from directory mirrors at once.
+const DIR_WORKERS: usize = 4;
+
+/// The `mirror` backend.
+pub struct Mirror {
+    settings: HostSettings,
+    dirs: Vec<DirMirror>,
+    resolve_from_dirs: DirResolve,
+}
+
+impl Mirror {
+    /// Builds the backend from the host settings and the `[plugins.mirror]` table.
+    pub fn new(settings: HostSettings, config_toml: &str) -> Result<Self, PluginError> {
+        let config: Config = parse_config(NAME, config_toml)?;
+        let dirs = config.dirs.iter().cloned().map(DirMirror::new).collect();
+        Ok(Self {
+            settings,
+            dirs,
+            resolve_from_dirs: config.resolve_from_dirs,
+        })
+    }
+
+    fn dirs_may_resolve(&self) -> bool {
+        match self.resolve_from_dirs {
+            DirResolve::Always => true,
+            DirResolve::Offline => self.settings.offline,
+            DirResolve::Never => false,
+        }
+    }
+
+    fn resolve_inner(&self, request: &ResolveRequest) -> Result<Manifest, MirrorError> {
+        let (repo_type, repo_id, revision) = (
+            request.repo_type,
+            request.repo_id.as_str(),
+            request.revision.as_str(),
+        );
+        if self.dirs.is_empty() {
+            return Err(MirrorError::NotConfigured(
+                "no mirror is configured ([plugins.mirror] endpoints or dirs)".into(),
+            ));
+        }
+        if !self.dirs_may_resolve() {
+            return Err(MirrorError::NotFound(format!(
+                "directory mirrors resolve only offline or with resolve_from_dirs = \"always\" \
+                 (now {:?}); another backend resolves {repo_id}@{revision}, the mirror still \
+                 serves the files",
+                self.resolve_from_dirs
+            )));
+        }
+        let mut last = None;
+        for dir in &self.dirs {
+            match dir.resolve(repo_type, repo_id, revision) {
+                Ok(manifest) => {
+                    log::info!(
+                        "resolved {repo_id}@{revision} to {} from directory mirror {} ({} files)",
+                        manifest.commit,
+                        dir.root().display(),
+                        manifest.files.len()
+                    );
+                    return Ok(manifest);
+                }
+                Err(e) => {
+                    log::debug!("{e}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| MirrorError::NotFound("no directory mirror".into())))
+    }
+
+    /// Fetches one item: directory mirrors first, then (later) endpoints.
+    fn fetch_one(
+        &self,
+        batch: &FetchBatch,
+        index: u32,
+        item: &FetchItem,
+        progress: &Progress,
+        cancel: &CancelToken,
+    ) -> Result<FileDone, MirrorError> {
+        if cancel.is_cancelled() {
+            return Err(MirrorError::Cancelled);
+        }
+        let (repo_type, repo_id, commit) = (
+            batch.repo_type,
+            batch.repo_id.as_str(),
+            batch.commit.as_str(),
+        );
+        let path = item.file.path.as_str();
+        let mut last = None;
+        for dir in &self.dirs {
+            let src = match dir.locate(repo_type, repo_id, commit, &item.file) {
+                Ok(Some(src)) => src,
+                Ok(None) => continue,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            let source = dir.root().display().to_string();
+            dir::announce(
+                progress,
+                index,
+                format!("copying from directory mirror {source}"),
+            );
+            match dir::copy_into(&src, item, index, progress, cancel) {
+                Ok(method) => {
+                    log::debug!("{path}: {} from {}", method.name(), src.display());
+                    let copied = item.file.size.saturating_sub(item.offset);
+                    let extra =
+                        serde_json::json!({ "method": method.name(), "copied_bytes": copied });
+                    return Ok(FileDone {
+                        bytes_transferred: 0,
+                        source: RString::from(source),
+                        extra_json: RString::from(extra.to_string()),
+                    });
+                }
+                Err(MirrorError::Cancelled) => return Err(MirrorError::Cancelled),
+                Err(e) => {
+                    log::warn!("directory mirror {source}: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        if self.dirs.is_empty() {
+            return Err(MirrorError::NotFound(format!(
+                "no mirror is configured ([plugins.mirror] endpoints or dirs) for {path}"
+            )));
+        }
+        Err(last.unwrap_or_else(|| {
+            MirrorError::NotFound(format!(
+                "no directory mirror holds {path} of {repo_id}@{commit}"
+            ))
+        }))
+    }
+}
+
+impl BackendPlugin for Mirror {
     fn capabilities(&self) -> Capabilities {
+        let mut features = Features::empty();
+        if !self.dirs.is_empty() {
+            features = features | Features::RESOLVE | Features::RESUME | Features::NON_XET_FILES;
+            features = features | Features::LOCAL;
+        }
+        let extra = serde_json::json!({
+            "dirs": self.dirs.len(),
+            "resolve_from_dirs": format!("{:?}", self.resolve_from_dirs).to_lowercase(),
+        });
         Capabilities {
             repo_types: RVec::from(vec![RepoType::MODEL, RepoType::DATASET, RepoType::SPACE]),
-            features: Features::empty(),
+            features,
             max_batch_files: 0,
-            extra_json: RString::new(),
+            extra_json: RString::from(extra.to_string()),
         }
+    }
+
+    fn resolve(
+        &self,
+        request: &ResolveRequest,
+        cancel: &CancelToken,
+    ) -> Result<Manifest, PluginError> {
+        cancel.check()?;
+        self.resolve_inner(request).map_err(PluginError::from)
     }
 
     fn fetch(
         &self,
         batch: &FetchBatch,
-        _progress: &Progress,
-        _cancel: &CancelToken,
+        progress: &Progress,
+        cancel: &CancelToken,
     ) -> Vec<FileOutcome> {
-        (0..batch.items.len() as u32)
-            .map(|index| FileOutcome {
-                index,
-                result: RResult::RErr(PluginError::unsupported(
-                    "the mirror backend cannot fetch yet",
-                )),
-            })
-            .collect()
+        let items: &[FetchItem] = &batch.items;
+        let next = AtomicUsize::new(0);
+        let workers = DIR_WORKERS.min(items.len()).max(1);
+        let mut outcomes: Vec<FileOutcome> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(item) = items.get(i) else { break };
+                            let index = i as u32;
+                            let result = self
+                                .fetch_one(batch, index, item, progress, cancel)
+                                .map_err(PluginError::from);
+                            done.push(FileOutcome {
+                                index,
+                                result: RResult::from(result),
+                            });
+                        }
+                        done
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        outcomes.sort_by_key(|o| o.index);
+        outcomes
     }
 }
 
-fn new(_settings: HostSettings, _config: &str) -> Result<Backend, PluginError> {
-    Ok(Backend)
+fn new(settings: HostSettings, config: &str) -> Result<Mirror, PluginError> {
+    Mirror::new(settings, config)
 }
 
 hubget_plugin_api::export_plugin! {

@@ -1,0 +1,157 @@
+//! Helpers: a recording progress sink, batches, and a fake Hugging Face cache on disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use hubget_mirror::Mirror;
+use hubget_plugin_api::sdk::BackendPlugin;
+use hubget_plugin_api::std_types::{RArc, ROption, RString, RVec};
+use hubget_plugin_api::{
+    EventKind, FetchBatch, FetchItem, HostSettings, ManifestFile, Progress, ProgressEvent,
+    ProgressSink, ProgressSink_TO, RepoType,
+};
+
+/// Records every progress event.
+#[derive(Default)]
+pub struct Recorder(pub Mutex<Vec<ProgressEvent>>);
+
+impl ProgressSink for Recorder {
+    fn on_event(&self, event: ProgressEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+/// A progress handle and the recorder behind it.
+pub fn progress() -> (Progress, RArc<Recorder>) {
+    let rec = RArc::new(Recorder::default());
+    let handle: Progress =
+        ProgressSink_TO::from_ptr(rec.clone(), abi_stable::sabi_trait::TD_Opaque);
+    (handle, rec)
+}
+
+impl Recorder {
+    /// Sum of `BYTES` deltas for item `index`.
+    pub fn bytes(&self, index: u32) -> u64 {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.index == index && e.kind == EventKind::BYTES)
+            .map(|e| e.bytes)
+            .sum()
+    }
+
+    /// The last `CHECKPOINT` of item `index`.
+    pub fn last_checkpoint(&self, index: u32) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|e| e.index == index && e.kind == EventKind::CHECKPOINT)
+            .map(|e| e.bytes)
+    }
+}
+
+/// A backend from a TOML table.
+pub fn mirror(toml: &str, offline: bool) -> Mirror {
+    let settings = HostSettings {
+        offline,
+        ..HostSettings::default()
+    };
+    Mirror::new(settings, toml).expect("valid config")
+}
+
+/// A `dirs = [..]` table (plus `extra` lines).
+pub fn dirs_config(dirs: &[&Path], extra: &str) -> String {
+    let list: Vec<String> = dirs
+        .iter()
+        .map(|d| format!("{:?}", d.display().to_string()))
+        .collect();
+    format!("dirs = [{}]\n{extra}\n", list.join(", "))
+}
+
+/// A manifest file.
+pub fn mfile(path: &str, size: u64, git_oid: &str, sha256: Option<&str>) -> ManifestFile {
+    ManifestFile {
+        path: path.into(),
+        size,
+        git_oid: git_oid.into(),
+        sha256: sha256.map(RString::from).into(),
+        xet_hash: ROption::RNone,
+    }
+}
+
+/// A batch of one model repo at `commit`, each file with a partial file in `work` holding
+/// `prefix` bytes of `contents` (what the host prepares).
+pub fn batch(
+    repo: &str,
+    commit: &str,
+    work: &Path,
+    files: &[(ManifestFile, &[u8], u64)],
+) -> FetchBatch {
+    let items: Vec<FetchItem> = files
+        .iter()
+        .enumerate()
+        .map(|(i, (file, content, offset))| {
+            let partial = work.join(format!("{i}.partial"));
+            std::fs::write(&partial, &content[..*offset as usize]).unwrap();
+            FetchItem {
+                file: file.clone(),
+                partial_path: partial.display().to_string().into(),
+                offset: *offset,
+            }
+        })
+        .collect();
+    FetchBatch {
+        repo_type: RepoType::MODEL,
+        repo_id: repo.into(),
+        commit: commit.into(),
+        revision: "main".into(),
+        items: RVec::from(items),
+        options_json: RString::new(),
+    }
+}
+
+/// Writes a Hugging Face cache layout by hand: blobs, snapshot symlinks, refs.
+pub struct FakeCache {
+    pub root: PathBuf,
+}
+
+impl FakeCache {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn repo_dir(&self, repo: &str) -> PathBuf {
+        self.root
+            .join(format!("models--{}", repo.replace('/', "--")))
+    }
+
+    /// Adds `path` with `content` under blob name `etag` to the snapshot `commit`.
+    pub fn add(&self, repo: &str, commit: &str, path: &str, etag: &str, content: &[u8]) {
+        let repo_dir = self.repo_dir(repo);
+        std::fs::create_dir_all(repo_dir.join("blobs")).unwrap();
+        std::fs::write(repo_dir.join("blobs").join(etag), content).unwrap();
+        let link = repo_dir.join("snapshots").join(commit).join(path);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        let depth = path.split('/').count() + 1;
+        let target = format!("{}blobs/{etag}", "../".repeat(depth));
+        std::os::unix::fs::symlink(target, &link).unwrap();
+        assert_eq!(std::fs::read(&link).unwrap(), content, "symlink resolves");
+    }
+
+    /// Writes `refs/<rev>` = `commit` (no newline, as hf-hub does).
+    pub fn set_ref(&self, repo: &str, rev: &str, commit: &str) {
+        let path = self.repo_dir(repo).join("refs").join(rev);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, commit).unwrap();
+    }
+}
+
+/// Calls the backend's `fetch` through the trait, as the SDK would.
+pub fn fetch(m: &Mirror, b: &FetchBatch, p: &Progress) -> Vec<hubget_plugin_api::FileOutcome> {
+    m.fetch(b, p, &hubget_plugin_api::CancelToken::new())
+}
