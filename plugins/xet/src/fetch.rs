@@ -1,0 +1,494 @@
+//! Downloading a batch of Xet files with hf-xet's session API.
+//!
+//! * Files starting at offset 0 go into one [`XetFileDownloadGroup`]: hf-xet reconstructs each
+//!   straight into the host's partial file (`download_file_to_path`), with its sequential writer.
+//! * Files the host resumes (offset > 0) go into one [`XetDownloadStreamGroup`]: an ordered
+//!   ranged stream `offset..size` whose chunks this module writes at `offset..`.
+//!
+//! Both writers are sequential, so the bytes written so far are a contiguous prefix: a poller
+//! turns them into `BYTES` deltas and absolute `CHECKPOINT`s every [`POLL`]. The same loop
+//! watches the host's cancel token and aborts both groups when it is set.
+//!
+//! hf-xet verifies no hash on download (a corrupt xorb range lands silently); the host's sha256
+//! check after `fetch` is the guard, so nothing here claims more than "written".
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use hubget_plugin_api::std_types::RString;
+use hubget_plugin_api::{CancelToken, EventKind, FileDone, PluginError, Progress, ProgressEvent};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use xet::xet_session::{
+    HeaderMap, XetDownloadStreamGroup, XetFileDownload, XetFileDownloadGroup, XetFileInfo,
+    XetSession,
+};
+
+use crate::error::{self, Error};
+
+/// How often progress is reported and the cancel token polled.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// Where and how to reach the CAS for one batch.
+#[derive(Clone)]
+pub struct CasAccess {
+    /// CAS base URL.
+    pub cas_url: String,
+    /// CAS bearer token.
+    pub access_token: String,
+    /// Its expiry, Unix seconds.
+    pub exp: u64,
+    /// The Hub's xet-read-token URL, for hf-xet's refresher (None: no refresh).
+    pub refresh_url: Option<String>,
+    /// Headers for the refresh request (the Hub `Authorization`, `User-Agent`).
+    pub refresh_headers: HeaderMap,
+}
+
+impl std::fmt::Debug for CasAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CasAccess")
+            .field("cas_url", &self.cas_url)
+            .field("exp", &self.exp)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One Xet file of the batch.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Index in the batch.
+    pub index: u32,
+    /// Xet file hash (validated).
+    pub hash: String,
+    /// File size.
+    pub size: u64,
+    /// The host's partial file.
+    pub path: PathBuf,
+    /// Bytes already on disk.
+    pub offset: u64,
+}
+
+/// How the written-bytes count of one job is read.
+enum Meter {
+    /// Not started yet.
+    Pending,
+    /// A file-group download: hf-xet's per-file `bytes_completed`.
+    File(XetFileDownload),
+    /// A stream written by this module.
+    Counter(Arc<AtomicU64>),
+}
+
+struct Track {
+    job: Job,
+    meter: Meter,
+    in_file_group: bool,
+    /// Bytes (after `offset`) already reported as `BYTES`.
+    reported: u64,
+    /// Network bytes attributed to this job.
+    network: u64,
+    result: Option<Result<u64, PluginError>>,
+}
+
+/// State shared by the download futures, the poller and the cancel path.
+struct Shared {
+    tracks: Mutex<Vec<Track>>,
+    file_group: Mutex<Option<XetFileDownloadGroup>>,
+    stream_group: Mutex<Option<XetDownloadStreamGroup>>,
+    /// Group transfer bytes already attributed, and not yet attributed.
+    net_seen: AtomicU64,
+    net_pending: AtomicU64,
+}
+
+impl Shared {
+    fn with_track<R>(&self, index: u32, f: impl FnOnce(&mut Track) -> R) -> Option<R> {
+        let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        tracks.iter_mut().find(|t| t.job.index == index).map(f)
+    }
+
+    fn set_result(&self, index: u32, result: Result<u64, PluginError>) {
+        self.with_track(index, |t| {
+            if t.result.is_none() {
+                t.result = Some(result);
+            }
+        });
+    }
+
+    /// Reports what was written since the last call: `BYTES` deltas with attributed network
+    /// bytes, then `CHECKPOINT`s.
+    fn report(&self, progress: &Progress) {
+        let group_net = self
+            .file_group
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|g| g.progress().total_transfer_bytes_completed);
+        if let Some(total) = group_net {
+            let seen = self.net_seen.swap(total, Ordering::SeqCst);
+            self.net_pending
+                .fetch_add(total.saturating_sub(seen), Ordering::SeqCst);
+        }
+
+        let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut deltas = Vec::with_capacity(tracks.len());
+        for t in tracks.iter() {
+            let written = match &t.meter {
+                Meter::Pending => 0,
+                Meter::File(h) => h.progress().map_or(0, |p| p.bytes_completed),
+                Meter::Counter(c) => c.load(Ordering::SeqCst),
+            };
+            let written = written.min(t.job.size - t.job.offset);
+            deltas.push(written.saturating_sub(t.reported));
+        }
+        // Share the file group's network bytes among its files by the bytes each wrote.
+        let group_delta: u64 = tracks
+            .iter()
+            .zip(&deltas)
+            .filter(|(t, _)| t.in_file_group)
+            .map(|(_, d)| *d)
+            .sum();
+        let pending = if group_delta > 0 {
+            self.net_pending.swap(0, Ordering::SeqCst)
+        } else {
+            0
+        };
+        let mut left = pending;
+        let last_in_group = tracks
+            .iter()
+            .zip(&deltas)
+            .rposition(|(t, d)| t.in_file_group && *d > 0);
+        for (i, (t, delta)) in tracks.iter_mut().zip(deltas).enumerate() {
+            if delta == 0 {
+                continue;
+            }
+            let net = if t.in_file_group && group_delta > 0 {
+                let share = if Some(i) == last_in_group {
+                    left
+                } else {
+                    ((pending as u128 * delta as u128) / group_delta as u128) as u64
+                };
+                left -= share.min(left);
+                share
+            } else {
+                0
+            };
+            t.reported += delta;
+            t.network += net;
+            progress.on_event(ProgressEvent::bytes(t.job.index, delta, net));
+            progress.on_event(ProgressEvent::checkpoint(
+                t.job.index,
+                t.job.offset + t.reported,
+            ));
+        }
+    }
+
+    fn abort(&self) {
+        if let Some(g) = self
+            .file_group
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            && let Err(e) = g.abort()
+        {
+            log::debug!("aborting the xet file group: {e}");
+        }
+        if let Some(g) = self
+            .stream_group
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            && let Err(e) = g.abort()
+        {
+            log::debug!("aborting the xet stream group: {e}");
+        }
+    }
+}
+
+/// Resolves when `cancel` is set.
+async fn cancelled(cancel: &CancelToken) {
+    while !cancel.is_cancelled() {
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Downloads `jobs` through the CAS; one result per job, as `(index, result)`.
+pub async fn fetch(
+    session: &XetSession,
+    access: &CasAccess,
+    jobs: Vec<Job>,
+    progress: &Progress,
+    cancel: &CancelToken,
+) -> Vec<(u32, Result<FileDone, PluginError>)> {
+    let source = origin(&access.cas_url);
+    let shared = Shared {
+        tracks: Mutex::new(
+            jobs.iter()
+                .map(|job| Track {
+                    job: job.clone(),
+                    meter: Meter::Pending,
+                    in_file_group: job.offset == 0,
+                    reported: 0,
+                    network: 0,
+                    result: None,
+                })
+                .collect(),
+        ),
+        file_group: Mutex::new(None),
+        stream_group: Mutex::new(None),
+        net_seen: AtomicU64::new(0),
+        net_pending: AtomicU64::new(0),
+    };
+    for job in &jobs {
+        progress.on_event(ProgressEvent::message(
+            job.index,
+            EventKind::STARTED,
+            String::new(),
+        ));
+        if job.offset >= job.size {
+            shared.set_result(job.index, Ok(0));
+        }
+    }
+    let (fresh, resumed): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .filter(|j| j.offset < j.size)
+        .partition(|j| j.offset == 0);
+
+    let work = async {
+        tokio::join!(
+            fetch_fresh(session, access, fresh, &shared),
+            fetch_resumed(session, access, resumed, &shared),
+        )
+    };
+    let ticker = async {
+        let mut interval = tokio::time::interval(POLL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            shared.report(progress);
+        }
+    };
+    let was_cancelled = tokio::select! {
+        biased;
+        () = cancelled(cancel) => true,
+        _ = work => false,
+        () = ticker => false,
+    };
+    if was_cancelled {
+        log::debug!("xet fetch cancelled by the host; aborting the download groups");
+        shared.abort();
+    }
+    shared.report(progress);
+
+    let tracks = shared
+        .tracks
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    tracks
+        .into_iter()
+        .map(|t| {
+            let result = match t.result {
+                Some(Ok(written)) => {
+                    let stream = !t.in_file_group;
+                    Ok(FileDone {
+                        // The stream API exposes no network counter: report what was written.
+                        bytes_transferred: if stream { written } else { t.network },
+                        source: RString::from(source.clone()),
+                        extra_json: RString::from(
+                            serde_json::json!({
+                                "via": if stream { "xet-stream" } else { "xet-file-group" },
+                                "offset": t.job.offset,
+                                // Streams: bytes written. File group: its network bytes,
+                                // shared among its files by the bytes each wrote.
+                                "bytes_transferred": if stream { "written" } else { "group-share" },
+                            })
+                            .to_string(),
+                        ),
+                    })
+                }
+                Some(Err(e)) => Err(e),
+                None if was_cancelled => Err(PluginError::cancelled()),
+                None => Err(PluginError::new(
+                    hubget_plugin_api::ErrorKind::OTHER,
+                    "the xet download ended without a result",
+                )),
+            };
+            (t.job.index, result)
+        })
+        .collect()
+}
+
+/// The `scheme://host[:port]` of a URL, for reports.
+fn origin(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| after_scheme + i);
+    url[..end].to_owned()
+}
+
+fn context(job: &Job) -> String {
+    format!("xet download of {} ({} bytes)", job.hash, job.size)
+}
+
+/// Builder options shared by both groups.
+macro_rules! configure {
+    ($builder:expr, $access:expr) => {{
+        let b = $builder
+            .with_endpoint($access.cas_url.clone())
+            .with_token_info($access.access_token.clone(), $access.exp);
+        match &$access.refresh_url {
+            Some(url) => b.with_token_refresh_url(url.clone(), $access.refresh_headers.clone()),
+            None => b,
+        }
+    }};
+}
+
+async fn fetch_fresh(session: &XetSession, access: &CasAccess, jobs: Vec<Job>, shared: &Shared) {
+    if jobs.is_empty() {
+        return;
+    }
+    let built = match session.new_file_download_group() {
+        Ok(builder) => configure!(builder, access).build().await,
+        Err(e) => Err(e),
+    };
+    let group = match built {
+        Ok(g) => g,
+        Err(e) => {
+            for job in &jobs {
+                shared.set_result(job.index, Err(error::from_xet(&context(job), &e)));
+            }
+            return;
+        }
+    };
+    *shared.file_group.lock().unwrap_or_else(|e| e.into_inner()) = Some(group.clone());
+
+    let mut started = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let info = XetFileInfo::new(job.hash.clone(), job.size);
+        match group.download_file_to_path(info, job.path.clone()).await {
+            Ok(handle) => {
+                shared.with_track(job.index, |t| t.meter = Meter::File(handle.clone()));
+                started.push((job, handle));
+            }
+            Err(e) => shared.set_result(job.index, Err(error::from_xet(&context(&job), &e))),
+        }
+    }
+    join_all(started.into_iter().map(|(job, handle)| async move {
+        let result = match handle.finish().await {
+            Ok(report) => match report.file_info.file_size {
+                Some(n) if n == job.size => Ok(n),
+                got => Err(Error::Length {
+                    path: job.path.display().to_string(),
+                    got: got.unwrap_or(0),
+                    expected: job.size,
+                }
+                .into()),
+            },
+            Err(e) => Err(error::from_xet(&context(&job), &e)),
+        };
+        shared.set_result(job.index, result);
+    }))
+    .await;
+    // Per-file results are in; this only closes the group (its error repeats the first one).
+    if let Err(e) = group.finish().await {
+        log::debug!("closing the xet file group: {e}");
+    }
+}
+
+async fn fetch_resumed(session: &XetSession, access: &CasAccess, jobs: Vec<Job>, shared: &Shared) {
+    if jobs.is_empty() {
+        return;
+    }
+    let built = match session.new_download_stream_group() {
+        Ok(builder) => configure!(builder, access).build().await,
+        Err(e) => Err(e),
+    };
+    let group = match built {
+        Ok(g) => g,
+        Err(e) => {
+            for job in &jobs {
+                shared.set_result(job.index, Err(error::from_xet(&context(job), &e)));
+            }
+            return;
+        }
+    };
+    *shared
+        .stream_group
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(group.clone());
+    join_all(jobs.into_iter().map(|job| {
+        let group = &group;
+        async move {
+            let counter = Arc::new(AtomicU64::new(0));
+            shared.with_track(job.index, |t| t.meter = Meter::Counter(counter.clone()));
+            let result = stream_one(group, &job, &counter).await;
+            shared.set_result(job.index, result);
+        }
+    }))
+    .await;
+    group.finish().await;
+}
+
+/// Streams `offset..size` of one file into its partial file at `offset..`.
+async fn stream_one(
+    group: &XetDownloadStreamGroup,
+    job: &Job,
+    written: &AtomicU64,
+) -> Result<u64, PluginError> {
+    let expected = job.size - job.offset;
+    let info = XetFileInfo::new(job.hash.clone(), job.size);
+    let mut stream = group
+        .download_stream(info, Some(job.offset..job.size))
+        .await
+        .map_err(|e| error::from_xet(&context(job), &e))?;
+    let io = |source| Error::Write {
+        path: job.path.display().to_string(),
+        source,
+    };
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(&job.path)
+        .await
+        .map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(job.offset))
+        .await
+        .map_err(io)?;
+    let mut got = 0u64;
+    while let Some(chunk) = stream
+        .next()
+        .await
+        .map_err(|e| error::from_xet(&context(job), &e))?
+    {
+        got += chunk.len() as u64;
+        if got > expected {
+            break;
+        }
+        file.write_all(&chunk).await.map_err(io)?;
+        // `flush` waits for tokio's background write: only then are the bytes in the file.
+        file.flush().await.map_err(io)?;
+        written.store(got, Ordering::SeqCst);
+    }
+    file.flush().await.map_err(io)?;
+    // A cancelled stream ends like a finished one: the length tells them apart.
+    if got != expected {
+        return Err(Error::Length {
+            path: job.path.display().to_string(),
+            got,
+            expected,
+        }
+        .into());
+    }
+    Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin;
+
+    #[test]
+    fn origin_drops_path_and_query() {
+        assert_eq!(origin("http://127.0.0.1:5/v1/x?t=1"), "http://127.0.0.1:5");
+        assert_eq!(origin("https://cas.example"), "https://cas.example");
+    }
+}

@@ -1,0 +1,456 @@
+//! The xet backend against hubsim (a local Hub with Hugging Face's real Xet CAS), called
+//! directly through the SDK trait: no host, no plugin loading.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RArc, ROption, RString, RVec};
+use hubget_plugin_api::sdk::BackendPlugin;
+use hubget_plugin_api::{
+    CancelToken, ErrorKind, EventKind, FetchBatch, FetchItem, FileDone, FileOutcome, HostSettings,
+    ManifestFile, PluginError, Progress, ProgressEvent, ProgressSink, ProgressSink_TO, RepoType,
+    ResolveRequest,
+};
+use hubget_xet::Backend;
+use hubsim::{
+    CommitSpec, Content, Fault, FaultAction, FileSpec, FixtureSpec, HubSim, HubSimHandle, Origin,
+    RepoKind, RepoSpec, Shaping, Storage,
+};
+use sha2::{Digest, Sha256};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Records every progress event.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<ProgressEvent>>>);
+
+impl ProgressSink for Recorder {
+    fn on_event(&self, event: ProgressEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+impl Recorder {
+    fn progress(&self) -> Progress {
+        ProgressSink_TO::from_ptr(RArc::new(self.clone()), TD_Opaque)
+    }
+
+    fn events(&self, index: u32) -> Vec<ProgressEvent> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.index == index)
+            .cloned()
+            .collect()
+    }
+
+    fn bytes(&self, index: u32) -> u64 {
+        self.events(index)
+            .iter()
+            .filter(|e| e.kind == EventKind::BYTES)
+            .map(|e| e.bytes)
+            .sum()
+    }
+
+    fn checkpoints(&self, index: u32) -> Vec<u64> {
+        self.events(index)
+            .iter()
+            .filter(|e| e.kind == EventKind::CHECKPOINT)
+            .map(|e| e.bytes)
+            .collect()
+    }
+}
+
+fn start(spec: FixtureSpec, shaping: Shaping) -> HubSimHandle {
+    HubSim::start_blocking(HubSim::builder().fixtures(spec).shape(shaping)).expect("hubsim starts")
+}
+
+/// `acme/tiny` plus `acme/big`: one Xet file of `big_mib` MiB.
+fn with_big(big_mib: u64) -> FixtureSpec {
+    FixtureSpec::minimal().repo(RepoSpec {
+        id: "acme/big".into(),
+        kind: RepoKind::Model,
+        private: false,
+        gated: false,
+        commits: vec![CommitSpec {
+            message: "big".into(),
+            files: vec![FileSpec {
+                path: "big.bin".into(),
+                storage: Storage::Xet,
+                content: Content::Random {
+                    size: big_mib * MIB,
+                    seed: 77,
+                    patches: vec![],
+                },
+            }],
+            delete: vec![],
+        }],
+        branches: Default::default(),
+        tags: Default::default(),
+        prs: Default::default(),
+    })
+}
+
+fn backend(sim: &HubSim, config: &str) -> Backend {
+    let settings = HostSettings {
+        endpoint: sim.hub_url().to_owned(),
+        token: Some(sim.token().to_owned()),
+        max_attempts: 2,
+        ..HostSettings::default()
+    };
+    Backend::new(settings, config).expect("backend starts")
+}
+
+fn resolve(backend: &Backend, repo: &str) -> hubget_plugin_api::Manifest {
+    let request = ResolveRequest {
+        repo_type: RepoType::MODEL,
+        repo_id: repo.into(),
+        revision: "main".into(),
+        options_json: RString::new(),
+    };
+    backend
+        .resolve(&request, &CancelToken::new())
+        .expect("resolve works")
+}
+
+fn file<'a>(manifest: &'a hubget_plugin_api::Manifest, path: &str) -> &'a ManifestFile {
+    manifest
+        .files
+        .iter()
+        .find(|f| f.path.as_str() == path)
+        .unwrap_or_else(|| panic!("{path} in the manifest"))
+}
+
+/// A partial file holding `prefix` (the host creates it before `fetch`).
+fn partial(dir: &Path, name: &str, prefix: &[u8]) -> PathBuf {
+    let path = dir.join(format!("{name}.incomplete"));
+    std::fs::write(&path, prefix).unwrap();
+    path
+}
+
+fn item(file: &ManifestFile, path: &Path, offset: u64) -> FetchItem {
+    FetchItem {
+        file: file.clone(),
+        partial_path: path.display().to_string().into(),
+        offset,
+    }
+}
+
+fn batch(repo: &str, commit: &str, items: Vec<FetchItem>) -> FetchBatch {
+    FetchBatch {
+        repo_type: RepoType::MODEL,
+        repo_id: repo.into(),
+        commit: commit.into(),
+        revision: "main".into(),
+        items: RVec::from(items),
+        options_json: RString::new(),
+    }
+}
+
+fn sha256_of(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let digest = Sha256::digest(&bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn ok(outcome: &FileOutcome) -> &FileDone {
+    match &outcome.result {
+        abi_stable::std_types::RResult::ROk(done) => done,
+        abi_stable::std_types::RResult::RErr(e) => panic!("item {} failed: {e}", outcome.index),
+    }
+}
+
+fn err(outcome: &FileOutcome) -> &PluginError {
+    match &outcome.result {
+        abi_stable::std_types::RResult::ROk(_) => panic!("item {} succeeded", outcome.index),
+        abi_stable::std_types::RResult::RErr(e) => e,
+    }
+}
+
+/// The expected sha256 of a file at `main`, from hubsim's own fixture info.
+fn expected_sha(sim: &HubSim, repo: &str, path: &str) -> String {
+    sim.info()
+        .repo(repo)
+        .unwrap()
+        .file(path)
+        .unwrap()
+        .sha256
+        .clone()
+}
+
+#[test]
+fn xet_files_arrive_byte_exact_from_the_cas_and_other_files_are_unsupported() {
+    let sim = start(FixtureSpec::minimal(), Shaping::default());
+    let backend = backend(&sim, "");
+    let manifest = resolve(&backend, "acme/tiny");
+    let xet_a = file(&manifest, "xet-a.bin");
+    let weights = file(&manifest, "w.safetensors");
+    let lfs = file(&manifest, "lfs.bin");
+    let config = file(&manifest, "config.json");
+    assert!(xet_a.xet_hash.is_some() && weights.xet_hash.is_some());
+    assert!(lfs.xet_hash.is_none() && config.xet_hash.is_none());
+
+    let dir = tempfile::tempdir().unwrap();
+    let paths = [
+        partial(dir.path(), "xet-a", b""),
+        partial(dir.path(), "lfs", b""),
+        partial(dir.path(), "w", b""),
+        partial(dir.path(), "config", b""),
+    ];
+    let items = vec![
+        item(xet_a, &paths[0], 0),
+        item(lfs, &paths[1], 0),
+        item(weights, &paths[2], 0),
+        item(config, &paths[3], 0),
+    ];
+    sim.reset_counters();
+    let recorder = Recorder::default();
+    let outcomes = backend.fetch(
+        &batch("acme/tiny", &manifest.commit, items),
+        &recorder.progress(),
+        &CancelToken::new(),
+    );
+    assert_eq!(
+        outcomes.iter().map(|o| o.index).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+
+    for (index, path, name) in [(0, &paths[0], "xet-a.bin"), (2, &paths[2], "w.safetensors")] {
+        let done = ok(&outcomes[index]);
+        assert_eq!(
+            sha256_of(path),
+            expected_sha(&sim, "acme/tiny", name),
+            "{name}"
+        );
+        assert_eq!(
+            done.source.as_str(),
+            sim.cas_url(),
+            "{name} came from the CAS"
+        );
+        let size = std::fs::metadata(path).unwrap().len();
+        assert_eq!(
+            recorder.bytes(index as u32),
+            size,
+            "BYTES deltas add up for {name}"
+        );
+        assert_eq!(recorder.checkpoints(index as u32).last(), Some(&size));
+        assert!(done.bytes_transferred > 0, "{name}: network bytes reported");
+    }
+    // The compressible file moved fewer network bytes than its size.
+    assert!(ok(&outcomes[2]).bytes_transferred < weights.size);
+
+    for index in [1, 3] {
+        let e = err(&outcomes[index]);
+        assert_eq!(e.kind, ErrorKind::UNSUPPORTED, "{e}");
+        assert!(e.message.contains("no Xet hash"), "{e}");
+        assert_eq!(recorder.bytes(index as u32), 0);
+    }
+
+    let counters = sim.counters();
+    assert!(
+        counters.requests_to(Origin::Cas, "fetch_term") > 0,
+        "{counters:?}"
+    );
+    assert_eq!(
+        counters.requests_to(Origin::Cdn, "xet_bridge"),
+        0,
+        "no CDN bridge"
+    );
+    assert_eq!(
+        counters.requests_to(Origin::Cdn, "lfs"),
+        0,
+        "non-xet files untouched"
+    );
+    assert_eq!(counters.requests_to(Origin::Hub, "xet_read_token"), 1);
+    assert_eq!(
+        counters.requests_to(Origin::Cas, "telemetry"),
+        0,
+        "telemetry is off"
+    );
+    assert!(counters.bytes_from(Origin::Cas) > 0);
+}
+
+#[test]
+fn a_redacted_xet_hash_is_unsupported() {
+    let sim = start(FixtureSpec::minimal(), Shaping::default());
+    let backend = backend(&sim, "");
+    let manifest = resolve(&backend, "acme/tiny");
+    let mut redacted = file(&manifest, "xet-a.bin").clone();
+    redacted.xet_hash = ROption::RSome("*".repeat(64).into());
+    let dir = tempfile::tempdir().unwrap();
+    let path = partial(dir.path(), "x", b"");
+    let outcomes = backend.fetch(
+        &batch(
+            "acme/tiny",
+            &manifest.commit,
+            vec![item(&redacted, &path, 0)],
+        ),
+        &Recorder::default().progress(),
+        &CancelToken::new(),
+    );
+    assert_eq!(err(&outcomes[0]).kind, ErrorKind::UNSUPPORTED);
+    assert_eq!(sim.counters().requests_to(Origin::Hub, "xet_read_token"), 0);
+}
+
+#[test]
+fn resume_from_an_offset_fetches_only_the_rest() {
+    let sim = start(with_big(8), Shaping::default());
+    let backend = backend(&sim, "");
+    let manifest = resolve(&backend, "acme/big");
+    let big = file(&manifest, "big.bin");
+
+    // A first full download gives the true bytes (and the CAS bytes of a whole file).
+    let dir = tempfile::tempdir().unwrap();
+    let full_path = partial(dir.path(), "full", b"");
+    sim.reset_counters();
+    let outcomes = backend.fetch(
+        &batch("acme/big", &manifest.commit, vec![item(big, &full_path, 0)]),
+        &Recorder::default().progress(),
+        &CancelToken::new(),
+    );
+    ok(&outcomes[0]);
+    let full_cas_bytes = sim.counters().bytes_from(Origin::Cas);
+    let full = std::fs::read(&full_path).unwrap();
+    assert_eq!(sha256_of(&full_path), big.sha256.as_ref().unwrap().as_str());
+
+    // The host kept the first 6 MiB; the backend must write only the rest.
+    let offset = 6 * MIB + 123;
+    let path = partial(dir.path(), "resumed", &full[..offset as usize]);
+    sim.reset_counters();
+    let recorder = Recorder::default();
+    let outcomes = backend.fetch(
+        &batch("acme/big", &manifest.commit, vec![item(big, &path, offset)]),
+        &recorder.progress(),
+        &CancelToken::new(),
+    );
+    let done = ok(&outcomes[0]);
+    assert_eq!(sha256_of(&path), big.sha256.as_ref().unwrap().as_str());
+    assert_eq!(
+        recorder.bytes(0),
+        big.size - offset,
+        "BYTES count only the rest"
+    );
+    let checkpoints = recorder.checkpoints(0);
+    assert!(checkpoints.iter().all(|c| *c > offset && *c <= big.size));
+    assert_eq!(checkpoints.last(), Some(&big.size));
+    assert_eq!(done.bytes_transferred, big.size - offset);
+
+    let cas_bytes = sim.counters().bytes_from(Origin::Cas);
+    assert!(
+        cas_bytes < full_cas_bytes / 2,
+        "resume fetched {cas_bytes} CAS bytes, a whole file is {full_cas_bytes}"
+    );
+    assert_eq!(sim.counters().requests_to(Origin::Cdn, "xet_bridge"), 0);
+}
+
+#[test]
+fn cancellation_returns_promptly() {
+    // 16 MiB at 1 MiB/s: about 16 s if nothing stops it.
+    let shaping = Shaping {
+        rate_per_conn: Some(MIB),
+        rate_total: Some(MIB),
+        latency_ms: 0,
+    };
+    let sim = start(with_big(16), shaping);
+    let backend = backend(&sim, "");
+    let manifest = resolve(&backend, "acme/big");
+    let big = file(&manifest, "big.bin").clone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = partial(dir.path(), "big", b"");
+
+    let cancel = CancelToken::new();
+    let recorder = Recorder::default();
+    let canceller = {
+        let cancel = cancel.clone();
+        let recorder = recorder.clone();
+        std::thread::spawn(move || {
+            // Cancel once bytes flow (or after 5 s), like the stall watchdog would.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while recorder.bytes(0) == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            cancel.cancel();
+            Instant::now()
+        })
+    };
+    let outcomes = backend.fetch(
+        &batch("acme/big", &manifest.commit, vec![item(&big, &path, 0)]),
+        &recorder.progress(),
+        &cancel,
+    );
+    let returned = Instant::now();
+    let cancelled_at = canceller.join().unwrap();
+    let e = err(&outcomes[0]);
+    assert_eq!(e.kind, ErrorKind::CANCELLED, "{e}");
+    let took = returned.saturating_duration_since(cancelled_at);
+    assert!(
+        took < Duration::from_secs(2),
+        "fetch returned {took:?} after cancel"
+    );
+    assert!(recorder.bytes(0) < big.size);
+}
+
+#[test]
+fn a_stopped_cas_is_a_retryable_network_error() {
+    let sim = start(FixtureSpec::minimal(), Shaping::default());
+    let backend = backend(&sim, "retry_max_attempts = 1\nretry_base_delay_ms = 50\n");
+    let manifest = resolve(&backend, "acme/tiny");
+    let xet_a = file(&manifest, "xet-a.bin");
+    sim.stop_cas();
+    let dir = tempfile::tempdir().unwrap();
+    let path = partial(dir.path(), "x", b"");
+    let started = Instant::now();
+    let outcomes = backend.fetch(
+        &batch("acme/tiny", &manifest.commit, vec![item(xet_a, &path, 0)]),
+        &Recorder::default().progress(),
+        &CancelToken::new(),
+    );
+    let e = err(&outcomes[0]);
+    assert!(e.retryable, "{e}");
+    assert!(
+        matches!(e.kind, ErrorKind::NETWORK | ErrorKind::TIMEOUT),
+        "{e}"
+    );
+    assert!(!e.message.contains(sim.token()), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn cas_server_errors_are_retryable_server_errors() {
+    let sim = start(FixtureSpec::minimal(), Shaping::default());
+    let backend = backend(&sim, "retry_max_attempts = 1\nretry_base_delay_ms = 50\n");
+    let manifest = resolve(&backend, "acme/tiny");
+    let xet_a = file(&manifest, "xet-a.bin");
+    sim.faults().add(
+        Fault::new(
+            Origin::Cas,
+            "reconstructions",
+            FaultAction::Status { code: 503 },
+        )
+        .times(1000),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = partial(dir.path(), "x", b"");
+    let outcomes = backend.fetch(
+        &batch("acme/tiny", &manifest.commit, vec![item(xet_a, &path, 0)]),
+        &Recorder::default().progress(),
+        &CancelToken::new(),
+    );
+    let e = err(&outcomes[0]);
+    assert!(e.retryable, "{e}");
+    assert_eq!(e.kind, ErrorKind::SERVER, "{e}");
+    assert!(sim.faults().fired_total() > 0);
+}
+
+#[test]
+fn a_bad_config_table_is_a_config_error() {
+    let settings = HostSettings::default();
+    let e = Backend::new(settings, "max_concurrent_downloads = 3\n")
+        .err()
+        .expect("unknown key refused");
+    assert_eq!(e.kind, ErrorKind::CONFIG);
+    assert!(e.message.contains("max_concurrent_downloads"), "{e}");
+}
