@@ -4,9 +4,15 @@
 //! [`commands::run`].
 
 pub mod backend;
+pub mod engine;
 pub mod error;
 pub mod loader;
+pub mod output;
+pub mod plan;
 pub mod redact;
+pub mod resume;
+pub mod store;
+pub mod verify;
 
 pub use backend::BackendHandle;
 pub use error::HostError;

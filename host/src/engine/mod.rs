@@ -1,0 +1,946 @@
+//! The download engine: a bounded pool of backend calls over the planned files, with per-file
+//! fallback across backends, retries with backoff (honouring Retry-After), a stall watchdog
+//! that cancels and then abandons stuck calls, backend health, resume checkpoints, incremental
+//! verification and installation into the target.
+//!
+//! Flow per file: take its lock (bounded wait; re-check the target after), prepare the partial
+//! file (resume from the persisted checkpoint), hand it to the first healthy backend that can
+//! serve it (small files in batches, big ones alone), persist CHECKPOINT events while hashing
+//! behind them, verify the tail on completion, and install. A failure is retried on the same
+//! backend when transient, else the file moves to the next backend.
+
+pub mod retry;
+pub mod transport;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use abi_stable::std_types::RResult;
+use hubget_plugin_api::{
+    CancelToken, ErrorKind, EventKind, Features, FetchBatch, FetchItem, FileDone, ManifestFile, PluginError,
+    ProgressEvent, ProgressSink,
+};
+use tokio::task::JoinSet;
+
+use crate::error::HostError;
+use crate::output::{ErrorInfo, Event, Reporter};
+use crate::plan::{FileStatus, Plan};
+use crate::resume::{Partial, ResumeState};
+use crate::store::lock::{FileLock, LockError};
+use crate::store::{Target, etag_of};
+use crate::verify::{Expected, FileHasher};
+use retry::RetryPolicy;
+use transport::Transport;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Concurrent backend calls (`--max-workers`).
+    pub max_workers: usize,
+    /// No BYTES/CHECKPOINT progress for this long cancels the call.
+    pub stall_timeout: Duration,
+    /// After cancelling, how long to wait before abandoning the call.
+    pub cancel_grace: Duration,
+    /// Longest wait for a file lock.
+    pub lock_timeout: Duration,
+    /// Retries on one backend.
+    pub retry: RetryPolicy,
+    /// Consecutive file failures after which a backend gets no more files this run.
+    pub health_threshold: u32,
+    /// Files smaller than this may share a call.
+    pub batch_file_bytes: u64,
+    /// Most files per call (also bounded by the backend's `max_batch_files`).
+    pub max_batch_files: usize,
+    /// How often checkpoints are persisted.
+    pub checkpoint_interval: Duration,
+    /// Hash behind the checkpoint when this many new bytes are persisted.
+    pub hash_step: u64,
+    /// The token, only to redact it from messages.
+    pub token: Option<String>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_workers: 8,
+            stall_timeout: Duration::from_secs(30),
+            cancel_grace: Duration::from_secs(3),
+            lock_timeout: Duration::from_secs(600),
+            retry: RetryPolicy::default(),
+            health_threshold: 3,
+            batch_file_bytes: 8 * 1024 * 1024,
+            max_batch_files: 32,
+            checkpoint_interval: Duration::from_millis(500),
+            hash_step: 4 * 1024 * 1024,
+            token: None,
+        }
+    }
+}
+
+/// A file in place.
+#[derive(Debug, Clone)]
+pub struct FileReport {
+    /// Repo path.
+    pub path: String,
+    /// Backend (`cache` if it was already there).
+    pub backend: String,
+    /// Where the bytes came from.
+    pub source: String,
+    /// File size.
+    pub bytes: u64,
+    /// Network bytes in this run.
+    pub bytes_transferred: u64,
+    /// sha256 (empty if not re-hashed).
+    pub sha256: String,
+    /// Seconds to verified.
+    pub secs: f64,
+    /// Final path.
+    pub local_path: PathBuf,
+}
+
+/// One failed attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptError {
+    /// Backend (`host` for local failures such as locks).
+    pub backend: String,
+    /// Kind.
+    pub kind: ErrorKind,
+    /// Message, redacted.
+    pub message: String,
+}
+
+/// A file that no backend could deliver.
+#[derive(Debug, Clone)]
+pub struct FileFailure {
+    /// Repo path.
+    pub path: String,
+    /// Every failed attempt, in order.
+    pub attempts: Vec<AttemptError>,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Files in place.
+    pub done: Vec<FileReport>,
+    /// Files that failed.
+    pub failed: Vec<FileFailure>,
+    /// Files left (partial state kept) because the run was interrupted.
+    pub interrupted: Vec<String>,
+}
+
+impl Summary {
+    /// Network bytes of the run.
+    pub fn bytes_transferred(&self) -> u64 {
+        self.done.iter().map(|d| d.bytes_transferred).sum()
+    }
+
+    /// The run's error, if any: interrupted, or failed files classified by their worst cause
+    /// (auth > integrity > not found > other).
+    pub fn error(&self) -> Option<HostError> {
+        if !self.interrupted.is_empty() {
+            return Some(HostError::Interrupted);
+        }
+        if self.failed.is_empty() {
+            return None;
+        }
+        let all: Vec<&AttemptError> = self.failed.iter().flat_map(|f| &f.attempts).collect();
+        let mut msg = format!(
+            "{} of {} files failed:",
+            self.failed.len(),
+            self.failed.len() + self.done.len()
+        );
+        for f in &self.failed {
+            msg.push_str(&format!("\n  {}:", f.path));
+            if f.attempts.is_empty() {
+                msg.push_str(" no attempt was made");
+            }
+            for a in &f.attempts {
+                msg.push_str(&format!("\n    {} ({}): {}", a.backend, a.kind, a.message));
+            }
+        }
+        Some(if all.iter().any(|a| a.kind == ErrorKind::AUTH) {
+            HostError::Auth(msg)
+        } else if all.iter().any(|a| a.kind == ErrorKind::INTEGRITY) {
+            HostError::Integrity(msg)
+        } else if !all.is_empty() && all.iter().all(|a| a.kind == ErrorKind::NOT_FOUND) {
+            HostError::NotFound(msg)
+        } else {
+            HostError::Other(msg)
+        })
+    }
+}
+
+/// Whether `backend` can serve `file` of this repo type.
+pub fn can_serve(backend: &dyn Transport, file: &ManifestFile, repo_type: hubget_plugin_api::RepoType) -> bool {
+    let caps = backend.capabilities();
+    if !caps.repo_types.contains(&repo_type) {
+        return false;
+    }
+    let has_xet = file.xet_hash.is_some();
+    caps.features.contains(Features::NON_XET_FILES) || (has_xet && caps.features.contains(Features::XET))
+}
+
+struct Job {
+    path: String,
+    file: ManifestFile,
+    etag: String,
+    candidates: VecDeque<usize>,
+    attempts: u32,
+    errors: Vec<AttemptError>,
+    not_before: Instant,
+    lock: Option<FileLock>,
+    partial: Partial,
+    hasher: Arc<Mutex<FileHasher>>,
+    offset: u64,
+    started: Option<Instant>,
+    transferred: u64,
+}
+
+enum Outcome {
+    Done(FileReport),
+    AlreadyDone(FileReport),
+    Interrupted,
+    Fatal(AttemptError),
+    Failed {
+        error: PluginError,
+        /// Not worth retrying on the same backend (stall, verification).
+        move_on: bool,
+    },
+}
+
+struct Ctx {
+    backends: Vec<Arc<dyn Transport>>,
+    target: Target,
+    opts: EngineOptions,
+    reporter: Arc<dyn Reporter>,
+    stop: CancelToken,
+    plan_commit: String,
+    repo_type: hubget_plugin_api::RepoType,
+    repo_id: String,
+    revision: String,
+}
+
+impl Ctx {
+    fn redact(&self, text: &str) -> String {
+        crate::redact::redact(text, self.opts.token.as_deref())
+    }
+
+    fn info(&self, e: &PluginError) -> ErrorInfo {
+        ErrorInfo {
+            kind: e.kind.name().into_owned(),
+            message: self.redact(&e.message),
+        }
+    }
+}
+
+/// Per-file counters fed by the progress sink.
+#[derive(Default)]
+struct Track {
+    written: AtomicU64,
+    network: AtomicU64,
+    checkpoint: AtomicU64,
+}
+
+struct Sink {
+    tracks: Vec<Arc<Track>>,
+    t0: Instant,
+    activity_ms: Arc<AtomicU64>,
+    backend: String,
+}
+
+impl ProgressSink for Sink {
+    fn on_event(&self, event: ProgressEvent) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let Some(track) = self.tracks.get(event.index as usize) else {
+                return;
+            };
+            match event.kind {
+                EventKind::BYTES => {
+                    track.written.fetch_add(event.bytes, Ordering::Relaxed);
+                    let net = if event.network_bytes > 0 { event.network_bytes } else { event.bytes };
+                    track.network.fetch_add(net, Ordering::Relaxed);
+                    self.touch();
+                }
+                EventKind::CHECKPOINT => {
+                    track.checkpoint.fetch_max(event.bytes, Ordering::Relaxed);
+                    self.touch();
+                }
+                EventKind::RETRY => log::info!("{}: retrying: {}", self.backend, event.message),
+                EventKind::INFO | EventKind::STARTED if !event.message.is_empty() => {
+                    log::debug!("{}: {}", self.backend, event.message);
+                }
+                _ => {}
+            }
+        }));
+    }
+}
+
+impl Sink {
+    fn touch(&self) {
+        let ms = self.t0.elapsed().as_millis() as u64;
+        self.activity_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+}
+
+/// Runs the plan: every file not complete goes through the backends; returns what happened.
+/// `stop` is the Ctrl-C token: when set, calls are cancelled, partial files and their state are
+/// kept, and the remaining files are reported as interrupted.
+pub async fn run(
+    plan: &Plan,
+    target: &Target,
+    backends: &[Arc<dyn Transport>],
+    opts: &EngineOptions,
+    reporter: Arc<dyn Reporter>,
+    stop: CancelToken,
+) -> Summary {
+    let ctx = Arc::new(Ctx {
+        backends: backends.to_vec(),
+        target: target.clone(),
+        opts: opts.clone(),
+        reporter,
+        stop,
+        plan_commit: plan.commit.clone(),
+        repo_type: plan.repo_type,
+        repo_id: plan.repo_id.clone(),
+        revision: plan.revision.clone(),
+    });
+    let mut summary = Summary::default();
+    let mut queue: Vec<Job> = Vec::new();
+    for pf in &plan.files {
+        let path = pf.file.path.to_string();
+        if matches!(pf.status, FileStatus::Complete | FileStatus::Linkable) {
+            match target.link_existing(&pf.file, &plan.commit) {
+                Ok(local) => {
+                    let report = cached_report(&pf.file, local);
+                    emit_done(&ctx, &report);
+                    summary.done.push(report);
+                    continue;
+                }
+                Err(e) => log::debug!("{path}: cannot reuse the cached copy ({e}); fetching it"),
+            }
+        }
+        let (etag, partial) = match (etag_of(&pf.file), target.partial(&pf.file)) {
+            (Ok(e), Ok(p)) => (e, p),
+            (Err(e), _) | (_, Err(e)) => {
+                fail(&ctx, &mut summary, path, vec![host_error(ErrorKind::PROTOCOL, e.to_string())]);
+                continue;
+            }
+        };
+        let candidates: VecDeque<usize> = (0..backends.len())
+            .filter(|&i| can_serve(backends[i].as_ref(), &pf.file, plan.repo_type))
+            .collect();
+        if candidates.is_empty() {
+            let why = format!(
+                "no loaded backend can fetch it ({} file of a {})",
+                if pf.file.xet_hash.is_some() { "Xet-backed" } else { "non-Xet" },
+                plan.repo_type
+            );
+            fail(&ctx, &mut summary, path, vec![host_error(ErrorKind::UNSUPPORTED, why)]);
+            continue;
+        }
+        queue.push(Job {
+            path,
+            hasher: Arc::new(Mutex::new(FileHasher::new(Expected::for_file(&pf.file)))),
+            file: pf.file.clone(),
+            etag,
+            candidates,
+            attempts: 0,
+            errors: Vec::new(),
+            not_before: Instant::now(),
+            lock: None,
+            partial,
+            offset: 0,
+            started: None,
+            transferred: 0,
+        });
+    }
+
+    let mut health = vec![0u32; backends.len()];
+    let mut disabled = vec![false; backends.len()];
+    let mut running: JoinSet<(usize, Vec<(Job, Outcome)>)> = JoinSet::new();
+    loop {
+        let stopping = ctx.stop.is_cancelled();
+        if !stopping {
+            while running.len() < ctx.opts.max_workers.max(1) {
+                skip_disabled(&ctx, &mut queue, &disabled, &mut summary);
+                let Some((b, jobs)) = pick_batch(&ctx, &mut queue) else {
+                    break;
+                };
+                let c = Arc::clone(&ctx);
+                running.spawn(async move {
+                    let out = run_call(&c, b, jobs).await;
+                    (b, out)
+                });
+            }
+        }
+        if running.is_empty() && (queue.is_empty() || stopping) {
+            break;
+        }
+        let joined = tokio::select! {
+            r = running.join_next(), if !running.is_empty() => r,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => None,
+        };
+        let Some(joined) = joined else { continue };
+        let (b, results) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("a download task failed: {e}");
+                continue;
+            }
+        };
+        for (mut job, outcome) in results {
+            match outcome {
+                Outcome::Done(report) => {
+                    health[b] = 0;
+                    emit_done(&ctx, &report);
+                    summary.done.push(report);
+                }
+                Outcome::AlreadyDone(report) => {
+                    emit_done(&ctx, &report);
+                    summary.done.push(report);
+                }
+                Outcome::Interrupted => summary.interrupted.push(job.path.clone()),
+                Outcome::Fatal(err) => {
+                    job.errors.push(err);
+                    fail(&ctx, &mut summary, job.path.clone(), std::mem::take(&mut job.errors));
+                }
+                Outcome::Failed { error, move_on } => {
+                    let name = ctx.backends[b].name().to_owned();
+                    if error.kind == ErrorKind::CANCELLED && ctx.stop.is_cancelled() {
+                        summary.interrupted.push(job.path.clone());
+                        continue;
+                    }
+                    let info = ctx.info(&error);
+                    job.errors.push(AttemptError {
+                        backend: name.clone(),
+                        kind: error.kind,
+                        message: info.message.clone(),
+                    });
+                    if !matches!(error.kind, ErrorKind::NOT_FOUND | ErrorKind::UNSUPPORTED | ErrorKind::CANCELLED) {
+                        health[b] += 1;
+                        if health[b] >= ctx.opts.health_threshold && !disabled[b] {
+                            disabled[b] = true;
+                            let message = format!(
+                                "backend `{name}` failed {} files in a row; it gets no more files this run",
+                                health[b]
+                            );
+                            log::warn!("{message}");
+                            ctx.reporter.emit(Event::Warning { message });
+                        }
+                    }
+                    job.attempts += 1;
+                    if !move_on && !disabled[b] && ctx.opts.retry.should_retry(&error, job.attempts) {
+                        let delay = ctx.opts.retry.delay(&error, job.attempts);
+                        log::warn!(
+                            "{}: {name} failed ({}), retry {} in {:.1}s",
+                            job.path,
+                            info.message,
+                            job.attempts,
+                            delay.as_secs_f64()
+                        );
+                        ctx.reporter.emit(Event::Retry {
+                            path: job.path.clone(),
+                            backend: name,
+                            attempt: job.attempts,
+                            delay_ms: delay.as_millis() as u64,
+                            error: info,
+                        });
+                        job.not_before = Instant::now() + delay;
+                        queue.push(job);
+                    } else {
+                        job.candidates.pop_front();
+                        job.attempts = 0;
+                        job.not_before = Instant::now();
+                        let to = job.candidates.front().map(|&i| ctx.backends[i].name().to_owned());
+                        log::warn!(
+                            "{}: {name} failed ({}){}",
+                            job.path,
+                            info.message,
+                            to.as_deref().map(|t| format!("; trying {t}")).unwrap_or_default()
+                        );
+                        ctx.reporter.emit(Event::Fallback {
+                            path: job.path.clone(),
+                            from: name,
+                            to: to.clone(),
+                            error: info,
+                        });
+                        if to.is_some() {
+                            queue.push(job);
+                        } else {
+                            fail(&ctx, &mut summary, job.path.clone(), std::mem::take(&mut job.errors));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for job in queue {
+        summary.interrupted.push(job.path);
+    }
+    summary
+}
+
+fn host_error(kind: ErrorKind, message: String) -> AttemptError {
+    AttemptError {
+        backend: "host".to_owned(),
+        kind,
+        message,
+    }
+}
+
+fn fail(ctx: &Ctx, summary: &mut Summary, path: String, attempts: Vec<AttemptError>) {
+    let last = attempts.last();
+    ctx.reporter.emit(Event::Error {
+        path: Some(path.clone()),
+        kind: last.map(|a| a.kind.name().into_owned()).unwrap_or_else(|| "other".into()),
+        message: attempts
+            .iter()
+            .map(|a| format!("{}: {}", a.backend, a.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        hint: None,
+    });
+    summary.failed.push(FileFailure { path, attempts });
+}
+
+fn cached_report(file: &ManifestFile, local: PathBuf) -> FileReport {
+    FileReport {
+        path: file.path.to_string(),
+        backend: "cache".to_owned(),
+        source: "cache".to_owned(),
+        bytes: file.size,
+        bytes_transferred: 0,
+        sha256: file.sha256.as_ref().map(|s| s.to_string()).into_option().unwrap_or_default(),
+        secs: 0.0,
+        local_path: local,
+    }
+}
+
+fn emit_done(ctx: &Ctx, r: &FileReport) {
+    ctx.reporter.emit(Event::FileDone {
+        path: r.path.clone(),
+        backend: r.backend.clone(),
+        source: ctx.redact(&r.source),
+        bytes: r.bytes,
+        bytes_transferred: r.bytes_transferred,
+        sha256: r.sha256.clone(),
+        secs: r.secs,
+        local_path: r.local_path.display().to_string(),
+    });
+}
+
+/// Moves files off disabled backends (or fails them when none is left).
+fn skip_disabled(ctx: &Ctx, queue: &mut Vec<Job>, disabled: &[bool], summary: &mut Summary) {
+    let mut i = 0;
+    while i < queue.len() {
+        let job = &mut queue[i];
+        while let Some(&b) = job.candidates.front() {
+            if !disabled[b] {
+                break;
+            }
+            job.candidates.pop_front();
+            job.attempts = 0;
+            let to = job.candidates.front().map(|&n| ctx.backends[n].name().to_owned());
+            ctx.reporter.emit(Event::Fallback {
+                path: job.path.clone(),
+                from: ctx.backends[b].name().to_owned(),
+                to,
+                error: ErrorInfo {
+                    kind: "unhealthy".into(),
+                    message: "backend disabled after repeated failures".into(),
+                },
+            });
+        }
+        if job.candidates.is_empty() {
+            let mut job = queue.swap_remove(i);
+            job.errors.push(host_error(
+                ErrorKind::OTHER,
+                "every backend that could serve it was disabled after repeated failures".into(),
+            ));
+            fail(ctx, summary, job.path.clone(), std::mem::take(&mut job.errors));
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// The next call: the first ready file, plus other ready small files for the same backend.
+fn pick_batch(ctx: &Ctx, queue: &mut Vec<Job>) -> Option<(usize, Vec<Job>)> {
+    let now = Instant::now();
+    let first = queue.iter().position(|j| j.not_before <= now)?;
+    let b = *queue[first].candidates.front()?;
+    let caps = ctx.backends[b].capabilities();
+    let limit = match caps.max_batch_files as usize {
+        0 => ctx.opts.max_batch_files,
+        n => n.min(ctx.opts.max_batch_files),
+    }
+    .max(1);
+    let small = |j: &Job| j.file.size < ctx.opts.batch_file_bytes;
+    let mut picked = vec![queue.remove(first)];
+    if small(&picked[0]) && limit > 1 {
+        let mut i = 0;
+        while i < queue.len() && picked.len() < limit {
+            let j = &queue[i];
+            if j.not_before <= now && j.candidates.front() == Some(&b) && small(j) {
+                picked.push(queue.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+    }
+    Some((b, picked))
+}
+
+async fn wait_stop(stop: &CancelToken) {
+    while !stop.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Lock, re-check, prepare the partial. `Err` holds the final outcome for this job.
+async fn prepare_job(ctx: &Ctx, job: &mut Job) -> Result<(), Outcome> {
+    if job.lock.is_none() {
+        let lock_path = ctx
+            .target
+            .lock_path(&job.file)
+            .map_err(|e| Outcome::Fatal(host_error(ErrorKind::PROTOCOL, e.to_string())))?;
+        let lock = tokio::select! {
+            r = crate::store::lock::lock(&lock_path, ctx.opts.lock_timeout) => r,
+            _ = wait_stop(&ctx.stop) => return Err(Outcome::Interrupted),
+        };
+        match lock {
+            Ok(l) => job.lock = Some(l),
+            Err(e @ LockError::Timeout { .. }) => {
+                return Err(Outcome::Fatal(host_error(ErrorKind::TIMEOUT, e.to_string())));
+            }
+            Err(e) => return Err(Outcome::Fatal(host_error(ErrorKind::IO, e.to_string()))),
+        }
+        // Another process may have finished it while we waited.
+        if ctx.target.is_complete(&job.file, &ctx.plan_commit) {
+            return match ctx.target.link_existing(&job.file, &ctx.plan_commit) {
+                Ok(local) => Err(Outcome::AlreadyDone(cached_report(&job.file, local))),
+                Err(e) => Err(Outcome::Fatal(host_error(ErrorKind::IO, format!("cannot link: {e}")))),
+            };
+        }
+    }
+    let offset = job
+        .partial
+        .prepare(&job.etag, job.file.size, &ctx.plan_commit)
+        .map_err(|e| {
+            Outcome::Fatal(host_error(
+                ErrorKind::IO,
+                format!("cannot prepare {}: {e}", job.partial.data.display()),
+            ))
+        })?;
+    {
+        let mut h = job.hasher.lock().expect("hasher");
+        if offset < h.position() {
+            h.reset();
+        }
+    }
+    job.offset = offset;
+    job.started.get_or_insert_with(Instant::now);
+    Ok(())
+}
+
+/// One backend call over `jobs`, with watchdog, checkpoints, hashing and verification.
+async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome)> {
+    let backend = Arc::clone(&ctx.backends[b]);
+    let name = backend.name().to_owned();
+    let mut results = Vec::new();
+    let mut active: Vec<Job> = Vec::new();
+    for mut job in jobs {
+        match prepare_job(ctx, &mut job).await {
+            Ok(()) => active.push(job),
+            Err(outcome) => results.push((job, outcome)),
+        }
+    }
+    if active.is_empty() {
+        return results;
+    }
+    // Files already complete on disk (resumed to the end, or empty files) skip the backend.
+    let (to_fetch, full): (Vec<Job>, Vec<Job>) = active.into_iter().partition(|j| j.offset < j.file.size);
+    for job in full {
+        let outcome = finish_file(ctx, &job, &name, FileDone::default(), None).await;
+        results.push((job, outcome));
+    }
+    if to_fetch.is_empty() {
+        return results;
+    }
+    let mut jobs = to_fetch;
+
+    let tracks: Vec<Arc<Track>> = jobs
+        .iter()
+        .map(|j| {
+            let t = Track::default();
+            t.checkpoint.store(j.offset, Ordering::Relaxed);
+            Arc::new(t)
+        })
+        .collect();
+    let t0 = Instant::now();
+    let activity = Arc::new(AtomicU64::new(0));
+    let progress = crate::backend::progress_from(Sink {
+        tracks: tracks.clone(),
+        t0,
+        activity_ms: Arc::clone(&activity),
+        backend: name.clone(),
+    });
+    let batch = FetchBatch {
+        repo_type: ctx.repo_type,
+        repo_id: ctx.repo_id.as_str().into(),
+        commit: ctx.plan_commit.as_str().into(),
+        revision: ctx.revision.as_str().into(),
+        items: jobs
+            .iter()
+            .map(|j| FetchItem {
+                file: j.file.clone(),
+                partial_path: j.partial.data.to_string_lossy().as_ref().into(),
+                offset: j.offset,
+            })
+            .collect(),
+        options_json: "".into(),
+    };
+    for j in &jobs {
+        ctx.reporter.emit(Event::FileStart {
+            path: j.path.clone(),
+            backend: name.clone(),
+            size: j.file.size,
+            offset: j.offset,
+        });
+    }
+    log::debug!("{name}: fetching {} file(s)", jobs.len());
+    let cancel = CancelToken::new();
+    let fetch = backend.fetch(batch, progress, cancel.clone());
+    tokio::pin!(fetch);
+    let mut persisted: Vec<u64> = jobs.iter().map(|j| j.offset).collect();
+    let mut hash_tasks: Vec<Option<tokio::task::JoinHandle<()>>> = jobs.iter().map(|_| None).collect();
+    let mut cancelled_at: Option<Instant> = None;
+    let mut stalled = false;
+    let mut last_persist = Instant::now();
+    let mut last_progress = Instant::now();
+    let tick = Duration::from_millis(100);
+    let outcomes = loop {
+        tokio::select! {
+            out = &mut fetch => break Some(out),
+            _ = tokio::time::sleep(tick) => {}
+        }
+        if ctx.stop.is_cancelled() && cancelled_at.is_none() {
+            cancel.cancel();
+            cancelled_at = Some(Instant::now());
+        }
+        let idle = t0.elapsed().saturating_sub(Duration::from_millis(activity.load(Ordering::Relaxed)));
+        if !stalled && cancelled_at.is_none() && idle >= ctx.opts.stall_timeout {
+            stalled = true;
+            log::warn!(
+                "{name}: no progress for {}s on {}; cancelling",
+                idle.as_secs(),
+                jobs.iter().map(|j| j.path.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            cancel.cancel();
+            cancelled_at = Some(Instant::now());
+        }
+        if let Some(at) = cancelled_at
+            && at.elapsed() >= ctx.opts.cancel_grace
+        {
+            log::warn!("{name}: did not return {}s after cancel; abandoning the call", ctx.opts.cancel_grace.as_secs());
+            break None;
+        }
+        if last_progress.elapsed() >= Duration::from_millis(250) {
+            last_progress = Instant::now();
+            for (j, t) in jobs.iter().zip(&tracks) {
+                let bytes = (j.offset + t.written.load(Ordering::Relaxed)).min(j.file.size);
+                ctx.reporter.emit(Event::Progress {
+                    path: j.path.clone(),
+                    backend: name.clone(),
+                    bytes,
+                    total: j.file.size,
+                });
+            }
+        }
+        if last_persist.elapsed() >= ctx.opts.checkpoint_interval {
+            last_persist = Instant::now();
+            for (i, j) in jobs.iter().enumerate() {
+                persist_and_hash(ctx, j, &tracks[i], &mut persisted[i], &mut hash_tasks[i]).await;
+            }
+        }
+    };
+    // Let in-flight hashing finish before anything touches the partial files.
+    for h in hash_tasks.iter_mut().filter_map(Option::take) {
+        let _ = h.await;
+    }
+    let Some(outcomes) = outcomes else {
+        // Abandoned: the call's thread may still write into the partial files.
+        for (i, mut job) in jobs.into_iter().enumerate() {
+            job.transferred += tracks[i].network.load(Ordering::Relaxed);
+            if ctx.stop.is_cancelled() {
+                let mut p = persisted[i];
+                save_checkpoint(ctx, &job, &tracks[i], &mut p).await;
+                results.push((job, Outcome::Interrupted));
+            } else {
+                // Start this file over elsewhere, away from the stuck writer: unlink the partial.
+                job.partial.discard();
+                job.hasher.lock().expect("hasher").reset();
+                let secs = ctx.opts.stall_timeout.as_secs();
+                results.push((
+                    job,
+                    Outcome::Failed {
+                        error: PluginError::new(
+                            ErrorKind::TIMEOUT,
+                            format!("stalled: no progress for {secs}s, and the call ignored cancellation"),
+                        ),
+                        move_on: true,
+                    },
+                ));
+            }
+        }
+        return results;
+    };
+    let mut outcomes = outcomes.into_iter();
+    for (i, mut job) in jobs.drain(..).enumerate() {
+        let outcome = outcomes.next().map(|o| o.result);
+        match outcome {
+            Some(RResult::ROk(done)) => {
+                let out = finish_file(ctx, &job, &name, done, Some(&tracks[i])).await;
+                if let Outcome::Failed { .. } = out {
+                    job.transferred += tracks[i].network.load(Ordering::Relaxed);
+                }
+                results.push((job, out));
+            }
+            other => {
+                let mut error = match other {
+                    Some(RResult::RErr(e)) => e,
+                    _ => PluginError::new(ErrorKind::PROTOCOL, "no outcome for this file"),
+                };
+                job.transferred += tracks[i].network.load(Ordering::Relaxed);
+                let mut p = persisted[i];
+                save_checkpoint(ctx, &job, &tracks[i], &mut p).await;
+                if stalled && !ctx.stop.is_cancelled() {
+                    error = PluginError::new(
+                        ErrorKind::TIMEOUT,
+                        format!(
+                            "stalled: no progress for {}s (cancelled; backend said: {})",
+                            ctx.opts.stall_timeout.as_secs(),
+                            error.message
+                        ),
+                    );
+                }
+                results.push((
+                    job,
+                    Outcome::Failed {
+                        error,
+                        move_on: stalled,
+                    },
+                ));
+            }
+        }
+    }
+    results
+}
+
+/// Persists a newer checkpoint (data fsynced first), then hashes behind it in the background.
+async fn persist_and_hash(
+    ctx: &Ctx,
+    job: &Job,
+    track: &Track,
+    persisted: &mut u64,
+    hash_task: &mut Option<tokio::task::JoinHandle<()>>,
+) {
+    save_checkpoint(ctx, job, track, persisted).await;
+    if hash_task.as_ref().is_some_and(|h| !h.is_finished()) {
+        return;
+    }
+    let upto = *persisted;
+    let behind = upto.saturating_sub(job.hasher.lock().expect("hasher").position());
+    if behind >= ctx.opts.hash_step {
+        let hasher = Arc::clone(&job.hasher);
+        let path = job.partial.data.clone();
+        *hash_task = Some(tokio::task::spawn_blocking(move || {
+            let mut h = hasher.lock().expect("hasher");
+            if let Err(e) = h.advance(&path, upto) {
+                log::debug!("incremental hash of {}: {e}", path.display());
+            }
+        }));
+    }
+}
+
+async fn save_checkpoint(ctx: &Ctx, job: &Job, track: &Track, persisted: &mut u64) {
+    let cp = track.checkpoint.load(Ordering::Relaxed).min(job.file.size);
+    if cp <= *persisted {
+        return;
+    }
+    let state = ResumeState {
+        version: 1,
+        etag: job.etag.clone(),
+        size: job.file.size,
+        commit: ctx.plan_commit.clone(),
+        checkpoint: cp,
+    };
+    let partial = job.partial.clone();
+    let r = tokio::task::spawn_blocking(move || partial.checkpoint(&state)).await;
+    match r {
+        Ok(Ok(())) => *persisted = cp,
+        Ok(Err(e)) => log::warn!("cannot save resume state of {}: {e}", job.path),
+        Err(e) => log::warn!("cannot save resume state of {}: {e}", job.path),
+    }
+}
+
+/// Verifies a finished partial file and installs it.
+async fn finish_file(ctx: &Ctx, job: &Job, backend: &str, done: FileDone, track: Option<&Track>) -> Outcome {
+    let hasher = job.hasher.lock().expect("hasher").clone();
+    let path = job.partial.data.clone();
+    let verified = tokio::task::spawn_blocking(move || hasher.finish(&path)).await;
+    let digests = match verified {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            job.partial.discard();
+            job.hasher.lock().expect("hasher").reset();
+            return Outcome::Failed {
+                error: PluginError::new(
+                    ErrorKind::INTEGRITY,
+                    format!("verification failed, file discarded: {e}"),
+                ),
+                move_on: true,
+            };
+        }
+        Err(e) => {
+            return Outcome::Failed {
+                error: PluginError::new(ErrorKind::OTHER, format!("verification task failed: {e}")),
+                move_on: true,
+            };
+        }
+    };
+    let target = ctx.target.clone();
+    let partial = job.partial.clone();
+    let file = job.file.clone();
+    let commit = ctx.plan_commit.clone();
+    let installed = tokio::task::spawn_blocking(move || target.install(&partial, &file, &commit)).await;
+    let local = match installed {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            return Outcome::Fatal(host_error(ErrorKind::IO, format!("cannot install {}: {e}", job.path)));
+        }
+        Err(e) => return Outcome::Fatal(host_error(ErrorKind::IO, format!("install task failed: {e}"))),
+    };
+    let network = if done.bytes_transferred > 0 {
+        done.bytes_transferred
+    } else {
+        track.map_or(0, |t| t.network.load(Ordering::Relaxed))
+    };
+    Outcome::Done(FileReport {
+        path: job.path.clone(),
+        backend: backend.to_owned(),
+        source: done.source.to_string(),
+        bytes: job.file.size,
+        bytes_transferred: job.transferred + network,
+        sha256: digests.sha256,
+        secs: job.started.map_or(0.0, |s| s.elapsed().as_secs_f64()),
+        local_path: local,
+    })
+}
+
+#[cfg(test)]
+mod tests;

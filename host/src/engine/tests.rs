@@ -1,0 +1,426 @@
+//! Engine tests with in-process fake backends (no plugin, no network).
+
+use std::collections::HashMap;
+use std::io::{Seek, SeekFrom, Write};
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::AtomicUsize;
+
+use abi_stable::std_types::{ROption, RVec};
+use hubget_plugin_api::{Capabilities, FileOutcome, Manifest, Progress, RepoType, ResolveRequest};
+
+use super::transport::BoxFuture;
+use super::*;
+use crate::output::Collect;
+use crate::plan::{PlanRequest, build_plan};
+use crate::verify::{git_blob_sha1, sha256_hex};
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    Serve,
+    Flip,
+    Truncate,
+    Fail(ErrorKind, u64),
+    /// Never returns, ignores cancellation.
+    Hang,
+    /// Writes nothing until cancelled, then returns CANCELLED.
+    StallPolite,
+}
+
+struct Fake {
+    name: String,
+    caps: Capabilities,
+    content: HashMap<String, Vec<u8>>,
+    mode: StdMutex<HashMap<String, Vec<Mode>>>,
+    default: Mode,
+    calls: AtomicUsize,
+    batches: StdMutex<Vec<usize>>,
+    offsets: StdMutex<Vec<(String, u64)>>,
+}
+
+impl Fake {
+    fn new(name: &str, content: &HashMap<String, Vec<u8>>, default: Mode) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            caps: Capabilities {
+                repo_types: RVec::from(vec![RepoType::MODEL]),
+                features: Features::NON_XET_FILES | Features::RESUME,
+                max_batch_files: 0,
+                extra_json: "".into(),
+            },
+            content: content.clone(),
+            mode: StdMutex::new(HashMap::new()),
+            default,
+            calls: AtomicUsize::new(0),
+            batches: StdMutex::new(Vec::new()),
+            offsets: StdMutex::new(Vec::new()),
+        })
+    }
+
+    /// Modes for the next calls on `path` (then the default).
+    fn script(&self, path: &str, modes: Vec<Mode>) {
+        self.mode.lock().unwrap().insert(path.into(), modes);
+    }
+
+    fn next_mode(&self, path: &str) -> Mode {
+        let mut m = self.mode.lock().unwrap();
+        match m.get_mut(path) {
+            Some(v) if !v.is_empty() => v.remove(0),
+            _ => self.default,
+        }
+    }
+}
+
+impl Transport for Fake {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+    fn resolve(&self, _req: ResolveRequest, _cancel: CancelToken) -> BoxFuture<'_, Result<Manifest, PluginError>> {
+        Box::pin(async { Err(PluginError::unsupported("no")) })
+    }
+    fn fetch(&self, batch: FetchBatch, progress: Progress, cancel: CancelToken) -> BoxFuture<'_, Vec<FileOutcome>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.batches.lock().unwrap().push(batch.items.len());
+            let mut out = Vec::new();
+            for (i, item) in batch.items.iter().enumerate() {
+                let path = item.file.path.to_string();
+                self.offsets.lock().unwrap().push((path.clone(), item.offset));
+                let mode = self.next_mode(&path);
+                let result = match mode {
+                    Mode::Hang => std::future::pending().await,
+                    Mode::StallPolite => {
+                        while !cancel.is_cancelled() {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(PluginError::cancelled())
+                    }
+                    Mode::Fail(kind, retry_after) => {
+                        Err(PluginError::new(kind, format!("scripted {kind}")).with_retry_after_ms(retry_after))
+                    }
+                    Mode::Serve | Mode::Flip | Mode::Truncate => {
+                        let mut data = self.content[&path].clone();
+                        if mode == Mode::Flip {
+                            let mid = data.len() / 2;
+                            data[mid] ^= 0x40;
+                        }
+                        if mode == Mode::Truncate {
+                            data.truncate(data.len() / 2);
+                        }
+                        let mut f = std::fs::OpenOptions::new().write(true).open(item.partial_path.as_str()).unwrap();
+                        f.seek(SeekFrom::Start(item.offset)).unwrap();
+                        let rest = &data[(item.offset as usize).min(data.len())..];
+                        for chunk in rest.chunks(64 * 1024) {
+                            f.write_all(chunk).unwrap();
+                            progress.on_event(ProgressEvent::bytes(i as u32, chunk.len() as u64, chunk.len() as u64));
+                        }
+                        progress.on_event(ProgressEvent::checkpoint(i as u32, data.len() as u64));
+                        Ok(FileDone {
+                            bytes_transferred: rest.len() as u64,
+                            source: format!("fake://{}", self.name).into(),
+                            extra_json: "".into(),
+                        })
+                    }
+                };
+                out.push(FileOutcome {
+                    index: i as u32,
+                    result: result.into(),
+                });
+            }
+            out
+        })
+    }
+}
+
+fn content() -> HashMap<String, Vec<u8>> {
+    let mut m = HashMap::new();
+    m.insert("config.json".to_owned(), b"{\"a\": 1}\n".to_vec());
+    m.insert("sub/deep/w.bin".to_owned(), (0..300_000u32).map(|i| (i % 253) as u8).collect());
+    m.insert("big.bin".to_owned(), (0..2_000_000u32).map(|i| (i * 31 % 251) as u8).collect());
+    m
+}
+
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn manifest(content: &HashMap<String, Vec<u8>>) -> Manifest {
+    let mut files: Vec<ManifestFile> = content
+        .iter()
+        .map(|(p, d)| {
+            let lfs = p.ends_with(".bin");
+            ManifestFile {
+                path: p.as_str().into(),
+                size: d.len() as u64,
+                git_oid: git_blob_sha1(if lfs { b"pointer" } else { d }).as_str().into(),
+                sha256: if lfs { ROption::RSome(sha256_hex(d).into()) } else { ROption::RNone },
+                xet_hash: ROption::RNone,
+            }
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Manifest {
+        commit: COMMIT.into(),
+        files: files.into(),
+        extra_json: "".into(),
+    }
+}
+
+fn opts() -> EngineOptions {
+    EngineOptions {
+        stall_timeout: Duration::from_millis(600),
+        cancel_grace: Duration::from_millis(300),
+        retry: RetryPolicy {
+            base: Duration::from_millis(10),
+            ..RetryPolicy::default()
+        },
+        ..EngineOptions::default()
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    target: Target,
+    plan: Plan,
+    content: HashMap<String, Vec<u8>>,
+}
+
+fn setup(files: &[&str]) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::cache(dir.path(), RepoType::MODEL, "acme/tiny");
+    let content = content();
+    let req = PlanRequest {
+        repo_id: "acme/tiny".into(),
+        files: files.iter().map(|s| s.to_string()).collect(),
+        ..PlanRequest::default()
+    };
+    let plan = build_plan(manifest(&content), "fake", &req, &target).unwrap();
+    Setup {
+        _dir: dir,
+        target,
+        plan,
+        content,
+    }
+}
+
+async fn go(s: &Setup, backends: Vec<Arc<dyn Transport>>, o: &EngineOptions) -> (Summary, Vec<Event>) {
+    let rep = Arc::new(Collect::default());
+    let summary = run(&s.plan, &s.target, &backends, o, rep.clone(), CancelToken::new()).await;
+    (summary, rep.events())
+}
+
+fn assert_landed(s: &Setup) {
+    for (p, d) in &s.content {
+        let fin = s.target.final_path(&s.plan.files.iter().find(|f| f.file.path.as_str() == p).unwrap().file, COMMIT).unwrap();
+        assert_eq!(&std::fs::read(&fin).unwrap(), d, "{p}");
+    }
+}
+
+#[tokio::test]
+async fn snapshot_lands_verified_with_batched_small_files() {
+    let s = setup(&[]);
+    let a = Fake::new("a", &s.content, Mode::Serve);
+    let o = EngineOptions {
+        batch_file_bytes: 1 << 20,
+        ..opts()
+    };
+    let (sum, events) = go(&s, vec![a.clone()], &o).await;
+    assert!(sum.error().is_none(), "{:?}", sum.error());
+    assert_eq!(sum.done.len(), 3);
+    assert_landed(&s);
+    // The two small files shared one call; the big one had its own.
+    let mut batches = a.batches.lock().unwrap().clone();
+    batches.sort();
+    assert_eq!(batches, vec![1, 2]);
+    let done: Vec<_> = events.iter().filter(|e| matches!(e, Event::FileDone { .. })).collect();
+    assert_eq!(done.len(), 3);
+    if let Event::FileDone { sha256, backend, .. } = done[0] {
+        assert_eq!(backend, "a");
+        assert_eq!(sha256.len(), 64);
+    }
+    // No partial or state left behind.
+    let Target::Cache(c) = &s.target else { unreachable!() };
+    for e in std::fs::read_dir(c.root.join("blobs")).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!n.contains("incomplete"), "{n}");
+    }
+}
+
+#[tokio::test]
+async fn corruption_never_lands_and_the_next_backend_is_tried() {
+    let s = setup(&["big.bin"]);
+    let bad = Fake::new("bad", &s.content, Mode::Flip);
+    let good = Fake::new("good", &s.content, Mode::Serve);
+    let (sum, events) = go(&s, vec![bad.clone(), good.clone()], &opts()).await;
+    assert!(sum.error().is_none(), "{:?}", sum.error());
+    assert_eq!(sum.done[0].backend, "good");
+    // The second backend started from scratch: the corrupt bytes were discarded.
+    assert_eq!(good.offsets.lock().unwrap()[0].1, 0);
+    assert!(events.iter().any(|e| matches!(e, Event::Fallback { from, error, .. } if from == "bad" && error.kind == "integrity")));
+    assert_landed_one(&s, "big.bin");
+
+    for mode in [Mode::Flip, Mode::Truncate] {
+        let s = setup(&["big.bin"]);
+        let bad = Fake::new("bad", &s.content, mode);
+        let bad2 = Fake::new("bad2", &s.content, mode);
+        let (sum, _) = go(&s, vec![bad, bad2], &opts()).await;
+        let err = sum.error().expect("must fail");
+        assert_eq!(err.exit_code(), crate::error::EXIT_INTEGRITY);
+        let msg = err.to_string();
+        assert!(msg.contains("bad (integrity)") && msg.contains("bad2 (integrity)"), "{msg}");
+        assert!(msg.contains(if mode == Mode::Flip { "sha256 mismatch" } else { "size mismatch" }), "{msg}");
+        let fin = s.target.final_path(&s.plan.files[0].file, COMMIT).unwrap();
+        assert!(!fin.exists());
+        let Target::Cache(c) = &s.target else { unreachable!() };
+        assert_eq!(std::fs::read_dir(c.root.join("blobs")).unwrap().count(), 0, "nothing lands in blobs/");
+    }
+}
+
+fn assert_landed_one(s: &Setup, p: &str) {
+    let f = &s.plan.files.iter().find(|f| f.file.path.as_str() == p).unwrap().file;
+    assert_eq!(std::fs::read(s.target.final_path(f, COMMIT).unwrap()).unwrap(), s.content[p]);
+}
+
+#[tokio::test]
+async fn a_stalled_call_is_cancelled_or_abandoned_and_another_backend_completes() {
+    for mode in [Mode::StallPolite, Mode::Hang] {
+        let s = setup(&["big.bin"]);
+        let stuck = Fake::new("stuck", &s.content, mode);
+        let good = Fake::new("good", &s.content, Mode::Serve);
+        let o = opts();
+        let t = Instant::now();
+        let (sum, events) = go(&s, vec![stuck, good], &o).await;
+        let took = t.elapsed();
+        assert!(sum.error().is_none(), "{mode:?}: {:?}", sum.error());
+        assert_eq!(sum.done[0].backend, "good");
+        assert!(took >= o.stall_timeout, "{took:?}");
+        assert!(took < o.stall_timeout + o.cancel_grace + Duration::from_secs(2), "{took:?}");
+        assert!(events.iter().any(|e| matches!(e, Event::Fallback { from, error, .. } if from == "stuck" && error.message.contains("stalled"))), "{mode:?}");
+        assert_landed_one(&s, "big.bin");
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_retries_stay_on_the_backend() {
+    let s = setup(&["config.json"]);
+    let a = Fake::new("a", &s.content, Mode::Serve);
+    a.script("config.json", vec![Mode::Fail(ErrorKind::RATE_LIMITED, 700)]);
+    let t = Instant::now();
+    let (sum, events) = go(&s, vec![a.clone()], &opts()).await;
+    assert!(sum.error().is_none());
+    assert!(t.elapsed() >= Duration::from_millis(700), "{:?}", t.elapsed());
+    assert_eq!(a.calls.load(Ordering::SeqCst), 2);
+    assert!(events.iter().any(|e| matches!(e, Event::Retry { delay_ms, .. } if *delay_ms >= 700)));
+}
+
+#[tokio::test]
+async fn not_found_and_auth_move_on_without_retry_and_classify() {
+    let s = setup(&["config.json"]);
+    let a = Fake::new("a", &s.content, Mode::Fail(ErrorKind::NOT_FOUND, 0));
+    let b = Fake::new("b", &s.content, Mode::Fail(ErrorKind::NOT_FOUND, 0));
+    let (sum, _) = go(&s, vec![a.clone(), b], &opts()).await;
+    assert_eq!(a.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(sum.error().unwrap().exit_code(), crate::error::EXIT_NOT_FOUND);
+
+    let s = setup(&["config.json"]);
+    let a = Fake::new("a", &s.content, Mode::Fail(ErrorKind::AUTH, 0));
+    let (sum, _) = go(&s, vec![a.clone()], &opts()).await;
+    assert_eq!(a.calls.load(Ordering::SeqCst), 1);
+    let err = sum.error().unwrap();
+    assert_eq!(err.exit_code(), crate::error::EXIT_AUTH);
+    assert!(err.hint().unwrap().contains("token"));
+}
+
+#[tokio::test]
+async fn a_backend_that_keeps_failing_gets_no_more_files() {
+    let s = setup(&[]);
+    let flaky = Fake::new("flaky", &s.content, Mode::Fail(ErrorKind::PROTOCOL, 0));
+    let good = Fake::new("good", &s.content, Mode::Serve);
+    let o = EngineOptions {
+        max_workers: 1,
+        batch_file_bytes: 0,
+        health_threshold: 2,
+        ..opts()
+    };
+    let (sum, events) = go(&s, vec![flaky.clone(), good], &o).await;
+    assert!(sum.error().is_none());
+    assert_eq!(flaky.calls.load(Ordering::SeqCst), 2, "third file skipped the disabled backend");
+    assert!(events.iter().any(|e| matches!(e, Event::Warning { message } if message.contains("no more files"))));
+    assert_landed(&s);
+}
+
+#[tokio::test]
+async fn resume_hands_the_backend_the_checkpoint_offset() {
+    let s = setup(&["big.bin"]);
+    let f = &s.plan.files[0].file;
+    let partial = s.target.partial(f).unwrap();
+    let etag = etag_of(f).unwrap();
+    partial.prepare(&etag, f.size, COMMIT).unwrap();
+    std::fs::write(&partial.data, &s.content["big.bin"][..1_000_000]).unwrap();
+    partial
+        .checkpoint(&ResumeState {
+            version: 1,
+            etag,
+            size: f.size,
+            commit: COMMIT.into(),
+            checkpoint: 900_000,
+        })
+        .unwrap();
+    // Re-plan: the status shows the resumable prefix.
+    let req = PlanRequest {
+        repo_id: "acme/tiny".into(),
+        files: vec!["big.bin".into()],
+        ..PlanRequest::default()
+    };
+    let plan = build_plan(manifest(&s.content), "fake", &req, &s.target).unwrap();
+    assert_eq!(plan.files[0].status, FileStatus::Partial(900_000));
+    assert_eq!(plan.remaining_bytes(), f.size - 900_000);
+    let a = Fake::new("a", &s.content, Mode::Serve);
+    let (sum, _) = go(&s, vec![a.clone()], &opts()).await;
+    assert!(sum.error().is_none(), "{:?}", sum.error());
+    assert_eq!(a.offsets.lock().unwrap()[0], ("big.bin".to_owned(), 900_000));
+    assert_eq!(sum.done[0].bytes_transferred, f.size - 900_000);
+    assert_landed_one(&s, "big.bin");
+}
+
+#[tokio::test]
+async fn interrupt_keeps_partial_state_for_the_next_run() {
+    let s = setup(&["big.bin"]);
+    let a = Fake::new("a", &s.content, Mode::Hang);
+    let stop = CancelToken::new();
+    let stop2 = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop2.cancel();
+    });
+    let o = EngineOptions {
+        stall_timeout: Duration::from_secs(30),
+        ..opts()
+    };
+    let backends: Vec<Arc<dyn Transport>> = vec![a];
+    let sum = run(&s.plan, &s.target, &backends, &o, Arc::new(Collect::default()), stop).await;
+    assert_eq!(sum.error().unwrap().exit_code(), crate::error::EXIT_INTERRUPTED);
+    let partial = s.target.partial(&s.plan.files[0].file).unwrap();
+    assert!(partial.data.exists() && partial.state.exists());
+}
+
+#[tokio::test]
+async fn complete_files_are_not_fetched_again() {
+    let s = setup(&[]);
+    let a = Fake::new("a", &s.content, Mode::Serve);
+    let (sum, _) = go(&s, vec![a.clone()], &opts()).await;
+    assert!(sum.error().is_none());
+    let calls = a.calls.load(Ordering::SeqCst);
+    let req = PlanRequest {
+        repo_id: "acme/tiny".into(),
+        ..PlanRequest::default()
+    };
+    let plan = build_plan(manifest(&s.content), "fake", &req, &s.target).unwrap();
+    assert!(plan.files.iter().all(|f| f.status == FileStatus::Complete));
+    assert_eq!(plan.remaining_bytes(), 0);
+    let rep = Arc::new(Collect::default());
+    let backends: Vec<Arc<dyn Transport>> = vec![a.clone()];
+    let sum = run(&plan, &s.target, &backends, &opts(), rep, CancelToken::new()).await;
+    assert_eq!(sum.done.len(), 3);
+    assert_eq!(a.calls.load(Ordering::SeqCst), calls);
+}

@@ -1,0 +1,476 @@
+//! The plan: which files of which commit go where. Resolves the revision to one commit with the
+//! first backend that can, selects files (positional paths, `--include`/`--exclude` globs with
+//! Python `fnmatch` semantics), validates every selected path, and marks what is already complete
+//! or resumable in the target.
+
+use std::sync::Arc;
+
+use hubget_plugin_api::{CancelToken, ErrorKind, Features, Manifest, ManifestFile, PluginError, RepoType, ResolveRequest};
+use serde::Serialize;
+
+use crate::engine::retry::RetryPolicy;
+use crate::engine::transport::Transport;
+use crate::error::HostError;
+use crate::store::Target;
+use crate::store::paths::validate_repo_path;
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    /// Model, dataset or space.
+    pub repo_type: RepoType,
+    /// `owner/name`.
+    pub repo_id: String,
+    /// Branch, tag, `refs/pr/N` or commit sha.
+    pub revision: String,
+    /// Positional file paths (a trailing `/` means a folder).
+    pub files: Vec<String>,
+    /// `--include` globs.
+    pub include: Vec<String>,
+    /// `--exclude` globs.
+    pub exclude: Vec<String>,
+    /// `--force-download`: fetch even what is complete.
+    pub force: bool,
+}
+
+impl Default for PlanRequest {
+    fn default() -> Self {
+        Self {
+            repo_type: RepoType::MODEL,
+            repo_id: String::new(),
+            revision: "main".to_owned(),
+            files: Vec::new(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            force: false,
+        }
+    }
+}
+
+/// The state of one selected file in the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    /// Already in the target; nothing to fetch.
+    Complete,
+    /// The content is in the cache (same blob) but not linked for this commit yet.
+    Linkable,
+    /// A partial file holds this many verified-good bytes.
+    Partial(u64),
+    /// Nothing on disk.
+    Missing,
+}
+
+/// One selected file.
+#[derive(Debug, Clone)]
+pub struct PlannedFile {
+    /// The file as resolved.
+    pub file: ManifestFile,
+    /// What is on disk already.
+    pub status: FileStatus,
+}
+
+impl PlannedFile {
+    /// Bytes still to fetch.
+    pub fn remaining(&self) -> u64 {
+        match self.status {
+            FileStatus::Complete | FileStatus::Linkable => 0,
+            FileStatus::Partial(n) => self.file.size.saturating_sub(n),
+            FileStatus::Missing => self.file.size,
+        }
+    }
+}
+
+/// The plan for one download.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Model, dataset or space.
+    pub repo_type: RepoType,
+    /// `owner/name`.
+    pub repo_id: String,
+    /// The revision as asked.
+    pub revision: String,
+    /// The commit every file comes from.
+    pub commit: String,
+    /// Backend that resolved the revision (`cache` offline).
+    pub resolved_by: String,
+    /// Selected files, in manifest order.
+    pub files: Vec<PlannedFile>,
+    /// Positional paths that the revision does not hold.
+    pub missing: Vec<String>,
+    /// Warnings for the user (ignored globs).
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Total size of the selected files.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.file.size).sum()
+    }
+
+    /// Bytes still to fetch.
+    pub fn remaining_bytes(&self) -> u64 {
+        self.files.iter().map(PlannedFile::remaining).sum()
+    }
+}
+
+/// Python's `fnmatch.fnmatchcase`: `*` matches any run of characters including `/`, `?` one
+/// character, `[seq]` / `[!seq]` a character class; everything else literally.
+pub fn fnmatch(name: &str, pattern: &str) -> bool {
+    let n: Vec<char> = name.chars().collect();
+    let p: Vec<char> = pattern.chars().collect();
+    fnmatch_at(&n, &p)
+}
+
+fn fnmatch_at(n: &[char], p: &[char]) -> bool {
+    // Iterative with single-star backtracking (classic wildcard algorithm).
+    let (mut ni, mut pi) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() {
+            match p[pi] {
+                '*' => {
+                    star = Some((pi, ni));
+                    pi += 1;
+                    continue;
+                }
+                '?' => {
+                    ni += 1;
+                    pi += 1;
+                    continue;
+                }
+                '[' => {
+                    if let Some((matched, next)) = class_match(&p[pi..], n[ni]) {
+                        if matched {
+                            ni += 1;
+                            pi += next;
+                            continue;
+                        }
+                    } else if n[ni] == '[' {
+                        ni += 1;
+                        pi += 1;
+                        continue;
+                    }
+                }
+                c if c == n[ni] => {
+                    ni += 1;
+                    pi += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some((sp, sn)) => {
+                pi = sp + 1;
+                ni = sn + 1;
+                star = Some((sp, sn + 1));
+            }
+            None => return false,
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Matches `c` against the class at the start of `p` (`p[0] == '['`). Returns whether it matched
+/// and the class length, or `None` if the class is unterminated (then `[` is literal, as in Python).
+fn class_match(p: &[char], c: char) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negate = matches!(p.get(i), Some('!'));
+    if negate {
+        i += 1;
+    }
+    let start = i;
+    let mut matched = false;
+    while i < p.len() {
+        if p[i] == ']' && i > start {
+            return Some((matched != negate, i + 1));
+        }
+        if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
+            if p[i] <= c && c <= p[i + 2] {
+                matched = true;
+            }
+            i += 3;
+        } else {
+            if p[i] == c {
+                matched = true;
+            }
+            i += 1;
+        }
+    }
+    None
+}
+
+/// huggingface_hub's `_add_wildcard_to_directories`: `dir/` means everything under `dir`.
+fn expand_dir_pattern(p: &str) -> String {
+    if p.ends_with('/') { format!("{p}*") } else { p.to_owned() }
+}
+
+/// The selection of a manifest: files kept, positional paths not found, warnings.
+#[derive(Debug, Default)]
+pub struct Selection {
+    /// Indices into the manifest's files, in order.
+    pub selected: Vec<usize>,
+    /// Positional paths the manifest does not hold.
+    pub missing: Vec<String>,
+    /// Warnings for the user.
+    pub warnings: Vec<String>,
+}
+
+/// Selects files by positional paths, or else by include/exclude globs.
+pub fn select(files: &[ManifestFile], req: &PlanRequest) -> Selection {
+    let mut out = Selection::default();
+    if !req.files.is_empty() {
+        if !req.include.is_empty() || !req.exclude.is_empty() {
+            out.warnings.push(
+                "--include/--exclude are ignored because file paths were given".to_owned(),
+            );
+        }
+        let mut hit = vec![false; req.files.len()];
+        for (i, f) in files.iter().enumerate() {
+            let mut keep = false;
+            for (j, want) in req.files.iter().enumerate() {
+                let matches = if want.ends_with('/') {
+                    f.path.starts_with(want.as_str())
+                } else {
+                    f.path.as_str() == want
+                };
+                if matches {
+                    hit[j] = true;
+                    keep = true;
+                }
+            }
+            if keep {
+                out.selected.push(i);
+            }
+        }
+        out.missing = req
+            .files
+            .iter()
+            .zip(hit)
+            .filter(|(_, h)| !h)
+            .map(|(f, _)| f.clone())
+            .collect();
+        return out;
+    }
+    let include: Vec<String> = req.include.iter().map(|p| expand_dir_pattern(p)).collect();
+    let exclude: Vec<String> = req.exclude.iter().map(|p| expand_dir_pattern(p)).collect();
+    for (i, f) in files.iter().enumerate() {
+        if !include.is_empty() && !include.iter().any(|p| fnmatch(&f.path, p)) {
+            continue;
+        }
+        if exclude.iter().any(|p| fnmatch(&f.path, p)) {
+            continue;
+        }
+        out.selected.push(i);
+    }
+    out
+}
+
+/// Resolves `req` with the first backend that can (in order), then builds the plan.
+pub async fn resolve_plan(
+    backends: &[Arc<dyn Transport>],
+    req: &PlanRequest,
+    target: &Target,
+    cancel: &CancelToken,
+) -> Result<Plan, HostError> {
+    let (manifest, by) = resolve(backends, req, cancel).await?;
+    build_plan(manifest, &by, req, target)
+}
+
+/// Builds the plan from a resolved manifest: selection, path validation, on-disk status.
+pub fn build_plan(
+    manifest: Manifest,
+    resolved_by: &str,
+    req: &PlanRequest,
+    target: &Target,
+) -> Result<Plan, HostError> {
+    if !is_commit_sha(&manifest.commit) {
+        return Err(HostError::Other(format!(
+            "backend `{resolved_by}` resolved {} to {:?}, which is not a 40-hex commit sha",
+            req.revision, manifest.commit
+        )));
+    }
+    let files: Vec<ManifestFile> = manifest.files.into_iter().collect();
+    let selection = select(&files, req);
+    let mut planned = Vec::with_capacity(selection.selected.len());
+    for &i in &selection.selected {
+        let file = files[i].clone();
+        validate_repo_path(&file.path).map_err(|e| HostError::Other(e.to_string()))?;
+        let status = if req.force {
+            FileStatus::Missing
+        } else {
+            target.status(&file, &manifest.commit)
+        };
+        planned.push(PlannedFile { file, status });
+    }
+    Ok(Plan {
+        repo_type: req.repo_type,
+        repo_id: req.repo_id.clone(),
+        revision: req.revision.clone(),
+        commit: manifest.commit.to_string(),
+        resolved_by: resolved_by.to_owned(),
+        files: planned,
+        missing: selection.missing,
+        warnings: selection.warnings,
+    })
+}
+
+/// Whether `s` is a full 40-hex commit sha.
+pub fn is_commit_sha(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Asks each backend with `RESOLVE` and the repo type, in order; the first success wins.
+/// Retryable errors are retried a few times on the same backend; other errors pass to the next.
+pub async fn resolve(
+    backends: &[Arc<dyn Transport>],
+    req: &PlanRequest,
+    cancel: &CancelToken,
+) -> Result<(Manifest, String), HostError> {
+    let policy = RetryPolicy::default();
+    let mut errors: Vec<(String, PluginError)> = Vec::new();
+    let what = format!("{} {}@{}", req.repo_type, req.repo_id, req.revision);
+    for backend in backends {
+        let caps = backend.capabilities();
+        if !caps.features.contains(Features::RESOLVE) || !caps.repo_types.contains(&req.repo_type) {
+            continue;
+        }
+        let mut attempt = 0u32;
+        loop {
+            let request = ResolveRequest {
+                repo_type: req.repo_type,
+                repo_id: req.repo_id.as_str().into(),
+                revision: req.revision.as_str().into(),
+                options_json: "".into(),
+            };
+            log::debug!("resolving {what} with `{}`", backend.name());
+            match backend.resolve(request, cancel.clone()).await {
+                Ok(m) => return Ok((m, backend.name().to_owned())),
+                Err(e) if e.kind == ErrorKind::CANCELLED && cancel.is_cancelled() => {
+                    return Err(HostError::Interrupted);
+                }
+                Err(e) if e.kind == ErrorKind::UNSUPPORTED => break,
+                Err(e) => {
+                    attempt += 1;
+                    if policy.should_retry(&e, attempt) {
+                        let delay = policy.delay(&e, attempt);
+                        log::warn!(
+                            "`{}` could not resolve {what} ({e}); retrying in {:.1}s",
+                            backend.name(),
+                            delay.as_secs_f64()
+                        );
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    log::info!("`{}` could not resolve {what}: {e}", backend.name());
+                    errors.push((backend.name().to_owned(), e));
+                    break;
+                }
+            }
+        }
+    }
+    Err(resolve_error(&what, errors))
+}
+
+fn resolve_error(what: &str, errors: Vec<(String, PluginError)>) -> HostError {
+    if errors.is_empty() {
+        return HostError::NoBackend(format!("no loaded backend can resolve {what}"));
+    }
+    let detail = errors
+        .iter()
+        .map(|(b, e)| format!("{b}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if errors.iter().any(|(_, e)| e.kind == ErrorKind::AUTH) {
+        HostError::Auth(format!("access to {what} was refused ({detail})"))
+    } else if errors.iter().all(|(_, e)| e.kind == ErrorKind::NOT_FOUND) {
+        HostError::NotFound(format!("{what} was not found ({detail})"))
+    } else {
+        let (b, e) = errors.into_iter().next().expect("non-empty");
+        HostError::backend(&b, "resolve", e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi_stable::std_types::ROption;
+
+    fn mf(path: &str) -> ManifestFile {
+        ManifestFile {
+            path: path.into(),
+            size: 1,
+            git_oid: "0".repeat(40).as_str().into(),
+            sha256: ROption::RNone,
+            xet_hash: ROption::RNone,
+        }
+    }
+
+    fn paths(files: &[ManifestFile], sel: &Selection) -> Vec<String> {
+        sel.selected.iter().map(|&i| files[i].path.to_string()).collect()
+    }
+
+    #[test]
+    fn fnmatch_follows_python() {
+        assert!(fnmatch("a/b/c.json", "*.json"));
+        assert!(fnmatch("config.json", "*.json"));
+        assert!(!fnmatch("config.json", "*.bin"));
+        assert!(fnmatch("data/x/y.txt", "data/*"));
+        assert!(fnmatch("a1.bin", "a?.bin"));
+        assert!(!fnmatch("a12.bin", "a?.bin"));
+        assert!(fnmatch("m3.bin", "m[0-9].bin"));
+        assert!(!fnmatch("mx.bin", "m[0-9].bin"));
+        assert!(fnmatch("mx.bin", "m[!0-9].bin"));
+        assert!(fnmatch("[x", "[x"));
+        assert!(fnmatch("", "*"));
+        assert!(fnmatch("abcabd", "*abd"));
+        assert!(!fnmatch("abc", "ab"));
+    }
+
+    #[test]
+    fn include_exclude_and_folders() {
+        let files: Vec<_> = ["config.json", "model.safetensors", "sub/a.json", "sub/deep/b.bin", "README.md"]
+            .iter()
+            .map(|p| mf(p))
+            .collect();
+        let req = PlanRequest {
+            include: vec!["*.json".into()],
+            ..Default::default()
+        };
+        assert_eq!(paths(&files, &select(&files, &req)), ["config.json", "sub/a.json"]);
+        let req = PlanRequest {
+            include: vec!["sub/".into()],
+            exclude: vec!["*.bin".into()],
+            ..Default::default()
+        };
+        assert_eq!(paths(&files, &select(&files, &req)), ["sub/a.json"]);
+        let req = PlanRequest {
+            exclude: vec!["*.json".into(), "*.md".into()],
+            ..Default::default()
+        };
+        assert_eq!(paths(&files, &select(&files, &req)), ["model.safetensors", "sub/deep/b.bin"]);
+    }
+
+    #[test]
+    fn positional_files_win_over_globs_with_a_warning() {
+        let files: Vec<_> = ["a.json", "b.bin", "d/x", "d/y"].iter().map(|p| mf(p)).collect();
+        let req = PlanRequest {
+            files: vec!["b.bin".into(), "d/".into(), "nope.txt".into()],
+            include: vec!["*.json".into()],
+            ..Default::default()
+        };
+        let sel = select(&files, &req);
+        assert_eq!(paths(&files, &sel), ["b.bin", "d/x", "d/y"]);
+        assert_eq!(sel.missing, ["nope.txt"]);
+        assert_eq!(sel.warnings.len(), 1);
+        assert!(sel.warnings[0].contains("ignored"));
+    }
+
+    #[test]
+    fn commit_shas_are_recognised() {
+        assert!(is_commit_sha(&"a".repeat(40)));
+        assert!(!is_commit_sha("main"));
+        assert!(!is_commit_sha(&"g".repeat(40)));
+    }
+}

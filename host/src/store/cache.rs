@@ -1,0 +1,219 @@
+//! The Hugging Face cache layout, as huggingface_hub reads and writes it:
+//!
+//! ```text
+//! <cache>/<models|datasets|spaces>--<org>--<name>/
+//!     blobs/<etag>                      etag = sha256 (LFS/Xet) or git blob sha1 (regular)
+//!     snapshots/<commit>/<path>         relative symlink -> ../../blobs/<etag> (one more ../ per folder)
+//!     refs/<revision>                   the commit sha, no newline, written atomically
+//!     .no_exist/<commit>/<path>         empty marker: the file does not exist at that commit
+//! <cache>/.locks/<repo folder>/<etag>.lock
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hubget_plugin_api::RepoType;
+
+use super::paths::{UnsafePath, join_repo_path, validate_repo_path};
+use crate::resume::Partial;
+
+/// One repository's folder in the cache.
+#[derive(Debug, Clone)]
+pub struct CacheRepo {
+    /// The cache directory (`HF_HUB_CACHE`).
+    pub cache_dir: PathBuf,
+    /// `models--org--name`.
+    pub folder: String,
+    /// `<cache>/<folder>`.
+    pub root: PathBuf,
+}
+
+/// huggingface_hub's `repo_folder_name`: `models--org--name`.
+pub fn repo_folder_name(repo_type: RepoType, repo_id: &str) -> String {
+    let plural = repo_type.plural().unwrap_or("models");
+    let mut parts = vec![plural.to_owned()];
+    parts.extend(repo_id.split('/').map(str::to_owned));
+    parts.join("--")
+}
+
+impl CacheRepo {
+    /// The folder of `repo_id` in `cache_dir`.
+    pub fn new(cache_dir: &Path, repo_type: RepoType, repo_id: &str) -> Self {
+        let folder = repo_folder_name(repo_type, repo_id);
+        Self {
+            cache_dir: cache_dir.to_path_buf(),
+            root: cache_dir.join(&folder),
+            folder,
+        }
+    }
+
+    /// `blobs/<etag>`.
+    pub fn blob_path(&self, etag: &str) -> PathBuf {
+        self.root.join("blobs").join(etag)
+    }
+
+    /// `snapshots/<commit>`.
+    pub fn snapshot_dir(&self, commit: &str) -> PathBuf {
+        self.root.join("snapshots").join(commit)
+    }
+
+    /// `snapshots/<commit>/<path>`.
+    pub fn snapshot_path(&self, commit: &str, path: &str) -> Result<PathBuf, UnsafePath> {
+        join_repo_path(&self.snapshot_dir(commit), path)
+    }
+
+    /// `<cache>/.locks/<folder>/<etag>.lock`.
+    pub fn lock_path(&self, etag: &str) -> PathBuf {
+        self.cache_dir.join(".locks").join(&self.folder).join(format!("{etag}.lock"))
+    }
+
+    /// `blobs/<etag>.incomplete` and its resume state.
+    pub fn partial(&self, etag: &str) -> Partial {
+        Partial::new(self.root.join("blobs").join(format!("{etag}.incomplete")))
+    }
+
+    /// Writes `refs/<revision>` = `commit` atomically, without a newline. Nothing is written
+    /// when the revision is the commit itself.
+    pub fn write_ref(&self, revision: &str, commit: &str) -> std::io::Result<()> {
+        if revision == commit {
+            return Ok(());
+        }
+        let path = join_repo_path(&self.root.join("refs"), revision)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        if std::fs::read_to_string(&path).is_ok_and(|c| c == commit) {
+            return Ok(());
+        }
+        let parent = path.parent().expect("refs/ parent");
+        std::fs::create_dir_all(parent)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
+        tmp.write_all(commit.as_bytes())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// The commit `refs/<revision>` points to.
+    pub fn read_ref(&self, revision: &str) -> Option<String> {
+        validate_repo_path(revision).ok()?;
+        let path = join_repo_path(&self.root.join("refs"), revision).ok()?;
+        let text = std::fs::read_to_string(path).ok()?;
+        Some(text.trim().to_owned())
+    }
+
+    /// Points `snapshots/<commit>/<path>` at `blobs/<etag>` with a relative symlink.
+    pub fn link(&self, commit: &str, path: &str, etag: &str) -> std::io::Result<PathBuf> {
+        let link = self
+            .snapshot_path(commit, path)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let depth = path.split('/').count() - 1;
+        let mut target = PathBuf::new();
+        for _ in 0..depth + 2 {
+            target.push("..");
+        }
+        target.push("blobs");
+        target.push(etag);
+        std::fs::create_dir_all(link.parent().expect("snapshot parent"))?;
+        match std::fs::read_link(&link) {
+            Ok(existing) if existing == target => return Ok(link),
+            Ok(_) => std::fs::remove_file(&link)?,
+            Err(_) if link.exists() => std::fs::remove_file(&link)?,
+            Err(_) => {}
+        }
+        symlink(&target, &link)?;
+        Ok(link)
+    }
+
+    /// Creates the `.no_exist/<commit>/<path>` marker.
+    pub fn mark_missing(&self, commit: &str, path: &str) -> std::io::Result<()> {
+        let marker = join_repo_path(&self.root.join(".no_exist").join(commit), path)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        std::fs::create_dir_all(marker.parent().expect("marker parent"))?;
+        std::fs::OpenOptions::new().create(true).append(true).open(marker)?;
+        Ok(())
+    }
+
+    /// Moves a verified partial into `blobs/<etag>` (if another process finished the same blob
+    /// first, keeps theirs) and removes the resume state.
+    pub fn install_blob(&self, partial: &Partial, etag: &str) -> std::io::Result<PathBuf> {
+        let blob = self.blob_path(etag);
+        std::fs::create_dir_all(blob.parent().expect("blobs"))?;
+        std::fs::rename(&partial.data, &blob)?;
+        partial.discard_state();
+        Ok(blob)
+    }
+
+    /// Every file linked in `snapshots/<commit>`, with its size (relative `/` paths, sorted).
+    pub fn snapshot_files(&self, commit: &str) -> std::io::Result<Vec<(String, u64)>> {
+        let dir = self.snapshot_dir(commit);
+        let mut out = Vec::new();
+        walk(&dir, "", &mut out)?;
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let path = entry.path();
+        // Follow symlinks: a dangling one (blob missing) is not a cached file.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => walk(&path, &rel, out)?,
+            Ok(m) => out.push((rel, m.len())),
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
+#[cfg(not(unix))]
+fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
+    // Windows without symlink rights: huggingface_hub's "degraded" mode copies the blob.
+    let blob = link.parent().expect("parent").join(target);
+    std::fs::copy(blob, link).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_huggingface_hub() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = CacheRepo::new(dir.path(), RepoType::DATASET, "org/name");
+        assert_eq!(repo.folder, "datasets--org--name");
+        assert_eq!(repo_folder_name(RepoType::MODEL, "gpt2"), "models--gpt2");
+        let commit = "a".repeat(40);
+        std::fs::create_dir_all(repo.root.join("blobs")).unwrap();
+        std::fs::write(repo.blob_path("e1"), b"x").unwrap();
+        let link = repo.link(&commit, "sub/deep/f.bin", "e1").unwrap();
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("../../../../blobs/e1"));
+        assert_eq!(std::fs::read(&link).unwrap(), b"x");
+        let top = repo.link(&commit, "f.bin", "e1").unwrap();
+        assert_eq!(std::fs::read_link(&top).unwrap(), Path::new("../../blobs/e1"));
+        repo.write_ref("main", &commit).unwrap();
+        assert_eq!(std::fs::read_to_string(repo.root.join("refs/main")).unwrap(), commit);
+        repo.write_ref("refs/pr/1", &commit).unwrap();
+        assert_eq!(repo.read_ref("refs/pr/1").unwrap(), commit);
+        repo.write_ref(&commit, &commit).unwrap();
+        assert!(!repo.root.join("refs").join(&commit).exists());
+        repo.mark_missing(&commit, "nope/x.txt").unwrap();
+        assert!(repo.root.join(".no_exist").join(&commit).join("nope/x.txt").is_file());
+        assert_eq!(
+            repo.lock_path("e1"),
+            dir.path().join(".locks/datasets--org--name/e1.lock")
+        );
+        assert_eq!(
+            repo.snapshot_files(&commit).unwrap(),
+            vec![("f.bin".to_owned(), 1), ("sub/deep/f.bin".to_owned(), 1)]
+        );
+        assert!(repo.snapshot_path(&commit, "../x").is_err());
+    }
+}

@@ -1,0 +1,150 @@
+//! Interprocess file locks on huggingface_hub's lock paths (`<cache>/.locks/<repo>/<etag>.lock`),
+//! using `flock`, which is what Python's `filelock.UnixFileLock` uses, so hubget and Python
+//! exclude each other. The holder writes `pid@host` into the lock file so a waiter can say who
+//! holds it.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A held lock; released on drop.
+#[derive(Debug)]
+pub struct FileLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl FileLock {
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+/// Why a lock was not acquired.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process held it for the whole wait.
+    #[error("timed out after {}s waiting for lock {} (held by {holder})", waited.as_secs(), path.display())]
+    Timeout {
+        /// The lock file.
+        path: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+        /// Who holds it, as written in the file, or `another process`.
+        holder: String,
+    },
+    /// The lock file could not be opened.
+    #[error("cannot open lock file {}: {source}", path.display())]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Tries once to take the lock at `path` (creating it and its folder).
+pub fn try_lock(path: &Path) -> Result<Option<FileLock>, LockError> {
+    let io = |source| LockError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    // No O_TRUNC: the holder's note must survive our failed attempt.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {
+            let note = format!("{}@{}", std::process::id(), hostname());
+            let _ = file.set_len(0);
+            let _ = file.seek(SeekFrom::Start(0));
+            let _ = file.write_all(note.as_bytes());
+            Ok(Some(FileLock {
+                file,
+                path: path.to_path_buf(),
+            }))
+        }
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+/// Who holds the lock at `path`, from the note in the file.
+pub fn holder(path: &Path) -> String {
+    let mut s = String::new();
+    match File::open(path).and_then(|mut f| f.read_to_string(&mut s)) {
+        Ok(_) if !s.trim().is_empty() => {
+            let note = s.trim();
+            match note.split_once('@') {
+                Some((pid, host)) => format!("pid {pid} on {host}"),
+                None => note.to_owned(),
+            }
+        }
+        _ => "another process".to_owned(),
+    }
+}
+
+/// Waits up to `timeout` for the lock, polling; logs once who holds it.
+pub async fn lock(path: &Path, timeout: Duration) -> Result<FileLock, LockError> {
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        if let Some(l) = try_lock(path)? {
+            return Ok(l);
+        }
+        if !told {
+            log::info!("waiting for lock {} held by {}", path.display(), holder(path));
+            told = true;
+        }
+        if start.elapsed() >= timeout {
+            return Err(LockError::Timeout {
+                path: path.to_path_buf(),
+                waited: start.elapsed(),
+                holder: holder(path),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn second_locker_waits_then_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".locks/models--a--b/x.lock");
+        let held = try_lock(&p).unwrap().expect("free");
+        assert!(try_lock(&p).unwrap().is_none());
+        let err = lock(&p, Duration::from_millis(250)).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        drop(held);
+        assert!(lock(&p, Duration::from_millis(250)).await.is_ok());
+    }
+}
