@@ -47,7 +47,11 @@ pub(crate) async fn upload(
     let mut handles = Vec::new();
     for job in jobs {
         let h = commit
-            .upload_bytes(job.data.to_vec(), Sha256Policy::Compute, Some(job.sha256.clone()))
+            .upload_bytes(
+                job.data.to_vec(),
+                Sha256Policy::Compute,
+                Some(job.sha256.clone()),
+            )
             .await
             .map_err(|e| xe(&e))?;
         // Finalise one by one so later files dedup against earlier ones deterministically.
@@ -55,7 +59,10 @@ pub(crate) async fn upload(
         if let Some(s) = meta.xet_info.sha256()
             && s != job.sha256
         {
-            return Err(Error::Xet(format!("hf-xet sha256 {s} != fixture sha256 {}", job.sha256)));
+            return Err(Error::Xet(format!(
+                "hf-xet sha256 {s} != fixture sha256 {}",
+                job.sha256
+            )));
         }
         out.insert(job.sha256, meta.xet_info.hash().to_string());
         handles.push(h);
@@ -78,14 +85,23 @@ pub(crate) fn proxy_router(upstream: &str) -> Result<Router, Error> {
         .pool_max_idle_per_host(64)
         .build()
         .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-    let p = Arc::new(Proxy { upstream: upstream.trim_end_matches('/').to_string(), client });
+    let p = Arc::new(Proxy {
+        upstream: upstream.trim_end_matches('/').to_string(),
+        client,
+    });
     Ok(Router::new().fallback(forward).with_state(p))
 }
 
 fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "te" | "trailer" | "upgrade"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
     )
 }
 
@@ -114,7 +130,8 @@ async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response<Body> {
         }
     }
     let stream = resp.bytes_stream().map_err(std::io::Error::other);
-    out.body(Body::from_stream(stream)).unwrap_or_else(|e| bad_gateway(&e.to_string()))
+    out.body(Body::from_stream(stream))
+        .unwrap_or_else(|e| bad_gateway(&e.to_string()))
 }
 
 fn bad_gateway(msg: &str) -> Response<Body> {

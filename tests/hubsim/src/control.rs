@@ -98,7 +98,13 @@ pub struct Fault {
 impl Fault {
     /// A fault for the next request matching `origin` + `path_contains`.
     pub fn new(origin: Origin, path_contains: impl Into<String>, action: FaultAction) -> Self {
-        Fault { origin, path_contains: path_contains.into(), method: None, action, times: 1 }
+        Fault {
+            origin,
+            path_contains: path_contains.into(),
+            method: None,
+            action,
+            times: 1,
+        }
     }
 
     /// Affect `n` requests instead of one.
@@ -138,7 +144,9 @@ pub struct Faults(Arc<Mutex<FaultTable>>);
 
 impl std::fmt::Debug for Faults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Faults").field("active", &self.list()).finish()
+        f.debug_struct("Faults")
+            .field("active", &self.list())
+            .finish()
     }
 }
 
@@ -148,7 +156,11 @@ impl Faults {
         let mut t = self.0.lock().expect("faults lock");
         t.next_id += 1;
         let id = t.next_id;
-        t.faults.push(ActiveFault { id, fault, fired: 0 });
+        t.faults.push(ActiveFault {
+            id,
+            fault,
+            fired: 0,
+        });
         id
     }
 
@@ -159,12 +171,25 @@ impl Faults {
 
     /// Faults that can still fire.
     pub fn list(&self) -> Vec<ActiveFault> {
-        self.0.lock().expect("faults lock").faults.iter().filter(|f| f.fault.times > 0).cloned().collect()
+        self.0
+            .lock()
+            .expect("faults lock")
+            .faults
+            .iter()
+            .filter(|f| f.fault.times > 0)
+            .cloned()
+            .collect()
     }
 
     /// How many times fault `id` fired (0 if unknown).
     pub fn fired(&self, id: u64) -> u32 {
-        self.0.lock().expect("faults lock").faults.iter().find(|f| f.id == id).map_or(0, |f| f.fired)
+        self.0
+            .lock()
+            .expect("faults lock")
+            .faults
+            .iter()
+            .find(|f| f.id == id)
+            .map_or(0, |f| f.fired)
     }
 
     /// Total firings of all faults since start.
@@ -173,13 +198,21 @@ impl Faults {
     }
 
     /// Take the first matching fault (decrementing its count).
-    pub(crate) fn take(&self, origin: Origin, method: &str, path_and_query: &str) -> Option<FaultAction> {
+    pub(crate) fn take(
+        &self,
+        origin: Origin,
+        method: &str,
+        path_and_query: &str,
+    ) -> Option<FaultAction> {
         let mut t = self.0.lock().expect("faults lock");
         let hit = t.faults.iter_mut().find(|f| {
             f.fault.times > 0
                 && f.fault.origin == origin
                 && path_and_query.contains(&f.fault.path_contains)
-                && f.fault.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && f.fault
+                    .method
+                    .as_deref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
         })?;
         hit.fault.times -= 1;
         hit.fired += 1;
@@ -268,7 +301,10 @@ pub struct Counters {
 impl Counters {
     /// Requests to `route` on `origin` (any method).
     pub fn requests_to(&self, origin: Origin, route: &str) -> u64 {
-        self.requests.get(&format!("{}:{route}", origin.name())).copied().unwrap_or(0)
+        self.requests
+            .get(&format!("{}:{route}", origin.name()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Body bytes served by `origin`.
@@ -308,7 +344,9 @@ impl CounterTable {
         let o = rec.origin;
         let key = format!("{}:{}", o.name(), rec.route);
         *s.c.requests.entry(key.clone()).or_default() += 1;
-        *s.c.requests_by_method.entry(format!("{key}:{}", rec.method)).or_default() += 1;
+        *s.c.requests_by_method
+            .entry(format!("{key}:{}", rec.method))
+            .or_default() += 1;
         *s.c.total_requests.get_mut(o) += 1;
         if rec.auth {
             *s.c.auth_seen.get_mut(o) = true;
@@ -325,7 +363,9 @@ impl CounterTable {
     pub(crate) fn add_bytes(&self, origin: Origin, route: &str, seq: u64, n: u64) {
         let mut s = self.0.lock().expect("counters lock");
         *s.c.bytes.get_mut(origin) += n;
-        *s.c.bytes_by_route.entry(format!("{}:{route}", origin.name())).or_default() += n;
+        *s.c.bytes_by_route
+            .entry(format!("{}:{route}", origin.name()))
+            .or_default() += n;
         if let Some(idx) = seq.checked_sub(s.log_base)
             && let Some(r) = s.c.log.get_mut(idx as usize)
         {

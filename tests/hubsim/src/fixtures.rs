@@ -10,7 +10,9 @@ use sha1::Digest as _;
 use crate::Error;
 
 /// Kind of repository, as in the Hub's URL prefixes (`""`, `datasets/`, `spaces/`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RepoKind {
     /// A model repo (`/api/models/...`, no URL prefix).
@@ -167,11 +169,23 @@ pub struct FixtureSpec {
 const MIB: u64 = 1024 * 1024;
 
 fn text(path: &str, t: impl Into<String>) -> FileSpec {
-    FileSpec { path: path.into(), storage: Storage::Regular, content: Content::Text { text: t.into() } }
+    FileSpec {
+        path: path.into(),
+        storage: Storage::Regular,
+        content: Content::Text { text: t.into() },
+    }
 }
 
 fn random(path: &str, storage: Storage, size: u64, seed: u64) -> FileSpec {
-    FileSpec { path: path.into(), storage, content: Content::Random { size, seed, patches: vec![] } }
+    FileSpec {
+        path: path.into(),
+        storage,
+        content: Content::Random {
+            size,
+            seed,
+            patches: vec![],
+        },
+    }
 }
 
 impl FixtureSpec {
@@ -188,7 +202,9 @@ impl FixtureSpec {
 
     /// A minimal set for fast tests: `acme/tiny` only (see [`FixtureSpec::tiny_repo`]).
     pub fn minimal() -> Self {
-        FixtureSpec { repos: vec![Self::tiny_repo()] }
+        FixtureSpec {
+            repos: vec![Self::tiny_repo()],
+        }
     }
 
     /// The default set: `acme/tiny`, `acme/evolving`, `acme/many-small` (dataset), `acme/private`,
@@ -218,7 +234,11 @@ impl FixtureSpec {
                             content: Content::Random {
                                 size: 24 * MIB,
                                 seed: 2001,
-                                patches: vec![Patch { offset: 10 * MIB, len: 3 * MIB, seed: 2002 }],
+                                patches: vec![Patch {
+                                    offset: 10 * MIB,
+                                    len: 3 * MIB,
+                                    seed: 2002,
+                                }],
                             },
                         },
                     ],
@@ -229,13 +249,20 @@ impl FixtureSpec {
             tags: [("v1".to_string(), 0)].into(),
             prs: BTreeMap::new(),
         };
-        let mut small = vec![text("README.md", "# many-small\n\nA dataset of many small files.\n")];
+        let mut small = vec![text(
+            "README.md",
+            "# many-small\n\nA dataset of many small files.\n",
+        )];
         for i in 0..300u64 {
             let len = 64 + (i * 37) % 1900;
             small.push(FileSpec {
                 path: format!("data/part-{:02}/file-{i:04}.txt", i / 50),
                 storage: Storage::Regular,
-                content: Content::Random { size: len, seed: 5000 + i, patches: vec![] },
+                content: Content::Random {
+                    size: len,
+                    seed: 5000 + i,
+                    patches: vec![],
+                },
             });
         }
         let many_small = RepoSpec {
@@ -243,7 +270,11 @@ impl FixtureSpec {
             kind: RepoKind::Dataset,
             private: false,
             gated: false,
-            commits: vec![CommitSpec { message: "add data".into(), files: small, delete: vec![] }],
+            commits: vec![CommitSpec {
+                message: "add data".into(),
+                files: small,
+                delete: vec![],
+            }],
             branches: BTreeMap::new(),
             tags: BTreeMap::new(),
             prs: BTreeMap::new(),
@@ -253,7 +284,11 @@ impl FixtureSpec {
             kind,
             private: false,
             gated: false,
-            commits: vec![CommitSpec { message: "initial commit".into(), files, delete: vec![] }],
+            commits: vec![CommitSpec {
+                message: "initial commit".into(),
+                files,
+                delete: vec![],
+            }],
             branches: BTreeMap::new(),
             tags: BTreeMap::new(),
             prs: BTreeMap::new(),
@@ -271,7 +306,10 @@ impl FixtureSpec {
         let mut gated = simple(
             "acme/gated",
             RepoKind::Model,
-            vec![text("config.json", "{\"gated\": true}\n"), random("model.bin", Storage::Xet, MIB, 3101)],
+            vec![
+                text("config.json", "{\"gated\": true}\n"),
+                random("model.bin", Storage::Xet, MIB, 3101),
+            ],
         );
         gated.gated = true;
         let space = simple(
@@ -279,14 +317,20 @@ impl FixtureSpec {
             RepoKind::Space,
             vec![
                 text("README.md", "---\nsdk: gradio\n---\n# a space\n"),
-                text("app.py", "import gradio as gr\n\ngr.Interface(lambda x: x, 'text', 'text').launch()\n"),
+                text(
+                    "app.py",
+                    "import gradio as gr\n\ngr.Interface(lambda x: x, 'text', 'text').launch()\n",
+                ),
                 text("requirements.txt", "gradio\n"),
             ],
         );
         let big = simple(
             "acme/big",
             RepoKind::Model,
-            vec![text("config.json", "{\"big\": true}\n"), random("big.bin", Storage::Xet, big_mib * MIB, 4001)],
+            vec![
+                text("config.json", "{\"big\": true}\n"),
+                random("big.bin", Storage::Xet, big_mib * MIB, 4001),
+            ],
         );
         let traversal = simple(
             "evil/traversal",
@@ -299,7 +343,16 @@ impl FixtureSpec {
             ],
         );
         FixtureSpec {
-            repos: vec![Self::tiny_repo(), evolving, many_small, private, gated, space, big, traversal],
+            repos: vec![
+                Self::tiny_repo(),
+                evolving,
+                many_small,
+                private,
+                gated,
+                space,
+                big,
+                traversal,
+            ],
         }
     }
 
@@ -316,7 +369,10 @@ impl FixtureSpec {
             commits: vec![
                 CommitSpec {
                     message: "initial commit".into(),
-                    files: vec![text("README.md", "# tiny\n"), text("config.json", "{\"hidden_size\": 8}\n")],
+                    files: vec![
+                        text("README.md", "# tiny\n"),
+                        text("config.json", "{\"hidden_size\": 8}\n"),
+                    ],
                     delete: vec![],
                 },
                 CommitSpec {
@@ -329,14 +385,20 @@ impl FixtureSpec {
                         FileSpec {
                             path: "w.safetensors".into(),
                             storage: Storage::Xet,
-                            content: Content::Compressible { size: 4 * MIB, seed: 1003 },
+                            content: Content::Compressible {
+                                size: 4 * MIB,
+                                seed: 1003,
+                            },
                         },
                     ],
                     delete: vec![],
                 },
                 CommitSpec {
                     message: "feature work".into(),
-                    files: vec![text("config.json", "{\"hidden_size\": 32}\n"), text("feature.txt", "on a branch\n")],
+                    files: vec![
+                        text("config.json", "{\"hidden_size\": 32}\n"),
+                        text("feature.txt", "on a branch\n"),
+                    ],
                     delete: vec![],
                 },
                 CommitSpec {
@@ -382,7 +444,11 @@ impl Content {
     pub fn generate(&self) -> Vec<u8> {
         match self {
             Content::Text { text } => text.as_bytes().to_vec(),
-            Content::Random { size, seed, patches } => {
+            Content::Random {
+                size,
+                seed,
+                patches,
+            } => {
                 let mut v = vec![0u8; *size as usize];
                 fill_random(&mut v, *seed);
                 for p in patches {
@@ -470,11 +536,20 @@ impl Repo {
             s.clone()
         } else if let Some(s) = self.tags.get(rev) {
             s.clone()
-        } else if let Some(s) = rev.strip_prefix("refs/heads/").and_then(|b| self.branches.get(b)) {
+        } else if let Some(s) = rev
+            .strip_prefix("refs/heads/")
+            .and_then(|b| self.branches.get(b))
+        {
             s.clone()
-        } else if let Some(s) = rev.strip_prefix("refs/tags/").and_then(|b| self.tags.get(b)) {
+        } else if let Some(s) = rev
+            .strip_prefix("refs/tags/")
+            .and_then(|b| self.tags.get(b))
+        {
             s.clone()
-        } else if let Some(n) = rev.strip_prefix("refs/pr/").and_then(|n| n.parse::<u32>().ok()) {
+        } else if let Some(n) = rev
+            .strip_prefix("refs/pr/")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
             self.prs.get(&n)?.clone()
         } else {
             rev.to_string()
@@ -484,7 +559,8 @@ impl Repo {
 
     /// The commit `main` points to (or the last commit).
     pub fn head(&self) -> &Commit {
-        self.resolve("main").unwrap_or_else(|| self.commits.last().expect("repo has commits"))
+        self.resolve("main")
+            .unwrap_or_else(|| self.commits.last().expect("repo has commits"))
     }
 }
 
@@ -527,7 +603,10 @@ pub(crate) fn materialize(spec: &FixtureSpec) -> Result<(Store, Vec<XetJob>), Er
     let mut queued: BTreeSet<String> = BTreeSet::new();
     for rs in &spec.repos {
         if rs.id.split('/').count() != 2 {
-            return Err(Error::Spec(format!("repo id {:?} is not owner/name", rs.id)));
+            return Err(Error::Spec(format!(
+                "repo id {:?} is not owner/name",
+                rs.id
+            )));
         }
         if rs.commits.is_empty() {
             return Err(Error::Spec(format!("repo {} has no commits", rs.id)));
@@ -555,7 +634,10 @@ pub(crate) fn materialize(spec: &FixtureSpec) -> Result<(Store, Vec<XetJob>), Er
                     store.by_sha256.insert(sha256.clone(), data.clone());
                 }
                 if fs.storage == Storage::Xet && queued.insert(sha256.clone()) {
-                    jobs.push(XetJob { sha256: sha256.clone(), data: data.clone() });
+                    jobs.push(XetJob {
+                        sha256: sha256.clone(),
+                        data: data.clone(),
+                    });
                 }
                 files.insert(
                     fs.path.clone(),
@@ -571,10 +653,15 @@ pub(crate) fn materialize(spec: &FixtureSpec) -> Result<(Store, Vec<XetJob>), Er
                     },
                 );
             }
-            let sha = sha1_hex(format!("hubsim commit {} {} {i}", rs.kind.plural(), rs.id).as_bytes());
+            let sha =
+                sha1_hex(format!("hubsim commit {} {} {i}", rs.kind.plural(), rs.id).as_bytes());
             commits.push(Commit {
                 sha,
-                message: if cs.message.is_empty() { format!("commit {i}") } else { cs.message.clone() },
+                message: if cs.message.is_empty() {
+                    format!("commit {i}")
+                } else {
+                    cs.message.clone()
+                },
                 date: format!("2025-01-{:02}T12:00:00.000Z", (i % 28) + 1),
                 files: files.clone(),
             });
@@ -583,14 +670,19 @@ pub(crate) fn materialize(spec: &FixtureSpec) -> Result<(Store, Vec<XetJob>), Er
             commits
                 .get(idx)
                 .map(|c: &Commit| c.sha.clone())
-                .ok_or_else(|| Error::Spec(format!("{} {what} points at missing commit {idx}", rs.id)))
+                .ok_or_else(|| {
+                    Error::Spec(format!("{} {what} points at missing commit {idx}", rs.id))
+                })
         };
         let mut branches = BTreeMap::new();
         for (b, &i) in &rs.branches {
             branches.insert(b.clone(), pick(i, b)?);
         }
         if !branches.contains_key("main") {
-            branches.insert("main".into(), commits.last().expect("non-empty").sha.clone());
+            branches.insert(
+                "main".into(),
+                commits.last().expect("non-empty").sha.clone(),
+            );
         }
         let mut tags = BTreeMap::new();
         for (t, &i) in &rs.tags {

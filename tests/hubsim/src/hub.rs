@@ -1,6 +1,9 @@
 //! The Hub origin (resolve, API, tree, paths-info, xet-read-token, LFS batch, refs, commits)
 //! and the CDN origin (`/lfs/<sha256>`, `/xet-bridge/<xet hash>`).
 
+// Handlers return ready-made error responses; boxing them buys nothing here.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,7 +27,11 @@ pub(crate) struct HubState {
     pub tree_page_size: usize,
 }
 
-const PATH_SEG: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const PATH_SEG: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 fn enc(s: &str) -> String {
     utf8_percent_encode(s, PATH_SEG).to_string()
@@ -46,7 +53,10 @@ fn with_route(mut r: Response<Body>, route: &'static str) -> Response<Body> {
 fn json_resp(status: StatusCode, v: &Value) -> Response<Body> {
     let mut r = Response::new(Body::from(v.to_string()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     r
 }
 
@@ -71,7 +81,9 @@ fn not_found() -> Response<Body> {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl HubState {
@@ -102,7 +114,10 @@ impl HubState {
             return Err(hub_error(
                 StatusCode::UNAUTHORIZED,
                 "GatedRepo",
-                &format!("Access to model {} is restricted. You must have access to it and be authenticated to access it. Please log in.", repo.id),
+                &format!(
+                    "Access to model {} is restricted. You must have access to it and be authenticated to access it. Please log in.",
+                    repo.id
+                ),
                 None,
             ));
         }
@@ -110,11 +125,18 @@ impl HubState {
     }
 
     fn rev_not_found(rev: &str) -> Response<Body> {
-        hub_error(StatusCode::NOT_FOUND, "RevisionNotFound", &format!("Invalid rev id: {rev}"), None)
+        hub_error(
+            StatusCode::NOT_FOUND,
+            "RevisionNotFound",
+            &format!("Invalid rev id: {rev}"),
+            None,
+        )
     }
 
     fn lfs_json(f: &FileEntry) -> Option<Value> {
-        f.pointer.as_ref().map(|p| json!({ "oid": f.sha256, "size": f.size, "pointerSize": p.len() }))
+        f.pointer
+            .as_ref()
+            .map(|p| json!({ "oid": f.sha256, "size": f.size, "pointerSize": p.len() }))
     }
 
     fn file_entry(f: &FileEntry, commit: &Commit, expand: bool) -> Value {
@@ -126,7 +148,8 @@ impl HubState {
             v["xetHash"] = json!(h);
         }
         if expand {
-            v["lastCommit"] = json!({ "id": commit.sha, "title": commit.message, "date": commit.date });
+            v["lastCommit"] =
+                json!({ "id": commit.sha, "title": commit.message, "date": commit.date });
             v["securityFileStatus"] = json!({ "status": "safe" });
         }
         v
@@ -136,7 +159,8 @@ impl HubState {
         let oid = crate::fixtures::sha1_hex(format!("tree {} {path}", commit.sha).as_bytes());
         let mut v = json!({ "type": "directory", "oid": oid, "size": 0, "path": path });
         if expand {
-            v["lastCommit"] = json!({ "id": commit.sha, "title": commit.message, "date": commit.date });
+            v["lastCommit"] =
+                json!({ "id": commit.sha, "title": commit.message, "date": commit.date });
         }
         v
     }
@@ -146,7 +170,10 @@ impl HubState {
         let mut out = std::collections::BTreeSet::new();
         for p in commit.files.keys() {
             let parts: Vec<&str> = p.split('/').collect();
-            if parts.iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
+            if parts
+                .iter()
+                .any(|c| c.is_empty() || *c == "." || *c == "..")
+            {
                 continue;
             }
             for i in 1..parts.len() {
@@ -157,8 +184,17 @@ impl HubState {
     }
 
     /// Entries (dirs first, then files, both sorted) under `base` ("" = root).
-    fn tree_entries(commit: &Commit, base: &str, recursive: bool, expand: bool) -> Option<Vec<Value>> {
-        let prefix = if base.is_empty() { String::new() } else { format!("{base}/") };
+    fn tree_entries(
+        commit: &Commit,
+        base: &str,
+        recursive: bool,
+        expand: bool,
+    ) -> Option<Vec<Value>> {
+        let prefix = if base.is_empty() {
+            String::new()
+        } else {
+            format!("{base}/")
+        };
         let dirs = Self::dirs(commit);
         if !base.is_empty() && !dirs.contains(base) {
             return None;
@@ -169,10 +205,18 @@ impl HubState {
             }
             recursive || !p[prefix.len()..].contains('/')
         };
-        let mut out: Vec<Value> = dirs.iter().filter(|d| direct(d)).map(|d| Self::dir_entry(d, commit, expand)).collect();
+        let mut out: Vec<Value> = dirs
+            .iter()
+            .filter(|d| direct(d))
+            .map(|d| Self::dir_entry(d, commit, expand))
+            .collect();
         for f in commit.files.values() {
             let ordinary = Self::dirs_ok(&f.path);
-            let listed = if ordinary { direct(&f.path) } else { base.is_empty() };
+            let listed = if ordinary {
+                direct(&f.path)
+            } else {
+                base.is_empty()
+            };
             if listed {
                 out.push(Self::file_entry(f, commit, expand));
             }
@@ -194,7 +238,8 @@ impl HubState {
                     s["size"] = json!(f.size);
                     s["blobId"] = json!(f.git_oid);
                     if let Some(p) = &f.pointer {
-                        s["lfs"] = json!({ "sha256": f.sha256, "size": f.size, "pointerSize": p.len() });
+                        s["lfs"] =
+                            json!({ "sha256": f.sha256, "size": f.size, "pointerSize": p.len() });
                     }
                 }
                 s
@@ -229,7 +274,13 @@ impl HubState {
     }
 
     fn xet_token_url(&self, repo: &Repo, rev: &str) -> String {
-        format!("{}/api/{}/{}/xet-read-token/{}", self.hub_url, repo.kind.plural(), repo.id, enc(rev))
+        format!(
+            "{}/api/{}/{}/xet-read-token/{}",
+            self.hub_url,
+            repo.kind.plural(),
+            repo.id,
+            enc(rev)
+        )
     }
 
     /// Split `segs` into (revision, rest) by the shortest prefix that resolves.
@@ -257,7 +308,10 @@ fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
 }
 
 fn truthy(v: Option<&str>) -> bool {
-    matches!(v.map(str::to_ascii_lowercase).as_deref(), Some("1" | "true" | "yes"))
+    matches!(
+        v.map(str::to_ascii_lowercase).as_deref(),
+        Some("1" | "true" | "yes")
+    )
 }
 
 /// The Hub router: one fallback handler that parses paths itself (revisions may contain `/`).
@@ -270,7 +324,12 @@ pub(crate) fn cdn_router(state: Arc<HubState>) -> Router {
     Router::new().fallback(cdn_handler).with_state(state)
 }
 
-async fn cdn_handler(State(st): State<Arc<HubState>>, method: Method, uri: Uri, headers: HeaderMap) -> Response<Body> {
+async fn cdn_handler(
+    State(st): State<Arc<HubState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return not_found();
     }
@@ -279,15 +338,25 @@ async fn cdn_handler(State(st): State<Arc<HubState>>, method: Method, uri: Uri, 
         (st.store.by_sha256.get(sha), "lfs", sha.to_string())
     } else if let Some(h) = path.strip_prefix("/xet-bridge/") {
         let d = st.store.by_xet_hash.get(h);
-        let sha = d.map(|d| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(d))).unwrap_or_default();
+        let sha = d
+            .map(|d| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(d)))
+            .unwrap_or_default();
         (d, "xet_bridge", sha)
     } else {
         (None, "other", String::new())
     };
-    let Some(data) = data else { return with_route(not_found(), route) };
+    let Some(data) = data else {
+        return with_route(not_found(), route);
+    };
     let mut h = HeaderMap::new();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    h.insert(header::ETAG, HeaderValue::from_str(&format!("\"{etag}\"")).expect("hex"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{etag}\"")).expect("hex"),
+    );
     with_route(serve_bytes(&method, &headers, data.clone(), h), route)
 }
 
@@ -298,7 +367,12 @@ async fn hub_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    let segs: Vec<String> = uri.path().trim_start_matches('/').split('/').map(dec).collect();
+    let segs: Vec<String> = uri
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .map(dec)
+        .collect();
     if segs.first().map(String::as_str) == Some("api") {
         return api(&st, &method, &uri, &headers, &segs[1..], &body);
     }
@@ -308,9 +382,13 @@ async fn hub_handler(
         Some("spaces") => (RepoKind::Space, &segs[1..]),
         _ => (RepoKind::Model, &segs[..]),
     };
-    if rest.len() >= 3 && rest[2] == "resolve" && (method == Method::GET || method == Method::HEAD) {
+    if rest.len() >= 3 && rest[2] == "resolve" && (method == Method::GET || method == Method::HEAD)
+    {
         let id = format!("{}/{}", rest[0], rest[1]);
-        return with_route(resolve(&st, &method, &headers, kind, &id, &rest[3..]), "resolve");
+        return with_route(
+            resolve(&st, &method, &headers, kind, &id, &rest[3..]),
+            "resolve",
+        );
     }
     if rest.len() == 6
         && rest[1].ends_with(".git")
@@ -323,7 +401,14 @@ async fn hub_handler(
     not_found()
 }
 
-fn resolve(st: &HubState, method: &Method, headers: &HeaderMap, kind: RepoKind, id: &str, segs: &[String]) -> Response<Body> {
+fn resolve(
+    st: &HubState,
+    method: &Method,
+    headers: &HeaderMap,
+    kind: RepoKind,
+    id: &str,
+    segs: &[String],
+) -> Response<Body> {
     let repo = match st.repo(kind, id, headers) {
         Ok(r) => r,
         Err(e) => return e,
@@ -344,18 +429,34 @@ fn resolve(st: &HubState, method: &Method, headers: &HeaderMap, kind: RepoKind, 
         );
     };
     let mut h = HeaderMap::new();
-    h.insert("x-repo-commit", HeaderValue::from_str(&commit.sha).expect("hex"));
-    h.insert(header::ETAG, HeaderValue::from_str(&format!("\"{}\"", f.git_oid)).expect("hex"));
+    h.insert(
+        "x-repo-commit",
+        HeaderValue::from_str(&commit.sha).expect("hex"),
+    );
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{}\"", f.git_oid)).expect("hex"),
+    );
     match f.storage {
         Storage::Regular => {
-            let inm = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            if inm.split(',').any(|t| t.trim().trim_start_matches("W/").trim_matches('"') == f.git_oid) {
+            let inm = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if inm
+                .split(',')
+                .any(|t| t.trim().trim_start_matches("W/").trim_matches('"') == f.git_oid)
+            {
                 let mut r = Response::new(Body::empty());
                 *r.status_mut() = StatusCode::NOT_MODIFIED;
                 *r.headers_mut() = h;
                 return r;
             }
-            let ct = if f.path.ends_with(".json") { "application/json" } else { "text/plain; charset=utf-8" };
+            let ct = if f.path.ends_with(".json") {
+                "application/json"
+            } else {
+                "text/plain; charset=utf-8"
+            };
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
             serve_bytes(method, headers, f.data.clone(), h)
         }
@@ -364,8 +465,14 @@ fn resolve(st: &HubState, method: &Method, headers: &HeaderMap, kind: RepoKind, 
                 (Storage::Xet, Some(xh)) => format!("{}/xet-bridge/{xh}", st.cdn_url),
                 _ => format!("{}/lfs/{}", st.cdn_url, f.sha256),
             };
-            h.insert(header::LOCATION, HeaderValue::from_str(&location).expect("url"));
-            h.insert("x-linked-etag", HeaderValue::from_str(&format!("\"{}\"", f.sha256)).expect("hex"));
+            h.insert(
+                header::LOCATION,
+                HeaderValue::from_str(&location).expect("url"),
+            );
+            h.insert(
+                "x-linked-etag",
+                HeaderValue::from_str(&format!("\"{}\"", f.sha256)).expect("hex"),
+            );
             h.insert("x-linked-size", HeaderValue::from(f.size));
             if let Some(xh) = &f.xet_hash {
                 h.insert("x-xet-hash", HeaderValue::from_str(xh).expect("hex"));
@@ -385,28 +492,55 @@ fn resolve(st: &HubState, method: &Method, headers: &HeaderMap, kind: RepoKind, 
     }
 }
 
-fn lfs_batch(st: &HubState, headers: &HeaderMap, kind: RepoKind, id: &str, body: &[u8]) -> Response<Body> {
+fn lfs_batch(
+    st: &HubState,
+    headers: &HeaderMap,
+    kind: RepoKind,
+    id: &str,
+    body: &[u8],
+) -> Response<Body> {
     let lfs_json = |status: StatusCode, v: Value| {
         let mut r = json_resp(status, &v);
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.git-lfs+json"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.git-lfs+json"),
+        );
         r
     };
     let repo = match st.repo(kind, id, headers) {
         Ok(r) => r,
         Err(_) => {
-            return lfs_json(StatusCode::UNAUTHORIZED, json!({ "message": "Repository not found" }));
+            return lfs_json(
+                StatusCode::UNAUTHORIZED,
+                json!({ "message": "Repository not found" }),
+            );
         }
     };
     if repo.gated && !st.authorized(headers) {
-        return lfs_json(StatusCode::UNAUTHORIZED, json!({ "message": "Access to this repository is restricted" }));
+        return lfs_json(
+            StatusCode::UNAUTHORIZED,
+            json!({ "message": "Access to this repository is restricted" }),
+        );
     }
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
-        return lfs_json(StatusCode::UNPROCESSABLE_ENTITY, json!({ "message": "invalid JSON body" }));
+        return lfs_json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "message": "invalid JSON body" }),
+        );
     };
     if req["operation"].as_str() != Some("download") {
-        return lfs_json(StatusCode::FORBIDDEN, json!({ "message": "hubsim only serves downloads" }));
+        return lfs_json(
+            StatusCode::FORBIDDEN,
+            json!({ "message": "hubsim only serves downloads" }),
+        );
     }
-    let known = |oid: &str| repo.commits.iter().any(|c| c.files.values().any(|f| f.pointer.is_some() && f.sha256 == oid));
+    let known = |oid: &str| {
+        repo.commits.iter().any(|c| {
+            c.files
+                .values()
+                .any(|f| f.pointer.is_some() && f.sha256 == oid)
+        })
+    };
     let objects: Vec<Value> = req["objects"]
         .as_array()
         .cloned()
@@ -428,11 +562,23 @@ fn lfs_batch(st: &HubState, headers: &HeaderMap, kind: RepoKind, id: &str, body:
             }
         })
         .collect();
-    lfs_json(StatusCode::OK, json!({ "transfer": "basic", "objects": objects, "hash_algo": "sha256" }))
+    lfs_json(
+        StatusCode::OK,
+        json!({ "transfer": "basic", "objects": objects, "hash_algo": "sha256" }),
+    )
 }
 
-fn api(st: &HubState, method: &Method, uri: &Uri, headers: &HeaderMap, segs: &[String], body: &[u8]) -> Response<Body> {
-    let Some(kind) = segs.first().and_then(|s| RepoKind::from_plural(s)) else { return not_found() };
+fn api(
+    st: &HubState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    segs: &[String],
+    body: &[u8],
+) -> Response<Body> {
+    let Some(kind) = segs.first().and_then(|s| RepoKind::from_plural(s)) else {
+        return not_found();
+    };
     if segs.len() < 3 {
         return not_found();
     }
@@ -463,10 +609,15 @@ fn api(st: &HubState, method: &Method, uri: &Uri, headers: &HeaderMap, segs: &[S
             .ok_or_else(|| HubState::rev_not_found(&segs[0]))
     };
     let resp = match (op, method) {
-        ("", &Method::GET) | ("revision", &Method::GET) => match resolve_rev(if op.is_empty() { &[] } else { &rest[1..] }) {
-            Ok((c, _)) => json_resp(StatusCode::OK, &st.info_json(repo, c, truthy(qget("blobs")))),
-            Err(e) => e,
-        },
+        ("", &Method::GET) | ("revision", &Method::GET) => {
+            match resolve_rev(if op.is_empty() { &[] } else { &rest[1..] }) {
+                Ok((c, _)) => json_resp(
+                    StatusCode::OK,
+                    &st.info_json(repo, c, truthy(qget("blobs"))),
+                ),
+                Err(e) => e,
+            }
+        }
         ("tree", &Method::GET) => match resolve_rev(&rest[1..]) {
             Ok((c, n)) => {
                 let base = rest[1 + n..].join("/");
@@ -481,10 +632,19 @@ fn api(st: &HubState, method: &Method, uri: &Uri, headers: &HeaderMap, segs: &[S
                         Some(&c.sha),
                     ),
                     Some(all) => {
-                        let page = if expand { st.tree_page_size.min(50) } else { st.tree_page_size }.max(1);
-                        let start = qget("cursor").and_then(|c| c.parse::<usize>().ok()).unwrap_or(0).min(all.len());
+                        let page = if expand {
+                            st.tree_page_size.min(50)
+                        } else {
+                            st.tree_page_size
+                        }
+                        .max(1);
+                        let start = qget("cursor")
+                            .and_then(|c| c.parse::<usize>().ok())
+                            .unwrap_or(0)
+                            .min(all.len());
                         let end = (start + page).min(all.len());
-                        let mut r = json_resp(StatusCode::OK, &Value::Array(all[start..end].to_vec()));
+                        let mut r =
+                            json_resp(StatusCode::OK, &Value::Array(all[start..end].to_vec()));
                         if end < all.len() {
                             let mut next = format!(
                                 "{}/api/{}/{}/tree/{}",
@@ -497,10 +657,13 @@ fn api(st: &HubState, method: &Method, uri: &Uri, headers: &HeaderMap, segs: &[S
                                 next.push('/');
                                 next.push_str(&enc_path(base));
                             }
-                            next.push_str(&format!("?recursive={recursive}&expand={expand}&cursor={end}"));
+                            next.push_str(&format!(
+                                "?recursive={recursive}&expand={expand}&cursor={end}"
+                            ));
                             r.headers_mut().insert(
                                 header::LINK,
-                                HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")).expect("url"),
+                                HeaderValue::from_str(&format!("<{next}>; rel=\"next\""))
+                                    .expect("url"),
                             );
                         }
                         r
@@ -511,7 +674,10 @@ fn api(st: &HubState, method: &Method, uri: &Uri, headers: &HeaderMap, segs: &[S
         },
         ("paths-info", &Method::POST) => match resolve_rev(&rest[1..]) {
             Ok((c, _)) => {
-                let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                let ct = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
                 let (paths, expand) = parse_paths_info(ct, body);
                 let dirs = HubState::dirs(c);
                 let out: Vec<Value> = paths
@@ -538,14 +704,23 @@ fn api(st: &HubState, method: &Method, uri: &Uri, headers: &HeaderMap, segs: &[S
             match resolve_rev(&rest[1..]) {
                 Ok(_) => {
                     let exp = now_secs() + 24 * 3600;
-                    let token = format!("hubsim-xet-read-{}", crate::fixtures::sha1_hex(repo.id.as_bytes()));
+                    let token = format!(
+                        "hubsim-xet-read-{}",
+                        crate::fixtures::sha1_hex(repo.id.as_bytes())
+                    );
                     let mut r = json_resp(
                         StatusCode::OK,
                         &json!({ "accessToken": token, "exp": exp, "casUrl": st.cas_url }),
                     );
                     let h = r.headers_mut();
-                    h.insert("x-xet-cas-url", HeaderValue::from_str(&st.cas_url).expect("url"));
-                    h.insert("x-xet-access-token", HeaderValue::from_str(&token).expect("ascii"));
+                    h.insert(
+                        "x-xet-cas-url",
+                        HeaderValue::from_str(&st.cas_url).expect("url"),
+                    );
+                    h.insert(
+                        "x-xet-access-token",
+                        HeaderValue::from_str(&token).expect("ascii"),
+                    );
                     h.insert("x-xet-token-expiration", HeaderValue::from(exp));
                     r
                 }
@@ -554,8 +729,16 @@ fn api(st: &HubState, method: &Method, uri: &Uri, headers: &HeaderMap, segs: &[S
         }
         ("refs", &Method::GET) => {
             let r = |kind: &str, name: &str, sha: &str| json!({ "name": name, "ref": format!("{kind}{name}"), "targetCommit": sha });
-            let branches: Vec<Value> = repo.branches.iter().map(|(b, s)| r("refs/heads/", b, s)).collect();
-            let tags: Vec<Value> = repo.tags.iter().map(|(t, s)| r("refs/tags/", t, s)).collect();
+            let branches: Vec<Value> = repo
+                .branches
+                .iter()
+                .map(|(b, s)| r("refs/heads/", b, s))
+                .collect();
+            let tags: Vec<Value> = repo
+                .tags
+                .iter()
+                .map(|(t, s)| r("refs/tags/", t, s))
+                .collect();
             let prs: Vec<Value> = repo
                 .prs
                 .iter()
@@ -569,7 +752,11 @@ fn api(st: &HubState, method: &Method, uri: &Uri, headers: &HeaderMap, segs: &[S
         }
         ("commits", &Method::GET) => match resolve_rev(&rest[1..]) {
             Ok((c, _)) => {
-                let idx = repo.commits.iter().position(|x| x.sha == c.sha).unwrap_or(0);
+                let idx = repo
+                    .commits
+                    .iter()
+                    .position(|x| x.sha == c.sha)
+                    .unwrap_or(0);
                 let list: Vec<Value> = repo.commits[..=idx]
                     .iter()
                     .rev()
@@ -592,7 +779,11 @@ fn parse_paths_info(content_type: &str, body: &[u8]) -> (Vec<String>, bool) {
         let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let paths = v["paths"]
             .as_array()
-            .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         let expand = v["expand"].as_bool().unwrap_or(false);
         return (paths, expand);

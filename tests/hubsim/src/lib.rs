@@ -31,8 +31,13 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-pub use control::{ActiveFault, Counters, Fault, FaultAction, Faults, Origin, PerOrigin, RequestRecord};
-pub use fixtures::{Commit, CommitSpec, Content, FileEntry, FileSpec, FixtureSpec, Patch, Repo, RepoKind, RepoSpec, Storage};
+pub use control::{
+    ActiveFault, Counters, Fault, FaultAction, Faults, Origin, PerOrigin, RequestRecord,
+};
+pub use fixtures::{
+    Commit, CommitSpec, Content, FileEntry, FileSpec, FixtureSpec, Patch, Repo, RepoKind, RepoSpec,
+    Storage,
+};
 pub use net::Shaping;
 
 /// The token that unlocks private and gated repos by default.
@@ -167,7 +172,11 @@ fn repo_info(r: &Repo) -> RepoInfo {
         head: r.head().sha.clone(),
         branches: r.branches.clone(),
         tags: r.tags.clone(),
-        prs: r.prs.iter().map(|(n, s)| (format!("refs/pr/{n}"), s.clone())).collect(),
+        prs: r
+            .prs
+            .iter()
+            .map(|(n, s)| (format!("refs/pr/{n}"), s.clone()))
+            .collect(),
         files: r.head().files.values().map(file_info).collect(),
         commits: r
             .commits
@@ -227,7 +236,9 @@ impl HubSimBuilder {
         let hub_l = TcpListener::bind("127.0.0.1:0").await?;
         let cdn_l = TcpListener::bind("127.0.0.1:0").await?;
         let cas_l = TcpListener::bind("127.0.0.1:0").await?;
-        let url = |l: &TcpListener| -> Result<String, Error> { Ok(format!("http://{}", l.local_addr()?)) };
+        let url = |l: &TcpListener| -> Result<String, Error> {
+            Ok(format!("http://{}", l.local_addr()?))
+        };
         let (hub_url, cdn_url, cas_url) = (url(&hub_l)?, url(&cdn_l)?, url(&cas_l)?);
 
         let repos: Vec<RepoInfo> = store.repos.values().map(repo_info).collect();
@@ -270,7 +281,11 @@ impl HubSimBuilder {
         let cas_addr = cas_l.local_addr()?;
         let cas_origin = net::spawn_origin(cas_l, cas_ctx.clone()).await?;
         let cdn = net::spawn_origin(cdn_l, cdn_ctx).await?;
-        let cas = Arc::new(CasControl { ctx: cas_ctx, addr: cas_addr, server: Mutex::new(Some(cas_origin)) });
+        let cas = Arc::new(CasControl {
+            ctx: cas_ctx,
+            addr: cas_addr,
+            server: Mutex::new(Some(cas_origin)),
+        });
         let control_state = Arc::new(ControlState {
             counters: counters.clone(),
             faults: faults.clone(),
@@ -288,7 +303,16 @@ impl HubSimBuilder {
             control: Some(control_router(control_state)),
         });
         let hub = net::spawn_origin(hub_l, hub_ctx).await?;
-        Ok(HubSim { info, counters, faults, cas, _hub: hub, _cdn: cdn, _cas_server: cas_server, _tmp: tmp })
+        Ok(HubSim {
+            info,
+            counters,
+            faults,
+            cas,
+            _hub: hub,
+            _cdn: cdn,
+            _cas_server: cas_server,
+            _tmp: tmp,
+        })
     }
 }
 
@@ -330,7 +354,9 @@ pub struct HubSim {
 
 impl std::fmt::Debug for HubSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HubSim").field("hub_url", &self.info.hub_url).finish_non_exhaustive()
+        f.debug_struct("HubSim")
+            .field("hub_url", &self.info.hub_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -354,7 +380,10 @@ impl HubSim {
             .thread_name("hubsim")
             .build()?;
         let sim = rt.block_on(builder.start())?;
-        Ok(HubSimHandle { sim: Some(sim), rt: Some(rt) })
+        Ok(HubSimHandle {
+            sim: Some(sim),
+            rt: Some(rt),
+        })
     }
 
     /// Hub origin URL (`HF_ENDPOINT`).
@@ -461,8 +490,14 @@ type Ctl = State<Arc<ControlState>>;
 
 fn control_router(state: Arc<ControlState>) -> Router {
     Router::new()
-        .route("/_hubsim/info", get(|State(s): Ctl| async move { axum::Json(s.info.clone()) }))
-        .route("/_hubsim/counters", get(|State(s): Ctl| async move { axum::Json(s.counters.snapshot()) }))
+        .route(
+            "/_hubsim/info",
+            get(|State(s): Ctl| async move { axum::Json(s.info.clone()) }),
+        )
+        .route(
+            "/_hubsim/counters",
+            get(|State(s): Ctl| async move { axum::Json(s.counters.snapshot()) }),
+        )
         .route(
             "/_hubsim/reset-counters",
             post(|State(s): Ctl| async move {

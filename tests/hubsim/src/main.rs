@@ -1,1 +1,102 @@
-fn main() {}
+//! `hubsim serve`: run the simulator until killed, after writing the info JSON.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use hubsim::{FixtureSpec, HubSim, Shaping};
+
+#[derive(Parser)]
+#[command(
+    name = "hubsim",
+    about = "A faithful local Hugging Face Hub with a real Xet CAS"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve until killed; writes the info JSON to --info once ready.
+    Serve {
+        /// Fixture spec (TOML). Default: the built-in default set.
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Size of acme/big in MiB (default set only).
+        #[arg(long, default_value_t = 8)]
+        big_mib: u64,
+        /// Per-connection bandwidth cap for CDN and CAS, bytes/s.
+        #[arg(long)]
+        rate_per_conn: Option<u64>,
+        /// Total bandwidth cap over CDN + CAS, bytes/s.
+        #[arg(long)]
+        rate_total: Option<u64>,
+        /// Added latency before each CDN/CAS response, ms.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Tree API page size.
+        #[arg(long, default_value_t = 100)]
+        tree_page_size: usize,
+        /// Token for private/gated repos.
+        #[arg(long, default_value = hubsim::DEFAULT_TOKEN)]
+        token: String,
+        /// Where to write the info JSON (written atomically when ready).
+        #[arg(long)]
+        info: PathBuf,
+    },
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("hubsim: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let Cmd::Serve {
+        spec,
+        big_mib,
+        rate_per_conn,
+        rate_total,
+        latency_ms,
+        tree_page_size,
+        token,
+        info,
+    } = Cli::parse().cmd;
+    let spec = match spec {
+        Some(p) => FixtureSpec::from_toml(&std::fs::read_to_string(&p)?)?,
+        None => FixtureSpec::default_set(big_mib),
+    };
+    let sim = HubSim::builder()
+        .fixtures(spec)
+        .shape(Shaping {
+            rate_per_conn,
+            rate_total,
+            latency_ms,
+        })
+        .tree_page_size(tree_page_size)
+        .token(token)
+        .start()
+        .await?;
+    let json = serde_json::to_string_pretty(sim.info())?;
+    let tmp = info.with_extension("json.tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, &info)?;
+    eprintln!(
+        "hubsim: hub {} cdn {} cas {} (info: {})",
+        sim.hub_url(),
+        sim.cdn_url(),
+        sim.cas_url(),
+        info.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    drop(sim);
+    Ok(())
+}

@@ -43,7 +43,11 @@ impl Bucket {
     pub(crate) fn new(rate: u64) -> Arc<Self> {
         let rate = rate.max(1) as f64;
         let burst = (rate * 0.02).max(16384.0);
-        Arc::new(Bucket { rate, burst, state: std::sync::Mutex::new((burst, Instant::now())) })
+        Arc::new(Bucket {
+            rate,
+            burst,
+            state: std::sync::Mutex::new((burst, Instant::now())),
+        })
     }
 
     async fn take(&self, n: usize) {
@@ -51,10 +55,15 @@ impl Bucket {
             let mut s = self.state.lock().expect("bucket lock");
             let now = Instant::now();
             let (tokens, last) = *s;
-            let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
+            let tokens =
+                (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
             let tokens = tokens - n as f64;
             *s = (tokens, now);
-            if tokens < 0.0 { Some(Duration::from_secs_f64(-tokens / self.rate)) } else { None }
+            if tokens < 0.0 {
+                Some(Duration::from_secs_f64(-tokens / self.rate))
+            } else {
+                None
+            }
         };
         if let Some(w) = wait {
             tokio::time::sleep(w).await;
@@ -96,7 +105,10 @@ impl Drop for OriginServer {
     }
 }
 
-pub(crate) async fn spawn_origin(listener: TcpListener, ctx: Arc<OriginCtx>) -> std::io::Result<OriginServer> {
+pub(crate) async fn spawn_origin(
+    listener: TcpListener,
+    ctx: Arc<OriginCtx>,
+) -> std::io::Result<OriginServer> {
     let (stop, mut stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
@@ -131,20 +143,38 @@ pub(crate) async fn spawn_origin(listener: TcpListener, ctx: Arc<OriginCtx>) -> 
 fn plain(status: StatusCode, msg: &str) -> Response<Body> {
     let mut r = Response::new(Body::from(serde_json::json!({ "error": msg }).to_string()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
-async fn handle(ctx: Arc<OriginCtx>, conn_bucket: Option<Arc<Bucket>>, req: Request<Body>) -> Response<Body> {
-    let path_q = req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |p| p.to_string());
+async fn handle(
+    ctx: Arc<OriginCtx>,
+    conn_bucket: Option<Arc<Bucket>>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let path_q = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_string(), |p| p.to_string());
     if let Some(control) = &ctx.control
         && req.uri().path().starts_with("/_hubsim/")
     {
-        return control.clone().oneshot(req).await.unwrap_or_else(|e| match e {});
+        return control
+            .clone()
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|e| match e {});
     }
     let method = req.method().clone();
     let auth = req.headers().contains_key(header::AUTHORIZATION);
-    let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if !ctx.latency.is_zero() {
         tokio::time::sleep(ctx.latency).await;
     }
@@ -152,22 +182,38 @@ async fn handle(ctx: Arc<OriginCtx>, conn_bucket: Option<Arc<Bucket>>, req: Requ
     let mut plan = BodyPlan::default();
     let route_guess = guess_route(ctx.origin, req.uri().path());
     let mut resp = match &fault {
-        Some(FaultAction::Status { code }) => {
-            plain(StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "hubsim injected fault")
-        }
+        Some(FaultAction::Status { code }) => plain(
+            StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "hubsim injected fault",
+        ),
         Some(FaultAction::RateLimited { retry_after_secs }) => {
-            let mut r = plain(StatusCode::TOO_MANY_REQUESTS, "rate limited (hubsim injected fault)");
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            let mut r = plain(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limited (hubsim injected fault)",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             r
         }
         other => {
-            if let Some(FaultAction::Stall { secs, after_bytes: None }) = other {
+            if let Some(FaultAction::Stall {
+                secs,
+                after_bytes: None,
+            }) = other
+            {
                 tokio::time::sleep(Duration::from_secs_f64(*secs)).await;
             }
-            ctx.router.clone().oneshot(req).await.unwrap_or_else(|e| match e {})
+            ctx.router
+                .clone()
+                .oneshot(req)
+                .await
+                .unwrap_or_else(|e| match e {})
         }
     };
-    let route = resp.extensions().get::<RouteName>().map_or(route_guess, |r| r.0);
+    let route = resp
+        .extensions()
+        .get::<RouteName>()
+        .map_or(route_guess, |r| r.0);
     let declared = resp
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -181,13 +227,17 @@ async fn handle(ctx: Arc<OriginCtx>, conn_bucket: Option<Arc<Bucket>>, req: Requ
                 _ => 100,
             }))
         }
-        Some(FaultAction::Stall { secs, after_bytes: Some(k) }) => {
+        Some(FaultAction::Stall {
+            secs,
+            after_bytes: Some(k),
+        }) => {
             plan.stall = Some((*k, Duration::from_secs_f64(*secs)));
         }
         Some(FaultAction::WrongContentLength { delta }) => {
             if let Some(n) = declared {
                 let v = (n as i64 + delta).max(0) as u64;
-                resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(v));
+                resp.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(v));
             }
         }
         _ => {}
@@ -206,7 +256,10 @@ async fn handle(ctx: Arc<OriginCtx>, conn_bucket: Option<Arc<Bucket>>, req: Requ
     if method == Method::HEAD {
         return resp;
     }
-    plan.buckets = [conn_bucket, ctx.total.clone()].into_iter().flatten().collect();
+    plan.buckets = [conn_bucket, ctx.total.clone()]
+        .into_iter()
+        .flatten()
+        .collect();
     plan.counters = Some((ctx.counters.clone(), ctx.origin, route, seq));
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, wrap_body(body, plan))
@@ -265,7 +318,14 @@ struct BodyState {
 const PIECE: usize = 16 * 1024;
 
 fn wrap_body(body: Body, plan: BodyPlan) -> Body {
-    let st = BodyState { inner: body.into_data_stream(), pending: Bytes::new(), pos: 0, stalled: false, done: false, plan };
+    let st = BodyState {
+        inner: body.into_data_stream(),
+        pending: Bytes::new(),
+        pos: 0,
+        stalled: false,
+        done: false,
+        plan,
+    };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         loop {
             if st.done {
@@ -290,8 +350,15 @@ fn wrap_body(body: Body, plan: BodyPlan) -> Body {
             }
             if let Some(cut) = st.plan.cut_after {
                 if st.pos >= cut {
+                    // Let hyper flush what was sent before the cut (it flushes while we pend).
+                    tokio::time::sleep(Duration::from_millis(30)).await;
                     st.done = true;
-                    return Some((Err(std::io::Error::other("hubsim: connection cut (injected fault)")), st));
+                    return Some((
+                        Err(std::io::Error::other(
+                            "hubsim: connection cut (injected fault)",
+                        )),
+                        st,
+                    ));
                 }
                 n = n.min((cut - st.pos) as usize);
             }
@@ -328,7 +395,12 @@ fn wrap_body(body: Body, plan: BodyPlan) -> Body {
 }
 
 /// Serve `data` for GET/HEAD with `Range` support (single ranges; others get the full body).
-pub(crate) fn serve_bytes(method: &Method, req_headers: &HeaderMap, data: Bytes, mut extra: HeaderMap) -> Response<Body> {
+pub(crate) fn serve_bytes(
+    method: &Method,
+    req_headers: &HeaderMap,
+    data: Bytes,
+    mut extra: HeaderMap,
+) -> Response<Body> {
     let len = data.len() as u64;
     extra.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let range = req_headers.get(header::RANGE).and_then(|v| v.to_str().ok());
@@ -340,7 +412,10 @@ pub(crate) fn serve_bytes(method: &Method, req_headers: &HeaderMap, data: Bytes,
             RangeResult::Unsatisfiable => {
                 let mut resp = Response::new(Body::empty());
                 *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-                extra.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"));
+                extra.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"),
+                );
                 *resp.headers_mut() = extra;
                 return resp;
             }
@@ -355,7 +430,11 @@ pub(crate) fn serve_bytes(method: &Method, req_headers: &HeaderMap, data: Bytes,
         }
     }
     extra.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
-    let mut resp = Response::new(if method == Method::HEAD { Body::empty() } else { Body::from(body) });
+    let mut resp = Response::new(if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(body)
+    });
     *resp.status_mut() = status;
     *resp.headers_mut() = extra;
     resp
@@ -368,20 +447,28 @@ enum RangeResult {
 }
 
 fn parse_range(r: &str, len: u64) -> RangeResult {
-    let Some(spec) = r.trim().strip_prefix("bytes=") else { return RangeResult::Full };
+    let Some(spec) = r.trim().strip_prefix("bytes=") else {
+        return RangeResult::Full;
+    };
     if spec.contains(',') {
         return RangeResult::Full;
     }
-    let Some((a, b)) = spec.split_once('-') else { return RangeResult::Full };
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeResult::Full;
+    };
     let (a, b) = (a.trim(), b.trim());
     if a.is_empty() {
-        let Ok(n) = b.parse::<u64>() else { return RangeResult::Full };
+        let Ok(n) = b.parse::<u64>() else {
+            return RangeResult::Full;
+        };
         if n == 0 || len == 0 {
             return RangeResult::Unsatisfiable;
         }
         return RangeResult::Range(len.saturating_sub(n), len - 1);
     }
-    let Ok(s) = a.parse::<u64>() else { return RangeResult::Full };
+    let Ok(s) = a.parse::<u64>() else {
+        return RangeResult::Full;
+    };
     if s >= len {
         return RangeResult::Unsatisfiable;
     }

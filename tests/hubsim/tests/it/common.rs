@@ -1,13 +1,20 @@
-//! Shared helpers: one default-set simulator per test process for read-only route tests.
+//! Shared helpers.
 
 use std::sync::OnceLock;
 
-use hubsim::{HubSim, HubSimHandle};
+use hubsim::{FixtureSpec, HubSim, HubSimHandle};
+use sha2::Digest as _;
 
 /// The shared simulator with the default fixture set (read-only tests only: no faults).
 pub fn shared() -> &'static HubSimHandle {
     static SIM: OnceLock<HubSimHandle> = OnceLock::new();
     SIM.get_or_init(|| HubSim::start_blocking(HubSim::builder()).expect("hubsim starts"))
+}
+
+/// A fresh simulator with only `acme/tiny` (for tests that inject faults or stop the CAS).
+pub fn tiny() -> HubSimHandle {
+    HubSim::start_blocking(HubSim::builder().fixtures(FixtureSpec::minimal()))
+        .expect("hubsim starts")
 }
 
 /// A blocking HTTP client that never follows redirects.
@@ -17,4 +24,17 @@ pub fn client() -> reqwest::blocking::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
+}
+
+/// A blocking HTTP client that follows redirects.
+pub fn following() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// sha256 hex.
+pub fn sha256(data: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(data))
 }
