@@ -316,6 +316,82 @@ pub fn build_plan(
     })
 }
 
+/// Plans from the local target only (offline mode): the revision through `refs/` (or a commit
+/// sha with a snapshot), the files from `snapshots/<commit>/` (or, for `--local-dir`, the files
+/// with huggingface_hub metadata). No backend is called. A miss names the directory searched.
+pub fn offline_plan(req: &PlanRequest, target: &Target) -> Result<Plan, HostError> {
+    let what = format!("{} {} at {}", req.repo_type, req.repo_id, req.revision);
+    let (commit, on_disk, searched) = match target {
+        Target::Cache(c) => {
+            let commit = if is_commit_sha(&req.revision) && c.snapshot_dir(&req.revision).is_dir() {
+                Some(req.revision.clone())
+            } else {
+                c.read_ref(&req.revision)
+            };
+            let miss = || HostError::OfflineMiss {
+                what: what.clone(),
+                cache_dir: c.cache_dir.clone(),
+            };
+            let commit = commit.filter(|s| is_commit_sha(s)).ok_or_else(miss)?;
+            let files = c.snapshot_files(&commit).map_err(|_| miss())?;
+            (commit, files, c.cache_dir.clone())
+        }
+        Target::LocalDir(l) => {
+            let files = l.metadata_files();
+            let commit = files
+                .first()
+                .map(|(_, m, _)| m.commit.clone())
+                .filter(|s| is_commit_sha(s))
+                .ok_or_else(|| HostError::OfflineMiss {
+                    what: what.clone(),
+                    cache_dir: l.root.clone(),
+                })?;
+            let files = files.into_iter().map(|(p, _, size)| (p, size)).collect();
+            (commit, files, l.root.clone())
+        }
+    };
+    let files: Vec<ManifestFile> = on_disk
+        .into_iter()
+        .map(|(path, size)| ManifestFile {
+            path: path.as_str().into(),
+            size,
+            git_oid: "".into(),
+            sha256: abi_stable::std_types::ROption::RNone,
+            xet_hash: abi_stable::std_types::ROption::RNone,
+        })
+        .collect();
+    let selection = select(&files, req);
+    if let Some(first) = selection.missing.first() {
+        return Err(HostError::OfflineMiss {
+            what: format!("{first} ({what})"),
+            cache_dir: searched,
+        });
+    }
+    if selection.selected.is_empty() {
+        return Err(HostError::OfflineMiss {
+            what: format!("no file matching the filters ({what})"),
+            cache_dir: searched,
+        });
+    }
+    Ok(Plan {
+        repo_type: req.repo_type,
+        repo_id: req.repo_id.clone(),
+        revision: req.revision.clone(),
+        commit,
+        resolved_by: "cache".to_owned(),
+        files: selection
+            .selected
+            .iter()
+            .map(|&i| PlannedFile {
+                file: files[i].clone(),
+                status: FileStatus::Complete,
+            })
+            .collect(),
+        missing: Vec::new(),
+        warnings: selection.warnings,
+    })
+}
+
 /// Whether `s` is a full 40-hex commit sha.
 pub fn is_commit_sha(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())

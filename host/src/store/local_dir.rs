@@ -113,6 +113,35 @@ impl LocalDir {
         size_ok && self.read_metadata(path).is_some_and(|m| m.etag == etag)
     }
 
+    /// Every file with metadata whose file exists with its size: `(path, metadata, size)`,
+    /// sorted by path.
+    pub fn metadata_files(&self) -> Vec<(String, LocalMetadata, u64)> {
+        let mut out = Vec::new();
+        let mut stack = vec![(self.download_dir(), String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push((e.path(), rel));
+                } else if let Some(path) = rel.strip_suffix(".metadata")
+                    && let Some(meta) = self.read_metadata(path)
+                    && let Ok(size) = self.file_path(path).and_then(|p| {
+                        std::fs::metadata(p).map(|m| m.len()).map_err(|_| UnsafePath {
+                            path: path.to_owned(),
+                            reason: "missing",
+                        })
+                    })
+                {
+                    out.push((path.to_owned(), meta, size));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Moves a verified partial to `DIR/<path>` and records the metadata.
     pub fn install(&self, partial: &Partial, path: &str, commit: &str, etag: &str) -> std::io::Result<PathBuf> {
         let dest = self
