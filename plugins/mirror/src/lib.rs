@@ -50,32 +50,37 @@
 
 pub mod config;
 pub mod dir;
+pub mod endpoint;
 pub mod error;
+pub mod transfer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use hubget_plugin_api::sdk::{BackendPlugin, parse_config};
 use hubget_plugin_api::std_types::{RResult, RString, RVec};
 use hubget_plugin_api::{
-    CancelToken, Capabilities, Features, FetchBatch, FetchItem, FileDone, FileOutcome,
+    CancelToken, Capabilities, ErrorKind, Features, FetchBatch, FetchItem, FileDone, FileOutcome,
     HostSettings, Manifest, PluginError, Progress, RepoType, ResolveRequest,
 };
 
 use crate::config::{Config, DirResolve};
 use crate::dir::DirMirror;
+use crate::endpoint::Pool;
 use crate::error::MirrorError;
 
 /// The plugin's name, as in `[plugins.mirror]`.
 pub const NAME: &str = "mirror";
 
-/// Files of one batch copied from directory mirrors at once.
-const DIR_WORKERS: usize = 4;
+/// Files of one batch worked on at once.
+const FILE_WORKERS: usize = 4;
 
 /// The `mirror` backend.
 pub struct Mirror {
     settings: HostSettings,
     dirs: Vec<DirMirror>,
     resolve_from_dirs: DirResolve,
+    pool: Option<Pool>,
 }
 
 impl Mirror {
@@ -83,11 +88,26 @@ impl Mirror {
     pub fn new(settings: HostSettings, config_toml: &str) -> Result<Self, PluginError> {
         let config: Config = parse_config(NAME, config_toml)?;
         let dirs = config.dirs.iter().cloned().map(DirMirror::new).collect();
+        let pool = if config.endpoints.is_empty() {
+            None
+        } else {
+            Some(Pool::new(
+                &settings,
+                &config.endpoints,
+                Duration::from_secs(config.cooldown_secs),
+            )?)
+        };
         Ok(Self {
             settings,
             dirs,
             resolve_from_dirs: config.resolve_from_dirs,
+            pool,
         })
+    }
+
+    /// The endpoint pool, unless none is configured or the host runs offline.
+    fn online_pool(&self) -> Option<&Pool> {
+        self.pool.as_ref().filter(|_| !self.settings.offline)
     }
 
     fn dirs_may_resolve(&self) -> bool {
@@ -98,24 +118,50 @@ impl Mirror {
         }
     }
 
-    fn resolve_inner(&self, request: &ResolveRequest) -> Result<Manifest, MirrorError> {
+    fn resolve_inner(
+        &self,
+        request: &ResolveRequest,
+        cancel: &CancelToken,
+    ) -> Result<Manifest, PluginError> {
         let (repo_type, repo_id, revision) = (
             request.repo_type,
             request.repo_id.as_str(),
             request.revision.as_str(),
         );
-        if self.dirs.is_empty() {
+        if self.dirs.is_empty() && self.pool.is_none() {
             return Err(MirrorError::NotConfigured(
                 "no mirror is configured ([plugins.mirror] endpoints or dirs)".into(),
-            ));
+            )
+            .into());
+        }
+        let mut endpoint_error = None;
+        if let Some(pool) = self.online_pool() {
+            match pool.resolve(repo_type, repo_id, revision, cancel) {
+                Ok(manifest) => return Ok(manifest),
+                Err(e) if e.kind == ErrorKind::CANCELLED => return Err(e),
+                Err(e) => endpoint_error = Some(e),
+            }
+        } else if self.dirs.is_empty() {
+            return Err(MirrorError::NotConfigured(
+                "offline: mirror endpoints are not used".into(),
+            )
+            .into());
+        }
+        if self.dirs.is_empty() {
+            return Err(endpoint_error.unwrap_or_else(|| {
+                PluginError::new(ErrorKind::NOT_FOUND, "no mirror endpoint answered")
+            }));
         }
         if !self.dirs_may_resolve() {
-            return Err(MirrorError::NotFound(format!(
-                "directory mirrors resolve only offline or with resolve_from_dirs = \"always\" \
-                 (now {:?}); another backend resolves {repo_id}@{revision}, the mirror still \
-                 serves the files",
-                self.resolve_from_dirs
-            )));
+            return Err(endpoint_error.unwrap_or_else(|| {
+                MirrorError::NotFound(format!(
+                    "directory mirrors resolve only offline or with resolve_from_dirs = \"always\" \
+                     (now {:?}); another backend resolves {repo_id}@{revision}, the mirror still \
+                     serves the files",
+                    self.resolve_from_dirs
+                ))
+                .into()
+            }));
         }
         let mut last = None;
         for dir in &self.dirs {
@@ -135,7 +181,10 @@ impl Mirror {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| MirrorError::NotFound("no directory mirror".into())))
+        Err(endpoint_error.unwrap_or_else(|| {
+            last.unwrap_or_else(|| MirrorError::NotFound("no directory mirror".into()))
+                .into()
+        }))
     }
 
     /// Fetches one item: directory mirrors first, then (later) endpoints.
@@ -146,9 +195,9 @@ impl Mirror {
         item: &FetchItem,
         progress: &Progress,
         cancel: &CancelToken,
-    ) -> Result<FileDone, MirrorError> {
+    ) -> Result<FileDone, PluginError> {
         if cancel.is_cancelled() {
-            return Err(MirrorError::Cancelled);
+            return Err(MirrorError::Cancelled.into());
         }
         let (repo_type, repo_id, commit) = (
             batch.repo_type,
@@ -184,34 +233,53 @@ impl Mirror {
                         extra_json: RString::from(extra.to_string()),
                     });
                 }
-                Err(MirrorError::Cancelled) => return Err(MirrorError::Cancelled),
+                Err(MirrorError::Cancelled) => return Err(MirrorError::Cancelled.into()),
                 Err(e) => {
                     log::warn!("directory mirror {source}: {e}");
                     last = Some(e);
                 }
             }
         }
-        if self.dirs.is_empty() {
-            return Err(MirrorError::NotFound(format!(
-                "no mirror is configured ([plugins.mirror] endpoints or dirs) for {path}"
-            )));
+        if let Some(pool) = self.online_pool() {
+            return pool.fetch(batch, index, item, progress, cancel);
         }
-        Err(last.unwrap_or_else(|| {
-            MirrorError::NotFound(format!(
-                "no directory mirror holds {path} of {repo_id}@{commit}"
-            ))
-        }))
+        if self.dirs.is_empty() {
+            let why = if self.pool.is_some() {
+                "offline: mirror endpoints are not used"
+            } else {
+                "no mirror is configured ([plugins.mirror] endpoints or dirs)"
+            };
+            return Err(MirrorError::NotFound(format!("{why}; cannot fetch {path}")).into());
+        }
+        Err(last
+            .unwrap_or_else(|| {
+                MirrorError::NotFound(format!(
+                    "no directory mirror holds {path} of {repo_id}@{commit}"
+                ))
+            })
+            .into())
     }
 }
 
 impl BackendPlugin for Mirror {
     fn capabilities(&self) -> Capabilities {
         let mut features = Features::empty();
-        if !self.dirs.is_empty() {
+        if !self.dirs.is_empty() || self.pool.is_some() {
             features = features | Features::RESOLVE | Features::RESUME | Features::NON_XET_FILES;
+        }
+        if self.pool.is_none() && !self.dirs.is_empty() {
             features = features | Features::LOCAL;
         }
+        if self.pool.is_some() && self.settings.connections_per_file > 1 {
+            features = features | Features::PARALLEL_RANGES;
+        }
+        let endpoints: Vec<&str> = self
+            .pool
+            .iter()
+            .flat_map(|p| p.endpoints().iter().map(|e| e.label.as_str()))
+            .collect();
         let extra = serde_json::json!({
+            "endpoints": endpoints,
             "dirs": self.dirs.len(),
             "resolve_from_dirs": format!("{:?}", self.resolve_from_dirs).to_lowercase(),
         });
@@ -229,7 +297,7 @@ impl BackendPlugin for Mirror {
         cancel: &CancelToken,
     ) -> Result<Manifest, PluginError> {
         cancel.check()?;
-        self.resolve_inner(request).map_err(PluginError::from)
+        self.resolve_inner(request, cancel)
     }
 
     fn fetch(
@@ -240,7 +308,7 @@ impl BackendPlugin for Mirror {
     ) -> Vec<FileOutcome> {
         let items: &[FetchItem] = &batch.items;
         let next = AtomicUsize::new(0);
-        let workers = DIR_WORKERS.min(items.len()).max(1);
+        let workers = FILE_WORKERS.min(items.len()).max(1);
         let mut outcomes: Vec<FileOutcome> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
@@ -250,9 +318,7 @@ impl BackendPlugin for Mirror {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(item) = items.get(i) else { break };
                             let index = i as u32;
-                            let result = self
-                                .fetch_one(batch, index, item, progress, cancel)
-                                .map_err(PluginError::from);
+                            let result = self.fetch_one(batch, index, item, progress, cancel);
                             done.push(FileOutcome {
                                 index,
                                 result: RResult::from(result),
