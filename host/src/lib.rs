@@ -4,16 +4,15 @@
 //! [`commands::run`].
 
 pub mod backend;
-pub mod engine;
+pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod error;
 pub mod loader;
-pub mod output;
-pub mod plan;
 pub mod redact;
-pub mod resume;
-pub mod store;
-pub mod verify;
+pub mod settings;
 
 pub use backend::BackendHandle;
 pub use error::HostError;
 pub use loader::{LoadFailure, LoadedPlugin, PluginDir, Registry};
+pub use settings::{Env, Settings};

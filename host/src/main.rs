@@ -1,24 +1,49 @@
-//! The `hubget` command: parses the command line and runs it (the CLI lands next; for now it
-//! lists the plugins it can load).
+//! The `hubget` command: parses the command line, sets up logging (env_logger on stderr,
+//! `RUST_LOG` or `-v`), runs the command and turns errors into a message, a hint and a
+//! documented exit code (see [`hubget::error`]).
 
 use std::io::Write;
+use std::process::ExitCode;
 
-fn main() -> std::process::ExitCode {
-    env_logger::init();
-    let dirs = hubget::loader::search_path(&[], std::env::var_os("HUBGET_PLUGIN_DIR").as_deref());
-    let registry = hubget::Registry::discover(&dirs);
-    let mut out = std::io::stdout().lock();
-    for p in registry.plugins() {
-        let _ = writeln!(
-            out,
-            "{} {} {}",
-            p.info.name,
-            p.info.version,
-            p.path.display()
-        );
+use clap::Parser;
+use hubget::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match hubget::commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let mut err = std::io::stderr().lock();
+            let message = hubget::redact::redact_urls(&error.to_string()).into_owned();
+            let _ = writeln!(err, "error: {message}");
+            if let Some(hint) = error.hint() {
+                let _ = writeln!(err, "hint: {hint}");
+            }
+            ExitCode::from(error.exit_code())
+        }
     }
-    for f in registry.failures() {
-        let _ = writeln!(out, "failed: {}: {}", f.path.display(), f.reason);
+}
+
+/// `-v` (info), `-vv` (debug), `-vvv` (trace) win over `RUST_LOG`; the default is `warn`.
+fn init_logging(verbose: u8) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(log::LevelFilter::Warn);
+    match verbose {
+        0 => {
+            if let Ok(filters) = std::env::var("RUST_LOG") {
+                builder.parse_filters(&filters);
+            }
+        }
+        1 => {
+            builder.filter_level(log::LevelFilter::Info);
+        }
+        2 => {
+            builder.filter_level(log::LevelFilter::Debug);
+        }
+        _ => {
+            builder.filter_level(log::LevelFilter::Trace);
+        }
     }
-    std::process::ExitCode::SUCCESS
+    builder.target(env_logger::Target::Stderr).init();
 }

@@ -1,0 +1,366 @@
+//! The command line (clap), shaped like `hf download` so that muscle memory carries over.
+//!
+//! `hubget download REPO_ID [FILES]...`, `hubget plugins [--json]`, `hubget config show
+//! [--json]`; global `-v/--verbose` (repeatable) and `--config FILE`. `REPO_ID` may also be an
+//! `hf://[type/]owner/name[@revision][/path]` URI (see [`RepoSpec::parse`]).
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use hubget_plugin_api::RepoType;
+
+use crate::error::HostError;
+use crate::settings::Overrides;
+
+/// hubget: a fast, verifying Hugging Face Hub downloader with backend plugins.
+#[derive(Debug, Parser)]
+#[command(name = "hubget", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG works too.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Config file (default: $HUBGET_CONFIG, else $XDG_CONFIG_HOME/hubget/config.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// hubget's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download files of a repository into the Hugging Face cache (or --local-dir).
+    Download(DownloadArgs),
+    /// List the backend plugins found, and the files that failed to load.
+    Plugins(PluginsArgs),
+    /// Show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `hubget config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every effective setting and where it came from.
+    Show(ConfigShowArgs),
+}
+
+/// `hubget plugins`.
+#[derive(Debug, Args)]
+pub struct PluginsArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Settings handed to the backends while listing their capabilities.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// `hubget config show`.
+#[derive(Debug, Args)]
+pub struct ConfigShowArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The same overrides `download` takes, to see their effect.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// Options that override settings (shared by `download`, `plugins` and `config show`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SettingsArgs {
+    /// Hub token (default: $HF_TOKEN, else the file at $HF_TOKEN_PATH or $HF_HOME/token).
+    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Hub endpoint (default: $HF_ENDPOINT, else https://huggingface.co).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Cache directory (default: $HF_HUB_CACHE, else $HF_HOME/hub).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Files downloaded at once (default 8).
+    #[arg(long, value_name = "N")]
+    pub max_workers: Option<usize>,
+    /// Use only the local cache; no network (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+    /// Seconds without progress before a backend call is cancelled (default 30).
+    #[arg(long = "stall-timeout", value_name = "SECS")]
+    pub stall_timeout: Option<u64>,
+    /// Connections per large file (default 8).
+    #[arg(short = 'x', long, value_name = "N")]
+    pub connections: Option<u32>,
+    /// Try this backend first, then the configured order.
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+    /// Use only the backend given with --backend.
+    #[arg(long)]
+    pub no_fallback: bool,
+    /// Same as --backend xet.
+    #[arg(long, conflicts_with = "backend")]
+    pub use_xet: bool,
+}
+
+impl SettingsArgs {
+    /// The overrides for [`crate::settings::Settings::resolve`]; `config` is the global
+    /// `--config`.
+    pub fn overrides(&self, config: Option<PathBuf>) -> Overrides {
+        let (backend, backend_flag) = if self.use_xet {
+            (Some("xet".to_owned()), "--use-xet")
+        } else {
+            (self.backend.clone(), "--backend")
+        };
+        Overrides {
+            config,
+            endpoint: self.endpoint.clone(),
+            token: self.token.clone(),
+            cache_dir: self.cache_dir.clone(),
+            max_workers: self.max_workers,
+            offline: self.offline,
+            stall_timeout_secs: self.stall_timeout,
+            connections_per_file: self.connections,
+            backend,
+            backend_flag,
+            no_fallback: self.no_fallback,
+        }
+    }
+}
+
+/// `hubget download`.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// `owner/name`, or `hf://[datasets/|spaces/]owner/name[@revision][/path]`.
+    #[arg(value_name = "REPO_ID")]
+    pub repo_id: String,
+    /// Files to download (default: the whole repository, filtered by --include/--exclude).
+    #[arg(value_name = "FILES")]
+    pub files: Vec<String>,
+    /// Repository type.
+    #[arg(long, visible_alias = "type", value_name = "TYPE",
+          value_parser = ["model", "dataset", "space"])]
+    pub repo_type: Option<String>,
+    /// Branch, tag, refs/pr/N or full commit sha (default: main).
+    #[arg(long, value_name = "REV")]
+    pub revision: Option<String>,
+    /// Only files matching these globs (repeatable).
+    #[arg(long, value_name = "GLOB", num_args = 1.., action = ArgAction::Append)]
+    pub include: Vec<String>,
+    /// Skip files matching these globs (repeatable).
+    #[arg(long, value_name = "GLOB", num_args = 1.., action = ArgAction::Append)]
+    pub exclude: Vec<String>,
+    /// Write real files into DIR instead of the cache.
+    #[arg(long, value_name = "DIR", conflicts_with = "cache_dir")]
+    pub local_dir: Option<PathBuf>,
+    /// Download even if the files are already in the cache.
+    #[arg(long)]
+    pub force_download: bool,
+    /// Show what would be downloaded, and fetch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON events on stdout (one per line).
+    #[arg(long, conflicts_with = "quiet")]
+    pub json: bool,
+    /// Print only the resulting path.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Settings overrides.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Deprecated, ignored (resuming is always on).
+    #[arg(long, hide = true)]
+    pub resume_download: bool,
+    /// Deprecated, ignored (hubget decides how files land in --local-dir).
+    #[arg(long, hide = true, value_name = "BOOL")]
+    pub local_dir_use_symlinks: Option<String>,
+}
+
+/// What to download: a repository at a revision, with optional files. Built from `REPO_ID`
+/// (possibly an `hf://` URI), `FILES`, `--repo-type` and `--revision`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoSpec {
+    /// Model, dataset or space.
+    pub repo_type: RepoType,
+    /// `owner/name` (or a bare `name` for legacy repos).
+    pub repo_id: String,
+    /// The revision asked for (`main` by default).
+    pub revision: String,
+    /// Files named on the command line or in the URI (empty: whole repository).
+    pub files: Vec<String>,
+}
+
+impl RepoSpec {
+    /// Parses the download arguments. `hf://` URIs: an optional `datasets/`, `spaces/` or
+    /// `models/` prefix, `owner/name`, an optional `@revision` (with `/` written `%2F`), and an
+    /// optional path, which is added to `files` (a trailing `/` means a folder).
+    pub fn parse(
+        repo: &str,
+        files: &[String],
+        repo_type: Option<&str>,
+        revision: Option<&str>,
+    ) -> Result<RepoSpec, HostError> {
+        let flag_type = repo_type
+            .map(|t| {
+                RepoType::parse(t).ok_or_else(|| HostError::InvalidValue {
+                    name: "--repo-type".to_owned(),
+                    message: format!("`{t}` is not one of model, dataset, space"),
+                })
+            })
+            .transpose()?;
+        let mut files = files.to_vec();
+        let (repo_type, repo_id, uri_revision) = if let Some(rest) = repo.strip_prefix("hf://") {
+            let mut segments: Vec<&str> = rest.split('/').collect();
+            let uri_type = match segments.first().copied() {
+                Some("datasets") => Some(RepoType::DATASET),
+                Some("spaces") => Some(RepoType::SPACE),
+                Some("models") => Some(RepoType::MODEL),
+                _ => None,
+            };
+            if uri_type.is_some() {
+                segments.remove(0);
+            }
+            if let (Some(a), Some(b)) = (uri_type, flag_type)
+                && a != b
+            {
+                return Err(HostError::Usage(format!(
+                    "`{repo}` is a {a} but --repo-type says {b}"
+                )));
+            }
+            // owner/name[@rev]/path...  or  name@rev (no owner)
+            let (id_parts, path_parts) = if segments.first().is_some_and(|s| s.contains('@')) {
+                segments.split_at(1)
+            } else {
+                segments.split_at(segments.len().min(2))
+            };
+            let mut id = id_parts.join("/");
+            let mut rev = None;
+            if let Some(at) = id.find('@') {
+                rev = Some(id[at + 1..].replace("%2F", "/").replace("%2f", "/"));
+                id.truncate(at);
+            }
+            let path = path_parts.join("/");
+            if !path.is_empty() {
+                files.push(path);
+            }
+            (uri_type.or(flag_type).unwrap_or(RepoType::MODEL), id, rev)
+        } else {
+            (flag_type.unwrap_or(RepoType::MODEL), repo.to_owned(), None)
+        };
+        if repo_id.is_empty()
+            || repo_id.split('/').count() > 2
+            || repo_id
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
+        {
+            return Err(HostError::Usage(format!(
+                "`{repo}` is not a repository id (expected owner/name)"
+            )));
+        }
+        let revision = match (uri_revision, revision) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(HostError::Usage(format!(
+                    "`{repo}` names revision `{a}` but --revision says `{b}`"
+                )));
+            }
+            (Some(a), _) => a,
+            (None, Some(b)) => b.to_owned(),
+            (None, None) => "main".to_owned(),
+        };
+        if revision.is_empty() {
+            return Err(HostError::Usage("the revision is empty".to_owned()));
+        }
+        Ok(RepoSpec {
+            repo_type,
+            repo_id,
+            revision,
+            files,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn download_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "hubget",
+            "-vv",
+            "download",
+            "org/name",
+            "a.json",
+            "--repo-type",
+            "dataset",
+            "--include",
+            "*.json",
+            "*.txt",
+            "--exclude",
+            "x",
+            "--use-xet",
+            "--no-fallback",
+            "--max-workers",
+            "3",
+            "--json",
+            "--config",
+            "/c.toml",
+        ])
+        .unwrap();
+        assert_eq!(cli.verbose, 2);
+        assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("/c.toml")));
+        let Command::Download(d) = cli.command else {
+            panic!("not download")
+        };
+        assert_eq!(d.files, ["a.json"]);
+        assert_eq!(d.include, ["*.json", "*.txt"]);
+        let o = d.settings.overrides(None);
+        assert_eq!(o.backend.as_deref(), Some("xet"));
+        assert!(o.no_fallback);
+        assert_eq!(o.max_workers, Some(3));
+        assert!(Cli::try_parse_from(["hubget", "download", "a/b", "--json", "-q"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "hubget",
+                "download",
+                "a/b",
+                "--local-dir",
+                "d",
+                "--cache-dir",
+                "c"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["hubget", "download", "a/b", "--repo-type", "x"]).is_err());
+    }
+
+    #[test]
+    fn hf_uris() {
+        let s = RepoSpec::parse("hf://datasets/org/name@v1.0/data/", &[], None, None).unwrap();
+        assert_eq!(s.repo_type, RepoType::DATASET);
+        assert_eq!(s.repo_id, "org/name");
+        assert_eq!(s.revision, "v1.0");
+        assert_eq!(s.files, ["data/"]);
+        let s = RepoSpec::parse("hf://org/name@refs%2Fpr%2F1", &[], None, None).unwrap();
+        assert_eq!(s.revision, "refs/pr/1");
+        assert_eq!(s.repo_type, RepoType::MODEL);
+        let s = RepoSpec::parse("org/name", &["f".into()], Some("space"), Some("dev")).unwrap();
+        assert_eq!((s.repo_type, s.revision.as_str()), (RepoType::SPACE, "dev"));
+        assert!(RepoSpec::parse("hf://datasets/o/n", &[], Some("model"), None).is_err());
+        assert!(RepoSpec::parse("hf://o/n@a", &[], None, Some("b")).is_err());
+        assert!(RepoSpec::parse("a/b/c", &[], None, None).is_err());
+        assert!(RepoSpec::parse("../x", &[], None, None).is_err());
+        assert_eq!(
+            RepoSpec::parse("gpt2", &[], None, None).unwrap().repo_id,
+            "gpt2"
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! The commands, and the steps they share: resolving settings, loading plugins and opening
+//! backends in the effective order.
+
+pub mod config;
+pub mod download;
+pub mod plugins;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::backend::BackendHandle;
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::error::HostError;
+use crate::loader::{LoadedPlugin, Registry, set_log_secrets};
+use crate::settings::{Env, Settings};
+
+/// Runs the parsed command line. The environment is read once, here.
+pub fn run(cli: Cli) -> Result<(), HostError> {
+    let env = Env::from_process();
+    let config: Option<PathBuf> = cli.config;
+    match cli.command {
+        Command::Download(args) => download::run(&env, config, &args),
+        Command::Plugins(args) => plugins::run(&env, config, &args),
+        Command::Config(ConfigCommand::Show(args)) => config::show(&env, config, &args),
+    }
+}
+
+/// Discovers and loads the plugins in the settings' search path. The token (if any) is
+/// registered first so that plugin log records never show it.
+pub fn load_plugins(settings: &Settings) -> Registry {
+    if let Some(token) = &settings.token.value {
+        set_log_secrets(vec![token.clone()]);
+    }
+    Registry::discover(&settings.plugin_search_path())
+}
+
+/// Creates a backend of `plugin` with the host settings and its `[plugins.<name>]` table; a
+/// configuration error names the config file.
+pub fn open_backend(
+    plugin: &LoadedPlugin,
+    settings: &Settings,
+) -> Result<BackendHandle, HostError> {
+    let table = settings.plugin_config_toml(plugin.name());
+    plugin
+        .new_backend(&settings.host_settings(), &table)
+        .map_err(|e| match e {
+            HostError::PluginConfig {
+                plugin, message, ..
+            } => HostError::PluginConfig {
+                plugin,
+                message,
+                config_file: settings.config_path().map(ToOwned::to_owned),
+            },
+            other => other,
+        })
+}
+
+/// Opens the backends named in `order` (see [`Settings::effective_order`]). A configuration
+/// error stops everything; a backend that fails to start otherwise (a caught panic, say) is
+/// skipped with a warning, unless it is the only one asked for.
+pub fn open_backends(
+    registry: &Registry,
+    settings: &Settings,
+    order: &[String],
+) -> Result<Vec<BackendHandle>, HostError> {
+    let mut backends = Vec::new();
+    let mut last_error = None;
+    for name in order {
+        let Some(plugin) = registry.get(name) else {
+            return Err(HostError::UnknownBackend {
+                name: name.clone(),
+                loaded: registry.names(),
+            });
+        };
+        match open_backend(plugin, settings) {
+            Ok(backend) => backends.push(backend),
+            Err(e @ HostError::PluginConfig { .. }) => return Err(e),
+            Err(e) => {
+                log::warn!("{e}; backend `{name}` skipped");
+                last_error = Some(e);
+            }
+        }
+    }
+    match (backends.is_empty(), last_error) {
+        (true, Some(e)) if order.len() == 1 => Err(e),
+        (true, Some(e)) => Err(HostError::NoBackend(format!(
+            "no backend could start; last error: {e}"
+        ))),
+        (true, None) => Err(HostError::NoBackend(
+            "the backend order is empty".to_owned(),
+        )),
+        (false, _) => Ok(backends),
+    }
+}
+
+/// Writes `text` to stdout (the commands' results); a closed pipe is not an error.
+pub fn print_stdout(text: &str) -> Result<(), HostError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(HostError::io("cannot write to stdout", e)),
+    }
+}

@@ -1,0 +1,945 @@
+//! The effective settings, resolved once per run from the command line, the environment, the
+//! config file and the built-in defaults (in that order of precedence), each value remembering
+//! where it came from for `hubget config show`.
+//!
+//! Environment variables follow huggingface_hub's semantics: `HF_ENDPOINT` (trailing slash
+//! trimmed), `HF_TOKEN` (legacy `HUGGING_FACE_HUB_TOKEN`), `HF_TOKEN_PATH`, `HF_HOME`,
+//! `HF_HUB_CACHE` (legacy `HUGGINGFACE_HUB_CACHE`), `HF_HUB_OFFLINE` (true for `1`, `ON`, `YES`,
+//! `TRUE`, any case), `HF_HUB_DISABLE_IMPLICIT_TOKEN` (only `--token` counts). The token is
+//! never printed: [`Settings`] redacts it in `Debug`, and `config show` says only where it came
+//! from.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use hubget_plugin_api::HostSettings;
+
+use crate::config::{LoadedConfig, defaults, expand_home};
+use crate::error::HostError;
+use crate::loader::{PluginDir, search_path};
+
+/// A snapshot of the environment variables hubget reads (taken once at startup).
+#[derive(Clone, Default)]
+pub struct Env {
+    vars: BTreeMap<String, OsString>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Values may hold tokens: show names only.
+        f.debug_list().entries(self.vars.keys()).finish()
+    }
+}
+
+impl Env {
+    /// The current process environment.
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
+                .collect(),
+        }
+    }
+
+    /// An environment made of `pairs` only (for tests).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), OsString::from(v)))
+                .collect(),
+        }
+    }
+
+    /// The value of `name` if set, non-empty and valid UTF-8.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.vars
+            .get(name)
+            .and_then(|v| v.to_str())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    }
+
+    /// The raw value of `name` if set and non-empty (paths may be non-UTF-8).
+    pub fn get_os(&self, name: &str) -> Option<&OsString> {
+        self.vars.get(name).filter(|v| !v.is_empty())
+    }
+
+    /// `$HOME`, or `/` if unset.
+    pub fn home(&self) -> PathBuf {
+        self.get_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"))
+    }
+
+    /// huggingface_hub's boolean rule: true for `1`, `ON`, `YES`, `TRUE` in any case.
+    pub fn is_true(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|v| is_true(&v))
+    }
+}
+
+/// huggingface_hub's `_is_true`: `1`, `ON`, `YES`, `TRUE`, case-insensitive.
+pub fn is_true(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_uppercase().as_str(),
+        "1" | "ON" | "YES" | "TRUE"
+    )
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in default.
+    Default,
+    /// The config file.
+    ConfigFile(PathBuf),
+    /// An environment variable.
+    Env(&'static str),
+    /// A command-line option.
+    Cli(&'static str),
+    /// Computed from something else (described).
+    Derived(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::ConfigFile(p) => write!(f, "config file {}", p.display()),
+            Source::Env(name) => write!(f, "env {name}"),
+            Source::Cli(flag) => f.write_str(flag),
+            Source::Derived(what) => f.write_str(what),
+        }
+    }
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting<T> {
+    /// The effective value.
+    pub value: T,
+    /// Where it came from.
+    pub source: Source,
+}
+
+impl<T> Setting<T> {
+    fn new(value: T, source: Source) -> Self {
+        Self { value, source }
+    }
+}
+
+/// Settings the command line can override (filled from clap; all optional).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--endpoint`.
+    pub endpoint: Option<String>,
+    /// `--token`.
+    pub token: Option<String>,
+    /// `--cache-dir`.
+    pub cache_dir: Option<PathBuf>,
+    /// `--max-workers`.
+    pub max_workers: Option<usize>,
+    /// `--offline`.
+    pub offline: bool,
+    /// `--stall-timeout`.
+    pub stall_timeout_secs: Option<u64>,
+    /// `--connections`.
+    pub connections_per_file: Option<u32>,
+    /// `--backend` (or `xet` from `--use-xet`).
+    pub backend: Option<String>,
+    /// The flag that set `backend` (`--backend` or `--use-xet`).
+    pub backend_flag: &'static str,
+    /// `--no-fallback`.
+    pub no_fallback: bool,
+}
+
+/// Every effective setting of a run.
+#[derive(Clone)]
+pub struct Settings {
+    /// The config file used, and how it was found.
+    pub config_file: Option<(PathBuf, &'static str)>,
+    /// Plugin directories from the config file.
+    pub plugin_dirs: Setting<Vec<PathBuf>>,
+    /// `HUBGET_PLUGIN_DIR`, a path list.
+    pub env_plugin_dirs: Option<OsString>,
+    /// The configured fallback order.
+    pub backend_order: Setting<Vec<String>>,
+    /// `--backend NAME`: put first.
+    pub preferred_backend: Option<Setting<String>>,
+    /// `--no-fallback`: use the preferred backend alone.
+    pub no_fallback: bool,
+    /// The Hub origin, no trailing slash.
+    pub endpoint: Setting<String>,
+    /// The Hub token (never print it).
+    pub token: Setting<Option<String>>,
+    /// `HF_HOME`.
+    pub hf_home: Setting<PathBuf>,
+    /// The Hugging Face cache directory (`HF_HUB_CACHE`).
+    pub cache_dir: Setting<PathBuf>,
+    /// Offline mode.
+    pub offline: Setting<bool>,
+    /// Files downloaded at once.
+    pub max_workers: Setting<usize>,
+    /// Seconds without progress before a call is cancelled.
+    pub stall_timeout_secs: Setting<u64>,
+    /// Connections per large file.
+    pub connections_per_file: Setting<u32>,
+    /// Range request size in MiB.
+    pub range_size_mib: Setting<u64>,
+    /// Attempts per request.
+    pub max_attempts: Setting<u32>,
+    /// Seconds to wait for a lock.
+    pub lock_timeout_secs: Setting<u64>,
+    /// Proxy URL.
+    pub proxy: Setting<Option<String>>,
+    /// Extra CA bundle.
+    pub ca_bundle: Setting<Option<PathBuf>>,
+    /// Connect timeout in seconds.
+    pub connect_timeout_secs: Setting<u64>,
+    /// Read timeout in seconds.
+    pub read_timeout_secs: Setting<u64>,
+    /// `[plugins.<name>]` tables.
+    pub plugin_tables: BTreeMap<String, toml::Table>,
+    /// The `User-Agent` backends send.
+    pub user_agent: String,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("config_file", &self.config_file)
+            .field("endpoint", &self.endpoint)
+            .field(
+                "token",
+                &format_args!("{} ({})", token_state(&self.token.value), self.token.source),
+            )
+            .field("cache_dir", &self.cache_dir)
+            .field("backend_order", &self.backend_order)
+            .field("offline", &self.offline)
+            .finish_non_exhaustive()
+    }
+}
+
+fn token_state(token: &Option<String>) -> &'static str {
+    if token.is_some() { "set" } else { "not set" }
+}
+
+/// Takes the first present value: CLI, env, config file, default.
+fn pick<T>(
+    cli: Option<(T, &'static str)>,
+    env: Option<(T, &'static str)>,
+    file: Option<T>,
+    file_path: Option<&Path>,
+    default: T,
+) -> Setting<T> {
+    if let Some((v, flag)) = cli {
+        Setting::new(v, Source::Cli(flag))
+    } else if let Some((v, name)) = env {
+        Setting::new(v, Source::Env(name))
+    } else if let (Some(v), Some(p)) = (file, file_path) {
+        Setting::new(v, Source::ConfigFile(p.to_owned()))
+    } else {
+        Setting::new(default, Source::Default)
+    }
+}
+
+fn positive<T: PartialOrd + Default + fmt::Display + Copy>(
+    setting: &Setting<T>,
+    name: &str,
+) -> Result<(), HostError> {
+    if setting.value <= T::default() {
+        return Err(HostError::InvalidValue {
+            name: name.to_owned(),
+            message: format!(
+                "must be at least 1, got {} (from {})",
+                setting.value, setting.source
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn non_empty<T: AsRef<std::ffi::OsStr>>(v: Option<T>) -> Option<T> {
+    v.filter(|x| !x.as_ref().is_empty())
+}
+
+impl Settings {
+    /// Loads the config file (see [`LoadedConfig::load`]) and resolves every setting.
+    pub fn load(overrides: &Overrides, env: &Env) -> Result<Settings, HostError> {
+        let config = LoadedConfig::load(overrides.config.as_deref(), env)?;
+        Self::resolve(overrides, env, &config)
+    }
+
+    /// Resolves every setting from `overrides` > `env` > `config` > built-in defaults.
+    pub fn resolve(
+        overrides: &Overrides,
+        env: &Env,
+        config: &LoadedConfig,
+    ) -> Result<Settings, HostError> {
+        let d = defaults();
+        let f = &config.file;
+        let fp = config.path.as_deref();
+        let home = env.home();
+
+        let plugin_dirs = pick(
+            None,
+            None,
+            f.plugin_dirs.clone(),
+            fp,
+            d.plugin_dirs.clone().unwrap_or_default(),
+        );
+        let backend_order = pick(
+            None,
+            None,
+            f.backends.order.clone(),
+            fp,
+            d.backends.order.clone().unwrap_or_default(),
+        );
+
+        let mut endpoint = pick(
+            overrides.endpoint.clone().map(|v| (v, "--endpoint")),
+            env.get("HF_ENDPOINT").map(|v| (v, "HF_ENDPOINT")),
+            f.hub.endpoint.clone(),
+            fp,
+            d.hub.endpoint.clone().unwrap_or_default(),
+        );
+        endpoint.value = endpoint.value.trim().trim_end_matches('/').to_owned();
+        if !(endpoint.value.starts_with("http://") || endpoint.value.starts_with("https://")) {
+            return Err(HostError::InvalidValue {
+                name: "endpoint".to_owned(),
+                message: format!(
+                    "`{}` (from {}) is not an http:// or https:// URL",
+                    crate::redact::display_url(&endpoint.value),
+                    endpoint.source
+                ),
+            });
+        }
+
+        let hf_home = if let Some(v) = env.get_os("HF_HOME") {
+            Setting::new(PathBuf::from(v), Source::Env("HF_HOME"))
+        } else if let Some(v) = env.get_os("XDG_CACHE_HOME") {
+            Setting::new(
+                PathBuf::from(v).join("huggingface"),
+                Source::Derived("$XDG_CACHE_HOME/huggingface".to_owned()),
+            )
+        } else {
+            Setting::new(home.join(".cache").join("huggingface"), Source::Default)
+        };
+
+        let token = resolve_token(overrides, env, &hf_home);
+
+        let file_cache = non_empty(f.download.cache_dir.clone()).map(|p| expand_home(&p, env));
+        let cache_dir = if let Some(p) = overrides.cache_dir.clone() {
+            Setting::new(p, Source::Cli("--cache-dir"))
+        } else if let Some(v) = env.get_os("HF_HUB_CACHE") {
+            Setting::new(PathBuf::from(v), Source::Env("HF_HUB_CACHE"))
+        } else if let Some(v) = env.get_os("HUGGINGFACE_HUB_CACHE") {
+            Setting::new(PathBuf::from(v), Source::Env("HUGGINGFACE_HUB_CACHE"))
+        } else if let (Some(p), Some(path)) = (file_cache, fp) {
+            Setting::new(p, Source::ConfigFile(path.to_owned()))
+        } else {
+            let source = match &hf_home.source {
+                Source::Default => Source::Default,
+                other => Source::Derived(format!("$HF_HOME/hub, HF_HOME from {other}")),
+            };
+            Setting::new(hf_home.value.join("hub"), source)
+        };
+
+        let offline = if overrides.offline {
+            Setting::new(true, Source::Cli("--offline"))
+        } else if let Some(v) = env.get("HF_HUB_OFFLINE") {
+            Setting::new(is_true(&v), Source::Env("HF_HUB_OFFLINE"))
+        } else {
+            Setting::new(false, Source::Default)
+        };
+
+        let dd = &d.download;
+        let max_workers = pick(
+            overrides.max_workers.map(|v| (v, "--max-workers")),
+            None,
+            f.download.max_workers,
+            fp,
+            dd.max_workers.unwrap_or(8),
+        );
+        let stall_timeout_secs = pick(
+            overrides.stall_timeout_secs.map(|v| (v, "--stall-timeout")),
+            None,
+            f.download.stall_timeout_secs,
+            fp,
+            dd.stall_timeout_secs.unwrap_or(30),
+        );
+        let connections_per_file = pick(
+            overrides.connections_per_file.map(|v| (v, "--connections")),
+            None,
+            f.download.connections_per_file,
+            fp,
+            dd.connections_per_file.unwrap_or(8),
+        );
+        let range_size_mib = pick(
+            None,
+            None,
+            f.download.range_size_mib,
+            fp,
+            dd.range_size_mib.unwrap_or(16),
+        );
+        let max_attempts = pick(
+            None,
+            None,
+            f.download.max_attempts,
+            fp,
+            dd.max_attempts.unwrap_or(5),
+        );
+        let lock_timeout_secs = pick(
+            None,
+            None,
+            f.download.lock_timeout_secs,
+            fp,
+            dd.lock_timeout_secs.unwrap_or(600),
+        );
+        let dn = &d.network;
+        let proxy = pick(
+            None,
+            None,
+            f.network.proxy.clone().map(|p| non_empty(Some(p))),
+            fp,
+            None,
+        );
+        let ca_bundle = pick(
+            None,
+            None,
+            f.network
+                .ca_bundle
+                .clone()
+                .map(|p| non_empty(Some(expand_home(&p, env)))),
+            fp,
+            None,
+        );
+        let connect_timeout_secs = pick(
+            None,
+            None,
+            f.network.connect_timeout_secs,
+            fp,
+            dn.connect_timeout_secs.unwrap_or(10),
+        );
+        let read_timeout_secs = pick(
+            None,
+            None,
+            f.network.read_timeout_secs,
+            fp,
+            dn.read_timeout_secs.unwrap_or(30),
+        );
+
+        positive(&max_workers, "max_workers")?;
+        positive(&stall_timeout_secs, "stall_timeout_secs")?;
+        positive(&connections_per_file, "connections_per_file")?;
+        positive(&range_size_mib, "range_size_mib")?;
+        positive(&max_attempts, "max_attempts")?;
+
+        let preferred_backend = overrides
+            .backend
+            .clone()
+            .map(|b| Setting::new(b, Source::Cli(overrides.backend_flag)));
+        if overrides.no_fallback && preferred_backend.is_none() {
+            return Err(HostError::Usage(
+                "--no-fallback needs --backend NAME (the backend to use alone)".to_owned(),
+            ));
+        }
+
+        Ok(Settings {
+            config_file: config.path.clone().zip(config.origin),
+            plugin_dirs,
+            env_plugin_dirs: env.get_os("HUBGET_PLUGIN_DIR").cloned(),
+            backend_order,
+            preferred_backend,
+            no_fallback: overrides.no_fallback,
+            endpoint,
+            token,
+            hf_home,
+            cache_dir,
+            offline,
+            max_workers,
+            stall_timeout_secs,
+            connections_per_file,
+            range_size_mib,
+            max_attempts,
+            lock_timeout_secs,
+            proxy,
+            ca_bundle,
+            connect_timeout_secs,
+            read_timeout_secs,
+            plugin_tables: f.plugins.clone(),
+            user_agent: format!("hubget/{}", env!("CARGO_PKG_VERSION")),
+        })
+    }
+
+    /// The directories to search for plugins, in order (see [`search_path`]).
+    pub fn plugin_search_path(&self) -> Vec<PluginDir> {
+        search_path(&self.plugin_dirs.value, self.env_plugin_dirs.as_deref())
+    }
+
+    /// The settings handed to every backend.
+    pub fn host_settings(&self) -> HostSettings {
+        HostSettings {
+            endpoint: self.endpoint.value.clone(),
+            token: self.token.value.clone(),
+            user_agent: self.user_agent.clone(),
+            proxy: self.proxy.value.clone(),
+            ca_bundle: self.ca_bundle.value.clone(),
+            connect_timeout_secs: self.connect_timeout_secs.value,
+            read_timeout_secs: self.read_timeout_secs.value,
+            connections_per_file: self.connections_per_file.value,
+            range_size: self.range_size_mib.value.saturating_mul(1024 * 1024),
+            max_attempts: self.max_attempts.value,
+            offline: self.offline.value,
+        }
+    }
+
+    /// The `[plugins.<name>]` table as TOML text (empty if there is none).
+    pub fn plugin_config_toml(&self, name: &str) -> String {
+        self.plugin_tables
+            .get(name)
+            .and_then(|t| toml::to_string(t).ok())
+            .unwrap_or_default()
+    }
+
+    /// The config file path, if any.
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config_file.as_ref().map(|(p, _)| p.as_path())
+    }
+
+    /// The backends to use, in order: `--backend NAME` first (alone with `--no-fallback`), then
+    /// the configured order. `loaded` are the names of the loaded plugins; configured names
+    /// that did not load are skipped with a warning, an unknown `--backend` is an error.
+    pub fn effective_order(&self, loaded: &[String]) -> Result<Vec<String>, HostError> {
+        let is_loaded = |name: &str| loaded.iter().any(|l| l == name);
+        let mut order = Vec::new();
+        if let Some(pref) = &self.preferred_backend {
+            if !is_loaded(&pref.value) {
+                return Err(HostError::UnknownBackend {
+                    name: pref.value.clone(),
+                    loaded: loaded.to_vec(),
+                });
+            }
+            order.push(pref.value.clone());
+            if self.no_fallback {
+                return Ok(order);
+            }
+        }
+        for name in &self.backend_order.value {
+            if order.contains(name) {
+                continue;
+            }
+            if is_loaded(name) {
+                order.push(name.clone());
+            } else {
+                log::warn!(
+                    "backend `{name}` (in the fallback order, from {}) is not loaded; skipped \
+                     (see `hubget plugins`)",
+                    self.backend_order.source
+                );
+            }
+        }
+        if order.is_empty() {
+            return Err(HostError::NoBackend(format!(
+                "none of the configured backends ({}) is loaded; loaded: {}",
+                self.backend_order.value.join(", "),
+                if loaded.is_empty() {
+                    "none".to_owned()
+                } else {
+                    loaded.join(", ")
+                }
+            )));
+        }
+        Ok(order)
+    }
+
+    /// Every setting as `(key, value, source)` for `config show`. The token's value is only
+    /// `"set"` or `"not set"`.
+    pub fn entries(&self) -> Vec<(&'static str, serde_json::Value, String)> {
+        use serde_json::{Value, json};
+        fn path(p: &Path) -> Value {
+            Value::String(p.display().to_string())
+        }
+        let mut v = vec![
+            (
+                "plugin_dirs",
+                json!(
+                    self.plugin_dirs
+                        .value
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                ),
+                self.plugin_dirs.source.to_string(),
+            ),
+            (
+                "backends.order",
+                json!(self.backend_order.value),
+                self.backend_order.source.to_string(),
+            ),
+        ];
+        if let Some(pref) = &self.preferred_backend {
+            v.push(("backend", json!(pref.value), pref.source.to_string()));
+            v.push((
+                "no_fallback",
+                json!(self.no_fallback),
+                if self.no_fallback {
+                    "--no-fallback".to_owned()
+                } else {
+                    "default".to_owned()
+                },
+            ));
+        }
+        v.extend([
+            (
+                "hub.endpoint",
+                json!(self.endpoint.value),
+                self.endpoint.source.to_string(),
+            ),
+            (
+                "token",
+                json!(token_state(&self.token.value)),
+                self.token.source.to_string(),
+            ),
+            (
+                "hf_home",
+                path(&self.hf_home.value),
+                self.hf_home.source.to_string(),
+            ),
+            (
+                "download.cache_dir",
+                path(&self.cache_dir.value),
+                self.cache_dir.source.to_string(),
+            ),
+            (
+                "offline",
+                json!(self.offline.value),
+                self.offline.source.to_string(),
+            ),
+            (
+                "download.max_workers",
+                json!(self.max_workers.value),
+                self.max_workers.source.to_string(),
+            ),
+            (
+                "download.stall_timeout_secs",
+                json!(self.stall_timeout_secs.value),
+                self.stall_timeout_secs.source.to_string(),
+            ),
+            (
+                "download.connections_per_file",
+                json!(self.connections_per_file.value),
+                self.connections_per_file.source.to_string(),
+            ),
+            (
+                "download.range_size_mib",
+                json!(self.range_size_mib.value),
+                self.range_size_mib.source.to_string(),
+            ),
+            (
+                "download.max_attempts",
+                json!(self.max_attempts.value),
+                self.max_attempts.source.to_string(),
+            ),
+            (
+                "download.lock_timeout_secs",
+                json!(self.lock_timeout_secs.value),
+                self.lock_timeout_secs.source.to_string(),
+            ),
+            (
+                "network.proxy",
+                json!(
+                    self.proxy
+                        .value
+                        .as_deref()
+                        .map(|p| crate::redact::display_url(p).into_owned())
+                ),
+                self.proxy.source.to_string(),
+            ),
+            (
+                "network.ca_bundle",
+                json!(
+                    self.ca_bundle
+                        .value
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                ),
+                self.ca_bundle.source.to_string(),
+            ),
+            (
+                "network.connect_timeout_secs",
+                json!(self.connect_timeout_secs.value),
+                self.connect_timeout_secs.source.to_string(),
+            ),
+            (
+                "network.read_timeout_secs",
+                json!(self.read_timeout_secs.value),
+                self.read_timeout_secs.source.to_string(),
+            ),
+        ]);
+        v
+    }
+}
+
+fn resolve_token(
+    overrides: &Overrides,
+    env: &Env,
+    hf_home: &Setting<PathBuf>,
+) -> Setting<Option<String>> {
+    if let Some(t) = overrides.token.clone().filter(|t| !t.trim().is_empty()) {
+        return Setting::new(Some(t.trim().to_owned()), Source::Cli("--token"));
+    }
+    if env.is_true("HF_HUB_DISABLE_IMPLICIT_TOKEN") {
+        return Setting::new(None, Source::Env("HF_HUB_DISABLE_IMPLICIT_TOKEN"));
+    }
+    for name in ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"] {
+        if let Some(t) = env
+            .get(name)
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+        {
+            return Setting::new(Some(t), Source::Env(name));
+        }
+    }
+    let (file, source) = match env.get_os("HF_TOKEN_PATH") {
+        Some(p) => (
+            PathBuf::from(p),
+            Source::Derived("file at HF_TOKEN_PATH".to_owned()),
+        ),
+        None => (
+            hf_home.value.join("token"),
+            Source::Derived("file $HF_HOME/token".to_owned()),
+        ),
+    };
+    match std::fs::read_to_string(&file) {
+        Ok(text) if !text.trim().is_empty() => Setting::new(Some(text.trim().to_owned()), source),
+        Ok(_) => Setting::new(None, Source::Default),
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("cannot read the token file {}: {e}", file.display());
+            }
+            Setting::new(None, Source::Default)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn config(text: &str) -> LoadedConfig {
+        LoadedConfig {
+            file: parse(text).unwrap(),
+            path: Some(PathBuf::from("/etc/hubget.toml")),
+            origin: Some("--config"),
+        }
+    }
+
+    #[test]
+    fn precedence_cli_env_file_default() {
+        let cfg = config("[hub]\nendpoint = \"http://file\"\n[download]\nmax_workers = 3\n");
+        let env = Env::from_pairs([("HF_ENDPOINT", "http://env/"), ("HOME", "/h")]);
+        let cli = Overrides {
+            endpoint: Some("http://cli".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&cli, &env, &cfg).unwrap();
+        assert_eq!(s.endpoint.value, "http://cli");
+        assert_eq!(s.endpoint.source, Source::Cli("--endpoint"));
+
+        let s = Settings::resolve(&Overrides::default(), &env, &cfg).unwrap();
+        assert_eq!(s.endpoint.value, "http://env", "trailing slash trimmed");
+        assert_eq!(s.endpoint.source, Source::Env("HF_ENDPOINT"));
+        assert_eq!(s.max_workers.value, 3);
+        assert!(matches!(s.max_workers.source, Source::ConfigFile(_)));
+
+        let s = Settings::resolve(&Overrides::default(), &Env::default(), &cfg).unwrap();
+        assert_eq!(s.endpoint.value, "http://file");
+        let s = Settings::resolve(
+            &Overrides::default(),
+            &Env::default(),
+            &LoadedConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(s.endpoint.value, "https://huggingface.co");
+        assert_eq!(s.endpoint.source, Source::Default);
+        assert_eq!(s.max_workers.value, 8);
+        assert_eq!(s.backend_order.value, ["lfs", "xet", "mirror"]);
+    }
+
+    #[test]
+    fn cache_and_home_follow_huggingface_hub() {
+        let none = Overrides::default();
+        let s = Settings::resolve(
+            &none,
+            &Env::from_pairs([("HOME", "/h")]),
+            &LoadedConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(s.cache_dir.value, Path::new("/h/.cache/huggingface/hub"));
+        let s = Settings::resolve(
+            &none,
+            &Env::from_pairs([("HF_HOME", "/hf")]),
+            &LoadedConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(s.cache_dir.value, Path::new("/hf/hub"));
+        assert!(s.cache_dir.source.to_string().contains("HF_HOME"));
+        let env = Env::from_pairs([("HF_HOME", "/hf"), ("HUGGINGFACE_HUB_CACHE", "/legacy")]);
+        let s = Settings::resolve(&none, &env, &LoadedConfig::default()).unwrap();
+        assert_eq!(s.cache_dir.value, Path::new("/legacy"));
+        let env = Env::from_pairs([
+            ("HF_HUB_CACHE", "/new"),
+            ("HUGGINGFACE_HUB_CACHE", "/legacy"),
+        ]);
+        let s = Settings::resolve(&none, &env, &LoadedConfig::default()).unwrap();
+        assert_eq!(s.cache_dir.value, Path::new("/new"));
+    }
+
+    #[test]
+    fn offline_uses_the_hf_boolean_rule() {
+        for (v, want) in [
+            ("1", true),
+            ("on", true),
+            ("Yes", true),
+            ("TRUE", true),
+            ("0", false),
+            ("no", false),
+        ] {
+            let s = Settings::resolve(
+                &Overrides::default(),
+                &Env::from_pairs([("HF_HUB_OFFLINE", v)]),
+                &LoadedConfig::default(),
+            )
+            .unwrap();
+            assert_eq!(s.offline.value, want, "HF_HUB_OFFLINE={v}");
+        }
+    }
+
+    #[test]
+    fn token_order_and_no_leak() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().to_str().unwrap();
+        std::fs::write(dir.path().join("token"), "hf_fromfile\n").unwrap();
+        let tokfile = dir.path().join("other");
+        std::fs::write(&tokfile, "hf_frompath").unwrap();
+        let none = Overrides::default();
+        let cfg = LoadedConfig::default();
+
+        let s = Settings::resolve(&none, &Env::from_pairs([("HF_HOME", home)]), &cfg).unwrap();
+        assert_eq!(s.token.value.as_deref(), Some("hf_fromfile"));
+        let env = Env::from_pairs([
+            ("HF_HOME", home),
+            ("HF_TOKEN_PATH", tokfile.to_str().unwrap()),
+        ]);
+        let s = Settings::resolve(&none, &env, &cfg).unwrap();
+        assert_eq!(s.token.value.as_deref(), Some("hf_frompath"));
+        let env = Env::from_pairs([("HF_HOME", home), ("HUGGING_FACE_HUB_TOKEN", "hf_legacy")]);
+        let s = Settings::resolve(&none, &env, &cfg).unwrap();
+        assert_eq!(s.token.value.as_deref(), Some("hf_legacy"));
+        let env = Env::from_pairs([
+            ("HF_TOKEN", "hf_env"),
+            ("HUGGING_FACE_HUB_TOKEN", "hf_legacy"),
+        ]);
+        let s = Settings::resolve(&none, &env, &cfg).unwrap();
+        assert_eq!(s.token.value.as_deref(), Some("hf_env"));
+        assert_eq!(s.token.source, Source::Env("HF_TOKEN"));
+        let cli = Overrides {
+            token: Some("hf_cli".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&cli, &env, &cfg).unwrap();
+        assert_eq!(s.token.value.as_deref(), Some("hf_cli"));
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hf_cli"), "{debug}");
+        assert!(
+            !serde_json::to_string(&s.entries().iter().map(|e| &e.1).collect::<Vec<_>>())
+                .unwrap()
+                .contains("hf_cli")
+        );
+        let env = Env::from_pairs([
+            ("HF_TOKEN", "hf_env"),
+            ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1"),
+        ]);
+        let s = Settings::resolve(&none, &env, &cfg).unwrap();
+        assert_eq!(s.token.value, None);
+    }
+
+    #[test]
+    fn effective_order_rules() {
+        let loaded = vec!["lfs".to_owned(), "xet".to_owned(), "hello".to_owned()];
+        let with = |backend: Option<&str>, no_fallback: bool| {
+            Settings::resolve(
+                &Overrides {
+                    backend: backend.map(str::to_owned),
+                    backend_flag: "--backend",
+                    no_fallback,
+                    ..Default::default()
+                },
+                &Env::default(),
+                &LoadedConfig::default(),
+            )
+        };
+        assert_eq!(
+            with(None, false).unwrap().effective_order(&loaded).unwrap(),
+            ["lfs", "xet"]
+        );
+        assert_eq!(
+            with(Some("xet"), false)
+                .unwrap()
+                .effective_order(&loaded)
+                .unwrap(),
+            ["xet", "lfs"]
+        );
+        assert_eq!(
+            with(Some("hello"), true)
+                .unwrap()
+                .effective_order(&loaded)
+                .unwrap(),
+            ["hello"]
+        );
+        let err = with(Some("nope"), false)
+            .unwrap()
+            .effective_order(&loaded)
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("lfs, xet, hello"), "{err}");
+        assert_eq!(with(None, true).unwrap_err().exit_code(), 2);
+        let err = with(None, false).unwrap().effective_order(&[]).unwrap_err();
+        assert!(matches!(err, HostError::NoBackend(_)));
+    }
+
+    #[test]
+    fn plugin_tables_become_toml_text_and_host_settings_carry_values() {
+        let cfg =
+            config("[plugins.faulty]\npanic_in = \"resolve\"\n[download]\nrange_size_mib = 2\n");
+        let s = Settings::resolve(&Overrides::default(), &Env::default(), &cfg).unwrap();
+        assert_eq!(
+            s.plugin_config_toml("faulty").trim(),
+            "panic_in = \"resolve\""
+        );
+        assert_eq!(s.plugin_config_toml("other"), "");
+        let hs = s.host_settings();
+        assert_eq!(hs.range_size, 2 * 1024 * 1024);
+        assert!(hs.user_agent.starts_with("hubget/"));
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let cli = Overrides {
+            max_workers: Some(0),
+            ..Default::default()
+        };
+        let err = Settings::resolve(&cli, &Env::default(), &LoadedConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("max_workers"), "{err}");
+        let env = Env::from_pairs([("HF_ENDPOINT", "ftp://x")]);
+        let err =
+            Settings::resolve(&Overrides::default(), &env, &LoadedConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("HF_ENDPOINT"), "{err}");
+    }
+}
