@@ -33,7 +33,7 @@ fn per_connection_and_total_caps_and_latency() {
         one >= Duration::from_millis(550),
         "per-connection cap: {one:?}"
     );
-    assert!(one < Duration::from_millis(2500), "{one:?}");
+    assert!(one < Duration::from_secs(5), "{one:?}");
     // Two connections at once: 8 MiB under a 12 MiB/s total cap >= ~0.65 s.
     let t = Instant::now();
     std::thread::scope(|s| {
