@@ -40,9 +40,11 @@
 //!
 //! Therefore a directory mirror resolves only when the host runs **offline**
 //! (`resolve_from_dirs = "offline"`, the default) — the cache is then the best answer, as in
-//! `HF_HUB_OFFLINE=1` — and otherwise answers `NOT_FOUND`, so the host resolves through the next
-//! backend against the Hub and the directory still serves the bytes (by hash, which also
-//! finds files unchanged since an older commit). Air-gapped sites that do not set offline mode
+//! `HF_HUB_OFFLINE=1` — and otherwise declines with `UNSUPPORTED`, so the host resolves through
+//! the next backend against the Hub and the directory still serves the bytes (by hash, which
+//! also finds files unchanged since an older commit). (hubget's own offline mode plans from its
+//! own cache without asking any backend, so with it the default acts like `"never"`; it matters
+//! for hosts that pass `offline` on.) A revision the directories do not hold is `NOT_FOUND`. Air-gapped sites that do not set offline mode
 //! choose `"always"` and accept stale refs and partial snapshots; `"never"` makes directories
 //! serve bytes only. A 40-hex revision is never stale, but may still be partial, so it follows
 //! the same rule. Endpoint mirrors resolve like the Hub (they are Hub-compatible servers) and
@@ -153,8 +155,9 @@ impl Mirror {
             }));
         }
         if !self.dirs_may_resolve() {
+            // A decline, not a miss: UNSUPPORTED lets the host move on quietly.
             return Err(endpoint_error.unwrap_or_else(|| {
-                MirrorError::NotFound(format!(
+                MirrorError::NotConfigured(format!(
                     "directory mirrors resolve only offline or with resolve_from_dirs = \"always\" \
                      (now {:?}); another backend resolves {repo_id}@{revision}, the mirror still \
                      serves the files",

@@ -146,7 +146,7 @@ fn online_directories_decline_to_resolve_unless_configured() {
     let err = online
         .resolve(&req("main"), &CancelToken::new())
         .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::NOT_FOUND, "{err}");
+    assert_eq!(err.kind, ErrorKind::UNSUPPORTED, "a quiet decline: {err}");
     assert!(err.message.contains("resolve_from_dirs"), "{err}");
 
     let always = mirror(
@@ -169,7 +169,7 @@ fn online_directories_decline_to_resolve_unless_configured() {
     let err = never
         .resolve(&req("main"), &CancelToken::new())
         .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::NOT_FOUND);
+    assert_eq!(err.kind, ErrorKind::UNSUPPORTED);
 }
 
 #[test]
