@@ -1,1 +1,667 @@
-//! placeholder
+//! Ranged, resumable, parallel downloads into the host's partial file.
+//!
+//! [`download_to_partial`] writes bytes `offset..size` of one URL at their positions in an
+//! existing partial file (never truncating it). Large remainders are split into
+//! `range_size` ranges fetched over up to `connections` concurrent requests (each worker takes
+//! the next range when it finishes one); small ones take one request. Bodies are streamed chunk
+//! by chunk to `write_at`, so memory stays bounded whatever the file size.
+//!
+//! Each range is retried with backoff (`Retry-After` honoured) and resumes from the byte where
+//! it stopped; attempts are counted only while a range makes no progress. A server that ignores
+//! `Range` (200 with the whole body) is handled: the download continues over one connection,
+//! skipping to the offset. `Content-Range` and `Content-Length` are checked against the
+//! expected size and positions. Cancellation is polled every 50 ms, so a cancelled download
+//! returns `CANCELLED` promptly.
+//!
+//! Progress: `progress(file_bytes, network_bytes)` deltas, coalesced (at most every 256 KiB or
+//! 200 ms per range); `checkpoint(n)` with the absolute low watermark: every byte before `n` is
+//! written (sent when it advances, at most every 500 ms, and at the end).
+
+use std::fs::File;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::future::try_join_all;
+use hubget_plugin_api::{CancelToken, ErrorKind, HostSettings, PluginError};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, HeaderMap, HeaderValue, RANGE};
+use reqwest::{StatusCode, Url};
+
+use crate::client::{Credential, HttpClient, Request, origin_of};
+use crate::error::{classify, classify_transport, io, protocol};
+use crate::retry::{RetryPolicy, cancellable, sleep};
+
+const FLUSH_BYTES: u64 = 256 * 1024;
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Where to download from.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The URL to GET (redirects are followed).
+    pub url: Url,
+    /// Headers sent only to the origin of `url` (e.g. a Git LFS batch action's `header`).
+    pub headers: HeaderMap,
+    /// A token, sent only to its own origin (the Hub token for `resolve` URLs).
+    pub credential: Option<Credential>,
+}
+
+impl Source {
+    /// A source with no extra headers or credential.
+    pub fn new(url: Url) -> Self {
+        Self {
+            url,
+            headers: HeaderMap::new(),
+            credential: None,
+        }
+    }
+}
+
+/// How to split a download.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownloadOptions {
+    /// Concurrent requests per file (at least 1).
+    pub connections: u32,
+    /// Bytes per range request; a remainder no larger than this takes one request.
+    pub range_size: u64,
+    /// Retries per range.
+    pub retry: RetryPolicy,
+}
+
+impl DownloadOptions {
+    /// `connections_per_file`, `range_size` and `max_attempts` from the host settings.
+    pub fn from_settings(settings: &HostSettings) -> Self {
+        Self {
+            connections: settings.connections_per_file.max(1),
+            range_size: settings.range_size.max(64 * 1024),
+            retry: RetryPolicy::from_settings(settings),
+        }
+    }
+}
+
+/// What a finished download did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Downloaded {
+    /// Bytes received from the network (including any prefix skipped when a server ignored
+    /// `Range`).
+    pub bytes_transferred: u64,
+    /// The origin (`scheme://host:port`) of the server that sent the bytes (after redirects).
+    pub origin: String,
+}
+
+/// Splits `offset..size` into consecutive ranges of at most `range_size` bytes.
+pub fn split_ranges(offset: u64, size: u64, range_size: u64) -> Vec<Range<u64>> {
+    let step = range_size.max(1);
+    let mut out = Vec::new();
+    let mut start = offset;
+    while start < size {
+        let end = size.min(start.saturating_add(step));
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
+/// Why one request for a range stopped.
+enum Stop {
+    /// A plugin error (maybe retryable).
+    Error(PluginError),
+    /// The server answered 200 to a range request: switch to one connection.
+    RangeIgnored,
+}
+
+impl From<PluginError> for Stop {
+    fn from(e: PluginError) -> Self {
+        Self::Error(e)
+    }
+}
+
+struct Shared<'a> {
+    client: &'a HttpClient,
+    source: &'a Source,
+    file: &'a File,
+    path: &'a Path,
+    size: u64,
+    offset: u64,
+    opts: &'a DownloadOptions,
+    progress: &'a (dyn Fn(u64, u64) + Sync),
+    checkpoint: &'a (dyn Fn(u64) + Sync),
+    /// The ranges and how many bytes of each are written (contiguously from its start).
+    ranges: Vec<Range<u64>>,
+    done: Vec<AtomicU64>,
+    /// Already written by an earlier (abandoned) parallel pass: not reported again.
+    covered: Vec<Range<u64>>,
+    net: AtomicU64,
+    last_checkpoint: AtomicU64,
+    last_checkpoint_at: Mutex<Instant>,
+    origin: Mutex<String>,
+    started: Instant,
+}
+
+impl Shared<'_> {
+    fn low_watermark(&self) -> u64 {
+        let mut mark = self.offset;
+        for (range, done) in self.ranges.iter().zip(&self.done) {
+            let done = done.load(Ordering::Acquire);
+            mark = range.start + done;
+            if done < range.end - range.start {
+                break;
+            }
+        }
+        mark
+    }
+
+    fn maybe_checkpoint(&self, force: bool) {
+        let mark = self.low_watermark();
+        let mut at = self
+            .last_checkpoint_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if mark > self.last_checkpoint.load(Ordering::Acquire)
+            && (force || at.elapsed() >= CHECKPOINT_EVERY)
+        {
+            self.last_checkpoint.store(mark, Ordering::Release);
+            *at = Instant::now();
+            drop(at);
+            (self.checkpoint)(mark);
+        }
+    }
+
+    /// File bytes in `a..b` not written by an earlier pass.
+    fn fresh(&self, a: u64, b: u64) -> u64 {
+        let overlap: u64 = self
+            .covered
+            .iter()
+            .map(|c| b.min(c.end).saturating_sub(a.max(c.start)))
+            .sum();
+        (b - a).saturating_sub(overlap)
+    }
+}
+
+/// Downloads bytes `offset..size` of `source` into `partial_path` (which must exist; it is
+/// opened for writing without truncation), as described in the [module docs](self).
+///
+/// Returns the network bytes and the serving origin. Errors: classified HTTP/transport
+/// failures after retries, `INTEGRITY` when the server's size differs from `size`, `PROTOCOL`
+/// for inconsistent `Content-Range`/`Content-Length`, `IO` for the partial file, `CANCELLED`.
+#[allow(clippy::too_many_arguments)]
+pub async fn download_to_partial(
+    client: &HttpClient,
+    source: &Source,
+    partial_path: &Path,
+    offset: u64,
+    size: u64,
+    opts: &DownloadOptions,
+    progress: &(dyn Fn(u64, u64) + Sync),
+    checkpoint: &(dyn Fn(u64) + Sync),
+    cancel: &CancelToken,
+) -> Result<Downloaded, PluginError> {
+    cancel.check()?;
+    if offset >= size {
+        return Ok(Downloaded {
+            bytes_transferred: 0,
+            origin: origin_of(&source.url),
+        });
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(partial_path)
+        .map_err(|e| io(partial_path, "cannot open the partial file", &e))?;
+    let remaining = size - offset;
+    let parallel = opts.connections > 1 && remaining > opts.range_size;
+    let ranges = if parallel {
+        split_ranges(offset, size, opts.range_size)
+    } else {
+        std::iter::once(offset..size).collect()
+    };
+    let mut shared = Shared::new(
+        client,
+        source,
+        &file,
+        partial_path,
+        size,
+        offset,
+        opts,
+        progress,
+        checkpoint,
+        ranges,
+        Vec::new(),
+    );
+    let first = cancellable(cancel, run(&shared, cancel)).await?;
+    let net_before = match first {
+        Ok(()) => None,
+        Err(Stop::Error(e)) => return Err(e),
+        Err(Stop::RangeIgnored) => Some(shared.net.load(Ordering::Acquire)),
+    };
+    if let Some(net_before) = net_before {
+        log::info!(
+            "{}: the server ignores Range; continuing over one connection",
+            crate::redact_url(&source.url)
+        );
+        let covered: Vec<Range<u64>> = shared
+            .ranges
+            .iter()
+            .zip(&shared.done)
+            .map(|(r, d)| r.start..r.start + d.load(Ordering::Acquire))
+            .filter(|r| !r.is_empty())
+            .collect();
+        // Resume after the contiguous prefix the parallel pass wrote.
+        let mark = shared.low_watermark();
+        shared = Shared::new(
+            client,
+            source,
+            &file,
+            partial_path,
+            size,
+            mark,
+            opts,
+            progress,
+            checkpoint,
+            std::iter::once(mark..size).collect(),
+            covered,
+        );
+        shared.net.store(net_before, Ordering::Release);
+        match cancellable(cancel, run(&shared, cancel)).await? {
+            Ok(()) => {}
+            Err(Stop::Error(e)) => return Err(e),
+            Err(Stop::RangeIgnored) => {
+                return Err(protocol(
+                    &crate::request_context(&reqwest::Method::GET, &source.url),
+                    "the server ignores Range on a single connection",
+                ));
+            }
+        }
+    }
+    shared.maybe_checkpoint(true);
+    let origin = shared
+        .origin
+        .lock()
+        .map(|o| o.clone())
+        .unwrap_or_else(|e| e.into_inner().clone());
+    let net = shared.net.load(Ordering::Acquire);
+    log::debug!(
+        "{}: {} bytes in {:?}",
+        crate::redact_url(&source.url),
+        net,
+        shared.started.elapsed()
+    );
+    Ok(Downloaded {
+        bytes_transferred: net,
+        origin,
+    })
+}
+
+impl<'a> Shared<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        client: &'a HttpClient,
+        source: &'a Source,
+        file: &'a File,
+        path: &'a Path,
+        size: u64,
+        offset: u64,
+        opts: &'a DownloadOptions,
+        progress: &'a (dyn Fn(u64, u64) + Sync),
+        checkpoint: &'a (dyn Fn(u64) + Sync),
+        ranges: Vec<Range<u64>>,
+        covered: Vec<Range<u64>>,
+    ) -> Self {
+        let done = ranges.iter().map(|_| AtomicU64::new(0)).collect();
+        Self {
+            client,
+            source,
+            file,
+            path,
+            size,
+            offset,
+            opts,
+            progress,
+            checkpoint,
+            ranges,
+            done,
+            covered,
+            net: AtomicU64::new(0),
+            last_checkpoint: AtomicU64::new(offset),
+            last_checkpoint_at: Mutex::new(Instant::now()),
+            origin: Mutex::new(origin_of(&source.url)),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Runs the workers over the ranges of `shared`.
+async fn run(shared: &Shared<'_>, cancel: &CancelToken) -> Result<(), Stop> {
+    let next = &AtomicUsize::new(0);
+    let workers = (shared.opts.connections.max(1) as usize).min(shared.ranges.len());
+    let worker = |_| async move {
+        loop {
+            let i = next.fetch_add(1, Ordering::AcqRel);
+            if i >= shared.ranges.len() {
+                return Ok::<(), Stop>(());
+            }
+            fetch_range(shared, i, cancel).await?;
+        }
+    };
+    try_join_all((0..workers).map(worker)).await?;
+    Ok(())
+}
+
+/// Fetches range `i` to its end, retrying and resuming.
+async fn fetch_range(shared: &Shared<'_>, i: usize, cancel: &CancelToken) -> Result<(), Stop> {
+    let range = &shared.ranges[i];
+    let policy = &shared.opts.retry;
+    let mut failures = 0u32;
+    loop {
+        let before = shared.done[i].load(Ordering::Acquire);
+        let pos = range.start + before;
+        if pos >= range.end {
+            return Ok(());
+        }
+        let error = match fetch_once(shared, i, pos, cancel).await {
+            Ok(()) => continue,
+            Err(Stop::RangeIgnored) => return Err(Stop::RangeIgnored),
+            Err(Stop::Error(e)) => e,
+        };
+        if shared.done[i].load(Ordering::Acquire) > before {
+            failures = 0;
+        }
+        failures += 1;
+        if !error.retryable || failures >= policy.max_attempts {
+            return Err(Stop::Error(error));
+        }
+        let Some(wait) = policy.delay(failures, &error) else {
+            return Err(Stop::Error(error));
+        };
+        log::info!(
+            "range {}-{}: retry {failures} in {wait:?} after: {}",
+            pos,
+            range.end - 1,
+            error.message
+        );
+        sleep(cancel, wait).await?;
+    }
+}
+
+fn parse_content_range(value: &HeaderValue) -> Option<(u64, u64, Option<u64>)> {
+    let rest = value.to_str().ok()?.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    let first = first.trim().parse().ok()?;
+    let last = last.trim().parse().ok()?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    (first <= last).then_some((first, last, total))
+}
+
+/// One request for bytes `pos..range.end` of range `i`; returns when they are written or the
+/// response ended (a short response is a retryable error; the next attempt resumes).
+async fn fetch_once(
+    shared: &Shared<'_>,
+    i: usize,
+    pos: u64,
+    cancel: &CancelToken,
+) -> Result<(), Stop> {
+    let range = &shared.ranges[i];
+    let whole = pos == 0 && range.end == shared.size;
+    let mut request =
+        Request::get(shared.source.url.clone()).credential(shared.source.credential.clone());
+    request.origin_headers = shared.source.headers.clone();
+    if !whole {
+        let value = format!("bytes={pos}-{}", range.end - 1);
+        request.headers.insert(
+            RANGE,
+            HeaderValue::from_str(&value).map_err(|e| protocol("range header", e))?,
+        );
+    }
+    let answer = shared.client.send(&request, cancel).await?;
+    let context = answer.context();
+    *shared.origin.lock().unwrap_or_else(|e| e.into_inner()) = origin_of(&answer.url);
+    let status = answer.response.status();
+    let headers = answer.response.headers();
+    let length: Option<u64> = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    // `skip`: body bytes before `pos`; `end`: the position after the last byte we will write.
+    let (skip, end) = match status {
+        StatusCode::PARTIAL_CONTENT => {
+            let (first, last, total) = headers
+                .get(CONTENT_RANGE)
+                .and_then(parse_content_range)
+                .ok_or_else(|| {
+                    protocol(&context, "206 without a valid Content-Range").retryable(true)
+                })?;
+            if let Some(total) = total
+                && total != shared.size
+            {
+                return Err(Stop::Error(size_mismatch(&context, total, shared.size)));
+            }
+            if first != pos || last >= range.end {
+                return Err(Stop::Error(
+                    protocol(
+                        &context,
+                        format!(
+                            "asked for bytes {pos}-{}, got Content-Range {first}-{last}",
+                            range.end - 1
+                        ),
+                    )
+                    .retryable(true),
+                ));
+            }
+            if let Some(length) = length
+                && length != last - first + 1
+            {
+                return Err(Stop::Error(
+                    protocol(
+                        &context,
+                        format!(
+                            "Content-Length {length} does not match Content-Range {first}-{last}"
+                        ),
+                    )
+                    .retryable(true),
+                ));
+            }
+            (0, last + 1)
+        }
+        StatusCode::OK => {
+            if let Some(length) = length
+                && length != shared.size
+            {
+                return Err(Stop::Error(size_mismatch(&context, length, shared.size)));
+            }
+            if !whole && shared.ranges.len() > 1 {
+                return Err(Stop::RangeIgnored);
+            }
+            // The whole body; keep what lies in `pos..range.end` (range.end == size here).
+            (pos, range.end)
+        }
+        StatusCode::RANGE_NOT_SATISFIABLE => {
+            let total = headers
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().strip_prefix("bytes */"))
+                .and_then(|t| t.parse::<u64>().ok());
+            return Err(Stop::Error(match total {
+                Some(total) if total != shared.size => size_mismatch(&context, total, shared.size),
+                _ => classify(status, headers, &context),
+            }));
+        }
+        _ => return Err(Stop::Error(classify(status, headers, &context))),
+    };
+    let mut response = answer.response;
+    let mut skipped = 0u64;
+    let mut at = pos;
+    let (mut pending_file, mut pending_net) = (0u64, 0u64);
+    let mut last_flush = Instant::now();
+    let flush = |file_bytes: &mut u64, net_bytes: &mut u64| {
+        if *file_bytes > 0 || *net_bytes > 0 {
+            (shared.progress)(*file_bytes, *net_bytes);
+            *file_bytes = 0;
+            *net_bytes = 0;
+        }
+        shared.maybe_checkpoint(false);
+    };
+    let result = loop {
+        if cancel.is_cancelled() {
+            break Err(PluginError::cancelled());
+        }
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(classify_transport(&e, &context)),
+        };
+        let n = chunk.len() as u64;
+        shared.net.fetch_add(n, Ordering::AcqRel);
+        pending_net += n;
+        let mut data = &chunk[..];
+        if skipped < skip {
+            let drop = (skip - skipped).min(data.len() as u64) as usize;
+            skipped += drop as u64;
+            data = &data[drop..];
+        }
+        let room = (end - at).min(data.len() as u64) as usize;
+        if room > 0 {
+            if let Err(e) = write_at(shared.file, &data[..room], at) {
+                break Err(io(shared.path, "cannot write the partial file", &e));
+            }
+            pending_file += shared.fresh(at, at + room as u64);
+            at += room as u64;
+            shared.done[i].store(at - range.start, Ordering::Release);
+        }
+        if room < data.len() {
+            break Err(
+                protocol(&context, "the server sent more bytes than announced").retryable(true),
+            );
+        }
+        if pending_file >= FLUSH_BYTES || last_flush.elapsed() >= FLUSH_EVERY {
+            flush(&mut pending_file, &mut pending_net);
+            last_flush = Instant::now();
+        }
+        if at >= end && status == StatusCode::OK {
+            // Everything we need from a 200 body; do not read the rest.
+            break Ok(());
+        }
+    };
+    flush(&mut pending_file, &mut pending_net);
+    result?;
+    if at < end {
+        return Err(Stop::Error(
+            PluginError::new(
+                ErrorKind::NETWORK,
+                format!(
+                    "{context}: the connection closed after {} of {} bytes",
+                    at - pos,
+                    end - pos
+                ),
+            )
+            .retryable(true),
+        ));
+    }
+    Ok(())
+}
+
+fn size_mismatch(context: &str, server: u64, expected: u64) -> PluginError {
+    PluginError::new(
+        ErrorKind::INTEGRITY,
+        format!("{context}: the server has {server} bytes, the manifest says {expected}"),
+    )
+}
+
+#[cfg(unix)]
+fn write_at(file: &File, buf: &[u8], pos: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, pos)
+}
+
+#[cfg(windows)]
+fn write_at(file: &File, mut buf: &[u8], mut pos: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(file, buf, pos)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_the_remainder_exactly() {
+        assert_eq!(split_ranges(0, 10, 4), vec![0..4, 4..8, 8..10]);
+        assert_eq!(split_ranges(3, 10, 4), vec![3..7, 7..10]);
+        assert_eq!(split_ranges(10, 10, 4), Vec::<Range<u64>>::new());
+        assert_eq!(split_ranges(0, 8, 4), vec![0..4, 4..8]);
+        assert_eq!(
+            split_ranges(0, 5, 0),
+            (0..5).map(|i| i..i + 1).collect::<Vec<_>>()
+        );
+        let big = split_ranges(1, 1 << 30, 16 << 20);
+        assert_eq!(big.first().unwrap().start, 1);
+        assert_eq!(big.last().unwrap().end, 1 << 30);
+        assert!(big.windows(2).all(|w| w[0].end == w[1].start));
+    }
+
+    #[test]
+    fn content_range_parses_and_rejects_garbage() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(
+            parse_content_range(&v("bytes 0-9/100")),
+            Some((0, 9, Some(100)))
+        );
+        assert_eq!(parse_content_range(&v("bytes 5-5/*")), Some((5, 5, None)));
+        assert_eq!(parse_content_range(&v("bytes 9-0/100")), None);
+        assert_eq!(parse_content_range(&v("items 0-9/100")), None);
+        assert_eq!(parse_content_range(&v("bytes */100")), None);
+    }
+
+    #[test]
+    fn low_watermark_is_the_contiguous_prefix() {
+        let client = HttpClient::new(&HostSettings::default()).unwrap();
+        let source = Source::new(Url::parse("http://127.0.0.1:1/x").unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        let file = File::create(&path).unwrap();
+        let opts = DownloadOptions::from_settings(&HostSettings::default());
+        let marks = Mutex::new(Vec::new());
+        let record = |n: u64| marks.lock().unwrap().push(n);
+        let shared = Shared::new(
+            &client,
+            &source,
+            &file,
+            &path,
+            30,
+            5,
+            &opts,
+            &|_, _| {},
+            &record,
+            split_ranges(5, 30, 10),
+            vec![0..2, 20..25],
+        );
+        assert_eq!(shared.low_watermark(), 5);
+        shared.done[1].store(10, Ordering::Release);
+        assert_eq!(
+            shared.low_watermark(),
+            5,
+            "a later range does not move the mark"
+        );
+        shared.done[0].store(4, Ordering::Release);
+        assert_eq!(shared.low_watermark(), 9);
+        shared.done[0].store(10, Ordering::Release);
+        assert_eq!(shared.low_watermark(), 25);
+        shared.maybe_checkpoint(true);
+        shared.maybe_checkpoint(true);
+        assert_eq!(*marks.lock().unwrap(), vec![25], "checkpoints only advance");
+        assert_eq!(shared.fresh(0, 30), 23);
+        assert_eq!(shared.fresh(2, 20), 18);
+    }
+}
