@@ -1,1 +1,244 @@
-//! Test plugin (placeholder).
+//! Test plugin `faulty`: a backend whose behaviour comes entirely from its `[plugins.faulty]`
+//! table, for testing how the host copes with misbehaving plugins. Never shipped: the library is
+//! `libtest_plugin_faulty.so`, and tests copy it into a temp plugin dir as
+//! `libhubget_faulty.so`.
+//!
+//! Keys (all optional; unknown keys are rejected, which tests the CONFIG error path):
+//!
+//! | key | effect |
+//! |---|---|
+//! | `panic_in = "new_backend" \| "resolve" \| "fetch" \| "call"` | panics there (the SDK turns it into a `PANIC` error) |
+//! | `log = "text"` | logs `text` at info in `new_backend` and at warn in every `fetch` (tests the log bridge) |
+//! | `sleep_ms = N` | `fetch` sleeps N ms per item before writing, checking the cancel token every 10 ms |
+//! | `ignore_cancel = true` | with `sleep_ms`: does not check the cancel token (an abandoned call) |
+//! | `features = ["resolve", "resume", ...]` | the capability feature names (see `Features::names`); default `["resolve", "resume"]` |
+//! | `repo_types = ["model", ...]` | served repo types; default all three |
+//! | `commit = "<40 hex>"` | the commit `resolve` answers; default `"f" * 40` |
+//! | `[plugins.faulty.files]` `"path" = "content"` | the files `resolve` lists and `fetch` writes (size = content length; `git_oid` empty, no sha256) |
+//! | `fail_fetch = "kind"` | every fetched item fails with this error kind name (`network`, `not-found`, ...) |
+//!
+//! `call("echo", json)` answers `json`. The engine's tests may add keys (stall, corruption);
+//! keep each key independent and document it here.
+
+use std::collections::BTreeMap;
+use std::io::{Seek, SeekFrom, Write};
+use std::time::{Duration, Instant};
+
+use hubget_plugin_api::sdk::{BackendPlugin, parse_config};
+use hubget_plugin_api::std_types::{RResult, RString, RVec};
+use hubget_plugin_api::{
+    CancelToken, Capabilities, ErrorKind, Features, FetchBatch, FileDone, FileOutcome,
+    HostSettings, Manifest, ManifestFile, PluginError, Progress, ProgressEvent, RepoType,
+    ResolveRequest,
+};
+use serde::Deserialize;
+
+/// The `[plugins.faulty]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    panic_in: Option<String>,
+    log: Option<String>,
+    #[serde(default)]
+    sleep_ms: u64,
+    #[serde(default)]
+    ignore_cancel: bool,
+    features: Option<Vec<String>>,
+    repo_types: Option<Vec<String>>,
+    commit: Option<String>,
+    #[serde(default)]
+    files: BTreeMap<String, String>,
+    fail_fetch: Option<String>,
+}
+
+/// The faulty backend.
+struct Faulty {
+    config: Config,
+}
+
+fn kind_named(name: &str) -> ErrorKind {
+    (0..64)
+        .map(ErrorKind)
+        .find(|k| k.name() == name)
+        .unwrap_or(ErrorKind::OTHER)
+}
+
+impl Faulty {
+    fn panics_in(&self, method: &str) -> bool {
+        self.config.panic_in.as_deref() == Some(method)
+    }
+
+    /// Sleeps `sleep_ms`, returning `Err(CANCELLED)` if the token is set meanwhile.
+    fn sleep(&self, cancel: &CancelToken) -> Result<(), PluginError> {
+        let until = Instant::now() + Duration::from_millis(self.config.sleep_ms);
+        while Instant::now() < until {
+            if !self.config.ignore_cancel {
+                cancel.check()?;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    fn fetch_one(
+        &self,
+        index: u32,
+        item: &hubget_plugin_api::FetchItem,
+        progress: &Progress,
+        cancel: &CancelToken,
+    ) -> Result<FileDone, PluginError> {
+        progress.on_event(ProgressEvent::message(
+            index,
+            hubget_plugin_api::EventKind::STARTED,
+            "",
+        ));
+        self.sleep(cancel)?;
+        if let Some(kind) = &self.config.fail_fetch {
+            return Err(PluginError::new(
+                kind_named(kind),
+                format!("faulty: configured failure for {}", item.file.path),
+            ));
+        }
+        let content = self
+            .config
+            .files
+            .get(item.file.path.as_str())
+            .ok_or_else(|| {
+                PluginError::new(
+                    ErrorKind::NOT_FOUND,
+                    format!("faulty: no file {}", item.file.path),
+                )
+            })?;
+        let bytes = content.as_bytes();
+        let offset = (item.offset as usize).min(bytes.len());
+        let io = |e: std::io::Error| {
+            PluginError::new(
+                ErrorKind::IO,
+                format!("faulty: writing {}: {e}", item.partial_path),
+            )
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(item.partial_path.as_str())
+            .map_err(io)?;
+        file.seek(SeekFrom::Start(offset as u64)).map_err(io)?;
+        file.write_all(&bytes[offset..]).map_err(io)?;
+        let written = (bytes.len() - offset) as u64;
+        progress.on_event(ProgressEvent::bytes(index, written, written));
+        Ok(FileDone {
+            bytes_transferred: written,
+            source: RString::from("faulty"),
+            extra_json: RString::new(),
+        })
+    }
+}
+
+impl BackendPlugin for Faulty {
+    fn capabilities(&self) -> Capabilities {
+        let features = match &self.config.features {
+            Some(names) => names
+                .iter()
+                .filter_map(|n| {
+                    (0..64)
+                        .map(|b| Features(1 << b))
+                        .find(|f| f.names() == [n.as_str()])
+                })
+                .fold(Features::empty(), Features::with),
+            None => Features::RESOLVE | Features::RESUME,
+        };
+        let repo_types = match &self.config.repo_types {
+            Some(names) => names.iter().filter_map(|n| RepoType::parse(n)).collect(),
+            None => vec![RepoType::MODEL, RepoType::DATASET, RepoType::SPACE],
+        };
+        Capabilities {
+            repo_types: RVec::from(repo_types),
+            features,
+            max_batch_files: 0,
+            extra_json: RString::new(),
+        }
+    }
+
+    fn resolve(
+        &self,
+        request: &ResolveRequest,
+        cancel: &CancelToken,
+    ) -> Result<Manifest, PluginError> {
+        if self.panics_in("resolve") {
+            panic!("faulty: deliberate panic in resolve of {}", request.repo_id);
+        }
+        cancel.check()?;
+        Ok(Manifest {
+            commit: RString::from(self.config.commit.clone().unwrap_or_else(|| "f".repeat(40))),
+            files: self
+                .config
+                .files
+                .iter()
+                .map(|(path, content)| ManifestFile {
+                    path: path.as_str().into(),
+                    size: content.len() as u64,
+                    git_oid: RString::new(),
+                    sha256: hubget_plugin_api::std_types::ROption::RNone,
+                    xet_hash: hubget_plugin_api::std_types::ROption::RNone,
+                })
+                .collect(),
+            extra_json: RString::new(),
+        })
+    }
+
+    fn fetch(
+        &self,
+        batch: &FetchBatch,
+        progress: &Progress,
+        cancel: &CancelToken,
+    ) -> Vec<FileOutcome> {
+        if let Some(text) = &self.config.log {
+            log::warn!("fetch: {text}");
+        }
+        if self.panics_in("fetch") {
+            panic!(
+                "faulty: deliberate panic in fetch ({} items)",
+                batch.items.len()
+            );
+        }
+        batch
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| FileOutcome {
+                index: i as u32,
+                result: RResult::from(self.fetch_one(i as u32, item, progress, cancel)),
+            })
+            .collect()
+    }
+
+    fn call(&self, method: &str, request_json: &str) -> Result<String, PluginError> {
+        if self.panics_in("call") {
+            panic!("faulty: deliberate panic in call({method})");
+        }
+        match method {
+            "echo" => Ok(request_json.to_owned()),
+            other => Err(PluginError::unsupported(format!(
+                "unknown method `{other}`"
+            ))),
+        }
+    }
+}
+
+fn new(_settings: HostSettings, config: &str) -> Result<Faulty, PluginError> {
+    let config: Config = parse_config("faulty", config)?;
+    if let Some(text) = &config.log {
+        log::info!("new_backend: {text}");
+    }
+    if config.panic_in.as_deref() == Some("new_backend") {
+        panic!("faulty: deliberate panic in new_backend");
+    }
+    Ok(Faulty { config })
+}
+
+hubget_plugin_api::export_plugin! {
+    name: "faulty",
+    description: "test-only backend that misbehaves on request",
+    constructor: new,
+}
