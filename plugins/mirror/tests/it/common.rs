@@ -155,3 +155,35 @@ impl FakeCache {
 pub fn fetch(m: &Mirror, b: &FetchBatch, p: &Progress) -> Vec<hubget_plugin_api::FileOutcome> {
     m.fetch(b, p, &hubget_plugin_api::CancelToken::new())
 }
+
+/// Log lines captured from the backend (`log` records at info and above), shared by all tests.
+pub fn captured_logs() -> Vec<String> {
+    install_logger();
+    LOGS.lock().unwrap().clone()
+}
+
+/// Installs the capturing logger (once per test binary).
+pub fn install_logger() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&CAPTURE).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Info);
+    });
+}
+
+static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static CAPTURE: Capture = Capture;
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Info
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            LOGS.lock().unwrap().push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}

@@ -109,6 +109,11 @@ fn content_of(sim: &HubSimHandle, path: &str) -> Vec<u8> {
     bytes
 }
 
+/// `"url"`, as it appears in JSON (so that a port is never matched as a prefix of another).
+fn quoted(url: &str) -> String {
+    format!("{url:?}")
+}
+
 fn done(outcome: &hubget_plugin_api::FileOutcome) -> &FileDone {
     match &outcome.result {
         RResult::ROk(d) => d,
@@ -140,7 +145,7 @@ fn resolve_and_fetch_fail_over_from_a_dead_endpoint() {
         Some(want.sha256.as_str())
     );
     assert!(
-        manifest.extra_json.contains(good.hub_url()),
+        manifest.extra_json.contains(&quoted(good.hub_url())),
         "{}",
         manifest.extra_json
     );
@@ -241,7 +246,7 @@ fn a_download_cut_mid_file_continues_on_the_next_endpoint() {
         contents[0]
     );
     assert!(
-        d.extra_json.contains(dying.hub_url()),
+        d.extra_json.contains(&quoted(dying.hub_url())),
         "both endpoints served: {}",
         d.extra_json
     );
@@ -377,5 +382,60 @@ fn endpoints_that_lack_a_repo_pass_it_on_without_being_marked_down() {
     assert!(
         empty.counters().total_requests.hub >= 2,
         "a 404 does not start a cool-down: the first endpoint is asked every time"
+    );
+}
+
+#[test]
+fn health_changes_are_logged_and_a_recovered_endpoint_serves_again() {
+    install_logger();
+    let flaky = sim();
+    let good = sim();
+    flaky.faults().add(Fault::new(
+        Origin::Hub,
+        "/api/",
+        FaultAction::Status { code: 503 },
+    ));
+    let m = mirror_with(
+        settings(None),
+        &endpoints(&[flaky.hub_url(), good.hub_url()], "cooldown_secs = 1"),
+    );
+    let first = m.resolve(&req(), &CancelToken::new()).unwrap();
+    assert!(
+        first.extra_json.contains(&quoted(good.hub_url())),
+        "{}",
+        first.extra_json
+    );
+    let logs = captured_logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains(&format!("{} marked down", flaky.hub_url()))),
+        "{logs:#?}"
+    );
+    // Within the cool-down the flaky endpoint is skipped.
+    let asked = flaky.counters().total_requests.hub;
+    m.resolve(&req(), &CancelToken::new()).unwrap();
+    assert_eq!(flaky.counters().total_requests.hub, asked);
+    // After it, the first endpoint is asked again, answers, and is logged up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let manifest = loop {
+        let m = m.resolve(&req(), &CancelToken::new()).unwrap();
+        if m.extra_json.contains(&quoted(flaky.hub_url())) {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the endpoint never came back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(
+        manifest.commit.as_str(),
+        good.info().repo(REPO).unwrap().head
+    );
+    let logs = captured_logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains(&format!("{} is up again", flaky.hub_url()))),
+        "{logs:#?}"
     );
 }
