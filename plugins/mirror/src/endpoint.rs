@@ -8,8 +8,9 @@
 //! endpoint that answers again is marked up (logged). `NOT_FOUND` and `AUTH` answers move on to
 //! the next endpoint without marking anything down (a mirror may not carry every repository).
 //!
-//! The Hub token goes to an endpoint only with `send_hub_token = true`; an endpoint's own
-//! `token` is sent instead when set. Either is bound to the endpoint's origin: a redirect to a
+//! The Hub token goes to an endpoint only with `send_hub_token = true`, or when the endpoint is
+//! the Hub itself (the same origin as the host's endpoint, e.g. the Hub listed last as the
+//! fallback of a mirror list); an endpoint's own `token` is sent instead when set. Either is bound to the endpoint's origin: a redirect to a
 //! CDN never carries it (hub-http's redirect loop).
 
 use std::sync::Mutex;
@@ -55,6 +56,16 @@ impl Endpoint {
     }
 }
 
+/// Whether two base URLs share scheme, host and port (an endpoint that *is* the Hub gets the
+/// Hub token like the Hub does).
+fn same_origin_str(a: &str, b: &str) -> bool {
+    use hubget_hub_http::reqwest::Url;
+    match (Url::parse(a.trim()), Url::parse(b.trim())) {
+        (Ok(a), Ok(b)) => hubget_hub_http::same_origin(&a, &b),
+        _ => false,
+    }
+}
+
 /// Whether an error says the endpoint is unhealthy (rather than "not here" or "not allowed").
 pub fn is_health_error(e: &PluginError) -> bool {
     matches!(
@@ -92,7 +103,8 @@ impl Pool {
             }
             let client = HttpClient::new(&s)?;
             let opts = DownloadOptions::from_settings(&s);
-            let token = match (&table.token, table.send_hub_token) {
+            let is_hub = same_origin_str(&table.url, &settings.endpoint);
+            let token = match (&table.token, table.send_hub_token || is_hub) {
                 (Some(own), _) => Some(own.as_str()),
                 (None, true) => settings.token.as_deref(),
                 (None, false) => None,

@@ -340,6 +340,17 @@ fn the_hub_token_reaches_a_mirror_only_when_configured() {
         "never across a redirect to another origin"
     );
 
+    // An endpoint that is the Hub itself (the host's endpoint) gets the Hub token.
+    let hub = sim();
+    let mut s = settings(Some(secret));
+    s.endpoint = hub.hub_url().to_owned();
+    let m = mirror_with(s, &endpoints(&[hub.hub_url()], ""));
+    m.resolve(&req(), &CancelToken::new()).unwrap();
+    assert!(
+        hub.counters().auth_seen.hub,
+        "the Hub listed as a mirror gets its own token"
+    );
+
     // An endpoint's own token is sent even without the Hub token.
     let own = sim();
     let toml = format!(
