@@ -89,6 +89,13 @@ impl Mirror {
     /// Builds the backend from the host settings and the `[plugins.mirror]` table.
     pub fn new(settings: HostSettings, config_toml: &str) -> Result<Self, PluginError> {
         let config: Config = parse_config(NAME, config_toml)?;
+        for dir in config.dirs.iter().filter(|d| !d.is_dir()) {
+            // Not an error: a shared filesystem may be unmounted for a while; files fall back.
+            log::warn!(
+                "directory mirror {} is not a directory (yet); it serves nothing until it is",
+                dir.display()
+            );
+        }
         let dirs = config.dirs.iter().cloned().map(DirMirror::new).collect();
         let pool = if config.endpoints.is_empty() {
             None
