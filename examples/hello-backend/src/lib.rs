@@ -1,0 +1,262 @@
+//! `hello`: an example third-party backend for hubget.
+//!
+//! It serves a "repository" from a local directory given in its config table:
+//!
+//! ```toml
+//! [plugins.hello]
+//! root = "/srv/models/my-model"   # required
+//! commit = "0123...40 hex"        # optional; the commit resolve reports
+//! ```
+//!
+//! `resolve` lists the files under `root` (with their size and git blob id, so the host can
+//! verify them); `fetch` copies each file into the partial file the host prepared, starting at
+//! the offset the host gave, reporting progress and checking the cancel token between chunks.
+//! See `docs/plugin-authors.md` in the hubget repository.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Component, Path, PathBuf};
+
+use hubget_plugin_api::sdk::{BackendPlugin, parse_config};
+use hubget_plugin_api::std_types::{ROption, RResult, RString, RVec};
+use hubget_plugin_api::{
+    CancelToken, Capabilities, ErrorKind, EventKind, Features, FetchBatch, FetchItem, FileDone,
+    FileOutcome, HostSettings, Manifest, ManifestFile, PluginError, Progress, ProgressEvent,
+    RepoType, ResolveRequest,
+};
+use serde::Deserialize;
+use sha1::{Digest, Sha1};
+
+/// The `[plugins.hello]` table. Unknown keys are errors (the SDK names the table and key).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// The directory served as the repository.
+    root: Option<PathBuf>,
+    /// The commit `resolve` reports.
+    commit: Option<String>,
+}
+
+/// The backend: a directory.
+struct Hello {
+    root: Option<PathBuf>,
+    commit: String,
+}
+
+const CHUNK: usize = 64 * 1024;
+
+impl Hello {
+    fn root(&self) -> Result<&Path, PluginError> {
+        self.root.as_deref().ok_or_else(|| {
+            PluginError::new(
+                ErrorKind::CONFIG,
+                "set `root` in the [plugins.hello] table to the directory to serve",
+            )
+        })
+    }
+
+    /// Maps a repository path to a file under `root`, refusing anything that escapes it.
+    fn local_path(&self, repo_path: &str) -> Result<PathBuf, PluginError> {
+        let rel = Path::new(repo_path);
+        if !rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(PluginError::new(
+                ErrorKind::NOT_FOUND,
+                format!("hello: refusing path `{repo_path}`"),
+            ));
+        }
+        Ok(self.root()?.join(rel))
+    }
+
+    fn fetch_one(
+        &self,
+        index: u32,
+        item: &FetchItem,
+        progress: &Progress,
+        cancel: &CancelToken,
+    ) -> Result<FileDone, PluginError> {
+        let io = |what: &str, e: std::io::Error| {
+            PluginError::new(ErrorKind::IO, format!("hello: {what}: {e}"))
+        };
+        let source_path = self.local_path(&item.file.path)?;
+        let mut source = File::open(&source_path).map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                ErrorKind::NOT_FOUND
+            } else {
+                ErrorKind::IO
+            };
+            PluginError::new(kind, format!("hello: {}: {e}", source_path.display()))
+        })?;
+        // The partial file exists and holds `offset` good bytes: write from there, never truncate.
+        let mut target = OpenOptions::new()
+            .write(true)
+            .open(item.partial_path.as_str())
+            .map_err(|e| io("opening the partial file", e))?;
+        source
+            .seek(SeekFrom::Start(item.offset))
+            .map_err(|e| io("seeking the source", e))?;
+        target
+            .seek(SeekFrom::Start(item.offset))
+            .map_err(|e| io("seeking the partial file", e))?;
+        progress.on_event(ProgressEvent::message(
+            index,
+            EventKind::STARTED,
+            format!("from {}", source_path.display()),
+        ));
+        let mut buf = vec![0u8; CHUNK];
+        let mut copied = 0u64;
+        loop {
+            cancel.check()?;
+            let n = source.read(&mut buf).map_err(|e| io("reading", e))?;
+            if n == 0 {
+                break;
+            }
+            target
+                .write_all(&buf[..n])
+                .map_err(|e| io("writing the partial file", e))?;
+            copied += n as u64;
+            progress.on_event(ProgressEvent::bytes(index, n as u64, n as u64));
+        }
+        target.flush().map_err(|e| io("flushing", e))?;
+        Ok(FileDone {
+            bytes_transferred: copied,
+            source: RString::from(self.root()?.display().to_string()),
+            extra_json: RString::new(),
+        })
+    }
+}
+
+/// Lists every regular file under `dir`, recursively, as `/`-separated relative paths.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(root, &path, out)?;
+        } else if kind.is_file()
+            && let Ok(rel) = path.strip_prefix(root)
+        {
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            out.push((rel, path));
+        }
+    }
+    Ok(())
+}
+
+/// The git blob id of a file: sha1 of `blob <len>\0<content>`.
+fn git_blob_sha1(path: &Path) -> std::io::Result<(u64, String)> {
+    let len = std::fs::metadata(path)?.len();
+    let mut hasher = Sha1::new();
+    hasher.update(format!("blob {len}\0").as_bytes());
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let digest = hasher.finalize();
+    Ok((len, digest.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+impl BackendPlugin for Hello {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            repo_types: RVec::from(vec![RepoType::MODEL, RepoType::DATASET, RepoType::SPACE]),
+            features: Features::RESOLVE
+                | Features::RESUME
+                | Features::NON_XET_FILES
+                | Features::LOCAL,
+            max_batch_files: 0,
+            extra_json: RString::new(),
+        }
+    }
+
+    fn resolve(
+        &self,
+        request: &ResolveRequest,
+        cancel: &CancelToken,
+    ) -> Result<Manifest, PluginError> {
+        let root = self.root()?;
+        let mut files = Vec::new();
+        walk(root, root, &mut files).map_err(|e| {
+            PluginError::new(
+                ErrorKind::NOT_FOUND,
+                format!("hello: cannot list {}: {e}", root.display()),
+            )
+        })?;
+        log::info!(
+            "serving {} files of {} from {}",
+            files.len(),
+            request.repo_id,
+            root.display()
+        );
+        let mut manifest_files = Vec::with_capacity(files.len());
+        for (rel, path) in files {
+            cancel.check()?;
+            let (size, git_oid) = git_blob_sha1(&path).map_err(|e| {
+                PluginError::new(ErrorKind::IO, format!("hello: {}: {e}", path.display()))
+            })?;
+            manifest_files.push(ManifestFile {
+                path: rel.into(),
+                size,
+                git_oid: git_oid.into(),
+                sha256: ROption::RNone,
+                xet_hash: ROption::RNone,
+            });
+        }
+        Ok(Manifest {
+            commit: RString::from(self.commit.as_str()),
+            files: RVec::from(manifest_files),
+            extra_json: RString::new(),
+        })
+    }
+
+    fn fetch(
+        &self,
+        batch: &FetchBatch,
+        progress: &Progress,
+        cancel: &CancelToken,
+    ) -> Vec<FileOutcome> {
+        batch
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| FileOutcome {
+                index: i as u32,
+                result: RResult::from(self.fetch_one(i as u32, item, progress, cancel)),
+            })
+            .collect()
+    }
+}
+
+fn new(_settings: HostSettings, config: &str) -> Result<Hello, PluginError> {
+    let config: Config = parse_config("hello", config)?;
+    let commit = config.commit.unwrap_or_else(|| "0".repeat(40));
+    if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(PluginError::new(
+            ErrorKind::CONFIG,
+            "invalid [plugins.hello] table (key `commit`): expected 40 hex digits",
+        ));
+    }
+    Ok(Hello {
+        root: config.root,
+        commit,
+    })
+}
+
+hubget_plugin_api::export_plugin! {
+    name: "hello",
+    description: "example third-party backend: serves a repository from a local directory",
+    constructor: new,
+}
