@@ -1,0 +1,440 @@
+//! The lfs backend against hubsim, called directly through the SDK trait (no host, no
+//! loading): snapshots of regular + LFS + Xet-backed files, one batch request per fetch,
+//! resume from an offset, the resolve path, classification, offline and cancel.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RArc, ROption, RString, RVec};
+use hubget_lfs::Backend;
+use hubget_plugin_api::sdk::BackendPlugin;
+use hubget_plugin_api::{
+    CancelToken, ErrorKind, EventKind, FetchBatch, FetchItem, FileDone, FileOutcome, HostSettings,
+    ManifestFile, PluginError, Progress, ProgressEvent, ProgressSink, ProgressSink_TO, RepoType,
+    ResolveRequest,
+};
+use hubsim::{HubSim, HubSimHandle, Origin, Storage};
+use sha2::{Digest, Sha256};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Records every progress event.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<ProgressEvent>>>);
+
+impl ProgressSink for Recorder {
+    fn on_event(&self, event: ProgressEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+impl Recorder {
+    fn progress(&self) -> Progress {
+        ProgressSink_TO::from_ptr(RArc::new(self.clone()), TD_Opaque)
+    }
+
+    fn of(&self, index: u32, kind: EventKind) -> Vec<ProgressEvent> {
+        let events = self.0.lock().unwrap();
+        events
+            .iter()
+            .filter(|e| e.index == index && e.kind == kind)
+            .cloned()
+            .collect()
+    }
+
+    fn bytes(&self, index: u32) -> u64 {
+        self.of(index, EventKind::BYTES)
+            .iter()
+            .map(|e| e.bytes)
+            .sum()
+    }
+}
+
+fn start() -> HubSimHandle {
+    HubSim::start_blocking(HubSim::builder()).expect("hubsim starts")
+}
+
+fn backend(sim: &HubSim, token: bool, config: &str) -> Backend {
+    let settings = HostSettings {
+        endpoint: sim.hub_url().to_owned(),
+        token: token.then(|| sim.token().to_owned()),
+        connections_per_file: 4,
+        range_size: MIB,
+        read_timeout_secs: 5,
+        ..HostSettings::default()
+    };
+    Backend::new(settings, config).expect("backend")
+}
+
+fn resolve(b: &Backend, repo: &str, rev: &str) -> Result<hubget_plugin_api::Manifest, PluginError> {
+    b.resolve(
+        &ResolveRequest {
+            repo_type: RepoType::MODEL,
+            repo_id: repo.into(),
+            revision: rev.into(),
+            options_json: RString::new(),
+        },
+        &CancelToken::new(),
+    )
+}
+
+/// A batch of `files`, each with a partial file in `dir` holding `prefix(file)` bytes of
+/// `content(file)`.
+fn batch(
+    repo: &str,
+    commit: &str,
+    files: &[ManifestFile],
+    dir: &Path,
+    prefix: impl Fn(&ManifestFile) -> (u64, Vec<u8>),
+) -> FetchBatch {
+    let items = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let path = dir.join(format!("{i}.part"));
+            let (offset, bytes) = prefix(f);
+            std::fs::write(&path, &bytes[..offset as usize]).unwrap();
+            FetchItem {
+                file: f.clone(),
+                partial_path: path.to_str().unwrap().into(),
+                offset,
+            }
+        })
+        .collect::<Vec<_>>();
+    FetchBatch {
+        repo_type: RepoType::MODEL,
+        repo_id: repo.into(),
+        commit: commit.into(),
+        revision: "main".into(),
+        items: RVec::from(items),
+        options_json: RString::new(),
+    }
+}
+
+fn sha256_of(path: &str) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn done(o: &FileOutcome) -> &FileDone {
+    match &o.result {
+        abi_stable::std_types::RResult::ROk(d) => d,
+        abi_stable::std_types::RResult::RErr(e) => panic!("item {}: {e}", o.index),
+    }
+}
+
+fn err(o: &FileOutcome) -> &PluginError {
+    match &o.result {
+        abi_stable::std_types::RResult::RErr(e) => e,
+        abi_stable::std_types::RResult::ROk(_) => panic!("item {} succeeded", o.index),
+    }
+}
+
+#[test]
+fn capabilities_are_honest() {
+    let sim = start();
+    let caps = backend(&sim, false, "").capabilities();
+    assert_eq!(caps.repo_types.len(), 3);
+    let f = caps.features;
+    assert!(f.contains(hubget_plugin_api::Features::RESOLVE | hubget_plugin_api::Features::RESUME));
+    assert!(f.contains(hubget_plugin_api::Features::PARALLEL_RANGES));
+    assert!(f.contains(hubget_plugin_api::Features::NON_XET_FILES));
+    assert!(
+        !f.contains(hubget_plugin_api::Features::XET),
+        "Xet files come as plain bytes"
+    );
+    let e = Backend::new(HostSettings::default(), "bogus = 1")
+        .err()
+        .unwrap();
+    assert_eq!(e.kind, ErrorKind::CONFIG);
+}
+
+#[test]
+fn snapshot_of_regular_lfs_and_xet_files_uses_one_batch_request() {
+    let sim = start();
+    let b = backend(&sim, false, "range_size_mib = 1");
+    let m = resolve(&b, "acme/tiny", "main").unwrap();
+    let tiny = sim.info().repo("acme/tiny").unwrap();
+    assert_eq!(m.commit.as_str(), tiny.head);
+    for kind in [Storage::Regular, Storage::Lfs, Storage::Xet] {
+        assert!(
+            tiny.files.iter().any(|f| f.storage == kind),
+            "fixture has {kind:?}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fb = batch("acme/tiny", &tiny.head, &m.files, dir.path(), |_| {
+        (0, vec![])
+    });
+    sim.reset_counters();
+    let rec = Recorder::default();
+    let out = b.fetch(&fb, &rec.progress(), &CancelToken::new());
+    assert_eq!(out.len(), m.files.len());
+    for (i, (o, item)) in out.iter().zip(fb.items.iter()).enumerate() {
+        assert_eq!(o.index as usize, i);
+        let d = done(o);
+        let want = tiny.file(item.file.path.as_str()).unwrap();
+        assert_eq!(
+            sha256_of(item.partial_path.as_str()),
+            want.sha256,
+            "{}",
+            want.path
+        );
+        assert_eq!(d.bytes_transferred, want.size, "{}", want.path);
+        assert_eq!(rec.bytes(o.index), want.size, "{}", want.path);
+        assert_eq!(rec.of(o.index, EventKind::STARTED).len(), 1);
+        let expect_source = if want.storage == Storage::Regular {
+            sim.hub_url()
+        } else {
+            sim.cdn_url()
+        };
+        assert_eq!(d.source.as_str(), expect_source, "{}", want.path);
+        let cps = rec.of(o.index, EventKind::CHECKPOINT);
+        if want.size > 0 {
+            assert_eq!(
+                cps.last().map(|e| e.bytes),
+                Some(want.size),
+                "{}",
+                want.path
+            );
+        }
+    }
+    let c = sim.counters();
+    assert_eq!(
+        c.requests_to(Origin::Hub, "lfs_batch"),
+        1,
+        "one batch request for the fetch"
+    );
+    assert_eq!(
+        c.bytes_from(Origin::Cas),
+        0,
+        "Xet-backed files come over the bridge, not the CAS"
+    );
+    let lfs_files = tiny
+        .files
+        .iter()
+        .filter(|f| f.storage != Storage::Regular)
+        .count() as u64;
+    assert!(
+        c.requests_to(Origin::Cdn, "lfs") > lfs_files,
+        "large files were split into ranges"
+    );
+    assert!(!c.auth_seen.cdn);
+}
+
+#[test]
+fn resume_moves_only_the_rest_and_checkpoints_advance() {
+    let sim = start();
+    let b = backend(&sim, true, "connections = 3\nrange_size_mib = 1");
+    let m = resolve(&b, "acme/tiny", "main").unwrap();
+    let f = m
+        .files
+        .iter()
+        .find(|f| f.path.as_str() == "lfs.bin")
+        .unwrap()
+        .clone();
+    let content = reqwest_get(&format!(
+        "{}/lfs/{}",
+        sim.cdn_url(),
+        f.sha256.as_ref().unwrap()
+    ));
+    let offset = MIB + MIB / 2 + 7;
+    let dir = tempfile::tempdir().unwrap();
+    let fb = batch(
+        "acme/tiny",
+        m.commit.as_str(),
+        std::slice::from_ref(&f),
+        dir.path(),
+        |_| (offset, content.clone()),
+    );
+    sim.reset_counters();
+    let rec = Recorder::default();
+    let out = b.fetch(&fb, &rec.progress(), &CancelToken::new());
+    let d = done(&out[0]);
+    let rest = f.size - offset;
+    assert_eq!(d.bytes_transferred, rest);
+    assert_eq!(
+        sim.counters().bytes_from(Origin::Cdn),
+        rest,
+        "only the rest moved"
+    );
+    assert_eq!(rec.bytes(0), rest);
+    let cps: Vec<u64> = rec
+        .of(0, EventKind::CHECKPOINT)
+        .iter()
+        .map(|e| e.bytes)
+        .collect();
+    assert!(
+        cps.windows(2).all(|w| w[0] < w[1]) && cps.last() == Some(&f.size),
+        "{cps:?}"
+    );
+    assert_eq!(
+        sha256_of(fb.items[0].partial_path.as_str()),
+        f.sha256.as_ref().unwrap().as_str()
+    );
+}
+
+fn reqwest_get(url: &str) -> Vec<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = hubget_hub_http::HttpClient::new(&HostSettings::default()).unwrap();
+        c.reqwest()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    })
+}
+
+#[test]
+fn without_the_batch_api_lfs_files_come_through_resolve() {
+    let sim = start();
+    let b = backend(&sim, true, "use_batch_api = false");
+    let m = resolve(&b, "acme/tiny", "main").unwrap();
+    let files: Vec<ManifestFile> = m
+        .files
+        .iter()
+        .filter(|f| f.sha256.is_some())
+        .cloned()
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let fb = batch("acme/tiny", m.commit.as_str(), &files, dir.path(), |_| {
+        (0, vec![])
+    });
+    sim.reset_counters();
+    let out = b.fetch(&fb, &Recorder::default().progress(), &CancelToken::new());
+    for (o, item) in out.iter().zip(fb.items.iter()) {
+        assert_eq!(done(o).source.as_str(), sim.cdn_url());
+        assert_eq!(
+            sha256_of(item.partial_path.as_str()),
+            item.file.sha256.as_ref().unwrap().as_str()
+        );
+    }
+    let c = sim.counters();
+    assert_eq!(c.requests_to(Origin::Hub, "lfs_batch"), 0);
+    assert!(c.requests_to(Origin::Hub, "resolve") >= files.len() as u64);
+    assert!(
+        c.auth_seen.hub && !c.auth_seen.cdn,
+        "token to the Hub only, not after the 302"
+    );
+}
+
+#[test]
+fn errors_are_classified_per_file() {
+    let sim = start();
+    let anon = backend(&sim, false, "");
+    let e = resolve(&anon, "acme/private", "main").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::AUTH);
+    let e = resolve(&anon, "acme/tiny", "nope").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NOT_FOUND);
+
+    let m = resolve(&anon, "acme/tiny", "main").unwrap();
+    let good = m
+        .files
+        .iter()
+        .find(|f| f.path.as_str() == "config.json")
+        .unwrap()
+        .clone();
+    let missing_regular = ManifestFile {
+        path: "missing.txt".into(),
+        ..good.clone()
+    };
+    let lfs = m
+        .files
+        .iter()
+        .find(|f| f.path.as_str() == "lfs.bin")
+        .unwrap()
+        .clone();
+    let missing_lfs = ManifestFile {
+        path: "gone.bin".into(),
+        sha256: ROption::RSome("0".repeat(64).into()),
+        ..lfs.clone()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let fb = batch(
+        "acme/tiny",
+        m.commit.as_str(),
+        &[good, missing_regular, lfs, missing_lfs],
+        dir.path(),
+        |_| (0, vec![]),
+    );
+    let out = anon.fetch(&fb, &Recorder::default().progress(), &CancelToken::new());
+    done(&out[0]);
+    assert_eq!(err(&out[1]).kind, ErrorKind::NOT_FOUND);
+    assert!(err(&out[1]).message.contains("missing.txt"));
+    done(&out[2]);
+    assert_eq!(
+        err(&out[3]).kind,
+        ErrorKind::NOT_FOUND,
+        "per-object batch error"
+    );
+
+    // A private repo's files without a token.
+    let authed = backend(&sim, true, "");
+    let pm = resolve(&authed, "acme/private", "main").unwrap();
+    let fb = batch(
+        "acme/private",
+        pm.commit.as_str(),
+        &pm.files,
+        dir.path(),
+        |_| (0, vec![]),
+    );
+    for o in anon
+        .fetch(&fb, &Recorder::default().progress(), &CancelToken::new())
+        .iter()
+    {
+        assert_eq!(err(o).kind, ErrorKind::AUTH, "{}", err(o));
+    }
+    for o in authed
+        .fetch(&fb, &Recorder::default().progress(), &CancelToken::new())
+        .iter()
+    {
+        done(o);
+    }
+}
+
+#[test]
+fn offline_and_cancelled_fetches_do_no_network() {
+    let sim = start();
+    let b = backend(&sim, false, "");
+    let m = resolve(&b, "acme/tiny", "main").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fb = batch("acme/tiny", m.commit.as_str(), &m.files, dir.path(), |_| {
+        (0, vec![])
+    });
+    sim.reset_counters();
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    for o in b
+        .fetch(&fb, &Recorder::default().progress(), &cancel)
+        .iter()
+    {
+        assert_eq!(err(o).kind, ErrorKind::CANCELLED);
+    }
+    let offline = Backend::new(
+        HostSettings {
+            endpoint: sim.hub_url().into(),
+            offline: true,
+            ..HostSettings::default()
+        },
+        "",
+    )
+    .unwrap();
+    for o in offline
+        .fetch(&fb, &Recorder::default().progress(), &CancelToken::new())
+        .iter()
+    {
+        assert_eq!(err(o).kind, ErrorKind::UNSUPPORTED);
+    }
+    assert_eq!(
+        sim.counters().total_requests.hub + sim.counters().total_requests.cdn,
+        0
+    );
+}
