@@ -1,9 +1,10 @@
 //! Ranged, resumable, parallel downloads into the host's partial file.
 //!
 //! [`download_to_partial`] writes bytes `offset..size` of one URL at their positions in an
-//! existing partial file (never truncating it). Large remainders are split into
-//! `range_size` ranges fetched over up to `connections` concurrent requests (each worker takes
-//! the next range when it finishes one); small ones take one request. Bodies are streamed chunk
+//! existing partial file (never truncating it). The remainder is split by [`plan_ranges`] into
+//! ranges of at most `range_size` fetched over up to `connections` concurrent requests (each
+//! worker takes the next range when it finishes one), with smaller pieces at the end so that
+//! the connections finish together; small remainders take one request. Bodies are streamed chunk
 //! by chunk to `write_at`, so memory stays bounded whatever the file size.
 //!
 //! Each range is retried with backoff (`Retry-After` honoured) and resumes from the byte where
@@ -102,6 +103,35 @@ pub fn split_ranges(offset: u64, size: u64, range_size: u64) -> Vec<Range<u64>> 
         start = end;
     }
     out
+}
+
+/// The smallest range worth its own request when splitting (unless `range_size` is smaller).
+pub const MIN_RANGE: u64 = 1024 * 1024;
+
+/// How [`download_to_partial`] splits `offset..size` over `connections`:
+/// * one range (one request) when `connections <= 1` or fewer than `2 * MIN_RANGE` bytes remain;
+/// * else ranges of `base = min(range_size, max(remaining / connections, MIN_RANGE))`, so that a
+///   mid-size file still keeps every connection busy;
+/// * the last `connections * base` bytes in quarter-size pieces (at least `min(MIN_RANGE,
+///   base)`), so that connections finish together instead of one slow range at the end.
+pub fn plan_ranges(offset: u64, size: u64, range_size: u64, connections: u32) -> Vec<Range<u64>> {
+    if offset >= size {
+        return Vec::new();
+    }
+    let remaining = size - offset;
+    let connections = u64::from(connections.max(1));
+    if connections == 1 || remaining < 2 * MIN_RANGE {
+        return std::iter::once(offset..size).collect();
+    }
+    let base = range_size
+        .max(1)
+        .min(remaining.div_ceil(connections).max(MIN_RANGE));
+    let tail_len = (connections * base).min(remaining);
+    let tail_start = size - tail_len;
+    let mut ranges = split_ranges(offset, tail_start, base);
+    let piece = (base / 4).max(MIN_RANGE.min(base));
+    ranges.extend(split_ranges(tail_start, size, piece));
+    ranges
 }
 
 /// Why one request for a range stopped.
@@ -211,13 +241,7 @@ pub async fn download_to_partial(
         .truncate(false)
         .open(partial_path)
         .map_err(|e| io(partial_path, "cannot open the partial file", &e))?;
-    let remaining = size - offset;
-    let parallel = opts.connections > 1 && remaining > opts.range_size;
-    let ranges = if parallel {
-        split_ranges(offset, size, opts.range_size)
-    } else {
-        std::iter::once(offset..size).collect()
-    };
+    let ranges = plan_ranges(offset, size, opts.range_size, opts.connections);
     let mut shared = Shared::new(
         client,
         source,
@@ -609,6 +633,34 @@ mod tests {
         assert_eq!(big.first().unwrap().start, 1);
         assert_eq!(big.last().unwrap().end, 1 << 30);
         assert!(big.windows(2).all(|w| w[0].end == w[1].start));
+    }
+
+    #[test]
+    fn plans_keep_every_connection_busy_and_finish_together() {
+        const M: u64 = MIN_RANGE;
+        let contiguous = |r: &[Range<u64>], a: u64, b: u64| {
+            r.first().unwrap().start == a
+                && r.last().unwrap().end == b
+                && r.windows(2).all(|w| w[0].end == w[1].start)
+        };
+        // Small remainders and one connection: one request.
+        assert_eq!(plan_ranges(0, M, 16 * M, 8).len(), 1);
+        assert_eq!(plan_ranges(5, 100 * M, 16 * M, 1), [5..100 * M]);
+        assert!(plan_ranges(7, 7, 16 * M, 8).is_empty());
+        // A mid-size file is spread over every connection.
+        let r = plan_ranges(0, 40 * M, 16 * M, 8);
+        assert!(r.len() >= 8 && contiguous(&r, 0, 40 * M), "{r:?}");
+        // A large file: full ranges, then smaller pieces at the end.
+        let r = plan_ranges(3, 1024 * M, 16 * M, 8);
+        assert!(contiguous(&r, 3, 1024 * M));
+        assert!(r.iter().all(|x| x.end - x.start <= 16 * M));
+        assert_eq!(r.first().unwrap().end - 3, 16 * M);
+        assert_eq!(r.last().unwrap().end - r.last().unwrap().start, 4 * M);
+        let tail: u64 = r.iter().rev().take(32).map(|x| x.end - x.start).sum();
+        assert_eq!(tail, 128 * M);
+        // An explicitly small range size is honoured.
+        let r = plan_ranges(0, 4 * M, 256 * 1024, 4);
+        assert!(r.len() >= 16 && contiguous(&r, 0, 4 * M), "{}", r.len());
     }
 
     #[test]

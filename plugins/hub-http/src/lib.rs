@@ -36,7 +36,9 @@ pub use api::{
     HubApi, LfsDownload, LfsObject, XetToken, encode_component, encode_path, is_xet_hash, next_link,
 };
 pub use client::{Answer, Credential, HttpClient, Request, origin_of, same_origin};
-pub use download::{DownloadOptions, Downloaded, Source, download_to_partial, split_ranges};
+pub use download::{
+    DownloadOptions, Downloaded, MIN_RANGE, Source, download_to_partial, plan_ranges, split_ranges,
+};
 pub use error::{classify, classify_transport, redact_url, request_context, retry_after};
 pub use retry::{RetryPolicy, cancellable, with_retry};
 

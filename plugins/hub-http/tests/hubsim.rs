@@ -452,7 +452,7 @@ async fn ranged_download_resumes_from_offset_and_moves_only_the_rest() {
 async fn small_download_is_one_request_and_regular_files_come_from_the_hub() {
     let sim = start().await;
     let cancel = CancelToken::new();
-    let (r, _, _dir, f, _) = download_lfs(&sim, 0, &opts(4, 8 * MIB), &cancel, vec![]).await;
+    let (r, _, _dir, f, _) = download_lfs(&sim, 0, &opts(1, 8 * MIB), &cancel, vec![]).await;
     r.unwrap();
     let c = sim.counters();
     let reqs: Vec<_> = c.log.iter().filter(|r| r.route == "lfs").collect();
