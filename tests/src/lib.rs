@@ -1,1 +1,269 @@
-//! Shared helpers for hubget's end-to-end tests.
+//! Shared helpers for hubget's end-to-end tests (the testkit).
+//!
+//! Tests assume `cargo build --workspace` ran first: the `hubget` binary and the plugin
+//! libraries sit in `target/debug/`, found relative to the test executable
+//! (`target/debug/deps/<test>` → `target/debug`).
+//!
+//! - [`TestEnv`]: an isolated environment (its own `HOME`, `HF_HOME`, `XDG_CONFIG_HOME`,
+//!   `XDG_CACHE_HOME`, plugin directory; every other variable cleared except `PATH`) to run
+//!   `hubget` in, with [`TestEnv::hubget`] returning a [`Run`] (exit code, stdout, stderr).
+//! - [`built_library`], [`first_party_plugin`], [`test_plugin`]: paths of the built libraries;
+//!   [`TestEnv::install_plugin`] copies one into the plugin directory as `libhubget_<name>.so`.
+//! - [`plugins`]: building the third-party example plugin (`examples/hello-backend`).
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod plugins;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The repository root (the parent of the `tests` package).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `target/debug` (or whichever profile directory the test executable was built in).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("target/debug/deps");
+    deps.parent().expect("target/debug").to_path_buf()
+}
+
+/// The `hubget` binary.
+pub fn hubget_exe() -> PathBuf {
+    let path = bin_dir().join(format!("hubget{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        path.display()
+    );
+    path
+}
+
+/// The file name of a library called `stem` on this platform (`lib<stem>.so`).
+pub fn library_file_name(stem: &str) -> String {
+    format!(
+        "{}{stem}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// A library built into `target/debug` (`lib<stem>.so`); panics with a hint if it is missing.
+pub fn built_library(stem: &str) -> PathBuf {
+    let path = bin_dir().join(library_file_name(stem));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        path.display()
+    );
+    path
+}
+
+/// A first-party plugin (`libhubget_<name>.so`).
+pub fn first_party_plugin(name: &str) -> PathBuf {
+    built_library(&format!("hubget_{name}"))
+}
+
+/// A test-only plugin from `tests/plugins/<name>` (`libtest_plugin_<name>.so`; `-` becomes `_`).
+pub fn test_plugin(name: &str) -> PathBuf {
+    built_library(&format!("test_plugin_{}", name.replace('-', "_")))
+}
+
+/// A system shared library that is not a hubget plugin (for loader tests), if one is found.
+pub fn system_library() -> Option<PathBuf> {
+    [
+        "/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+        "/lib/aarch64-linux-gnu/libz.so.1",
+        "/usr/lib/libz.so.1",
+        "/lib64/libz.so.1",
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib64/libm.so.6",
+        "/usr/lib/libz.dylib",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// The result of running `hubget`.
+#[derive(Debug)]
+pub struct Run {
+    /// The exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// stdout, lossily decoded.
+    pub stdout: String,
+    /// stderr, lossily decoded.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(out: Output) -> Self {
+        Self {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panics (showing both streams) unless the exit code is `code`.
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Panics unless the command succeeded.
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        self.assert_code(0)
+    }
+
+    /// stdout parsed as one JSON document.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+
+    /// The `error: ...` line of stderr, if any.
+    pub fn error_line(&self) -> Option<&str> {
+        self.stderr.lines().find(|l| l.starts_with("error: "))
+    }
+}
+
+/// An isolated environment to run `hubget` in. Everything lives in one temp dir that is removed
+/// on drop.
+#[derive(Debug)]
+pub struct TestEnv {
+    dir: tempfile::TempDir,
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestEnv {
+    /// A fresh environment with an empty plugin directory.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for sub in ["home", "hf", "xdg-config", "xdg-cache", "plugins"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("create dir");
+        }
+        Self { dir }
+    }
+
+    /// A path inside the environment's temp dir.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `$HOME`.
+    pub fn home(&self) -> PathBuf {
+        self.path("home")
+    }
+
+    /// `$HF_HOME`.
+    pub fn hf_home(&self) -> PathBuf {
+        self.path("hf")
+    }
+
+    /// `$XDG_CONFIG_HOME`.
+    pub fn xdg_config(&self) -> PathBuf {
+        self.path("xdg-config")
+    }
+
+    /// The directory in `$HUBGET_PLUGIN_DIR`.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.path("plugins")
+    }
+
+    /// Copies `library` into the plugin directory as `libhubget_<name>.so`; returns the copy.
+    pub fn install_plugin(&self, library: &Path, name: &str) -> PathBuf {
+        let target = self
+            .plugin_dir()
+            .join(library_file_name(&format!("hubget_{name}")));
+        std::fs::copy(library, &target)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", library.display(), target.display()));
+        target
+    }
+
+    /// Writes a plugin-named file with arbitrary bytes into the plugin directory.
+    pub fn install_bytes(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let target = self
+            .plugin_dir()
+            .join(library_file_name(&format!("hubget_{name}")));
+        std::fs::write(&target, bytes).expect("write plugin file");
+        target
+    }
+
+    /// Writes `toml` to `<env>/config.toml` (pass it with `--config`); returns the path.
+    pub fn write_config(&self, toml: &str) -> PathBuf {
+        let path = self.path("config.toml");
+        std::fs::write(&path, toml).expect("write config");
+        path
+    }
+
+    /// Writes `toml` to the default location, `$XDG_CONFIG_HOME/hubget/config.toml`.
+    pub fn write_default_config(&self, toml: &str) -> PathBuf {
+        let path = self.xdg_config().join("hubget").join("config.toml");
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, toml).expect("write config");
+        path
+    }
+
+    /// A `hubget` command with a cleared environment: `PATH` kept; `HOME`, `HF_HOME`,
+    /// `XDG_CONFIG_HOME`, `XDG_CACHE_HOME` and `HUBGET_PLUGIN_DIR` pointing into this env.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(hubget_exe());
+        cmd.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        cmd.env("HOME", self.home())
+            .env("HF_HOME", self.hf_home())
+            .env("XDG_CONFIG_HOME", self.xdg_config())
+            .env("XDG_CACHE_HOME", self.path("xdg-cache"))
+            .env("HUBGET_PLUGIN_DIR", self.plugin_dir())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `hubget <args>` with extra environment variables.
+    pub fn hubget_with_env<I, S>(&self, args: I, env: &[(&str, &str)]) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.command();
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from_output(cmd.output().expect("run hubget"))
+    }
+
+    /// Runs `hubget <args>`.
+    pub fn hubget<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.hubget_with_env(args, &[])
+    }
+}

@@ -1,0 +1,9 @@
+//! hubget's end-to-end tests: one test binary (`e2e`), one module per area. Each module runs the
+//! `hubget` binary (built by `cargo build --workspace`) in an isolated environment from the
+//! testkit (`hubget_tests`), or uses the host library directly where a process boundary would
+//! hide what is tested.
+//!
+//! To add an area: create `tests/tests/e2e/<area>.rs` and add `mod <area>;` below.
+
+mod config;
+mod plugins;

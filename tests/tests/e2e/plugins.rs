@@ -1,0 +1,513 @@
+//! Plugin loading and isolation: the first-party plugins and the third-party example load;
+//! broken files (garbage, a non-plugin library, a wrong interface layout, a `panic = "abort"`
+//! build, world-writable places, duplicates) each get a one-line reason without stopping the
+//! others; panics inside a plugin become structured errors and the host goes on; one backend
+//! serves 4 host threads at once; plugin log records reach the host's stderr.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hubget::loader::{ORIGIN_ENV, PluginDir};
+use hubget::{BackendHandle, Registry};
+use hubget_plugin_api::std_types::{ROption, RString};
+use hubget_plugin_api::{
+    CancelToken, ErrorKind, FetchBatch, FetchItem, HostSettings, ManifestFile, RepoType,
+    ResolveRequest,
+};
+use hubget_tests::plugins::build_example_hello;
+use hubget_tests::{TestEnv, first_party_plugin, system_library, test_plugin};
+use serde_json::Value;
+
+fn plugin_names(doc: &Value) -> Vec<String> {
+    doc["plugins"]
+        .as_array()
+        .expect("plugins array")
+        .iter()
+        .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn failure_for<'a>(doc: &'a Value, file_name: &str) -> &'a str {
+    doc["failures"]
+        .as_array()
+        .expect("failures array")
+        .iter()
+        .find(|f| f["path"].as_str().unwrap_or_default().ends_with(file_name))
+        .and_then(|f| f["reason"].as_str())
+        .unwrap_or_else(|| panic!("no failure entry for {file_name} in {doc:#}"))
+}
+
+#[test]
+fn first_party_plugins_and_the_example_load_and_are_listed() {
+    let hello = build_example_hello(false);
+    let env = TestEnv::new();
+    env.install_plugin(&hello, "hello");
+    let run = env.hubget(["plugins", "--json"]);
+    run.assert_success();
+    let doc = run.json();
+    let names = plugin_names(&doc);
+    for name in ["lfs", "xet", "mirror", "hello"] {
+        assert!(names.contains(&name.to_owned()), "{name} missing: {doc:#}");
+    }
+    assert_eq!(doc["failures"].as_array().unwrap().len(), 0, "{doc:#}");
+    let plugins = doc["plugins"].as_array().unwrap();
+    for p in plugins {
+        assert_eq!(p["interface_version"], "1.0.0", "{p}");
+        assert!(!p["version"].as_str().unwrap().is_empty(), "{p}");
+        assert!(Path::new(p["path"].as_str().unwrap()).is_absolute(), "{p}");
+        let repo_types = p["capabilities"]["repo_types"]
+            .as_array()
+            .expect("capabilities");
+        assert!(repo_types.contains(&Value::from("model")), "{p}");
+    }
+    let hello = plugins.iter().find(|p| p["name"] == "hello").unwrap();
+    assert_eq!(hello["origin"], "HUBGET_PLUGIN_DIR");
+    assert_eq!(
+        hello["capabilities"]["features"],
+        serde_json::json!(["resolve", "resume", "non-xet-files", "local"])
+    );
+    let lfs = plugins.iter().find(|p| p["name"] == "lfs").unwrap();
+    assert_eq!(lfs["origin"], "executable dir");
+    // The human listing names them too.
+    let text = env.hubget(["plugins"]);
+    text.assert_success();
+    assert!(
+        text.stdout.contains("hello 0.1.0 (plugin-api 1.0.0)"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn broken_files_each_get_a_one_line_reason_and_do_not_stop_the_others() {
+    let env = TestEnv::new();
+    env.install_bytes(
+        "garbage",
+        b"this is not an ELF file, just bytes with a plugin's name\n",
+    );
+    let system = system_library().expect("a system shared library (libz or libm) to copy");
+    env.install_plugin(&system, "notaplugin");
+    env.install_plugin(&test_plugin("wrong-layout"), "wronglayout");
+    env.install_plugin(&test_plugin("faulty"), "faulty");
+
+    let run = env.hubget(["plugins", "--json"]);
+    run.assert_success();
+    let doc = run.json();
+    let names = plugin_names(&doc);
+    for name in ["faulty", "lfs", "xet", "mirror"] {
+        assert!(
+            names.contains(&name.to_owned()),
+            "{name} should still load: {doc:#}"
+        );
+    }
+    let garbage = failure_for(&doc, "libhubget_garbage.so");
+    assert!(garbage.starts_with("cannot load the library"), "{garbage}");
+    let not_plugin = failure_for(&doc, "libhubget_notaplugin.so");
+    assert!(
+        not_plugin.starts_with("not a hubget plugin"),
+        "{not_plugin}"
+    );
+    let layout = failure_for(&doc, "libhubget_wronglayout.so");
+    assert!(layout.contains("interface layout differs"), "{layout}");
+    assert!(
+        layout.contains("built against plugin-api 1.0.0"),
+        "{layout}"
+    );
+    assert!(
+        layout.contains("expected PluginMod, found WrongMod"),
+        "{layout}"
+    );
+    for reason in [garbage, not_plugin, layout] {
+        assert!(
+            !reason.contains('\n') && reason.len() < 200,
+            "one short line: {reason:?}"
+        );
+    }
+    assert_eq!(doc["failures"].as_array().unwrap().len(), 3, "{doc:#}");
+
+    // Text output: one line per failed file, and a warning per file on stderr.
+    let text = env.hubget(["plugins"]);
+    let listed: Vec<&str> = text
+        .stdout
+        .lines()
+        .filter(|l| l.contains("libhubget_garbage.so") || l.contains("libhubget_wronglayout.so"))
+        .collect();
+    assert_eq!(listed.len(), 2, "{}", text.stdout);
+    assert!(text.stderr.contains("skipping plugin"), "{}", text.stderr);
+    // The full layout report is available at debug level only.
+    assert!(!text.stderr.contains("--- Type Layout ---"));
+    let debug = env.hubget_with_env(["plugins"], &[("RUST_LOG", "debug")]);
+    assert!(
+        debug.stderr.contains("--- Type Layout ---"),
+        "{}",
+        debug.stderr
+    );
+}
+
+#[test]
+fn a_plugin_built_with_panic_abort_is_refused() {
+    let abort = build_example_hello(true);
+    let env = TestEnv::new();
+    env.install_plugin(&abort, "hello");
+    let run = env.hubget(["plugins", "--json"]);
+    run.assert_success();
+    let doc = run.json();
+    assert!(!plugin_names(&doc).contains(&"hello".to_owned()), "{doc:#}");
+    let reason = failure_for(&doc, "libhubget_hello.so");
+    assert!(
+        reason.contains("built with panic = \"abort\"")
+            && reason.contains("rebuild with panic = \"unwind\""),
+        "{reason}"
+    );
+}
+
+#[test]
+fn duplicate_plugin_names_keep_the_first_and_report_the_rest() {
+    let env = TestEnv::new();
+    env.install_plugin(&test_plugin("faulty"), "faulty");
+    env.install_plugin(&test_plugin("faulty"), "faulty2");
+    // Same name as the first-party lfs plugin, found earlier (HUBGET_PLUGIN_DIR comes first).
+    env.install_plugin(&first_party_plugin("lfs"), "lfs");
+    let doc = env.hubget(["plugins", "--json"]).json();
+    let names = plugin_names(&doc);
+    assert_eq!(
+        names.iter().filter(|n| *n == "faulty").count(),
+        1,
+        "{doc:#}"
+    );
+    assert_eq!(names.iter().filter(|n| *n == "lfs").count(), 1, "{doc:#}");
+    let dup = failure_for(&doc, "libhubget_faulty2.so");
+    assert!(
+        dup.starts_with("duplicate of ") && dup.contains("libhubget_faulty.so"),
+        "{dup}"
+    );
+    let lfs = doc["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "lfs")
+        .unwrap();
+    assert_eq!(lfs["origin"], "HUBGET_PLUGIN_DIR", "first one wins");
+    let dup = failure_for(&doc, "target/debug/libhubget_lfs.so");
+    assert!(dup.starts_with("duplicate of "), "{dup}");
+}
+
+#[cfg(unix)]
+#[test]
+fn world_writable_plugin_dirs_and_files_are_skipped_with_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let plugin = env.install_plugin(&test_plugin("faulty"), "faulty");
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run = env.hubget(["plugins", "--json"]);
+    let doc = run.json();
+    assert!(
+        !plugin_names(&doc).contains(&"faulty".to_owned()),
+        "{doc:#}"
+    );
+    assert!(failure_for(&doc, "libhubget_faulty.so").contains("world-writable"));
+    assert!(run.stderr.contains("world-writable"), "{}", run.stderr);
+
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(env.plugin_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run = env.hubget(["plugins", "--json"]);
+    let doc = run.json();
+    assert!(
+        !plugin_names(&doc).contains(&"faulty".to_owned()),
+        "{doc:#}"
+    );
+    assert!(
+        run.stderr.contains("WARN") && run.stderr.contains("world-writable"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        plugin_names(&doc).contains(&"lfs".to_owned()),
+        "others still load"
+    );
+    std::fs::set_permissions(env.plugin_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let doc = env.hubget(["plugins", "--json"]).json();
+    assert!(plugin_names(&doc).contains(&"faulty".to_owned()), "{doc:#}");
+}
+
+#[test]
+fn a_panic_in_resolve_is_a_structured_error_with_exit_code_1() {
+    let env = TestEnv::new();
+    env.install_plugin(&test_plugin("faulty"), "faulty");
+    let config = env.write_config("[plugins.faulty]\npanic_in = \"resolve\"\n");
+    let run = env.hubget([
+        "--config",
+        config.to_str().unwrap(),
+        "download",
+        "acme/tiny",
+        "--backend",
+        "faulty",
+        "--no-fallback",
+    ]);
+    run.assert_code(1);
+    let error = run
+        .error_line()
+        .unwrap_or_else(|| panic!("no error line: {}", run.stderr));
+    assert!(
+        error.contains("backend `faulty` failed to resolve"),
+        "{error}"
+    );
+    assert!(error.contains("panicked in resolve"), "{error}");
+    assert!(
+        error.contains("deliberate panic in resolve of acme/tiny"),
+        "{error}"
+    );
+    assert!(error.ends_with("(panic)"), "{error}");
+    assert!(
+        run.stderr.contains("hint: this is a bug in the plugin"),
+        "{}",
+        run.stderr
+    );
+    // The panic did not take the process down through abi_stable's FFI guard.
+    assert!(
+        !run.stderr
+            .contains("Attempted to panic across the ffi boundary")
+    );
+}
+
+#[test]
+fn a_panic_in_new_backend_skips_that_backend_and_the_host_goes_on() {
+    let env = TestEnv::new();
+    env.install_plugin(&test_plugin("faulty"), "faulty");
+    let config = env.write_config("[plugins.faulty]\npanic_in = \"new_backend\"\n");
+    let run = env.hubget(["--config", config.to_str().unwrap(), "plugins", "--json"]);
+    run.assert_success();
+    let doc = run.json();
+    let faulty = doc["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "faulty")
+        .unwrap();
+    let error = faulty["error"]
+        .as_str()
+        .expect("an error instead of capabilities");
+    assert!(error.contains("panicked in new_backend"), "{error}");
+    assert!(faulty["capabilities"].is_null());
+    let lfs = doc["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "lfs")
+        .unwrap();
+    assert!(lfs["capabilities"].is_object(), "the others still work");
+}
+
+#[test]
+fn log_records_emitted_in_a_plugin_reach_the_host_stderr() {
+    let env = TestEnv::new();
+    env.install_plugin(&test_plugin("faulty"), "faulty");
+    let config = env.write_config("[plugins.faulty]\nlog = \"marker-7f3a\"\n");
+    let args = ["--config", config.to_str().unwrap(), "plugins"];
+    let run = env.hubget_with_env(args, &[("RUST_LOG", "info")]);
+    run.assert_success();
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("new_backend: marker-7f3a"))
+        .unwrap_or_else(|| panic!("plugin record missing from stderr:\n{}", run.stderr));
+    assert!(
+        line.contains("INFO") && line.contains("plugin::faulty::"),
+        "{line}"
+    );
+    // The host's level applies: at the default (warn) the info record is not shown.
+    let quiet = env.hubget(args);
+    assert!(!quiet.stderr.contains("marker-7f3a"), "{}", quiet.stderr);
+    // -v raises the level like RUST_LOG does.
+    let verbose = env.hubget(["-v", "--config", config.to_str().unwrap(), "plugins"]);
+    assert!(
+        verbose.stderr.contains("new_backend: marker-7f3a"),
+        "{}",
+        verbose.stderr
+    );
+}
+
+// ---- library level: the host's BackendHandle with a real plugin ----
+
+/// Loads the faulty test plugin (copied into a temp dir) and creates a backend from `table`.
+fn faulty_backend(table: &str) -> (tempfile::TempDir, BackendHandle) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        test_plugin("faulty"),
+        dir.path()
+            .join(hubget_tests::library_file_name("hubget_faulty")),
+    )
+    .unwrap();
+    let registry = Registry::discover(&[PluginDir {
+        path: dir.path().to_path_buf(),
+        origin: ORIGIN_ENV,
+    }]);
+    assert!(registry.failures().is_empty(), "{:?}", registry.failures());
+    let plugin = registry.get("faulty").expect("faulty loaded");
+    let backend = plugin
+        .new_backend(&HostSettings::default(), table)
+        .expect("new_backend");
+    (dir, backend)
+}
+
+fn batch(dir: &Path, paths: &[&str]) -> FetchBatch {
+    FetchBatch {
+        repo_type: RepoType::MODEL,
+        repo_id: "acme/tiny".into(),
+        commit: "f".repeat(40).into(),
+        revision: "main".into(),
+        items: paths
+            .iter()
+            .map(|p| {
+                let partial = dir.join(format!("{p}.partial"));
+                std::fs::write(&partial, b"").unwrap();
+                FetchItem {
+                    file: ManifestFile {
+                        path: (*p).into(),
+                        size: 5,
+                        git_oid: RString::new(),
+                        sha256: ROption::RNone,
+                        xet_hash: ROption::RNone,
+                    },
+                    partial_path: partial.to_str().unwrap().into(),
+                    offset: 0,
+                }
+            })
+            .collect(),
+        options_json: RString::new(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+// Until the download engine lands, a panic in `fetch` is tested here, through the host's
+// BackendHandle, rather than through `hubget download`.
+#[test]
+fn a_panic_in_fetch_gives_every_item_a_structured_error_and_the_backend_stays_usable() {
+    let (dir, backend) = faulty_backend("panic_in = \"fetch\"\nfiles = { \"a\" = \"hello\" }\n");
+    let rt = runtime();
+    let (progress, _events) = hubget::backend::progress_channel();
+    let outcomes =
+        rt.block_on(backend.fetch(batch(dir.path(), &["a", "b"]), progress, CancelToken::new()));
+    assert_eq!(outcomes.len(), 2);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        assert_eq!(outcome.index as usize, i);
+        let error = outcome
+            .result
+            .as_ref()
+            .into_result()
+            .expect_err("fetch panicked");
+        assert_eq!(error.kind, ErrorKind::PANIC);
+        assert!(
+            error.message.contains("plugin `faulty` panicked in fetch"),
+            "{error}"
+        );
+        assert!(
+            error
+                .message
+                .contains("deliberate panic in fetch (2 items)"),
+            "{error}"
+        );
+    }
+    // The host goes on: the same backend still answers.
+    let echo = rt
+        .block_on(backend.call("echo", "{\"still\":\"alive\"}"))
+        .unwrap();
+    assert_eq!(echo, "{\"still\":\"alive\"}");
+    let manifest = rt
+        .block_on(backend.resolve(
+            ResolveRequest {
+                repo_type: RepoType::MODEL,
+                repo_id: "acme/tiny".into(),
+                revision: "main".into(),
+                options_json: RString::new(),
+            },
+            CancelToken::new(),
+        ))
+        .unwrap();
+    assert_eq!(manifest.files.len(), 1);
+}
+
+#[test]
+fn a_panic_in_resolve_through_the_handle_is_a_panic_error() {
+    let (_dir, backend) = faulty_backend("panic_in = \"resolve\"\n");
+    let err = runtime()
+        .block_on(backend.resolve(
+            ResolveRequest {
+                repo_type: RepoType::MODEL,
+                repo_id: "acme/x".into(),
+                revision: "main".into(),
+                options_json: RString::new(),
+            },
+            CancelToken::new(),
+        ))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PANIC);
+    assert!(err.message.contains("panicked in resolve"), "{err}");
+}
+
+#[test]
+fn one_backend_serves_four_host_threads_at_once() {
+    const SLEEP_MS: u64 = 400;
+    let (dir, backend) = faulty_backend(&format!(
+        "sleep_ms = {SLEEP_MS}\nfiles = {{ \"a\" = \"hello\" }}\n"
+    ));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let backend = backend.clone();
+            let sub = dir.path().join(format!("t{t}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            std::thread::spawn(move || {
+                let (progress, _events) = hubget::backend::progress_channel();
+                let outcomes = runtime().block_on(backend.fetch(
+                    batch(&sub, &["a"]),
+                    progress,
+                    CancelToken::new(),
+                ));
+                (sub, outcomes)
+            })
+        })
+        .collect();
+    for thread in threads {
+        let (sub, outcomes) = thread.join().expect("host thread");
+        assert_eq!(outcomes.len(), 1);
+        let done = outcomes[0].result.as_ref().into_result().expect("fetched");
+        assert_eq!(done.bytes_transferred, 5);
+        assert_eq!(std::fs::read(sub.join("a.partial")).unwrap(), b"hello");
+    }
+    let elapsed = started.elapsed();
+    // Sequential calls would take 4 x 400 ms; concurrent ones about 400 ms.
+    assert!(
+        elapsed < Duration::from_millis(SLEEP_MS * 3),
+        "calls did not run concurrently: {elapsed:?}"
+    );
+}
+
+#[test]
+fn a_fetch_that_ignores_cancel_can_be_abandoned_by_the_host() {
+    let (dir, backend) =
+        faulty_backend("sleep_ms = 5000\nignore_cancel = true\nfiles = { \"a\" = \"hello\" }\n");
+    let rt = runtime();
+    let cancel = CancelToken::new();
+    let started = Instant::now();
+    let result = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_millis(200),
+            backend.fetch(
+                batch(dir.path(), &["a"]),
+                hubget::backend::null_progress(),
+                cancel.clone(),
+            ),
+        )
+        .await
+    });
+    cancel.cancel();
+    assert!(result.is_err(), "the call was abandoned");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
