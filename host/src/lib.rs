@@ -7,10 +7,16 @@ pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod loader;
+pub mod output;
+pub mod plan;
 pub mod redact;
+pub mod resume;
 pub mod settings;
+pub mod store;
+pub mod verify;
 
 pub use backend::BackendHandle;
 pub use error::HostError;
