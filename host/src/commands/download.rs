@@ -1,107 +1,388 @@
-//! `hubget download`: first version. It parses the request, resolves the settings, loads the
-//! plugins, opens the backends in the effective order and resolves the revision with the first
-//! backend that can (a backend that cannot, or fails, passes to the next). Then it stops with a
-//! clear "not implemented" error: the download engine is the next step (issue 4), and this
-//! command must not pretend to download.
+//! `hubget download`: plan (resolve with the backends in order, select, validate, skip what is
+//! complete), then the engine fetches, verifies and installs; the output module reports it.
+//! Offline mode (`--offline`, `HF_HUB_OFFLINE=1`) plans from the cache alone and never calls a
+//! backend. The last line of stdout is the local path (the snapshot folder or local dir, or the
+//! file when exactly one file was asked for); `--json` prints NDJSON events instead.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use abi_stable::std_types::RString;
-use hubget_plugin_api::{CancelToken, ErrorKind, Features, Manifest, ResolveRequest};
+use hubget_plugin_api::CancelToken;
 
-use crate::backend::BackendHandle;
 use crate::cli::{DownloadArgs, RepoSpec};
 use crate::commands::{load_plugins, open_backends};
+use crate::engine::transport::Transport;
+use crate::engine::{EngineOptions, FileReport, Summary};
 use crate::error::HostError;
+use crate::output::{Event, Output, PlanFile, Reporter};
+use crate::plan::{FileStatus, Plan, PlanRequest, offline_plan, resolve_plan};
+use crate::redact::redact;
 use crate::settings::{Env, Settings};
+use crate::store::Target;
 
 /// Runs `hubget download`.
 pub fn run(env: &Env, config: Option<PathBuf>, args: &DownloadArgs) -> Result<(), HostError> {
-    if args.resume_download {
-        log::warn!("--resume-download is deprecated and ignored: hubget always resumes");
-    }
-    if args.local_dir_use_symlinks.is_some() {
-        log::warn!("--local-dir-use-symlinks is deprecated and ignored");
-    }
+    let settings = Settings::load(&args.settings.overrides(config), env)?;
     let spec = RepoSpec::parse(
         &args.repo_id,
         &args.files,
         args.repo_type.as_deref(),
         args.revision.as_deref(),
     )?;
-    let settings = Settings::load(&args.settings.overrides(config), env)?;
-    let registry = load_plugins(&settings);
-    let order = settings.effective_order(&registry.names())?;
-    let backends = open_backends(&registry, &settings, &order)?;
+    if args.resume_download {
+        log::warn!("--resume-download is deprecated and ignored: hubget always resumes");
+    }
+    if args.local_dir_use_symlinks.is_some() {
+        log::warn!("--local-dir-use-symlinks is deprecated and ignored");
+    }
+    let bars = !args.quiet
+        && !args.dry_run
+        && std::io::stderr().is_terminal()
+        && !env.is_true("HF_HUB_DISABLE_PROGRESS_BARS");
+    let output = Arc::new(Output::new(args.json, bars));
+    let token = settings.token.value.clone();
+    let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_name("hubget")
         .build()
         .map_err(|e| HostError::io("cannot start the async runtime", e))?;
-    let (backend, manifest) = runtime.block_on(resolve(&backends, &spec))?;
-    log::info!(
-        "backend `{backend}` resolved {} {} at {} to commit {} ({} files)",
-        spec.repo_type,
-        spec.repo_id,
-        spec.revision,
-        manifest.commit,
-        manifest.files.len()
-    );
-    Err(HostError::NotImplemented(format!(
-        "the download engine (resolved {} at {} to commit {} with {} files via `{backend}`; \
-         nothing was downloaded)",
-        spec.repo_id,
-        spec.revision,
-        manifest.commit,
-        manifest.files.len()
-    )))
-}
-
-/// Resolves `spec` with the first backend that can; returns its name and the manifest.
-async fn resolve(
-    backends: &[BackendHandle],
-    spec: &RepoSpec,
-) -> Result<(String, Manifest), HostError> {
-    let mut first_error: Option<HostError> = None;
-    for backend in backends {
-        let caps = backend.capabilities();
-        if !caps.features.contains(Features::RESOLVE) {
-            log::debug!("backend `{}` cannot resolve; next", backend.name());
-            continue;
-        }
-        if !caps.repo_types.contains(&spec.repo_type) {
-            log::debug!(
-                "backend `{}` does not serve {} repositories; next",
-                backend.name(),
-                spec.repo_type
-            );
-            continue;
-        }
-        let request = ResolveRequest {
-            repo_type: spec.repo_type,
-            repo_id: RString::from(spec.repo_id.as_str()),
-            revision: RString::from(spec.revision.as_str()),
-            options_json: RString::new(),
-        };
-        match backend.resolve(request, CancelToken::new()).await {
-            Ok(manifest) => return Ok((backend.name().to_owned(), manifest)),
-            Err(e) if e.kind == ErrorKind::UNSUPPORTED => {
-                log::debug!("backend `{}` cannot resolve: {e}", backend.name());
+    let result = runtime.block_on(download(&settings, &spec, args, Arc::clone(&output)));
+    // Abandoned backend calls run on their own threads; do not wait for anything.
+    runtime.shutdown_background();
+    let result = result.map_err(|e| redact_error(e, token.as_deref()));
+    output.clear();
+    match result {
+        Ok(Outcome { path, summary }) => {
+            if !args.dry_run {
+                output.emit(Event::Done {
+                    exit_code: 0,
+                    files_done: summary.done.len(),
+                    files_failed: 0,
+                    bytes: summary.done.iter().map(|d| d.bytes).sum(),
+                    bytes_transferred: summary.bytes_transferred(),
+                    secs: started.elapsed().as_secs_f64(),
+                    path: path.as_ref().map(|p| p.display().to_string()),
+                });
+                if let Some(p) = &path {
+                    output.print_path(p);
+                }
             }
-            Err(e) => {
-                log::warn!("backend `{}` failed to resolve: {e}", backend.name());
-                first_error.get_or_insert(HostError::backend(backend.name(), "resolve", e));
-            }
+            Ok(())
+        }
+        Err((e, summary)) => {
+            output.emit(Event::Error {
+                path: None,
+                kind: error_kind(&e).to_owned(),
+                message: e.to_string(),
+                hint: e.hint(),
+            });
+            output.emit(Event::Done {
+                exit_code: e.exit_code(),
+                files_done: summary.as_ref().map_or(0, |s| s.done.len()),
+                files_failed: summary.as_ref().map_or(0, |s| s.failed.len()),
+                bytes: summary.as_ref().map_or(0, |s| s.done.iter().map(|d| d.bytes).sum()),
+                bytes_transferred: summary.as_ref().map_or(0, Summary::bytes_transferred),
+                secs: started.elapsed().as_secs_f64(),
+                path: None,
+            });
+            Err(e)
         }
     }
-    Err(first_error.unwrap_or_else(|| {
-        HostError::NoBackend(format!(
-            "none of the backends ({}) can resolve {} repositories",
-            backends
-                .iter()
-                .map(|b| b.name().to_owned())
-                .collect::<Vec<_>>()
-                .join(", "),
-            spec.repo_type
-        ))
-    }))
+}
+
+struct Outcome {
+    path: Option<PathBuf>,
+    summary: Summary,
+}
+
+type Failure = (HostError, Option<Summary>);
+
+fn error_kind(e: &HostError) -> &'static str {
+    match e.exit_code() {
+        crate::error::EXIT_USAGE => "usage",
+        crate::error::EXIT_NOT_FOUND => "not-found",
+        crate::error::EXIT_AUTH => "auth",
+        crate::error::EXIT_INTEGRITY => "integrity",
+        crate::error::EXIT_OFFLINE_MISS => "offline-miss",
+        crate::error::EXIT_INTERRUPTED => "interrupted",
+        _ => "error",
+    }
+}
+
+/// The same error with every message passed through [`redact`].
+fn redact_error((e, s): Failure, token: Option<&str>) -> Failure {
+    let r = |t: String| redact(&t, token);
+    let e = match e {
+        HostError::NotFound(m) => HostError::NotFound(r(m)),
+        HostError::Auth(m) => HostError::Auth(r(m)),
+        HostError::Integrity(m) => HostError::Integrity(r(m)),
+        HostError::Other(m) => HostError::Other(r(m)),
+        HostError::NoBackend(m) => HostError::NoBackend(r(m)),
+        HostError::Backend {
+            backend,
+            operation,
+            mut error,
+        } => {
+            error.message = r(error.message.to_string()).into();
+            HostError::Backend {
+                backend,
+                operation,
+                error,
+            }
+        }
+        other => other,
+    };
+    (e, s)
+}
+
+fn plan_request(spec: &RepoSpec, args: &DownloadArgs) -> PlanRequest {
+    PlanRequest {
+        repo_type: spec.repo_type,
+        repo_id: spec.repo_id.clone(),
+        revision: spec.revision.clone(),
+        files: spec.files.clone(),
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+        force: args.force_download,
+    }
+}
+
+fn engine_options(settings: &Settings) -> EngineOptions {
+    EngineOptions {
+        max_workers: settings.max_workers.value.max(1),
+        stall_timeout: Duration::from_secs(settings.stall_timeout_secs.value.max(1)),
+        lock_timeout: Duration::from_secs(settings.lock_timeout_secs.value),
+        token: settings.token.value.clone(),
+        ..EngineOptions::default()
+    }
+}
+
+/// Sets the token on Ctrl-C.
+fn watch_ctrl_c(stop: &CancelToken) {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            log::warn!("interrupted: stopping (partial files are kept for resume)");
+            stop.cancel();
+        }
+    });
+}
+
+async fn download(
+    settings: &Settings,
+    spec: &RepoSpec,
+    args: &DownloadArgs,
+    output: Arc<Output>,
+) -> Result<Outcome, Failure> {
+    let target = match &args.local_dir {
+        Some(dir) => Target::local_dir(dir),
+        None => Target::cache(&settings.cache_dir.value, spec.repo_type, &spec.repo_id),
+    };
+    let req = plan_request(spec, args);
+    let stop = CancelToken::new();
+    watch_ctrl_c(&stop);
+
+    if settings.offline.value {
+        let plan = offline_plan(&req, &target).map_err(|e| (e, None))?;
+        for w in &plan.warnings {
+            output.emit(Event::Warning { message: w.clone() });
+        }
+        output.emit(plan_event(&plan, &["cache".to_owned()], args.dry_run));
+        if args.dry_run {
+            print_dry_run(&output, &plan, &["cache".to_owned()]);
+            return Ok(Outcome {
+                path: None,
+                summary: Summary::default(),
+            });
+        }
+        let mut summary = Summary::default();
+        for pf in &plan.files {
+            let local = target.final_path(&pf.file, &plan.commit).map_err(|e| (HostError::Other(e.to_string()), None))?;
+            let report = FileReport {
+                path: pf.file.path.to_string(),
+                backend: "cache".into(),
+                source: "cache".into(),
+                bytes: pf.file.size,
+                bytes_transferred: 0,
+                sha256: String::new(),
+                secs: 0.0,
+                local_path: local.clone(),
+            };
+            output.emit(Event::FileDone {
+                path: report.path.clone(),
+                backend: report.backend.clone(),
+                source: report.source.clone(),
+                bytes: report.bytes,
+                bytes_transferred: 0,
+                sha256: String::new(),
+                secs: 0.0,
+                local_path: local.display().to_string(),
+            });
+            summary.done.push(report);
+        }
+        let path = result_path(&plan, &target, spec).map_err(|e| (e, None))?;
+        return Ok(Outcome {
+            path: Some(path),
+            summary,
+        });
+    }
+
+    let registry = load_plugins(settings);
+    let order = settings.effective_order(&registry.names()).map_err(|e| (e, None))?;
+    let handles = open_backends(&registry, settings, &order).map_err(|e| (e, None))?;
+    let backends: Vec<Arc<dyn Transport>> = handles
+        .into_iter()
+        .map(|h| Arc::new(h) as Arc<dyn Transport>)
+        .collect();
+    let names: Vec<String> = backends.iter().map(|b| b.name().to_owned()).collect();
+
+    let plan = tokio::select! {
+        p = resolve_plan(&backends, &req, &target, &stop) => p.map_err(|e| (e, None))?,
+        _ = wait_cancelled(&stop) => return Err((HostError::Interrupted, None)),
+    };
+    for w in &plan.warnings {
+        log::warn!("{w}");
+        output.emit(Event::Warning { message: w.clone() });
+    }
+    if !plan.missing.is_empty() {
+        for m in &plan.missing {
+            if let Err(e) = target.mark_missing(&plan.commit, m) {
+                log::debug!("cannot write the .no_exist marker for {m}: {e}");
+            }
+        }
+        return Err((
+            HostError::NotFound(format!(
+                "{} {} at {} ({}) has no file {}",
+                plan.repo_type,
+                plan.repo_id,
+                plan.revision,
+                plan.commit,
+                plan.missing.join(", ")
+            )),
+            None,
+        ));
+    }
+    output.emit(plan_event(&plan, &names, args.dry_run));
+    if args.dry_run {
+        print_dry_run(&output, &plan, &names);
+        return Ok(Outcome {
+            path: None,
+            summary: Summary::default(),
+        });
+    }
+    if let Err(e) = target.write_ref(&plan.revision, &plan.commit) {
+        log::warn!("cannot write refs/{}: {e}", plan.revision);
+    }
+    if let Target::Cache(c) = &target {
+        let _ = std::fs::create_dir_all(c.snapshot_dir(&plan.commit));
+    }
+    let opts = engine_options(settings);
+    let reporter: Arc<dyn Reporter> = output.clone();
+    let summary = crate::engine::run(&plan, &target, &backends, &opts, reporter, stop).await;
+    if let Some(e) = summary.error() {
+        return Err((e, Some(summary)));
+    }
+    let path = result_path(&plan, &target, spec).map_err(|e| (e, None))?;
+    Ok(Outcome {
+        path: Some(path),
+        summary,
+    })
+}
+
+async fn wait_cancelled(stop: &CancelToken) {
+    while !stop.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The file when exactly one file (not a folder) was asked for, else the snapshot folder.
+fn result_path(plan: &Plan, target: &Target, spec: &RepoSpec) -> Result<PathBuf, HostError> {
+    if let [one] = spec.files.as_slice()
+        && !one.ends_with('/')
+        && let Some(pf) = plan.files.iter().find(|f| f.file.path.as_str() == one)
+    {
+        return target
+            .final_path(&pf.file, &plan.commit)
+            .map_err(|e| HostError::Other(e.to_string()));
+    }
+    Ok(target.root_path(&plan.commit))
+}
+
+fn status_name(s: FileStatus) -> &'static str {
+    match s {
+        FileStatus::Complete => "complete",
+        FileStatus::Linkable => "linkable",
+        FileStatus::Partial(_) => "partial",
+        FileStatus::Missing => "missing",
+    }
+}
+
+fn plan_event(plan: &Plan, backends: &[String], dry_run: bool) -> Event {
+    Event::Plan {
+        repo_id: plan.repo_id.clone(),
+        repo_type: plan.repo_type.name().into_owned(),
+        revision: plan.revision.clone(),
+        commit: plan.commit.clone(),
+        resolved_by: plan.resolved_by.clone(),
+        backends: backends.to_vec(),
+        files: plan
+            .files
+            .iter()
+            .map(|f| PlanFile {
+                path: f.file.path.to_string(),
+                size: f.file.size,
+                status: status_name(f.status),
+                remaining: f.remaining(),
+                xet: f.file.xet_hash.is_some(),
+            })
+            .collect(),
+        total_bytes: plan.total_bytes(),
+        remaining_bytes: plan.remaining_bytes(),
+        dry_run,
+    }
+}
+
+/// Human-readable size (binary units).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+fn print_dry_run(output: &Output, plan: &Plan, backends: &[String]) {
+    if output.is_json() {
+        return;
+    }
+    let mut text = format!(
+        "{} {} @ {} -> {}\nbackends: {} (first: {})\n",
+        plan.repo_type,
+        plan.repo_id,
+        plan.revision,
+        plan.commit,
+        backends.join(", "),
+        backends.first().map_or("none", String::as_str)
+    );
+    for f in &plan.files {
+        text.push_str(&format!(
+            "{:>12}  {:<9} {}\n",
+            human_bytes(f.file.size),
+            status_name(f.status),
+            f.file.path
+        ));
+    }
+    text.push_str(&format!(
+        "{} files, {} total, {} to fetch\n",
+        plan.files.len(),
+        human_bytes(plan.total_bytes()),
+        human_bytes(plan.remaining_bytes())
+    ));
+    let _ = crate::commands::print_stdout(&text);
 }

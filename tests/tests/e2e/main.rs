@@ -6,4 +6,5 @@
 //! To add an area: create `tests/tests/e2e/<area>.rs` and add `mod <area>;` below.
 
 mod config;
+mod mirror;
 mod plugins;
