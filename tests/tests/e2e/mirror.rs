@@ -2,10 +2,11 @@
 //! a corrupted mirror caught by the host's verification, a directory mirror serving a second
 //! cache with zero network traffic, and the Hub token rule for mirrors.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use hubget_tests::TestEnv;
 use hubsim::{Fault, FaultAction, FixtureSpec, HubSim, HubSimHandle, Origin, Shaping};
 use serde_json::Value;
 
@@ -15,65 +16,23 @@ fn sim() -> HubSimHandle {
     HubSim::start_blocking(HubSim::builder().fixtures(FixtureSpec::minimal())).expect("hubsim")
 }
 
-/// `target/debug`, where `cargo build --workspace` put `hubget` and the plugins.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    exe.parent().and_then(Path::parent).expect("target/debug/deps/..").to_path_buf()
-}
-
-/// An isolated home: its own HOME, HF_HOME, config dir and cache dirs.
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("temp home"),
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// Writes `config.toml` and returns its path.
-    fn config(&self, toml: &str) -> PathBuf {
-        let path = self.path("config.toml");
-        std::fs::write(&path, toml).unwrap();
-        path
-    }
-
-    /// `hubget download <args> --json` with this home's environment.
-    fn hubget(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bin_dir().join(format!("hubget{}", std::env::consts::EXE_SUFFIX)));
-        cmd.arg("download").args(args).arg("--json");
-        for var in [
-            "HF_TOKEN",
-            "HF_TOKEN_PATH",
-            "HF_ENDPOINT",
-            "HF_HUB_CACHE",
-            "HUGGINGFACE_HUB_CACHE",
-            "HF_HUB_OFFLINE",
-            "HUBGET_CONFIG",
-            "HUBGET_PLUGIN_DIR",
-            "XDG_CACHE_HOME",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("HOME", self.dir.path())
-            .env("HF_HOME", self.path("hf"))
-            .env("XDG_CONFIG_HOME", self.path("xdg"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null());
-        cmd
-    }
+/// `hubget download <args> --json` in `env` (an isolated environment from the testkit).
+fn download(env: &TestEnv, args: &[&str]) -> Command {
+    let mut cmd = env.command();
+    cmd.arg("download")
+        .args(args)
+        .arg("--json")
+        .env("RUST_LOG", "info");
+    cmd
 }
 
 /// The `[plugins.mirror]` config with `body` and the backend order.
 fn mirror_config(order: &[&str], body: &str) -> String {
     let order: Vec<String> = order.iter().map(|b| format!("{b:?}")).collect();
-    format!("[backends]\norder = [{}]\n\n[plugins.mirror]\n{body}\n", order.join(", "))
+    format!(
+        "[backends]\norder = [{}]\n\n[plugins.mirror]\n{body}\n",
+        order.join(", ")
+    )
 }
 
 fn toml_list(items: &[&str]) -> String {
@@ -139,15 +98,19 @@ fn first_endpoint_failing_second_serves_everything() {
         .faults()
         .add(Fault::new(Origin::Hub, "", FaultAction::Status { code: 503 }).times(10_000));
     let dead = dead_url();
-    let home = Home::new();
-    let config = home.config(&mirror_config(
+    let env = TestEnv::new();
+    let config = env.write_config(&mirror_config(
         &["mirror", "lfs"],
-        &format!("endpoints = {}\n", toml_list(&[&dead, failing.hub_url(), good.hub_url()])),
+        &format!(
+            "endpoints = {}\n",
+            toml_list(&[&dead, failing.hub_url(), good.hub_url()])
+        ),
     ));
-    let cache = home.path("cache");
+    let cache = env.path("cache");
     // The Hub itself is unreachable: only the mirror can serve this run.
-    let out = home
-        .hubget(&[
+    let out = download(
+        &env,
+        &[
             REPO,
             "--config",
             config.to_str().unwrap(),
@@ -158,9 +121,10 @@ fn first_endpoint_failing_second_serves_everything() {
             "--backend",
             "mirror",
             "--no-fallback",
-        ])
-        .output()
-        .unwrap();
+        ],
+    )
+    .output()
+    .unwrap();
     assert_success(&out);
     let ev = events(&out);
     let plan = of_kind(&ev, "plan");
@@ -172,7 +136,10 @@ fn first_endpoint_failing_second_serves_everything() {
         assert_eq!(d["source"], good.hub_url(), "{d}");
     }
     assert_complete(&good, &cache, &done);
-    assert!(failing.counters().total_requests.hub >= 1, "the failing mirror was tried");
+    assert!(
+        failing.counters().total_requests.hub >= 1,
+        "the failing mirror was tried"
+    );
     assert_eq!(failing.counters().bytes_from(Origin::Cdn), 0);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -184,25 +151,24 @@ fn first_endpoint_failing_second_serves_everything() {
 #[test]
 fn first_endpoint_dying_mid_run_the_run_completes() {
     // The first mirror is slow (1 MiB/s per connection), so it dies with transfers in flight.
-    let dying = HubSim::start_blocking(
-        HubSim::builder()
-            .fixtures(FixtureSpec::minimal())
-            .shape(Shaping {
-                rate_per_conn: Some(1 << 20),
-                ..Shaping::default()
-            }),
-    )
+    let dying = HubSim::start_blocking(HubSim::builder().fixtures(FixtureSpec::minimal()).shape(
+        Shaping {
+            rate_per_conn: Some(1 << 20),
+            ..Shaping::default()
+        },
+    ))
     .expect("hubsim");
     let good = sim();
     let dying_url = dying.hub_url().to_owned();
-    let home = Home::new();
-    let config = home.config(&mirror_config(
+    let env = TestEnv::new();
+    let config = env.write_config(&mirror_config(
         &["mirror"],
         &format!("endpoints = {}\n", toml_list(&[&dying_url, good.hub_url()])),
     ));
-    let cache = home.path("cache");
-    let child: Child = home
-        .hubget(&[
+    let cache = env.path("cache");
+    let child: Child = download(
+        &env,
+        &[
             REPO,
             "--config",
             config.to_str().unwrap(),
@@ -213,14 +179,18 @@ fn first_endpoint_dying_mid_run_the_run_completes() {
             "--backend",
             "mirror",
             "--no-fallback",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while dying.counters().bytes_from(Origin::Cdn) < 512 * 1024 {
-        assert!(Instant::now() < deadline, "the first mirror never served a byte");
+        assert!(
+            Instant::now() < deadline,
+            "the first mirror never served a byte"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let served_before_death = dying.counters().bytes_from(Origin::Cdn);
@@ -234,7 +204,14 @@ fn first_endpoint_dying_mid_run_the_run_completes() {
         done.iter().any(|d| d["source"] == good.hub_url()),
         "the second mirror took over: {done:?}"
     );
-    let total: u64 = good.info().repo(REPO).unwrap().files.iter().map(|f| f.size).sum();
+    let total: u64 = good
+        .info()
+        .repo(REPO)
+        .unwrap()
+        .files
+        .iter()
+        .map(|f| f.size)
+        .sum();
     assert!(served_before_death > 0 && served_before_death < total);
 }
 
@@ -242,17 +219,25 @@ fn first_endpoint_dying_mid_run_the_run_completes() {
 fn a_mirror_serving_corrupted_bytes_is_caught_and_the_next_backend_serves_the_file() {
     let hub = sim();
     let bad_mirror = sim();
-    bad_mirror
-        .faults()
-        .add(Fault::new(Origin::Cdn, "/lfs/", FaultAction::FlipByte { offset: Some(12_345) }).times(10_000));
-    let home = Home::new();
-    let config = home.config(&mirror_config(
+    bad_mirror.faults().add(
+        Fault::new(
+            Origin::Cdn,
+            "/lfs/",
+            FaultAction::FlipByte {
+                offset: Some(12_345),
+            },
+        )
+        .times(10_000),
+    );
+    let env = TestEnv::new();
+    let config = env.write_config(&mirror_config(
         &["mirror", "lfs"],
         &format!("endpoints = {}\n", toml_list(&[bad_mirror.hub_url()])),
     ));
-    let cache = home.path("cache");
-    let out = home
-        .hubget(&[
+    let cache = env.path("cache");
+    let out = download(
+        &env,
+        &[
             REPO,
             "lfs.bin",
             "--config",
@@ -261,17 +246,21 @@ fn a_mirror_serving_corrupted_bytes_is_caught_and_the_next_backend_serves_the_fi
             cache.to_str().unwrap(),
             "--endpoint",
             hub.hub_url(),
-        ])
-        .output()
-        .unwrap();
+        ],
+    )
+    .output()
+    .unwrap();
     assert_success(&out);
     let ev = events(&out);
-    assert!(bad_mirror.faults().fired_total() >= 1, "the mirror did send flipped bytes");
+    assert!(
+        bad_mirror.faults().fired_total() >= 1,
+        "the mirror did send flipped bytes"
+    );
     let fallback = of_kind(&ev, "fallback");
     assert!(
-        fallback
-            .iter()
-            .any(|f| f["from"] == "mirror" && f["to"] == "lfs" && f["error"]["kind"] == "integrity"),
+        fallback.iter().any(|f| f["from"] == "mirror"
+            && f["to"] == "lfs"
+            && f["error"]["kind"] == "integrity"),
         "the host caught the corruption and fell back: {fallback:?}"
     );
     let done = of_kind(&ev, "file_done");
@@ -281,33 +270,45 @@ fn a_mirror_serving_corrupted_bytes_is_caught_and_the_next_backend_serves_the_fi
     assert_eq!(done[0]["sha256"], want.sha256.as_str());
     let blob = cache.join("models--acme--tiny/blobs").join(&want.sha256);
     assert_eq!(std::fs::metadata(&blob).unwrap().len(), want.size);
-    assert!(hub.counters().bytes_from(Origin::Cdn) >= want.size, "lfs fetched it from the Hub");
+    assert!(
+        hub.counters().bytes_from(Origin::Cdn) >= want.size,
+        "lfs fetched it from the Hub"
+    );
 }
 
 #[test]
 fn a_directory_mirror_filled_by_hubget_serves_a_second_cache_with_zero_traffic() {
     let hub = sim();
-    let home = Home::new();
-    let team = home.path("team-cache");
+    let env = TestEnv::new();
+    let team = env.path("team-cache");
     // An earlier, ordinary hubget download fills the team cache.
-    let first = home
-        .hubget(&[REPO, "--cache-dir", team.to_str().unwrap(), "--endpoint", hub.hub_url()])
-        .output()
-        .unwrap();
+    let first = download(
+        &env,
+        &[
+            REPO,
+            "--cache-dir",
+            team.to_str().unwrap(),
+            "--endpoint",
+            hub.hub_url(),
+        ],
+    )
+    .output()
+    .unwrap();
     assert_success(&first);
 
     // resolve_from_dirs = "always": the directory resolves and serves; hubsim sees nothing.
     hub.reset_counters();
-    let config = home.config(&mirror_config(
+    let config = env.write_config(&mirror_config(
         &["mirror", "lfs", "xet"],
         &format!(
             "dirs = {}\nresolve_from_dirs = \"always\"\n",
             toml_list(&[team.to_str().unwrap()])
         ),
     ));
-    let second = home.path("cache-2");
-    let out = home
-        .hubget(&[
+    let second = env.path("cache-2");
+    let out = download(
+        &env,
+        &[
             REPO,
             "--config",
             config.to_str().unwrap(),
@@ -315,9 +316,10 @@ fn a_directory_mirror_filled_by_hubget_serves_a_second_cache_with_zero_traffic()
             second.to_str().unwrap(),
             "--endpoint",
             hub.hub_url(),
-        ])
-        .output()
-        .unwrap();
+        ],
+    )
+    .output()
+    .unwrap();
     assert_success(&out);
     let ev = events(&out);
     assert_eq!(of_kind(&ev, "plan")[0]["resolved_by"], "mirror");
@@ -330,7 +332,11 @@ fn a_directory_mirror_filled_by_hubget_serves_a_second_cache_with_zero_traffic()
     assert_complete(&hub, &second, &done);
     let c = hub.counters();
     assert_eq!(
-        (c.total_requests.hub, c.total_requests.cdn, c.total_requests.cas),
+        (
+            c.total_requests.hub,
+            c.total_requests.cdn,
+            c.total_requests.cas
+        ),
         (0, 0, 0),
         "zero network traffic: {:?}",
         c.log
@@ -338,13 +344,14 @@ fn a_directory_mirror_filled_by_hubget_serves_a_second_cache_with_zero_traffic()
 
     // The default policy: the Hub resolves (two metadata calls), the directory serves every byte.
     hub.reset_counters();
-    let config = home.config(&mirror_config(
+    let config = env.write_config(&mirror_config(
         &["mirror", "lfs", "xet"],
         &format!("dirs = {}\n", toml_list(&[team.to_str().unwrap()])),
     ));
-    let third = home.path("cache-3");
-    let out = home
-        .hubget(&[
+    let third = env.path("cache-3");
+    let out = download(
+        &env,
+        &[
             REPO,
             "--config",
             config.to_str().unwrap(),
@@ -352,9 +359,10 @@ fn a_directory_mirror_filled_by_hubget_serves_a_second_cache_with_zero_traffic()
             third.to_str().unwrap(),
             "--endpoint",
             hub.hub_url(),
-        ])
-        .output()
-        .unwrap();
+        ],
+    )
+    .output()
+    .unwrap();
     assert_success(&out);
     let ev = events(&out);
     assert_ne!(of_kind(&ev, "plan")[0]["resolved_by"], "mirror");
@@ -362,7 +370,11 @@ fn a_directory_mirror_filled_by_hubget_serves_a_second_cache_with_zero_traffic()
     assert!(done.iter().all(|d| d["backend"] == "mirror"), "{done:?}");
     assert_complete(&hub, &third, &done);
     let c = hub.counters();
-    assert_eq!(c.requests_to(Origin::Hub, "resolve"), 0, "no file came from the Hub");
+    assert_eq!(
+        c.requests_to(Origin::Hub, "resolve"),
+        0,
+        "no file came from the Hub"
+    );
     assert_eq!((c.total_requests.cdn, c.total_requests.cas), (0, 0));
 }
 
@@ -373,17 +385,18 @@ fn the_hub_token_reaches_a_mirror_only_when_configured() {
     let token = hub.token().to_owned();
     for (send, expect) in [(false, false), (true, true)] {
         mirror.reset_counters();
-        let home = Home::new();
-        let config = home.config(&mirror_config(
+        let env = TestEnv::new();
+        let config = env.write_config(&mirror_config(
             &["mirror"],
             &format!(
                 "endpoints = [{{ url = {:?}, send_hub_token = {send} }}]\n",
                 mirror.hub_url()
             ),
         ));
-        let cache = home.path("cache");
-        let out = home
-            .hubget(&[
+        let cache = env.path("cache");
+        let out = download(
+            &env,
+            &[
                 REPO,
                 "config.json",
                 "lfs.bin",
@@ -396,10 +409,11 @@ fn the_hub_token_reaches_a_mirror_only_when_configured() {
                 "--backend",
                 "mirror",
                 "--no-fallback",
-            ])
-            .env("HF_TOKEN", &token)
-            .output()
-            .unwrap();
+            ],
+        )
+        .env("HF_TOKEN", &token)
+        .output()
+        .unwrap();
         assert_success(&out);
         let c = mirror.counters();
         assert!(c.total_requests.hub > 0, "the mirror served the run");
