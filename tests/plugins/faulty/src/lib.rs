@@ -16,12 +16,14 @@
 //! | `commit = "<40 hex>"` | the commit `resolve` answers; default `"f" * 40` |
 //! | `[plugins.faulty.files]` `"path" = "content"` | the files `resolve` lists and `fetch` writes (size = content length; `git_oid` empty, no sha256) |
 //! | `fail_fetch = "kind"` | every fetched item fails with this error kind name (`network`, `not-found`, ...) |
+//! | `barrier = N` | each `fetch` waits (up to 10 s) until N `fetch` calls have been in flight at once (per loaded copy of the library), else fails with `TIMEOUT` (proves concurrency without timing) |
 //!
 //! `call("echo", json)` answers `json`. The engine's tests may add keys (stall, corruption);
 //! keep each key independent and document it here.
 
 use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hubget_plugin_api::sdk::{BackendPlugin, parse_config};
@@ -49,6 +51,29 @@ struct Config {
     #[serde(default)]
     files: BTreeMap<String, String>,
     fail_fetch: Option<String>,
+    barrier: Option<usize>,
+}
+
+/// `fetch` calls in flight (per loaded copy of the library).
+static IN_FETCH: AtomicUsize = AtomicUsize::new(0);
+/// The most `fetch` calls ever in flight at once.
+static PEAK_IN_FETCH: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a `fetch` call in flight while alive.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        let now = IN_FETCH.fetch_add(1, Ordering::SeqCst) + 1;
+        PEAK_IN_FETCH.fetch_max(now, Ordering::SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FETCH.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The faulty backend.
@@ -201,6 +226,29 @@ impl BackendPlugin for Faulty {
                 "faulty: deliberate panic in fetch ({} items)",
                 batch.items.len()
             );
+        }
+        let _in_flight = InFlight::enter();
+        if let Some(n) = self.config.barrier {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // Every caller stays in flight until the peak reaches n, so reaching it means n
+            // calls overlapped.
+            while PEAK_IN_FETCH.load(Ordering::SeqCst) < n {
+                if Instant::now() > deadline {
+                    let error = PluginError::new(
+                        ErrorKind::TIMEOUT,
+                        format!(
+                            "faulty: at most {} of {n} fetch calls were in flight at once",
+                            PEAK_IN_FETCH.load(Ordering::SeqCst)
+                        ),
+                    );
+                    return hubget_plugin_api::sdk::outcomes_for(
+                        batch.items.len(),
+                        Vec::new(),
+                        &error,
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         batch
             .items
