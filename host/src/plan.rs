@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use hubget_plugin_api::{CancelToken, ErrorKind, Features, Manifest, ManifestFile, PluginError, RepoType, ResolveRequest};
+use hubget_plugin_api::{
+    CancelToken, ErrorKind, Features, Manifest, ManifestFile, PluginError, RepoType, ResolveRequest,
+};
 use serde::Serialize;
 
 use crate::engine::retry::RetryPolicy;
@@ -203,7 +205,11 @@ fn class_match(p: &[char], c: char) -> Option<(bool, usize)> {
 
 /// huggingface_hub's `_add_wildcard_to_directories`: `dir/` means everything under `dir`.
 fn expand_dir_pattern(p: &str) -> String {
-    if p.ends_with('/') { format!("{p}*") } else { p.to_owned() }
+    if p.ends_with('/') {
+        format!("{p}*")
+    } else {
+        p.to_owned()
+    }
 }
 
 /// The selection of a manifest: files kept, positional paths not found, warnings.
@@ -222,9 +228,8 @@ pub fn select(files: &[ManifestFile], req: &PlanRequest) -> Selection {
     let mut out = Selection::default();
     if !req.files.is_empty() {
         if !req.include.is_empty() || !req.exclude.is_empty() {
-            out.warnings.push(
-                "--include/--exclude are ignored because file paths were given".to_owned(),
-            );
+            out.warnings
+                .push("--include/--exclude are ignored because file paths were given".to_owned());
         }
         let mut hit = vec![false; req.files.len()];
         for (i, f) in files.iter().enumerate() {
@@ -484,7 +489,10 @@ mod tests {
     }
 
     fn paths(files: &[ManifestFile], sel: &Selection) -> Vec<String> {
-        sel.selected.iter().map(|&i| files[i].path.to_string()).collect()
+        sel.selected
+            .iter()
+            .map(|&i| files[i].path.to_string())
+            .collect()
     }
 
     #[test]
@@ -506,15 +514,24 @@ mod tests {
 
     #[test]
     fn include_exclude_and_folders() {
-        let files: Vec<_> = ["config.json", "model.safetensors", "sub/a.json", "sub/deep/b.bin", "README.md"]
-            .iter()
-            .map(|p| mf(p))
-            .collect();
+        let files: Vec<_> = [
+            "config.json",
+            "model.safetensors",
+            "sub/a.json",
+            "sub/deep/b.bin",
+            "README.md",
+        ]
+        .iter()
+        .map(|p| mf(p))
+        .collect();
         let req = PlanRequest {
             include: vec!["*.json".into()],
             ..Default::default()
         };
-        assert_eq!(paths(&files, &select(&files, &req)), ["config.json", "sub/a.json"]);
+        assert_eq!(
+            paths(&files, &select(&files, &req)),
+            ["config.json", "sub/a.json"]
+        );
         let req = PlanRequest {
             include: vec!["sub/".into()],
             exclude: vec!["*.bin".into()],
@@ -525,12 +542,18 @@ mod tests {
             exclude: vec!["*.json".into(), "*.md".into()],
             ..Default::default()
         };
-        assert_eq!(paths(&files, &select(&files, &req)), ["model.safetensors", "sub/deep/b.bin"]);
+        assert_eq!(
+            paths(&files, &select(&files, &req)),
+            ["model.safetensors", "sub/deep/b.bin"]
+        );
     }
 
     #[test]
     fn positional_files_win_over_globs_with_a_warning() {
-        let files: Vec<_> = ["a.json", "b.bin", "d/x", "d/y"].iter().map(|p| mf(p)).collect();
+        let files: Vec<_> = ["a.json", "b.bin", "d/x", "d/y"]
+            .iter()
+            .map(|p| mf(p))
+            .collect();
         let req = PlanRequest {
             files: vec!["b.bin".into(), "d/".into(), "nope.txt".into()],
             include: vec!["*.json".into()],

@@ -70,7 +70,11 @@ impl Partial {
             std::fs::create_dir_all(parent)?;
         }
         let offset = self.resumable(etag, size);
-        let f = OpenOptions::new().create(true).write(true).truncate(false).open(&self.data)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&self.data)?;
         f.set_len(offset)?;
         f.sync_all()?;
         self.save(&ResumeState {
@@ -97,7 +101,11 @@ impl Partial {
         let tmp = PathBuf::from(tmp);
         {
             let mut f = File::create(&tmp)?;
-            f.write_all(serde_json::to_string(state).expect("serialisable").as_bytes())?;
+            f.write_all(
+                serde_json::to_string(state)
+                    .expect("serialisable")
+                    .as_bytes(),
+            )?;
             f.sync_all()?;
         }
         std::fs::rename(&tmp, &self.state)

@@ -110,7 +110,10 @@ pub struct FileHasher {
 
 impl std::fmt::Debug for FileHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileHasher").field("expected", &self.expected).field("pos", &self.pos).finish()
+        f.debug_struct("FileHasher")
+            .field("expected", &self.expected)
+            .field("pos", &self.pos)
+            .finish()
     }
 }
 
@@ -237,8 +240,14 @@ mod tests {
     #[test]
     fn git_blob_sha1_matches_git() {
         // `printf 'hello\n' | git hash-object --stdin`
-        assert_eq!(git_blob_sha1(b"hello\n"), "ce013625030ba8dba906f756967f9e9ca394464a");
-        assert_eq!(git_blob_sha1(b""), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
+        assert_eq!(
+            git_blob_sha1(b"hello\n"),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+        assert_eq!(
+            git_blob_sha1(b""),
+            "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+        );
     }
 
     fn write(dir: &Path, data: &[u8]) -> std::path::PathBuf {
@@ -267,13 +276,22 @@ mod tests {
         let mut flipped = data.clone();
         flipped[1234] ^= 1;
         let p = write(dir.path(), &flipped);
-        assert!(matches!(verify_file(&p, &exp), Err(VerifyError::Hash { .. })));
+        assert!(matches!(
+            verify_file(&p, &exp),
+            Err(VerifyError::Hash { .. })
+        ));
         let p = write(dir.path(), &data[..data.len() - 10]);
-        assert!(matches!(verify_file(&p, &exp), Err(VerifyError::Size { .. })));
+        assert!(matches!(
+            verify_file(&p, &exp),
+            Err(VerifyError::Size { .. })
+        ));
         let mut longer = data.clone();
         longer.push(0);
         let p = write(dir.path(), &longer);
-        assert!(matches!(verify_file(&p, &exp), Err(VerifyError::Size { .. })));
+        assert!(matches!(
+            verify_file(&p, &exp),
+            Err(VerifyError::Size { .. })
+        ));
     }
 
     #[test]

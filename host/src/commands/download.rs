@@ -83,7 +83,9 @@ pub fn run(env: &Env, config: Option<PathBuf>, args: &DownloadArgs) -> Result<()
                 exit_code: e.exit_code(),
                 files_done: summary.as_ref().map_or(0, |s| s.done.len()),
                 files_failed: summary.as_ref().map_or(0, |s| s.failed.len()),
-                bytes: summary.as_ref().map_or(0, |s| s.done.iter().map(|d| d.bytes).sum()),
+                bytes: summary
+                    .as_ref()
+                    .map_or(0, |s| s.done.iter().map(|d| d.bytes).sum()),
                 bytes_transferred: summary.as_ref().map_or(0, Summary::bytes_transferred),
                 secs: started.elapsed().as_secs_f64(),
                 path: None,
@@ -200,7 +202,9 @@ async fn download(
         }
         let mut summary = Summary::default();
         for pf in &plan.files {
-            let local = target.final_path(&pf.file, &plan.commit).map_err(|e| (HostError::Other(e.to_string()), None))?;
+            let local = target
+                .final_path(&pf.file, &plan.commit)
+                .map_err(|e| (HostError::Other(e.to_string()), None))?;
             let report = FileReport {
                 path: pf.file.path.to_string(),
                 backend: "cache".into(),
@@ -231,7 +235,9 @@ async fn download(
     }
 
     let registry = load_plugins(settings);
-    let order = settings.effective_order(&registry.names()).map_err(|e| (e, None))?;
+    let order = settings
+        .effective_order(&registry.names())
+        .map_err(|e| (e, None))?;
     let handles = open_backends(&registry, settings, &order).map_err(|e| (e, None))?;
     let backends: Vec<Arc<dyn Transport>> = handles
         .into_iter()
@@ -354,7 +360,11 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn print_dry_run(output: &Output, plan: &Plan, backends: &[String]) {

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use abi_stable::std_types::RResult;
 use hubget_plugin_api::{
-    CancelToken, ErrorKind, EventKind, Features, FetchBatch, FetchItem, FileDone, ManifestFile, PluginError,
-    ProgressEvent, ProgressSink,
+    CancelToken, ErrorKind, EventKind, Features, FetchBatch, FetchItem, FileDone, ManifestFile,
+    PluginError, ProgressEvent, ProgressSink,
 };
 use tokio::task::JoinSet;
 
@@ -175,13 +175,18 @@ impl Summary {
 }
 
 /// Whether `backend` can serve `file` of this repo type.
-pub fn can_serve(backend: &dyn Transport, file: &ManifestFile, repo_type: hubget_plugin_api::RepoType) -> bool {
+pub fn can_serve(
+    backend: &dyn Transport,
+    file: &ManifestFile,
+    repo_type: hubget_plugin_api::RepoType,
+) -> bool {
     let caps = backend.capabilities();
     if !caps.repo_types.contains(&repo_type) {
         return false;
     }
     let has_xet = file.xet_hash.is_some();
-    caps.features.contains(Features::NON_XET_FILES) || (has_xet && caps.features.contains(Features::XET))
+    caps.features.contains(Features::NON_XET_FILES)
+        || (has_xet && caps.features.contains(Features::XET))
 }
 
 struct Job {
@@ -261,7 +266,11 @@ impl ProgressSink for Sink {
             match event.kind {
                 EventKind::BYTES => {
                     track.written.fetch_add(event.bytes, Ordering::Relaxed);
-                    let net = if event.network_bytes > 0 { event.network_bytes } else { event.bytes };
+                    let net = if event.network_bytes > 0 {
+                        event.network_bytes
+                    } else {
+                        event.bytes
+                    };
                     track.network.fetch_add(net, Ordering::Relaxed);
                     self.touch();
                 }
@@ -326,7 +335,12 @@ pub async fn run(
         let (etag, partial) = match (etag_of(&pf.file), target.partial(&pf.file)) {
             (Ok(e), Ok(p)) => (e, p),
             (Err(e), _) | (_, Err(e)) => {
-                fail(&ctx, &mut summary, path, vec![host_error(ErrorKind::PROTOCOL, e.to_string())]);
+                fail(
+                    &ctx,
+                    &mut summary,
+                    path,
+                    vec![host_error(ErrorKind::PROTOCOL, e.to_string())],
+                );
                 continue;
             }
         };
@@ -336,10 +350,19 @@ pub async fn run(
         if candidates.is_empty() {
             let why = format!(
                 "no loaded backend can fetch it ({} file of a {})",
-                if pf.file.xet_hash.is_some() { "Xet-backed" } else { "non-Xet" },
+                if pf.file.xet_hash.is_some() {
+                    "Xet-backed"
+                } else {
+                    "non-Xet"
+                },
                 plan.repo_type
             );
-            fail(&ctx, &mut summary, path, vec![host_error(ErrorKind::UNSUPPORTED, why)]);
+            fail(
+                &ctx,
+                &mut summary,
+                path,
+                vec![host_error(ErrorKind::UNSUPPORTED, why)],
+            );
             continue;
         }
         queue.push(Job {
@@ -406,7 +429,12 @@ pub async fn run(
                 Outcome::Interrupted => summary.interrupted.push(job.path.clone()),
                 Outcome::Fatal(err) => {
                     job.errors.push(err);
-                    fail(&ctx, &mut summary, job.path.clone(), std::mem::take(&mut job.errors));
+                    fail(
+                        &ctx,
+                        &mut summary,
+                        job.path.clone(),
+                        std::mem::take(&mut job.errors),
+                    );
                 }
                 Outcome::Failed { error, move_on } => {
                     let name = ctx.backends[b].name().to_owned();
@@ -420,7 +448,10 @@ pub async fn run(
                         kind: error.kind,
                         message: info.message.clone(),
                     });
-                    if !matches!(error.kind, ErrorKind::NOT_FOUND | ErrorKind::UNSUPPORTED | ErrorKind::CANCELLED) {
+                    if !matches!(
+                        error.kind,
+                        ErrorKind::NOT_FOUND | ErrorKind::UNSUPPORTED | ErrorKind::CANCELLED
+                    ) {
                         health[b] += 1;
                         if health[b] >= ctx.opts.health_threshold && !disabled[b] {
                             disabled[b] = true;
@@ -433,7 +464,8 @@ pub async fn run(
                         }
                     }
                     job.attempts += 1;
-                    if !move_on && !disabled[b] && ctx.opts.retry.should_retry(&error, job.attempts) {
+                    if !move_on && !disabled[b] && ctx.opts.retry.should_retry(&error, job.attempts)
+                    {
                         let delay = ctx.opts.retry.delay(&error, job.attempts);
                         log::warn!(
                             "{}: {name} failed ({}), retry {} in {:.1}s",
@@ -455,12 +487,17 @@ pub async fn run(
                         job.candidates.pop_front();
                         job.attempts = 0;
                         job.not_before = Instant::now();
-                        let to = job.candidates.front().map(|&i| ctx.backends[i].name().to_owned());
+                        let to = job
+                            .candidates
+                            .front()
+                            .map(|&i| ctx.backends[i].name().to_owned());
                         log::warn!(
                             "{}: {name} failed ({}){}",
                             job.path,
                             info.message,
-                            to.as_deref().map(|t| format!("; trying {t}")).unwrap_or_default()
+                            to.as_deref()
+                                .map(|t| format!("; trying {t}"))
+                                .unwrap_or_default()
                         );
                         ctx.reporter.emit(Event::Fallback {
                             path: job.path.clone(),
@@ -471,7 +508,12 @@ pub async fn run(
                         if to.is_some() {
                             queue.push(job);
                         } else {
-                            fail(&ctx, &mut summary, job.path.clone(), std::mem::take(&mut job.errors));
+                            fail(
+                                &ctx,
+                                &mut summary,
+                                job.path.clone(),
+                                std::mem::take(&mut job.errors),
+                            );
                         }
                     }
                 }
@@ -496,7 +538,9 @@ fn fail(ctx: &Ctx, summary: &mut Summary, path: String, attempts: Vec<AttemptErr
     let last = attempts.last();
     ctx.reporter.emit(Event::Error {
         path: Some(path.clone()),
-        kind: last.map(|a| a.kind.name().into_owned()).unwrap_or_else(|| "other".into()),
+        kind: last
+            .map(|a| a.kind.name().into_owned())
+            .unwrap_or_else(|| "other".into()),
         message: attempts
             .iter()
             .map(|a| format!("{}: {}", a.backend, a.message))
@@ -514,7 +558,12 @@ fn cached_report(file: &ManifestFile, local: PathBuf) -> FileReport {
         source: "cache".to_owned(),
         bytes: file.size,
         bytes_transferred: 0,
-        sha256: file.sha256.as_ref().map(|s| s.to_string()).into_option().unwrap_or_default(),
+        sha256: file
+            .sha256
+            .as_ref()
+            .map(|s| s.to_string())
+            .into_option()
+            .unwrap_or_default(),
         secs: 0.0,
         local_path: local,
     }
@@ -544,7 +593,10 @@ fn skip_disabled(ctx: &Ctx, queue: &mut Vec<Job>, disabled: &[bool], summary: &m
             }
             job.candidates.pop_front();
             job.attempts = 0;
-            let to = job.candidates.front().map(|&n| ctx.backends[n].name().to_owned());
+            let to = job
+                .candidates
+                .front()
+                .map(|&n| ctx.backends[n].name().to_owned());
             ctx.reporter.emit(Event::Fallback {
                 path: job.path.clone(),
                 from: ctx.backends[b].name().to_owned(),
@@ -561,7 +613,12 @@ fn skip_disabled(ctx: &Ctx, queue: &mut Vec<Job>, disabled: &[bool], summary: &m
                 ErrorKind::OTHER,
                 "every backend that could serve it was disabled after repeated failures".into(),
             ));
-            fail(ctx, summary, job.path.clone(), std::mem::take(&mut job.errors));
+            fail(
+                ctx,
+                summary,
+                job.path.clone(),
+                std::mem::take(&mut job.errors),
+            );
         } else {
             i += 1;
         }
@@ -615,7 +672,10 @@ async fn prepare_job(ctx: &Ctx, job: &mut Job) -> Result<(), Outcome> {
         match lock {
             Ok(l) => job.lock = Some(l),
             Err(e @ LockError::Timeout { .. }) => {
-                return Err(Outcome::Fatal(host_error(ErrorKind::TIMEOUT, e.to_string())));
+                return Err(Outcome::Fatal(host_error(
+                    ErrorKind::TIMEOUT,
+                    e.to_string(),
+                )));
             }
             Err(e) => return Err(Outcome::Fatal(host_error(ErrorKind::IO, e.to_string()))),
         }
@@ -623,7 +683,10 @@ async fn prepare_job(ctx: &Ctx, job: &mut Job) -> Result<(), Outcome> {
         if ctx.target.is_complete(&job.file, &ctx.plan_commit) {
             return match ctx.target.link_existing(&job.file, &ctx.plan_commit) {
                 Ok(local) => Err(Outcome::AlreadyDone(cached_report(&job.file, local))),
-                Err(e) => Err(Outcome::Fatal(host_error(ErrorKind::IO, format!("cannot link: {e}")))),
+                Err(e) => Err(Outcome::Fatal(host_error(
+                    ErrorKind::IO,
+                    format!("cannot link: {e}"),
+                ))),
             };
         }
     }
@@ -663,7 +726,8 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
         return results;
     }
     // Files already complete on disk (resumed to the end, or empty files) skip the backend.
-    let (to_fetch, full): (Vec<Job>, Vec<Job>) = active.into_iter().partition(|j| j.offset < j.file.size);
+    let (to_fetch, full): (Vec<Job>, Vec<Job>) =
+        active.into_iter().partition(|j| j.offset < j.file.size);
     for job in full {
         let outcome = finish_file(ctx, &job, &name, FileDone::default(), None).await;
         results.push((job, outcome));
@@ -717,7 +781,8 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
     let fetch = backend.fetch(batch, progress, cancel.clone());
     tokio::pin!(fetch);
     let mut persisted: Vec<u64> = jobs.iter().map(|j| j.offset).collect();
-    let mut hash_tasks: Vec<Option<tokio::task::JoinHandle<()>>> = jobs.iter().map(|_| None).collect();
+    let mut hash_tasks: Vec<Option<tokio::task::JoinHandle<()>>> =
+        jobs.iter().map(|_| None).collect();
     let mut cancelled_at: Option<Instant> = None;
     let mut stalled = false;
     let mut last_persist = Instant::now();
@@ -732,13 +797,18 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
             cancel.cancel();
             cancelled_at = Some(Instant::now());
         }
-        let idle = t0.elapsed().saturating_sub(Duration::from_millis(activity.load(Ordering::Relaxed)));
+        let idle = t0
+            .elapsed()
+            .saturating_sub(Duration::from_millis(activity.load(Ordering::Relaxed)));
         if !stalled && cancelled_at.is_none() && idle >= ctx.opts.stall_timeout {
             stalled = true;
             log::warn!(
                 "{name}: no progress for {}s on {}; cancelling",
                 idle.as_secs(),
-                jobs.iter().map(|j| j.path.as_str()).collect::<Vec<_>>().join(", ")
+                jobs.iter()
+                    .map(|j| j.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             cancel.cancel();
             cancelled_at = Some(Instant::now());
@@ -746,7 +816,10 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
         if let Some(at) = cancelled_at
             && at.elapsed() >= ctx.opts.cancel_grace
         {
-            log::warn!("{name}: did not return {}s after cancel; abandoning the call", ctx.opts.cancel_grace.as_secs());
+            log::warn!(
+                "{name}: did not return {}s after cancel; abandoning the call",
+                ctx.opts.cancel_grace.as_secs()
+            );
             break None;
         }
         if last_progress.elapsed() >= Duration::from_millis(250) {
@@ -889,7 +962,13 @@ async fn save_checkpoint(ctx: &Ctx, job: &Job, track: &Track, persisted: &mut u6
 }
 
 /// Verifies a finished partial file and installs it.
-async fn finish_file(ctx: &Ctx, job: &Job, backend: &str, done: FileDone, track: Option<&Track>) -> Outcome {
+async fn finish_file(
+    ctx: &Ctx,
+    job: &Job,
+    backend: &str,
+    done: FileDone,
+    track: Option<&Track>,
+) -> Outcome {
     let hasher = job.hasher.lock().expect("hasher").clone();
     let path = job.partial.data.clone();
     let verified = tokio::task::spawn_blocking(move || hasher.finish(&path)).await;
@@ -917,13 +996,22 @@ async fn finish_file(ctx: &Ctx, job: &Job, backend: &str, done: FileDone, track:
     let partial = job.partial.clone();
     let file = job.file.clone();
     let commit = ctx.plan_commit.clone();
-    let installed = tokio::task::spawn_blocking(move || target.install(&partial, &file, &commit)).await;
+    let installed =
+        tokio::task::spawn_blocking(move || target.install(&partial, &file, &commit)).await;
     let local = match installed {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
-            return Outcome::Fatal(host_error(ErrorKind::IO, format!("cannot install {}: {e}", job.path)));
+            return Outcome::Fatal(host_error(
+                ErrorKind::IO,
+                format!("cannot install {}: {e}", job.path),
+            ));
         }
-        Err(e) => return Outcome::Fatal(host_error(ErrorKind::IO, format!("install task failed: {e}"))),
+        Err(e) => {
+            return Outcome::Fatal(host_error(
+                ErrorKind::IO,
+                format!("install task failed: {e}"),
+            ));
+        }
     };
     let network = if done.bytes_transferred > 0 {
         done.bytes_transferred

@@ -40,7 +40,9 @@ pub fn is_transient(e: &PluginError) -> bool {
         | ErrorKind::CONFIG
         | ErrorKind::CANCELLED
         | ErrorKind::PANIC => false,
-        ErrorKind::NETWORK | ErrorKind::TIMEOUT | ErrorKind::SERVER | ErrorKind::RATE_LIMITED => true,
+        ErrorKind::NETWORK | ErrorKind::TIMEOUT | ErrorKind::SERVER | ErrorKind::RATE_LIMITED => {
+            true
+        }
         _ => e.retryable,
     }
 }
@@ -75,7 +77,8 @@ fn jitter_fraction() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
-    let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ nanos ^ 0xD1B5_4A32_D192_ED03;
+    let mut x =
+        STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ nanos ^ 0xD1B5_4A32_D192_ED03;
     x ^= x << 13;
     x ^= x >> 7;
     x ^= x << 17;
@@ -100,7 +103,10 @@ mod tests {
         assert_eq!(p.delay_with(&e, 30, 1.0), p.cap);
         for _ in 0..100 {
             let d = p.delay(&e, 2);
-            assert!(d >= Duration::from_millis(500) && d <= Duration::from_secs(1), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(500) && d <= Duration::from_secs(1),
+                "{d:?}"
+            );
         }
     }
 

@@ -77,17 +77,29 @@ impl Transport for Fake {
     fn capabilities(&self) -> &Capabilities {
         &self.caps
     }
-    fn resolve(&self, _req: ResolveRequest, _cancel: CancelToken) -> BoxFuture<'_, Result<Manifest, PluginError>> {
+    fn resolve(
+        &self,
+        _req: ResolveRequest,
+        _cancel: CancelToken,
+    ) -> BoxFuture<'_, Result<Manifest, PluginError>> {
         Box::pin(async { Err(PluginError::unsupported("no")) })
     }
-    fn fetch(&self, batch: FetchBatch, progress: Progress, cancel: CancelToken) -> BoxFuture<'_, Vec<FileOutcome>> {
+    fn fetch(
+        &self,
+        batch: FetchBatch,
+        progress: Progress,
+        cancel: CancelToken,
+    ) -> BoxFuture<'_, Vec<FileOutcome>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.batches.lock().unwrap().push(batch.items.len());
             let mut out = Vec::new();
             for (i, item) in batch.items.iter().enumerate() {
                 let path = item.file.path.to_string();
-                self.offsets.lock().unwrap().push((path.clone(), item.offset));
+                self.offsets
+                    .lock()
+                    .unwrap()
+                    .push((path.clone(), item.offset));
                 let mode = self.next_mode(&path);
                 let result = match mode {
                     Mode::Hang => std::future::pending().await,
@@ -98,7 +110,8 @@ impl Transport for Fake {
                         Err(PluginError::cancelled())
                     }
                     Mode::Fail(kind, retry_after) => {
-                        Err(PluginError::new(kind, format!("scripted {kind}")).with_retry_after_ms(retry_after))
+                        Err(PluginError::new(kind, format!("scripted {kind}"))
+                            .with_retry_after_ms(retry_after))
                     }
                     Mode::Serve | Mode::Flip | Mode::Truncate => {
                         let mut data = self.content[&path].clone();
@@ -109,12 +122,19 @@ impl Transport for Fake {
                         if mode == Mode::Truncate {
                             data.truncate(data.len() / 2);
                         }
-                        let mut f = std::fs::OpenOptions::new().write(true).open(item.partial_path.as_str()).unwrap();
+                        let mut f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(item.partial_path.as_str())
+                            .unwrap();
                         f.seek(SeekFrom::Start(item.offset)).unwrap();
                         let rest = &data[(item.offset as usize).min(data.len())..];
                         for chunk in rest.chunks(64 * 1024) {
                             f.write_all(chunk).unwrap();
-                            progress.on_event(ProgressEvent::bytes(i as u32, chunk.len() as u64, chunk.len() as u64));
+                            progress.on_event(ProgressEvent::bytes(
+                                i as u32,
+                                chunk.len() as u64,
+                                chunk.len() as u64,
+                            ));
                         }
                         progress.on_event(ProgressEvent::checkpoint(i as u32, data.len() as u64));
                         Ok(FileDone {
@@ -137,8 +157,14 @@ impl Transport for Fake {
 fn content() -> HashMap<String, Vec<u8>> {
     let mut m = HashMap::new();
     m.insert("config.json".to_owned(), b"{\"a\": 1}\n".to_vec());
-    m.insert("sub/deep/w.bin".to_owned(), (0..300_000u32).map(|i| (i % 253) as u8).collect());
-    m.insert("big.bin".to_owned(), (0..2_000_000u32).map(|i| (i * 31 % 251) as u8).collect());
+    m.insert(
+        "sub/deep/w.bin".to_owned(),
+        (0..300_000u32).map(|i| (i % 253) as u8).collect(),
+    );
+    m.insert(
+        "big.bin".to_owned(),
+        (0..2_000_000u32).map(|i| (i * 31 % 251) as u8).collect(),
+    );
     m
 }
 
@@ -152,8 +178,14 @@ fn manifest(content: &HashMap<String, Vec<u8>>) -> Manifest {
             ManifestFile {
                 path: p.as_str().into(),
                 size: d.len() as u64,
-                git_oid: git_blob_sha1(if lfs { b"pointer" } else { d }).as_str().into(),
-                sha256: if lfs { ROption::RSome(sha256_hex(d).into()) } else { ROption::RNone },
+                git_oid: git_blob_sha1(if lfs { b"pointer" } else { d })
+                    .as_str()
+                    .into(),
+                sha256: if lfs {
+                    ROption::RSome(sha256_hex(d).into())
+                } else {
+                    ROption::RNone
+                },
                 xet_hash: ROption::RNone,
             }
         })
@@ -203,15 +235,38 @@ fn setup(files: &[&str]) -> Setup {
     }
 }
 
-async fn go(s: &Setup, backends: Vec<Arc<dyn Transport>>, o: &EngineOptions) -> (Summary, Vec<Event>) {
+async fn go(
+    s: &Setup,
+    backends: Vec<Arc<dyn Transport>>,
+    o: &EngineOptions,
+) -> (Summary, Vec<Event>) {
     let rep = Arc::new(Collect::default());
-    let summary = run(&s.plan, &s.target, &backends, o, rep.clone(), CancelToken::new()).await;
+    let summary = run(
+        &s.plan,
+        &s.target,
+        &backends,
+        o,
+        rep.clone(),
+        CancelToken::new(),
+    )
+    .await;
     (summary, rep.events())
 }
 
 fn assert_landed(s: &Setup) {
     for (p, d) in &s.content {
-        let fin = s.target.final_path(&s.plan.files.iter().find(|f| f.file.path.as_str() == p).unwrap().file, COMMIT).unwrap();
+        let fin = s
+            .target
+            .final_path(
+                &s.plan
+                    .files
+                    .iter()
+                    .find(|f| f.file.path.as_str() == p)
+                    .unwrap()
+                    .file,
+                COMMIT,
+            )
+            .unwrap();
         assert_eq!(&std::fs::read(&fin).unwrap(), d, "{p}");
     }
 }
@@ -232,14 +287,22 @@ async fn snapshot_lands_verified_with_batched_small_files() {
     let mut batches = a.batches.lock().unwrap().clone();
     batches.sort();
     assert_eq!(batches, vec![1, 2]);
-    let done: Vec<_> = events.iter().filter(|e| matches!(e, Event::FileDone { .. })).collect();
+    let done: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Event::FileDone { .. }))
+        .collect();
     assert_eq!(done.len(), 3);
-    if let Event::FileDone { sha256, backend, .. } = done[0] {
+    if let Event::FileDone {
+        sha256, backend, ..
+    } = done[0]
+    {
         assert_eq!(backend, "a");
         assert_eq!(sha256.len(), 64);
     }
     // No partial or state left behind.
-    let Target::Cache(c) = &s.target else { unreachable!() };
+    let Target::Cache(c) = &s.target else {
+        unreachable!()
+    };
     for e in std::fs::read_dir(c.root.join("blobs")).unwrap() {
         let n = e.unwrap().file_name().to_string_lossy().into_owned();
         assert!(!n.contains("incomplete"), "{n}");
@@ -267,18 +330,43 @@ async fn corruption_never_lands_and_the_next_backend_is_tried() {
         let err = sum.error().expect("must fail");
         assert_eq!(err.exit_code(), crate::error::EXIT_INTEGRITY);
         let msg = err.to_string();
-        assert!(msg.contains("bad (integrity)") && msg.contains("bad2 (integrity)"), "{msg}");
-        assert!(msg.contains(if mode == Mode::Flip { "sha256 mismatch" } else { "size mismatch" }), "{msg}");
+        assert!(
+            msg.contains("bad (integrity)") && msg.contains("bad2 (integrity)"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(if mode == Mode::Flip {
+                "sha256 mismatch"
+            } else {
+                "size mismatch"
+            }),
+            "{msg}"
+        );
         let fin = s.target.final_path(&s.plan.files[0].file, COMMIT).unwrap();
         assert!(!fin.exists());
-        let Target::Cache(c) = &s.target else { unreachable!() };
-        assert_eq!(std::fs::read_dir(c.root.join("blobs")).unwrap().count(), 0, "nothing lands in blobs/");
+        let Target::Cache(c) = &s.target else {
+            unreachable!()
+        };
+        assert_eq!(
+            std::fs::read_dir(c.root.join("blobs")).unwrap().count(),
+            0,
+            "nothing lands in blobs/"
+        );
     }
 }
 
 fn assert_landed_one(s: &Setup, p: &str) {
-    let f = &s.plan.files.iter().find(|f| f.file.path.as_str() == p).unwrap().file;
-    assert_eq!(std::fs::read(s.target.final_path(f, COMMIT).unwrap()).unwrap(), s.content[p]);
+    let f = &s
+        .plan
+        .files
+        .iter()
+        .find(|f| f.file.path.as_str() == p)
+        .unwrap()
+        .file;
+    assert_eq!(
+        std::fs::read(s.target.final_path(f, COMMIT).unwrap()).unwrap(),
+        s.content[p]
+    );
 }
 
 #[tokio::test]
@@ -294,7 +382,10 @@ async fn a_stalled_call_is_cancelled_or_abandoned_and_another_backend_completes(
         assert!(sum.error().is_none(), "{mode:?}: {:?}", sum.error());
         assert_eq!(sum.done[0].backend, "good");
         assert!(took >= o.stall_timeout, "{took:?}");
-        assert!(took < o.stall_timeout + o.cancel_grace + Duration::from_secs(2), "{took:?}");
+        assert!(
+            took < o.stall_timeout + o.cancel_grace + Duration::from_secs(2),
+            "{took:?}"
+        );
         assert!(events.iter().any(|e| matches!(e, Event::Fallback { from, error, .. } if from == "stuck" && error.message.contains("stalled"))), "{mode:?}");
         assert_landed_one(&s, "big.bin");
     }
@@ -304,13 +395,24 @@ async fn a_stalled_call_is_cancelled_or_abandoned_and_another_backend_completes(
 async fn retry_after_is_honoured_and_retries_stay_on_the_backend() {
     let s = setup(&["config.json"]);
     let a = Fake::new("a", &s.content, Mode::Serve);
-    a.script("config.json", vec![Mode::Fail(ErrorKind::RATE_LIMITED, 700)]);
+    a.script(
+        "config.json",
+        vec![Mode::Fail(ErrorKind::RATE_LIMITED, 700)],
+    );
     let t = Instant::now();
     let (sum, events) = go(&s, vec![a.clone()], &opts()).await;
     assert!(sum.error().is_none());
-    assert!(t.elapsed() >= Duration::from_millis(700), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(a.calls.load(Ordering::SeqCst), 2);
-    assert!(events.iter().any(|e| matches!(e, Event::Retry { delay_ms, .. } if *delay_ms >= 700)));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Retry { delay_ms, .. } if *delay_ms >= 700))
+    );
 }
 
 #[tokio::test]
@@ -320,7 +422,10 @@ async fn not_found_and_auth_move_on_without_retry_and_classify() {
     let b = Fake::new("b", &s.content, Mode::Fail(ErrorKind::NOT_FOUND, 0));
     let (sum, _) = go(&s, vec![a.clone(), b], &opts()).await;
     assert_eq!(a.calls.load(Ordering::SeqCst), 1);
-    assert_eq!(sum.error().unwrap().exit_code(), crate::error::EXIT_NOT_FOUND);
+    assert_eq!(
+        sum.error().unwrap().exit_code(),
+        crate::error::EXIT_NOT_FOUND
+    );
 
     let s = setup(&["config.json"]);
     let a = Fake::new("a", &s.content, Mode::Fail(ErrorKind::AUTH, 0));
@@ -344,8 +449,16 @@ async fn a_backend_that_keeps_failing_gets_no_more_files() {
     };
     let (sum, events) = go(&s, vec![flaky.clone(), good], &o).await;
     assert!(sum.error().is_none());
-    assert_eq!(flaky.calls.load(Ordering::SeqCst), 2, "third file skipped the disabled backend");
-    assert!(events.iter().any(|e| matches!(e, Event::Warning { message } if message.contains("no more files"))));
+    assert_eq!(
+        flaky.calls.load(Ordering::SeqCst),
+        2,
+        "third file skipped the disabled backend"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Warning { message } if message.contains("no more files")))
+    );
     assert_landed(&s);
 }
 
@@ -378,7 +491,10 @@ async fn resume_hands_the_backend_the_checkpoint_offset() {
     let a = Fake::new("a", &s.content, Mode::Serve);
     let (sum, _) = go(&s, vec![a.clone()], &opts()).await;
     assert!(sum.error().is_none(), "{:?}", sum.error());
-    assert_eq!(a.offsets.lock().unwrap()[0], ("big.bin".to_owned(), 900_000));
+    assert_eq!(
+        a.offsets.lock().unwrap()[0],
+        ("big.bin".to_owned(), 900_000)
+    );
     assert_eq!(sum.done[0].bytes_transferred, f.size - 900_000);
     assert_landed_one(&s, "big.bin");
 }
@@ -398,8 +514,19 @@ async fn interrupt_keeps_partial_state_for_the_next_run() {
         ..opts()
     };
     let backends: Vec<Arc<dyn Transport>> = vec![a];
-    let sum = run(&s.plan, &s.target, &backends, &o, Arc::new(Collect::default()), stop).await;
-    assert_eq!(sum.error().unwrap().exit_code(), crate::error::EXIT_INTERRUPTED);
+    let sum = run(
+        &s.plan,
+        &s.target,
+        &backends,
+        &o,
+        Arc::new(Collect::default()),
+        stop,
+    )
+    .await;
+    assert_eq!(
+        sum.error().unwrap().exit_code(),
+        crate::error::EXIT_INTERRUPTED
+    );
     let partial = s.target.partial(&s.plan.files[0].file).unwrap();
     assert!(partial.data.exists() && partial.state.exists());
 }
@@ -420,7 +547,15 @@ async fn complete_files_are_not_fetched_again() {
     assert_eq!(plan.remaining_bytes(), 0);
     let rep = Arc::new(Collect::default());
     let backends: Vec<Arc<dyn Transport>> = vec![a.clone()];
-    let sum = run(&plan, &s.target, &backends, &opts(), rep, CancelToken::new()).await;
+    let sum = run(
+        &plan,
+        &s.target,
+        &backends,
+        &opts(),
+        rep,
+        CancelToken::new(),
+    )
+    .await;
     assert_eq!(sum.done.len(), 3);
     assert_eq!(a.calls.load(Ordering::SeqCst), calls);
 }

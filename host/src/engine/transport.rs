@@ -4,7 +4,10 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use hubget_plugin_api::{CancelToken, Capabilities, FetchBatch, FileOutcome, Manifest, PluginError, Progress, ResolveRequest};
+use hubget_plugin_api::{
+    CancelToken, Capabilities, FetchBatch, FileOutcome, Manifest, PluginError, Progress,
+    ResolveRequest,
+};
 
 use crate::backend::BackendHandle;
 
@@ -18,9 +21,18 @@ pub trait Transport: Send + Sync + 'static {
     /// What it can do.
     fn capabilities(&self) -> &Capabilities;
     /// Resolves a revision into a manifest.
-    fn resolve(&self, req: ResolveRequest, cancel: CancelToken) -> BoxFuture<'_, Result<Manifest, PluginError>>;
+    fn resolve(
+        &self,
+        req: ResolveRequest,
+        cancel: CancelToken,
+    ) -> BoxFuture<'_, Result<Manifest, PluginError>>;
     /// Fetches a batch; exactly one outcome per item, in index order.
-    fn fetch(&self, batch: FetchBatch, progress: Progress, cancel: CancelToken) -> BoxFuture<'_, Vec<FileOutcome>>;
+    fn fetch(
+        &self,
+        batch: FetchBatch,
+        progress: Progress,
+        cancel: CancelToken,
+    ) -> BoxFuture<'_, Vec<FileOutcome>>;
 }
 
 impl Transport for BackendHandle {
@@ -32,11 +44,20 @@ impl Transport for BackendHandle {
         BackendHandle::capabilities(self)
     }
 
-    fn resolve(&self, req: ResolveRequest, cancel: CancelToken) -> BoxFuture<'_, Result<Manifest, PluginError>> {
+    fn resolve(
+        &self,
+        req: ResolveRequest,
+        cancel: CancelToken,
+    ) -> BoxFuture<'_, Result<Manifest, PluginError>> {
         Box::pin(BackendHandle::resolve(self, req, cancel))
     }
 
-    fn fetch(&self, batch: FetchBatch, progress: Progress, cancel: CancelToken) -> BoxFuture<'_, Vec<FileOutcome>> {
+    fn fetch(
+        &self,
+        batch: FetchBatch,
+        progress: Progress,
+        cancel: CancelToken,
+    ) -> BoxFuture<'_, Vec<FileOutcome>> {
         Box::pin(BackendHandle::fetch(self, batch, progress, cancel))
     }
 }

@@ -22,8 +22,10 @@ impl Default for Bars {
 }
 
 fn file_style() -> ProgressStyle {
-    ProgressStyle::with_template("  {prefix:.dim} {wide_msg} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}")
-        .expect("template")
+    ProgressStyle::with_template(
+        "  {prefix:.dim} {wide_msg} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
+    )
+    .expect("template")
 }
 
 impl Bars {
@@ -99,7 +101,8 @@ impl Bars {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
                     let undo = last.saturating_sub(base);
-                    self.total.set_position(self.total.position().saturating_sub(undo));
+                    self.total
+                        .set_position(self.total.position().saturating_sub(undo));
                 }
             }
             Event::FileDone { path, bytes, .. } => {
@@ -112,7 +115,9 @@ impl Bars {
             Event::Warning { message } => {
                 let _ = self.multi.println(format!("warning: {message}"));
             }
-            Event::Error { path: Some(path), .. } => {
+            Event::Error {
+                path: Some(path), ..
+            } => {
                 if let Some((bar, _, _)) = files.remove(path) {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);

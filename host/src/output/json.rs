@@ -41,7 +41,10 @@ impl JsonWriter {
 
     /// Writes `event`, unless it is a `progress` event too soon after the previous one.
     pub fn write(&self, event: &Event) {
-        if let Event::Progress { path, bytes, total, .. } = event {
+        if let Event::Progress {
+            path, bytes, total, ..
+        } = event
+        {
             let mut last = self.last_progress.lock().expect("progress map");
             let now = Instant::now();
             if bytes < total
@@ -89,9 +92,14 @@ mod tests {
                 total: 100,
             });
         }
-        w.write(&Event::Warning { message: "m".into() });
+        w.write(&Event::Warning {
+            message: "m".into(),
+        });
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2, "{text}");
         for l in &lines {
             assert_eq!(l["schema"], 1);

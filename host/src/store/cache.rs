@@ -64,7 +64,10 @@ impl CacheRepo {
 
     /// `<cache>/.locks/<folder>/<etag>.lock`.
     pub fn lock_path(&self, etag: &str) -> PathBuf {
-        self.cache_dir.join(".locks").join(&self.folder).join(format!("{etag}.lock"))
+        self.cache_dir
+            .join(".locks")
+            .join(&self.folder)
+            .join(format!("{etag}.lock"))
     }
 
     /// `blobs/<etag>.incomplete` and its resume state.
@@ -128,7 +131,10 @@ impl CacheRepo {
         let marker = join_repo_path(&self.root.join(".no_exist").join(commit), path)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         std::fs::create_dir_all(marker.parent().expect("marker parent"))?;
-        std::fs::OpenOptions::new().create(true).append(true).open(marker)?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(marker)?;
         Ok(())
     }
 
@@ -156,7 +162,11 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) -> std::io::Resu
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         let path = entry.path();
         // Follow symlinks: a dangling one (blob missing) is not a cached file.
         match std::fs::metadata(&path) {
@@ -194,18 +204,33 @@ mod tests {
         std::fs::create_dir_all(repo.root.join("blobs")).unwrap();
         std::fs::write(repo.blob_path("e1"), b"x").unwrap();
         let link = repo.link(&commit, "sub/deep/f.bin", "e1").unwrap();
-        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("../../../../blobs/e1"));
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            Path::new("../../../../blobs/e1")
+        );
         assert_eq!(std::fs::read(&link).unwrap(), b"x");
         let top = repo.link(&commit, "f.bin", "e1").unwrap();
-        assert_eq!(std::fs::read_link(&top).unwrap(), Path::new("../../blobs/e1"));
+        assert_eq!(
+            std::fs::read_link(&top).unwrap(),
+            Path::new("../../blobs/e1")
+        );
         repo.write_ref("main", &commit).unwrap();
-        assert_eq!(std::fs::read_to_string(repo.root.join("refs/main")).unwrap(), commit);
+        assert_eq!(
+            std::fs::read_to_string(repo.root.join("refs/main")).unwrap(),
+            commit
+        );
         repo.write_ref("refs/pr/1", &commit).unwrap();
         assert_eq!(repo.read_ref("refs/pr/1").unwrap(), commit);
         repo.write_ref(&commit, &commit).unwrap();
         assert!(!repo.root.join("refs").join(&commit).exists());
         repo.mark_missing(&commit, "nope/x.txt").unwrap();
-        assert!(repo.root.join(".no_exist").join(&commit).join("nope/x.txt").is_file());
+        assert!(
+            repo.root
+                .join(".no_exist")
+                .join(&commit)
+                .join("nope/x.txt")
+                .is_file()
+        );
         assert_eq!(
             repo.lock_path("e1"),
             dir.path().join(".locks/datasets--org--name/e1.lock")

@@ -37,7 +37,10 @@ impl LocalDir {
     }
 
     fn download_dir(&self) -> PathBuf {
-        self.root.join(".cache").join("huggingface").join("download")
+        self.root
+            .join(".cache")
+            .join("huggingface")
+            .join("download")
     }
 
     /// `DIR/<path>`.
@@ -60,7 +63,10 @@ impl LocalDir {
     /// `DIR/.cache/huggingface/download/<path>.<etag>.incomplete` and its state.
     pub fn partial(&self, path: &str, etag: &str) -> Result<Partial, UnsafePath> {
         let p = join_repo_path(&self.download_dir(), path)?;
-        Ok(Partial::new(with_suffix(&p, &format!(".{etag}.incomplete"))))
+        Ok(Partial::new(with_suffix(
+            &p,
+            &format!(".{etag}.incomplete"),
+        )))
     }
 
     /// Reads a file's metadata.
@@ -119,19 +125,27 @@ impl LocalDir {
         let mut out = Vec::new();
         let mut stack = vec![(self.download_dir(), String::new())];
         while let Some((dir, prefix)) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+                let rel = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     stack.push((e.path(), rel));
                 } else if let Some(path) = rel.strip_suffix(".metadata")
                     && let Some(meta) = self.read_metadata(path)
                     && let Ok(size) = self.file_path(path).and_then(|p| {
-                        std::fs::metadata(p).map(|m| m.len()).map_err(|_| UnsafePath {
-                            path: path.to_owned(),
-                            reason: "missing",
-                        })
+                        std::fs::metadata(p)
+                            .map(|m| m.len())
+                            .map_err(|_| UnsafePath {
+                                path: path.to_owned(),
+                                reason: "missing",
+                            })
                     })
                 {
                     out.push((path.to_owned(), meta, size));
@@ -143,7 +157,13 @@ impl LocalDir {
     }
 
     /// Moves a verified partial to `DIR/<path>` and records the metadata.
-    pub fn install(&self, partial: &Partial, path: &str, commit: &str, etag: &str) -> std::io::Result<PathBuf> {
+    pub fn install(
+        &self,
+        partial: &Partial,
+        path: &str,
+        commit: &str,
+        etag: &str,
+    ) -> std::io::Result<PathBuf> {
         let dest = self
             .file_path(path)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
@@ -176,19 +196,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ld = LocalDir::new(dir.path());
         let p = ld.partial("sub/w.bin", "e1").unwrap();
-        assert!(p.data.ends_with(".cache/huggingface/download/sub/w.bin.e1.incomplete"));
+        assert!(
+            p.data
+                .ends_with(".cache/huggingface/download/sub/w.bin.e1.incomplete")
+        );
         std::fs::create_dir_all(p.data.parent().unwrap()).unwrap();
         std::fs::write(&p.data, b"abc").unwrap();
         let dest = ld.install(&p, "sub/w.bin", &"c".repeat(40), "e1").unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"abc");
-        assert!(!std::fs::symlink_metadata(&dest).unwrap().file_type().is_symlink());
-        let text = std::fs::read_to_string(dir.path().join(".cache/huggingface/download/sub/w.bin.metadata")).unwrap();
+        assert!(
+            !std::fs::symlink_metadata(&dest)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let text = std::fs::read_to_string(
+            dir.path()
+                .join(".cache/huggingface/download/sub/w.bin.metadata"),
+        )
+        .unwrap();
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0], "c".repeat(40));
         assert_eq!(lines[1], "e1");
         assert!(lines[2].parse::<f64>().unwrap() > 1.7e9);
-        assert_eq!(std::fs::read_to_string(dir.path().join(".cache/huggingface/.gitignore")).unwrap(), "*");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(".cache/huggingface/.gitignore")).unwrap(),
+            "*"
+        );
         assert!(ld.is_complete("sub/w.bin", "e1", 3));
         assert!(!ld.is_complete("sub/w.bin", "e2", 3));
         assert!(ld.file_path("../x").is_err());

@@ -108,7 +108,11 @@ pub async fn lock(path: &Path, timeout: Duration) -> Result<FileLock, LockError>
             return Ok(l);
         }
         if !told {
-            log::info!("waiting for lock {} held by {}", path.display(), holder(path));
+            log::info!(
+                "waiting for lock {} held by {}",
+                path.display(),
+                holder(path)
+            );
             told = true;
         }
         if start.elapsed() >= timeout {
@@ -143,7 +147,10 @@ mod tests {
         assert!(try_lock(&p).unwrap().is_none());
         let err = lock(&p, Duration::from_millis(250)).await.unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
         drop(held);
         assert!(lock(&p, Duration::from_millis(250)).await.is_ok());
     }

@@ -59,14 +59,19 @@ impl Target {
         };
         match self {
             Self::Cache(c) => {
-                let blob_ok = std::fs::metadata(c.blob_path(&etag)).is_ok_and(|m| m.len() == file.size);
+                let blob_ok =
+                    std::fs::metadata(c.blob_path(&etag)).is_ok_and(|m| m.len() == file.size);
                 if blob_ok {
                     let linked = c
                         .snapshot_path(commit, &file.path)
                         .ok()
                         .and_then(|p| std::fs::metadata(p).ok())
                         .is_some_and(|m| m.len() == file.size);
-                    return if linked { FileStatus::Complete } else { FileStatus::Linkable };
+                    return if linked {
+                        FileStatus::Complete
+                    } else {
+                        FileStatus::Linkable
+                    };
                 }
                 match c.partial(&etag).resumable(&etag, file.size) {
                     0 => FileStatus::Missing,
@@ -77,7 +82,10 @@ impl Target {
                 if l.is_complete(&file.path, &etag, file.size) {
                     return FileStatus::Complete;
                 }
-                match l.partial(&file.path, &etag).map(|p| p.resumable(&etag, file.size)) {
+                match l
+                    .partial(&file.path, &etag)
+                    .map(|p| p.resumable(&etag, file.size))
+                {
                     Ok(0) | Err(_) => FileStatus::Missing,
                     Ok(n) => FileStatus::Partial(n),
                 }
@@ -120,7 +128,12 @@ impl Target {
     }
 
     /// Moves a verified partial into place; returns the final path.
-    pub fn install(&self, partial: &Partial, file: &ManifestFile, commit: &str) -> std::io::Result<PathBuf> {
+    pub fn install(
+        &self,
+        partial: &Partial,
+        file: &ManifestFile,
+        commit: &str,
+    ) -> std::io::Result<PathBuf> {
         let etag = etag_of(file).map_err(invalid)?;
         match self {
             Self::Cache(c) => {
@@ -145,7 +158,10 @@ impl Target {
 
     /// Whether `file` is now complete (re-checked after taking its lock).
     pub fn is_complete(&self, file: &ManifestFile, commit: &str) -> bool {
-        matches!(self.status(file, commit), FileStatus::Complete | FileStatus::Linkable)
+        matches!(
+            self.status(file, commit),
+            FileStatus::Complete | FileStatus::Linkable
+        )
     }
 
     /// Records the revision -> commit mapping (cache only).

@@ -64,7 +64,14 @@ mod tests {
 
     #[test]
     fn normal_paths_pass() {
-        for p in ["config.json", "a/b/c.bin", "weird name.txt", ".gitattributes", "a/.hidden/x", "..a/b.."] {
+        for p in [
+            "config.json",
+            "a/b/c.bin",
+            "weird name.txt",
+            ".gitattributes",
+            "a/.hidden/x",
+            "..a/b..",
+        ] {
             assert!(validate_repo_path(p).is_ok(), "{p}");
         }
     }
@@ -72,19 +79,35 @@ mod tests {
     #[test]
     fn hostile_paths_are_refused_with_the_entry_named() {
         for p in [
-            "", "/etc/passwd", "../../evil", "a/../../b", "a/./b", "a//b", "a/", "./a", "..",
-            "a\\..\\b", "C:/x", "a\0b",
+            "",
+            "/etc/passwd",
+            "../../evil",
+            "a/../../b",
+            "a/./b",
+            "a//b",
+            "a/",
+            "./a",
+            "..",
+            "a\\..\\b",
+            "C:/x",
+            "a\0b",
         ] {
             let err = validate_repo_path(p).unwrap_err();
             assert_eq!(err.path, p);
-            assert!(err.to_string().contains("refusing repository entry"), "{err}");
+            assert!(
+                err.to_string().contains("refusing repository entry"),
+                "{err}"
+            );
         }
     }
 
     #[test]
     fn join_stays_under_base() {
         let base = Path::new("/tmp/t");
-        assert_eq!(join_repo_path(base, "a/b").unwrap(), Path::new("/tmp/t/a/b"));
+        assert_eq!(
+            join_repo_path(base, "a/b").unwrap(),
+            Path::new("/tmp/t/a/b")
+        );
         assert!(join_repo_path(base, "/abs").is_err());
     }
 }

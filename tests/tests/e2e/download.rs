@@ -1,0 +1,829 @@
+//! The download engine end to end: the `hubget` binary with the real lfs/xet/mirror plugins
+//! (from `target/debug`) against hubsim. Cache layout, `--local-dir`, filters, revisions,
+//! resume after SIGKILL, corruption, stalls, 429, auth, path traversal, offline mode, Ctrl-C,
+//! and the token never showing up in output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hubget_tests::{TestEnv, bin_dir};
+use hubsim::{Fault, FaultAction, FixtureSpec, HubSim, HubSimHandle, Origin, Shaping};
+use serde_json::Value;
+
+pub(crate) const TINY: &str = "acme/tiny";
+
+/// acme/tiny, acme/private, evil/traversal (from the default set) and acme/resume (one 8 MiB
+/// LFS file, for resume tests).
+pub(crate) fn fixtures() -> FixtureSpec {
+    let mut spec = FixtureSpec::default_set(1);
+    spec.repos
+        .retain(|r| ["acme/tiny", "acme/private", "evil/traversal"].contains(&r.id.as_str()));
+    let resume = FixtureSpec::from_toml(
+        r#"
+[[repos]]
+id = "acme/resume"
+type = "model"
+[[repos.commits]]
+message = "one big LFS file"
+files = [
+  { path = "big.bin", storage = "lfs", content = { kind = "random", size = 8388608, seed = 77 } },
+  { path = "config.json", content = { kind = "text", text = "{}\n" } },
+]
+"#,
+    )
+    .expect("resume spec");
+    spec.repos.extend(resume.repos);
+    spec
+}
+
+/// A hubsim, a test environment, and `hubget download` runs against them.
+pub(crate) struct Dl {
+    pub sim: HubSimHandle,
+    pub env: TestEnv,
+}
+
+/// What one run printed.
+#[derive(Debug)]
+pub(crate) struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub secs: f64,
+}
+
+impl Ran {
+    fn from(out: Output, started: Instant) -> Self {
+        Self {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            secs: started.elapsed().as_secs_f64(),
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        self.code_is(0)
+    }
+
+    #[track_caller]
+    pub fn code_is(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// The last line of stdout.
+    pub fn last_line(&self) -> &str {
+        self.stdout.lines().last().unwrap_or("")
+    }
+
+    /// The NDJSON events (with `--json`).
+    pub fn events(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
+            .collect()
+    }
+
+    pub fn of(&self, kind: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == kind)
+            .collect()
+    }
+}
+
+impl Dl {
+    pub fn new() -> Self {
+        Self::with(HubSim::builder().fixtures(fixtures()))
+    }
+
+    pub fn with(builder: hubsim::HubSimBuilder) -> Self {
+        Self {
+            sim: HubSim::start_blocking(builder).expect("hubsim"),
+            env: TestEnv::new(),
+        }
+    }
+
+    /// `$HF_HOME/hub`.
+    pub fn cache(&self) -> PathBuf {
+        self.env.hf_home().join("hub")
+    }
+
+    pub fn repo_dir(&self, folder: &str) -> PathBuf {
+        self.cache().join(folder)
+    }
+
+    pub fn head(&self, repo: &str) -> String {
+        self.sim.info().repo(repo).expect("repo").head.clone()
+    }
+
+    /// `hubget download <args>` with the first-party plugins of `target/debug`.
+    pub fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> std::process::Command {
+        let mut cmd = self.env.command();
+        cmd.arg("download")
+            .args(args)
+            .env("HUBGET_PLUGIN_DIR", bin_dir())
+            .env("HF_ENDPOINT", self.sim.hub_url());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd
+    }
+
+    pub fn run_env(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Ran {
+        let started = Instant::now();
+        let out = self.command(args, extra_env).output().expect("run hubget");
+        Ran::from(out, started)
+    }
+
+    pub fn run(&self, args: &[&str]) -> Ran {
+        self.run_env(args, &[])
+    }
+
+    pub fn spawn(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Child {
+        self.command(args, extra_env).spawn().expect("spawn hubget")
+    }
+}
+
+/// Waits for a child with a deadline, returning what it printed.
+pub(crate) fn wait(child: Child, started: Instant) -> Ran {
+    Ran::from(child.wait_with_output().expect("wait"), started)
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub(crate) fn poll(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+fn sha256_file(path: &Path) -> String {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    hubget::verify::sha256_hex(&data)
+}
+
+/// Every file of `repo` at `commit` sits in `snapshots/<commit>/` as a relative symlink into
+/// `blobs/<etag>` with the right content, as huggingface_hub lays it out.
+pub(crate) fn assert_cache_layout(dl: &Dl, repo: &str, commit: &str, only: Option<&[&str]>) {
+    let info = dl.sim.info().repo(repo).unwrap();
+    let folder = format!("models--{}", repo.replace('/', "--"));
+    let root = dl.repo_dir(&folder);
+    let files = &info.commit(commit).unwrap().files;
+    let mut expected_blobs = std::collections::BTreeSet::new();
+    for f in files {
+        if only.is_some_and(|o| !o.contains(&f.path.as_str())) {
+            continue;
+        }
+        let link = root.join("snapshots").join(commit).join(&f.path);
+        let target =
+            std::fs::read_link(&link).unwrap_or_else(|e| panic!("{}: {e}", link.display()));
+        let etag = if f.storage == hubsim::Storage::Regular {
+            &f.git_oid
+        } else {
+            &f.sha256
+        };
+        let depth = f.path.split('/').count() - 1;
+        let want = format!("{}blobs/{etag}", "../".repeat(depth + 2));
+        assert_eq!(target, Path::new(&want), "{}", f.path);
+        assert_eq!(sha256_file(&link), f.sha256, "{}", f.path);
+        expected_blobs.insert(etag.clone());
+    }
+    let blobs: std::collections::BTreeSet<String> = std::fs::read_dir(root.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        blobs, expected_blobs,
+        "blobs/ holds exactly one blob per file, nothing partial"
+    );
+}
+
+#[test]
+fn snapshot_lands_in_the_huggingface_cache_layout() {
+    let dl = Dl::new();
+    let head = dl.head(TINY);
+    let r = dl.run(&[TINY, "--json"]);
+    r.ok();
+    let root = dl.repo_dir("models--acme--tiny");
+    assert_cache_layout(&dl, TINY, &head, None);
+    // refs/main holds the commit without a newline; the lock files live in .locks/<folder>/.
+    assert_eq!(
+        std::fs::read_to_string(root.join("refs/main")).unwrap(),
+        head
+    );
+    assert!(dl.cache().join(".locks/models--acme--tiny").is_dir());
+    // The JSON stream: every event has the schema; plan first, done last with the path.
+    let events = r.events();
+    assert!(events.iter().all(|e| e["schema"] == 1), "{}", r.stdout);
+    assert_eq!(events.first().unwrap()["event"], "plan");
+    let done = events.last().unwrap();
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["exit_code"], 0);
+    let snapshot = root.join("snapshots").join(&head);
+    assert_eq!(done["path"], snapshot.display().to_string());
+    let file_done = r.of("file_done");
+    assert_eq!(file_done.len(), 6);
+    for e in &file_done {
+        for key in [
+            "path",
+            "backend",
+            "source",
+            "bytes",
+            "bytes_transferred",
+            "sha256",
+            "secs",
+        ] {
+            assert!(!e[key].is_null(), "file_done lacks {key}: {e}");
+        }
+    }
+    // Without --json the last line of stdout is the snapshot folder, and a second run finds
+    // everything complete: no file bytes move.
+    dl.sim.reset_counters();
+    let again = dl.run(&[TINY]);
+    again.ok();
+    assert_eq!(again.last_line(), snapshot.display().to_string());
+    let c = dl.sim.counters();
+    assert_eq!(c.bytes_from(Origin::Cdn) + c.bytes_from(Origin::Cas), 0);
+    assert_eq!(c.requests_to(Origin::Hub, "resolve"), 0, "{:?}", c.requests);
+}
+
+#[test]
+fn local_dir_gets_real_files_and_huggingface_metadata() {
+    let dl = Dl::new();
+    let head = dl.head(TINY);
+    let dir = dl.env.path("out");
+    let dir_s = dir.to_str().unwrap();
+    let r = dl.run(&[TINY, "--local-dir", dir_s]);
+    r.ok();
+    assert_eq!(r.last_line(), dir_s);
+    let info = dl.sim.info().repo(TINY).unwrap();
+    for f in &info.files {
+        let p = dir.join(&f.path);
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        assert!(meta.file_type().is_file(), "{} is a real file", f.path);
+        assert_eq!(sha256_file(&p), f.sha256);
+        let md = std::fs::read_to_string(
+            dir.join(".cache/huggingface/download")
+                .join(format!("{}.metadata", f.path)),
+        )
+        .unwrap();
+        let lines: Vec<&str> = md.lines().collect();
+        let etag = if f.storage == hubsim::Storage::Regular {
+            &f.git_oid
+        } else {
+            &f.sha256
+        };
+        assert_eq!(lines.len(), 3, "{md}");
+        assert_eq!(lines[0], head);
+        assert_eq!(lines[1], etag);
+        assert!(lines[2].parse::<f64>().is_ok(), "{md}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join(".cache/huggingface/.gitignore")).unwrap(),
+        "*"
+    );
+    assert!(
+        !dl.cache().join("models--acme--tiny").exists(),
+        "nothing in the cache"
+    );
+    // Re-running skips complete files.
+    dl.sim.reset_counters();
+    dl.run(&[TINY, "--local-dir", dir_s]).ok();
+    let c = dl.sim.counters();
+    assert_eq!(c.bytes_from(Origin::Cdn) + c.bytes_from(Origin::Cas), 0);
+}
+
+#[test]
+fn include_exclude_and_single_file() {
+    let dl = Dl::new();
+    let head = dl.head(TINY);
+    dl.run(&[TINY, "--include", "*.json", "--include", "sub/"])
+        .ok();
+    assert_cache_layout(
+        &dl,
+        TINY,
+        &head,
+        Some(&["config.json", "sub/dir/notes.txt"]),
+    );
+    let snap = dl
+        .repo_dir("models--acme--tiny")
+        .join("snapshots")
+        .join(&head);
+    assert!(!snap.join("lfs.bin").exists() && !snap.join("README.md").exists());
+
+    let dl = Dl::new();
+    dl.run(&[TINY, "--exclude", "*.bin", "--exclude", "*.safetensors"])
+        .ok();
+    assert_cache_layout(
+        &dl,
+        TINY,
+        &head,
+        Some(&["README.md", "config.json", "sub/dir/notes.txt"]),
+    );
+
+    // One file: the last line is the file itself; globs are ignored with a warning.
+    let dl = Dl::new();
+    let r = dl.run(&[TINY, "lfs.bin", "--include", "*.json"]);
+    r.ok();
+    let file = dl
+        .repo_dir("models--acme--tiny")
+        .join("snapshots")
+        .join(&head)
+        .join("lfs.bin");
+    assert_eq!(r.last_line(), file.display().to_string());
+    assert!(r.stderr.contains("ignored"), "{}", r.stderr);
+    assert_cache_layout(&dl, TINY, &head, Some(&["lfs.bin"]));
+
+    // A file the revision does not have: exit 3 and the .no_exist marker.
+    let r = dl.run(&[TINY, "nope.txt"]);
+    r.code_is(3);
+    assert!(
+        dl.repo_dir("models--acme--tiny")
+            .join(".no_exist")
+            .join(&head)
+            .join("nope.txt")
+            .is_file()
+    );
+}
+
+#[test]
+fn tag_and_commit_sha_revisions() {
+    let dl = Dl::new();
+    let info = dl.sim.info().repo(TINY).unwrap().clone();
+    let tag_sha = info.tags["v1.0"].clone();
+    dl.run(&[TINY, "--revision", "v1.0"]).ok();
+    let root = dl.repo_dir("models--acme--tiny");
+    assert_eq!(
+        std::fs::read_to_string(root.join("refs/v1.0")).unwrap(),
+        tag_sha
+    );
+    assert_cache_layout(&dl, TINY, &tag_sha, None);
+
+    let dev_sha = info.branches["dev/feature"].clone();
+    let r = dl.run(&[TINY, "--revision", &dev_sha, "feature.txt"]);
+    r.ok();
+    assert!(
+        r.last_line()
+            .ends_with(&format!("snapshots/{dev_sha}/feature.txt")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !root.join("refs").join(&dev_sha).exists(),
+        "no ref for a commit sha"
+    );
+    // A branch with a slash gets a nested ref.
+    dl.run(&[TINY, "--revision", "dev/feature", "feature.txt"])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(root.join("refs/dev/feature")).unwrap(),
+        dev_sha
+    );
+}
+
+/// The checkpoint recorded in the resume state of `etag`, if any.
+fn checkpoint(blobs: &Path, etag: &str) -> Option<u64> {
+    let text =
+        std::fs::read_to_string(blobs.join(format!("{etag}.incomplete.hubget.json"))).ok()?;
+    serde_json::from_str::<Value>(&text).ok()?["checkpoint"].as_u64()
+}
+
+#[test]
+fn resume_after_sigkill_fetches_only_the_rest() {
+    // 8 MiB at 2 MiB/s: about 4 s, time enough to kill it midway.
+    let dl = Dl::with(HubSim::builder().fixtures(fixtures()).shape(Shaping {
+        rate_total: Some(2 * 1024 * 1024),
+        ..Shaping::default()
+    }));
+    let f = dl
+        .sim
+        .info()
+        .repo("acme/resume")
+        .unwrap()
+        .file("big.bin")
+        .unwrap()
+        .clone();
+    let blobs = dl.repo_dir("models--acme--resume").join("blobs");
+    let args = [
+        "acme/resume",
+        "big.bin",
+        "--backend",
+        "lfs",
+        "--no-fallback",
+        "--connections",
+        "1",
+    ];
+    let started = Instant::now();
+    let mut child = dl.spawn(&args, &[]);
+    let reached = poll(Duration::from_secs(20), || {
+        checkpoint(&blobs, &f.sha256).is_some_and(|c| c >= f.size / 4)
+    });
+    child.kill().expect("SIGKILL");
+    let killed = wait(child, started);
+    assert!(reached, "no checkpoint reached 25%: {killed:?}");
+    assert_eq!(killed.code, None, "killed by a signal");
+    let cp = checkpoint(&blobs, &f.sha256).expect("state survives the kill");
+    assert!(cp < f.size, "killed before the end");
+    let first_run_bytes = dl.sim.counters().bytes_from(Origin::Cdn);
+    dl.sim.reset_counters();
+
+    let r = dl.run(&[&args[..], &["--json"]].concat());
+    r.ok();
+    let second = dl.sim.counters().bytes_from(Origin::Cdn);
+    let rest = f.size - cp;
+    // Only the rest moved (the margin covers bytes written after the last persisted checkpoint
+    // being fetched again).
+    assert!(
+        second >= rest && second <= rest + 512 * 1024,
+        "second run moved {second}, rest was {rest} (cp {cp}, first run {first_run_bytes})"
+    );
+    assert_eq!(r.of("file_start")[0]["offset"], cp);
+    assert_cache_layout(
+        &dl,
+        "acme/resume",
+        &dl.head("acme/resume"),
+        Some(&["big.bin"]),
+    );
+}
+
+#[test]
+fn ctrl_c_keeps_the_partial_file_and_exits_130() {
+    let dl = Dl::with(HubSim::builder().fixtures(fixtures()).shape(Shaping {
+        rate_total: Some(1024 * 1024),
+        ..Shaping::default()
+    }));
+    let f = dl
+        .sim
+        .info()
+        .repo("acme/resume")
+        .unwrap()
+        .file("big.bin")
+        .unwrap()
+        .clone();
+    let blobs = dl.repo_dir("models--acme--resume").join("blobs");
+    let started = Instant::now();
+    let child = dl.spawn(
+        &[
+            "acme/resume",
+            "big.bin",
+            "--backend",
+            "lfs",
+            "--no-fallback",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(poll(Duration::from_secs(20), || checkpoint(
+        &blobs, &f.sha256
+    )
+    .is_some_and(|c| c > 0)));
+    let st = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let r = wait(child, started);
+    r.code_is(130);
+    let done = r.of("done");
+    assert_eq!(done[0]["exit_code"], 130);
+    assert!(
+        blobs.join(format!("{}.incomplete", f.sha256)).exists(),
+        "partial kept"
+    );
+    assert!(
+        checkpoint(&blobs, &f.sha256).is_some_and(|c| c > 0),
+        "state kept"
+    );
+}
+
+#[test]
+fn corruption_never_lands_and_the_next_backend_completes() {
+    let dl = Dl::new();
+    let head = dl.head(TINY);
+    let info = dl.sim.info().repo(TINY).unwrap().clone();
+    let xet = info.file("xet-a.bin").unwrap().clone();
+    // lfs gets a flipped byte from the CDN; xet (through the CAS) serves it right.
+    dl.sim.faults().add(
+        Fault::new(
+            Origin::Cdn,
+            &xet.sha256,
+            FaultAction::FlipByte { offset: Some(1000) },
+        )
+        .times(100),
+    );
+    let r = dl.run(&[TINY, "xet-a.bin", "--json"]);
+    r.ok();
+    let fallback = r.of("fallback");
+    assert_eq!(fallback[0]["from"], "lfs", "{}", r.stdout);
+    assert_eq!(fallback[0]["to"], "xet");
+    assert_eq!(fallback[0]["error"]["kind"], "integrity");
+    assert!(
+        fallback[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sha256 mismatch")
+    );
+    assert_eq!(r.of("file_done")[0]["backend"], "xet");
+    assert!(dl.sim.counters().bytes_from(Origin::Cas) > 0);
+    assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+
+    // Wrong length (body shorter than declared): lfs gives up, xet completes.
+    let dl = Dl::new();
+    let fault = FaultAction::WrongContentLength { delta: 5000 };
+    dl.sim
+        .faults()
+        .add(Fault::new(Origin::Cdn, &xet.sha256, fault).times(1000));
+    let r = dl.run(&[TINY, "xet-a.bin", "--json"]);
+    r.ok();
+    assert_eq!(r.of("file_done")[0]["backend"], "xet", "{}", r.stdout);
+    assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+    // Truncated bodies (the connection cut after 100 kB, every time): whichever backend ends up
+    // delivering it (lfs resumes ranges, xet reconstructs), what lands is verified.
+    let dl = Dl::new();
+    let fault = FaultAction::CutAfter { bytes: 100_000 };
+    dl.sim
+        .faults()
+        .add(Fault::new(Origin::Cdn, &xet.sha256, fault).times(1000));
+    dl.run(&[TINY, "xet-a.bin", "--json"]).ok();
+    assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+    // A truncated LFS-only file with no other backend that can serve it: exit 5 or 1, never lands.
+    let lfs = info.file("lfs.bin").unwrap().clone();
+    let dl = Dl::new();
+    let fault = FaultAction::WrongContentLength { delta: -1000 };
+    dl.sim
+        .faults()
+        .add(Fault::new(Origin::Cdn, &lfs.sha256, fault).times(1000));
+    let r = dl.run(&[TINY, "lfs.bin"]);
+    assert_ne!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("lfs.bin") && r.stderr.contains("lfs ("),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !dl.repo_dir("models--acme--tiny")
+            .join("blobs")
+            .join(&lfs.sha256)
+            .exists()
+    );
+
+    // Every backend corrupts: exit 5, each failure named, nothing in blobs/ or snapshots/.
+    let dl = Dl::new();
+    dl.sim.faults().add(
+        Fault::new(
+            Origin::Cdn,
+            &xet.sha256,
+            FaultAction::FlipByte { offset: Some(1000) },
+        )
+        .times(1000),
+    );
+    dl.sim
+        .faults()
+        .add(Fault::new(Origin::Cas, "", FaultAction::FlipByte { offset: None }).times(1000));
+    let r = dl.run(&[TINY, "xet-a.bin"]);
+    r.code_is(5);
+    assert!(
+        r.stderr.contains("lfs (integrity)") && r.stderr.contains("xet ("),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("sha256 mismatch"), "{}", r.stderr);
+    let root = dl.repo_dir("models--acme--tiny");
+    let blobs: Vec<_> = std::fs::read_dir(root.join("blobs"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    // (A partial file with its resume state may stay for the next run; it never becomes a blob.)
+    assert!(
+        blobs.iter().all(|n| n.to_string_lossy() != xet.sha256),
+        "{blobs:?}"
+    );
+    assert!(
+        !root
+            .join("snapshots")
+            .join(&head)
+            .join("xet-a.bin")
+            .exists()
+    );
+}
+
+#[test]
+fn a_stalled_backend_is_cancelled_and_another_completes() {
+    let dl = Dl::new();
+    let head = dl.head(TINY);
+    let xet = dl
+        .sim
+        .info()
+        .repo(TINY)
+        .unwrap()
+        .file("xet-a.bin")
+        .unwrap()
+        .clone();
+    dl.sim.faults().add(
+        Fault::new(
+            Origin::Cdn,
+            &xet.sha256,
+            FaultAction::Stall {
+                secs: 120.0,
+                after_bytes: Some(64 * 1024),
+            },
+        )
+        .times(100),
+    );
+    let r = dl.run(&[TINY, "xet-a.bin", "--stall-timeout", "2", "--json"]);
+    r.ok();
+    let fb = r.of("fallback");
+    assert_eq!(fb[0]["from"], "lfs", "{}", r.stdout);
+    assert!(
+        fb[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stalled"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.of("file_done")[0]["backend"], "xet");
+    assert!(r.secs >= 2.0 && r.secs < 30.0, "took {}s", r.secs);
+    assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+}
+
+#[test]
+fn rate_limit_retry_after_is_honoured() {
+    let dl = Dl::new();
+    let lfs = dl
+        .sim
+        .info()
+        .repo(TINY)
+        .unwrap()
+        .file("lfs.bin")
+        .unwrap()
+        .clone();
+    dl.sim.faults().add(Fault::new(
+        Origin::Cdn,
+        &lfs.sha256,
+        FaultAction::RateLimited {
+            retry_after_secs: 2,
+        },
+    ));
+    let r = dl.run(&[TINY, "lfs.bin", "--json"]);
+    r.ok();
+    assert!(r.secs >= 2.0, "waited {}s, Retry-After was 2s", r.secs);
+    let c = dl.sim.counters();
+    assert!(c.log.iter().any(|l| l.status == 429), "the 429 was served");
+    assert_eq!(r.of("file_done")[0]["sha256"], lfs.sha256.as_str());
+}
+
+#[test]
+fn private_repo_without_token_is_an_auth_error_with_a_hint() {
+    let dl = Dl::new();
+    let r = dl.run(&["acme/private"]);
+    r.code_is(4);
+    assert!(
+        r.stderr.contains("hint:") && r.stderr.contains("token"),
+        "{}",
+        r.stderr
+    );
+    let r = dl.run(&["acme/private", "--json"]);
+    r.code_is(4);
+    let done = r.of("done");
+    assert_eq!(done[0]["exit_code"], 4);
+    assert_eq!(r.of("error")[0]["kind"], "auth");
+}
+
+#[test]
+fn token_never_appears_in_output_even_at_trace_level() {
+    let dl = Dl::new();
+    let token = dl.sim.token().to_owned();
+    let r = dl.run_env(
+        &["acme/private", "--json", "-vvv"],
+        &[("HF_TOKEN", &token), ("RUST_LOG", "trace")],
+    );
+    r.ok();
+    assert!(r.stderr.len() > 1000, "trace logging is on");
+    assert!(
+        !r.stdout.contains(&token) && !r.stderr.contains(&token),
+        "token leaked"
+    );
+    // A failing run with a wrong token does not print it either.
+    let bad = "hf_wrong_token_value_12345";
+    let r = dl.run_env(
+        &["acme/private", "-vvv"],
+        &[("HF_TOKEN", bad), ("RUST_LOG", "trace")],
+    );
+    assert_ne!(r.code, Some(0));
+    assert!(
+        !r.stdout.contains(bad) && !r.stderr.contains(bad),
+        "token leaked:\n{}",
+        r.stderr
+    );
+    assert!(
+        !dl.sim.counters().auth_seen.cdn,
+        "the token never went to the CDN"
+    );
+}
+
+#[test]
+fn path_traversal_entries_are_refused_and_nothing_lands_outside() {
+    let dl = Dl::new();
+    let r = dl.run(&["evil/traversal"]);
+    assert_ne!(r.code, Some(0));
+    assert!(
+        r.stderr.contains("refusing repository entry"),
+        "{}",
+        r.stderr
+    );
+    let dir = dl.env.path("ld");
+    let r = dl.run(&["evil/traversal", "--local-dir", dir.to_str().unwrap()]);
+    assert_ne!(r.code, Some(0));
+    // Nothing named like the hostile entries anywhere in the environment or at the root.
+    let mut found = Vec::new();
+    let mut stack = vec![dl.env.path("")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if ["evil", "x", "path"].contains(&name.as_str()) {
+                found.push(e.path());
+            }
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:?}");
+    assert!(!Path::new("/abs/path").exists());
+    // The safe file of the same repo can still be fetched alone.
+    dl.run(&["evil/traversal", "ok.txt"]).ok();
+}
+
+#[test]
+fn offline_hit_makes_no_request_and_miss_names_the_cache() {
+    let dl = Dl::new();
+    let head = dl.head(TINY);
+    dl.run(&[TINY]).ok();
+    dl.sim.reset_counters();
+    let r = dl.run_env(&[TINY], &[("HF_HUB_OFFLINE", "1")]);
+    r.ok();
+    let snapshot = dl
+        .repo_dir("models--acme--tiny")
+        .join("snapshots")
+        .join(&head);
+    assert_eq!(r.last_line(), snapshot.display().to_string());
+    let r = dl.run(&[TINY, "config.json", "--offline", "--json"]);
+    r.ok();
+    assert_eq!(r.of("file_done")[0]["backend"], "cache");
+    let c = dl.sim.counters();
+    assert_eq!(
+        c.total_requests.hub + c.total_requests.cdn + c.total_requests.cas,
+        0,
+        "zero network calls"
+    );
+
+    let r = dl.run(&[TINY, "--offline", "--revision", "v1.0"]);
+    r.code_is(6);
+    assert!(
+        r.stderr.contains(&dl.cache().display().to_string()),
+        "{}",
+        r.stderr
+    );
+    let r = dl.run(&["acme/private", "--offline"]);
+    r.code_is(6);
+    let r = dl.run(&[TINY, "nope.txt", "--offline"]);
+    r.code_is(6);
+    assert_eq!(dl.sim.counters().total_requests.hub, 0);
+}
+
+#[test]
+fn dry_run_plans_and_fetches_nothing() {
+    let dl = Dl::new();
+    let r = dl.run(&[TINY, "--dry-run", "--json"]);
+    r.ok();
+    let plan = &r.of("plan")[0];
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["files"].as_array().unwrap().len(), 6);
+    assert_eq!(plan["backends"][0], "lfs");
+    assert_eq!(plan["remaining_bytes"], plan["total_bytes"]);
+    let r = dl.run(&[TINY, "--dry-run"]);
+    r.ok();
+    assert!(
+        r.stdout.contains("lfs.bin") && r.stdout.contains("to fetch"),
+        "{}",
+        r.stdout
+    );
+    let c = dl.sim.counters();
+    assert_eq!(c.bytes_from(Origin::Cdn) + c.bytes_from(Origin::Cas), 0);
+    assert!(!dl.repo_dir("models--acme--tiny").join("blobs").exists());
+}

@@ -1,0 +1,212 @@
+//! Sharing one cache: the official Python client (`huggingface_hub` 2.4.0 + `hf_xet`, in the
+//! virtualenv hubsim's fidelity check uses) reads what hubget downloaded in offline mode and
+//! hubget reads what Python downloaded; two hubget processes on one repo at once.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hubsim::{HubSim, Origin, Shaping};
+use serde_json::Value;
+
+use super::download::{Dl, TINY, assert_cache_layout, fixtures, wait};
+
+const PINS: [&str; 2] = ["huggingface_hub==2.4.0", "hf_xet==1.8.0"];
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// The virtualenv with the pinned Python client (shared with hubsim's fidelity check; created
+/// with `python3 -m venv` + pip on first use).
+fn venv_python() -> PathBuf {
+    let venv = target_dir().join("hubsim-venv");
+    let py = venv.join("bin/python");
+    let ready = py.exists()
+        && Command::new(&py)
+            .args(["-c", "import huggingface_hub, hf_xet, sys; sys.exit(huggingface_hub.__version__ != '2.4.0')"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ready {
+        let st = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 is needed");
+        assert!(st.success(), "python3 -m venv failed");
+        let st = Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(PINS)
+            .status()
+            .expect("pip");
+        assert!(st.success(), "pip install {PINS:?} failed");
+    }
+    py
+}
+
+/// Runs `script` with the venv's python in `dl`'s environment (same HF_HOME), returning stdout
+/// parsed as JSON.
+fn python(dl: &Dl, script: &str, env: &[(&str, &str)]) -> Value {
+    let mut cmd = Command::new(venv_python());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dl.env.home())
+        .env("HF_HOME", dl.env.hf_home())
+        .env("HF_ENDPOINT", dl.sim.hub_url())
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .args(["-c", script]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+const PY_SNAPSHOT: &str = r#"
+import hashlib, json, os, sys
+from huggingface_hub import snapshot_download, hf_hub_download
+root = snapshot_download("acme/tiny")
+out = {"root": root, "files": {}}
+for dirpath, _, names in os.walk(root):
+    for n in names:
+        p = os.path.join(dirpath, n)
+        rel = os.path.relpath(p, root)
+        out["files"][rel] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+# hf_hub_download of each file resolves through refs/ and snapshots/ too.
+for rel in list(out["files"]):
+    p = hf_hub_download("acme/tiny", rel)
+    assert hashlib.sha256(open(p, "rb").read()).hexdigest() == out["files"][rel], rel
+print(json.dumps(out))
+"#;
+
+fn expected_files(dl: &Dl) -> std::collections::BTreeMap<String, String> {
+    let info = dl.sim.info().repo(TINY).unwrap();
+    info.files
+        .iter()
+        .map(|f| (f.path.clone(), f.sha256.clone()))
+        .collect()
+}
+
+#[test]
+fn python_offline_reads_what_hubget_downloaded() {
+    let dl = Dl::new();
+    dl.run(&[TINY]).ok();
+    dl.sim.reset_counters();
+    let got = python(&dl, PY_SNAPSHOT, &[("HF_HUB_OFFLINE", "1")]);
+    let files: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(got["files"].clone()).unwrap();
+    assert_eq!(files, expected_files(&dl));
+    let head = dl.head(TINY);
+    assert!(
+        got["root"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("models--acme--tiny/snapshots/{head}"))
+    );
+    assert_eq!(
+        dl.sim.counters().total_requests.hub,
+        0,
+        "Python stayed offline"
+    );
+}
+
+#[test]
+fn hubget_offline_reads_what_python_downloaded() {
+    let dl = Dl::new();
+    let online = python(&dl, PY_SNAPSHOT, &[]);
+    let files: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(online["files"].clone()).unwrap();
+    assert_eq!(files, expected_files(&dl), "Python downloaded everything");
+    dl.sim.reset_counters();
+    let r = dl.run(&[TINY, "--offline", "--json"]);
+    r.ok();
+    let done = r.of("file_done");
+    let mut seen: Vec<String> = done
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_owned())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, files.keys().cloned().collect::<Vec<_>>());
+    for e in &done {
+        let p = e["local_path"].as_str().unwrap();
+        let data = std::fs::read(p).unwrap();
+        assert_eq!(
+            hubget::verify::sha256_hex(&data),
+            files[e["path"].as_str().unwrap()]
+        );
+    }
+    let single = dl.run(&[TINY, "lfs.bin", "--offline"]);
+    single.ok();
+    assert!(single.last_line().ends_with("/lfs.bin"));
+    let c = dl.sim.counters();
+    assert_eq!(
+        c.total_requests.hub + c.total_requests.cdn + c.total_requests.cas,
+        0
+    );
+    // And online, hubget finds Python's files complete: no file bytes move.
+    dl.run(&[TINY]).ok();
+    let c = dl.sim.counters();
+    assert_eq!(
+        c.bytes_from(Origin::Cdn) + c.bytes_from(Origin::Cas),
+        0,
+        "{:?}",
+        c.requests
+    );
+}
+
+#[test]
+fn two_hubget_processes_on_one_repo_both_succeed_with_one_blob_each() {
+    // A shaped link so that the two runs overlap.
+    let dl = Dl::with(HubSim::builder().fixtures(fixtures()).shape(Shaping {
+        rate_total: Some(8 * 1024 * 1024),
+        ..Shaping::default()
+    }));
+    let started = Instant::now();
+    let a = dl.spawn(&[TINY, "--json"], &[]);
+    let b = dl.spawn(&[TINY, "--json"], &[]);
+    let (a, b) = (wait(a, started), wait(b, started));
+    a.ok();
+    b.ok();
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_cache_layout(&dl, TINY, &dl.head(TINY), None);
+    // Each file moved once: the second process waited for the lock and found the blob.
+    let total: u64 = dl
+        .sim
+        .info()
+        .repo(TINY)
+        .unwrap()
+        .files
+        .iter()
+        .map(|f| f.size)
+        .sum();
+    let c = dl.sim.counters();
+    let moved = c.bytes_from(Origin::Cdn) + c.bytes_from(Origin::Cas);
+    assert!(
+        moved < total + total / 5,
+        "moved {moved} bytes for {total} bytes of files"
+    );
+    let backends: Vec<String> = [&a, &b]
+        .iter()
+        .flat_map(|r| r.of("file_done"))
+        .map(|e| e["backend"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        backends.iter().any(|b| b == "cache"),
+        "one run found files the other fetched: {backends:?}"
+    );
+}
