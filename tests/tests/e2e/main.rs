@@ -6,5 +6,7 @@
 //! To add an area: create `tests/tests/e2e/<area>.rs` and add `mod <area>;` below.
 
 mod config;
+mod download;
+mod interop;
 mod mirror;
 mod plugins;
