@@ -183,13 +183,21 @@ impl Registry {
                 return;
             }
             Err(e) => {
-                // The executable's directory always exists; a missing configured one is worth
-                // a note but is not an error (plugin_dirs may list optional places).
-                log::debug!(
-                    "plugin directory {} (from {}) not searched: {e}",
-                    dir.path.display(),
-                    dir.origin
-                );
+                // A directory the user named (config, HUBGET_PLUGIN_DIR) that cannot be read is
+                // worth a warning, but not an error: it may list optional places.
+                if dir.origin == ORIGIN_EXE {
+                    log::debug!(
+                        "plugin directory {} ({}) not searched: {e}",
+                        dir.path.display(),
+                        dir.origin
+                    );
+                } else {
+                    log::warn!(
+                        "plugin directory {} (from {}) not searched: {e}",
+                        dir.path.display(),
+                        dir.origin
+                    );
+                }
                 return;
             }
         };
@@ -522,12 +530,13 @@ fn layout_summary(report: &str) -> String {
 const LOG_SLOTS: usize = 32;
 static SLOT_NAMES: [OnceLock<String>; LOG_SLOTS] = [const { OnceLock::new() }; LOG_SLOTS];
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
-static LOG_SECRETS: OnceLock<Vec<String>> = OnceLock::new();
 
-/// Registers secrets (the Hub token) that are masked in every plugin log record. Only the first
-/// call counts.
+/// Registers secrets (the Hub token) that are masked in every log record (see
+/// [`crate::redact::register_secret`]).
 pub fn set_log_secrets(secrets: Vec<String>) {
-    let _ = LOG_SECRETS.set(secrets);
+    for secret in &secrets {
+        crate::redact::register_secret(secret);
+    }
 }
 
 extern "C" fn plugin_log<const SLOT: usize>(level: u8, target: RStr<'_>, message: RStr<'_>) {
@@ -578,10 +587,7 @@ fn emit(plugin: &str, level: u8, target: &str, message: &str) {
             return;
         }
         let target = format!("plugin::{plugin}::{target}");
-        let mut text = crate::redact::redact_urls(message).into_owned();
-        for secret in LOG_SECRETS.get().into_iter().flatten() {
-            text = crate::redact::redact_secret(&text, secret).into_owned();
-        }
+        let text = crate::redact::redact_registered(message);
         log::logger().log(
             &log::Record::builder()
                 .level(level)

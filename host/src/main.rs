@@ -1,6 +1,7 @@
 //! The `hubget` command: parses the command line, sets up logging (env_logger on stderr,
 //! `RUST_LOG` or `-v`), runs the command and turns errors into a message, a hint and a
-//! documented exit code (see [`hubget::error`]).
+//! documented exit code (see [`hubget::error`]). Log records and the error message pass through
+//! [`hubget::redact::redact_registered`], so the token and signed URL queries never show.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let mut err = std::io::stderr().lock();
-            let message = hubget::redact::redact_urls(&error.to_string()).into_owned();
+            let message = hubget::redact::redact_registered(&error.to_string()).into_owned();
             let _ = writeln!(err, "error: {message}");
             if let Some(hint) = error.hint() {
                 let _ = writeln!(err, "hint: {hint}");
@@ -45,5 +46,18 @@ fn init_logging(verbose: u8) {
             builder.filter_level(log::LevelFilter::Trace);
         }
     }
+    // Every record passes through redaction: URL query strings (signed URLs) and the token.
+    builder.format(|buf, record| {
+        let message = record.args().to_string();
+        let message = hubget::redact::redact_registered(&message);
+        let style = buf.default_level_style(record.level());
+        writeln!(
+            buf,
+            "[{} {style}{:<5}{style:#} {}] {message}",
+            buf.timestamp(),
+            record.level(),
+            record.target()
+        )
+    });
     builder.target(env_logger::Target::Stderr).init();
 }

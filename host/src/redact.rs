@@ -5,6 +5,7 @@
 //! record, an error or stdout.
 
 use std::borrow::Cow;
+use std::sync::RwLock;
 
 /// What replaces a secret.
 pub const MASK: &str = "***";
@@ -92,6 +93,35 @@ fn find_url_start(text: &str) -> Option<usize> {
     }
 }
 
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Registers a secret (the Hub token) that [`redact_registered`] masks from then on, in every
+/// log record (the host's logger and plugin records) and in the final error message. Secrets
+/// shorter than 4 characters are ignored.
+pub fn register_secret(secret: &str) {
+    let secret = secret.trim();
+    if secret.len() < 4 {
+        return;
+    }
+    let mut secrets = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    if !secrets.iter().any(|s| s == secret) {
+        secrets.push(secret.to_owned());
+    }
+}
+
+/// Strips URL query strings and credentials, and masks every secret registered with
+/// [`register_secret`].
+pub fn redact_registered(text: &str) -> Cow<'_, str> {
+    let mut out = redact_urls(text);
+    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    for secret in secrets.iter() {
+        if out.contains(secret.as_str()) {
+            out = Cow::Owned(out.replace(secret.as_str(), MASK));
+        }
+    }
+    out
+}
+
 /// Both at once: masks `token` (if any) and strips URL query strings and credentials.
 pub fn redact(text: &str, token: Option<&str>) -> String {
     let urls = redact_urls(text);
@@ -104,6 +134,16 @@ pub fn redact(text: &str, token: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registered_secrets_are_masked() {
+        register_secret("hf_registered_1234");
+        register_secret("ab");
+        assert_eq!(
+            redact_registered("a hf_registered_1234 b https://x/y?z=1 ab"),
+            "a *** b https://x/y?*** ab"
+        );
+    }
 
     #[test]
     fn secrets_are_masked_everywhere() {

@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 
 use crate::cli::ConfigShowArgs;
-use crate::commands::print_stdout;
+use crate::commands::{load_settings, print_stdout};
 use crate::error::HostError;
-use crate::settings::{Env, Settings};
+use crate::settings::Env;
 
 /// Runs `hubget config show`.
 pub fn show(env: &Env, config: Option<PathBuf>, args: &ConfigShowArgs) -> Result<(), HostError> {
-    let settings = Settings::load(&args.settings.overrides(config), env)?;
+    let settings = load_settings(&args.settings.overrides(config), env)?;
     let entries = settings.entries();
     let file = settings
         .config_file

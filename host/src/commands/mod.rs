@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use crate::backend::BackendHandle;
 use crate::cli::{Cli, Command, ConfigCommand};
 use crate::error::HostError;
-use crate::loader::{LoadedPlugin, Registry, set_log_secrets};
-use crate::settings::{Env, Settings};
+use crate::loader::{LoadedPlugin, Registry};
+use crate::settings::{Env, Overrides, Settings};
 
 /// Runs the parsed command line. The environment is read once, here.
 pub fn run(cli: Cli) -> Result<(), HostError> {
@@ -28,10 +28,23 @@ pub fn run(cli: Cli) -> Result<(), HostError> {
 /// Discovers and loads the plugins in the settings' search path. The token (if any) is
 /// registered first so that plugin log records never show it.
 pub fn load_plugins(settings: &Settings) -> Registry {
-    if let Some(token) = &settings.token.value {
-        set_log_secrets(vec![token.clone()]);
-    }
+    register_token(settings);
     Registry::discover(&settings.plugin_search_path())
+}
+
+/// Loads the settings (see [`Settings::load`]) and registers the token for redaction.
+pub fn load_settings(overrides: &Overrides, env: &Env) -> Result<Settings, HostError> {
+    let settings = Settings::load(overrides, env)?;
+    register_token(&settings);
+    Ok(settings)
+}
+
+/// Registers the token (if any) with [`crate::redact::register_secret`], so that no log record
+/// or error message shows it.
+pub fn register_token(settings: &Settings) {
+    if let Some(token) = &settings.token.value {
+        crate::redact::register_secret(token);
+    }
 }
 
 /// Creates a backend of `plugin` with the host settings and its `[plugins.<name>]` table; a

@@ -11,14 +11,14 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use crate::cli::PluginsArgs;
-use crate::commands::{load_plugins, open_backend, print_stdout};
+use crate::commands::{load_plugins, load_settings, open_backend, print_stdout};
 use crate::error::HostError;
 use crate::redact::redact;
-use crate::settings::{Env, Settings};
+use crate::settings::Env;
 
 /// Runs `hubget plugins`.
 pub fn run(env: &Env, config: Option<PathBuf>, args: &PluginsArgs) -> Result<(), HostError> {
-    let settings = Settings::load(&args.settings.overrides(config), env)?;
+    let settings = load_settings(&args.settings.overrides(config), env)?;
     let registry = load_plugins(&settings);
     let token = settings.token.value.as_deref();
 
