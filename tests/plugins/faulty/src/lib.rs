@@ -14,7 +14,7 @@
 //! | `features = ["resolve", "resume", ...]` | the capability feature names (see `Features::names`); default `["resolve", "resume"]` |
 //! | `repo_types = ["model", ...]` | served repo types; default all three |
 //! | `commit = "<40 hex>"` | the commit `resolve` answers; default `"f" * 40` |
-//! | `[plugins.faulty.files]` `"path" = "content"` | the files `resolve` lists and `fetch` writes (size = content length; `git_oid` empty, no sha256) |
+//! | `[plugins.faulty.files]` `"path" = "content"` | the files `resolve` lists (size and git blob sha1 of the content, no sha256: "regular" files) and `fetch` writes |
 //! | `fail_fetch = "kind"` | every fetched item fails with this error kind name (`network`, `not-found`, ...) |
 //! | `barrier = N` | each `fetch` waits (up to 10 s) until N `fetch` calls have been in flight at once (per loaded copy of the library), else fails with `TIMEOUT` (proves concurrency without timing) |
 //!
@@ -79,6 +79,19 @@ impl Drop for InFlight {
 /// The faulty backend.
 struct Faulty {
     config: Config,
+}
+
+/// The git blob id of `content`: sha1 of `blob <len>\0<content>`.
+fn git_blob_sha1(content: &[u8]) -> String {
+    use sha1::Digest;
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(format!("blob {}\0", content.len()).as_bytes());
+    hasher.update(content);
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn kind_named(name: &str) -> ErrorKind {
@@ -203,7 +216,7 @@ impl BackendPlugin for Faulty {
                 .map(|(path, content)| ManifestFile {
                     path: path.as_str().into(),
                     size: content.len() as u64,
-                    git_oid: RString::new(),
+                    git_oid: RString::from(git_blob_sha1(content.as_bytes())),
                     sha256: hubget_plugin_api::std_types::ROption::RNone,
                     xet_hash: hubget_plugin_api::std_types::ROption::RNone,
                 })
@@ -289,4 +302,27 @@ hubget_plugin_api::export_plugin! {
     name: "faulty",
     description: "test-only backend that misbehaves on request",
     constructor: new,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_blob_ids_match_git() {
+        // `printf hello | git hash-object --stdin`
+        assert_eq!(
+            git_blob_sha1(b"hello"),
+            "b6fc4c620b67d95f953a5c1c1230aaab5db5a1b0"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_config_errors() {
+        let err = new(HostSettings::default(), "bogus = 1\n")
+            .err()
+            .expect("error");
+        assert_eq!(err.kind, ErrorKind::CONFIG);
+        assert!(err.message.contains("[plugins.faulty]") && err.message.contains("bogus"));
+    }
 }
