@@ -567,6 +567,87 @@ mod tests {
     }
 
     #[test]
+    fn offline_plans_from_refs_and_snapshots_and_names_the_cache_on_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::cache(dir.path(), RepoType::MODEL, "acme/tiny");
+        let Target::Cache(c) = &target else {
+            unreachable!()
+        };
+        let commit = "c".repeat(40);
+        std::fs::create_dir_all(c.root.join("blobs")).unwrap();
+        std::fs::write(c.blob_path("e1"), b"abc").unwrap();
+        c.link(&commit, "sub/a.json", "e1").unwrap();
+        c.link(&commit, "b.bin", "e1").unwrap();
+        c.write_ref("main", &commit).unwrap();
+        let req = PlanRequest {
+            repo_id: "acme/tiny".into(),
+            include: vec!["*.json".into()],
+            ..PlanRequest::default()
+        };
+        let plan = offline_plan(&req, &target).unwrap();
+        assert_eq!(plan.commit, commit);
+        assert_eq!(plan.resolved_by, "cache");
+        assert_eq!(plan.files.len(), 1);
+        assert_eq!(plan.files[0].file.path.as_str(), "sub/a.json");
+        assert_eq!(plan.files[0].file.size, 3);
+        // By commit sha, without a ref.
+        let by_sha = PlanRequest {
+            revision: commit.clone(),
+            ..req.clone()
+        };
+        assert_eq!(offline_plan(&by_sha, &target).unwrap().commit, commit);
+        // Misses: unknown revision, missing file; the error names the cache dir (exit 6).
+        for miss in [
+            PlanRequest {
+                revision: "v9".into(),
+                ..req.clone()
+            },
+            PlanRequest {
+                files: vec!["nope.txt".into()],
+                ..req.clone()
+            },
+        ] {
+            let err = offline_plan(&miss, &target).unwrap_err();
+            assert_eq!(err.exit_code(), crate::error::EXIT_OFFLINE_MISS);
+            assert!(
+                err.to_string().contains(&dir.path().display().to_string()),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_manifest_entries_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::cache(dir.path(), RepoType::MODEL, "evil/x");
+        let mut files = vec![mf("ok.txt"), mf("../../evil")];
+        files[0].git_oid = "a".repeat(40).as_str().into();
+        let manifest = Manifest {
+            commit: "d".repeat(40).as_str().into(),
+            files: files.into(),
+            extra_json: "".into(),
+        };
+        let req = PlanRequest::default();
+        let err = build_plan(manifest.clone(), "t", &req, &target).unwrap_err();
+        assert!(err.to_string().contains("\"../../evil\""), "{err}");
+        let only_ok = PlanRequest {
+            files: vec!["ok.txt".into()],
+            ..PlanRequest::default()
+        };
+        assert_eq!(
+            build_plan(manifest, "t", &only_ok, &target)
+                .unwrap()
+                .files
+                .len(),
+            1
+        );
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "nothing written"
+        );
+    }
+
+    #[test]
     fn commit_shas_are_recognised() {
         assert!(is_commit_sha(&"a".repeat(40)));
         assert!(!is_commit_sha("main"));

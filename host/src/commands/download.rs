@@ -192,9 +192,11 @@ async fn download(
         for w in &plan.warnings {
             output.emit(Event::Warning { message: w.clone() });
         }
-        output.emit(plan_event(&plan, &["cache".to_owned()], args.dry_run));
+        let cache = ["cache".to_owned()];
+        let first = vec![Some("cache".to_owned()); plan.files.len()];
+        output.emit(plan_event(&plan, &cache, &first, args.dry_run));
         if args.dry_run {
-            print_dry_run(&output, &plan, &["cache".to_owned()]);
+            print_dry_run(&output, &plan, &cache, &first);
             return Ok(Outcome {
                 path: None,
                 summary: Summary::default(),
@@ -271,9 +273,10 @@ async fn download(
             None,
         ));
     }
-    output.emit(plan_event(&plan, &names, args.dry_run));
+    let first = first_backends(&plan, &backends);
+    output.emit(plan_event(&plan, &names, &first, args.dry_run));
     if args.dry_run {
-        print_dry_run(&output, &plan, &names);
+        print_dry_run(&output, &plan, &names, &first);
         return Ok(Outcome {
             path: None,
             summary: Summary::default(),
@@ -326,7 +329,20 @@ fn status_name(s: FileStatus) -> &'static str {
     }
 }
 
-fn plan_event(plan: &Plan, backends: &[String], dry_run: bool) -> Event {
+/// The backend each planned file would go to first (`cache` offline, `None` if none can).
+fn first_backends(plan: &Plan, backends: &[Arc<dyn Transport>]) -> Vec<Option<String>> {
+    plan.files
+        .iter()
+        .map(|f| {
+            backends
+                .iter()
+                .find(|b| crate::engine::can_serve(b.as_ref(), &f.file, plan.repo_type))
+                .map(|b| b.name().to_owned())
+        })
+        .collect()
+}
+
+fn plan_event(plan: &Plan, backends: &[String], first: &[Option<String>], dry_run: bool) -> Event {
     Event::Plan {
         repo_id: plan.repo_id.clone(),
         repo_type: plan.repo_type.name().into_owned(),
@@ -337,12 +353,14 @@ fn plan_event(plan: &Plan, backends: &[String], dry_run: bool) -> Event {
         files: plan
             .files
             .iter()
-            .map(|f| PlanFile {
+            .zip(first)
+            .map(|(f, first)| PlanFile {
                 path: f.file.path.to_string(),
                 size: f.file.size,
                 status: status_name(f.status),
                 remaining: f.remaining(),
                 xet: f.file.xet_hash.is_some(),
+                backend: first.clone(),
             })
             .collect(),
         total_bytes: plan.total_bytes(),
@@ -367,7 +385,7 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-fn print_dry_run(output: &Output, plan: &Plan, backends: &[String]) {
+fn print_dry_run(output: &Output, plan: &Plan, backends: &[String], first: &[Option<String>]) {
     if output.is_json() {
         return;
     }
@@ -380,11 +398,16 @@ fn print_dry_run(output: &Output, plan: &Plan, backends: &[String]) {
         backends.join(", "),
         backends.first().map_or("none", String::as_str)
     );
-    for f in &plan.files {
+    text.push_str(&format!(
+        "{:>12}  {:<9} {:<8} PATH\n",
+        "SIZE", "STATUS", "BACKEND"
+    ));
+    for (f, first) in plan.files.iter().zip(first) {
         text.push_str(&format!(
-            "{:>12}  {:<9} {}\n",
+            "{:>12}  {:<9} {:<8} {}\n",
             human_bytes(f.file.size),
             status_name(f.status),
+            first.as_deref().unwrap_or("-"),
             f.file.path
         ));
     }

@@ -73,7 +73,7 @@ impl Default for EngineOptions {
             health_threshold: 3,
             batch_file_bytes: 8 * 1024 * 1024,
             max_batch_files: 32,
-            checkpoint_interval: Duration::from_millis(500),
+            checkpoint_interval: Duration::from_secs(1),
             hash_step: 4 * 1024 * 1024,
             token: None,
         }
@@ -349,7 +349,7 @@ pub async fn run(
             .collect();
         if candidates.is_empty() {
             let why = format!(
-                "no loaded backend can fetch it ({} file of a {})",
+                "none of the backends in use can fetch it ({} file of a {})",
                 if pf.file.xet_hash.is_some() {
                     "Xet-backed"
                 } else {
@@ -659,7 +659,7 @@ async fn wait_stop(stop: &CancelToken) {
 }
 
 /// Lock, re-check, prepare the partial. `Err` holds the final outcome for this job.
-async fn prepare_job(ctx: &Ctx, job: &mut Job) -> Result<(), Outcome> {
+async fn prepare_job(ctx: &Ctx, job: &mut Job, resume: bool) -> Result<(), Outcome> {
     if job.lock.is_none() {
         let lock_path = ctx
             .target
@@ -690,6 +690,11 @@ async fn prepare_job(ctx: &Ctx, job: &mut Job) -> Result<(), Outcome> {
             };
         }
     }
+    if !resume && job.partial.resumable(&job.etag, job.file.size) > 0 {
+        // This backend writes whole files: start over rather than hand it an offset it ignores.
+        log::debug!("{}: backend cannot resume; starting from 0", job.path);
+        job.partial.discard();
+    }
     let offset = job
         .partial
         .prepare(&job.etag, job.file.size, &ctx.plan_commit)
@@ -716,8 +721,9 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
     let name = backend.name().to_owned();
     let mut results = Vec::new();
     let mut active: Vec<Job> = Vec::new();
+    let resume = backend.capabilities().features.contains(Features::RESUME);
     for mut job in jobs {
-        match prepare_job(ctx, &mut job).await {
+        match prepare_job(ctx, &mut job, resume).await {
             Ok(()) => active.push(job),
             Err(outcome) => results.push((job, outcome)),
         }

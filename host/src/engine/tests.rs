@@ -559,3 +559,30 @@ async fn complete_files_are_not_fetched_again() {
     assert_eq!(sum.done.len(), 3);
     assert_eq!(a.calls.load(Ordering::SeqCst), calls);
 }
+
+#[tokio::test]
+async fn a_backend_without_resume_gets_offset_zero() {
+    let s = setup(&["big.bin"]);
+    let f = &s.plan.files[0].file;
+    let partial = s.target.partial(f).unwrap();
+    let etag = etag_of(f).unwrap();
+    partial.prepare(&etag, f.size, COMMIT).unwrap();
+    std::fs::write(&partial.data, &s.content["big.bin"][..500_000]).unwrap();
+    partial
+        .checkpoint(&ResumeState {
+            version: 1,
+            etag,
+            size: f.size,
+            commit: COMMIT.into(),
+            checkpoint: 500_000,
+        })
+        .unwrap();
+    let fake = Fake::new("whole", &s.content, Mode::Serve);
+    let mut no_resume = Arc::try_unwrap(fake).ok().unwrap();
+    no_resume.caps.features = Features::NON_XET_FILES;
+    let no_resume = Arc::new(no_resume);
+    let (sum, _) = go(&s, vec![no_resume.clone()], &opts()).await;
+    assert!(sum.error().is_none(), "{:?}", sum.error());
+    assert_eq!(no_resume.offsets.lock().unwrap()[0].1, 0);
+    assert_landed_one(&s, "big.bin");
+}

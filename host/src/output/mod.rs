@@ -29,6 +29,8 @@ pub struct PlanFile {
     pub remaining: u64,
     /// Whether the file is Xet-backed.
     pub xet: bool,
+    /// The backend that would be tried first (`cache` offline; null when none can serve it).
+    pub backend: Option<String>,
 }
 
 /// A structured error inside events.

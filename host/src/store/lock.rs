@@ -107,11 +107,12 @@ pub async fn lock(path: &Path, timeout: Duration) -> Result<FileLock, LockError>
         if let Some(l) = try_lock(path)? {
             return Ok(l);
         }
-        if !told {
-            log::info!(
-                "waiting for lock {} held by {}",
+        if !told && start.elapsed() >= Duration::from_secs(2) {
+            log::warn!(
+                "waiting for lock {} held by {} (up to {}s)",
                 path.display(),
-                holder(path)
+                holder(path),
+                timeout.as_secs()
             );
             told = true;
         }

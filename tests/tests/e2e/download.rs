@@ -816,6 +816,10 @@ fn dry_run_plans_and_fetches_nothing() {
     assert_eq!(plan["files"].as_array().unwrap().len(), 6);
     assert_eq!(plan["backends"][0], "lfs");
     assert_eq!(plan["remaining_bytes"], plan["total_bytes"]);
+    for f in plan["files"].as_array().unwrap() {
+        assert_eq!(f["backend"], "lfs", "the first backend per file: {f}");
+        assert_eq!(f["status"], "missing");
+    }
     let r = dl.run(&[TINY, "--dry-run"]);
     r.ok();
     assert!(
