@@ -16,7 +16,8 @@
 //!
 //! Progress: `progress(file_bytes, network_bytes)` deltas, coalesced (at most every 256 KiB or
 //! 200 ms per range); `checkpoint(n)` with the absolute low watermark: every byte before `n` is
-//! written (sent when it advances, at most every 500 ms, and at the end).
+//! written (sent when it advances, at most every 500 ms, at the end, and before a failure is
+//! returned, so that a caller can continue from there elsewhere).
 
 use std::fs::File;
 use std::ops::Range;
@@ -258,7 +259,11 @@ pub async fn download_to_partial(
     let first = cancellable(cancel, run(&shared, cancel)).await?;
     let net_before = match first {
         Ok(()) => None,
-        Err(Stop::Error(e)) => return Err(e),
+        Err(Stop::Error(e)) => {
+            // The low watermark, so that a caller can continue elsewhere from there.
+            shared.maybe_checkpoint(true);
+            return Err(e);
+        }
         Err(Stop::RangeIgnored) => Some(shared.net.load(Ordering::Acquire)),
     };
     if let Some(net_before) = net_before {
@@ -291,7 +296,10 @@ pub async fn download_to_partial(
         shared.net.store(net_before, Ordering::Release);
         match cancellable(cancel, run(&shared, cancel)).await? {
             Ok(()) => {}
-            Err(Stop::Error(e)) => return Err(e),
+            Err(Stop::Error(e)) => {
+                shared.maybe_checkpoint(true);
+                return Err(e);
+            }
             Err(Stop::RangeIgnored) => {
                 return Err(protocol(
                     &crate::request_context(&reqwest::Method::GET, &source.url),
