@@ -56,7 +56,7 @@ pub fn run(env: &Env, config: Option<PathBuf>, args: &DownloadArgs) -> Result<()
     output.clear();
     match result {
         Ok(Outcome { path, summary }) => {
-            if !args.dry_run {
+            {
                 output.emit(Event::Done {
                     exit_code: 0,
                     files_done: summary.done.len(),
@@ -66,7 +66,7 @@ pub fn run(env: &Env, config: Option<PathBuf>, args: &DownloadArgs) -> Result<()
                     secs: started.elapsed().as_secs_f64(),
                     path: path.as_ref().map(|p| p.display().to_string()),
                 });
-                if let Some(p) = &path {
+                if let Some(p) = path.as_ref().filter(|_| !args.dry_run) {
                     output.print_path(p);
                 }
             }
@@ -152,12 +152,13 @@ fn plan_request(spec: &RepoSpec, args: &DownloadArgs) -> PlanRequest {
     }
 }
 
-fn engine_options(settings: &Settings) -> EngineOptions {
+fn engine_options(settings: &Settings, force: bool) -> EngineOptions {
     EngineOptions {
         max_workers: settings.max_workers.value.max(1),
         stall_timeout: Duration::from_secs(settings.stall_timeout_secs.value.max(1)),
         lock_timeout: Duration::from_secs(settings.lock_timeout_secs.value),
         token: settings.token.value.clone(),
+        force,
         ..EngineOptions::default()
     }
 }
@@ -288,7 +289,7 @@ async fn download(
     if let Target::Cache(c) = &target {
         let _ = std::fs::create_dir_all(c.snapshot_dir(&plan.commit));
     }
-    let opts = engine_options(settings);
+    let opts = engine_options(settings, args.force_download);
     let reporter: Arc<dyn Reporter> = output.clone();
     let summary = crate::engine::run(&plan, &target, &backends, &opts, reporter, stop).await;
     if let Some(e) = summary.error() {

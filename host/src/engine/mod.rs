@@ -12,7 +12,7 @@
 pub mod retry;
 pub mod transport;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,6 +60,8 @@ pub struct EngineOptions {
     pub hash_step: u64,
     /// The token, only to redact it from messages.
     pub token: Option<String>,
+    /// `--force-download`: fetch even when the target already holds the file.
+    pub force: bool,
 }
 
 impl Default for EngineOptions {
@@ -76,6 +78,7 @@ impl Default for EngineOptions {
             checkpoint_interval: Duration::from_secs(1),
             hash_step: 4 * 1024 * 1024,
             token: None,
+            force: false,
         }
     }
 }
@@ -319,6 +322,10 @@ pub async fn run(
     });
     let mut summary = Summary::default();
     let mut queue: Vec<Job> = Vec::new();
+    // Files with the same content (same blob in the cache) are fetched once: the others
+    // ("followers") are linked when their primary is done.
+    let mut primaries: HashMap<PathBuf, String> = HashMap::new();
+    let mut followers: Vec<(ManifestFile, String)> = Vec::new();
     for pf in &plan.files {
         let path = pf.file.path.to_string();
         if matches!(pf.status, FileStatus::Complete | FileStatus::Linkable) {
@@ -344,6 +351,11 @@ pub async fn run(
                 continue;
             }
         };
+        if let Some(primary) = primaries.get(&partial.data) {
+            followers.push((pf.file.clone(), primary.clone()));
+            continue;
+        }
+        primaries.insert(partial.data.clone(), path.clone());
         let candidates: VecDeque<usize> = (0..backends.len())
             .filter(|&i| can_serve(backends[i].as_ref(), &pf.file, plan.repo_type))
             .collect();
@@ -523,6 +535,33 @@ pub async fn run(
     for job in queue {
         summary.interrupted.push(job.path);
     }
+    for (file, primary) in followers {
+        let path = file.path.to_string();
+        if summary.done.iter().any(|d| d.path == primary) {
+            match target.link_existing(&file, &plan.commit) {
+                Ok(local) => {
+                    let report = cached_report(&file, local);
+                    emit_done(&ctx, &report);
+                    summary.done.push(report);
+                }
+                Err(e) => fail(
+                    &ctx,
+                    &mut summary,
+                    path,
+                    vec![host_error(ErrorKind::IO, format!("cannot link: {e}"))],
+                ),
+            }
+        } else if let Some(f) = summary.failed.iter().find(|f| f.path == primary) {
+            let mut attempts = f.attempts.clone();
+            attempts.push(host_error(
+                ErrorKind::OTHER,
+                format!("same content as {primary}, which failed"),
+            ));
+            fail(&ctx, &mut summary, path, attempts);
+        } else {
+            summary.interrupted.push(path);
+        }
+    }
     summary
 }
 
@@ -680,7 +719,7 @@ async fn prepare_job(ctx: &Ctx, job: &mut Job, resume: bool) -> Result<(), Outco
             Err(e) => return Err(Outcome::Fatal(host_error(ErrorKind::IO, e.to_string()))),
         }
         // Another process may have finished it while we waited.
-        if ctx.target.is_complete(&job.file, &ctx.plan_commit) {
+        if !ctx.opts.force && ctx.target.is_complete(&job.file, &ctx.plan_commit) {
             return match ctx.target.link_existing(&job.file, &ctx.plan_commit) {
                 Ok(local) => Err(Outcome::AlreadyDone(cached_report(&job.file, local))),
                 Err(e) => Err(Outcome::Fatal(host_error(

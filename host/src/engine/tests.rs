@@ -586,3 +586,78 @@ async fn a_backend_without_resume_gets_offset_zero() {
     assert_eq!(no_resume.offsets.lock().unwrap()[0].1, 0);
     assert_landed_one(&s, "big.bin");
 }
+
+#[tokio::test]
+async fn files_with_the_same_content_are_fetched_once_and_linked() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::cache(dir.path(), RepoType::MODEL, "acme/dup");
+    let mut content = content();
+    content.insert("copy/config.json".into(), content["config.json"].clone());
+    content.insert("copy/big.bin".into(), content["big.bin"].clone());
+    let req = PlanRequest {
+        repo_id: "acme/dup".into(),
+        ..PlanRequest::default()
+    };
+    let plan = build_plan(manifest(&content), "fake", &req, &target).unwrap();
+    let s = Setup {
+        _dir: dir,
+        target,
+        plan,
+        content,
+    };
+    let a = Fake::new("a", &s.content, Mode::Serve);
+    let o = EngineOptions {
+        batch_file_bytes: 1 << 20,
+        lock_timeout: Duration::from_secs(5),
+        ..opts()
+    };
+    let t = Instant::now();
+    let (sum, _) = go(&s, vec![a.clone()], &o).await;
+    assert!(sum.error().is_none(), "{:?}", sum.error());
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "no lock wait on itself"
+    );
+    assert_eq!(sum.done.len(), 5);
+    let fetched: Vec<String> = a
+        .offsets
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert_eq!(fetched.len(), 3, "{fetched:?}");
+    assert_landed(&s);
+}
+
+#[tokio::test]
+async fn force_download_fetches_again_despite_the_blob() {
+    let s = setup(&["config.json"]);
+    let a = Fake::new("a", &s.content, Mode::Serve);
+    go(&s, vec![a.clone()], &opts()).await;
+    let req = PlanRequest {
+        repo_id: "acme/tiny".into(),
+        files: vec!["config.json".into()],
+        force: true,
+        ..PlanRequest::default()
+    };
+    let plan = build_plan(manifest(&s.content), "fake", &req, &s.target).unwrap();
+    assert_eq!(plan.files[0].status, FileStatus::Missing);
+    let o = EngineOptions {
+        force: true,
+        ..opts()
+    };
+    let backends: Vec<Arc<dyn Transport>> = vec![a.clone()];
+    let sum = run(
+        &plan,
+        &s.target,
+        &backends,
+        &o,
+        Arc::new(Collect::default()),
+        CancelToken::new(),
+    )
+    .await;
+    assert!(sum.error().is_none());
+    assert_eq!(a.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(sum.done[0].backend, "a");
+}
