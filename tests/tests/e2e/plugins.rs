@@ -270,6 +270,124 @@ fn a_panic_in_resolve_is_a_structured_error_with_exit_code_1() {
     );
 }
 
+/// A temp env with the faulty plugin (table `faulty_table`) first and the example `hello`
+/// backend second, serving a directory holding `a.txt` = "hello"; returns the env and its config.
+fn faulty_then_hello(faulty_table: &str) -> (TestEnv, std::path::PathBuf) {
+    let hello = build_example_hello(false);
+    let env = TestEnv::new();
+    env.install_plugin(&test_plugin("faulty"), "faulty");
+    env.install_plugin(&hello, "hello");
+    let root = env.path("served");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("a.txt"), "hello").unwrap();
+    let config = env.write_config(&format!(
+        "[backends]\norder = [\"faulty\", \"hello\"]\n\n[plugins.faulty]\n{faulty_table}\n\
+         files = {{ \"a.txt\" = \"hello\" }}\n\n[plugins.hello]\nroot = {:?}\n",
+        root.to_str().unwrap()
+    ));
+    (env, config)
+}
+
+fn json_events(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON event {l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn a_panic_in_fetch_hands_the_file_to_the_next_backend_and_the_download_completes() {
+    let (env, config) = faulty_then_hello("panic_in = \"fetch\"");
+    let run = env.hubget([
+        "--config",
+        config.to_str().unwrap(),
+        "download",
+        "acme/tiny",
+        "--json",
+    ]);
+    run.assert_success();
+    let events = json_events(&run.stdout);
+    let fallback = events
+        .iter()
+        .find(|e| e["event"] == "fallback")
+        .unwrap_or_else(|| panic!("no fallback event:\n{}", run.stdout));
+    assert_eq!(fallback["from"], "faulty");
+    assert_eq!(fallback["to"], "hello");
+    assert_eq!(fallback["error"]["kind"], "panic");
+    let message = fallback["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("plugin `faulty` panicked in fetch"),
+        "{message}"
+    );
+    let done = events
+        .iter()
+        .find(|e| e["event"] == "file_done")
+        .expect("file_done");
+    assert_eq!(done["backend"], "hello");
+    let landed = std::path::PathBuf::from(done["local_path"].as_str().unwrap());
+    assert_eq!(std::fs::read_to_string(landed).unwrap(), "hello");
+}
+
+#[test]
+fn a_panic_in_fetch_with_no_fallback_is_a_structured_error_with_exit_code_1() {
+    let env = TestEnv::new();
+    env.install_plugin(&test_plugin("faulty"), "faulty");
+    let config = env.write_config(
+        "[plugins.faulty]\npanic_in = \"fetch\"\nfiles = { \"a.txt\" = \"hello\" }\n",
+    );
+    let run = env.hubget([
+        "--config",
+        config.to_str().unwrap(),
+        "download",
+        "acme/tiny",
+        "--backend",
+        "faulty",
+        "--no-fallback",
+    ]);
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains("faulty (panic): plugin `faulty` panicked in fetch"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr
+            .contains("Attempted to panic across the ffi boundary")
+    );
+}
+
+#[test]
+fn a_panic_in_resolve_passes_to_the_next_backend_that_can_resolve() {
+    let (env, config) = faulty_then_hello("panic_in = \"resolve\"");
+    let run = env.hubget_with_env(
+        [
+            "--config",
+            config.to_str().unwrap(),
+            "download",
+            "acme/tiny",
+            "--json",
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    run.assert_success();
+    assert!(
+        run.stderr.contains("panicked in resolve"),
+        "the panic is reported: {}",
+        run.stderr
+    );
+    let events = json_events(&run.stdout);
+    let plan = events.iter().find(|e| e["event"] == "plan").expect("plan");
+    assert_eq!(plan["resolved_by"], "hello");
+    // The backend whose resolve panicked still serves the file: one panic does not end it.
+    let done = events
+        .iter()
+        .find(|e| e["event"] == "file_done")
+        .expect("file_done");
+    assert_eq!(done["backend"], "faulty", "{}", run.stdout);
+}
+
 #[test]
 fn a_panic_in_new_backend_skips_that_backend_and_the_host_goes_on() {
     let env = TestEnv::new();
@@ -385,8 +503,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-// Until the download engine lands, a panic in `fetch` is tested here, through the host's
-// BackendHandle, rather than through `hubget download`.
+// A panic in `fetch` through the host's BackendHandle (the `hubget download` path is tested
+// above): every item gets the error, and the backend keeps answering.
 #[test]
 fn a_panic_in_fetch_gives_every_item_a_structured_error_and_the_backend_stays_usable() {
     let (dir, backend) = faulty_backend("panic_in = \"fetch\"\nfiles = { \"a\" = \"hello\" }\n");

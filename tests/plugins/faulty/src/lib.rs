@@ -11,7 +11,7 @@
 //! | `log = "text"` | logs `text` at info in `new_backend` and at warn in every `fetch` (tests the log bridge) |
 //! | `sleep_ms = N` | `fetch` sleeps N ms per item before writing, checking the cancel token every 10 ms |
 //! | `ignore_cancel = true` | with `sleep_ms`: does not check the cancel token (an abandoned call) |
-//! | `features = ["resolve", "resume", ...]` | the capability feature names (see `Features::names`); default `["resolve", "resume"]` |
+//! | `features = ["resolve", "resume", ...]` | the capability feature names (see `Features::names`); default `["resolve", "resume", "non-xet-files"]` |
 //! | `repo_types = ["model", ...]` | served repo types; default all three |
 //! | `commit = "<40 hex>"` | the commit `resolve` answers; default `"f" * 40` |
 //! | `[plugins.faulty.files]` `"path" = "content"` | the files `resolve` lists (size and git blob sha1 of the content, no sha256: "regular" files) and `fetch` writes |
@@ -184,7 +184,7 @@ impl BackendPlugin for Faulty {
                         .find(|f| f.names() == [n.as_str()])
                 })
                 .fold(Features::empty(), Features::with),
-            None => Features::RESOLVE | Features::RESUME,
+            None => Features::RESOLVE | Features::RESUME | Features::NON_XET_FILES,
         };
         let repo_types = match &self.config.repo_types {
             Some(names) => names.iter().filter_map(|n| RepoType::parse(n)).collect(),
