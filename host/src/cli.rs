@@ -76,7 +76,7 @@ pub struct SettingsArgs {
     /// Hub token (default: $HF_TOKEN, else the file at $HF_TOKEN_PATH or $HF_HOME/token).
     #[arg(long, value_name = "TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Hub endpoint (default: $HF_ENDPOINT, else https://huggingface.co).
+    /// Hub endpoint (default: $HF_ENDPOINT, else the public Hub at huggingface.co).
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
     /// Cache directory (default: $HF_HUB_CACHE, else $HF_HOME/hub).
