@@ -1,6 +1,10 @@
 //! One download attempt from one endpoint, through hub-http's shared ranged downloader, with
-//! what it achieved even when it failed: the contiguous prefix on disk (its last checkpoint),
-//! so that the next endpoint continues from there, and the network bytes it received.
+//! what it achieved even when it failed: the contiguous prefix on disk (its last checkpoint,
+//! which the downloader sends before it returns a failure), so that the next endpoint continues
+//! from there, and the network bytes it received.
+//!
+//! Only the checkpoint says what is on disk: progress deltas of parallel ranges are not a
+//! prefix (a later range may be complete while an earlier one has a hole).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,14 +41,9 @@ pub fn download(
 ) -> Attempt {
     let written = AtomicU64::new(offset);
     let network = AtomicU64::new(0);
-    let file_sum = AtomicU64::new(0);
     let opts = endpoint.download_options();
-    // One stream (one range): every byte reported is contiguous from `offset`, so the prefix
-    // is known to the byte even when the downloader fails before its next checkpoint.
-    let single = opts.connections <= 1 || item.file.size.saturating_sub(offset) <= opts.range_size;
     let on_progress = |file_bytes: u64, net_bytes: u64| {
         network.fetch_add(net_bytes, Ordering::Relaxed);
-        file_sum.fetch_add(file_bytes, Ordering::Relaxed);
         progress.on_event(ProgressEvent::bytes(index, file_bytes, net_bytes));
     };
     let on_checkpoint = |n: u64| {
@@ -73,9 +72,6 @@ pub fn download(
             done.origin
         );
     });
-    if single {
-        written.fetch_max(offset + file_sum.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
     Attempt {
         written: written.load(Ordering::Relaxed).min(item.file.size),
         network_bytes: network.load(Ordering::Relaxed),

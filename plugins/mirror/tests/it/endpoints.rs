@@ -450,3 +450,52 @@ fn health_changes_are_logged_and_a_recovered_endpoint_serves_again() {
         "{logs:#?}"
     );
 }
+
+#[test]
+fn an_endpoint_killed_mid_download_continues_byte_exact_on_the_next() {
+    // Host defaults: parallel ranges per file, so the bytes on disk are not one prefix when the
+    // endpoint dies; only the downloader's low watermark says where to continue.
+    install_logger();
+    let dying = HubSim::start_blocking(HubSim::builder().fixtures(FixtureSpec::minimal()).shape(
+        hubsim::Shaping {
+            rate_per_conn: Some(1 << 20),
+            ..Default::default()
+        },
+    ))
+    .unwrap();
+    let good = sim();
+    let m = mirror_with(
+        HostSettings::default(),
+        &endpoints(&[dying.hub_url(), good.hub_url()], ""),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let paths = ["xet-a.bin", "lfs.bin", "w.safetensors"];
+    let (b, contents) = tiny_batch(&good, work.path(), &paths);
+    let (p, _rec) = progress();
+    let fetching = std::thread::spawn(move || fetch(&m, &b, &p));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while dying.counters().bytes_from(Origin::Cdn) < 100_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first endpoint never served"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let dying_url = dying.hub_url().to_owned();
+    drop(dying);
+    let out = fetching.join().unwrap();
+    for (i, o) in out.iter().enumerate() {
+        let d = done(o);
+        assert_eq!(d.source.as_str(), good.hub_url(), "{}", paths[i]);
+        let got = std::fs::read(work.path().join(format!("{i}.partial"))).unwrap();
+        let first_diff = got.iter().zip(&contents[i]).position(|(a, b)| a != b);
+        assert_eq!(first_diff, None, "{} differs", paths[i]);
+        assert_eq!(got.len(), contents[i].len());
+    }
+    let logs = captured_logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains(&format!("{dying_url} marked down"))),
+        "{logs:#?}"
+    );
+}
