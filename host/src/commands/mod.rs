@@ -29,7 +29,21 @@ pub fn run(cli: Cli) -> Result<(), HostError> {
 /// registered first so that plugin log records never show it.
 pub fn load_plugins(settings: &Settings) -> Registry {
     register_token(settings);
-    Registry::discover(&settings.plugin_search_path())
+    let registry = Registry::discover(&settings.plugin_search_path());
+    // A table for a plugin that is not loaded is most likely a typo in the name.
+    for name in settings.plugin_tables.keys() {
+        if registry.get(name).is_none() {
+            log::warn!(
+                "[plugins.{name}]{} configures no loaded plugin (loaded: {})",
+                settings
+                    .config_path()
+                    .map(|p| format!(" in {}", p.display()))
+                    .unwrap_or_default(),
+                registry.names().join(", ")
+            );
+        }
+    }
+    registry
 }
 
 /// Loads the settings (see [`Settings::load`]) and registers the token for redaction.

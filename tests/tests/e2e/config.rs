@@ -274,3 +274,24 @@ fn an_unknown_backend_name_is_a_usage_error_listing_the_loaded_backends() {
     env.hubget(["download", "acme/tiny", "--repo-type", "bucket"])
         .assert_code(2);
 }
+
+#[test]
+fn a_table_for_a_plugin_that_is_not_loaded_is_warned_about() {
+    let env = TestEnv::new();
+    let config = env.write_config("[plugins.mirorr]\nendpoints = []\n");
+    let run = env.hubget(["--config", config.to_str().unwrap(), "plugins"]);
+    run.assert_success();
+    let warning = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("[plugins.mirorr]"))
+        .unwrap_or_else(|| panic!("no warning: {}", run.stderr));
+    assert!(
+        warning.contains("WARN") && warning.contains("configures no loaded plugin"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("mirror"),
+        "lists the loaded ones: {warning}"
+    );
+}
