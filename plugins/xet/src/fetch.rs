@@ -141,45 +141,61 @@ impl Shared {
             let written = written.min(t.job.size - t.job.offset);
             deltas.push(written.saturating_sub(t.reported));
         }
-        // Share the file group's network bytes among its files by the bytes each wrote.
-        let group_delta: u64 = tracks
+        // hf-xet writes a file term by term (a term can be a whole 64 MiB xorb), but counts
+        // network bytes as they arrive, for the whole group. Share them among the group's files:
+        // by the bytes each wrote this tick, else (nothing written yet) by the bytes each still
+        // lacks. A `BYTES` event with only network bytes keeps the host's stall watchdog fed
+        // while a large term is in flight.
+        let len = |t: &Track| t.job.size - t.job.offset;
+        let group_written: u64 = tracks
             .iter()
             .zip(&deltas)
             .filter(|(t, _)| t.in_file_group)
             .map(|(_, d)| *d)
             .sum();
-        let pending = if group_delta > 0 {
+        let weights: Vec<u64> = tracks
+            .iter()
+            .zip(&deltas)
+            .map(|(t, d)| {
+                let active = t.result.is_none() && matches!(t.meter, Meter::File(_));
+                match () {
+                    _ if !t.in_file_group => 0,
+                    _ if group_written > 0 => *d,
+                    _ if active => len(t).saturating_sub(t.reported),
+                    _ => 0,
+                }
+            })
+            .collect();
+        let total_weight: u64 = weights.iter().sum();
+        let pending = if total_weight > 0 {
             self.net_pending.swap(0, Ordering::SeqCst)
         } else {
             0
         };
+        let last = weights.iter().rposition(|w| *w > 0);
         let mut left = pending;
-        let last_in_group = tracks
-            .iter()
-            .zip(&deltas)
-            .rposition(|(t, d)| t.in_file_group && *d > 0);
-        for (i, (t, delta)) in tracks.iter_mut().zip(deltas).enumerate() {
-            if delta == 0 {
+        for (i, ((t, delta), weight)) in tracks.iter_mut().zip(deltas).zip(weights).enumerate() {
+            let net = if weight == 0 {
+                0
+            } else if Some(i) == last {
+                left
+            } else {
+                ((pending as u128 * weight as u128) / total_weight as u128) as u64
+            };
+            let net = net.min(left);
+            left -= net;
+            if delta == 0 && net == 0 {
                 continue;
             }
-            let net = if t.in_file_group && group_delta > 0 {
-                let share = if Some(i) == last_in_group {
-                    left
-                } else {
-                    ((pending as u128 * delta as u128) / group_delta as u128) as u64
-                };
-                left -= share.min(left);
-                share
-            } else {
-                0
-            };
             t.reported += delta;
             t.network += net;
             progress.on_event(ProgressEvent::bytes(t.job.index, delta, net));
-            progress.on_event(ProgressEvent::checkpoint(
-                t.job.index,
-                t.job.offset + t.reported,
-            ));
+            if delta > 0 {
+                progress.on_event(ProgressEvent::checkpoint(
+                    t.job.index,
+                    t.job.offset + t.reported,
+                ));
+            }
         }
     }
 

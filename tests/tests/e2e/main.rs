@@ -10,3 +10,4 @@ mod download;
 mod interop;
 mod mirror;
 mod plugins;
+mod xet;

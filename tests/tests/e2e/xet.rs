@@ -1,0 +1,216 @@
+//! The xet backend through the host: `hubget download --backend xet` with the real plugins of
+//! `target/debug` against hubsim's real Xet CAS. Xet files come from the CAS (never the CDN
+//! bridge), other files fall back to lfs, a stopped CAS or a corrupt xorb range falls back, and an
+//! interrupted download resumes through xet with only the rest fetched.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hubsim::{Fault, FaultAction, HubSim, Origin, Shaping, Storage};
+use serde_json::Value;
+
+use crate::download::{Dl, TINY, assert_cache_layout, fixtures, poll, wait};
+
+/// The host's persisted resume checkpoint of a partial blob.
+fn checkpoint(blobs: &Path, etag: &str) -> Option<u64> {
+    let text =
+        std::fs::read_to_string(blobs.join(format!("{etag}.incomplete.hubget.json"))).ok()?;
+    serde_json::from_str::<Value>(&text).ok()?["checkpoint"].as_u64()
+}
+
+/// `file_done` events by path.
+fn done_by_path(events: &[Value]) -> std::collections::BTreeMap<String, Value> {
+    events
+        .iter()
+        .map(|e| (e["path"].as_str().unwrap_or_default().to_owned(), e.clone()))
+        .collect()
+}
+
+#[test]
+fn backend_xet_on_a_mixed_repo_serves_xet_files_from_the_cas_and_falls_back_for_the_rest() {
+    let dl = Dl::new();
+    let head = dl.head(TINY);
+    let r = dl.run(&[TINY, "--backend", "xet", "--json"]);
+    r.ok();
+    assert_cache_layout(&dl, TINY, &head, None);
+
+    let info = dl.sim.info().repo(TINY).unwrap().clone();
+    let done = done_by_path(&r.of("file_done"));
+    assert_eq!(done.len(), info.files.len(), "{}", r.stdout);
+    for f in &info.files {
+        let e = &done[&f.path];
+        if f.storage == Storage::Xet {
+            assert_eq!(e["backend"], "xet", "{}: {e}", f.path);
+            assert_eq!(e["source"], dl.sim.cas_url(), "{}: {e}", f.path);
+        } else {
+            assert_eq!(e["backend"], "lfs", "{} falls back: {e}", f.path);
+        }
+    }
+    let c = dl.sim.counters();
+    assert!(c.requests_to(Origin::Cas, "fetch_term") > 0, "{c:?}");
+    assert_eq!(c.requests_to(Origin::Cdn, "xet_bridge"), 0, "no CDN bridge");
+    assert_eq!(c.requests_to(Origin::Cas, "telemetry"), 0, "telemetry off");
+    // The CAS moved the Xet files; the CDN moved only the LFS file.
+    let lfs = info.file("lfs.bin").unwrap();
+    assert_eq!(c.bytes_from(Origin::Cdn), lfs.size);
+}
+
+#[test]
+fn a_stopped_cas_falls_back_to_lfs() {
+    let dl = Dl::new();
+    let head = dl.head(TINY);
+    dl.sim.stop_cas();
+    let r = dl.run(&[TINY, "xet-a.bin", "--backend", "xet", "--json"]);
+    r.ok();
+    let fb = r.of("fallback");
+    assert_eq!(fb[0]["from"], "xet", "{}", r.stdout);
+    assert_eq!(fb[0]["to"], "lfs", "{}", r.stdout);
+    assert_eq!(r.of("file_done")[0]["backend"], "lfs");
+    assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+    assert!(r.secs < 60.0, "took {} s", r.secs);
+}
+
+#[test]
+fn cas_errors_fall_back_to_lfs() {
+    let dl = Dl::new();
+    let head = dl.head(TINY);
+    dl.sim.faults().add(
+        Fault::new(
+            Origin::Cas,
+            "reconstructions",
+            FaultAction::Status { code: 500 },
+        )
+        .times(10_000),
+    );
+    let r = dl.run(&[TINY, "xet-a.bin", "--backend", "xet", "--json"]);
+    r.ok();
+    let fb = r.of("fallback");
+    assert_eq!(fb[0]["from"], "xet", "{}", r.stdout);
+    assert_eq!(fb[0]["error"]["kind"], "server", "{}", r.stdout);
+    assert_eq!(r.of("file_done")[0]["backend"], "lfs");
+    assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+}
+
+#[test]
+fn a_flipped_byte_in_a_xorb_range_is_caught_and_falls_back() {
+    let dl = Dl::new();
+    let head = dl.head(TINY);
+    let xet = dl
+        .sim
+        .info()
+        .repo(TINY)
+        .unwrap()
+        .file("xet-a.bin")
+        .unwrap()
+        .clone();
+    // Every xorb range the CAS serves has one byte flipped (hf-xet verifies no hash).
+    dl.sim.faults().add(
+        Fault::new(
+            Origin::Cas,
+            "fetch_term",
+            FaultAction::FlipByte { offset: None },
+        )
+        .times(10_000),
+    );
+    let r = dl.run(&[TINY, "xet-a.bin", "--backend", "xet", "--json"]);
+    r.ok();
+    assert!(dl.sim.faults().fired_total() > 0, "the fault fired");
+    let fb = r.of("fallback");
+    assert_eq!(fb[0]["from"], "xet", "{}", r.stdout);
+    assert_eq!(fb[0]["to"], "lfs", "{}", r.stdout);
+    assert_eq!(fb[0]["error"]["kind"], "integrity", "{}", r.stdout);
+    assert_eq!(r.of("file_done")[0]["backend"], "lfs");
+    assert_eq!(r.of("file_done")[0]["sha256"], xet.sha256);
+    assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+
+    // With no other backend, the corrupt file never lands.
+    let dl = Dl::new();
+    dl.sim.faults().add(
+        Fault::new(
+            Origin::Cas,
+            "fetch_term",
+            FaultAction::FlipByte { offset: None },
+        )
+        .times(10_000),
+    );
+    let r = dl.run(&[TINY, "xet-a.bin", "--backend", "xet", "--no-fallback"]);
+    assert_ne!(r.code, Some(0), "{}", r.stderr);
+    let root = dl.repo_dir("models--acme--tiny");
+    assert!(!root.join("blobs").join(&xet.sha256).exists());
+    assert!(
+        !root
+            .join("snapshots")
+            .join(&head)
+            .join("xet-a.bin")
+            .exists()
+    );
+}
+
+#[test]
+fn an_interrupted_download_resumes_through_xet_with_only_the_rest() {
+    // acme/big: 8 MiB of random Xet data at 2 MiB/s, about 4 s: time enough to kill it midway.
+    // hf-xet writes a file term by term (this one is a single xorb), so the first run uses lfs,
+    // whose checkpoints advance finely; the resume then goes through xet's ranged stream.
+    let mut spec = fixtures();
+    let big = hubsim::FixtureSpec::default_set(8)
+        .repos
+        .into_iter()
+        .find(|r| r.id == "acme/big")
+        .expect("acme/big in the default set");
+    spec.repos.push(big);
+    let dl = Dl::with(HubSim::builder().fixtures(spec).shape(Shaping {
+        rate_total: Some(2 * 1024 * 1024),
+        ..Shaping::default()
+    }));
+    let repo = dl.sim.info().repo("acme/big").unwrap().clone();
+    let f = repo
+        .files
+        .iter()
+        .find(|f| f.storage == Storage::Xet)
+        .expect("a Xet file")
+        .clone();
+    let blobs = dl.repo_dir("models--acme--big").join("blobs");
+    let first = [
+        "acme/big",
+        f.path.as_str(),
+        "--backend",
+        "lfs",
+        "--no-fallback",
+        "--connections",
+        "1",
+    ];
+    let started = Instant::now();
+    let mut child = dl.spawn(&first, &[]);
+    let reached = poll(Duration::from_secs(30), || {
+        checkpoint(&blobs, &f.sha256).is_some_and(|c| c >= f.size / 4)
+    });
+    child.kill().expect("SIGKILL");
+    let killed = wait(child, started);
+    assert!(reached, "no checkpoint reached 25%: {killed:?}");
+    let cp = checkpoint(&blobs, &f.sha256).expect("state survives the kill");
+    assert!(cp < f.size, "killed before the end");
+    dl.sim.reset_counters();
+
+    let r = dl.run(&[
+        "acme/big",
+        f.path.as_str(),
+        "--backend",
+        "xet",
+        "--no-fallback",
+        "--json",
+    ]);
+    r.ok();
+    assert_eq!(r.of("file_start")[0]["offset"], cp, "{}", r.stdout);
+    assert_eq!(r.of("file_done")[0]["backend"], "xet");
+    let c = dl.sim.counters();
+    let rest = f.size - cp;
+    // Random data is stored uncompressed: the CAS serves about the rest (plus chunk headers and
+    // the partial first chunk), far less than the whole file.
+    assert!(
+        c.bytes_from(Origin::Cas) < rest + 256 * 1024,
+        "second run moved {} CAS bytes, the rest was {rest}",
+        c.bytes_from(Origin::Cas)
+    );
+    assert_eq!(c.bytes_from(Origin::Cdn), 0, "nothing from the CDN");
+    assert_cache_layout(&dl, "acme/big", &repo.head, Some(&[f.path.as_str()]));
+}
