@@ -1,7 +1,7 @@
 //! `hubget config show [--json]`: every effective setting and where it came from (command line,
 //! environment, config file or default). The token is shown only as `set`/`not set` with its
 //! source; `[plugins.<name>]` tables are listed with their keys, values of secret-looking keys
-//! masked.
+//! masked; the plugin search path is listed in order.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -27,6 +27,12 @@ pub fn show(env: &Env, config: Option<PathBuf>, args: &ConfigShowArgs) -> Result
         .map(|(name, table)| (name.clone(), mask_secrets(&table_json(table))))
         .collect();
 
+    let search_path: Vec<Value> = settings
+        .plugin_search_path()
+        .iter()
+        .map(|d| json!({"path": d.path.display().to_string(), "origin": d.origin}))
+        .collect();
+
     if args.json {
         let settings_json: Map<String, Value> = entries
             .iter()
@@ -36,6 +42,7 @@ pub fn show(env: &Env, config: Option<PathBuf>, args: &ConfigShowArgs) -> Result
             "config_file": file,
             "settings": settings_json,
             "plugins": tables,
+            "plugin_search_path": search_path,
         });
         return print_stdout(&format!("{doc}\n"));
     }
@@ -55,6 +62,14 @@ pub fn show(env: &Env, config: Option<PathBuf>, args: &ConfigShowArgs) -> Result
             other => other.to_string(),
         };
         let _ = writeln!(out, "{key:<width$} = {shown}  # {source}");
+    }
+    for dir in &search_path {
+        let _ = writeln!(
+            out,
+            "# plugin dir: {} ({})",
+            dir["path"].as_str().unwrap_or(""),
+            dir["origin"].as_str().unwrap_or("")
+        );
     }
     for (name, table) in &tables {
         let _ = writeln!(out, "[plugins.{name}] = {table}  # config file");
