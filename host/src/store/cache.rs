@@ -17,6 +17,21 @@ use hubget_plugin_api::RepoType;
 use super::paths::{UnsafePath, join_repo_path, validate_repo_path};
 use crate::resume::Partial;
 
+/// Writes `CACHEDIR.TAG` (the standard tag that backup tools skip) in `dir` if it is missing.
+pub fn ensure_cachedir_tag(dir: &Path) -> std::io::Result<()> {
+    let tag = dir.join("CACHEDIR.TAG");
+    if tag.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        tag,
+        "Signature: 8a477f597d28d172789f06886806bc55\n\
+         # This file is a cache directory tag created by hubget.\n\
+         # For information about cache directory tags see https://bford.info/cachedir/\n",
+    )
+}
+
 /// One repository's folder in the cache.
 #[derive(Debug, Clone)]
 pub struct CacheRepo {
@@ -141,6 +156,7 @@ impl CacheRepo {
     /// Moves a verified partial into `blobs/<etag>` (if another process finished the same blob
     /// first, keeps theirs) and removes the resume state.
     pub fn install_blob(&self, partial: &Partial, etag: &str) -> std::io::Result<PathBuf> {
+        let _ = ensure_cachedir_tag(&self.cache_dir);
         let blob = self.blob_path(etag);
         std::fs::create_dir_all(blob.parent().expect("blobs"))?;
         std::fs::rename(&partial.data, &blob)?;

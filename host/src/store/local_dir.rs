@@ -107,16 +107,28 @@ impl LocalDir {
         if !gi.exists() {
             std::fs::write(gi, "*")?;
         }
-        Ok(())
+        super::cache::ensure_cachedir_tag(&dir)
     }
 
     /// Whether `path` is complete: the file has `size` bytes and its metadata names `etag`.
+    /// As huggingface_hub, a file modified after its metadata was written is not trusted.
     pub fn is_complete(&self, path: &str, etag: &str, size: u64) -> bool {
         let Ok(file) = self.file_path(path) else {
             return false;
         };
-        let size_ok = std::fs::metadata(&file).is_ok_and(|m| m.is_file() && m.len() == size);
-        size_ok && self.read_metadata(path).is_some_and(|m| m.etag == etag)
+        let Ok(m) = std::fs::metadata(&file) else {
+            return false;
+        };
+        if !m.is_file() || m.len() != size {
+            return false;
+        }
+        let mtime = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.read_metadata(path)
+            .is_some_and(|md| md.etag == etag && mtime - 1.0 <= md.timestamp)
     }
 
     /// Every file with metadata whose file exists with its size: `(path, metadata, size)`,
@@ -226,6 +238,12 @@ mod tests {
         );
         assert!(ld.is_complete("sub/w.bin", "e1", 3));
         assert!(!ld.is_complete("sub/w.bin", "e2", 3));
+        assert!(dir.path().join(".cache/huggingface/CACHEDIR.TAG").is_file());
+        // Edited after the metadata was written: not trusted any more.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        let f = std::fs::OpenOptions::new().write(true).open(&dest).unwrap();
+        f.set_modified(later).unwrap();
+        assert!(!ld.is_complete("sub/w.bin", "e1", 3));
         assert!(ld.file_path("../x").is_err());
     }
 }
