@@ -18,8 +18,9 @@ use hubget_plugin_api::{
 
 use crate::error::MirrorError;
 
-/// Bytes copied between two progress events and cancel checks.
-const COPY_CHUNK: u64 = 8 * 1024 * 1024;
+/// Bytes copied between two progress events and cancel checks (small enough that a slow shared
+/// filesystem still sees the cancel token within about a second).
+const COPY_CHUNK: u64 = 2 * 1024 * 1024;
 
 /// One cache directory used as a mirror.
 #[derive(Debug, Clone)]

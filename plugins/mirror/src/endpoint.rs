@@ -229,6 +229,7 @@ impl Pool {
         cancel: &CancelToken,
     ) -> Result<FileDone, PluginError> {
         let mut offset = item.offset;
+        let mut balance = 0i64;
         let mut network = 0u64;
         let mut served_by: Vec<String> = Vec::new();
         let mut last: Option<PluginError> = None;
@@ -246,9 +247,10 @@ impl Pool {
                 format!("downloading from mirror endpoint {}", endpoint.label),
             );
             let attempt = crate::transfer::download(
-                self, endpoint, url, item, offset, index, progress, cancel,
+                self, endpoint, url, item, offset, balance, index, progress, cancel,
             );
             offset = attempt.written.max(offset);
+            balance = attempt.balance;
             network += attempt.network_bytes;
             if attempt.network_bytes > 0 {
                 served_by.push(endpoint.label.clone());

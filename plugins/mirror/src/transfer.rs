@@ -7,6 +7,7 @@
 //! prefix (a later range may be complete while an earlier one has a hole).
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hubget_hub_http::download::{Source, download_to_partial};
@@ -22,12 +23,19 @@ pub struct Attempt {
     pub written: u64,
     /// Bytes received from the network during the attempt.
     pub network_bytes: u64,
+    /// File bytes reported to the host so far minus the prefix on disk (`written - item
+    /// offset`): positive when ranges past a hole were reported (the next attempt rewrites them
+    /// and must not report them again), negative when written bytes were never reported (a range
+    /// dropped before it flushed its progress).
+    pub balance: i64,
     /// Whether the file is complete.
     pub result: Result<(), PluginError>,
 }
 
 /// Downloads `item` from `url` (a `resolve` URL of `endpoint`) starting at `offset`, forwarding
-/// progress and checkpoints to the host.
+/// progress and checkpoints to the host. `balance` is the previous attempt's
+/// [`Attempt::balance`]: absorbed from (or added to) the byte counts reported now, so that the
+/// host's count ends at the file size.
 #[allow(clippy::too_many_arguments)]
 pub fn download(
     pool: &Pool,
@@ -35,15 +43,20 @@ pub fn download(
     url: Url,
     item: &FetchItem,
     offset: u64,
+    balance: i64,
     index: u32,
     progress: &Progress,
     cancel: &CancelToken,
 ) -> Attempt {
     let written = AtomicU64::new(offset);
     let network = AtomicU64::new(0);
+    let forwarded = AtomicU64::new(0);
+    let adjust = Mutex::new(balance);
     let opts = endpoint.download_options();
     let on_progress = |file_bytes: u64, net_bytes: u64| {
         network.fetch_add(net_bytes, Ordering::Relaxed);
+        let file_bytes = settle(&adjust, file_bytes);
+        forwarded.fetch_add(file_bytes, Ordering::Relaxed);
         progress.on_event(ProgressEvent::bytes(index, file_bytes, net_bytes));
     };
     let on_checkpoint = |n: u64| {
@@ -72,9 +85,49 @@ pub fn download(
             done.origin
         );
     });
+    let written = written.load(Ordering::Relaxed).min(item.file.size);
+    let mut balance =
+        balance + forwarded.load(Ordering::Relaxed) as i64 - (written - offset) as i64;
+    if written == item.file.size && balance < 0 {
+        // Complete, but some written bytes were never reported: report them now.
+        progress.on_event(ProgressEvent::bytes(index, balance.unsigned_abs(), 0));
+        balance = 0;
+    }
     Attempt {
-        written: written.load(Ordering::Relaxed).min(item.file.size),
+        written,
         network_bytes: network.load(Ordering::Relaxed),
+        balance,
         result,
+    }
+}
+
+/// Applies the pending adjustment to a progress delta: a positive one absorbs bytes already
+/// reported, a negative one adds bytes written but never reported.
+fn settle(adjust: &Mutex<i64>, file_bytes: u64) -> u64 {
+    let mut a = adjust.lock().unwrap_or_else(|e| e.into_inner());
+    if *a > 0 {
+        let absorbed = (*a as u64).min(file_bytes);
+        *a -= absorbed as i64;
+        file_bytes - absorbed
+    } else {
+        let added = a.unsigned_abs();
+        *a = 0;
+        file_bytes + added
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adjustments_absorb_or_add_once() {
+        let a = Mutex::new(10);
+        assert_eq!(settle(&a, 4), 0);
+        assert_eq!(settle(&a, 8), 2);
+        assert_eq!(settle(&a, 5), 5);
+        let a = Mutex::new(-7);
+        assert_eq!(settle(&a, 1), 8);
+        assert_eq!(settle(&a, 1), 1);
     }
 }

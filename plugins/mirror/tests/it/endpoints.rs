@@ -471,7 +471,7 @@ fn an_endpoint_killed_mid_download_continues_byte_exact_on_the_next() {
     let work = tempfile::tempdir().unwrap();
     let paths = ["xet-a.bin", "lfs.bin", "w.safetensors"];
     let (b, contents) = tiny_batch(&good, work.path(), &paths);
-    let (p, _rec) = progress();
+    let (p, rec) = progress();
     let fetching = std::thread::spawn(move || fetch(&m, &b, &p));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while dying.counters().bytes_from(Origin::Cdn) < 100_000 {
@@ -491,6 +491,12 @@ fn an_endpoint_killed_mid_download_continues_byte_exact_on_the_next() {
         let first_diff = got.iter().zip(&contents[i]).position(|(a, b)| a != b);
         assert_eq!(first_diff, None, "{} differs", paths[i]);
         assert_eq!(got.len(), contents[i].len());
+        assert_eq!(
+            rec.bytes(i as u32),
+            contents[i].len() as u64,
+            "{}: bytes past a hole are not reported twice",
+            paths[i]
+        );
     }
     let logs = captured_logs();
     assert!(
