@@ -210,3 +210,71 @@ fn two_hubget_processes_on_one_repo_both_succeed_with_one_blob_each() {
         "one run found files the other fetched: {backends:?}"
     );
 }
+
+/// Starts Python holding `lock` with `filelock` (as `hf_hub_download` does) for `secs`;
+/// returns once it holds it.
+fn python_holding(lock: &std::path::Path, secs: f64) -> std::process::Child {
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let script = format!(
+        "import time\nfrom filelock import FileLock\nl = FileLock({:?})\nl.acquire()\n\
+         print('locked', flush=True)\ntime.sleep({secs})\nl.release()\n",
+        lock.display().to_string()
+    );
+    let mut child = Command::new(venv_python())
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut line = String::new();
+    let stdout = child.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    child
+}
+
+/// Python holds huggingface_hub's lock on a blob: hubget waits for it, says so, and only for a
+/// bounded time.
+#[test]
+fn python_file_locks_exclude_hubget_with_a_bounded_wait() {
+    let dl = Dl::new();
+    let lfs = dl
+        .sim
+        .info()
+        .repo(TINY)
+        .unwrap()
+        .file("lfs.bin")
+        .unwrap()
+        .clone();
+    let lock_of = |dl: &Dl| {
+        dl.cache()
+            .join(".locks/models--acme--tiny")
+            .join(format!("{}.lock", lfs.sha256))
+    };
+
+    // Held for 3 s: hubget waits, warns, then completes.
+    let mut py = python_holding(&lock_of(&dl), 3.0);
+    let r = dl.run(&[TINY, "lfs.bin"]);
+    r.ok();
+    assert!(
+        r.secs >= 2.0,
+        "hubget did not wait for Python's lock ({}s)",
+        r.secs
+    );
+    assert!(r.stderr.contains("waiting for lock"), "{}", r.stderr);
+    py.wait().unwrap();
+
+    // Held longer than lock_timeout_secs: a clear error naming the lock, nothing fetched.
+    let dl = Dl::new();
+    let mut py = python_holding(&lock_of(&dl), 30.0);
+    let config = dl.env.write_config("[download]\nlock_timeout_secs = 1\n");
+    let r = dl.run(&[TINY, "lfs.bin", "--config", config.to_str().unwrap()]);
+    let _ = py.kill();
+    let _ = py.wait();
+    assert_ne!(r.code, Some(0));
+    assert!(
+        r.stderr.contains("timed out") && r.stderr.contains(".lock"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(dl.sim.counters().bytes_from(Origin::Cdn), 0);
+}
