@@ -42,13 +42,25 @@
 //! (`resolve_from_dirs = "offline"`, the default) — the cache is then the best answer, as in
 //! `HF_HUB_OFFLINE=1` — and otherwise declines with `UNSUPPORTED`, so the host resolves through
 //! the next backend against the Hub and the directory still serves the bytes (by hash, which
-//! also finds files unchanged since an older commit). (hubget's own offline mode plans from its
-//! own cache without asking any backend, so with it the default acts like `"never"`; it matters
-//! for hosts that pass `offline` on.) A revision the directories do not hold is `NOT_FOUND`. Air-gapped sites that do not set offline mode
+//! also finds files unchanged since an older commit). hubget's own offline mode plans from its
+//! own cache without asking any backend, so with hubget the default acts like `"never"`; it
+//! matters for hosts that pass `offline` on. Air-gapped sites that do not set offline mode
 //! choose `"always"` and accept stale refs and partial snapshots; `"never"` makes directories
 //! serve bytes only. A 40-hex revision is never stale, but may still be partial, so it follows
-//! the same rule. Endpoint mirrors resolve like the Hub (they are Hub-compatible servers) and
-//! come first when both are configured.
+//! the same rule. A revision the directories do not hold is `NOT_FOUND`. Endpoint mirrors
+//! resolve like the Hub (they are Hub-compatible servers) and come first when both are
+//! configured.
+//!
+//! # Endpoints, health and tokens
+//!
+//! See [`endpoint`]: per request, the first healthy endpoint; a connection failure, timeout,
+//! 5xx or 429 marks an endpoint down for `cooldown_secs` (logged at `info`, as is its
+//! recovery) and the request moves on, a download continuing from the bytes already on disk.
+//! The Hub token goes to a mirror only with `send_hub_token = true` (or when the mirror is the
+//! Hub's own origin); an endpoint's `token` is its own. With several endpoints each request is
+//! tried once per endpoint (failover instead of retries); a single endpoint gets the host's
+//! `max_attempts`. `timeout_secs` sets an endpoint's read timeout (the host's by default; cold
+//! proxies may need long ones).
 
 pub mod config;
 pub mod dir;
@@ -197,7 +209,7 @@ impl Mirror {
         }))
     }
 
-    /// Fetches one item: directory mirrors first, then (later) endpoints.
+    /// Fetches one item: directory mirrors first, then endpoints (unless offline).
     fn fetch_one(
         &self,
         batch: &FetchBatch,
