@@ -505,3 +505,43 @@ fn an_endpoint_killed_mid_download_continues_byte_exact_on_the_next() {
         "{logs:#?}"
     );
 }
+
+#[test]
+fn a_stalled_endpoint_times_out_on_its_own_timeout_and_fails_over() {
+    let stalled = sim();
+    let good = sim();
+    stalled.faults().add(
+        Fault::new(
+            Origin::Cdn,
+            "/lfs/",
+            FaultAction::Stall {
+                secs: 30.0,
+                after_bytes: Some(100_000),
+            },
+        )
+        .times(100),
+    );
+    let toml = format!(
+        "endpoints = [{{ url = {:?}, timeout_secs = 1 }}, {:?}]\n",
+        stalled.hub_url(),
+        good.hub_url()
+    );
+    let m = mirror_with(settings(None), &toml);
+    let work = tempfile::tempdir().unwrap();
+    let (b, contents) = tiny_batch(&good, work.path(), &["lfs.bin"]);
+    let (p, _) = progress();
+    let started = std::time::Instant::now();
+    let out = fetch(&m, &b, &p);
+    let d = done(&out[0]);
+    assert_eq!(d.source.as_str(), good.hub_url());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the 1 s endpoint timeout applied, not the 30 s stall: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        std::fs::read(work.path().join("0.partial")).unwrap(),
+        contents[0]
+    );
+    assert!(stalled.faults().fired_total() >= 1);
+}
