@@ -4,6 +4,7 @@
 //! or resumable in the target.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hubget_plugin_api::{
     CancelToken, ErrorKind, Features, Manifest, ManifestFile, PluginError, RepoType, ResolveRequest,
@@ -278,8 +279,9 @@ pub async fn resolve_plan(
     req: &PlanRequest,
     target: &Target,
     cancel: &CancelToken,
+    timeout: Duration,
 ) -> Result<Plan, HostError> {
-    let (manifest, by) = resolve(backends, req, cancel).await?;
+    let (manifest, by) = resolve(backends, req, cancel, timeout).await?;
     build_plan(manifest, &by, req, target)
 }
 
@@ -404,10 +406,13 @@ pub fn is_commit_sha(s: &str) -> bool {
 
 /// Asks each backend with `RESOLVE` and the repo type, in order; the first success wins.
 /// Retryable errors are retried a few times on the same backend; other errors pass to the next.
+/// A backend that does not answer within `timeout` is cancelled, abandoned after a short grace,
+/// and the next one is asked.
 pub async fn resolve(
     backends: &[Arc<dyn Transport>],
     req: &PlanRequest,
     cancel: &CancelToken,
+    timeout: Duration,
 ) -> Result<(Manifest, String), HostError> {
     let policy = RetryPolicy::default();
     let mut errors: Vec<(String, PluginError)> = Vec::new();
@@ -426,7 +431,19 @@ pub async fn resolve(
                 options_json: "".into(),
             };
             log::debug!("resolving {what} with `{}`", backend.name());
-            match backend.resolve(request, cancel.clone()).await {
+            let result = match resolve_once(backend.as_ref(), request, cancel, timeout).await {
+                Some(r) => r,
+                None => {
+                    let e = PluginError::new(
+                        ErrorKind::TIMEOUT,
+                        format!("no answer within {}s", timeout.as_secs()),
+                    );
+                    log::warn!("`{}` could not resolve {what}: {e}", backend.name());
+                    errors.push((backend.name().to_owned(), e));
+                    break;
+                }
+            };
+            match result {
                 Ok(m) => return Ok((m, backend.name().to_owned())),
                 Err(e) if e.kind == ErrorKind::CANCELLED && cancel.is_cancelled() => {
                     return Err(HostError::Interrupted);
@@ -452,6 +469,40 @@ pub async fn resolve(
         }
     }
     Err(resolve_error(&what, errors))
+}
+
+/// One resolve call with a deadline: `None` if it did not answer in time (it was cancelled and,
+/// if still stuck after a short grace, abandoned). The global `cancel` cancels it at once.
+async fn resolve_once(
+    backend: &dyn Transport,
+    request: ResolveRequest,
+    cancel: &CancelToken,
+    timeout: Duration,
+) -> Option<Result<Manifest, PluginError>> {
+    const GRACE: Duration = Duration::from_secs(3);
+    let call = CancelToken::new();
+    let fut = backend.resolve(request, call.clone());
+    tokio::pin!(fut);
+    let start = Instant::now();
+    let mut cancelled_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            r = &mut fut => return Some(r),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        if cancel.is_cancelled() {
+            call.cancel();
+            return Some(Err(PluginError::cancelled()));
+        }
+        match cancelled_at {
+            None if start.elapsed() >= timeout => {
+                call.cancel();
+                cancelled_at = Some(Instant::now());
+            }
+            Some(at) if at.elapsed() >= GRACE => return None,
+            _ => {}
+        }
+    }
 }
 
 fn resolve_error(what: &str, errors: Vec<(String, PluginError)>) -> HostError {

@@ -163,6 +163,12 @@ fn engine_options(settings: &Settings, force: bool) -> EngineOptions {
     }
 }
 
+/// How long a backend may take to resolve before the next one is asked: a guard against a
+/// stuck plugin (ten stall timeouts; the plugins' own HTTP timeouts normally answer first).
+fn resolve_timeout(settings: &Settings) -> Duration {
+    Duration::from_secs(settings.stall_timeout_secs.value.max(1).saturating_mul(10))
+}
+
 /// Sets the token on Ctrl-C.
 fn watch_ctrl_c(stop: &CancelToken) {
     let stop = stop.clone();
@@ -249,7 +255,7 @@ async fn download(
     let names: Vec<String> = backends.iter().map(|b| b.name().to_owned()).collect();
 
     let plan = tokio::select! {
-        p = resolve_plan(&backends, &req, &target, &stop) => p.map_err(|e| (e, None))?,
+        p = resolve_plan(&backends, &req, &target, &stop, resolve_timeout(settings)) => p.map_err(|e| (e, None))?,
         _ = wait_cancelled(&stop) => return Err((HostError::Interrupted, None)),
     };
     for w in &plan.warnings {

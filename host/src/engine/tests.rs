@@ -661,3 +661,79 @@ async fn force_download_fetches_again_despite_the_blob() {
     assert_eq!(a.calls.load(Ordering::SeqCst), 2);
     assert_eq!(sum.done[0].backend, "a");
 }
+
+/// A backend that resolves (or hangs in resolve, ignoring cancellation).
+struct Resolver {
+    name: String,
+    caps: Capabilities,
+    answer: Option<Manifest>,
+}
+
+impl Transport for Resolver {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+    fn resolve(
+        &self,
+        _req: ResolveRequest,
+        _cancel: CancelToken,
+    ) -> BoxFuture<'_, Result<Manifest, PluginError>> {
+        Box::pin(async move {
+            match &self.answer {
+                Some(m) => Ok(m.clone()),
+                None => std::future::pending().await,
+            }
+        })
+    }
+    fn fetch(
+        &self,
+        _batch: FetchBatch,
+        _progress: Progress,
+        _cancel: CancelToken,
+    ) -> BoxFuture<'_, Vec<FileOutcome>> {
+        Box::pin(async { Vec::new() })
+    }
+}
+
+#[tokio::test]
+async fn a_stuck_resolve_is_abandoned_and_the_next_backend_resolves() {
+    let caps = Capabilities {
+        repo_types: RVec::from(vec![RepoType::MODEL]),
+        features: Features::RESOLVE,
+        max_batch_files: 0,
+        extra_json: "".into(),
+    };
+    let stuck: Arc<dyn Transport> = Arc::new(Resolver {
+        name: "stuck".into(),
+        caps: caps.clone(),
+        answer: None,
+    });
+    let good: Arc<dyn Transport> = Arc::new(Resolver {
+        name: "good".into(),
+        caps,
+        answer: Some(manifest(&content())),
+    });
+    let req = PlanRequest {
+        repo_id: "acme/tiny".into(),
+        ..PlanRequest::default()
+    };
+    let t = Instant::now();
+    let (m, by) = crate::plan::resolve(
+        &[stuck, good],
+        &req,
+        &CancelToken::new(),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    assert_eq!(by, "good");
+    assert_eq!(m.commit.as_str(), COMMIT);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
