@@ -831,3 +831,46 @@ fn dry_run_plans_and_fetches_nothing() {
     assert_eq!(c.bytes_from(Origin::Cdn) + c.bytes_from(Origin::Cas), 0);
     assert!(!dl.repo_dir("models--acme--tiny").join("blobs").exists());
 }
+
+#[test]
+fn a_call_that_ignores_cancellation_is_abandoned_not_joined() {
+    // The test plugin `faulty` sleeps 60 s in fetch without looking at the cancel token; it
+    // resolves nothing, so lfs resolves against hubsim and takes the file over.
+    let dl = Dl::new();
+    let head = dl.head(TINY);
+    dl.env
+        .install_plugin(&hubget_tests::test_plugin("faulty"), "faulty");
+    let config = dl.env.write_config(
+        "[backends]\norder = [\"faulty\", \"lfs\"]\n\n[plugins.faulty]\n\
+         features = [\"non-xet-files\"]\nsleep_ms = 60000\nignore_cancel = true\n",
+    );
+    let plugins = dl.env.plugin_dir();
+    let r = dl.run_env(
+        &[
+            TINY,
+            "config.json",
+            "--config",
+            config.to_str().unwrap(),
+            "--stall-timeout",
+            "1",
+            "--json",
+        ],
+        &[("HUBGET_PLUGIN_DIR", plugins.to_str().unwrap())],
+    );
+    r.ok();
+    let fb = r.of("fallback");
+    assert_eq!(fb[0]["from"], "faulty", "{}", r.stdout);
+    assert_eq!(fb[0]["to"], "lfs");
+    assert!(
+        fb[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ignored cancellation"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.of("file_done")[0]["backend"], "lfs");
+    // Stall (1 s) + grace (3 s), not the plugin's 60 s sleep.
+    assert!(r.secs >= 1.0 && r.secs < 20.0, "took {}s", r.secs);
+    assert_cache_layout(&dl, TINY, &head, Some(&["config.json"]));
+}
