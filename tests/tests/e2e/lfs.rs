@@ -48,7 +48,8 @@ impl Home {
 
     /// Runs `hubget download <args> --json --backend lfs --no-fallback` against `sim`.
     fn download(&self, sim: &HubSim, args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
-        let mut cmd = Command::new(bin_dir().join(format!("hubget{}", std::env::consts::EXE_SUFFIX)));
+        let mut cmd =
+            Command::new(bin_dir().join(format!("hubget{}", std::env::consts::EXE_SUFFIX)));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
@@ -89,7 +90,11 @@ impl Home {
 /// The bytes hubsim serves for `f` (CDN for LFS/Xet files, `resolve` for regular ones).
 fn expected(sim: &HubSim, commit: &str, f: &hubsim::FileInfo) -> Vec<u8> {
     if f.storage == Storage::Regular {
-        raw_get(&format!("{}/{REPO}/resolve/{commit}/{}", sim.hub_url(), f.path))
+        raw_get(&format!(
+            "{}/{REPO}/resolve/{commit}/{}",
+            sim.hub_url(),
+            f.path
+        ))
     } else {
         raw_get(&format!("{}/lfs/{}", sim.cdn_url(), f.sha256))
     }
@@ -117,15 +122,30 @@ fn lfs_snapshot_of_regular_lfs_and_xet_files() {
     assert_eq!(done.len(), tiny.files.len(), "{stderr}");
     for f in &tiny.files {
         let path = home.snapshot("models--acme--tiny", &tiny.head, &f.path);
-        assert!(read(&path) == expected(&sim, &tiny.head, f), "{} content", f.path);
+        assert!(
+            read(&path) == expected(&sim, &tiny.head, f),
+            "{} content",
+            f.path
+        );
         let e = done.iter().find(|e| e["path"] == f.path.as_str()).unwrap();
         assert_eq!(e["backend"], "lfs", "{}", f.path);
-        let origin = if f.storage == Storage::Regular { sim.hub_url() } else { sim.cdn_url() };
+        let origin = if f.storage == Storage::Regular {
+            sim.hub_url()
+        } else {
+            sim.cdn_url()
+        };
         assert_eq!(e["source"], origin, "{}", f.path);
     }
     let c = sim.counters();
-    assert!(c.requests_to(Origin::Hub, "lfs_batch") >= 1, "the batch API was used");
-    assert_eq!(c.bytes_from(Origin::Cas), 0, "Xet-backed files came over the LFS bridge");
+    assert!(
+        c.requests_to(Origin::Hub, "lfs_batch") >= 1,
+        "the batch API was used"
+    );
+    assert_eq!(
+        c.bytes_from(Origin::Cas),
+        0,
+        "Xet-backed files came over the LFS bridge"
+    );
     assert!(!c.auth_seen.cdn);
 }
 
@@ -156,7 +176,11 @@ fn lfs_resumes_from_a_partial_file() {
     let rest = f.size - offset as u64;
     let done = events(&ev, "file_done");
     assert_eq!(done[0]["bytes_transferred"], rest, "{stderr}");
-    assert_eq!(sim.counters().bytes_from(Origin::Cdn), rest, "only the rest moved");
+    assert_eq!(
+        sim.counters().bytes_from(Origin::Cdn),
+        rest,
+        "only the rest moved"
+    );
     assert!(read(&home.snapshot("models--acme--tiny", &tiny.head, "lfs.bin")) == content);
     let start = events(&ev, "file_start");
     assert_eq!(start[0]["offset"], offset as u64);
@@ -191,7 +215,9 @@ fn lfs_classifies_not_found_and_auth() {
     let (code, ev, stderr) = home.download(&sim, &[REPO, "no-such-file.bin"]);
     assert_eq!(code, Some(3), "missing file → not found\n{stderr}");
     assert!(
-        events(&ev, "error").iter().any(|e| e["kind"] == "not-found"),
+        events(&ev, "error")
+            .iter()
+            .any(|e| e["kind"] == "not-found"),
         "{ev:?}"
     );
     let (code, _, stderr) = home.download(&sim, &[REPO, "--revision", "no-such-branch"]);
@@ -199,7 +225,10 @@ fn lfs_classifies_not_found_and_auth() {
 
     let (code, ev, stderr) = home.download(&sim, &["acme/private"]);
     assert_eq!(code, Some(4), "private without a token → auth\n{stderr}");
-    assert!(events(&ev, "error").iter().any(|e| e["kind"] == "auth"), "{ev:?}");
+    assert!(
+        events(&ev, "error").iter().any(|e| e["kind"] == "auth"),
+        "{ev:?}"
+    );
 
     sim.reset_counters();
     let (code, _, stderr) = home.download(&sim, &["acme/private", "--token", sim.token()]);

@@ -8,6 +8,7 @@
 mod config;
 mod download;
 mod interop;
+mod lfs;
 mod mirror;
 mod plugins;
 mod xet;
