@@ -150,10 +150,10 @@ fn first_endpoint_failing_second_serves_everything() {
 
 #[test]
 fn first_endpoint_dying_mid_run_the_run_completes() {
-    // The first mirror is slow (1 MiB/s per connection), so it dies with transfers in flight.
+    // The first mirror is slow (2 MiB/s in all), so it dies with transfers in flight.
     let dying = HubSim::start_blocking(HubSim::builder().fixtures(FixtureSpec::minimal()).shape(
         Shaping {
-            rate_per_conn: Some(1 << 20),
+            rate_total: Some(2 << 20),
             ..Shaping::default()
         },
     ))
@@ -213,6 +213,11 @@ fn first_endpoint_dying_mid_run_the_run_completes() {
         .map(|f| f.size)
         .sum();
     assert!(served_before_death > 0 && served_before_death < total);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{dying_url} marked down")),
+        "the death was noticed and logged:\n{stderr}"
+    );
 }
 
 #[test]

@@ -458,7 +458,7 @@ fn an_endpoint_killed_mid_download_continues_byte_exact_on_the_next() {
     install_logger();
     let dying = HubSim::start_blocking(HubSim::builder().fixtures(FixtureSpec::minimal()).shape(
         hubsim::Shaping {
-            rate_per_conn: Some(1 << 20),
+            rate_total: Some(2 << 20),
             ..Default::default()
         },
     ))
