@@ -14,6 +14,9 @@
 //! cooldown_secs = 30
 //! # When directory mirrors may resolve a revision: "offline" (default), "always", "never".
 //! resolve_from_dirs = "offline"
+//! # Whether endpoints resolve revisions (true) or only serve bytes (false: another backend,
+//! # e.g. lfs against the Hub, resolves, and the mirror's bytes are checked against its hashes).
+//! resolve_from_endpoints = true
 //! ```
 
 use std::fmt;
@@ -33,6 +36,8 @@ pub struct Config {
     pub cooldown_secs: u64,
     /// When directory mirrors answer `resolve`.
     pub resolve_from_dirs: DirResolve,
+    /// Whether endpoint mirrors answer `resolve`.
+    pub resolve_from_endpoints: bool,
 }
 
 impl Default for Config {
@@ -42,6 +47,7 @@ impl Default for Config {
             dirs: Vec::new(),
             cooldown_secs: 30,
             resolve_from_dirs: DirResolve::Offline,
+            resolve_from_endpoints: true,
         }
     }
 }
@@ -134,6 +140,7 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.cooldown_secs, 30);
         assert_eq!(c.resolve_from_dirs, DirResolve::Offline);
+        assert!(c.resolve_from_endpoints);
     }
 
     #[test]

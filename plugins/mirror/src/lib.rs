@@ -10,6 +10,7 @@
 //! dirs = ["/shared/team-cache/hub"]
 //! cooldown_secs = 30             # how long a failed endpoint is skipped
 //! resolve_from_dirs = "offline"  # "offline" | "always" | "never"
+//! resolve_from_endpoints = true  # false: endpoints serve bytes only
 //! ```
 //!
 //! With neither `endpoints` nor `dirs` the backend loads, advertises no features, and answers
@@ -47,9 +48,13 @@
 //! matters for hosts that pass `offline` on. Air-gapped sites that do not set offline mode
 //! choose `"always"` and accept stale refs and partial snapshots; `"never"` makes directories
 //! serve bytes only. A 40-hex revision is never stale, but may still be partial, so it follows
-//! the same rule. A revision the directories do not hold is `NOT_FOUND`. Endpoint mirrors
-//! resolve like the Hub (they are Hub-compatible servers) and come first when both are
-//! configured.
+//! the same rule. A revision the directories do not hold is `NOT_FOUND`.
+//!
+//! Endpoint mirrors resolve like the Hub (they are Hub-compatible servers) and come first when
+//! both are configured: a mirror placed first in the order is then trusted for metadata too
+//! (its manifest's hashes are what the host checks). Users who trust only the Hub's metadata set
+//! `resolve_from_endpoints = false`: the mirror declines with `UNSUPPORTED`, the next backend
+//! (lfs) resolves against the Hub, and the mirror's bytes are checked against the Hub's hashes.
 //!
 //! # Endpoints, health and tokens
 //!
@@ -94,6 +99,7 @@ pub struct Mirror {
     settings: HostSettings,
     dirs: Vec<DirMirror>,
     resolve_from_dirs: DirResolve,
+    resolve_from_endpoints: bool,
     pool: Option<Pool>,
 }
 
@@ -122,6 +128,7 @@ impl Mirror {
             settings,
             dirs,
             resolve_from_dirs: config.resolve_from_dirs,
+            resolve_from_endpoints: config.resolve_from_endpoints,
             pool,
         })
     }
@@ -156,17 +163,22 @@ impl Mirror {
             .into());
         }
         let mut endpoint_error = None;
-        if let Some(pool) = self.online_pool() {
+        if let Some(pool) = self.online_pool().filter(|_| self.resolve_from_endpoints) {
             match pool.resolve(repo_type, repo_id, revision, cancel) {
                 Ok(manifest) => return Ok(manifest),
                 Err(e) if e.kind == ErrorKind::CANCELLED => return Err(e),
                 Err(e) => endpoint_error = Some(e),
             }
         } else if self.dirs.is_empty() {
-            return Err(MirrorError::NotConfigured(
-                "offline: mirror endpoints are not used".into(),
-            )
-            .into());
+            let why = if self.settings.offline {
+                "offline: mirror endpoints are not used".to_owned()
+            } else {
+                format!(
+                    "resolve_from_endpoints = false: another backend resolves \
+                     {repo_id}@{revision}, the mirror endpoints serve the files"
+                )
+            };
+            return Err(MirrorError::NotConfigured(why).into());
         }
         if self.dirs.is_empty() {
             return Err(endpoint_error.unwrap_or_else(|| {
@@ -287,7 +299,12 @@ impl BackendPlugin for Mirror {
     fn capabilities(&self) -> Capabilities {
         let mut features = Features::empty();
         if !self.dirs.is_empty() || self.pool.is_some() {
-            features = features | Features::RESOLVE | Features::RESUME | Features::NON_XET_FILES;
+            features = features | Features::RESUME | Features::NON_XET_FILES;
+        }
+        let endpoints_resolve = self.pool.is_some() && self.resolve_from_endpoints;
+        let dirs_resolve = !self.dirs.is_empty() && self.resolve_from_dirs != DirResolve::Never;
+        if endpoints_resolve || dirs_resolve {
+            features = features | Features::RESOLVE;
         }
         if self.pool.is_none() && !self.dirs.is_empty() {
             features = features | Features::LOCAL;
@@ -304,6 +321,7 @@ impl BackendPlugin for Mirror {
             "endpoints": endpoints,
             "dirs": self.dirs.len(),
             "resolve_from_dirs": format!("{:?}", self.resolve_from_dirs).to_lowercase(),
+            "resolve_from_endpoints": self.resolve_from_endpoints,
         });
         Capabilities {
             repo_types: RVec::from(vec![RepoType::MODEL, RepoType::DATASET, RepoType::SPACE]),

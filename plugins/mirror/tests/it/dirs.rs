@@ -170,6 +170,7 @@ fn online_directories_decline_to_resolve_unless_configured() {
         .resolve(&req("main"), &CancelToken::new())
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::UNSUPPORTED);
+    assert!(!never.capabilities().features.contains(Features::RESOLVE));
 }
 
 #[test]

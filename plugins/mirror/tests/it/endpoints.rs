@@ -545,3 +545,24 @@ fn a_stalled_endpoint_times_out_on_its_own_timeout_and_fails_over() {
     );
     assert!(stalled.faults().fired_total() >= 1);
 }
+
+#[test]
+fn endpoints_that_do_not_resolve_still_serve_bytes() {
+    let good = sim();
+    let m = mirror_with(
+        settings(None),
+        &endpoints(&[good.hub_url()], "resolve_from_endpoints = false"),
+    );
+    assert!(!m.capabilities().features.contains(Features::RESOLVE));
+    let err = m.resolve(&req(), &CancelToken::new()).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::UNSUPPORTED, "a quiet decline: {err}");
+    assert_eq!(good.counters().total_requests.hub, 0);
+    let work = tempfile::tempdir().unwrap();
+    let (b, contents) = tiny_batch(&good, work.path(), &["lfs.bin"]);
+    let (p, _) = progress();
+    assert_eq!(done(&fetch(&m, &b, &p)[0]).source.as_str(), good.hub_url());
+    assert_eq!(
+        std::fs::read(work.path().join("0.partial")).unwrap(),
+        contents[0]
+    );
+}
