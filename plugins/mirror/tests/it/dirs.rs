@@ -302,3 +302,31 @@ fn a_cancelled_fetch_stops() {
         RResult::ROk(_) => panic!("fetched despite the cancel token"),
     }
 }
+
+#[test]
+fn plain_files_in_a_snapshot_are_served_and_left_to_the_host_to_verify() {
+    // A cache written without symlinks (Windows without Developer Mode) holds plain copies.
+    let tmp = tempfile::tempdir().unwrap();
+    team_cache(tmp.path());
+    let work = tempfile::tempdir().unwrap();
+    let m = mirror(&dirs_config(&[tmp.path()], ""), false);
+    let b = batch(
+        REPO,
+        C1,
+        work.path(),
+        &[(
+            mfile(
+                "copied.txt",
+                1,
+                "ffffffffffffffffffffffffffffffffffffffff",
+                None,
+            ),
+            b"x",
+            0,
+        )],
+    );
+    let (p, _) = progress();
+    let out = fetch(&m, &b, &p);
+    assert!(out[0].result.is_ok(), "{:?}", out[0].result);
+    assert_eq!(std::fs::read(work.path().join("0.partial")).unwrap(), b"x");
+}
