@@ -217,6 +217,8 @@ enum Outcome {
         error: PluginError,
         /// Not worth retrying on the same backend (stall, verification).
         move_on: bool,
+        /// The attempt advanced the persisted checkpoint (a retry resumes from there).
+        progressed: bool,
     },
 }
 
@@ -448,7 +450,11 @@ pub async fn run(
                         std::mem::take(&mut job.errors),
                     );
                 }
-                Outcome::Failed { error, move_on } => {
+                Outcome::Failed {
+                    error,
+                    move_on,
+                    progressed,
+                } => {
                     let name = ctx.backends[b].name().to_owned();
                     if error.kind == ErrorKind::CANCELLED && ctx.stop.is_cancelled() {
                         summary.interrupted.push(job.path.clone());
@@ -460,22 +466,9 @@ pub async fn run(
                         kind: error.kind,
                         message: info.message.clone(),
                     });
-                    if !matches!(
-                        error.kind,
-                        ErrorKind::NOT_FOUND | ErrorKind::UNSUPPORTED | ErrorKind::CANCELLED
-                    ) {
-                        health[b] += 1;
-                        if health[b] >= ctx.opts.health_threshold && !disabled[b] {
-                            disabled[b] = true;
-                            let message = format!(
-                                "backend `{name}` failed {} files in a row; it gets no more files this run",
-                                health[b]
-                            );
-                            log::warn!("{message}");
-                            ctx.reporter.emit(Event::Warning { message });
-                        }
-                    }
-                    job.attempts += 1;
+                    // An attempt that moved the checkpoint forward does not count: retries that
+                    // keep making progress go on (each resumes where the last one stopped).
+                    job.attempts = if progressed { 1 } else { job.attempts + 1 };
                     if !move_on && !disabled[b] && ctx.opts.retry.should_retry(&error, job.attempts)
                     {
                         let delay = ctx.opts.retry.delay(&error, job.attempts);
@@ -496,6 +489,22 @@ pub async fn run(
                         job.not_before = Instant::now() + delay;
                         queue.push(job);
                     } else {
+                        // The file gives up on this backend: that is what health counts.
+                        if !matches!(
+                            error.kind,
+                            ErrorKind::NOT_FOUND | ErrorKind::UNSUPPORTED | ErrorKind::CANCELLED
+                        ) {
+                            health[b] += 1;
+                            if health[b] >= ctx.opts.health_threshold && !disabled[b] {
+                                disabled[b] = true;
+                                let message = format!(
+                                    "backend `{name}` failed {} files in a row; it gets no more files this run",
+                                    health[b]
+                                );
+                                log::warn!("{message}");
+                                ctx.reporter.emit(Event::Warning { message });
+                            }
+                        }
                         job.candidates.pop_front();
                         job.attempts = 0;
                         job.not_before = Instant::now();
@@ -911,6 +920,7 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
                             format!("stalled: no progress for {secs}s, and the call ignored cancellation"),
                         ),
                         move_on: true,
+                        progressed: false,
                     },
                 ));
             }
@@ -936,6 +946,7 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
                 job.transferred += tracks[i].network.load(Ordering::Relaxed);
                 let mut p = persisted[i];
                 save_checkpoint(ctx, &job, &tracks[i], &mut p).await;
+                let progressed = p > job.offset;
                 if stalled && !ctx.stop.is_cancelled() {
                     error = PluginError::new(
                         ErrorKind::TIMEOUT,
@@ -951,6 +962,7 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
                     Outcome::Failed {
                         error,
                         move_on: stalled,
+                        progressed,
                     },
                 ));
             }
@@ -1028,12 +1040,14 @@ async fn finish_file(
                     format!("verification failed, file discarded: {e}"),
                 ),
                 move_on: true,
+                progressed: false,
             };
         }
         Err(e) => {
             return Outcome::Failed {
                 error: PluginError::new(ErrorKind::OTHER, format!("verification task failed: {e}")),
                 move_on: true,
+                progressed: false,
             };
         }
     };

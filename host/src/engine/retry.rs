@@ -9,7 +9,8 @@ use hubget_plugin_api::{ErrorKind, PluginError};
 /// How often and how patiently to retry.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    /// Attempts per file per backend (1 = no retry).
+    /// Attempts per file per backend (1 = no retry). Plugins retry each request themselves
+    /// (`HostSettings::max_attempts`), so the host adds only a couple of attempts on top.
     pub max_attempts: u32,
     /// First backoff.
     pub base: Duration,
@@ -22,7 +23,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 4,
+            max_attempts: 3,
             base: Duration::from_millis(500),
             cap: Duration::from_secs(20),
             max_retry_after: Duration::from_secs(300),

@@ -24,6 +24,8 @@ enum Mode {
     Hang,
     /// Writes nothing until cancelled, then returns CANCELLED.
     StallPolite,
+    /// Writes a quarter of the file from the offset, checkpoints it, then fails (network).
+    Quarter,
 }
 
 struct Fake {
@@ -108,6 +110,23 @@ impl Transport for Fake {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                         Err(PluginError::cancelled())
+                    }
+                    Mode::Quarter => {
+                        let data = &self.content[&path];
+                        let start = item.offset as usize;
+                        let end = (start + data.len() / 4).min(data.len());
+                        let mut f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(item.partial_path.as_str())
+                            .unwrap();
+                        f.seek(SeekFrom::Start(item.offset)).unwrap();
+                        f.write_all(&data[start..end]).unwrap();
+                        let n = (end - start) as u64;
+                        progress.on_event(ProgressEvent::bytes(i as u32, n, n));
+                        progress.on_event(ProgressEvent::checkpoint(i as u32, end as u64));
+                        // Let the engine persist the checkpoint before failing.
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        Err(PluginError::new(ErrorKind::NETWORK, "connection reset"))
                     }
                     Mode::Fail(kind, retry_after) => {
                         Err(PluginError::new(kind, format!("scripted {kind}"))
@@ -736,4 +755,50 @@ async fn a_stuck_resolve_is_abandoned_and_the_next_backend_resolves() {
         took >= Duration::from_millis(300) && took < Duration::from_secs(5),
         "{took:?}"
     );
+}
+
+#[tokio::test]
+async fn retries_that_make_progress_keep_going_and_one_bad_file_does_not_disable_a_backend() {
+    let s = setup(&[]);
+    let a = Fake::new("a", &s.content, Mode::Serve);
+    // big.bin: four attempts each moving the checkpoint by a quarter (more than max_attempts).
+    a.script("big.bin", vec![Mode::Quarter; 4]);
+    // sub/deep/w.bin: fails three times without progress: it moves to b.
+    a.script("sub/deep/w.bin", vec![Mode::Fail(ErrorKind::NETWORK, 0); 3]);
+    let b = Fake::new("b", &s.content, Mode::Serve);
+    let o = EngineOptions {
+        batch_file_bytes: 0,
+        health_threshold: 2,
+        checkpoint_interval: Duration::from_millis(50),
+        ..opts()
+    };
+    let (sum, events) = go(&s, vec![a.clone(), b.clone()], &o).await;
+    assert!(sum.error().is_none(), "{:?}", sum.error());
+    let by = |p: &str| {
+        sum.done
+            .iter()
+            .find(|d| d.path == p)
+            .unwrap()
+            .backend
+            .clone()
+    };
+    assert_eq!(by("big.bin"), "a", "resumed on the same backend");
+    assert_eq!(by("sub/deep/w.bin"), "b");
+    assert_eq!(by("config.json"), "a", "a was not disabled by one bad file");
+    let big_offsets: Vec<u64> = a
+        .offsets
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == "big.bin")
+        .map(|(_, o)| *o)
+        .collect();
+    // The fourth quarter completes the file: it is verified without a fifth call.
+    assert_eq!(big_offsets.len(), 4, "{big_offsets:?}");
+    assert!(
+        big_offsets.windows(2).all(|w| w[1] > w[0]),
+        "{big_offsets:?}"
+    );
+    assert!(!events.iter().any(|e| matches!(e, Event::Warning { .. })));
+    assert_landed(&s);
 }
