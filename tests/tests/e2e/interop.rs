@@ -251,8 +251,8 @@ fn python_file_locks_exclude_hubget_with_a_bounded_wait() {
             .join(format!("{}.lock", lfs.sha256))
     };
 
-    // Held for 3 s: hubget waits, warns, then completes.
-    let mut py = python_holding(&lock_of(&dl), 3.0);
+    // Held for 5 s: hubget waits, warns (after 2 s of waiting), then completes.
+    let mut py = python_holding(&lock_of(&dl), 5.0);
     let r = dl.run(&[TINY, "lfs.bin"]);
     r.ok();
     assert!(
