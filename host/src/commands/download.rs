@@ -24,13 +24,25 @@ use crate::store::Target;
 
 /// Runs `hubget download`.
 pub fn run(env: &Env, config: Option<PathBuf>, args: &DownloadArgs) -> Result<(), HostError> {
-    let settings = Settings::load(&args.settings.overrides(config), env)?;
-    let spec = RepoSpec::parse(
-        &args.repo_id,
-        &args.files,
-        args.repo_type.as_deref(),
-        args.revision.as_deref(),
-    )?;
+    let started = Instant::now();
+    let prepared = Settings::load(&args.settings.overrides(config), env).and_then(|settings| {
+        let spec = RepoSpec::parse(
+            &args.repo_id,
+            &args.files,
+            args.repo_type.as_deref(),
+            args.revision.as_deref(),
+        )?;
+        Ok((settings, spec))
+    });
+    let (settings, spec) = match prepared {
+        Ok(v) => v,
+        Err(e) => {
+            // `--json` consumers still get an `error` and a final `done`.
+            let output = Output::new(args.json, false);
+            emit_failure(&output, &e, None, started);
+            return Err(e);
+        }
+    };
     if args.resume_download {
         log::warn!("--resume-download is deprecated and ignored: hubget always resumes");
     }
@@ -43,7 +55,6 @@ pub fn run(env: &Env, config: Option<PathBuf>, args: &DownloadArgs) -> Result<()
         && !env.is_true("HF_HUB_DISABLE_PROGRESS_BARS");
     let output = Arc::new(Output::new(args.json, bars));
     let token = settings.token.value.clone();
-    let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("hubget")
@@ -56,43 +67,44 @@ pub fn run(env: &Env, config: Option<PathBuf>, args: &DownloadArgs) -> Result<()
     output.clear();
     match result {
         Ok(Outcome { path, summary }) => {
-            {
-                output.emit(Event::Done {
-                    exit_code: 0,
-                    files_done: summary.done.len(),
-                    files_failed: 0,
-                    bytes: summary.done.iter().map(|d| d.bytes).sum(),
-                    bytes_transferred: summary.bytes_transferred(),
-                    secs: started.elapsed().as_secs_f64(),
-                    path: path.as_ref().map(|p| p.display().to_string()),
-                });
-                if let Some(p) = path.as_ref().filter(|_| !args.dry_run) {
-                    output.print_path(p);
-                }
+            output.emit(Event::Done {
+                exit_code: 0,
+                files_done: summary.done.len(),
+                files_failed: 0,
+                bytes: summary.done.iter().map(|d| d.bytes).sum(),
+                bytes_transferred: summary.bytes_transferred(),
+                secs: started.elapsed().as_secs_f64(),
+                path: path.as_ref().map(|p| p.display().to_string()),
+            });
+            if let Some(p) = path.as_ref().filter(|_| !args.dry_run) {
+                output.print_path(p);
             }
             Ok(())
         }
         Err((e, summary)) => {
-            output.emit(Event::Error {
-                path: None,
-                kind: error_kind(&e).to_owned(),
-                message: e.to_string(),
-                hint: e.hint(),
-            });
-            output.emit(Event::Done {
-                exit_code: e.exit_code(),
-                files_done: summary.as_ref().map_or(0, |s| s.done.len()),
-                files_failed: summary.as_ref().map_or(0, |s| s.failed.len()),
-                bytes: summary
-                    .as_ref()
-                    .map_or(0, |s| s.done.iter().map(|d| d.bytes).sum()),
-                bytes_transferred: summary.as_ref().map_or(0, Summary::bytes_transferred),
-                secs: started.elapsed().as_secs_f64(),
-                path: None,
-            });
+            emit_failure(&output, &e, summary.as_ref(), started);
             Err(e)
         }
     }
+}
+
+/// The `error` and `done` events of a failed run.
+fn emit_failure(output: &Output, e: &HostError, summary: Option<&Summary>, started: Instant) {
+    output.emit(Event::Error {
+        path: None,
+        kind: error_kind(e).to_owned(),
+        message: e.to_string(),
+        hint: e.hint(),
+    });
+    output.emit(Event::Done {
+        exit_code: e.exit_code(),
+        files_done: summary.map_or(0, |s| s.done.len()),
+        files_failed: summary.map_or(0, |s| s.failed.len()),
+        bytes: summary.map_or(0, |s| s.done.iter().map(|d| d.bytes).sum()),
+        bytes_transferred: summary.map_or(0, Summary::bytes_transferred),
+        secs: started.elapsed().as_secs_f64(),
+        path: None,
+    });
 }
 
 struct Outcome {

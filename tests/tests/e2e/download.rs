@@ -830,6 +830,13 @@ fn dry_run_plans_and_fetches_nothing() {
     let c = dl.sim.counters();
     assert_eq!(c.bytes_from(Origin::Cdn) + c.bytes_from(Origin::Cas), 0);
     assert!(!dl.repo_dir("models--acme--tiny").join("blobs").exists());
+    // Every --json run ends with `done`, even a usage error before anything starts.
+    let r = dl.run(&["not/a/repo/id", "--json"]);
+    r.code_is(2);
+    let events = r.events();
+    assert_eq!(events.last().unwrap()["event"], "done", "{}", r.stdout);
+    assert_eq!(events.last().unwrap()["exit_code"], 2);
+    assert_eq!(r.of("error")[0]["kind"], "usage");
 }
 
 #[test]
