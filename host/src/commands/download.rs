@@ -181,13 +181,19 @@ fn resolve_timeout(settings: &Settings) -> Duration {
     Duration::from_secs(settings.stall_timeout_secs.value.max(1).saturating_mul(10))
 }
 
-/// Sets the token on Ctrl-C.
+/// Sets the token on Ctrl-C; a second Ctrl-C exits at once (partial files and their last
+/// checkpoints stay on disk either way).
 fn watch_ctrl_c(stop: &CancelToken) {
     let stop = stop.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            log::warn!("interrupted: stopping (partial files are kept for resume)");
+            log::warn!(
+                "interrupted: stopping (partial files are kept for resume; Ctrl-C again to quit now)"
+            );
             stop.cancel();
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(i32::from(crate::error::EXIT_INTERRUPTED));
         }
     });
 }
