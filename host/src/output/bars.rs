@@ -2,11 +2,35 @@
 //! active file with its name and the backend serving it.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Event;
+
+/// The bars being drawn, if any, so that log lines can be printed above them.
+static ACTIVE: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// A stderr writer for the logger: while bars are drawn, lines are printed above them instead
+/// of through them (`env_logger::Target::Pipe(Box::new(LogWriter))`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let active = ACTIVE.lock().ok().and_then(|a| a.clone());
+        match active {
+            Some(multi) => multi.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
 
 /// The bars.
 pub struct Bars {
@@ -40,6 +64,9 @@ impl Bars {
             .expect("template")
             .progress_chars("=> "),
         );
+        if let Ok(mut a) = ACTIVE.lock() {
+            *a = Some(multi.clone());
+        }
         Self {
             multi,
             total,
@@ -54,6 +81,9 @@ impl Bars {
         }
         self.total.finish_and_clear();
         let _ = self.multi.clear();
+        if let Ok(mut a) = ACTIVE.lock() {
+            *a = None;
+        }
     }
 
     /// Updates the bars for one event.

@@ -9,6 +9,8 @@
 pub mod bars;
 pub mod json;
 
+pub use bars::LogWriter;
+
 use std::sync::Mutex;
 
 use serde::Serialize;
