@@ -59,5 +59,8 @@ fn init_logging(verbose: u8) {
             record.target()
         )
     });
-    builder.target(env_logger::Target::Stderr).init();
+    // Through the output module so that log lines print above the progress bars.
+    builder
+        .target(env_logger::Target::Pipe(Box::new(hubget::output::LogWriter)))
+        .init();
 }
