@@ -61,6 +61,8 @@ fn init_logging(verbose: u8) {
     });
     // Through the output module so that log lines print above the progress bars.
     builder
-        .target(env_logger::Target::Pipe(Box::new(hubget::output::LogWriter)))
+        .target(env_logger::Target::Pipe(Box::new(
+            hubget::output::LogWriter,
+        )))
         .init();
 }
