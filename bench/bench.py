@@ -705,6 +705,9 @@ def render(R):
              f"{cap / 1e6:.0f} MB/s total cap. MB = 10^6 bytes; RSS in MiB.")
     L.append("**Versions:** " + "; ".join(v.values()) + ".")
     L.append(f"hubsim start-up (filling the CAS with {R['size_mib']} MiB): {R['hubsim_startup_s']:.0f} s.")
+    if float(m["loadavg_at_start"][0]) > 1.0:
+        L.append(f"**Warning:** the 1-minute load average was {m['loadavg_at_start'][0]} when the run started: other "
+                 "work shared the machine, so CPU-heavy clients may be slowed (see the CPU check under case 1).")
     L.append("")
     L.append("![throughput per tool per case](throughput.png)")
     L.append("")
