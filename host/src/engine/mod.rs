@@ -856,13 +856,16 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
             .saturating_sub(Duration::from_millis(activity.load(Ordering::Relaxed)));
         if !stalled && cancelled_at.is_none() && idle >= ctx.opts.stall_timeout {
             stalled = true;
+            let unfinished: Vec<&str> = jobs
+                .iter()
+                .zip(&tracks)
+                .filter(|(j, t)| j.offset + t.written.load(Ordering::Relaxed) < j.file.size)
+                .map(|(j, _)| j.path.as_str())
+                .collect();
             log::warn!(
                 "{name}: no progress for {}s on {}; cancelling",
                 idle.as_secs(),
-                jobs.iter()
-                    .map(|j| j.path.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                unfinished.join(", ")
             );
             cancel.cancel();
             cancelled_at = Some(Instant::now());
