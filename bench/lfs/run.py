@@ -223,7 +223,7 @@ def main():
     rss = max(med["multi"]["rss_mb"], med["single"]["rss_mb"])
     all_ok = all(r["sha256_ok"] for v in runs.values() for r in v)
     goal = lambda ok: "met" if ok else "**missed**"
-    conns = args.connections if args.connections is not None else "default (8)"
+    conns = args.connections if args.connections is not None else "8, the default"
     section = f"""## lfs
 
 `bench/lfs/run.py` (issue 5): hubget `--backend lfs --no-fallback`, one {args.size_mib} MiB
