@@ -278,3 +278,32 @@ fn python_file_locks_exclude_hubget_with_a_bounded_wait() {
     );
     assert_eq!(dl.sim.counters().bytes_from(Origin::Cdn), 0);
 }
+
+/// A `--local-dir` written by hubget is up to date for Python: `snapshot_download(local_dir=..)`
+/// (online) reads hubget's metadata files and downloads nothing.
+#[test]
+fn python_finds_hubget_local_dir_up_to_date() {
+    let dl = Dl::new();
+    let dir = dl.env.path("ld");
+    dl.run(&[TINY, "--local-dir", dir.to_str().unwrap()]).ok();
+    dl.sim.reset_counters();
+    let script = format!(
+        "import json\nfrom huggingface_hub import snapshot_download\n\
+         print(json.dumps(snapshot_download('acme/tiny', local_dir={:?})))\n",
+        dir.display().to_string()
+    );
+    let root = python(&dl, &script, &[]);
+    assert_eq!(root.as_str().unwrap(), dir.display().to_string());
+    let c = dl.sim.counters();
+    let gets = c
+        .requests_by_method
+        .get("hub:resolve:GET")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        c.bytes_from(Origin::Cdn) + c.bytes_from(Origin::Cas) + gets,
+        0,
+        "Python re-downloaded: {:?}",
+        c.requests_by_method
+    );
+}
