@@ -307,3 +307,28 @@ fn python_finds_hubget_local_dir_up_to_date() {
         c.requests_by_method
     );
 }
+
+/// And the reverse: a local dir written by Python is complete for hubget (its metadata files).
+#[test]
+fn hubget_finds_python_local_dir_up_to_date() {
+    let dl = Dl::new();
+    let dir = dl.env.path("ld");
+    let script = format!(
+        "import json\nfrom huggingface_hub import snapshot_download\n\
+         print(json.dumps(snapshot_download('acme/tiny', local_dir={:?})))\n",
+        dir.display().to_string()
+    );
+    python(&dl, &script, &[]);
+    dl.sim.reset_counters();
+    let r = dl.run(&[TINY, "--local-dir", dir.to_str().unwrap(), "--json"]);
+    r.ok();
+    let plan = &r.of("plan")[0];
+    assert_eq!(plan["remaining_bytes"], 0, "{plan}");
+    let c = dl.sim.counters();
+    assert_eq!(c.bytes_from(Origin::Cdn) + c.bytes_from(Origin::Cas), 0);
+    assert!(
+        !c.requests_by_method.contains_key("hub:resolve:GET"),
+        "{:?}",
+        c.requests_by_method
+    );
+}
