@@ -256,7 +256,9 @@ pub async fn download_to_partial(
         ranges,
         Vec::new(),
     );
-    let first = cancellable(cancel, run(&shared, cancel)).await?;
+    let first = cancellable(cancel, run(&shared, cancel))
+        .await
+        .inspect_err(|_| shared.maybe_checkpoint(true))?;
     let net_before = match first {
         Ok(()) => None,
         Err(Stop::Error(e)) => {
@@ -294,7 +296,10 @@ pub async fn download_to_partial(
             covered,
         );
         shared.net.store(net_before, Ordering::Release);
-        match cancellable(cancel, run(&shared, cancel)).await? {
+        match cancellable(cancel, run(&shared, cancel))
+            .await
+            .inspect_err(|_| shared.maybe_checkpoint(true))?
+        {
             Ok(()) => {}
             Err(Stop::Error(e)) => {
                 shared.maybe_checkpoint(true);

@@ -648,9 +648,14 @@ async fn cancel_returns_promptly_during_a_stall() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         c2.cancel();
     });
-    let (r, _, _dir, _, _) = download_lfs(&sim, 0, &opts(4, 512 * 1024), &cancel, stall).await;
+    let (r, seen, _dir, _, _) = download_lfs(&sim, 0, &opts(4, 512 * 1024), &cancel, stall).await;
     canceller.await.unwrap();
     assert_eq!(r.unwrap_err().kind, ErrorKind::CANCELLED);
+    let cps = seen.checkpoints.lock().unwrap().clone();
+    assert!(
+        cps.last().is_some_and(|&n| n >= 1000),
+        "the low watermark is reported on cancel: {cps:?}"
+    );
     assert!(
         t.elapsed() < Duration::from_secs(3),
         "took {:?}",
