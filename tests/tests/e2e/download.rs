@@ -541,9 +541,15 @@ fn corruption_never_lands_and_the_next_backend_completes() {
     assert_eq!(r.of("file_done")[0]["backend"], "xet");
     assert!(dl.sim.counters().bytes_from(Origin::Cas) > 0);
     assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+}
 
-    // Wrong length (body shorter than declared): lfs gives up, xet completes.
+#[test]
+fn wrong_length_and_truncated_bodies_never_land() {
     let dl = Dl::new();
+    let head = dl.head(TINY);
+    let info = dl.sim.info().repo(TINY).unwrap().clone();
+    let xet = info.file("xet-a.bin").unwrap().clone();
+    // Wrong length (body shorter than declared): lfs gives up, xet completes.
     let fault = FaultAction::WrongContentLength { delta: 5000 };
     dl.sim
         .faults()
@@ -581,9 +587,15 @@ fn corruption_never_lands_and_the_next_backend_completes() {
             .join(&lfs.sha256)
             .exists()
     );
+}
 
-    // Every backend corrupts: exit 5, each failure named, nothing in blobs/ or snapshots/.
+#[test]
+fn when_every_backend_corrupts_the_error_names_each_check() {
     let dl = Dl::new();
+    let head = dl.head(TINY);
+    let info = dl.sim.info().repo(TINY).unwrap().clone();
+    let xet = info.file("xet-a.bin").unwrap().clone();
+    // Every backend corrupts: exit 5, each failure named, nothing in blobs/ or snapshots/.
     dl.sim.faults().add(
         Fault::new(
             Origin::Cdn,
