@@ -438,3 +438,88 @@ fn offline_and_cancelled_fetches_do_no_network() {
         0
     );
 }
+
+#[test]
+fn a_refused_href_is_refreshed_and_the_download_continues() {
+    let sim = start();
+    let b = backend(&sim, false, "connections = 1");
+    let m = resolve(&b, "acme/tiny", "main").unwrap();
+    let f = m
+        .files
+        .iter()
+        .find(|f| f.path.as_str() == "lfs.bin")
+        .unwrap()
+        .clone();
+    let dir = tempfile::tempdir().unwrap();
+    let fb = batch(
+        "acme/tiny",
+        m.commit.as_str(),
+        std::slice::from_ref(&f),
+        dir.path(),
+        |_| (0, vec![]),
+    );
+    sim.faults().add(hubsim::Fault::new(
+        Origin::Cdn,
+        "/lfs/",
+        hubsim::FaultAction::Status { code: 403 },
+    ));
+    sim.reset_counters();
+    let rec = Recorder::default();
+    let out = b.fetch(&fb, &rec.progress(), &CancelToken::new());
+    done(&out[0]);
+    assert_eq!(
+        sha256_of(fb.items[0].partial_path.as_str()),
+        f.sha256.as_ref().unwrap().as_str()
+    );
+    assert_eq!(
+        sim.counters().requests_to(Origin::Hub, "lfs_batch"),
+        2,
+        "asked again once"
+    );
+    assert!(
+        rec.of(0, EventKind::RETRY)
+            .iter()
+            .any(|e| e.message.contains("403")),
+        "the refresh is reported"
+    );
+}
+
+#[test]
+fn without_a_batch_api_at_the_endpoint_files_come_through_resolve() {
+    let sim = start();
+    let b = backend(&sim, false, "");
+    let m = resolve(&b, "acme/tiny", "main").unwrap();
+    let files: Vec<ManifestFile> = m
+        .files
+        .iter()
+        .filter(|f| f.sha256.is_some())
+        .cloned()
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let fb = batch("acme/tiny", m.commit.as_str(), &files, dir.path(), |_| {
+        (0, vec![])
+    });
+    sim.faults().add(hubsim::Fault::new(
+        Origin::Hub,
+        "objects/batch",
+        hubsim::FaultAction::Status { code: 404 },
+    ));
+    sim.reset_counters();
+    let out = b.fetch(&fb, &Recorder::default().progress(), &CancelToken::new());
+    for (o, item) in out.iter().zip(fb.items.iter()) {
+        assert_eq!(done(o).extra_json.as_str(), r#"{"via":"resolve"}"#);
+        assert_eq!(
+            sha256_of(item.partial_path.as_str()),
+            item.file.sha256.as_ref().unwrap().as_str()
+        );
+    }
+    let c = sim.counters();
+    let batches: Vec<_> = c
+        .log
+        .iter()
+        .filter(|r| r.path.contains("objects/batch"))
+        .collect();
+    assert_eq!(batches.len(), 1, "one batch request");
+    assert_eq!(batches[0].status, 404);
+    assert!(c.requests_to(Origin::Hub, "resolve") >= files.len() as u64);
+}
