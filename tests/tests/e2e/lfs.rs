@@ -238,3 +238,35 @@ fn lfs_classifies_not_found_and_auth() {
     assert!(!c.auth_seen.cdn, "and never to the CDN");
     assert!(!stderr.contains(sim.token()), "the token is never printed");
 }
+
+#[test]
+fn lfs_recovers_from_server_errors_and_cut_connections() {
+    let sim = sim();
+    let home = Home::new();
+    let tiny = sim.info().repo(REPO).unwrap();
+    let f = tiny.file("lfs.bin").unwrap();
+    let content = expected(&sim, &tiny.head, f);
+    let faults = [
+        hubsim::FaultAction::Status { code: 503 },
+        hubsim::FaultAction::CutAfter { bytes: 200_000 },
+    ];
+    for action in faults {
+        sim.faults()
+            .add(hubsim::Fault::new(Origin::Cdn, "/lfs/", action).times(2));
+    }
+    sim.reset_counters();
+    let (code, ev, stderr) = home.download(&sim, &[REPO, "lfs.bin"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        sim.faults().fired_total(),
+        4,
+        "every fault met the download"
+    );
+    assert!(read(&home.snapshot("models--acme--tiny", &tiny.head, "lfs.bin")) == content);
+    let done = events(&ev, "file_done");
+    assert_eq!(done[0]["backend"], "lfs");
+    assert!(
+        events(&ev, "fallback").is_empty(),
+        "recovered inside the backend"
+    );
+}
