@@ -748,9 +748,12 @@ def goals(R):
                 worst = max(x["second_bytes"] - x["missing_bytes"] * over for x in runs)
                 sb, mb = med(runs, "second_bytes"), med(runs, "missing_bytes")
                 add("8", f"resume ({tool}): second run transfers ≤ the bytes still missing (case 4)",
-                    f"{fmt_mb(sb)} for {fmt_mb(mb)} missing (median)", "≤ missing" + (
+                    f"{fmt_mb(sb)} for {fmt_mb(mb)} missing (median); re-fetched {fmt_mb(med(runs, 'refetched_bytes'))}",
+                    "≤ missing" + (
                         f" × {over:.4f} wire overhead" if over > 1 else ""), worst <= 0,
-                    f"worst run {worst / 1e6:+.2f} MB ({worst / max(1, mb) * 100:+.0f}% of missing)")
+                    f"worst run {worst / 1e6:+.2f} MB ({worst / max(1, mb) * 100:+.0f}% of missing)"
+                    + ("; vacuous: nothing reached the disk before the kill, everything sent was fetched again"
+                       if med(runs, "on_disk_bytes") == 0 else ""))
             else:
                 add("8", f"resume ({tool}): second run ≤ bytes missing", not_measured(c4["tools"].get(tool, [])),
                     "≤ missing", None, "")
