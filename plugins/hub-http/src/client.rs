@@ -147,8 +147,8 @@ impl Answer {
 }
 
 /// The shared HTTP client: a reqwest client configured from [`HostSettings`] (user agent,
-/// proxy, extra CA bundle, connect and read timeouts; no automatic redirects) plus the retry
-/// policy. Cheap to clone.
+/// proxy, extra CA bundle, connect and read timeouts; no automatic redirects; HTTP/1.1, so that
+/// parallel ranges use parallel connections) plus the retry policy. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     inner: reqwest::Client,
@@ -167,7 +167,10 @@ impl HttpClient {
             .user_agent(settings.user_agent.clone())
             .connect_timeout(Duration::from_secs(settings.connect_timeout_secs.max(1)))
             .read_timeout(Duration::from_secs(settings.read_timeout_secs.max(1)))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // Parallel ranges must be parallel TCP connections (per-connection limits are what
+            // splitting beats); HTTP/2 would multiplex them onto one.
+            .http1_only();
         if let Some(proxy) = settings.proxy.as_deref().filter(|p| !p.trim().is_empty()) {
             let proxy = reqwest::Proxy::all(proxy)
                 .map_err(|e| config("invalid proxy URL in the settings", &e.without_url()))?
