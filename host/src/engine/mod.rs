@@ -471,7 +471,13 @@ pub async fn run(
                     job.attempts = if progressed { 1 } else { job.attempts + 1 };
                     if !move_on && !disabled[b] && ctx.opts.retry.should_retry(&error, job.attempts)
                     {
-                        let delay = ctx.opts.retry.delay(&error, job.attempts);
+                        // After progress, resume right away (unless the server asked to wait).
+                        let delay = if progressed {
+                            Duration::from_millis(100.max(error.retry_after_ms))
+                                .min(ctx.opts.retry.max_retry_after)
+                        } else {
+                            ctx.opts.retry.delay(&error, job.attempts)
+                        };
                         log::warn!(
                             "{}: {name} failed ({}), retry {} in {:.1}s",
                             job.path,

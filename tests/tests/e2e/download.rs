@@ -543,6 +543,12 @@ fn corruption_never_lands_and_the_next_backend_completes() {
     assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
 }
 
+/// A config where plugins try each request once (faults that fire every time fail fast).
+fn quick(dl: &Dl) -> String {
+    let path = dl.env.write_config("[download]\nmax_attempts = 1\n");
+    path.to_str().unwrap().to_owned()
+}
+
 #[test]
 fn wrong_length_and_truncated_bodies_never_land() {
     let dl = Dl::new();
@@ -554,7 +560,7 @@ fn wrong_length_and_truncated_bodies_never_land() {
     dl.sim
         .faults()
         .add(Fault::new(Origin::Cdn, &xet.sha256, fault).times(1000));
-    let r = dl.run(&[TINY, "xet-a.bin", "--json"]);
+    let r = dl.run(&[TINY, "xet-a.bin", "--json", "--config", &quick(&dl)]);
     r.ok();
     assert_eq!(r.of("file_done")[0]["backend"], "xet", "{}", r.stdout);
     assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
@@ -565,7 +571,8 @@ fn wrong_length_and_truncated_bodies_never_land() {
     dl.sim
         .faults()
         .add(Fault::new(Origin::Cdn, &xet.sha256, fault).times(1000));
-    dl.run(&[TINY, "xet-a.bin", "--json"]).ok();
+    dl.run(&[TINY, "xet-a.bin", "--json", "--config", &quick(&dl)])
+        .ok();
     assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
     // A truncated LFS-only file with no other backend that can serve it: exit 5 or 1, never lands.
     let lfs = info.file("lfs.bin").unwrap().clone();
@@ -574,7 +581,7 @@ fn wrong_length_and_truncated_bodies_never_land() {
     dl.sim
         .faults()
         .add(Fault::new(Origin::Cdn, &lfs.sha256, fault).times(1000));
-    let r = dl.run(&[TINY, "lfs.bin"]);
+    let r = dl.run(&[TINY, "lfs.bin", "--config", &quick(&dl)]);
     assert_ne!(r.code, Some(0), "{}", r.stderr);
     assert!(
         r.stderr.contains("lfs.bin") && r.stderr.contains("lfs ("),
