@@ -13,12 +13,13 @@ use serde_json::Value;
 
 pub(crate) const TINY: &str = "acme/tiny";
 
-/// acme/tiny, acme/private, evil/traversal (from the default set) and acme/resume (one 8 MiB
+/// acme/tiny, acme/private, acme/gated, evil/traversal (from the default set) and acme/resume (one 8 MiB
 /// LFS file, for resume tests).
 pub(crate) fn fixtures() -> FixtureSpec {
     let mut spec = FixtureSpec::default_set(1);
-    spec.repos
-        .retain(|r| ["acme/tiny", "acme/private", "evil/traversal"].contains(&r.id.as_str()));
+    spec.repos.retain(|r| {
+        ["acme/tiny", "acme/private", "acme/gated", "evil/traversal"].contains(&r.id.as_str())
+    });
     let resume = FixtureSpec::from_toml(
         r#"
 [[repos]]
@@ -707,7 +708,7 @@ fn rate_limit_retry_after_is_honoured() {
 }
 
 #[test]
-fn private_repo_without_token_is_an_auth_error_with_a_hint() {
+fn private_and_gated_repos_without_token_are_auth_errors_with_a_hint() {
     let dl = Dl::new();
     let r = dl.run(&["acme/private"]);
     r.code_is(4);
@@ -721,6 +722,13 @@ fn private_repo_without_token_is_an_auth_error_with_a_hint() {
     let done = r.of("done");
     assert_eq!(done[0]["exit_code"], 4);
     assert_eq!(r.of("error")[0]["kind"], "auth");
+    // A gated repo resolves without a token, but its files are refused: exit 4 and the hint too.
+    let r = dl.run(&["acme/gated"]);
+    r.code_is(4);
+    assert!(r.stderr.contains("hint:"), "{}", r.stderr);
+    let token = dl.sim.token().to_owned();
+    dl.run_env(&["acme/gated"], &[("HF_TOKEN", &token)]).ok();
+    dl.run_env(&["acme/private"], &[("HF_TOKEN", &token)]).ok();
 }
 
 #[test]
