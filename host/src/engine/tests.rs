@@ -37,6 +37,10 @@ struct Fake {
     calls: AtomicUsize,
     batches: StdMutex<Vec<usize>>,
     offsets: StdMutex<Vec<(String, u64)>>,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    /// Each call sleeps this long before working (to make calls overlap).
+    delay: StdMutex<Duration>,
 }
 
 impl Fake {
@@ -55,6 +59,9 @@ impl Fake {
             calls: AtomicUsize::new(0),
             batches: StdMutex::new(Vec::new()),
             offsets: StdMutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            delay: StdMutex::new(Duration::ZERO),
         })
     }
 
@@ -95,6 +102,10 @@ impl Transport for Fake {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.batches.lock().unwrap().push(batch.items.len());
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            let delay = *self.delay.lock().unwrap();
+            tokio::time::sleep(delay).await;
             let mut out = Vec::new();
             for (i, item) in batch.items.iter().enumerate() {
                 let path = item.file.path.to_string();
@@ -168,6 +179,7 @@ impl Transport for Fake {
                     result: result.into(),
                 });
             }
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             out
         })
     }
@@ -801,4 +813,26 @@ async fn retries_that_make_progress_keep_going_and_one_bad_file_does_not_disable
     );
     assert!(!events.iter().any(|e| matches!(e, Event::Warning { .. })));
     assert_landed(&s);
+}
+
+#[tokio::test]
+async fn max_workers_bounds_concurrent_calls() {
+    for workers in [1usize, 2, 3] {
+        let s = setup(&[]);
+        let a = Fake::new("a", &s.content, Mode::Serve);
+        *a.delay.lock().unwrap() = Duration::from_millis(150);
+        let o = EngineOptions {
+            max_workers: workers,
+            batch_file_bytes: 0,
+            ..opts()
+        };
+        let (sum, _) = go(&s, vec![a.clone()], &o).await;
+        assert!(sum.error().is_none());
+        assert_eq!(a.calls.load(Ordering::SeqCst), 3, "one call per file");
+        assert_eq!(
+            a.peak.load(Ordering::SeqCst),
+            workers,
+            "--max-workers {workers}"
+        );
+    }
 }
