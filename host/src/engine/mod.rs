@@ -192,6 +192,8 @@ pub fn can_serve(
         || (has_xet && caps.features.contains(Features::XET))
 }
 
+/// One file on its way: where it is in the fallback order, its lock (held across attempts),
+/// its partial file and the hash of the prefix verified so far.
 struct Job {
     path: String,
     file: ManifestFile,
@@ -208,11 +210,17 @@ struct Job {
     transferred: u64,
 }
 
+/// What one attempt at one file came to.
 enum Outcome {
+    /// Verified and installed.
     Done(FileReport),
+    /// Found complete after taking the lock (another process finished it).
     AlreadyDone(FileReport),
+    /// Ctrl-C: the partial file and its state stay.
     Interrupted,
+    /// A local failure no backend can fix (lock timeout, install error).
     Fatal(AttemptError),
+    /// The backend failed this file: retry or fall back.
     Failed {
         error: PluginError,
         /// Not worth retrying on the same backend (stall, verification).
@@ -222,6 +230,7 @@ enum Outcome {
     },
 }
 
+/// What every call task of a run shares.
 struct Ctx {
     backends: Vec<Arc<dyn Transport>>,
     target: Target,
@@ -255,6 +264,8 @@ struct Track {
     checkpoint: AtomicU64,
 }
 
+/// The progress sink of one call: maps item indices to file counters and records activity
+/// for the stall watchdog. Never panics (it runs inside plugin code).
 struct Sink {
     tracks: Vec<Arc<Track>>,
     t0: Instant,
