@@ -307,6 +307,20 @@ fn local_dir_gets_real_files_and_huggingface_metadata() {
     dl.run(&[TINY, "--local-dir", dir_s]).ok();
     let c = dl.sim.counters();
     assert_eq!(c.bytes_from(Origin::Cdn) + c.bytes_from(Origin::Cas), 0);
+    // Offline, the local dir answers by itself.
+    dl.sim.reset_counters();
+    let r = dl.run(&[TINY, "--local-dir", dir_s, "--offline"]);
+    r.ok();
+    assert_eq!(r.last_line(), dir_s);
+    let r = dl.run(&[TINY, "sub/dir/notes.txt", "--local-dir", dir_s, "--offline"]);
+    r.ok();
+    assert_eq!(
+        r.last_line(),
+        dir.join("sub/dir/notes.txt").display().to_string()
+    );
+    dl.run(&[TINY, "nope.txt", "--local-dir", dir_s, "--offline"])
+        .code_is(6);
+    assert_eq!(dl.sim.counters().total_requests.hub, 0);
 }
 
 #[test]
