@@ -20,8 +20,14 @@ fn target_dir() -> PathBuf {
 }
 
 /// The virtualenv with the pinned Python client (shared with hubsim's fidelity check; created
-/// with `python3 -m venv` + pip on first use).
+/// with `python3 -m venv` + pip on first use, once per test process even when tests run in
+/// parallel).
 fn venv_python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(create_venv).clone()
+}
+
+fn create_venv() -> PathBuf {
     let venv = target_dir().join("hubsim-venv");
     let py = venv.join("bin/python");
     let ready = py.exists()
