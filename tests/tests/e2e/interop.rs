@@ -30,6 +30,10 @@ fn venv_python() -> PathBuf {
 fn create_venv() -> PathBuf {
     let venv = target_dir().join("hubsim-venv");
     let py = venv.join("bin/python");
+    // Other test processes may be creating it too: take a lock next to it.
+    std::fs::create_dir_all(target_dir()).expect("target dir");
+    let lock = std::fs::File::create(target_dir().join("hubsim-venv.lock")).expect("venv lock");
+    lock.lock().expect("lock the venv");
     let ready = py.exists()
         && Command::new(&py)
             .args(["-c", "import huggingface_hub, hf_xet, sys; sys.exit(huggingface_hub.__version__ != '2.4.0')"])
