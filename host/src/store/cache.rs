@@ -118,7 +118,8 @@ impl CacheRepo {
         Some(text.trim().to_owned())
     }
 
-    /// Points `snapshots/<commit>/<path>` at `blobs/<etag>` with a relative symlink.
+    /// Points `snapshots/<commit>/<path>` at `blobs/<etag>` with a relative symlink (a copy of
+    /// the blob where the filesystem has no symlinks).
     pub fn link(&self, commit: &str, path: &str, etag: &str) -> std::io::Result<PathBuf> {
         let link = self
             .snapshot_path(commit, path)
@@ -137,7 +138,14 @@ impl CacheRepo {
             Err(_) if link.exists() => std::fs::remove_file(&link)?,
             Err(_) => {}
         }
-        symlink(&target, &link)?;
+        if let Err(e) = symlink(&target, &link) {
+            // A filesystem without symlinks: huggingface_hub's "degraded" mode copies the blob.
+            log::warn!(
+                "cannot create symlink {} ({e}); copying the blob instead",
+                link.display()
+            );
+            std::fs::copy(self.blob_path(etag), &link)?;
+        }
         Ok(link)
     }
 
