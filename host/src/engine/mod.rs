@@ -899,7 +899,9 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
         if last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
             for (j, t) in jobs.iter().zip(&tracks) {
-                let bytes = (j.offset + t.written.load(Ordering::Relaxed)).min(j.file.size);
+                let bytes = (j.offset + t.written.load(Ordering::Relaxed))
+                    .max(t.checkpoint.load(Ordering::Relaxed))
+                    .min(j.file.size);
                 ctx.reporter.emit(Event::Progress {
                     path: j.path.clone(),
                     backend: name.clone(),
