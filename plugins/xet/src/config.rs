@@ -20,8 +20,14 @@ const MIB: u64 = 1024 * 1024;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Xet files reconstructed at the same time (hf-xet `data.max_concurrent_file_downloads`).
+    /// Small Xet files (at most two segments) reconstructed at the same time through hf-xet's
+    /// file download group (`data.max_concurrent_file_downloads`).
     pub max_concurrent_files: usize,
+    /// Larger files (and resumed ones) are fetched as ranged streams of this many MiB each (at
+    /// least 1/512 of the file).
+    pub segment_mib: u64,
+    /// Segments fetched at the same time, over the whole batch.
+    pub parallel_segments: usize,
     /// Parallel xorb-range requests to start with (hf-xet `client.ac_initial_download_concurrency`).
     /// Also the fixed count when `adaptive_concurrency` is off.
     pub download_concurrency: usize,
@@ -56,12 +62,14 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             max_concurrent_files: 4,
+            segment_mib: 4,
+            parallel_segments: 12,
             download_concurrency: 8,
             max_download_concurrency: 32,
             adaptive_concurrency: true,
-            buffer_mib: 256,
-            buffer_per_file_mib: 64,
-            buffer_limit_mib: 512,
+            buffer_mib: 128,
+            buffer_per_file_mib: 16,
+            buffer_limit_mib: 256,
             retry_max_attempts: None,
             retry_base_delay_ms: 500,
             telemetry: false,
@@ -89,6 +97,12 @@ impl Config {
         if self.max_concurrent_files == 0 {
             return invalid("max_concurrent_files", "must be at least 1");
         }
+        if self.segment_mib == 0 {
+            return invalid("segment_mib", "must be at least 1");
+        }
+        if self.parallel_segments == 0 {
+            return invalid("parallel_segments", "must be at least 1");
+        }
         if self.download_concurrency == 0 {
             return invalid("download_concurrency", "must be at least 1");
         }
@@ -108,6 +122,14 @@ impl Config {
             return invalid("threads", "must be at least 1");
         }
         Ok(())
+    }
+
+    /// How files are split into ranged streams.
+    pub fn tuning(&self) -> crate::fetch::Tuning {
+        crate::fetch::Tuning {
+            segment: self.segment_mib * MIB,
+            parallel: self.parallel_segments,
+        }
     }
 
     /// Worker threads for the plugin runtime.
@@ -188,7 +210,7 @@ mod tests {
         assert_eq!(c, Config::default());
         let x = c.to_xet_config(&HostSettings::default());
         assert!(!x.telemetry.enabled);
-        assert!(x.reconstruction.download_buffer_limit.as_u64() <= 512 * MIB);
+        assert!(x.reconstruction.download_buffer_limit.as_u64() <= 256 * MIB);
         assert_eq!(x.client.retry_max_attempts, 4);
         assert_eq!(x.client.read_timeout, Duration::from_secs(30));
     }
@@ -217,6 +239,10 @@ mod tests {
         assert_eq!(e.kind, hubget_plugin_api::ErrorKind::CONFIG);
         assert!(e.message.contains("buffer_size"), "{}", e.message);
         let e = Config::parse("buffer_mib = 600\n").unwrap_err();
+        assert!(e.message.contains("buffer_limit_mib"), "{}", e.message);
+        let e = Config::parse("segment_mib = 0\n").unwrap_err();
+        assert!(e.message.contains("segment_mib"), "{}", e.message);
+        let e = Config::parse("buffer_mib = 600\nbuffer_limit_mib = 100\n").unwrap_err();
         assert!(e.message.contains("buffer_limit_mib"), "{}", e.message);
     }
 

@@ -1,13 +1,21 @@
 //! Downloading a batch of Xet files with hf-xet's session API.
 //!
-//! * Files starting at offset 0 go into one [`XetFileDownloadGroup`]: hf-xet reconstructs each
-//!   straight into the host's partial file (`download_file_to_path`), with its sequential writer.
-//! * Files the host resumes (offset > 0) go into one [`XetDownloadStreamGroup`]: an ordered
-//!   ranged stream `offset..size` whose chunks this module writes at `offset..`.
+//! * Small files starting at offset 0 (at most two segments) go into one
+//!   [`XetFileDownloadGroup`]: hf-xet reconstructs each straight into the host's partial file
+//!   (`download_file_to_path`), with its sequential writer and exact network counters.
+//! * Everything else (large files, and files the host resumes at an offset) goes into one
+//!   [`XetDownloadStreamGroup`], split into segments of [`Tuning::segment`] bytes: each segment
+//!   is an ordered ranged stream written at its own offset, [`Tuning::parallel`] at a time.
 //!
-//! Both writers are sequential, so the bytes written so far are a contiguous prefix: a poller
-//! turns them into `BYTES` deltas and absolute `CHECKPOINT`s every [`POLL`]. The same loop
-//! watches the host's cancel token and aborts both groups when it is set.
+//! Why segments: hf-xet fetches one HTTP range per reconstruction term, and for a whole file a
+//! term is often a whole xorb (up to 64 MiB), so a 256 MiB file is 4-5 requests, each held in
+//! memory until written. Ranged streams restrict terms to their range: more, smaller requests in
+//! parallel (throughput on links capped per connection), less memory in flight, and finer
+//! checkpoints.
+//!
+//! A poller turns what was written into `BYTES` deltas and absolute `CHECKPOINT`s (the contiguous
+//! prefix: the low watermark of the segments) every [`POLL`]. The same loop watches the host's
+//! cancel token and aborts both groups when it is set.
 //!
 //! hf-xet verifies no hash on download (a corrupt xorb range lands silently); the host's sha256
 //! check after `fetch` is the guard, so nothing here claims more than "written".
@@ -55,6 +63,19 @@ impl std::fmt::Debug for CasAccess {
     }
 }
 
+/// At most this many segments per file (each is one reconstruction request): larger files get
+/// larger segments.
+pub const MAX_SEGMENTS_PER_FILE: u64 = 512;
+
+/// How files are split and fetched.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Segment size for ranged streams, bytes.
+    pub segment: u64,
+    /// Segments fetched at the same time (over the whole batch).
+    pub parallel: usize,
+}
+
 /// One Xet file of the batch.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -76,8 +97,39 @@ enum Meter {
     Pending,
     /// A file-group download: hf-xet's per-file `bytes_completed`.
     File(XetFileDownload),
-    /// A stream written by this module.
-    Counter(Arc<AtomicU64>),
+    /// Segmented streams written by this module.
+    Segments(Arc<Segments>),
+}
+
+/// Bytes written per segment of one file.
+pub struct Segments {
+    lens: Vec<u64>,
+    written: Vec<AtomicU64>,
+}
+
+impl Segments {
+    fn new(len: u64, segment: u64) -> Self {
+        let n = len.div_ceil(segment.max(1)).max(1);
+        let lens: Vec<u64> = (0..n).map(|i| segment.min(len - i * segment)).collect();
+        let written = lens.iter().map(|_| AtomicU64::new(0)).collect();
+        Self { lens, written }
+    }
+
+    /// (bytes written in all segments, bytes of the contiguous prefix).
+    fn progress(&self) -> (u64, u64) {
+        let mut total = 0;
+        let mut prefix = 0;
+        let mut contiguous = true;
+        for (len, w) in self.lens.iter().zip(&self.written) {
+            let w = w.load(Ordering::SeqCst).min(*len);
+            total += w;
+            if contiguous {
+                prefix += w;
+                contiguous = w == *len;
+            }
+        }
+        (total, prefix)
+    }
 }
 
 struct Track {
@@ -86,6 +138,8 @@ struct Track {
     in_file_group: bool,
     /// Bytes (after `offset`) already reported as `BYTES`.
     reported: u64,
+    /// Contiguous bytes (after `offset`) already reported as `CHECKPOINT`.
+    checkpointed: u64,
     /// Network bytes attributed to this job.
     network: u64,
     result: Option<Result<u64, PluginError>>,
@@ -132,14 +186,19 @@ impl Shared {
 
         let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
         let mut deltas = Vec::with_capacity(tracks.len());
+        let mut prefixes = Vec::with_capacity(tracks.len());
         for t in tracks.iter() {
-            let written = match &t.meter {
-                Meter::Pending => 0,
-                Meter::File(h) => h.progress().map_or(0, |p| p.bytes_completed),
-                Meter::Counter(c) => c.load(Ordering::SeqCst),
+            let (written, prefix) = match &t.meter {
+                Meter::Pending => (0, 0),
+                Meter::File(h) => {
+                    let n = h.progress().map_or(0, |p| p.bytes_completed);
+                    (n, n)
+                }
+                Meter::Segments(s) => s.progress(),
             };
-            let written = written.min(t.job.size - t.job.offset);
-            deltas.push(written.saturating_sub(t.reported));
+            let len = t.job.size - t.job.offset;
+            deltas.push(written.min(len).saturating_sub(t.reported));
+            prefixes.push(prefix.min(len));
         }
         // hf-xet writes a file term by term (a term can be a whole 64 MiB xorb), but counts
         // network bytes as they arrive, for the whole group. Share them among the group's files:
@@ -174,7 +233,13 @@ impl Shared {
         };
         let last = weights.iter().rposition(|w| *w > 0);
         let mut left = pending;
-        for (i, ((t, delta), weight)) in tracks.iter_mut().zip(deltas).zip(weights).enumerate() {
+        for (i, (((t, delta), weight), prefix)) in tracks
+            .iter_mut()
+            .zip(deltas)
+            .zip(weights)
+            .zip(prefixes)
+            .enumerate()
+        {
             let net = if weight == 0 {
                 0
             } else if Some(i) == last {
@@ -184,16 +249,16 @@ impl Shared {
             };
             let net = net.min(left);
             left -= net;
-            if delta == 0 && net == 0 {
-                continue;
+            if delta > 0 || net > 0 {
+                t.reported += delta;
+                t.network += net;
+                progress.on_event(ProgressEvent::bytes(t.job.index, delta, net));
             }
-            t.reported += delta;
-            t.network += net;
-            progress.on_event(ProgressEvent::bytes(t.job.index, delta, net));
-            if delta > 0 {
+            if prefix > t.checkpointed {
+                t.checkpointed = prefix;
                 progress.on_event(ProgressEvent::checkpoint(
                     t.job.index,
-                    t.job.offset + t.reported,
+                    t.job.offset + prefix,
                 ));
             }
         }
@@ -233,18 +298,21 @@ pub async fn fetch(
     session: &XetSession,
     access: &CasAccess,
     jobs: Vec<Job>,
+    tuning: Tuning,
     progress: &Progress,
     cancel: &CancelToken,
 ) -> Vec<(u32, Result<FileDone, PluginError>)> {
     let source = origin(&access.cas_url);
+    let in_file_group = |j: &Job| j.offset == 0 && j.size <= 2 * tuning.segment;
     let shared = Shared {
         tracks: Mutex::new(
             jobs.iter()
                 .map(|job| Track {
                     job: job.clone(),
                     meter: Meter::Pending,
-                    in_file_group: job.offset == 0,
+                    in_file_group: in_file_group(job),
                     reported: 0,
+                    checkpointed: 0,
                     network: 0,
                     result: None,
                 })
@@ -265,15 +333,15 @@ pub async fn fetch(
             shared.set_result(job.index, Ok(0));
         }
     }
-    let (fresh, resumed): (Vec<Job>, Vec<Job>) = jobs
+    let (small, segmented): (Vec<Job>, Vec<Job>) = jobs
         .into_iter()
         .filter(|j| j.offset < j.size)
-        .partition(|j| j.offset == 0);
+        .partition(|j| in_file_group(j));
 
     let work = async {
         tokio::join!(
-            fetch_fresh(session, access, fresh, &shared),
-            fetch_resumed(session, access, resumed, &shared),
+            fetch_small(session, access, small, &shared),
+            fetch_segmented(session, access, segmented, tuning, &shared),
         )
     };
     let ticker = async {
@@ -312,7 +380,7 @@ pub async fn fetch(
                         source: RString::from(source.clone()),
                         extra_json: RString::from(
                             serde_json::json!({
-                                "via": if stream { "xet-stream" } else { "xet-file-group" },
+                                "via": if stream { "xet-segments" } else { "xet-file-group" },
                                 "offset": t.job.offset,
                                 // Streams: bytes written. File group: its network bytes,
                                 // shared among its files by the bytes each wrote.
@@ -360,7 +428,7 @@ macro_rules! configure {
     }};
 }
 
-async fn fetch_fresh(session: &XetSession, access: &CasAccess, jobs: Vec<Job>, shared: &Shared) {
+async fn fetch_small(session: &XetSession, access: &CasAccess, jobs: Vec<Job>, shared: &Shared) {
     if jobs.is_empty() {
         return;
     }
@@ -412,7 +480,13 @@ async fn fetch_fresh(session: &XetSession, access: &CasAccess, jobs: Vec<Job>, s
     }
 }
 
-async fn fetch_resumed(session: &XetSession, access: &CasAccess, jobs: Vec<Job>, shared: &Shared) {
+async fn fetch_segmented(
+    session: &XetSession,
+    access: &CasAccess,
+    jobs: Vec<Job>,
+    tuning: Tuning,
+    shared: &Shared,
+) {
     if jobs.is_empty() {
         return;
     }
@@ -433,12 +507,30 @@ async fn fetch_resumed(session: &XetSession, access: &CasAccess, jobs: Vec<Job>,
         .stream_group
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = Some(group.clone());
+    let permits = tokio::sync::Semaphore::new(tuning.parallel.max(1));
     join_all(jobs.into_iter().map(|job| {
-        let group = &group;
+        let (group, permits) = (&group, &permits);
         async move {
-            let counter = Arc::new(AtomicU64::new(0));
-            shared.with_track(job.index, |t| t.meter = Meter::Counter(counter.clone()));
-            let result = stream_one(group, &job, &counter).await;
+            let len = job.size - job.offset;
+            let segment = tuning.segment.max(len.div_ceil(MAX_SEGMENTS_PER_FILE));
+            let segments = Arc::new(Segments::new(len, segment));
+            shared.with_track(job.index, |t| t.meter = Meter::Segments(segments.clone()));
+            let parts = (0..segments.lens.len()).map(|i| {
+                let start = job.offset + i as u64 * segment;
+                let range = start..start + segments.lens[i];
+                let (job, segments) = (&job, &segments);
+                async move {
+                    let _permit = permits
+                        .acquire()
+                        .await
+                        .map_err(|_| PluginError::cancelled())?;
+                    stream_segment(group, job, range, &segments.written[i]).await
+                }
+            });
+            // The first failed segment fails the file and stops its other segments.
+            let result = futures_util::future::try_join_all(parts)
+                .await
+                .map(|written| written.iter().sum());
             shared.set_result(job.index, result);
         }
     }))
@@ -446,16 +538,18 @@ async fn fetch_resumed(session: &XetSession, access: &CasAccess, jobs: Vec<Job>,
     group.finish().await;
 }
 
-/// Streams `offset..size` of one file into its partial file at `offset..`.
-async fn stream_one(
+/// Streams `range` of one file into its partial file at the same offsets.
+async fn stream_segment(
     group: &XetDownloadStreamGroup,
     job: &Job,
+    range: std::ops::Range<u64>,
     written: &AtomicU64,
 ) -> Result<u64, PluginError> {
-    let expected = job.size - job.offset;
+    let expected = range.end - range.start;
+    let start = range.start;
     let info = XetFileInfo::new(job.hash.clone(), job.size);
     let mut stream = group
-        .download_stream(info, Some(job.offset..job.size))
+        .download_stream(info, Some(range))
         .await
         .map_err(|e| error::from_xet(&context(job), &e))?;
     let io = |source| Error::Write {
@@ -467,7 +561,7 @@ async fn stream_one(
         .open(&job.path)
         .await
         .map_err(io)?;
-    file.seek(std::io::SeekFrom::Start(job.offset))
+    file.seek(std::io::SeekFrom::Start(start))
         .await
         .map_err(io)?;
     let mut got = 0u64;
@@ -500,7 +594,20 @@ async fn stream_one(
 
 #[cfg(test)]
 mod tests {
-    use super::origin;
+    use super::*;
+
+    #[test]
+    fn segments_report_the_contiguous_prefix() {
+        let s = Segments::new(10, 4);
+        assert_eq!(s.lens, vec![4, 4, 2]);
+        s.written[1].store(4, Ordering::SeqCst);
+        assert_eq!(s.progress(), (4, 0));
+        s.written[0].store(3, Ordering::SeqCst);
+        assert_eq!(s.progress(), (7, 3));
+        s.written[0].store(4, Ordering::SeqCst);
+        s.written[2].store(1, Ordering::SeqCst);
+        assert_eq!(s.progress(), (9, 9));
+    }
 
     #[test]
     fn origin_drops_path_and_query() {

@@ -45,6 +45,7 @@ pub struct Backend {
     hub: HubApi,
     session: XetSession,
     tokens: Mutex<HashMap<(u32, String, String), XetToken>>,
+    tuning: fetch::Tuning,
     // Dropped last: the session and in-flight tasks live on it.
     runtime: tokio::runtime::Runtime,
 }
@@ -71,6 +72,7 @@ impl Backend {
             hub,
             session,
             tokens: Mutex::new(HashMap::new()),
+            tuning: config.tuning(),
             runtime,
         })
     }
@@ -167,7 +169,7 @@ impl Backend {
             refresh_url,
             refresh_headers,
         };
-        fetch::fetch(&self.session, &access, jobs, progress, cancel).await
+        fetch::fetch(&self.session, &access, jobs, self.tuning, progress, cancel).await
     }
 }
 

@@ -355,57 +355,112 @@ fn resume_from_an_offset_fetches_only_the_rest() {
 }
 
 #[test]
+fn large_files_are_fetched_as_parallel_ranged_segments() {
+    let sim = start(with_big(8), Shaping::default());
+    // 1 MiB segments: the 8 MiB file is 8 ranged streams, 3 at a time.
+    let backend = backend(&sim, "segment_mib = 1\nparallel_segments = 3\n");
+    let manifest = resolve(&backend, "acme/big");
+    let big = file(&manifest, "big.bin");
+    let dir = tempfile::tempdir().unwrap();
+    let path = partial(dir.path(), "big", b"");
+    sim.reset_counters();
+    let recorder = Recorder::default();
+    let outcomes = backend.fetch(
+        &batch("acme/big", &manifest.commit, vec![item(big, &path, 0)]),
+        &recorder.progress(),
+        &CancelToken::new(),
+    );
+    let done = ok(&outcomes[0]);
+    assert_eq!(sha256_of(&path), big.sha256.as_ref().unwrap().as_str());
+    assert_eq!(done.source.as_str(), sim.cas_url());
+    assert_eq!(recorder.bytes(0), big.size);
+    let checkpoints = recorder.checkpoints(0);
+    assert!(
+        checkpoints.windows(2).all(|w| w[0] < w[1]),
+        "{checkpoints:?}"
+    );
+    assert_eq!(checkpoints.last(), Some(&big.size));
+    let c = sim.counters();
+    let reconstructions = c.requests_to(Origin::Cas, "reconstructions_v2")
+        + c.requests_to(Origin::Cas, "reconstructions_v1");
+    assert!(
+        reconstructions >= 8,
+        "one reconstruction per segment: {c:?}"
+    );
+    assert!(c.requests_to(Origin::Cas, "fetch_term") >= 8, "{c:?}");
+    // Segment edges cost at most a chunk each: the CAS serves about the file once.
+    assert!(c.bytes_from(Origin::Cas) < big.size + big.size / 10);
+    assert_eq!(c.requests_to(Origin::Cdn, "xet_bridge"), 0);
+}
+
+/// Starts a fetch of acme/big's 16 MiB at 1 MiB/s (about 16 s), cancels it once the CAS has
+/// served some bytes, and returns how long `fetch` took to return after the cancel, the item's
+/// error and the recorder.
+fn cancel_midway(sim: &HubSim, config: &str) -> (Duration, PluginError, Recorder) {
+    let backend = backend(sim, config);
+    let manifest = resolve(&backend, "acme/big");
+    let big = file(&manifest, "big.bin").clone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = partial(dir.path(), "big", b"");
+    sim.reset_counters();
+    let cancel = CancelToken::new();
+    let recorder = Recorder::default();
+    let outcomes = std::thread::scope(|scope| {
+        let canceller = scope.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while sim.counters().bytes_from(Origin::Cas) < 256 * 1024 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Give the progress poller a tick to report what arrived.
+            std::thread::sleep(Duration::from_millis(300));
+            cancel.cancel();
+            Instant::now()
+        });
+        let outcomes = backend.fetch(
+            &batch("acme/big", &manifest.commit, vec![item(&big, &path, 0)]),
+            &recorder.progress(),
+            &cancel,
+        );
+        let returned = Instant::now();
+        let cancelled_at = canceller.join().unwrap();
+        (outcomes, returned.saturating_duration_since(cancelled_at))
+    });
+    let (outcomes, took) = outcomes;
+    assert!(recorder.bytes(0) < big.size, "cancelled before the end");
+    (took, err(&outcomes[0]).clone(), recorder)
+}
+
+#[test]
 fn cancellation_returns_promptly() {
-    // 16 MiB at 1 MiB/s: about 16 s if nothing stops it.
     let shaping = Shaping {
         rate_per_conn: Some(MIB),
         rate_total: Some(MIB),
         latency_ms: 0,
     };
     let sim = start(with_big(16), shaping);
-    let backend = backend(&sim, "");
-    let manifest = resolve(&backend, "acme/big");
-    let big = file(&manifest, "big.bin").clone();
-    let dir = tempfile::tempdir().unwrap();
-    let path = partial(dir.path(), "big", b"");
-
-    let cancel = CancelToken::new();
-    let recorder = Recorder::default();
-    let canceller = {
-        let cancel = cancel.clone();
-        let recorder = recorder.clone();
-        std::thread::spawn(move || {
-            // Cancel once network bytes flow (or after 10 s), like the host's Ctrl-C would.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while recorder.network(0) == 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            // The whole file is one xorb term: nothing is written before it all arrived, but
-            // network-only BYTES events keep the host's stall watchdog fed meanwhile.
-            let fed = recorder.network(0) > 0 && recorder.bytes(0) == 0;
-            cancel.cancel();
-            (Instant::now(), fed)
-        })
-    };
-    let outcomes = backend.fetch(
-        &batch("acme/big", &manifest.commit, vec![item(&big, &path, 0)]),
-        &recorder.progress(),
-        &cancel,
-    );
-    let returned = Instant::now();
-    let (cancelled_at, fed) = canceller.join().unwrap();
-    assert!(
-        fed,
-        "network progress was reported before any byte was written"
-    );
-    let e = err(&outcomes[0]);
+    // Segmented ranged streams (the default for a 16 MiB file).
+    let (took, e, _) = cancel_midway(&sim, "");
     assert_eq!(e.kind, ErrorKind::CANCELLED, "{e}");
-    let took = returned.saturating_duration_since(cancelled_at);
     assert!(
         took < Duration::from_secs(2),
         "fetch returned {took:?} after cancel"
     );
-    assert!(recorder.bytes(0) < big.size);
+
+    // hf-xet's file group (16 MiB segments: the file is "small"). Its single term arrives whole,
+    // so nothing is written before the end, but network-only BYTES events keep the host's stall
+    // watchdog fed meanwhile.
+    let (took, e, recorder) = cancel_midway(&sim, "segment_mib = 16\n");
+    assert_eq!(e.kind, ErrorKind::CANCELLED, "{e}");
+    assert!(
+        took < Duration::from_secs(2),
+        "fetch returned {took:?} after cancel"
+    );
+    assert!(
+        recorder.network(0) > 0 && recorder.bytes(0) == 0,
+        "network progress before any byte was written: {} network, {} written",
+        recorder.network(0),
+        recorder.bytes(0)
+    );
 }
 
 #[test]

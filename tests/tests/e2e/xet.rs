@@ -1,7 +1,7 @@
 //! The xet backend through the host: `hubget download --backend xet` with the real plugins of
 //! `target/debug` against hubsim's real Xet CAS. Xet files come from the CAS (never the CDN
 //! bridge), other files fall back to lfs, a stopped CAS or a corrupt xorb range falls back, and an
-//! interrupted download resumes through xet with only the rest fetched.
+//! interrupted download (by xet or by lfs) resumes through xet with only the rest fetched.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -210,6 +210,71 @@ fn an_interrupted_download_resumes_through_xet_with_only_the_rest() {
         c.bytes_from(Origin::Cas) < rest + 256 * 1024,
         "second run moved {} CAS bytes, the rest was {rest}",
         c.bytes_from(Origin::Cas)
+    );
+    assert_eq!(c.bytes_from(Origin::Cdn), 0, "nothing from the CDN");
+    assert_cache_layout(&dl, "acme/big", &repo.head, Some(&[f.path.as_str()]));
+}
+
+#[test]
+fn an_interrupted_xet_download_resumes_with_only_the_rest() {
+    // acme/big (8 MiB, random) at 2 MiB/s, fetched by xet alone in 1 MiB segments one at a time,
+    // so its checkpoint advances while it runs; killed midway, then resumed.
+    let mut spec = fixtures();
+    let big = hubsim::FixtureSpec::default_set(8)
+        .repos
+        .into_iter()
+        .find(|r| r.id == "acme/big")
+        .expect("acme/big in the default set");
+    spec.repos.push(big);
+    let dl = Dl::with(HubSim::builder().fixtures(spec).shape(Shaping {
+        rate_total: Some(2 * 1024 * 1024),
+        ..Shaping::default()
+    }));
+    dl.env
+        .write_default_config("[plugins.xet]\nsegment_mib = 1\nparallel_segments = 1\n");
+    let repo = dl.sim.info().repo("acme/big").unwrap().clone();
+    let f = repo
+        .files
+        .iter()
+        .find(|f| f.storage == Storage::Xet)
+        .expect("a Xet file")
+        .clone();
+    let blobs = dl.repo_dir("models--acme--big").join("blobs");
+    let args = [
+        "acme/big",
+        f.path.as_str(),
+        "--backend",
+        "xet",
+        "--no-fallback",
+    ];
+    let started = Instant::now();
+    let mut child = dl.spawn(&args, &[]);
+    let reached = poll(Duration::from_secs(30), || {
+        checkpoint(&blobs, &f.sha256).is_some_and(|c| c >= f.size / 4)
+    });
+    child.kill().expect("SIGKILL");
+    let killed = wait(child, started);
+    assert!(reached, "no checkpoint reached 25%: {killed:?}");
+    let cp = checkpoint(&blobs, &f.sha256).expect("state survives the kill");
+    assert!(cp < f.size, "killed before the end");
+    dl.sim.reset_counters();
+
+    let r = dl.run(&[&args[..], &["--json"]].concat());
+    r.ok();
+    assert_eq!(r.of("file_start")[0]["offset"], cp, "{}", r.stdout);
+    assert_eq!(r.of("file_done")[0]["backend"], "xet");
+    let c = dl.sim.counters();
+    let rest = f.size - cp;
+    // Each 1 MiB segment fetches the chunk it starts in (Xet chunks are up to 128 KiB) whole.
+    let segments = rest.div_ceil(1024 * 1024);
+    assert!(
+        c.bytes_from(Origin::Cas) < rest + (segments + 2) * 128 * 1024,
+        "second run moved {} CAS bytes, the rest was {rest}",
+        c.bytes_from(Origin::Cas)
+    );
+    assert!(
+        c.bytes_from(Origin::Cas) < f.size,
+        "less than the whole file"
     );
     assert_eq!(c.bytes_from(Origin::Cdn), 0, "nothing from the CDN");
     assert_cache_layout(&dl, "acme/big", &repo.head, Some(&[f.path.as_str()]));
