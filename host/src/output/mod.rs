@@ -11,6 +11,7 @@ pub mod json;
 
 pub use bars::LogWriter;
 
+use std::io::Write;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -232,10 +233,10 @@ impl Output {
             if let Some(b) = &self.bars {
                 b.clear();
             }
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{}", path.display());
-            }
+            // Not `println!`: a closed stdout (`| head -0`) must not panic.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", path.display());
+            let _ = out.flush();
         }
     }
 
