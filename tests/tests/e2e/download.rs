@@ -13,12 +13,19 @@ use serde_json::Value;
 
 pub(crate) const TINY: &str = "acme/tiny";
 
-/// acme/tiny, acme/private, acme/gated, evil/traversal (from the default set) and acme/resume (one 8 MiB
+/// acme/tiny, acme/private, acme/gated, acme/space, evil/traversal (from the default set) and acme/resume (one 8 MiB
 /// LFS file, for resume tests).
 pub(crate) fn fixtures() -> FixtureSpec {
     let mut spec = FixtureSpec::default_set(1);
     spec.repos.retain(|r| {
-        ["acme/tiny", "acme/private", "acme/gated", "evil/traversal"].contains(&r.id.as_str())
+        [
+            "acme/tiny",
+            "acme/private",
+            "acme/gated",
+            "acme/space",
+            "evil/traversal",
+        ]
+        .contains(&r.id.as_str())
     });
     let resume = FixtureSpec::from_toml(
         r#"
@@ -921,4 +928,24 @@ fn a_call_that_ignores_cancellation_is_abandoned_not_joined() {
     // Stall (1 s) + grace (3 s), not the plugin's 60 s sleep.
     assert!(r.secs >= 1.0 && r.secs < 20.0, "took {}s", r.secs);
     assert_cache_layout(&dl, TINY, &head, Some(&["config.json"]));
+}
+
+#[test]
+fn spaces_land_in_their_own_cache_folder() {
+    let dl = Dl::new();
+    let info = dl.sim.info().repo("acme/space").unwrap().clone();
+    let r = dl.run(&["acme/space", "--repo-type", "space"]);
+    r.ok();
+    let snapshot = dl
+        .repo_dir("spaces--acme--space")
+        .join("snapshots")
+        .join(&info.head);
+    assert_eq!(r.last_line(), snapshot.display().to_string());
+    for f in &info.files {
+        assert_eq!(sha256_file(&snapshot.join(&f.path)), f.sha256, "{}", f.path);
+    }
+    assert!(!dl.repo_dir("models--acme--space").exists());
+    // The same id as a model does not exist; like the Hub, hubsim answers 401 RepoNotFound
+    // (missing and private look the same without a token): exit 4 with the token hint.
+    dl.run(&["acme/space"]).code_is(4);
 }
