@@ -280,6 +280,14 @@ async fn download(
         log::warn!("{w}");
         output.emit(Event::Warning { message: w.clone() });
     }
+    if plan.files.is_empty() && plan.missing.is_empty() {
+        let message = format!(
+            "no file of {} {} at {} matches the --include/--exclude filters",
+            plan.repo_type, plan.repo_id, plan.revision
+        );
+        log::warn!("{message}");
+        output.emit(Event::Warning { message });
+    }
     if !plan.missing.is_empty() {
         for m in &plan.missing {
             if let Err(e) = target.mark_missing(&plan.commit, m) {

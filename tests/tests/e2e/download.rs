@@ -347,6 +347,16 @@ fn include_exclude_and_single_file() {
         .join("snapshots")
         .join(&head);
     assert!(!snap.join("lfs.bin").exists() && !snap.join("README.md").exists());
+    // Filters that match nothing: success, a warning, nothing fetched.
+    let r = dl.run(&[TINY, "--include", "*.nothing", "--json"]);
+    r.ok();
+    let warning = &r.of("warning")[0];
+    assert!(
+        warning["message"].as_str().unwrap().contains("matches"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.of("file_done").is_empty());
 
     let dl = Dl::new();
     dl.run(&[TINY, "--exclude", "*.bin", "--exclude", "*.safetensors"])
