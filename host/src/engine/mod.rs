@@ -271,6 +271,8 @@ struct Sink {
     t0: Instant,
     activity_ms: Arc<AtomicU64>,
     backend: String,
+    /// The backend reads local directories (`Features::LOCAL`): no network bytes.
+    local: bool,
 }
 
 impl ProgressSink for Sink {
@@ -282,7 +284,8 @@ impl ProgressSink for Sink {
             match event.kind {
                 EventKind::BYTES => {
                     track.written.fetch_add(event.bytes, Ordering::Relaxed);
-                    let net = if event.network_bytes > 0 {
+                    // "0 if unknown": count the file bytes, except for local backends.
+                    let net = if event.network_bytes > 0 || self.local {
                         event.network_bytes
                     } else {
                         event.bytes
@@ -787,6 +790,7 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
     let mut results = Vec::new();
     let mut active: Vec<Job> = Vec::new();
     let resume = backend.capabilities().features.contains(Features::RESUME);
+    let local = backend.capabilities().features.contains(Features::LOCAL);
     for mut job in jobs {
         match prepare_job(ctx, &mut job, resume).await {
             Ok(()) => active.push(job),
@@ -823,6 +827,7 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
         t0,
         activity_ms: Arc::clone(&activity),
         backend: name.clone(),
+        local,
     });
     let batch = FetchBatch {
         repo_type: ctx.repo_type,
@@ -1094,7 +1099,13 @@ async fn finish_file(
             ));
         }
     };
-    let network = if done.bytes_transferred > 0 {
+    // A backend's own figure wins; 0 means unknown except from a local (directory) backend.
+    let is_local = ctx
+        .backends
+        .iter()
+        .find(|b| b.name() == backend)
+        .is_some_and(|b| b.capabilities().features.contains(Features::LOCAL));
+    let network = if done.bytes_transferred > 0 || is_local {
         done.bytes_transferred
     } else {
         track.map_or(0, |t| t.network.load(Ordering::Relaxed))
