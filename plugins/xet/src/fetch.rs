@@ -28,7 +28,6 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use hubget_plugin_api::std_types::RString;
 use hubget_plugin_api::{CancelToken, EventKind, FileDone, PluginError, Progress, ProgressEvent};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use xet::xet_session::{
     HeaderMap, XetDownloadStreamGroup, XetFileDownload, XetFileDownloadGroup, XetFileInfo,
     XetSession,
@@ -556,14 +555,13 @@ async fn stream_segment(
         path: job.path.display().to_string(),
         source,
     };
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .open(&job.path)
-        .await
-        .map_err(io)?;
-    file.seek(std::io::SeekFrom::Start(start))
-        .await
-        .map_err(io)?;
+    let path = job.path.clone();
+    let file =
+        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(path))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(io)?;
+    let file = Arc::new(file);
     let mut got = 0u64;
     while let Some(chunk) = stream
         .next()
@@ -574,12 +572,16 @@ async fn stream_segment(
         if got > expected {
             break;
         }
-        file.write_all(&chunk).await.map_err(io)?;
-        // `flush` waits for tokio's background write: only then are the bytes in the file.
-        file.flush().await.map_err(io)?;
+        // A positioned write of the whole chunk on a blocking thread (no copy, no seek); when it
+        // returns the bytes are in the file, so the count may back a checkpoint.
+        let at = start + got - chunk.len() as u64;
+        let f = file.clone();
+        tokio::task::spawn_blocking(move || write_all_at(&f, &chunk, at))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(io)?;
         written.store(got, Ordering::SeqCst);
     }
-    file.flush().await.map_err(io)?;
     // A cancelled stream ends like a finished one: the length tells them apart.
     if got != expected {
         return Err(Error::Length {
@@ -590,6 +592,30 @@ async fn stream_segment(
         .into());
     }
     Ok(got)
+}
+
+/// Writes all of `buf` at offset `pos` of `file`.
+fn write_all_at(file: &std::fs::File, buf: &[u8], pos: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, buf, pos)
+    }
+    #[cfg(windows)]
+    {
+        let (mut buf, mut pos) = (buf, pos);
+        while !buf.is_empty() {
+            match std::os::windows::fs::FileExt::seek_write(file, buf, pos) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    pos += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
