@@ -192,6 +192,7 @@ def render(r):
     )
     loads = [x["load1"] for who in ("hubget", "python") for x in r["runs"][who]]
     uname = os.uname()
+    note = "\n" + r["note"] + "\n" if r.get("note") else ""
     return f"""{BEGIN}
 ## xet
 
@@ -230,7 +231,7 @@ against Python's 3.8-4.1 s and 312 MiB. The remaining gap to the cap is most lik
 shared 2-core machine (hubsim's shaping proxy and CAS run on it too): unshaped, the transport
 alone (`cargo run --release -p hubget-xet --example throughput`, in-process hubsim) moved the
 file in 0.9-1.2 s.
-{END}"""
+{note}{END}"""
 
 
 def write_results(section):
@@ -253,6 +254,7 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--write-results", action="store_true")
+    ap.add_argument("--note", default="", help="a paragraph added to the RESULTS.md section")
     ap.add_argument("--xet-config", default="", help="[plugins.xet] keys for hubget, `;`-separated")
     args = ap.parse_args()
 
@@ -294,6 +296,7 @@ def main():
             "shaping": {"rate_per_conn": RATE_PER_CONN, "rate_total": RATE_TOTAL, "latency_ms": LATENCY_MS},
             "python_client": {"huggingface_hub": versions[0], "hf_xet": versions[1]},
             "hubget_xet_config": args.xet_config,
+            "note": args.note,
             "load_average_at_end": os.getloadavg(),
             "runs": results,
             "median": summary,
