@@ -288,3 +288,42 @@ hubget_plugin_api::export_plugin! {
     description: "Xet-backed files through Hugging Face's hf-xet (opt-in; other files fall back)",
     constructor: new,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refresh_request_goes_to_the_hub_with_the_hub_token() {
+        let settings = HostSettings {
+            endpoint: "http://127.0.0.1:9/".into(),
+            token: Some("hf_secret".into()),
+            user_agent: "hubget/test".into(),
+            ..HostSettings::default()
+        };
+        let backend = Backend::new(settings, "").unwrap();
+        let (url, headers) = backend.refresh(RepoType::DATASET, "acme/data", "refs/pr/1");
+        assert_eq!(
+            url.as_deref(),
+            Some("http://127.0.0.1:9/api/datasets/acme/data/xet-read-token/refs%2Fpr%2F1")
+        );
+        assert_eq!(headers[header::AUTHORIZATION], "Bearer hf_secret");
+        assert!(headers[header::AUTHORIZATION].is_sensitive());
+        assert_eq!(headers[header::USER_AGENT], "hubget/test");
+
+        let anonymous = Backend::new(HostSettings::default(), "").unwrap();
+        let (_, headers) = anonymous.refresh(RepoType::MODEL, "a/b", "main");
+        assert!(!headers.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn capabilities_are_xet_only() {
+        let backend = Backend::new(HostSettings::default(), "").unwrap();
+        let caps = backend.capabilities();
+        assert!(
+            caps.features
+                .contains(Features::XET | Features::RESUME | Features::RESOLVE)
+        );
+        assert!(!caps.features.contains(Features::NON_XET_FILES));
+    }
+}

@@ -346,6 +346,11 @@ fn resume_from_an_offset_fetches_only_the_rest() {
     assert_eq!(checkpoints.last(), Some(&big.size));
     assert_eq!(done.bytes_transferred, big.size - offset);
 
+    assert_eq!(
+        sim.counters().requests_to(Origin::Hub, "xet_read_token"),
+        0,
+        "the CAS token of the first fetch is reused"
+    );
     let cas_bytes = sim.counters().bytes_from(Origin::Cas);
     assert!(
         cas_bytes < full_cas_bytes / 2,
