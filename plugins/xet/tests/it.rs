@@ -282,6 +282,61 @@ fn xet_files_arrive_byte_exact_from_the_cas_and_other_files_are_unsupported() {
 }
 
 #[test]
+fn one_batch_mixes_a_fresh_file_and_a_resumed_one() {
+    let sim = start(FixtureSpec::minimal(), Shaping::default());
+    let backend = backend(&sim, "");
+    let manifest = resolve(&backend, "acme/tiny");
+    let xet_a = file(&manifest, "xet-a.bin");
+    let weights = file(&manifest, "w.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+
+    // The true bytes of w.safetensors, for the prefix the host would have kept.
+    let whole = partial(dir.path(), "whole", b"");
+    let outcomes = backend.fetch(
+        &batch(
+            "acme/tiny",
+            &manifest.commit,
+            vec![item(weights, &whole, 0)],
+        ),
+        &Recorder::default().progress(),
+        &CancelToken::new(),
+    );
+    ok(&outcomes[0]);
+    let prefix = std::fs::read(&whole).unwrap()[..MIB as usize + 5].to_vec();
+
+    // xet-a.bin from scratch (hf-xet's file group) and w.safetensors from 1 MiB + 5 (a ranged
+    // stream), in one call.
+    let fresh = partial(dir.path(), "xet-a", b"");
+    let resumed = partial(dir.path(), "w", &prefix);
+    let recorder = Recorder::default();
+    let outcomes = backend.fetch(
+        &batch(
+            "acme/tiny",
+            &manifest.commit,
+            vec![
+                item(xet_a, &fresh, 0),
+                item(weights, &resumed, prefix.len() as u64),
+            ],
+        ),
+        &recorder.progress(),
+        &CancelToken::new(),
+    );
+    ok(&outcomes[0]);
+    ok(&outcomes[1]);
+    assert_eq!(
+        sha256_of(&fresh),
+        expected_sha(&sim, "acme/tiny", "xet-a.bin")
+    );
+    assert_eq!(
+        sha256_of(&resumed),
+        expected_sha(&sim, "acme/tiny", "w.safetensors")
+    );
+    assert_eq!(recorder.bytes(0), xet_a.size);
+    assert_eq!(recorder.bytes(1), weights.size - prefix.len() as u64);
+    assert_eq!(recorder.checkpoints(1).last(), Some(&weights.size));
+}
+
+#[test]
 fn a_redacted_xet_hash_is_unsupported() {
     let sim = start(FixtureSpec::minimal(), Shaping::default());
     let backend = backend(&sim, "");
