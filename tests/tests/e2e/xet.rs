@@ -279,3 +279,53 @@ fn an_interrupted_xet_download_resumes_with_only_the_rest() {
     assert_eq!(c.bytes_from(Origin::Cdn), 0, "nothing from the CDN");
     assert_cache_layout(&dl, "acme/big", &repo.head, Some(&[f.path.as_str()]));
 }
+
+#[test]
+fn the_stall_watchdog_stops_a_stuck_xet_transfer_and_lfs_completes() {
+    // Whole-file path (hf-xet's file group) and segmented path (1 MiB ranged streams).
+    for config in ["", "[plugins.xet]\nsegment_mib = 1\n"] {
+        let dl = Dl::new();
+        if !config.is_empty() {
+            dl.env.write_default_config(config);
+        }
+        let head = dl.head(TINY);
+        // Every xorb range stalls for two minutes after 64 KiB.
+        dl.sim.faults().add(
+            Fault::new(
+                Origin::Cas,
+                "fetch_term",
+                FaultAction::Stall {
+                    secs: 120.0,
+                    after_bytes: Some(64 * 1024),
+                },
+            )
+            .times(10_000),
+        );
+        let r = dl.run(&[
+            TINY,
+            "xet-a.bin",
+            "--backend",
+            "xet",
+            "--stall-timeout",
+            "2",
+            "--json",
+        ]);
+        r.ok();
+        let fb = r.of("fallback");
+        assert_eq!(fb[0]["from"], "xet", "{config:?}: {}", r.stdout);
+        assert!(
+            fb[0]["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("stalled"),
+            "{config:?}: {}",
+            r.stdout
+        );
+        // The backend honoured the cancel (the host did not have to abandon the call).
+        let message = fb[0]["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.contains("ignored cancellation"), "{message}");
+        assert_eq!(r.of("file_done")[0]["backend"], "lfs");
+        assert!(r.secs < 30.0, "{config:?}: took {} s", r.secs);
+        assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+    }
+}
