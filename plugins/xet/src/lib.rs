@@ -46,8 +46,19 @@ pub struct Backend {
     session: XetSession,
     tokens: Mutex<HashMap<(u32, String, String), XetToken>>,
     tuning: fetch::Tuning,
-    // Dropped last: the session and in-flight tasks live on it.
-    runtime: tokio::runtime::Runtime,
+    /// The plugin's own runtime; `None` only while dropping (see `Drop`).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        // A plain runtime drop blocks, and panics when the host happens to drop the backend
+        // inside an async context (a panic that would cross the FFI boundary): shut down in
+        // the background instead. No call is in flight here (they borrow `self`).
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Backend {
@@ -73,8 +84,14 @@ impl Backend {
             session,
             tokens: Mutex::new(HashMap::new()),
             tuning: config.tuning(),
-            runtime,
+            runtime: Some(runtime),
         })
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives until the backend is dropped")
     }
 
     fn offline_error() -> PluginError {
@@ -197,7 +214,7 @@ impl BackendPlugin for Backend {
         if self.settings.offline {
             return Err(Self::offline_error());
         }
-        self.runtime.block_on(async {
+        self.runtime().block_on(async {
             self.hub
                 .manifest(
                     request.repo_type,
@@ -268,7 +285,7 @@ impl BackendPlugin for Backend {
             return outcomes;
         }
         let results = self
-            .runtime
+            .runtime()
             .block_on(self.fetch_xet(batch, jobs, progress, cancel));
         outcomes.extend(results.into_iter().map(|(index, result)| FileOutcome {
             index,
@@ -325,5 +342,14 @@ mod tests {
                 .contains(Features::XET | Features::RESUME | Features::RESOLVE)
         );
         assert!(!caps.features.contains(Features::NON_XET_FILES));
+    }
+
+    #[test]
+    fn dropping_inside_an_async_context_does_not_panic() {
+        let backend = Backend::new(HostSettings::default(), "").unwrap();
+        let host = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        host.block_on(async move { drop(backend) });
     }
 }
