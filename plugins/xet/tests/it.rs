@@ -337,6 +337,84 @@ fn one_batch_mixes_a_fresh_file_and_a_resumed_one() {
 }
 
 #[test]
+fn hf_xet_refreshes_an_expiring_cas_token_from_the_hub_with_the_hub_token() {
+    use hubget_xet::fetch::{CasAccess, Job, Tuning, fetch};
+    use xet::xet_session::{HeaderMap, HeaderValue, XetSessionBuilder, header};
+
+    let sim = start(FixtureSpec::minimal(), Shaping::default());
+    let backend = backend(&sim, "");
+    let manifest = resolve(&backend, "acme/tiny");
+    let xet_a = file(&manifest, "xet-a.bin");
+    let dir = tempfile::tempdir().unwrap();
+    let path = partial(dir.path(), "x", b"");
+
+    // A CAS token that expires in 5 s: inside hf-xet's 30 s refresh margin, so hf-xet must
+    // fetch a new one from the refresh URL (the Hub's xet-read-token route) before using it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {}", sim.token())).unwrap(),
+    );
+    let access = CasAccess {
+        cas_url: sim.cas_url().to_owned(),
+        access_token: "expiring".into(),
+        exp: now + 5,
+        refresh_url: Some(format!(
+            "{}/api/models/acme/tiny/xet-read-token/{}",
+            sim.hub_url(),
+            manifest.commit
+        )),
+        refresh_headers: headers,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let session = XetSessionBuilder::new()
+        .with_cache_dir(dir.path().join("xet"))
+        .with_tokio_handle(runtime.handle().clone())
+        .build()
+        .unwrap();
+    let job = Job {
+        index: 0,
+        hash: xet_a.xet_hash.as_ref().unwrap().to_string(),
+        size: xet_a.size,
+        path: path.clone(),
+        offset: 0,
+    };
+    sim.reset_counters();
+    let tuning = Tuning {
+        segment: 4 * MIB,
+        parallel: 4,
+    };
+    let results = runtime.block_on(fetch(
+        &session,
+        &access,
+        vec![job],
+        tuning,
+        &Recorder::default().progress(),
+        &CancelToken::new(),
+    ));
+    results[0].1.as_ref().expect("download works");
+    assert_eq!(
+        sha256_of(&path),
+        expected_sha(&sim, "acme/tiny", "xet-a.bin")
+    );
+    let c = sim.counters();
+    let refreshes: Vec<_> = c
+        .log
+        .iter()
+        .filter(|r| r.origin == Origin::Hub && r.route == "xet_read_token")
+        .collect();
+    assert!(!refreshes.is_empty(), "hf-xet refreshed the token: {c:?}");
+    assert!(refreshes.iter().all(|r| r.auth), "with the Hub token");
+}
+
+#[test]
 fn a_redacted_xet_hash_is_unsupported() {
     let sim = start(FixtureSpec::minimal(), Shaping::default());
     let backend = backend(&sim, "");
