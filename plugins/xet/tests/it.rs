@@ -374,7 +374,8 @@ fn hf_xet_refreshes_an_expiring_cas_token_from_the_hub_with_the_hub_token() {
         .enable_all()
         .build()
         .unwrap();
-    let session = XetSessionBuilder::new()
+    let config = hubget_xet::config::Config::default().to_xet_config(&HostSettings::default());
+    let session = XetSessionBuilder::new_with_config(config)
         .with_cache_dir(dir.path().join("xet"))
         .with_tokio_handle(runtime.handle().clone())
         .build()
@@ -412,6 +413,11 @@ fn hf_xet_refreshes_an_expiring_cas_token_from_the_hub_with_the_hub_token() {
         .collect();
     assert!(!refreshes.is_empty(), "hf-xet refreshed the token: {c:?}");
     assert!(refreshes.iter().all(|r| r.auth), "with the Hub token");
+    assert_eq!(
+        c.requests_to(Origin::Cas, "telemetry"),
+        0,
+        "telemetry is off"
+    );
 }
 
 #[test]
