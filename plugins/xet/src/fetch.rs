@@ -506,7 +506,7 @@ async fn fetch_segmented(
         .stream_group
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = Some(group.clone());
-    let permits = tokio::sync::Semaphore::new(tuning.parallel.max(1));
+    let permits = Ramp::new(tuning.parallel);
     join_all(jobs.into_iter().map(|job| {
         let (group, permits) = (&group, &permits);
         async move {
@@ -520,10 +520,16 @@ async fn fetch_segmented(
                 let (job, segments) = (&job, &segments);
                 async move {
                     let _permit = permits
+                        .semaphore
                         .acquire()
                         .await
                         .map_err(|_| PluginError::cancelled())?;
-                    stream_segment(group, job, range, &segments.written[i]).await
+                    let started = std::time::Instant::now();
+                    let written = stream_segment(group, job, range, &segments.written[i]).await?;
+                    if started.elapsed() < Ramp::FAST {
+                        permits.grow();
+                    }
+                    Ok(written)
                 }
             });
             // The first failed segment fails the file and stops its other segments.
@@ -535,6 +541,46 @@ async fn fetch_segmented(
     }))
     .await;
     group.finish().await;
+}
+
+/// Segment slots that start small and grow by two per segment finished within [`Ramp::FAST`],
+/// up to the maximum.
+///
+/// Segments started together share the link and finish together, and the stream API shows no
+/// progress before a term is written. On a slow link, `parallel x segment` bytes in flight would
+/// mean no progress for longer than the host's stall timeout; there the slots stay at
+/// [`Ramp::START`]. On a fast link the ramp takes a fraction of a second.
+struct Ramp {
+    semaphore: tokio::sync::Semaphore,
+    granted: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+impl Ramp {
+    const START: usize = 4;
+    const FAST: Duration = Duration::from_secs(2);
+
+    fn new(max: usize) -> Self {
+        let max = max.max(1);
+        let start = max.min(Self::START);
+        Self {
+            semaphore: tokio::sync::Semaphore::new(start),
+            granted: std::sync::atomic::AtomicUsize::new(start),
+            max,
+        }
+    }
+
+    fn grow(&self) {
+        let add = self
+            .granted
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |g| {
+                (g < self.max).then(|| (g + 2).min(self.max))
+            })
+            .map_or(0, |old| (old + 2).min(self.max) - old);
+        if add > 0 {
+            self.semaphore.add_permits(add);
+        }
+    }
 }
 
 /// Streams `range` of one file into its partial file at the same offsets.
@@ -621,6 +667,21 @@ fn write_all_at(file: &std::fs::File, buf: &[u8], pos: u64) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ramp_grows_by_two_per_completion_up_to_the_maximum() {
+        let r = Ramp::new(9);
+        assert_eq!(r.semaphore.available_permits(), 4);
+        r.grow();
+        r.grow();
+        assert_eq!(r.semaphore.available_permits(), 8);
+        r.grow();
+        r.grow();
+        assert_eq!(r.semaphore.available_permits(), 9);
+        let small = Ramp::new(2);
+        small.grow();
+        assert_eq!(small.semaphore.available_permits(), 2);
+    }
 
     #[test]
     fn segments_report_the_contiguous_prefix() {

@@ -329,3 +329,45 @@ fn the_stall_watchdog_stops_a_stuck_xet_transfer_and_lfs_completes() {
         assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
     }
 }
+
+#[test]
+fn a_slow_link_does_not_trip_the_stall_watchdog() {
+    // 8 MiB at 1 MiB/s in 1 MiB segments. The stream API shows progress only when a term is
+    // written, so 8 segments started together would show nothing for 8 s; the backend starts
+    // with a few segments and adds more only while they finish fast, so progress shows every
+    // few seconds and a 6 s stall timeout never fires.
+    let mut spec = fixtures();
+    let big = hubsim::FixtureSpec::default_set(8)
+        .repos
+        .into_iter()
+        .find(|r| r.id == "acme/big")
+        .expect("acme/big in the default set");
+    spec.repos.push(big);
+    let dl = Dl::with(HubSim::builder().fixtures(spec).shape(Shaping {
+        rate_total: Some(1024 * 1024),
+        ..Shaping::default()
+    }));
+    dl.env
+        .write_default_config("[plugins.xet]\nsegment_mib = 1\n");
+    let repo = dl.sim.info().repo("acme/big").unwrap().clone();
+    let f = repo
+        .files
+        .iter()
+        .find(|f| f.storage == Storage::Xet)
+        .expect("a Xet file")
+        .clone();
+    let r = dl.run(&[
+        "acme/big",
+        f.path.as_str(),
+        "--backend",
+        "xet",
+        "--no-fallback",
+        "--stall-timeout",
+        "6",
+        "--json",
+    ]);
+    r.ok();
+    assert!(r.of("fallback").is_empty(), "{}", r.stdout);
+    assert_eq!(r.of("file_done")[0]["backend"], "xet");
+    assert_cache_layout(&dl, "acme/big", &repo.head, Some(&[f.path.as_str()]));
+}
