@@ -4,10 +4,11 @@
 //! * `resolve` uses the shared Hub client ([`hubget_hub_http::HubApi::manifest`]): the same
 //!   manifest as the `lfs` backend; a redacted or malformed xet hash counts as absent.
 //! * `fetch` gets a CAS token from `/api/{type}s/{repo}/xet-read-token/{commit}` (the Hub token
-//!   goes to the Hub origin only), then downloads every Xet file of the batch through one hf-xet
-//!   download group (resumed files through one ranged-stream group), see [`fetch`]. hf-xet
-//!   refreshes the CAS token itself before it expires, from the same route. A file without a
-//!   xet hash gets `UNSUPPORTED`, so the host hands that file alone to the next backend.
+//!   goes to the Hub origin only), then downloads the batch's Xet files through hf-xet: small
+//!   ones in one file download group, large and resumed ones as parallel ranged streams of one
+//!   stream group (see [`fetch`]). hf-xet refreshes the CAS token itself before it expires,
+//!   from the same route. A file without a xet hash gets `UNSUPPORTED`, so the host hands that
+//!   file alone to the next backend.
 //! * Knobs live in `[plugins.xet]` ([`config::Config`]); telemetry is off unless turned on.
 //!
 //! hf-xet runs on this plugin's own tokio runtime (the session wraps its handle), and keeps its
