@@ -11,12 +11,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// The extension of hubget's partial files (`<etag>.hubget-partial`); the state file adds
+/// `.json`. Deliberately not huggingface_hub's `incomplete`.
+pub const PARTIAL_SUFFIX: &str = "hubget-partial";
+
 /// The partial file of one blob and its state file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partial {
-    /// The partial data (`<etag>.incomplete`).
+    /// The partial data (`<etag>.hubget-partial`). Never `*.incomplete`: huggingface_hub before
+    /// 1.18 resumes by appending to `<etag>.incomplete` and checks only the size, so it must
+    /// never pick up our unverified bytes (parallel ranges leave holes past the checkpoint).
     pub data: PathBuf,
-    /// The resume state (`<etag>.incomplete.hubget.json`).
+    /// The resume state (`<etag>.hubget-partial.json`).
     pub state: PathBuf,
 }
 
@@ -36,10 +42,11 @@ pub struct ResumeState {
 }
 
 impl Partial {
-    /// The partial for `data` (`.../<etag>.incomplete`), state next to it.
+    /// The partial for `data` (`.../<etag>.hubget-partial`), state next to it
+    /// (`<data>.json`).
     pub fn new(data: PathBuf) -> Self {
         let mut state = data.clone().into_os_string();
-        state.push(".hubget.json");
+        state.push(".json");
         Self {
             data,
             state: PathBuf::from(state),
@@ -138,7 +145,7 @@ mod tests {
     #[test]
     fn prepare_resumes_only_a_matching_state_and_truncates_to_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
-        let p = Partial::new(dir.path().join("blobs/abc.incomplete"));
+        let p = Partial::new(dir.path().join("blobs/abc.hubget-partial"));
         assert_eq!(p.prepare("abc", 100, "c1").unwrap(), 0);
         std::fs::write(&p.data, vec![7u8; 60]).unwrap();
         p.checkpoint(&ResumeState {

@@ -336,7 +336,7 @@ async fn snapshot_lands_verified_with_batched_small_files() {
     };
     for e in std::fs::read_dir(c.root.join("blobs")).unwrap() {
         let n = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!n.contains("incomplete"), "{n}");
+        assert!(!n.contains("partial") && !n.contains("incomplete"), "{n}");
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use hubget_plugin_api::RepoType;
 
 use super::paths::{UnsafePath, join_repo_path, validate_repo_path};
-use crate::resume::Partial;
+use crate::resume::{PARTIAL_SUFFIX, Partial};
 
 /// Writes `CACHEDIR.TAG` (the standard tag that backup tools skip) in `dir` if it is missing.
 pub fn ensure_cachedir_tag(dir: &Path) -> std::io::Result<()> {
@@ -85,9 +85,14 @@ impl CacheRepo {
             .join(format!("{etag}.lock"))
     }
 
-    /// `blobs/<etag>.incomplete` and its resume state.
+    /// `blobs/<etag>.hubget-partial` and its resume state (`.hubget-partial.json`). Not
+    /// `.incomplete`: that is huggingface_hub's name, which old clients resume by appending.
     pub fn partial(&self, etag: &str) -> Partial {
-        Partial::new(self.root.join("blobs").join(format!("{etag}.incomplete")))
+        Partial::new(
+            self.root
+                .join("blobs")
+                .join(format!("{etag}.{PARTIAL_SUFFIX}")),
+        )
     }
 
     /// Writes `refs/<revision>` = `commit` atomically, without a newline. Nothing is written
@@ -217,6 +222,22 @@ fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partials_are_never_named_like_huggingface_hubs() {
+        // huggingface_hub < 1.18 appends to `<etag>.incomplete`: ours must not be picked up.
+        let dir = tempfile::tempdir().unwrap();
+        let repo = CacheRepo::new(dir.path(), RepoType::MODEL, "org/name");
+        let p = repo.partial("e1");
+        assert_eq!(p.data, repo.root.join("blobs/e1.hubget-partial"));
+        assert_eq!(p.state, repo.root.join("blobs/e1.hubget-partial.json"));
+        let local = crate::store::local_dir::LocalDir::new(dir.path()).partial("w.bin", "e1");
+        let local = local.unwrap();
+        for path in [&p.data, &p.state, &local.data, &local.state] {
+            let name = path.file_name().unwrap().to_string_lossy();
+            assert!(!name.contains("incomplete"), "{name}");
+        }
+    }
 
     #[test]
     fn layout_matches_huggingface_hub() {

@@ -60,12 +60,13 @@ impl LocalDir {
         Ok(with_suffix(&p, ".lock"))
     }
 
-    /// `DIR/.cache/huggingface/download/<path>.<etag>.incomplete` and its state.
+    /// `DIR/.cache/huggingface/download/<path>.<etag>.hubget-partial` and its state (never
+    /// huggingface_hub's `.incomplete` name, see [`crate::resume::PARTIAL_SUFFIX`]).
     pub fn partial(&self, path: &str, etag: &str) -> Result<Partial, UnsafePath> {
         let p = join_repo_path(&self.download_dir(), path)?;
         Ok(Partial::new(with_suffix(
             &p,
-            &format!(".{etag}.incomplete"),
+            &format!(".{etag}.{}", crate::resume::PARTIAL_SUFFIX),
         )))
     }
 
@@ -210,7 +211,7 @@ mod tests {
         let p = ld.partial("sub/w.bin", "e1").unwrap();
         assert!(
             p.data
-                .ends_with(".cache/huggingface/download/sub/w.bin.e1.incomplete")
+                .ends_with(".cache/huggingface/download/sub/w.bin.e1.hubget-partial")
         );
         std::fs::create_dir_all(p.data.parent().unwrap()).unwrap();
         std::fs::write(&p.data, b"abc").unwrap();

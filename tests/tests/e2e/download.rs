@@ -430,8 +430,7 @@ fn tag_and_commit_sha_revisions() {
 
 /// The checkpoint recorded in the resume state of `etag`, if any.
 fn checkpoint(blobs: &Path, etag: &str) -> Option<u64> {
-    let text =
-        std::fs::read_to_string(blobs.join(format!("{etag}.incomplete.hubget.json"))).ok()?;
+    let text = std::fs::read_to_string(blobs.join(format!("{etag}.hubget-partial.json"))).ok()?;
     serde_json::from_str::<Value>(&text).ok()?["checkpoint"].as_u64()
 }
 
@@ -471,6 +470,20 @@ fn resume_after_sigkill_fetches_only_the_rest() {
     assert_eq!(killed.code, None, "killed by a signal");
     let cp = checkpoint(&blobs, &f.sha256).expect("state survives the kill");
     assert!(cp < f.size, "killed before the end");
+    // The partial is hubget's own name: huggingface_hub < 1.18 resumes `<etag>.incomplete` by
+    // appending, which would land our unverified bytes past the checkpoint.
+    let names: Vec<String> = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.ends_with(".incomplete")),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&format!("{}.hubget-partial", f.sha256)),
+        "{names:?}"
+    );
     let first_run_bytes = dl.sim.counters().bytes_from(Origin::Cdn);
     dl.sim.reset_counters();
 
@@ -534,7 +547,7 @@ fn ctrl_c_keeps_the_partial_file_and_exits_130() {
     let done = r.of("done");
     assert_eq!(done[0]["exit_code"], 130);
     assert!(
-        blobs.join(format!("{}.incomplete", f.sha256)).exists(),
+        blobs.join(format!("{}.hubget-partial", f.sha256)).exists(),
         "partial kept"
     );
     assert!(

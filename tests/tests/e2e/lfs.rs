@@ -160,13 +160,13 @@ fn lfs_resumes_from_a_partial_file() {
     let offset = 3 * 512 * 1024;
     let blobs = home.cache().join("models--acme--tiny").join("blobs");
     std::fs::create_dir_all(&blobs).unwrap();
-    let partial = blobs.join(format!("{}.incomplete", f.sha256));
+    let partial = blobs.join(format!("{}.hubget-partial", f.sha256));
     std::fs::write(&partial, &content[..offset]).unwrap();
     let state = serde_json::json!({
         "version": 1, "etag": f.sha256, "size": f.size, "commit": tiny.head, "checkpoint": offset,
     });
     std::fs::write(
-        blobs.join(format!("{}.incomplete.hubget.json", f.sha256)),
+        blobs.join(format!("{}.hubget-partial.json", f.sha256)),
         state.to_string(),
     )
     .unwrap();

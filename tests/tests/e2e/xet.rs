@@ -13,8 +13,7 @@ use crate::download::{Dl, TINY, assert_cache_layout, fixtures, poll, wait};
 
 /// The host's persisted resume checkpoint of a partial blob.
 fn checkpoint(blobs: &Path, etag: &str) -> Option<u64> {
-    let text =
-        std::fs::read_to_string(blobs.join(format!("{etag}.incomplete.hubget.json"))).ok()?;
+    let text = std::fs::read_to_string(blobs.join(format!("{etag}.hubget-partial.json"))).ok()?;
     serde_json::from_str::<Value>(&text).ok()?["checkpoint"].as_u64()
 }
 
