@@ -332,8 +332,20 @@ fn a_directory_mirror_filled_by_hubget_serves_a_second_cache_with_zero_traffic()
     for d in &done {
         assert_eq!(d["backend"], "mirror", "{d}");
         assert_eq!(d["source"], team.to_str().unwrap(), "{d}");
+        // A local (directory) backend's 0 is taken at face value, not replaced by file bytes.
+        assert_eq!(
+            d["bytes_transferred"], 0,
+            "a directory copy is no traffic: {d}"
+        );
     }
     assert_complete(&hub, &second, &done);
+    let summary = of_kind(&ev, "done");
+    assert!(
+        summary[0]["bytes"].as_u64().unwrap() > 0,
+        "{:?}",
+        summary[0]
+    );
+    assert_eq!(summary[0]["bytes_transferred"], 0, "{:?}", summary[0]);
     let c = hub.counters();
     assert_eq!(
         (
@@ -372,6 +384,7 @@ fn a_directory_mirror_filled_by_hubget_serves_a_second_cache_with_zero_traffic()
     assert_ne!(of_kind(&ev, "plan")[0]["resolved_by"], "mirror");
     let done = of_kind(&ev, "file_done");
     assert!(done.iter().all(|d| d["backend"] == "mirror"), "{done:?}");
+    assert!(done.iter().all(|d| d["bytes_transferred"] == 0), "{done:?}");
     assert_complete(&hub, &third, &done);
     let c = hub.counters();
     assert_eq!(
