@@ -5,8 +5,11 @@ Starts hubsim (release) shaped like a real link -- a per-connection cap, a large
 latency on the CDN and the Xet CAS (the Hub API origin is never shaped) -- and runs each case
 `--runs` times, alternating tools, every run in a fresh HOME / cache dir:
 
-  1 big       one large Xet-backed file (acme/big, --size-mib): hubget lfs, xet, mirror; `hf download`
-              with Xet and with HF_HUB_DISABLE_XET=1; aria2c -x16 -s16; curl (one connection)
+  1 big       one large file (--size-mib, default 1 GiB): hubget lfs, xet, mirror; `hf download` with
+              Xet and with HF_HUB_DISABLE_XET=1; aria2c -x16 -s16; curl (one connection). Xet tools get
+              acme/big (Xet-stored), plain-HTTP tools acme/big-lfs (LFS-stored, same size; see
+              fixture_spec for why)
+  1b mid      a 256 MiB Xet file (--mid-mib; issue 6's goals were set at that size): hubget xet vs hf_xet
   2 small     the dataset of hundreds of small files (acme/many-small): hubget vs `hf download`
   3 update    revision update (acme/evolving, 24 MiB Xet file, 3 MiB changed): old commit, then main
   4 resume    kill -9 at about half (hubsim's byte counter), restart; bytes of the second run
