@@ -70,6 +70,9 @@ pub enum FaultAction {
         /// Added to the real length.
         delta: i64,
     },
+    /// Ignore the request's `Range` header: answer `200` with the whole body, as some servers
+    /// and proxies do. Only requests that carry `Range` match (and count towards `times`).
+    IgnoreRange,
 }
 
 fn one() -> u32 {
@@ -197,17 +200,20 @@ impl Faults {
         self.0.lock().expect("faults lock").fired_total
     }
 
-    /// Take the first matching fault (decrementing its count).
+    /// Take the first matching fault (decrementing its count). `IgnoreRange` matches only
+    /// requests with a `Range` header (`has_range`).
     pub(crate) fn take(
         &self,
         origin: Origin,
         method: &str,
         path_and_query: &str,
+        has_range: bool,
     ) -> Option<FaultAction> {
         let mut t = self.0.lock().expect("faults lock");
         let hit = t.faults.iter_mut().find(|f| {
             f.fault.times > 0
                 && f.fault.origin == origin
+                && (has_range || f.fault.action != FaultAction::IgnoreRange)
                 && path_and_query.contains(&f.fault.path_contains)
                 && f.fault
                     .method

@@ -153,7 +153,7 @@ fn plain(status: StatusCode, msg: &str) -> Response<Body> {
 async fn handle(
     ctx: Arc<OriginCtx>,
     conn_bucket: Option<Arc<Bucket>>,
-    req: Request<Body>,
+    mut req: Request<Body>,
 ) -> Response<Body> {
     let path_q = req
         .uri()
@@ -178,9 +178,14 @@ async fn handle(
     if !ctx.latency.is_zero() {
         tokio::time::sleep(ctx.latency).await;
     }
-    let fault = ctx.faults.take(ctx.origin, method.as_str(), &path_q);
+    let fault = ctx
+        .faults
+        .take(ctx.origin, method.as_str(), &path_q, range.is_some());
     let mut plan = BodyPlan::default();
     let route_guess = guess_route(ctx.origin, req.uri().path());
+    if matches!(fault, Some(FaultAction::IgnoreRange)) {
+        req.headers_mut().remove(header::RANGE);
+    }
     let mut resp = match &fault {
         Some(FaultAction::Status { code }) => plain(
             StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),

@@ -1,6 +1,7 @@
 //! The lfs backend through the `hubget` binary against hubsim: a snapshot of regular + LFS +
 //! Xet-backed files (Xet files as plain bytes over the LFS bridge, no CAS traffic), resume from
-//! a partial file (only the rest moves), 404/401 classified into exit codes, the token rule.
+//! a partial file (only the rest moves; also when the CDN ignores `Range`), 404/401 classified
+//! into exit codes, the token rule.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -149,15 +150,12 @@ fn lfs_snapshot_of_regular_lfs_and_xet_files() {
     assert!(!c.auth_seen.cdn);
 }
 
-#[test]
-fn lfs_resumes_from_a_partial_file() {
-    let sim = sim();
-    let home = Home::new();
+/// Puts the first `offset` bytes of `lfs.bin` in the cache as an interrupted run left them,
+/// with the host's resume state; returns the whole content.
+fn plant_partial(home: &Home, sim: &HubSim, offset: usize) -> Vec<u8> {
     let tiny = sim.info().repo(REPO).unwrap();
     let f = tiny.file("lfs.bin").unwrap();
-    // The first 1.5 MiB are on disk from an interrupted run, with the host's resume state.
-    let content = expected(&sim, &tiny.head, f);
-    let offset = 3 * 512 * 1024;
+    let content = expected(sim, &tiny.head, f);
     let blobs = home.cache().join("models--acme--tiny").join("blobs");
     std::fs::create_dir_all(&blobs).unwrap();
     let partial = blobs.join(format!("{}.hubget-partial", f.sha256));
@@ -170,6 +168,18 @@ fn lfs_resumes_from_a_partial_file() {
         state.to_string(),
     )
     .unwrap();
+    content
+}
+
+#[test]
+fn lfs_resumes_from_a_partial_file() {
+    let sim = sim();
+    let home = Home::new();
+    let tiny = sim.info().repo(REPO).unwrap();
+    let f = tiny.file("lfs.bin").unwrap();
+    // The first 1.5 MiB are on disk from an interrupted run, with the host's resume state.
+    let offset = 3 * 512 * 1024;
+    let content = plant_partial(&home, &sim, offset);
     sim.reset_counters();
     let (code, ev, stderr) = home.download(&sim, &[REPO, "lfs.bin"]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -184,6 +194,66 @@ fn lfs_resumes_from_a_partial_file() {
     assert!(read(&home.snapshot("models--acme--tiny", &tiny.head, "lfs.bin")) == content);
     let start = events(&ev, "file_start");
     assert_eq!(start[0]["offset"], offset as u64);
+}
+
+#[test]
+fn lfs_resumes_when_the_cdn_ignores_range() {
+    let sim = sim();
+    let tiny = sim.info().repo(REPO).unwrap();
+    let f = tiny.file("lfs.bin").unwrap();
+    // 1 MiB left: one range request; 2.5 MiB left: parallel ranges (8 connections by default).
+    for (offset, parallel) in [(3 * 1024 * 1024 + 100, false), (3 * 512 * 1024, true)] {
+        let home = Home::new();
+        let content = plant_partial(&home, &sim, offset);
+        sim.faults().clear();
+        let id = sim.faults().add(
+            hubsim::Fault::new(Origin::Cdn, "/lfs/", hubsim::FaultAction::IgnoreRange).times(1000),
+        );
+        sim.reset_counters();
+        let (code, ev, stderr) = home.download(&sim, &[REPO, "lfs.bin"]);
+        assert_eq!(code, Some(0), "offset {offset}: {stderr}");
+        assert!(
+            read(&home.snapshot("models--acme--tiny", &tiny.head, "lfs.bin")) == content,
+            "offset {offset}: content"
+        );
+        assert_eq!(events(&ev, "file_start")[0]["offset"], offset as u64);
+        let done = events(&ev, "file_done");
+        assert_eq!(done[0]["backend"], "lfs");
+        let transferred = done[0]["bytes_transferred"].as_u64().unwrap();
+        assert!(
+            transferred >= f.size - offset as u64,
+            "offset {offset}: {transferred} network bytes"
+        );
+        assert!(
+            events(&ev, "fallback").is_empty() && events(&ev, "retry").is_empty(),
+            "offset {offset}: handled inside the backend\n{stderr}"
+        );
+        let c = sim.counters();
+        let asked: Vec<_> = c
+            .log
+            .iter()
+            .filter(|r| r.route == "lfs" && r.method == "GET")
+            .collect();
+        assert!(!asked.is_empty());
+        assert!(
+            asked.iter().all(|r| r.range.is_some() && r.status == 200),
+            "offset {offset}: every request asked for a range and got the whole body"
+        );
+        let fired = sim.faults().fired(id) as usize;
+        assert_eq!(fired, asked.len());
+        if parallel {
+            assert!(
+                fired >= 2,
+                "offset {offset}: parallel ranges first, then one connection ({fired} requests)"
+            );
+            assert!(
+                stderr.contains("ignores Range"),
+                "offset {offset}: the switch to one connection is logged\n{stderr}"
+            );
+        } else {
+            assert_eq!(fired, 1, "offset {offset}: one request, the prefix skipped");
+        }
+    }
 }
 
 /// A plain HTTP/1.1 GET of a public URL (no token), for expected contents.

@@ -269,3 +269,56 @@ fn faults_over_the_control_route() {
         200
     );
 }
+
+#[test]
+fn ignore_range_answers_200_with_the_whole_body() {
+    let sim = tiny();
+    let f = sim
+        .info()
+        .repo("acme/tiny")
+        .unwrap()
+        .file("lfs.bin")
+        .unwrap()
+        .clone();
+    let url = format!("{}/lfs/{}", sim.cdn_url(), f.sha256);
+    let id = sim
+        .faults()
+        .add(Fault::new(Origin::Cdn, "/lfs/", FaultAction::IgnoreRange).times(2));
+    let c = client();
+    // A request without Range neither matches nor uses up the fault.
+    let whole = c.get(&url).send().unwrap();
+    assert_eq!(whole.status(), 200);
+    let whole = whole.bytes().unwrap();
+    assert_eq!(sim.faults().fired(id), 0);
+    let ranged = || c.get(&url).header("range", "bytes=100-199").send().unwrap();
+    for _ in 0..2 {
+        let r = ranged();
+        assert_eq!(r.status(), 200, "Range ignored");
+        assert!(r.headers().get("content-range").is_none());
+        assert_eq!(r.content_length(), Some(f.size));
+        assert_eq!(r.bytes().unwrap(), whole);
+    }
+    assert_eq!(sim.faults().fired(id), 2);
+    let r = ranged();
+    assert_eq!(r.status(), 206, "honoured again once the fault is used up");
+    assert_eq!(r.bytes().unwrap(), whole.slice(100..200));
+    let log = sim.counters().log;
+    let faulted: Vec<_> = log.iter().filter(|r| r.faulted).collect();
+    assert_eq!(faulted.len(), 2);
+    assert!(
+        faulted
+            .iter()
+            .all(|r| r.status == 200 && r.range.as_deref() == Some("bytes=100-199")),
+        "the log keeps the Range that was asked for"
+    );
+    // Over the control route.
+    let ctl = format!("{}/_hubsim/faults", sim.hub_url());
+    let r = c
+        .post(&ctl)
+        .body(r#"{"origin":"cdn","path_contains":"/lfs/","action":{"kind":"ignore_range"}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ranged().status(), 200);
+    assert_eq!(ranged().status(), 206);
+}
