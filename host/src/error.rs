@@ -114,8 +114,14 @@ pub enum HostError {
     NotFound(String),
 
     /// Authentication refused, or gated/private repository.
-    #[error("{0}")]
-    Auth(String),
+    #[error("{message}")]
+    Auth {
+        /// What was refused, with the causes (hints split off, see [`split_auth_hint`]).
+        message: String,
+        /// The backends' own hint (`gated repository: accept its terms ...`), if they gave one;
+        /// else [`HostError::hint`] gives the generic token hint.
+        hint: Option<String>,
+    },
 
     /// A file failed verification with every backend.
     #[error("{0}")]
@@ -188,7 +194,7 @@ impl HostError {
             | Self::UnknownBackend { .. }
             | Self::PluginConfig { .. } => EXIT_USAGE,
             Self::NotFound(_) => EXIT_NOT_FOUND,
-            Self::Auth(_) => EXIT_AUTH,
+            Self::Auth { .. } => EXIT_AUTH,
             Self::Integrity(_) => EXIT_INTEGRITY,
             Self::OfflineMiss { .. } => EXIT_OFFLINE_MISS,
             Self::Interrupted => EXIT_INTERRUPTED,
@@ -239,7 +245,8 @@ impl HostError {
                 ),
                 _ => None,
             },
-            Self::Auth(_) => Some(
+            Self::Auth { hint: Some(h), .. } => Some(h.clone()),
+            Self::Auth { hint: None, .. } => Some(
                 "pass a token with --token or HF_TOKEN, and check that you were granted access \
                  to the repository"
                     .to_owned(),
@@ -251,6 +258,93 @@ impl HostError {
             _ => None,
         }
     }
+}
+
+impl HostError {
+    /// An auth error with `message` and the backends' hint, if any.
+    pub fn auth(message: impl Into<String>, hint: Option<String>) -> Self {
+        Self::Auth {
+            message: message.into(),
+            hint,
+        }
+    }
+}
+
+/// Splits the hint a backend appended to an auth error message (hub-http ends 401/403 messages
+/// with ` (private, gated or missing repository? set HF_TOKEN or pass --token)`), so the host
+/// prints it once, on the `hint:` line, instead of inside every cause. Only a final
+/// parenthesised clause that talks about tokens counts; other messages come back whole.
+pub fn split_auth_hint(message: &str) -> (&str, Option<&str>) {
+    let Some(body) = message.strip_suffix(')') else {
+        return (message, None);
+    };
+    match body.rfind(" (") {
+        Some(at) if body[at + 2..].to_ascii_lowercase().contains("token") => {
+            let hint = &body[at + 2..];
+            (message[..at].trim_end(), Some(hint))
+        }
+        _ => (message, None),
+    }
+}
+
+/// One distinct failure cause and the backends that hit it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// The backends, in first-seen order, each once.
+    pub backends: Vec<String>,
+    /// The kind.
+    pub kind: ErrorKind,
+    /// The message, without a backend's auth hint.
+    pub message: String,
+    /// The hint split off the message, if any.
+    pub hint: Option<String>,
+}
+
+impl Cause {
+    /// `lfs, xet: <message>`.
+    pub fn line(&self) -> String {
+        format!("{}: {}", self.backends.join(", "), self.message)
+    }
+}
+
+/// Collapses failures with the same kind and the same message (after splitting auth hints) into
+/// one [`Cause`] naming every backend that hit it; distinct causes stay, in first-seen order.
+pub fn group_causes<'a>(
+    failures: impl IntoIterator<Item = (&'a str, ErrorKind, &'a str)>,
+) -> Vec<Cause> {
+    let mut causes: Vec<Cause> = Vec::new();
+    for (backend, kind, message) in failures {
+        let (message, hint) = if kind == ErrorKind::AUTH {
+            split_auth_hint(message)
+        } else {
+            (message, None)
+        };
+        match causes
+            .iter_mut()
+            .find(|c| c.kind == kind && c.message == message)
+        {
+            Some(c) => {
+                if !c.backends.iter().any(|b| b == backend) {
+                    c.backends.push(backend.to_owned());
+                }
+                if c.hint.is_none() {
+                    c.hint = hint.map(str::to_owned);
+                }
+            }
+            None => causes.push(Cause {
+                backends: vec![backend.to_owned()],
+                kind,
+                message: message.to_owned(),
+                hint: hint.map(str::to_owned),
+            }),
+        }
+    }
+    causes
+}
+
+/// The first hint of `causes` (the first failure is usually the most specific), or `None`.
+pub fn causes_hint(causes: &[Cause]) -> Option<String> {
+    causes.iter().find_map(|c| c.hint.clone())
 }
 
 /// The exit code for a plugin error kind (unknown kinds are generic errors).
@@ -281,7 +375,7 @@ mod tests {
             2
         );
         assert_eq!(HostError::NotFound("x".into()).exit_code(), 3);
-        assert_eq!(HostError::Auth("x".into()).exit_code(), 4);
+        assert_eq!(HostError::auth("x", None).exit_code(), 4);
         assert_eq!(HostError::Integrity("x".into()).exit_code(), 5);
         assert_eq!(
             HostError::OfflineMiss {
@@ -297,6 +391,43 @@ mod tests {
         let nf = PluginError::new(ErrorKind::NOT_FOUND, "gone");
         assert_eq!(HostError::backend("x", "resolve", nf).exit_code(), 3);
         assert_eq!(exit_code_for_kind(ErrorKind(999)), 1);
+    }
+
+    #[test]
+    fn identical_causes_collapse_and_hints_are_split_off() {
+        let msg = "GET http://h/api/models/a/b/revision/main: 401 Unauthorized [RepoNotFound]: \
+                   Repository not found. (private, gated or missing repository? set HF_TOKEN or \
+                   pass --token)";
+        let causes = group_causes([
+            ("lfs", ErrorKind::AUTH, msg),
+            ("xet", ErrorKind::AUTH, msg),
+            ("lfs", ErrorKind::AUTH, msg),
+            ("mirror", ErrorKind::NETWORK, "cannot connect"),
+        ]);
+        assert_eq!(causes.len(), 2);
+        assert_eq!(
+            causes[0].line(),
+            "lfs, xet: GET http://h/api/models/a/b/revision/main: 401 Unauthorized \
+             [RepoNotFound]: Repository not found."
+        );
+        assert_eq!(causes[1].line(), "mirror: cannot connect");
+        assert_eq!(
+            causes_hint(&causes).as_deref(),
+            Some("private, gated or missing repository? set HF_TOKEN or pass --token")
+        );
+        // Only a trailing clause about tokens is a hint.
+        assert_eq!(
+            split_auth_hint("refused (code 7)"),
+            ("refused (code 7)", None)
+        );
+        let e = HostError::auth("refused", causes_hint(&causes));
+        assert!(e.hint().unwrap().starts_with("private, gated"));
+        assert!(
+            HostError::auth("refused", None)
+                .hint()
+                .unwrap()
+                .contains("--token")
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::engine::retry::RetryPolicy;
 use crate::engine::transport::Transport;
-use crate::error::HostError;
+use crate::error::{HostError, causes_hint, group_causes};
 use crate::store::Target;
 use crate::store::paths::validate_repo_path;
 
@@ -509,18 +509,47 @@ fn resolve_error(what: &str, errors: Vec<(String, PluginError)>) -> HostError {
     if errors.is_empty() {
         return HostError::NoBackend(format!("no loaded backend can resolve {what}"));
     }
-    let detail = errors
-        .iter()
-        .map(|(b, e)| format!("{b}: {e}"))
-        .collect::<Vec<_>>()
-        .join("; ");
+    // Backends that failed the same way are named together; a backend's auth hint is printed
+    // once, as the `hint:` line, not inside each cause.
+    let causes = group_causes(
+        errors
+            .iter()
+            .map(|(b, e)| (b.as_str(), e.kind, e.message.as_str())),
+    );
+    let detail = |with_kind: bool| {
+        causes
+            .iter()
+            .map(|c| {
+                if with_kind {
+                    format!("{} ({})", c.line(), c.kind)
+                } else {
+                    c.line()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mixed = causes.iter().any(|c| c.kind != causes[0].kind);
     if errors.iter().any(|(_, e)| e.kind == ErrorKind::AUTH) {
-        HostError::Auth(format!("access to {what} was refused ({detail})"))
+        HostError::auth(
+            format!("access to {what} was refused ({})", detail(mixed)),
+            causes_hint(&causes),
+        )
     } else if errors.iter().all(|(_, e)| e.kind == ErrorKind::NOT_FOUND) {
-        HostError::NotFound(format!("{what} was not found ({detail})"))
+        HostError::NotFound(format!("{what} was not found ({})", detail(false)))
     } else {
-        let (b, e) = errors.into_iter().next().expect("non-empty");
-        HostError::backend(&b, "resolve", e)
+        // The first error (the first cause) decides the exit code; the others stay in its
+        // message.
+        let (_, mut e) = errors.into_iter().next().expect("non-empty");
+        let first = &causes[0];
+        let others: Vec<String> = causes[1..]
+            .iter()
+            .map(|c| format!("{} ({})", c.line(), c.kind))
+            .collect();
+        if !others.is_empty() {
+            e.message = format!("{}; also {}", first.message, others.join("; ")).into();
+        }
+        HostError::backend(&first.backends.join(", "), "resolve", e)
     }
 }
 

@@ -131,7 +131,10 @@ fn redact_error((e, s): Failure, token: Option<&str>) -> Failure {
     let r = |t: String| redact(&t, token);
     let e = match e {
         HostError::NotFound(m) => HostError::NotFound(r(m)),
-        HostError::Auth(m) => HostError::Auth(r(m)),
+        HostError::Auth { message, hint } => HostError::Auth {
+            message: r(message),
+            hint: hint.map(r),
+        },
         HostError::Integrity(m) => HostError::Integrity(r(m)),
         HostError::Other(m) => HostError::Other(r(m)),
         HostError::NoBackend(m) => HostError::NoBackend(r(m)),

@@ -25,7 +25,7 @@ use hubget_plugin_api::{
 };
 use tokio::task::JoinSet;
 
-use crate::error::HostError;
+use crate::error::{HostError, causes_hint, group_causes};
 use crate::output::{ErrorInfo, Event, Reporter};
 use crate::plan::{FileStatus, Plan};
 use crate::resume::{Partial, ResumeState};
@@ -156,17 +156,26 @@ impl Summary {
             self.failed.len(),
             self.failed.len() + self.done.len()
         );
+        let mut all_causes = Vec::new();
         for f in &self.failed {
             msg.push_str(&format!("\n  {}:", f.path));
             if f.attempts.is_empty() {
                 msg.push_str(" no attempt was made");
             }
-            for a in &f.attempts {
-                msg.push_str(&format!("\n    {} ({}): {}", a.backend, a.kind, a.message));
+            // Backends that failed the same way share one line; auth hints go to `hint:`.
+            let causes = group_causes(
+                f.attempts
+                    .iter()
+                    .map(|a| (a.backend.as_str(), a.kind, a.message.as_str())),
+            );
+            for c in &causes {
+                let names = c.backends.join(", ");
+                msg.push_str(&format!("\n    {names} ({}): {}", c.kind, c.message));
             }
+            all_causes.extend(causes);
         }
         Some(if all.iter().any(|a| a.kind == ErrorKind::AUTH) {
-            HostError::Auth(msg)
+            HostError::auth(msg, causes_hint(&all_causes))
         } else if all.iter().any(|a| a.kind == ErrorKind::INTEGRITY) {
             HostError::Integrity(msg)
         } else if !all.is_empty() && all.iter().all(|a| a.kind == ErrorKind::NOT_FOUND) {

@@ -752,6 +752,40 @@ fn rate_limit_retry_after_is_honoured() {
 }
 
 #[test]
+fn a_refused_repo_names_each_cause_once_and_the_hint_once() {
+    let dl = Dl::new();
+    let r = dl.run(&["acme/nope"]);
+    r.code_is(4);
+    // lfs and xet fail the same way: one cause naming both; the token hint only on `hint:`.
+    let lines: Vec<String> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:") || l.starts_with("hint:"))
+        .map(|l| l.replace(dl.sim.hub_url(), "<hub>"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "error: access to model acme/nope@main was refused (lfs, xet: GET \
+             <hub>/api/models/acme/nope/revision/main: 401 Unauthorized [RepoNotFound]: \
+             Repository not found. If you are trying to access a private or gated repo, make \
+             sure you are authenticated.)",
+            "hint: private, gated or missing repository? set HF_TOKEN or pass --token",
+        ],
+        "{}",
+        r.stderr
+    );
+    let r = dl.run(&["acme/nope", "--json"]);
+    r.code_is(4);
+    let error = &r.of("error")[0];
+    assert_eq!(error["kind"], "auth");
+    assert!(
+        !error["message"].as_str().unwrap().contains("HF_TOKEN"),
+        "{error}"
+    );
+}
+
+#[test]
 fn private_and_gated_repos_without_token_are_auth_errors_with_a_hint() {
     let dl = Dl::new();
     let r = dl.run(&["acme/private"]);
