@@ -17,6 +17,7 @@ mod control;
 mod fixtures;
 mod hub;
 mod net;
+pub mod python;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

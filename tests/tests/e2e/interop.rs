@@ -11,55 +11,9 @@ use serde_json::Value;
 
 use super::download::{Dl, TINY, assert_cache_layout, fixtures, wait};
 
-const PINS: [&str; 2] = ["huggingface_hub==2.4.0", "hf_xet==1.8.0"];
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-/// The virtualenv with the pinned Python client (shared with hubsim's fidelity check; created
-/// with `python3 -m venv` + pip on first use, once per test process even when tests run in
-/// parallel).
+/// The virtualenv with the pinned Python client (hubsim's, shared with its fidelity check).
 fn venv_python() -> PathBuf {
-    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PYTHON.get_or_init(create_venv).clone()
-}
-
-fn create_venv() -> PathBuf {
-    let venv = target_dir().join("hubsim-venv");
-    let py = venv.join("bin/python");
-    // Other test processes may be creating it too: take a lock next to it.
-    std::fs::create_dir_all(target_dir()).expect("target dir");
-    let lock = std::fs::File::create(target_dir().join("hubsim-venv.lock")).expect("venv lock");
-    lock.lock().expect("lock the venv");
-    let ready = py.exists()
-        && Command::new(&py)
-            .args(["-c", "import huggingface_hub, hf_xet, sys; sys.exit(huggingface_hub.__version__ != '2.4.0')"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !ready {
-        let st = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 is needed");
-        assert!(st.success(), "python3 -m venv failed");
-        let st = Command::new(&py)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(PINS)
-            .status()
-            .expect("pip");
-        assert!(st.success(), "pip install {PINS:?} failed");
-    }
-    py
+    hubsim::python::venv_python().expect("the pinned Python client")
 }
 
 /// Runs `script` with the venv's python in `dl`'s environment (same HF_HOME), returning stdout

@@ -6,49 +6,9 @@ use std::process::Command;
 
 use super::common::shared;
 
-const PINS: [&str; 2] = ["huggingface_hub==2.4.0", "hf_xet==1.8.0"];
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-}
-
-/// Create (or reuse) the venv with the pinned client; returns its python.
-fn venv_python() -> PathBuf {
-    let venv = target_dir().join("hubsim-venv");
-    let py = venv.join("bin/python");
-    let ready = py.exists()
-        && Command::new(&py)
-            .args(["-c", "import huggingface_hub, hf_xet, sys; sys.exit(huggingface_hub.__version__ != '2.4.0')"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !ready {
-        let st = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 is needed");
-        assert!(st.success(), "python3 -m venv failed");
-        let st = Command::new(&py)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(PINS)
-            .status()
-            .expect("pip");
-        assert!(st.success(), "pip install {PINS:?} failed");
-    }
-    py
-}
-
 #[test]
 fn python_client_downloads_every_fixture_with_and_without_xet() {
-    let py = venv_python();
+    let py = hubsim::python::venv_python().expect("the pinned Python client");
     // Its own simulator: the script resets and reads the counters.
     let sim = hubsim::HubSim::start_blocking(hubsim::HubSim::builder()).unwrap();
     let _ = shared; // (the shared sim is for read-only route tests)
