@@ -168,19 +168,66 @@ pub fn parse_settings(json: &str) -> Result<HostSettings, PluginError> {
 ///
 /// Each backend owns its own runtime (the host's runtime is invisible across the boundary).
 /// Call `block_on` from the backend methods; the host never calls them on its async workers.
+/// The returned [`Runtime`] shuts down in the background when dropped, so dropping a backend
+/// never blocks or panics (see [`Runtime`]).
 #[cfg(feature = "runtime")]
-pub fn runtime(plugin: &str, workers: usize) -> Result<tokio::runtime::Runtime, PluginError> {
+pub fn runtime(plugin: &str, workers: usize) -> Result<Runtime, PluginError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))
         .thread_name(format!("hubget-{plugin}"))
         .enable_all()
         .build()
+        .map(Runtime::new)
         .map_err(|e| {
             PluginError::new(
                 ErrorKind::IO,
                 format!("cannot start the {plugin} runtime: {e}"),
             )
         })
+}
+
+/// A backend's tokio runtime that is safe to drop anywhere.
+///
+/// Dropping a plain `tokio::runtime::Runtime` blocks on its tasks, and panics when it happens
+/// inside an async context (the host may drop a backend from one of its tasks); in a plugin's
+/// drop glue that panic would cross the FFI boundary, where abi_stable ends the process. This
+/// wrapper calls `shutdown_background` instead. It derefs to the tokio runtime (`block_on`,
+/// `spawn`, `handle`, `enter`).
+#[cfg(feature = "runtime")]
+#[derive(Debug)]
+pub struct Runtime {
+    /// `None` only while dropping.
+    inner: Option<tokio::runtime::Runtime>,
+}
+
+#[cfg(feature = "runtime")]
+impl Runtime {
+    /// Wraps `runtime`.
+    pub fn new(runtime: tokio::runtime::Runtime) -> Self {
+        Self {
+            inner: Some(runtime),
+        }
+    }
+}
+
+#[cfg(feature = "runtime")]
+impl std::ops::Deref for Runtime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        self.inner
+            .as_ref()
+            .expect("the runtime lives until it is dropped")
+    }
+}
+
+#[cfg(feature = "runtime")]
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.inner.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 // ---- the log bridge ----
@@ -471,5 +518,20 @@ mod tests {
         assert!(err.message.contains("[plugins.mirror]"), "{}", err.message);
         assert!(err.message.contains("bogus"), "{}", err.message);
         assert!(parse_config::<Conf>("mirror", "").is_ok());
+    }
+
+    #[cfg(feature = "runtime")]
+    #[test]
+    fn dropping_the_runtime_inside_another_runtime_does_not_panic() {
+        let rt = runtime("test", 1).unwrap();
+        // It works as a runtime (through Deref)...
+        assert_eq!(rt.block_on(async { 7 }), 7);
+        let handle = rt.handle().clone();
+        assert_eq!(rt.block_on(handle.spawn(async { 8 })).unwrap(), 8);
+        // ...and a drop inside an async context (a plain tokio runtime panics there) is fine.
+        let host = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        host.block_on(async move { drop(rt) });
     }
 }

@@ -36,7 +36,7 @@ pub struct Backend {
     hub: HubApi,
     opts: DownloadOptions,
     // Dropped last: connections and in-flight tasks live on it.
-    runtime: tokio::runtime::Runtime,
+    runtime: hubget_plugin_api::sdk::Runtime,
 }
 
 impl Backend {

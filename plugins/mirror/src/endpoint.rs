@@ -78,7 +78,7 @@ pub fn is_health_error(e: &PluginError) -> bool {
 pub struct Pool {
     endpoints: Vec<Endpoint>,
     cooldown: Duration,
-    runtime: tokio::runtime::Runtime,
+    runtime: hubget_plugin_api::sdk::Runtime,
     settings: HostSettings,
 }
 

@@ -47,19 +47,8 @@ pub struct Backend {
     session: XetSession,
     tokens: Mutex<HashMap<(u32, String, String), XetToken>>,
     tuning: fetch::Tuning,
-    /// The plugin's own runtime; `None` only while dropping (see `Drop`).
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        // A plain runtime drop blocks, and panics when the host happens to drop the backend
-        // inside an async context (a panic that would cross the FFI boundary): shut down in
-        // the background instead. No call is in flight here (they borrow `self`).
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
+    /// The plugin's own runtime (the SDK's: it shuts down in the background when dropped).
+    runtime: hubget_plugin_api::sdk::Runtime,
 }
 
 impl Backend {
@@ -85,14 +74,12 @@ impl Backend {
             session,
             tokens: Mutex::new(HashMap::new()),
             tuning: config.tuning(),
-            runtime: Some(runtime),
+            runtime,
         })
     }
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
-        self.runtime
-            .as_ref()
-            .expect("the runtime lives until the backend is dropped")
+        &self.runtime
     }
 
     fn offline_error() -> PluginError {
