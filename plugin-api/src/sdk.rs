@@ -7,20 +7,106 @@
 //! `log` feature and no subscriber installed) reach the host's logger, and reports
 //! `cfg!(panic = "unwind")` so that the host can refuse plugins built with `panic = "abort"`.
 //!
-//! ```ignore
-//! use hubget_plugin_api::sdk::{BackendPlugin, parse_config};
+//! A complete backend that copies files from a local directory (this example is compiled
+//! by the doctests, so it stays current):
+//!
+//! ```no_run
+//! use std::io::{Seek, SeekFrom};
+//! use std::path::PathBuf;
+//!
+//! use hubget_plugin_api::sdk::{BackendPlugin, outcomes_for, parse_config};
 //! use hubget_plugin_api::*;
 //!
-//! struct Mine;
-//! impl BackendPlugin for Mine { /* capabilities, resolve, fetch */ }
+//! /// `[plugins.shelf]` in the config file.
+//! #[derive(serde::Deserialize, Default)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config {
+//!     /// Files are at `<root>/<owner>/<name>/<path>`.
+//!     root: Option<PathBuf>,
+//! }
 //!
-//! fn new(settings: HostSettings, config: &str) -> Result<Mine, PluginError> { Ok(Mine) }
+//! struct Shelf {
+//!     root: PathBuf,
+//! }
+//!
+//! impl Shelf {
+//!     fn copy(
+//!         &self,
+//!         batch: &FetchBatch,
+//!         item: &FetchItem,
+//!         index: u32,
+//!         progress: &Progress,
+//!     ) -> Result<FileDone, PluginError> {
+//!         let io = |e: std::io::Error| PluginError::new(ErrorKind::IO, e.to_string());
+//!         let source = self.root.join(batch.repo_id.as_str()).join(item.file.path.as_str());
+//!         let mut from = std::fs::File::open(&source).map_err(|e| {
+//!             PluginError::new(ErrorKind::NOT_FOUND, format!("{}: {e}", source.display()))
+//!         })?;
+//!         // The partial file exists and holds `offset` good bytes: write the rest after them,
+//!         // never truncating it (the host verifies size and hash afterwards).
+//!         let mut to = std::fs::OpenOptions::new()
+//!             .write(true)
+//!             .open(item.partial_path.as_str())
+//!             .map_err(io)?;
+//!         from.seek(SeekFrom::Start(item.offset)).map_err(io)?;
+//!         to.seek(SeekFrom::Start(item.offset)).map_err(io)?;
+//!         let copied = std::io::copy(&mut from, &mut to).map_err(io)?;
+//!         // A local copy moves no network bytes (and the capabilities say LOCAL).
+//!         progress.on_event(ProgressEvent::bytes(index, copied, 0));
+//!         Ok(FileDone {
+//!             bytes_transferred: 0,
+//!             source: source.display().to_string().into(),
+//!             extra_json: "".into(),
+//!         })
+//!     }
+//! }
+//!
+//! impl BackendPlugin for Shelf {
+//!     fn capabilities(&self) -> Capabilities {
+//!         Capabilities {
+//!             repo_types: vec![RepoType::MODEL, RepoType::DATASET].into(),
+//!             features: Features::NON_XET_FILES | Features::RESUME | Features::LOCAL,
+//!             max_batch_files: 0,
+//!             extra_json: "".into(),
+//!         }
+//!     }
+//!
+//!     // `resolve` and `call` keep their defaults (UNSUPPORTED): another backend resolves.
+//!
+//!     fn fetch(
+//!         &self,
+//!         batch: &FetchBatch,
+//!         progress: &Progress,
+//!         cancel: &CancelToken,
+//!     ) -> Vec<FileOutcome> {
+//!         let mut outcomes = Vec::new();
+//!         for (i, item) in batch.items.iter().enumerate() {
+//!             if cancel.is_cancelled() {
+//!                 break;
+//!             }
+//!             let index = i as u32;
+//!             let result = self.copy(batch, item, index, progress);
+//!             outcomes.push(FileOutcome { index, result: result.into() });
+//!         }
+//!         // Every item needs exactly one outcome: the ones not reached were cancelled.
+//!         outcomes_for(batch.items.len(), outcomes, &PluginError::cancelled())
+//!     }
+//! }
+//!
+//! fn new(_settings: HostSettings, config: &str) -> Result<Shelf, PluginError> {
+//!     let config: Config = parse_config("shelf", config)?;
+//!     let root = config
+//!         .root
+//!         .ok_or_else(|| PluginError::new(ErrorKind::CONFIG, "[plugins.shelf] needs `root`"))?;
+//!     Ok(Shelf { root })
+//! }
 //!
 //! hubget_plugin_api::export_plugin! {
-//!     name: "mine",
-//!     description: "fetches files from somewhere",
+//!     name: "shelf",
+//!     description: "copies files from a local directory",
 //!     constructor: new,
 //! }
+//! # fn main() {}
 //! ```
 
 use std::any::Any;
