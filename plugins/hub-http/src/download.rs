@@ -14,6 +14,9 @@
 //! expected size and positions. Cancellation is polled every 50 ms, so a cancelled download
 //! returns `CANCELLED` promptly.
 //!
+//! Every retry is logged at `info` and, when [`DownloadOptions::on_retry`] is set, handed to it
+//! as a [`RetryNote`] (plugins forward it to the host as a `RETRY` event).
+//!
 //! Progress: `progress(file_bytes, network_bytes)` deltas, coalesced (at most every 256 KiB or
 //! 200 ms per range); `checkpoint(n)` with the absolute low watermark: every byte before `n` is
 //! written (sent when it advances, at most every 500 ms, at the end, and before a failure is
@@ -22,8 +25,8 @@
 use std::fs::File;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
@@ -61,8 +64,48 @@ impl Source {
     }
 }
 
+/// A retry inside the downloader, for callers that show it (plugins forward it to the host as
+/// a `RETRY` progress event).
+#[derive(Clone, Debug)]
+pub struct RetryNote {
+    /// Why the attempt failed (its message is redacted: no token, no query string).
+    pub error: PluginError,
+    /// The attempt about to run (2 for the first retry).
+    pub attempt: u32,
+    /// Attempts allowed in a row without progress.
+    pub max_attempts: u32,
+    /// The wait before that attempt.
+    pub delay: Duration,
+    /// The bytes the retried request asks for.
+    pub range: Range<u64>,
+}
+
+impl RetryNote {
+    /// `"<error>; retrying in <ms> ms (attempt <n>/<max>)"`, e.g. `"GET http://cdn/lfs/<sha>:
+    /// 503 Service Unavailable; retrying in 200 ms (attempt 2/5)"`.
+    pub fn message(&self) -> String {
+        format!(
+            "{}; retrying in {} ms (attempt {}/{})",
+            self.error.message,
+            self.delay.as_millis(),
+            self.attempt,
+            self.max_attempts
+        )
+    }
+}
+
+impl std::fmt::Display for RetryNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+/// Receives every [`RetryNote`] of a download (called before the wait, from the download's
+/// task: keep it cheap).
+pub type RetryHook = Arc<dyn Fn(&RetryNote) + Send + Sync>;
+
 /// How to split a download.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct DownloadOptions {
     /// Concurrent requests per file (at least 1).
     pub connections: u32,
@@ -70,7 +113,35 @@ pub struct DownloadOptions {
     pub range_size: u64,
     /// Retries per range.
     pub retry: RetryPolicy,
+    /// Told about every retry (besides the `info` log line), if set.
+    pub on_retry: Option<RetryHook>,
 }
+
+impl std::fmt::Debug for DownloadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DownloadOptions")
+            .field("connections", &self.connections)
+            .field("range_size", &self.range_size)
+            .field("retry", &self.retry)
+            .field("on_retry", &self.on_retry.is_some())
+            .finish()
+    }
+}
+
+impl PartialEq for DownloadOptions {
+    fn eq(&self, other: &Self) -> bool {
+        self.connections == other.connections
+            && self.range_size == other.range_size
+            && self.retry == other.retry
+            && match (&self.on_retry, &other.on_retry) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for DownloadOptions {}
 
 impl DownloadOptions {
     /// `connections_per_file`, `range_size` and `max_attempts` from the host settings.
@@ -79,7 +150,15 @@ impl DownloadOptions {
             connections: settings.connections_per_file.max(1),
             range_size: settings.range_size.max(64 * 1024),
             retry: RetryPolicy::from_settings(settings),
+            on_retry: None,
         }
+    }
+
+    /// These options with `hook` told about every retry.
+    #[must_use]
+    pub fn with_retry_hook(mut self, hook: RetryHook) -> Self {
+        self.on_retry = Some(hook);
+        self
     }
 }
 
@@ -413,12 +492,17 @@ async fn fetch_range(shared: &Shared<'_>, i: usize, cancel: &CancelToken) -> Res
         let Some(wait) = policy.delay(failures, &error) else {
             return Err(Stop::Error(error));
         };
-        log::info!(
-            "range {}-{}: retry {failures} in {wait:?} after: {}",
-            pos,
-            range.end - 1,
-            error.message
-        );
+        let note = RetryNote {
+            error,
+            attempt: failures + 1,
+            max_attempts: policy.max_attempts,
+            delay: wait,
+            range: pos..range.end,
+        };
+        log::info!("range {}-{}: {note}", pos, range.end - 1);
+        if let Some(hook) = &shared.opts.on_retry {
+            hook(&note);
+        }
         sleep(cancel, wait).await?;
     }
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use hubget_hub_http::reqwest::Url;
 use hubget_hub_http::{
-    DownloadOptions, HttpClient, HubApi, LfsObject, RetryPolicy, Source, download_to_partial,
+    DownloadOptions, HttpClient, HubApi, LfsObject, RetryNote, RetryPolicy, Source,
+    download_to_partial,
 };
 use hubget_plugin_api::{CancelToken, ErrorKind, HostSettings, PluginError, RepoType};
 use hubsim::{Fault, FaultAction, FileInfo, HubSim, Origin, RepoInfo, RepoKind, Storage};
@@ -43,6 +44,7 @@ fn opts(connections: u32, range_size: u64) -> DownloadOptions {
             max_delay: Duration::from_millis(200),
             max_retry_after: Duration::from_secs(5),
         },
+        on_retry: None,
     }
 }
 
@@ -598,6 +600,53 @@ async fn server_errors_and_cut_connections_recover() {
         (e.kind, e.retryable, e.http_status),
         (ErrorKind::SERVER, true, 502)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_handed_to_the_retry_hook() {
+    let sim = start().await;
+    let cancel = CancelToken::new();
+    let notes: std::sync::Arc<Mutex<Vec<RetryNote>>> = Default::default();
+    let sink = notes.clone();
+    let o = opts(1, 8 * MIB).with_retry_hook(std::sync::Arc::new(move |n: &RetryNote| {
+        sink.lock().unwrap().push(n.clone())
+    }));
+    let faults = vec![Fault::new(Origin::Cdn, "/lfs/", FaultAction::Status { code: 503 }).times(2)];
+    let (r, _, _dir, f, ids) = download_lfs(&sim, 0, &o, &cancel, faults).await;
+    r.unwrap();
+    assert_eq!(sim.faults().fired(ids[0]), 2);
+    let seen = notes.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "one note per retry: {seen:?}");
+    for (i, n) in seen.iter().enumerate() {
+        assert_eq!(n.attempt, i as u32 + 2);
+        assert_eq!(n.max_attempts, 5);
+        assert_eq!(
+            (n.error.kind, n.error.http_status),
+            (ErrorKind::SERVER, 503)
+        );
+        assert_eq!(n.range, 0..f.size);
+        let m = n.message();
+        let want = format!(
+            "GET {}/lfs/{}: 503 Service Unavailable; retrying in {} ms (attempt {}/5)",
+            sim.cdn_url(),
+            f.sha256,
+            n.delay.as_millis(),
+            i + 2
+        );
+        assert_eq!(m, want);
+    }
+
+    // No retry, no note; options without a hook still retry.
+    let (r, ..) = download_lfs(&sim, 0, &o, &cancel, vec![]).await;
+    r.unwrap();
+    assert_eq!(notes.lock().unwrap().len(), 2);
+    let faults = vec![Fault::new(
+        Origin::Cdn,
+        "/lfs/",
+        FaultAction::Status { code: 503 },
+    )];
+    let (r, ..) = download_lfs(&sim, 0, &opts(1, 8 * MIB), &cancel, faults).await;
+    r.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,20 +10,27 @@
 //!   last checkpoint. If the endpoint has no batch API (404/405/501 for the whole request,
 //!   e.g. a plain mirror), those files go through `resolve` as well.
 //! * Up to `concurrent_files` files at a time, each over up to `connections` ranges.
+//! * Every retry inside the downloader (and every href refresh) is sent to the host as a
+//!   `RETRY` event whose message names the redacted request, the reason, the wait and the
+//!   attempt (`"GET <cdn>/lfs/<sha>: 503 Service Unavailable; retrying in 200 ms (attempt
+//!   2/5)"`).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use hubget_hub_http::{
-    DownloadOptions, HubApi, LfsDownload, LfsObject, Source, download_to_partial,
+    DownloadOptions, HubApi, LfsDownload, LfsObject, RetryNote, Source, download_to_partial,
 };
 use hubget_plugin_api::std_types::RString;
 use hubget_plugin_api::{
     CancelToken, ErrorKind, EventKind, FetchBatch, FetchItem, FileDone, PluginError, Progress,
     ProgressEvent,
 };
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// An href this close to expiry is refreshed before use.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
@@ -213,6 +220,17 @@ impl Fetcher<'_> {
     ) -> Result<FileDone, PluginError> {
         cancel.check()?;
         progress.on_event(ProgressEvent::message(index, EventKind::STARTED, ""));
+        // The downloader's retries go to the host as `RETRY` events, from this task.
+        let (retry_tx, mut retries) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let opts = self
+            .opts
+            .clone()
+            .with_retry_hook(Arc::new(move |note: &RetryNote| {
+                let _ = retry_tx.send(note.message());
+            }));
+        let report_retry = |message: String| {
+            progress.on_event(ProgressEvent::message(index, EventKind::RETRY, message));
+        };
         let mut offset = item.offset;
         let written = AtomicU64::new(offset);
         let mut total_net = 0u64;
@@ -257,18 +275,18 @@ impl Fetcher<'_> {
                 written.fetch_max(n, Ordering::AcqRel);
                 progress.on_event(ProgressEvent::checkpoint(index, n));
             };
-            let result = download_to_partial(
+            let download = download_to_partial(
                 self.hub.client(),
                 &source,
                 std::path::Path::new(item.partial_path.as_str()),
                 offset,
                 item.file.size,
-                &self.opts,
+                &opts,
                 &on_bytes,
                 &on_checkpoint,
                 cancel,
-            )
-            .await;
+            );
+            let result = forwarding(download, &mut retries, &report_retry).await;
             match result {
                 Ok(done) => {
                     total_net += done.bytes_transferred;
@@ -297,4 +315,25 @@ impl Fetcher<'_> {
             }
         }
     }
+}
+
+/// Runs `work` while passing every message that arrives on `messages` to `forward` (as they
+/// come, and those left when `work` ends).
+async fn forwarding<T>(
+    work: impl Future<Output = T>,
+    messages: &mut UnboundedReceiver<String>,
+    forward: &dyn Fn(String),
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let out = loop {
+        tokio::select! {
+            biased;
+            Some(message) = messages.recv() => forward(message),
+            out = &mut work => break out,
+        }
+    };
+    while let Ok(message) = messages.try_recv() {
+        forward(message);
+    }
+    out
 }

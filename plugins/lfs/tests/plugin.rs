@@ -485,6 +485,72 @@ fn a_refused_href_is_refreshed_and_the_download_continues() {
 }
 
 #[test]
+fn retries_inside_the_download_reach_the_host_as_retry_events() {
+    let sim = start();
+    let b = backend(&sim, false, "connections = 1");
+    let m = resolve(&b, "acme/tiny", "main").unwrap();
+    let pick = |path: &str| {
+        m.files
+            .iter()
+            .find(|f| f.path.as_str() == path)
+            .unwrap()
+            .clone()
+    };
+    let files = [pick("config.json"), pick("lfs.bin")];
+    let dir = tempfile::tempdir().unwrap();
+    let fb = batch("acme/tiny", m.commit.as_str(), &files, dir.path(), |_| {
+        (0, vec![])
+    });
+    let id = sim.faults().add(
+        hubsim::Fault::new(
+            Origin::Cdn,
+            "/lfs/",
+            hubsim::FaultAction::Status { code: 503 },
+        )
+        .times(2),
+    );
+    let rec = Recorder::default();
+    let out = b.fetch(&fb, &rec.progress(), &CancelToken::new());
+    done(&out[0]);
+    done(&out[1]);
+    assert_eq!(sim.faults().fired(id), 2);
+    assert_eq!(
+        sha256_of(fb.items[1].partial_path.as_str()),
+        files[1].sha256.as_ref().unwrap().as_str()
+    );
+    assert!(
+        rec.of(0, EventKind::RETRY).is_empty(),
+        "config.json had none"
+    );
+    let retries = rec.of(1, EventKind::RETRY);
+    let sha = files[1].sha256.as_ref().unwrap();
+    let messages: Vec<&str> = retries.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    for (i, message) in messages.iter().enumerate() {
+        let head = format!(
+            "GET {}/lfs/{sha}: 503 Service Unavailable; retrying in ",
+            sim.cdn_url()
+        );
+        assert!(message.starts_with(&head), "{message}");
+        assert!(
+            message.ends_with(&format!(" ms (attempt {}/5)", i + 2)),
+            "{message}"
+        );
+    }
+    // Sent while the download ran (before its bytes), not after it.
+    let all = rec.0.lock().unwrap().clone();
+    let first_bytes = all
+        .iter()
+        .position(|e| e.index == 1 && e.kind == EventKind::BYTES)
+        .unwrap();
+    let last_retry = all
+        .iter()
+        .rposition(|e| e.index == 1 && e.kind == EventKind::RETRY)
+        .unwrap();
+    assert!(last_retry < first_bytes);
+}
+
+#[test]
 fn without_a_batch_api_at_the_endpoint_files_come_through_resolve() {
     let sim = start();
     let b = backend(&sim, false, "");
