@@ -401,6 +401,11 @@ impl HubApi {
     /// Per file: `size`, `git_oid` from `oid`, `sha256` from `lfs.oid`, `xet_hash` from
     /// `xetHash` **only if** it is 64 lowercase hex digits (gated repos may send a redacted
     /// `****...` hash; such a file is then served as a plain LFS file). Directories are dropped.
+    ///
+    /// Page size: `expand=false` gets the Hub's largest pages (1000 entries, its default and
+    /// cap; `expand=true` would give 50). No `limit` is sent: it could only ask for less, and a
+    /// Hub-compatible mirror need not know it. Each page is parsed and appended on its own
+    /// (linear in the entries; one request per page).
     pub async fn manifest(
         &self,
         repo_type: RepoType,
