@@ -66,7 +66,10 @@ fn listed_dirs(repo: &RepoInfo) -> std::collections::BTreeSet<String> {
     let mut dirs = std::collections::BTreeSet::new();
     for f in &repo.files {
         let parts: Vec<&str> = f.path.split('/').collect();
-        if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+        if parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+        {
             continue;
         }
         for i in 1..parts.len() {
@@ -136,7 +139,11 @@ async fn start() -> HubSim {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_of_every_fixture_repo_matches_hubsim_with_pagination() {
     const PAGE: usize = 7;
-    let sim = HubSim::builder().tree_page_size(PAGE).start().await.unwrap();
+    let sim = HubSim::builder()
+        .tree_page_size(PAGE)
+        .start()
+        .await
+        .unwrap();
     let api = api(&sim, true);
     let cancel = CancelToken::new();
     for repo in &sim.info().repos {
@@ -168,7 +175,12 @@ async fn manifest_of_every_fixture_repo_matches_hubsim_with_pagination() {
             trees[0]
         );
         let distinct: std::collections::BTreeSet<&str> = trees.iter().copied().collect();
-        assert_eq!(distinct.len(), trees.len(), "{}: no page asked twice", repo.id);
+        assert_eq!(
+            distinct.len(),
+            trees.len(),
+            "{}: no page asked twice",
+            repo.id
+        );
         assert_eq!(m.commit.as_str(), repo.head, "{}", repo.id);
         assert_eq!(m.files.len(), repo.files.len(), "{}", repo.id);
         for f in &repo.files {
