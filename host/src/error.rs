@@ -12,6 +12,7 @@
 //! | 4 | authentication failed, or the repository is gated/private |
 //! | 5 | integrity failure: a file did not match its size or hash with any backend |
 //! | 6 | offline mode and the cache does not hold what was asked |
+//! | 7 | disk full: not enough free space for what is left to fetch, or a write failed with ENOSPC |
 //! | 130 | interrupted (Ctrl-C) |
 
 use std::path::PathBuf;
@@ -32,6 +33,9 @@ pub const EXIT_AUTH: u8 = 4;
 pub const EXIT_INTEGRITY: u8 = 5;
 /// Exit code: offline mode and the cache misses.
 pub const EXIT_OFFLINE_MISS: u8 = 6;
+/// Exit code: the disk is full (not enough free space for the download, or a write failed with
+/// "no space left on device"); partial files are kept for resume.
+pub const EXIT_DISK_FULL: u8 = 7;
 /// Exit code: interrupted by the user.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
@@ -136,6 +140,17 @@ pub enum HostError {
         cache_dir: PathBuf,
     },
 
+    /// The target filesystem is full: the preflight found less free space than the bytes still
+    /// to fetch, or a write (by a backend or the host) failed with ENOSPC. Partial files and
+    /// their resume state are kept.
+    #[error("{message}")]
+    DiskFull {
+        /// The cache directory or local dir whose filesystem is full.
+        dir: PathBuf,
+        /// One line naming `dir` and the numbers or the failed write.
+        message: String,
+    },
+
     /// The user interrupted the command.
     #[error("interrupted")]
     Interrupted,
@@ -198,6 +213,7 @@ impl HostError {
             Self::Integrity(_) => EXIT_INTEGRITY,
             Self::OfflineMiss { .. } => EXIT_OFFLINE_MISS,
             Self::Interrupted => EXIT_INTERRUPTED,
+            Self::DiskFull { .. } => EXIT_DISK_FULL,
             Self::Backend { error, .. } => exit_code_for_kind(error.kind),
             Self::NoBackend(_) | Self::Io { .. } | Self::NotImplemented(_) | Self::Other(_) => {
                 EXIT_ERROR
@@ -255,6 +271,11 @@ impl HostError {
                 "run the same command without --offline / HF_HUB_OFFLINE=1 to download it"
                     .to_owned(),
             ),
+            Self::DiskFull { dir, .. } => Some(format!(
+                "free space in {}, or download to another filesystem with --cache-dir DIR \
+                 (or --local-dir DIR); partial files are kept and the next run resumes them",
+                dir.display()
+            )),
             _ => None,
         }
     }
@@ -386,6 +407,12 @@ mod tests {
             6
         );
         assert_eq!(HostError::Interrupted.exit_code(), 130);
+        let full = HostError::DiskFull {
+            dir: "/c".into(),
+            message: "not enough free space in /c".into(),
+        };
+        assert_eq!(full.exit_code(), 7);
+        assert!(full.hint().unwrap().contains("--cache-dir"));
         let panic = PluginError::new(ErrorKind::PANIC, "boom");
         assert_eq!(HostError::backend("x", "resolve", panic).exit_code(), 1);
         let nf = PluginError::new(ErrorKind::NOT_FOUND, "gone");

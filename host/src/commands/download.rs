@@ -3,10 +3,16 @@
 //! Offline mode (`--offline`, `HF_HUB_OFFLINE=1`) plans from the cache alone and never calls a
 //! backend. The last line of stdout is the local path (the snapshot folder or local dir, or the
 //! file when exactly one file was asked for); `--json` prints NDJSON events instead.
+//!
+//! A full disk is exit 7 and loses nothing: before any transfer the bytes still to fetch are
+//! compared with the free space of the target filesystem (`--dry-run` reports a shortfall as a
+//! warning); during the run, the first failure reporting "no space left on device" (a backend's
+//! write, or the host's own prepare/install) stops the run like Ctrl-C does, so no other
+//! backend or retry is tried, and partial files keep their verified checkpoints for the next run.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hubget_plugin_api::CancelToken;
@@ -21,6 +27,7 @@ use crate::plan::{FileStatus, Plan, PlanRequest, offline_plan, resolve_plan};
 use crate::redact::redact;
 use crate::settings::{Env, Settings};
 use crate::store::Target;
+use crate::store::space;
 
 /// Runs `hubget download`.
 pub fn run(env: &Env, config: Option<PathBuf>, args: &DownloadArgs) -> Result<(), HostError> {
@@ -122,6 +129,7 @@ fn error_kind(e: &HostError) -> &'static str {
         crate::error::EXIT_INTEGRITY => "integrity",
         crate::error::EXIT_OFFLINE_MISS => "offline-miss",
         crate::error::EXIT_INTERRUPTED => "interrupted",
+        crate::error::EXIT_DISK_FULL => "disk-full",
         _ => "error",
     }
 }
@@ -138,6 +146,10 @@ fn redact_error((e, s): Failure, token: Option<&str>) -> Failure {
         HostError::Integrity(m) => HostError::Integrity(r(m)),
         HostError::Other(m) => HostError::Other(r(m)),
         HostError::NoBackend(m) => HostError::NoBackend(r(m)),
+        HostError::DiskFull { dir, message } => HostError::DiskFull {
+            dir,
+            message: r(message),
+        },
         HostError::Backend {
             backend,
             operation,
@@ -224,7 +236,7 @@ async fn download(
         let first = vec![Some("cache".to_owned()); plan.files.len()];
         output.emit(plan_event(&plan, &cache, &first, args.dry_run));
         if args.dry_run {
-            print_dry_run(&output, &plan, &cache, &first);
+            print_dry_run(&output, &plan, &cache, &first, None);
             return Ok(Outcome {
                 path: None,
                 summary: Summary::default(),
@@ -311,8 +323,21 @@ async fn download(
     }
     let first = first_backends(&plan, &backends);
     output.emit(plan_event(&plan, &names, &first, args.dry_run));
+    // Before anything is written or fetched: does what is left fit on the target filesystem?
+    let space_line = match preflight(&plan, &target) {
+        Ok(line) => line,
+        Err(e) if args.dry_run => {
+            let message = format!("{e} (the download would stop before fetching anything)");
+            log::warn!("{message}");
+            output.emit(Event::Warning {
+                message: message.clone(),
+            });
+            Some(message)
+        }
+        Err(e) => return Err((e, None)),
+    };
     if args.dry_run {
-        print_dry_run(&output, &plan, &names, &first);
+        print_dry_run(&output, &plan, &names, &first, space_line.as_deref());
         return Ok(Outcome {
             path: None,
             summary: Summary::default(),
@@ -325,8 +350,22 @@ async fn download(
         let _ = std::fs::create_dir_all(c.snapshot_dir(&plan.commit));
     }
     let opts = engine_options(settings, args.force_download);
-    let reporter: Arc<dyn Reporter> = output.clone();
+    let watch = Arc::new(DiskWatch {
+        inner: Arc::clone(&output),
+        stop: stop.clone(),
+        first: Mutex::new(None),
+    });
+    let reporter: Arc<dyn Reporter> = watch.clone();
     let summary = crate::engine::run(&plan, &target, &backends, &opts, reporter, stop).await;
+    if let Some(what) = watch.first.lock().expect("disk watch").take() {
+        let dir = target.space_dir().to_path_buf();
+        let message = format!(
+            "disk full: no space left in {} ({what}); the download stopped, partial files are \
+             kept for resume",
+            dir.display()
+        );
+        return Err((HostError::DiskFull { dir, message }, Some(summary)));
+    }
     if let Some(e) = summary.error() {
         return Err((e, Some(summary)));
     }
@@ -335,6 +374,78 @@ async fn download(
         path: Some(path),
         summary,
     })
+}
+
+/// The free-space preflight: `Err` (a [`HostError::DiskFull`]) when the bytes still to fetch do
+/// not fit on the target filesystem; `Ok(Some(line))` describes the check for `--dry-run`;
+/// `Ok(None)` when nothing is left to fetch or the free space cannot be measured.
+fn preflight(plan: &Plan, target: &Target) -> Result<Option<String>, HostError> {
+    let needed = plan.remaining_bytes();
+    let dir = target.space_dir();
+    if needed == 0 {
+        return Ok(None);
+    }
+    let free = match space::available_space(dir) {
+        Ok((_, free)) => free,
+        Err(e) => {
+            log::debug!("cannot measure the free space of {}: {e}", dir.display());
+            return Ok(None);
+        }
+    };
+    if needed > free {
+        return Err(HostError::DiskFull {
+            dir: dir.to_path_buf(),
+            message: format!(
+                "not enough free space in {}: {} still to fetch, {} free",
+                dir.display(),
+                human_bytes(needed),
+                human_bytes(free)
+            ),
+        });
+    }
+    Ok(Some(format!(
+        "free space in {}: {} ({} to fetch)",
+        dir.display(),
+        human_bytes(free),
+        human_bytes(needed)
+    )))
+}
+
+/// Forwards the engine's events and watches their errors for a full disk: the first one stops
+/// the run (the engine then cancels running calls, saves their checkpoints and starts nothing
+/// new, so the file is not handed to every other backend and retry), and is remembered for the
+/// final disk-full error.
+struct DiskWatch {
+    inner: Arc<Output>,
+    stop: CancelToken,
+    first: Mutex<Option<String>>,
+}
+
+impl Reporter for DiskWatch {
+    fn emit(&self, event: Event) {
+        let failure = match &event {
+            Event::Retry { path, error, .. } | Event::Fallback { path, error, .. } => {
+                Some((Some(path), &error.message))
+            }
+            Event::Error { path, message, .. } => Some((path.as_ref(), message)),
+            _ => None,
+        };
+        if let Some((path, message)) = failure
+            && space::is_disk_full_message(message)
+        {
+            let mut first = self.first.lock().unwrap_or_else(|e| e.into_inner());
+            if first.is_none() {
+                let what = match path {
+                    Some(p) => format!("{p}: {message}"),
+                    None => message.clone(),
+                };
+                log::warn!("disk full ({what}); stopping, partial files are kept for resume");
+                *first = Some(what);
+            }
+            self.stop.cancel();
+        }
+        self.inner.emit(event);
+    }
 }
 
 async fn wait_cancelled(stop: &CancelToken) {
@@ -421,7 +532,13 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-fn print_dry_run(output: &Output, plan: &Plan, backends: &[String], first: &[Option<String>]) {
+fn print_dry_run(
+    output: &Output,
+    plan: &Plan,
+    backends: &[String],
+    first: &[Option<String>],
+    space: Option<&str>,
+) {
     if output.is_json() {
         return;
     }
@@ -453,5 +570,9 @@ fn print_dry_run(output: &Output, plan: &Plan, backends: &[String], first: &[Opt
         human_bytes(plan.total_bytes()),
         human_bytes(plan.remaining_bytes())
     ));
+    if let Some(line) = space {
+        text.push_str(line);
+        text.push('\n');
+    }
     let _ = crate::commands::print_stdout(&text);
 }

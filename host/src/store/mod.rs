@@ -1,10 +1,12 @@
 //! Where files land: the Hugging Face cache ([`cache`]) or a local directory ([`local_dir`]),
-//! partial files and locks, and the validation of untrusted repository paths ([`paths`]).
+//! partial files and locks, the validation of untrusted repository paths ([`paths`]) and the
+//! free space of the target filesystem ([`space`]).
 
 pub mod cache;
 pub mod local_dir;
 pub mod lock;
 pub mod paths;
+pub mod space;
 
 use std::path::{Path, PathBuf};
 
@@ -116,6 +118,15 @@ impl Target {
         match self {
             Self::Cache(c) => c.snapshot_path(commit, &file.path),
             Self::LocalDir(l) => l.file_path(&file.path),
+        }
+    }
+
+    /// The directory whose filesystem receives the bytes (partials, blobs): the cache directory
+    /// or the local dir. Named in disk-full errors and measured by the free-space preflight.
+    pub fn space_dir(&self) -> &Path {
+        match self {
+            Self::Cache(c) => &c.cache_dir,
+            Self::LocalDir(l) => &l.root,
         }
     }
 
