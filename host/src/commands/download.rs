@@ -436,8 +436,8 @@ impl Reporter for DiskWatch {
             let mut first = self.first.lock().unwrap_or_else(|e| e.into_inner());
             if first.is_none() {
                 let what = match path {
-                    Some(p) => format!("{p}: {message}"),
-                    None => message.clone(),
+                    Some(p) if !message.starts_with(p.as_str()) => format!("{p}: {message}"),
+                    _ => message.clone(),
                 };
                 log::warn!("disk full ({what}); stopping, partial files are kept for resume");
                 *first = Some(what);

@@ -6,6 +6,7 @@
 //! To add an area: create `tests/tests/e2e/<area>.rs` and add `mod <area>;` below.
 
 mod config;
+mod disk;
 mod download;
 mod interop;
 mod lfs;
