@@ -1,7 +1,21 @@
-//! hubget, the host library: plugin loading ([`loader`]), backend handles ([`backend`]),
-//! configuration ([`config`], [`settings`]), the command line ([`cli`], [`commands`]), errors
-//! ([`error`]) and redaction of secrets ([`redact`]). The `hubget` binary is a thin `main` over
-//! [`commands::run`].
+//! hubget, the host library. The `hubget` binary is a thin `main` over [`commands::run`].
+//!
+//! A download flows through the modules in this order:
+//! - [`cli`]: the command line, dispatched by [`commands`];
+//! - [`settings`] and [`config`]: flags, environment and config file merged into one view
+//!   (endpoint, token, cache, backend order, timeouts);
+//! - [`plan`]: the revision resolved to one commit, the files selected, validated and checked
+//!   against the target;
+//! - [`engine`]: backend calls with retries, fallback, the stall watchdog and health, feeding
+//!   [`resume`] (partial files and their checkpoints) and [`verify`] (size and hash before a
+//!   file lands);
+//! - backends: [`loader`] finds and loads the plugins, [`backend`] wraps each one for the
+//!   engine;
+//! - [`store`]: the Hugging Face cache or `--local-dir` layout, locks, installing verified
+//!   files.
+//!
+//! Along the way, [`output`] shows progress bars or NDJSON events, [`error`] maps failures to
+//! messages, hints and exit codes, and [`redact`] keeps tokens and signed URLs out of both.
 
 pub mod backend;
 pub mod cli;

@@ -8,14 +8,20 @@
 //! serve it (small files in batches, big ones alone), persist CHECKPOINT events while hashing
 //! behind them, verify the tail on completion, and install. A failure is retried on the same
 //! backend when transient, else the file moves to the next backend.
+//!
+//! A backend may also retry inside its call (`RETRY` events): the download goes on, the host
+//! reports it (`backend_retry`, at most one per file per second) and excuses the announced wait
+//! from the stall watchdog ([`stall`]).
 
+pub mod backend_retry;
 pub mod retry;
+pub mod stall;
 pub mod transport;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use abi_stable::std_types::RResult;
@@ -32,15 +38,22 @@ use crate::resume::{Partial, ResumeState};
 use crate::store::lock::{FileLock, LockError};
 use crate::store::{Target, etag_of};
 use crate::verify::{Expected, FileHasher};
+use backend_retry::RetryNote;
 use retry::RetryPolicy;
+use stall::StallClock;
 use transport::Transport;
+
+/// At most one `backend_retry` event per file this often (the latest note wins).
+const BACKEND_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Concurrent backend calls (`--max-workers`).
     pub max_workers: usize,
-    /// No BYTES/CHECKPOINT progress for this long cancels the call.
+    /// No BYTES/CHECKPOINT progress for this long cancels the call (waits a backend announces
+    /// in `RETRY` events do not count, up to `retry.max_retry_after` between two progress
+    /// events; see [`stall`]).
     pub stall_timeout: Duration,
     /// After cancelling, how long to wait before abandoning the call.
     pub cancel_grace: Duration,
@@ -271,17 +284,34 @@ struct Track {
     written: AtomicU64,
     network: AtomicU64,
     checkpoint: AtomicU64,
+    /// The latest backend `RETRY` message not reported yet.
+    retry: Mutex<Option<String>>,
+}
+
+impl Track {
+    fn take_retry(&self) -> Option<String> {
+        self.retry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
 }
 
 /// The progress sink of one call: maps item indices to file counters and records activity
-/// for the stall watchdog. Never panics (it runs inside plugin code).
+/// for the stall watchdog. Never panics, never blocks on output (it runs inside plugin code):
+/// backend retries are left in the file's [`Track`] for the call's loop to report.
 struct Sink {
     tracks: Vec<Arc<Track>>,
     t0: Instant,
+    /// The last progress, in ms since `t0`.
     activity_ms: Arc<AtomicU64>,
+    /// The watchdog's clock (announced retry waits).
+    stall: Arc<Mutex<StallClock>>,
     backend: String,
     /// The backend reads local directories (`Features::LOCAL`): no network bytes.
     local: bool,
+    /// The token, only to redact it from log lines.
+    token: Option<String>,
 }
 
 impl ProgressSink for Sink {
@@ -306,9 +336,21 @@ impl ProgressSink for Sink {
                     track.checkpoint.fetch_max(event.bytes, Ordering::Relaxed);
                     self.touch();
                 }
-                EventKind::RETRY => log::info!("{}: retrying: {}", self.backend, event.message),
+                EventKind::RETRY => {
+                    let message = event.message.to_string();
+                    if let Some(delay) = RetryNote::parse(&message).delay {
+                        let now = self.t0.elapsed();
+                        let mut clock = self.stall.lock().unwrap_or_else(PoisonError::into_inner);
+                        clock.progress(Duration::from_millis(
+                            self.activity_ms.load(Ordering::Relaxed),
+                        ));
+                        clock.retry(now, delay);
+                    }
+                    log::debug!("{}: retrying: {}", self.backend, self.redact(&message));
+                    *track.retry.lock().unwrap_or_else(PoisonError::into_inner) = Some(message);
+                }
                 EventKind::INFO | EventKind::STARTED if !event.message.is_empty() => {
-                    log::debug!("{}: {}", self.backend, event.message);
+                    log::debug!("{}: {}", self.backend, self.redact(&event.message));
                 }
                 _ => {}
             }
@@ -317,6 +359,10 @@ impl ProgressSink for Sink {
 }
 
 impl Sink {
+    fn redact(&self, text: &str) -> String {
+        crate::redact::redact(text, self.token.as_deref())
+    }
+
     fn touch(&self) {
         let ms = self.t0.elapsed().as_millis() as u64;
         self.activity_ms.fetch_max(ms, Ordering::Relaxed);
@@ -831,12 +877,15 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
         .collect();
     let t0 = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
+    let stall = Arc::new(Mutex::new(StallClock::new(ctx.opts.retry.max_retry_after)));
     let progress = crate::backend::progress_from(Sink {
         tracks: tracks.clone(),
         t0,
         activity_ms: Arc::clone(&activity),
+        stall: Arc::clone(&stall),
         backend: name.clone(),
         local,
+        token: ctx.opts.token.clone(),
     });
     let batch = FetchBatch {
         repo_type: ctx.repo_type,
@@ -872,6 +921,7 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
     let mut stalled = false;
     let mut last_persist = Instant::now();
     let mut last_progress = Instant::now();
+    let mut retry_reported: Vec<Option<Instant>> = jobs.iter().map(|_| None).collect();
     let tick = Duration::from_millis(100);
     let outcomes = loop {
         tokio::select! {
@@ -882,9 +932,12 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
             cancel.cancel();
             cancelled_at = Some(Instant::now());
         }
-        let idle = t0
-            .elapsed()
-            .saturating_sub(Duration::from_millis(activity.load(Ordering::Relaxed)));
+        report_backend_retries(ctx, &name, &jobs, &tracks, &mut retry_reported, false);
+        let idle = {
+            let mut clock = stall.lock().unwrap_or_else(PoisonError::into_inner);
+            clock.progress(Duration::from_millis(activity.load(Ordering::Relaxed)));
+            clock.idle(t0.elapsed())
+        };
         if !stalled && cancelled_at.is_none() && idle >= ctx.opts.stall_timeout {
             stalled = true;
             let unfinished: Vec<&str> = jobs
@@ -931,6 +984,8 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
             }
         }
     };
+    // Retries the backend reported since the last tick (before `file_done`, `retry`, ...).
+    report_backend_retries(ctx, &name, &jobs, &tracks, &mut retry_reported, true);
     // Let in-flight hashing finish before anything touches the partial files.
     for h in hash_tasks.iter_mut().filter_map(Option::take) {
         let _ = h.await;
@@ -1005,6 +1060,38 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
         }
     }
     results
+}
+
+/// Reports the files' pending backend retries (at most one per file per
+/// [`BACKEND_RETRY_INTERVAL`] unless `flush`): a `backend_retry` event and an info log line.
+fn report_backend_retries(
+    ctx: &Ctx,
+    backend: &str,
+    jobs: &[Job],
+    tracks: &[Arc<Track>],
+    reported: &mut [Option<Instant>],
+    flush: bool,
+) {
+    for ((job, track), last) in jobs.iter().zip(tracks).zip(reported.iter_mut()) {
+        if !flush && last.is_some_and(|at| at.elapsed() < BACKEND_RETRY_INTERVAL) {
+            continue;
+        }
+        let Some(message) = track.take_retry() else {
+            continue;
+        };
+        *last = Some(Instant::now());
+        let note = RetryNote::parse(&message);
+        let message = ctx.redact(&message);
+        log::info!("{}: {backend} retrying: {message}", job.path);
+        ctx.reporter.emit(Event::BackendRetry {
+            path: job.path.clone(),
+            backend: backend.to_owned(),
+            attempt: note.attempt,
+            max_attempts: note.max_attempts,
+            delay_ms: note.delay.map(|d| d.as_millis() as u64),
+            message,
+        });
+    }
 }
 
 /// Persists a newer checkpoint (data fsynced first), then hashes behind it in the background.

@@ -26,6 +26,24 @@ enum Mode {
     StallPolite,
     /// Writes a quarter of the file from the offset, checkpoints it, then fails (network).
     Quarter,
+    /// Reports `retries` backend retries ("retrying in `wait_ms` ms", with the token and a
+    /// signed URL in the message), waits that long after each without writing, then serves.
+    RetryThenServe {
+        retries: u32,
+        wait_ms: u64,
+    },
+    /// Fails a request every 50 ms and reports "retrying in 10 ms", never writing, until
+    /// cancelled.
+    RetryForever,
+}
+
+/// The token the engine is told to redact (in backend messages of these tests).
+const TOKEN: &str = "hf_test_token_0123456789";
+
+fn retry_message(attempt: u32, max: u32, wait_ms: u64) -> String {
+    format!(
+        "GET http://cdn.test/lfs/ab12?X-Amz-Signature=s3cr3t: 503 Service Unavailable ({TOKEN}); retrying in {wait_ms} ms (attempt {attempt}/{max})"
+    )
 }
 
 struct Fake {
@@ -114,8 +132,30 @@ impl Transport for Fake {
                     .unwrap()
                     .push((path.clone(), item.offset));
                 let mode = self.next_mode(&path);
+                if let Mode::RetryThenServe { retries, wait_ms } = mode {
+                    for k in 0..retries {
+                        progress.on_event(ProgressEvent::message(
+                            i as u32,
+                            EventKind::RETRY,
+                            retry_message(k + 2, retries + 1, wait_ms),
+                        ));
+                        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    }
+                }
                 let result = match mode {
                     Mode::Hang => std::future::pending().await,
+                    Mode::RetryForever => {
+                        while !cancel.is_cancelled() {
+                            tokio::time::sleep(Duration::from_millis(40)).await;
+                            progress.on_event(ProgressEvent::message(
+                                i as u32,
+                                EventKind::RETRY,
+                                retry_message(2, 5, 10),
+                            ));
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err(PluginError::cancelled())
+                    }
                     Mode::StallPolite => {
                         while !cancel.is_cancelled() {
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -143,7 +183,7 @@ impl Transport for Fake {
                         Err(PluginError::new(kind, format!("scripted {kind}"))
                             .with_retry_after_ms(retry_after))
                     }
-                    Mode::Serve | Mode::Flip | Mode::Truncate => {
+                    Mode::Serve | Mode::Flip | Mode::Truncate | Mode::RetryThenServe { .. } => {
                         let mut data = self.content[&path].clone();
                         if mode == Mode::Flip {
                             let mid = data.len() / 2;
@@ -832,4 +872,155 @@ async fn max_workers_bounds_concurrent_calls() {
             "--max-workers {workers}"
         );
     }
+}
+
+/// A `backend_retry` event's fields.
+#[derive(Debug)]
+struct Seen {
+    path: String,
+    backend: String,
+    attempt: Option<u32>,
+    delay_ms: Option<u64>,
+    message: String,
+}
+
+fn backend_retries(events: &[Event]) -> Vec<Seen> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::BackendRetry {
+                path,
+                backend,
+                attempt,
+                delay_ms,
+                message,
+                ..
+            } => Some(Seen {
+                path: path.clone(),
+                backend: backend.clone(),
+                attempt: *attempt,
+                delay_ms: *delay_ms,
+                message: message.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn backend_retries_are_reported_redacted_and_the_download_goes_on() {
+    let s = setup(&["config.json", "big.bin"]);
+    let a = Fake::new("a", &s.content, Mode::Serve);
+    a.script(
+        "big.bin",
+        vec![Mode::RetryThenServe {
+            retries: 2,
+            wait_ms: 1100,
+        }],
+    );
+    let o = EngineOptions {
+        token: Some(TOKEN.into()),
+        ..opts()
+    };
+    let (sum, events) = go(&s, vec![a.clone()], &o).await;
+    assert!(sum.error().is_none(), "{:?}", sum.error());
+    assert_eq!(
+        a.calls.load(Ordering::SeqCst),
+        1,
+        "one batched call, no host retry"
+    );
+    let seen = backend_retries(&events);
+    let attempts: Vec<Option<u32>> = seen.iter().map(|r| r.attempt).collect();
+    assert_eq!(attempts, [Some(2), Some(3)], "{seen:?}");
+    for r in &seen {
+        assert_eq!((r.path.as_str(), r.backend.as_str()), ("big.bin", "a"));
+        assert_eq!(r.delay_ms, Some(1100));
+        let m = &r.message;
+        assert!(!m.contains(TOKEN) && !m.contains("s3cr3t"), "{m}");
+        assert!(m.contains("503 Service Unavailable"), "{m}");
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Retry { .. } | Event::Fallback { .. })),
+        "{events:?}"
+    );
+    // The retries come before the file is done.
+    let first_retry = events
+        .iter()
+        .position(|e| matches!(e, Event::BackendRetry { .. }))
+        .unwrap();
+    let done = events
+        .iter()
+        .position(|e| matches!(e, Event::FileDone { path, .. } if path == "big.bin"))
+        .unwrap();
+    assert!(first_retry < done);
+    assert_landed_one(&s, "big.bin");
+}
+
+#[tokio::test]
+async fn a_backend_spamming_retries_gets_about_one_event_per_second() {
+    let s = setup(&["config.json"]);
+    let a = Fake::new("a", &s.content, Mode::Serve);
+    a.script(
+        "config.json",
+        vec![Mode::RetryThenServe {
+            retries: 40,
+            wait_ms: 10,
+        }],
+    );
+    let t = Instant::now();
+    let (sum, events) = go(&s, vec![a], &opts()).await;
+    assert!(sum.error().is_none());
+    let secs = t.elapsed().as_secs_f64();
+    let seen = backend_retries(&events);
+    assert!(
+        !seen.is_empty() && seen.len() as f64 <= secs.ceil() + 1.0,
+        "{} events in {secs:.1}s",
+        seen.len()
+    );
+    assert_eq!(
+        seen.last().unwrap().attempt,
+        Some(41),
+        "the latest retry is reported"
+    );
+}
+
+#[tokio::test]
+async fn an_announced_retry_wait_longer_than_the_stall_timeout_is_not_a_stall() {
+    let s = setup(&["big.bin"]);
+    let a = Fake::new("a", &s.content, Mode::Serve);
+    let b = Fake::new("b", &s.content, Mode::Serve);
+    let o = opts();
+    // One 1.5 s wait (the stall timeout is 0.6 s), then the bytes.
+    a.script(
+        "big.bin",
+        vec![Mode::RetryThenServe {
+            retries: 1,
+            wait_ms: 1500,
+        }],
+    );
+    let (sum, events) = go(&s, vec![a, b.clone()], &o).await;
+    assert!(sum.error().is_none(), "{:?}", sum.error());
+    assert_eq!(sum.done[0].backend, "a", "{events:?}");
+    assert_eq!(b.calls.load(Ordering::SeqCst), 0);
+    assert_landed_one(&s, "big.bin");
+}
+
+#[tokio::test]
+async fn a_backend_that_only_says_retrying_is_still_cancelled_as_stalled() {
+    let s = setup(&["big.bin"]);
+    let a = Fake::new("a", &s.content, Mode::RetryForever);
+    let b = Fake::new("b", &s.content, Mode::Serve);
+    let o = opts();
+    let t = Instant::now();
+    let (sum, events) = go(&s, vec![a, b], &o).await;
+    assert!(sum.error().is_none(), "{:?}", sum.error());
+    assert_eq!(sum.done[0].backend, "b");
+    assert!(events.iter().any(|e| matches!(e, Event::Fallback { from, error, .. } if from == "a" && error.message.contains("stalled"))), "{events:?}");
+    // 10 ms of every 50 ms is excused: the 0.6 s timeout is reached after about 0.75 s.
+    let took = t.elapsed();
+    assert!(took >= o.stall_timeout, "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(!backend_retries(&events).is_empty());
 }

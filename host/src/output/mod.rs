@@ -3,8 +3,9 @@
 //! [`Output`] fans them out to whichever sinks are on.
 //!
 //! JSON events (one object per line, every one with `"schema": 1` and `"event"`):
-//! `plan`, `file_start`, `progress` (at most ~4/s per file), `retry`, `fallback`, `file_done`,
-//! `warning`, `error`, `done`. See [`Event`] for the fields.
+//! `plan`, `file_start`, `progress` (at most ~4/s per file), `backend_retry` (at most ~1/s per
+//! file), `retry`, `fallback`, `file_done`, `warning`, `error`, `done`. See [`Event`] for the
+//! fields.
 
 pub mod bars;
 pub mod json;
@@ -93,6 +94,22 @@ pub enum Event {
         bytes: u64,
         /// Size in bytes.
         total: u64,
+    },
+    /// A backend retries a request inside its call; the file's download goes on (its bytes so
+    /// far stand), unlike [`Event::Retry`], which ends an attempt.
+    BackendRetry {
+        /// Repo path.
+        path: String,
+        /// Backend.
+        backend: String,
+        /// The backend's attempt about to run (2 for its first retry); null if it did not say.
+        attempt: Option<u32>,
+        /// The backend's attempt limit; null if it did not say.
+        max_attempts: Option<u32>,
+        /// The backend's wait before that attempt; null if it did not say.
+        delay_ms: Option<u64>,
+        /// The backend's message, redacted.
+        message: String,
     },
     /// A failed attempt will be repeated on the same backend.
     Retry {

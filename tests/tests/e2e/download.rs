@@ -1,7 +1,8 @@
 //! The download engine end to end: the `hubget` binary with the real lfs/xet/mirror plugins
 //! (from `target/debug`) against hubsim. Cache layout, `--local-dir`, filters, revisions,
-//! resume after SIGKILL, corruption, stalls, 429, auth, path traversal, offline mode, Ctrl-C,
-//! and the token never showing up in output.
+//! resume after SIGKILL, corruption, stalls, 429, backend retries (`backend_retry` events, the
+//! stall watchdog excusing an announced wait), auth, path traversal, offline mode, Ctrl-C, and
+//! the token never showing up in output.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
@@ -749,6 +750,86 @@ fn rate_limit_retry_after_is_honoured() {
     let c = dl.sim.counters();
     assert!(c.log.iter().any(|l| l.status == 429), "the 429 was served");
     assert_eq!(r.of("file_done")[0]["sha256"], lfs.sha256.as_str());
+}
+
+#[test]
+fn backend_retries_are_reported_and_the_download_goes_on() {
+    let dl = Dl::new();
+    let head = dl.head(TINY);
+    dl.sim
+        .faults()
+        .add(Fault::new(Origin::Cdn, "/lfs/", FaultAction::Status { code: 503 }).times(2));
+    let r = dl.run(&[TINY, "lfs.bin", "--json"]);
+    r.ok();
+    assert_eq!(dl.sim.faults().fired_total(), 2, "both 503s were served");
+    let retries = r.of("backend_retry");
+    assert!(!retries.is_empty(), "{}", r.stdout);
+    let mut attempts = Vec::new();
+    for e in &retries {
+        assert_eq!(e["schema"], 1);
+        assert_eq!(e["path"], "lfs.bin", "{e}");
+        assert_eq!(e["backend"], "lfs", "{e}");
+        let attempt = e["attempt"].as_u64().expect("attempt parsed");
+        assert!(
+            attempt >= 2 && attempt <= e["max_attempts"].as_u64().unwrap(),
+            "{e}"
+        );
+        assert!(e["delay_ms"].is_u64(), "{e}");
+        let message = e["message"].as_str().unwrap();
+        assert!(
+            message.contains("503") && message.contains("retrying in"),
+            "{e}"
+        );
+        attempts.push(attempt);
+    }
+    assert!(
+        attempts.contains(&2),
+        "the first retry is attempt 2: {attempts:?}"
+    );
+    // Inside the backend: no host retry, no fallback, the file lands from lfs.
+    assert!(r.of("retry").is_empty(), "{}", r.stdout);
+    assert!(r.of("fallback").is_empty(), "{}", r.stdout);
+    let done = r.of("file_done");
+    assert_eq!(done.len(), 1, "{}", r.stdout);
+    assert_eq!(done[0]["backend"], "lfs");
+    let events = r.events();
+    let at = |kind: &str| events.iter().position(|e| e["event"] == kind).unwrap();
+    assert!(at("backend_retry") < at("file_done"));
+    assert_cache_layout(&dl, TINY, &head, Some(&["lfs.bin"]));
+}
+
+#[test]
+fn an_announced_retry_wait_longer_than_the_stall_timeout_is_not_a_stall() {
+    let dl = Dl::new();
+    let head = dl.head(TINY);
+    let lfs = dl
+        .sim
+        .info()
+        .repo(TINY)
+        .unwrap()
+        .file("lfs.bin")
+        .unwrap()
+        .clone();
+    // lfs waits the 3 s Retry-After; the stall timeout is 2 s.
+    dl.sim.faults().add(Fault::new(
+        Origin::Cdn,
+        &lfs.sha256,
+        FaultAction::RateLimited {
+            retry_after_secs: 3,
+        },
+    ));
+    let r = dl.run(&[TINY, "lfs.bin", "--stall-timeout", "2", "--json"]);
+    r.ok();
+    assert!(r.secs >= 3.0, "waited {}s, Retry-After was 3s", r.secs);
+    assert!(r.of("fallback").is_empty(), "not cancelled: {}", r.stdout);
+    let retries = r.of("backend_retry");
+    assert!(
+        retries.iter().any(|e| e["delay_ms"].as_u64() >= Some(3000)),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.of("file_done")[0]["backend"], "lfs");
+    assert_cache_layout(&dl, TINY, &head, Some(&["lfs.bin"]));
 }
 
 #[test]
