@@ -380,7 +380,17 @@ async fn download(
 /// not fit on the target filesystem; `Ok(Some(line))` describes the check for `--dry-run`;
 /// `Ok(None)` when nothing is left to fetch or the free space cannot be measured.
 fn preflight(plan: &Plan, target: &Target) -> Result<Option<String>, HostError> {
-    let needed = plan.remaining_bytes();
+    // In the cache, files with the same content share one blob and are fetched once.
+    let shared_blobs = matches!(target, Target::Cache(_));
+    let mut seen = std::collections::HashSet::new();
+    let needed: u64 = plan
+        .files
+        .iter()
+        .filter(|f| {
+            !shared_blobs || crate::store::etag_of(&f.file).map_or(true, |e| seen.insert(e))
+        })
+        .map(crate::plan::PlannedFile::remaining)
+        .sum();
     let dir = target.space_dir();
     if needed == 0 {
         return Ok(None);
@@ -575,4 +585,76 @@ fn print_dry_run(
         text.push('\n');
     }
     let _ = crate::commands::print_stdout(&text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::PlannedFile;
+    use abi_stable::std_types::ROption;
+    use hubget_plugin_api::{ManifestFile, RepoType};
+
+    fn plan(files: &[(&str, u64, &str, FileStatus)]) -> Plan {
+        Plan {
+            repo_type: RepoType::MODEL,
+            repo_id: "org/name".into(),
+            revision: "main".into(),
+            commit: "c".repeat(40),
+            resolved_by: "lfs".into(),
+            files: files
+                .iter()
+                .map(|&(path, size, sha, status)| PlannedFile {
+                    file: ManifestFile {
+                        path: path.into(),
+                        size,
+                        git_oid: "0".repeat(40).as_str().into(),
+                        sha256: ROption::RSome(sha.into()),
+                        xet_hash: ROption::RNone,
+                    },
+                    status,
+                })
+                .collect(),
+            missing: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn preflight_compares_what_is_left_with_the_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Target::cache(dir.path(), RepoType::MODEL, "org/name");
+        let (_, free) = space::available_space(dir.path()).unwrap();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+
+        // Too big: a disk-full error naming the directory and both numbers.
+        let huge = plan(&[("w.bin", free * 4, &a, FileStatus::Missing)]);
+        let e = preflight(&huge, &cache).unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::EXIT_DISK_FULL);
+        let msg = e.to_string();
+        let head = format!("not enough free space in {}: ", dir.path().display());
+        assert!(msg.starts_with(&head), "{msg}");
+        assert!(
+            msg.contains(" still to fetch, ") && msg.ends_with(" free"),
+            "{msg}"
+        );
+
+        // What is complete or already resumed does not count.
+        let done = plan(&[
+            ("w.bin", free * 4, &a, FileStatus::Complete),
+            ("x.bin", free * 4, &b, FileStatus::Partial(free * 4 - 10)),
+        ]);
+        let line = preflight(&done, &cache).unwrap().unwrap();
+        assert!(line.ends_with("(10 B to fetch)"), "{line}");
+        let nothing = plan(&[("w.bin", 5, &a, FileStatus::Linkable)]);
+        assert_eq!(preflight(&nothing, &cache).unwrap(), None);
+
+        // Two paths with one content: one blob in the cache, two files in a local dir.
+        let twins = plan(&[
+            ("w.bin", free / 10 * 6, &a, FileStatus::Missing),
+            ("copy/w.bin", free / 10 * 6, &a, FileStatus::Missing),
+        ]);
+        assert!(preflight(&twins, &cache).is_ok());
+        let local = Target::local_dir(&dir.path().join("out"));
+        assert!(preflight(&twins, &local).is_err());
+    }
 }
