@@ -61,9 +61,17 @@ pub fn from_xet(context: &str, e: &XetError) -> PluginError {
 }
 
 /// Classifies a flattened error message (hf-xet's `TaskError`), most specific first.
+///
+/// URLs are left out before matching (a port such as `:45401` or a hash must not read as a
+/// status), and numeric needles (`"401"`) match only as whole numbers.
 pub fn classify_message(message: &str) -> (ErrorKind, bool) {
-    let m = message.to_ascii_lowercase();
-    let has = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
+    let m = message
+        .to_ascii_lowercase()
+        .split_whitespace()
+        .filter(|word| !word.contains("://"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let has = |needles: &[&str]| needles.iter().any(|n| contains_needle(&m, n));
     if has(&["cancel", "keyboard interrupt"]) {
         (ErrorKind::CANCELLED, true)
     } else if has(&["429", "too many requests", "rate limit"]) {
@@ -112,6 +120,21 @@ pub fn classify_message(message: &str) -> (ErrorKind, bool) {
     } else {
         (ErrorKind::OTHER, true)
     }
+}
+
+/// Whether `needle` occurs in `haystack`; a needle that is a number must stand alone (no digit
+/// or letter right before or after it), so `401` does not match inside `45401` or a hex hash.
+fn contains_needle(haystack: &str, needle: &str) -> bool {
+    if !needle.trim().chars().all(|c| c.is_ascii_digit()) {
+        return haystack.contains(needle);
+    }
+    let needle = needle.trim();
+    haystack.match_indices(needle).any(|(at, _)| {
+        let before = haystack[..at].chars().next_back();
+        let after = haystack[at + needle.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric())
+            && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+    })
 }
 
 /// Removes query strings (signed URLs, tokens) and `Bearer` values from a message.
@@ -207,5 +230,24 @@ mod tests {
             &XetError::TaskError("Auth error: token refresh failed".into()),
         );
         assert_eq!(e.kind, ErrorKind::AUTH);
+    }
+
+    #[test]
+    fn ports_and_hashes_do_not_read_as_statuses() {
+        let message = "Task error: CAS Client Error: Request error: HTTP status server error (503 Service \
+                       Unavailable), domain: http://127.0.0.1:45401/v2/reconstructions/ed00cafdcc40b60e4395f0a3";
+        assert_eq!(classify_message(message), (ErrorKind::SERVER, true));
+        assert_eq!(
+            classify_message("request to http://127.0.0.1:4290/x failed: connection reset").0,
+            ErrorKind::NETWORK
+        );
+        assert_eq!(
+            classify_message("HTTP status client error (401 Unauthorized)").0,
+            ErrorKind::AUTH
+        );
+        assert_eq!(
+            classify_message("status 404 for term a404b").0,
+            ErrorKind::NOT_FOUND
+        );
     }
 }
