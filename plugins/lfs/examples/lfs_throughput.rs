@@ -2,7 +2,7 @@
 //! hubsim (or any Hub endpoint) and fetches one file through the backend into a temp file.
 //!
 //! ```text
-//! cargo run --release -p hubget-lfs --example throughput -- \
+//! cargo run --release -p hubget-lfs --example lfs_throughput -- \
 //!     --endpoint http://127.0.0.1:PORT --repo bench/lfs-big --file big.bin [--connections 8]
 //! ```
 //! Prints one JSON line: seconds, MB/s, network bytes, peak RSS (VmHWM) in MB.

@@ -1,6 +1,6 @@
 //! Tuning aid (not a test): the xet backend's throughput against an in-process, shaped hubsim.
 //!
-//! `cargo run --release -p hubget-xet --example throughput -- [SIZE_MIB] [RUNS] [CONFIG_TOML]`
+//! `cargo run --release -p hubget-xet --example xet_throughput -- [SIZE_MIB] [RUNS] [CONFIG_TOML]`
 //! Shaping: 40 MB/s per connection, 200 MB/s in total, 20 ms latency (issue 6's benchmark link;
 //! override with `RATE_PER_CONN`, `RATE_TOTAL`, `LATENCY_MS`).
 //! Prints wall time and the fraction of the total cap per run. Peak RSS is not meaningful here
