@@ -380,9 +380,11 @@ def find(root, relpath):
 
 
 def find_partial(root):
+    """The partial file of a killed download: hubget's `<etag>.hubget-partial` (state in `.json` next to
+    it) or huggingface_hub's `<etag>[.<random>].incomplete`."""
     for dirpath, _, files in os.walk(root):
         for n in files:
-            if n.endswith(".incomplete"):
+            if n.endswith((".incomplete", ".hubget-partial")):
                 return os.path.join(dirpath, n)
     return None
 
@@ -516,8 +518,8 @@ def case_resume(r, runs, size):
             if part:
                 st = os.stat(part)
                 rec["partial"] = {"len": st.st_size, "allocated": min(st.st_blocks * 512, st.st_size)}
-                state = part + ".hubget.json"
-                if os.path.exists(state):
+                state = next((part + x for x in (".json", ".hubget.json") if os.path.exists(part + x)), None)
+                if state:
                     with open(state) as sf:
                         rec["partial"]["checkpoint"] = json.load(sf).get("checkpoint")
             if killed_at is None:
@@ -1056,6 +1058,8 @@ def main():
     ap.add_argument("--venv", default=os.path.join(ROOT, "target", "bench", "venv"))
     ap.add_argument("--no-build", action="store_true", help="(handled by bench/run)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace only the cases run now in the existing results.json (noted in the results)")
     args = ap.parse_args()
     if args.smoke:
         args.size_mib, args.runs, args.startup_runs = min(args.size_mib, 64), 1, 5
@@ -1118,6 +1122,17 @@ def main():
         sim.stop()
         if not args.keep:
             rm(work)
+        if args.merge and os.path.exists(rjson):
+            with open(rjson) as f:
+                old = json.load(f)
+            for cid, c in R["cases"].items():
+                c["measured"] = {"date": R["date"], "loadavg_at_start": R["machine"]["loadavg_at_start"],
+                                 "command": R["command"]}
+                old["cases"][cid] = c
+                old.setdefault("notes", []).append(
+                    f"Case {cid} was measured again in a separate run ({R['date']}, `{R['command']}`, load average "
+                    f"at start {' '.join(R['machine']['loadavg_at_start'])}); its table comes from that run.")
+            R = old
         R["goals"] = goals(R)
         with open(rjson, "w") as f:
             json.dump(R, f, indent=1)
