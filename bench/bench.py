@@ -1021,7 +1021,7 @@ def plot(R, path):
         colors = ["#2b7bba" if n.startswith("hubget") else "#999999" for n in names]
         ax.barh(list(y), meds, xerr=[lo, hi], color=colors, capsize=3)
         for i, (n, mv) in enumerate(zip(names, meds)):
-            ax.text(mv, i, f" {mv:.0f}" if mv else " not measured", va="center", fontsize=8)
+            ax.text(mv + hi[i], i, f" {mv:.0f}" if mv else " not measured", va="center", fontsize=8)
         ax.set_yticks(list(y))
         ax.set_yticklabels(names, fontsize=8)
         ax.invert_yaxis()
