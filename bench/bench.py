@@ -1085,7 +1085,7 @@ def main():
     shape = {"rate_per_conn": args.rate_per_conn, "rate_total": args.rate_total, "latency_ms": args.latency_ms}
     R = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "bench/run " + " ".join(a for a in sys.argv[1:] if a not in ("--venv", args.venv)),
+        "command": ("bench/run " + " ".join(a for a in sys.argv[1:] if a not in ("--venv", args.venv))).strip(),
         "runs": args.runs,
         "size_mib": args.size_mib,
         "machine": machine(),
