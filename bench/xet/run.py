@@ -229,7 +229,7 @@ segments into ranged streams (4 MiB, 12 in flight): ~36 smaller requests in para
 download group for the whole file, same shape, same day) hubget measured 3.0-3.8 s and 277 MiB
 against Python's 3.8-4.1 s and 312 MiB. The remaining gap to the cap is most likely CPU on this
 shared 2-core machine (hubsim's shaping proxy and CAS run on it too): unshaped, the transport
-alone (`cargo run --release -p hubget-xet --example throughput`, in-process hubsim) moved the
+alone (`cargo run --release -p hubget-xet --example xet_throughput`, in-process hubsim) moved the
 file in 0.9-1.2 s.
 {note}{END}"""
 
