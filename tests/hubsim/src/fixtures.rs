@@ -571,8 +571,9 @@ pub struct Store {
     pub repos: BTreeMap<(RepoKind, String), Repo>,
     /// LFS and Xet contents by sha256 (CDN `/lfs/`).
     pub by_sha256: HashMap<String, Bytes>,
-    /// Xet contents by xet hash (CDN `/xet-bridge/`).
-    pub by_xet_hash: HashMap<String, Bytes>,
+    /// Xet contents by xet hash (CDN `/xet-bridge/`), with their sha256 computed once (the
+    /// bridge answers it as the ETag on every request).
+    pub by_xet_hash: HashMap<String, (Bytes, String)>,
 }
 
 pub(crate) fn sha1_hex(data: &[u8]) -> String {
@@ -716,7 +717,8 @@ impl Store {
                     if f.storage == Storage::Xet {
                         f.xet_hash = hashes.get(&f.sha256).cloned();
                         if let Some(h) = &f.xet_hash {
-                            self.by_xet_hash.insert(h.clone(), f.data.clone());
+                            self.by_xet_hash
+                                .insert(h.clone(), (f.data.clone(), f.sha256.clone()));
                         }
                     }
                 }

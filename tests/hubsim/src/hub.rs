@@ -337,11 +337,10 @@ async fn cdn_handler(
     let (data, route, etag) = if let Some(sha) = path.strip_prefix("/lfs/") {
         (st.store.by_sha256.get(sha), "lfs", sha.to_string())
     } else if let Some(h) = path.strip_prefix("/xet-bridge/") {
-        let d = st.store.by_xet_hash.get(h);
-        let sha = d
-            .map(|d| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(d)))
-            .unwrap_or_default();
-        (d, "xet_bridge", sha)
+        match st.store.by_xet_hash.get(h) {
+            Some((data, sha)) => (Some(data), "xet_bridge", sha.clone()),
+            None => (None, "xet_bridge", String::new()),
+        }
     } else {
         (None, "other", String::new())
     };
