@@ -107,6 +107,7 @@ fn resolve_lfs_and_xet_redirect_to_cdn_with_hub_headers() {
         ))
         .send()
         .unwrap();
+    assert_eq!(hdr(&body, "etag"), format!("\"{}\"", xet.sha256));
     assert_eq!(sha256(&body.bytes().unwrap()), xet.sha256);
     let r = c
         .get(format!("{}/lfs/{}", sim.cdn_url(), lfs.sha256))
