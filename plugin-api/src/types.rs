@@ -351,7 +351,11 @@ pub struct ResolveRequest {
     pub repo_id: RString,
     /// A branch, tag, `refs/pr/N` or a 40-hex commit sha.
     pub revision: RString,
-    /// Options as a JSON object (or empty); none are defined in 1.0.
+    /// Options as a JSON object (or empty). Defined keys: `written_ranges`, an object mapping
+    /// an item index (as a string) to `[[start, end], ...]`: absolute, end-exclusive ranges of
+    /// that item's partial file already written past `offset` (from `RANGE_WRITTEN` events of
+    /// an earlier run). A backend may skip them; one that ignores the key simply rewrites from
+    /// `offset`, which stays correct.
     pub options_json: RString,
 }
 
@@ -456,6 +460,10 @@ impl EventKind {
     /// low watermark. The host persists it, so an interrupted run resumes from there. A backend
     /// that never sends it resumes from the last offset the host knew.
     pub const CHECKPOINT: Self = Self(4);
+    /// A range of the partial file is fully written; `message` is JSON `{"start":S,"end":E}`
+    /// (absolute offsets, end exclusive). Backends that write out of order send it as each range
+    /// completes; the host persists the set so an interrupted run fetches only the holes.
+    pub const RANGE_WRITTEN: Self = Self(5);
 }
 
 impl fmt::Debug for EventKind {
@@ -466,6 +474,7 @@ impl fmt::Debug for EventKind {
             Self::RETRY => f.write_str("retry"),
             Self::INFO => f.write_str("info"),
             Self::CHECKPOINT => f.write_str("checkpoint"),
+            Self::RANGE_WRITTEN => f.write_str("range-written"),
             Self(n) => write!(f, "event-{n}"),
         }
     }
@@ -508,6 +517,15 @@ impl ProgressEvent {
             network_bytes: 0,
             message: RString::new(),
         }
+    }
+
+    /// A `RANGE_WRITTEN` event: bytes `start..end` of the partial file are on disk.
+    pub fn range_written(index: u32, start: u64, end: u64) -> Self {
+        Self::message(
+            index,
+            EventKind::RANGE_WRITTEN,
+            format!("{{\"start\":{start},\"end\":{end}}}"),
+        )
     }
 
     /// An event of `kind` carrying a message.

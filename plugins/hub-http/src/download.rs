@@ -104,6 +104,10 @@ impl std::fmt::Display for RetryNote {
 /// task: keep it cheap).
 pub type RetryHook = Arc<dyn Fn(&RetryNote) + Send + Sync>;
 
+/// Told about every range the downloader finished writing (absolute, end exclusive), from the
+/// download's task: keep it cheap. Plugins forward it to the host as a `RANGE_WRITTEN` event.
+pub type RangeHook = Arc<dyn Fn(Range<u64>) + Send + Sync>;
+
 /// How to split a download.
 #[derive(Clone)]
 pub struct DownloadOptions {
@@ -115,6 +119,10 @@ pub struct DownloadOptions {
     pub retry: RetryPolicy,
     /// Told about every retry (besides the `info` log line), if set.
     pub on_retry: Option<RetryHook>,
+    /// Ranges past the offset already written by an earlier run: not fetched again.
+    pub written: Vec<Range<u64>>,
+    /// Told about every range written completely, if set.
+    pub on_range_written: Option<RangeHook>,
 }
 
 impl std::fmt::Debug for DownloadOptions {
@@ -124,6 +132,8 @@ impl std::fmt::Debug for DownloadOptions {
             .field("range_size", &self.range_size)
             .field("retry", &self.retry)
             .field("on_retry", &self.on_retry.is_some())
+            .field("written", &self.written)
+            .field("on_range_written", &self.on_range_written.is_some())
             .finish()
     }
 }
@@ -134,6 +144,12 @@ impl PartialEq for DownloadOptions {
             && self.range_size == other.range_size
             && self.retry == other.retry
             && match (&self.on_retry, &other.on_retry) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+            && self.written == other.written
+            && match (&self.on_range_written, &other.on_range_written) {
                 (None, None) => true,
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 _ => false,
@@ -151,6 +167,8 @@ impl DownloadOptions {
             range_size: settings.range_size.max(64 * 1024),
             retry: RetryPolicy::from_settings(settings),
             on_retry: None,
+            written: Vec::new(),
+            on_range_written: None,
         }
     }
 
@@ -158,6 +176,15 @@ impl DownloadOptions {
     #[must_use]
     pub fn with_retry_hook(mut self, hook: RetryHook) -> Self {
         self.on_retry = Some(hook);
+        self
+    }
+
+    /// These options skipping `written` (ranges already on disk) and telling `hook` about every
+    /// range written completely.
+    #[must_use]
+    pub fn with_written(mut self, written: Vec<Range<u64>>, hook: Option<RangeHook>) -> Self {
+        self.written = written;
+        self.on_range_written = hook;
         self
     }
 }
@@ -214,6 +241,82 @@ pub fn plan_ranges(offset: u64, size: u64, range_size: u64, connections: u32) ->
     ranges
 }
 
+/// Sorts and merges `ranges` (dropping empty ones): disjoint, non-adjacent, ascending.
+pub fn merge_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.retain(|r| r.start < r.end);
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// The parts of `offset..size` not covered by `written`, ascending.
+pub fn holes(offset: u64, size: u64, written: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut out = Vec::new();
+    let mut at = offset;
+    for w in merge_ranges(written.to_vec()) {
+        if w.end <= at {
+            continue;
+        }
+        if w.start >= size {
+            break;
+        }
+        if w.start > at {
+            out.push(at..w.start);
+        }
+        at = at.max(w.end);
+    }
+    if at < size {
+        out.push(at..size);
+    }
+    out
+}
+
+/// [`plan_ranges`] over each hole of `offset..size` left by `written` (ranges already on
+/// disk), ascending: only the missing bytes are requested.
+pub fn plan_holes(
+    offset: u64,
+    size: u64,
+    written: &[Range<u64>],
+    range_size: u64,
+    connections: u32,
+) -> Vec<Range<u64>> {
+    holes(offset, size, written)
+        .into_iter()
+        .flat_map(|h| plan_ranges(h.start, h.end, range_size, connections))
+        .collect()
+}
+
+/// The `written_ranges` of item `index` in a batch's `options_json` (see
+/// `FetchBatch::options_json`), clipped to `offset..size` and merged. Empty when the options
+/// are empty, malformed or name no range for the item.
+pub fn written_ranges(options_json: &str, index: u32, offset: u64, size: u64) -> Vec<Range<u64>> {
+    let Ok(options) = serde_json::from_str::<serde_json::Value>(options_json) else {
+        return Vec::new();
+    };
+    let Some(list) = options
+        .get("written_ranges")
+        .and_then(|w| w.get(index.to_string()))
+        .and_then(|l| l.as_array())
+    else {
+        return Vec::new();
+    };
+    let ranges = list
+        .iter()
+        .filter_map(|r| {
+            let pair = r.as_array()?;
+            let (start, end) = (pair.first()?.as_u64()?, pair.get(1)?.as_u64()?);
+            Some(start.max(offset)..end.min(size))
+        })
+        .collect();
+    merge_ranges(ranges)
+}
+
 /// Why one request for a range stopped.
 enum Stop {
     /// A plugin error (maybe retryable).
@@ -241,8 +344,10 @@ struct Shared<'a> {
     /// The ranges and how many bytes of each are written (contiguously from its start).
     ranges: Vec<Range<u64>>,
     done: Vec<AtomicU64>,
-    /// Already written by an earlier (abandoned) parallel pass: not reported again.
+    /// Already written by an earlier (abandoned) parallel pass or run: not reported again.
     covered: Vec<Range<u64>>,
+    /// The planned ranges skip bytes up to `size` (written before): the mark ends at `size`.
+    skipped_tail: bool,
     net: AtomicU64,
     last_checkpoint: AtomicU64,
     last_checkpoint_at: Mutex<Instant>,
@@ -251,16 +356,19 @@ struct Shared<'a> {
 }
 
 impl Shared<'_> {
+    /// Every byte before it is written. The bytes between planned ranges (ranges skipped as
+    /// already written) count as written, so the mark jumps over them.
     fn low_watermark(&self) -> u64 {
         let mut mark = self.offset;
         for (range, done) in self.ranges.iter().zip(&self.done) {
             let done = done.load(Ordering::Acquire);
             mark = range.start + done;
             if done < range.end - range.start {
-                break;
+                return mark;
             }
         }
-        mark
+        // Everything planned is written: what follows the last range was written before.
+        if self.skipped_tail { self.size } else { mark }
     }
 
     fn maybe_checkpoint(&self, force: bool) {
@@ -321,7 +429,21 @@ pub async fn download_to_partial(
         .truncate(false)
         .open(partial_path)
         .map_err(|e| io(partial_path, "cannot open the partial file", &e))?;
-    let ranges = plan_ranges(offset, size, opts.range_size, opts.connections);
+    let ranges = plan_holes(
+        offset,
+        size,
+        &opts.written,
+        opts.range_size,
+        opts.connections,
+    );
+    if ranges.is_empty() {
+        // Everything past `offset` was written by an earlier run.
+        checkpoint(size);
+        return Ok(Downloaded {
+            bytes_transferred: 0,
+            origin: origin_of(&source.url),
+        });
+    }
     let mut shared = Shared::new(
         client,
         source,
@@ -333,7 +455,7 @@ pub async fn download_to_partial(
         progress,
         checkpoint,
         ranges,
-        Vec::new(),
+        opts.written.clone(),
     );
     let first = cancellable(cancel, run(&shared, cancel))
         .await
@@ -358,6 +480,7 @@ pub async fn download_to_partial(
             .zip(&shared.done)
             .map(|(r, d)| r.start..r.start + d.load(Ordering::Acquire))
             .filter(|r| !r.is_empty())
+            .chain(opts.written.iter().cloned())
             .collect();
         // Resume after the contiguous prefix the parallel pass wrote.
         let mark = shared.low_watermark();
@@ -427,7 +550,9 @@ impl<'a> Shared<'a> {
         covered: Vec<Range<u64>>,
     ) -> Self {
         let done = ranges.iter().map(|_| AtomicU64::new(0)).collect();
+        let skipped_tail = ranges.last().is_none_or(|r| r.end < size);
         Self {
+            skipped_tail,
             client,
             source,
             file,
@@ -478,7 +603,14 @@ async fn fetch_range(shared: &Shared<'_>, i: usize, cancel: &CancelToken) -> Res
             return Ok(());
         }
         let error = match fetch_once(shared, i, pos, cancel).await {
-            Ok(()) => continue,
+            Ok(()) => {
+                if let Some(hook) = &shared.opts.on_range_written
+                    && shared.done[i].load(Ordering::Acquire) >= range.end - range.start
+                {
+                    hook(range.clone());
+                }
+                continue;
+            }
             Err(Stop::RangeIgnored) => return Err(Stop::RangeIgnored),
             Err(Stop::Error(e)) => e,
         };
@@ -715,6 +847,45 @@ fn write_at(file: &File, mut buf: &[u8], mut pos: u64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holes_are_what_written_ranges_leave_of_the_remainder() {
+        assert_eq!(holes(10, 100, &[]), vec![10..100]);
+        assert_eq!(
+            holes(10, 100, &[50..60, 0..5, 20..30, 25..40, 95..120]),
+            vec![10..20, 40..50, 60..95]
+        );
+        assert_eq!(holes(10, 100, &[0..100]), Vec::<Range<u64>>::new());
+        assert_eq!(holes(10, 100, &[5..15, 90..100]), vec![15..90]);
+        assert_eq!(merge_ranges(vec![5..6, 0..2, 2..3, 9..9]), vec![0..3, 5..6]);
+    }
+
+    #[test]
+    fn plan_holes_requests_only_the_holes_in_order() {
+        let size = 64 * MIN_RANGE;
+        let written = vec![8 * MIN_RANGE..20 * MIN_RANGE, 40 * MIN_RANGE..size];
+        let plan = plan_holes(MIN_RANGE, size, &written, 4 * MIN_RANGE, 4);
+        assert!(plan.windows(2).all(|w| w[0].end <= w[1].start), "{plan:?}");
+        let planned: u64 = plan.iter().map(|r| r.end - r.start).sum();
+        assert_eq!(planned, 7 * MIN_RANGE + 20 * MIN_RANGE);
+        assert!(
+            plan.iter()
+                .all(|r| written.iter().all(|w| r.end <= w.start || r.start >= w.end)),
+            "nothing written is asked for again: {plan:?}"
+        );
+        assert_eq!(plan.first().map(|r| r.start), Some(MIN_RANGE));
+        assert_eq!(plan.last().map(|r| r.end), Some(40 * MIN_RANGE));
+    }
+
+    #[test]
+    fn written_ranges_are_read_from_the_batch_options_for_one_item() {
+        let json = r#"{"written_ranges":{"0":[[10,20],[30,40]],"2":[[5,500]]}}"#;
+        assert_eq!(written_ranges(json, 0, 15, 35), vec![15..20, 30..35]);
+        assert_eq!(written_ranges(json, 2, 0, 100), vec![5..100]);
+        assert!(written_ranges(json, 1, 0, 100).is_empty());
+        assert!(written_ranges("", 0, 0, 100).is_empty());
+        assert!(written_ranges(r#"{"written_ranges":{"0":[[1]]}}"#, 0, 0, 9).is_empty());
+    }
 
     #[test]
     fn ranges_cover_the_remainder_exactly() {

@@ -37,8 +37,9 @@ pub use api::{
 };
 pub use client::{Answer, Credential, HttpClient, Request, origin_of, same_origin};
 pub use download::{
-    DownloadOptions, Downloaded, MIN_RANGE, RetryHook, RetryNote, Source, download_to_partial,
-    plan_ranges, split_ranges,
+    DownloadOptions, Downloaded, MIN_RANGE, RangeHook, RetryHook, RetryNote, Source,
+    download_to_partial, holes, merge_ranges, plan_holes, plan_ranges, split_ranges,
+    written_ranges,
 };
 pub use error::{classify, classify_transport, redact_url, request_context, retry_after};
 pub use retry::{RetryPolicy, cancellable, with_retry};

@@ -45,6 +45,8 @@ fn opts(connections: u32, range_size: u64) -> DownloadOptions {
             max_retry_after: Duration::from_secs(5),
         },
         on_retry: None,
+        written: Vec::new(),
+        on_range_written: None,
     }
 }
 
@@ -497,6 +499,92 @@ async fn ranged_download_resumes_from_offset_and_moves_only_the_rest() {
         download_lfs(&sim, f.size, &opts(4, 256 * 1024), &cancel, vec![]).await;
     assert_eq!(r.unwrap().bytes_transferred, 0);
     assert_eq!(sim.counters().bytes_from(Origin::Cdn), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_ranges_are_skipped_and_finished_ranges_reach_the_hook() {
+    let sim = start().await;
+    let cancel = CancelToken::new();
+    let api = api(&sim, true);
+    let f = file(sim.info().repo("acme/tiny").unwrap(), "lfs.bin").clone();
+    let content = cdn_bytes(&sim, &f.sha256).await;
+    let size = f.size;
+    assert!(size > 2 * MIB, "lfs.bin is big enough for several ranges");
+    let offset = 100_000;
+    // Two ranges already on disk, one touching the end; the holes between hold zeros.
+    let written = vec![size / 4..size / 2, size - 300_000..size];
+    let mut on_disk = vec![0u8; size as usize];
+    on_disk[..offset as usize].copy_from_slice(&content[..offset as usize]);
+    for w in &written {
+        on_disk[w.start as usize..w.end as usize]
+            .copy_from_slice(&content[w.start as usize..w.end as usize]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("partial");
+    std::fs::write(&path, &on_disk).unwrap();
+    let reported = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let hook_seen = std::sync::Arc::clone(&reported);
+    let o = opts(4, 256 * 1024).with_written(
+        written.clone(),
+        Some(std::sync::Arc::new(move |r: std::ops::Range<u64>| {
+            hook_seen.lock().unwrap().push(r)
+        })),
+    );
+    sim.reset_counters();
+    let url = api
+        .resolve_url(RepoType::MODEL, "acme/tiny", "main", "lfs.bin")
+        .unwrap();
+    let mut source = Source::new(url);
+    source.credential = api.credential().cloned();
+    let seen = Seen::default();
+    let done = download_to_partial(
+        api.client(),
+        &source,
+        &path,
+        offset,
+        size,
+        &o,
+        &seen.progress(),
+        &seen.checkpoint(),
+        &cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(sha256_file(&path), f.sha256, "content after download");
+    let holes = hubget_hub_http::holes(offset, size, &written);
+    let missing: u64 = holes.iter().map(|h| h.end - h.start).sum();
+    assert_eq!(holes, vec![offset..size / 4, size / 2..size - 300_000]);
+    assert_eq!(
+        sim.counters().bytes_from(Origin::Cdn),
+        missing,
+        "only the holes moved"
+    );
+    assert_eq!(done.bytes_transferred, missing);
+    assert_eq!(seen.file_bytes.load(Ordering::SeqCst), missing);
+    assert_eq!(seen.checkpoints.lock().unwrap().last(), Some(&size));
+    let got = hubget_hub_http::merge_ranges(reported.lock().unwrap().clone());
+    assert_eq!(got, holes, "every fetched range reached the hook");
+
+    // Everything past the offset written already: no request, checkpoint at the end.
+    sim.reset_counters();
+    let seen = Seen::default();
+    let o = opts(4, 256 * 1024).with_written(vec![offset..size], None);
+    let done = download_to_partial(
+        api.client(),
+        &source,
+        &path,
+        offset,
+        size,
+        &o,
+        &seen.progress(),
+        &seen.checkpoint(),
+        &cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.bytes_transferred, 0);
+    assert_eq!(sim.counters().bytes_from(Origin::Cdn), 0);
+    assert_eq!(seen.checkpoints.lock().unwrap().clone(), vec![size]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
