@@ -1,12 +1,15 @@
 //! Resume state: the host owns every partial file and a small JSON state file next to it
-//! (expected size, etag, commit, checkpoint = bytes known written from the start). The state is
-//! keyed by etag, so a file that changed on the server never resumes from stale bytes.
+//! (expected size, etag, commit, checkpoint = bytes known written from the start, and the
+//! ranges past it known written: backends that write ranges out of order report them with
+//! `RANGE_WRITTEN` events). The state is keyed by etag, so a file that changed on the server
+//! never resumes from stale bytes. A resumed file is always verified whole at the end.
 //!
 //! Crash safety: data is fsynced before the state that claims it, and the state is replaced
 //! atomically (temp file + rename).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +42,36 @@ pub struct ResumeState {
     pub commit: String,
     /// Bytes `0..checkpoint` are on disk.
     pub checkpoint: u64,
+    /// Ranges `[start, end)` past the checkpoint that are on disk too (merged, ascending).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub written: Vec<[u64; 2]>,
+}
+
+/// Sorts and merges `ranges` (dropping empty ones): disjoint, non-adjacent, ascending.
+pub fn merge_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.retain(|r| r.start < r.end);
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// `written` past `checkpoint` (clipped to `..size`), merged, as the state stores them.
+pub fn ranges_past(written: &[Range<u64>], checkpoint: u64, size: u64) -> Vec<[u64; 2]> {
+    merge_ranges(
+        written
+            .iter()
+            .map(|r| r.start.max(checkpoint)..r.end.min(size))
+            .collect(),
+    )
+    .into_iter()
+    .map(|r| [r.start, r.end])
+    .collect()
 }
 
 impl Partial {
@@ -61,28 +94,68 @@ impl Partial {
 
     /// How many good bytes a run could resume from (without changing anything).
     pub fn resumable(&self, etag: &str, size: u64) -> u64 {
-        match (self.load_state(), std::fs::metadata(&self.data)) {
+        self.resumable_ranges(etag, size).0
+    }
+
+    /// The checkpoint a run could resume from and the ranges past it known written (merged,
+    /// ascending, each within the data file's length), with the ranges that touch the
+    /// checkpoint folded into it.
+    pub fn resumable_ranges(&self, etag: &str, size: u64) -> (u64, Vec<Range<u64>>) {
+        let (state, len) = match (self.load_state(), std::fs::metadata(&self.data)) {
             (Some(s), Ok(m)) if s.etag == etag && s.size == size && m.len() >= s.checkpoint => {
-                s.checkpoint.min(size)
+                (s, m.len())
             }
-            _ => 0,
+            _ => return (0, Vec::new()),
+        };
+        let mut offset = state.checkpoint.min(size);
+        let mut ranges: Vec<Range<u64>> = merge_ranges(
+            state
+                .written
+                .iter()
+                .map(|[a, b]| (*a).max(offset)..(*b).min(size))
+                .collect(),
+        )
+        .into_iter()
+        .filter(|r| r.end <= len)
+        .collect();
+        while ranges.first().is_some_and(|r| r.start <= offset) {
+            offset = offset.max(ranges.remove(0).end);
         }
+        (offset, ranges)
     }
 
     /// Prepares the partial file for a new attempt: keeps the verified prefix of a matching
     /// state (truncating anything after the checkpoint), else starts an empty file. Returns the
     /// offset to fetch from.
     pub fn prepare(&self, etag: &str, size: u64, commit: &str) -> std::io::Result<u64> {
+        self.prepare_ranges(etag, size, commit, false)
+            .map(|(o, _)| o)
+    }
+
+    /// Like [`prepare`](Self::prepare), but with `keep_ranges` also keeps the ranges past the
+    /// checkpoint that the state records as written (truncating after the last of them) and
+    /// returns them; without it they are dropped.
+    pub fn prepare_ranges(
+        &self,
+        etag: &str,
+        size: u64,
+        commit: &str,
+        keep_ranges: bool,
+    ) -> std::io::Result<(u64, Vec<Range<u64>>)> {
         if let Some(parent) = self.data.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let offset = self.resumable(etag, size);
+        let (offset, mut ranges) = self.resumable_ranges(etag, size);
+        if !keep_ranges {
+            ranges.clear();
+        }
+        let len = ranges.last().map_or(offset, |r| r.end);
         let f = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(false)
             .open(&self.data)?;
-        f.set_len(offset)?;
+        f.set_len(len)?;
         f.sync_all()?;
         self.save(&ResumeState {
             version: 1,
@@ -90,8 +163,9 @@ impl Partial {
             size,
             commit: commit.to_owned(),
             checkpoint: offset,
+            written: ranges_past(&ranges, offset, size),
         })?;
-        Ok(offset)
+        Ok((offset, ranges))
     }
 
     /// Persists a checkpoint: fsync the data first, then replace the state atomically.
@@ -154,6 +228,7 @@ mod tests {
             size: 100,
             commit: "c1".into(),
             checkpoint: 40,
+            written: Vec::new(),
         })
         .unwrap();
         assert_eq!(p.resumable("abc", 100), 40);
@@ -167,5 +242,49 @@ mod tests {
         assert_eq!(p.prepare("abc", 100, "c1").unwrap(), 0);
         p.discard();
         assert!(!p.data.exists() && !p.state.exists());
+    }
+
+    #[test]
+    fn merge_ranges_sorts_and_joins_overlapping_and_adjacent_ranges() {
+        assert_eq!(
+            merge_ranges(vec![20..30, 0..5, 5..8, 25..40, 50..50, 45..48]),
+            vec![0..8, 20..40, 45..48]
+        );
+        assert_eq!(ranges_past(&[0..10, 20..30], 25, 28), vec![[25, 28]]);
+    }
+
+    #[test]
+    fn prepare_ranges_keeps_written_ranges_within_the_file_and_folds_those_at_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Partial::new(dir.path().join("blobs/abc.hubget-partial"));
+        p.prepare("abc", 100, "c1").unwrap();
+        std::fs::write(&p.data, vec![7u8; 90]).unwrap();
+        p.checkpoint(&ResumeState {
+            version: 1,
+            etag: "abc".into(),
+            size: 100,
+            commit: "c1".into(),
+            checkpoint: 10,
+            // 10..20 touches the checkpoint; 80..95 lies past the file's end (not trusted).
+            written: vec![[10, 20], [30, 40], [50, 60], [80, 95]],
+        })
+        .unwrap();
+        assert_eq!(p.resumable("abc", 100), 20);
+        let (offset, ranges) = p.prepare_ranges("abc", 100, "c1", true).unwrap();
+        assert_eq!((offset, ranges), (20, vec![30..40, 50..60]));
+        // Truncated after the last written range; the state says the same.
+        assert_eq!(std::fs::metadata(&p.data).unwrap().len(), 60);
+        let state = p.load_state().unwrap();
+        assert_eq!(
+            (state.checkpoint, state.written),
+            (20, vec![[30, 40], [50, 60]])
+        );
+        // Without `keep_ranges` they are dropped and the file ends at the checkpoint.
+        assert_eq!(
+            p.prepare_ranges("abc", 100, "c1", false).unwrap(),
+            (20, vec![])
+        );
+        assert_eq!(std::fs::metadata(&p.data).unwrap().len(), 20);
+        assert!(p.load_state().unwrap().written.is_empty());
     }
 }

@@ -228,6 +228,8 @@ struct Job {
     partial: Partial,
     hasher: Arc<Mutex<FileHasher>>,
     offset: u64,
+    /// Ranges past `offset` already on disk (from `RANGE_WRITTEN` events of an earlier attempt).
+    written: Vec<std::ops::Range<u64>>,
     started: Option<Instant>,
     transferred: u64,
 }
@@ -284,6 +286,9 @@ struct Track {
     written: AtomicU64,
     network: AtomicU64,
     checkpoint: AtomicU64,
+    /// Ranges past the checkpoint reported written (`RANGE_WRITTEN`), merged, and a counter
+    /// bumped on every change (so that the state is saved again).
+    ranges: Mutex<(Vec<std::ops::Range<u64>>, u64)>,
     /// The latest backend `RETRY` message not reported yet.
     retry: Mutex<Option<String>>,
 }
@@ -334,6 +339,16 @@ impl ProgressSink for Sink {
                 }
                 EventKind::CHECKPOINT => {
                     track.checkpoint.fetch_max(event.bytes, Ordering::Relaxed);
+                    self.touch();
+                }
+                EventKind::RANGE_WRITTEN => {
+                    if let Some(range) = parse_range(&event.message) {
+                        let mut r = track.ranges.lock().unwrap_or_else(PoisonError::into_inner);
+                        let mut all = std::mem::take(&mut r.0);
+                        all.push(range);
+                        r.0 = crate::resume::merge_ranges(all);
+                        r.1 += 1;
+                    }
                     self.touch();
                 }
                 EventKind::RETRY => {
@@ -460,6 +475,7 @@ pub async fn run(
             lock: None,
             partial,
             offset: 0,
+            written: Vec::new(),
             started: None,
             transferred: 0,
         });
@@ -781,6 +797,25 @@ async fn wait_stop(stop: &CancelToken) {
     }
 }
 
+/// The range of a `RANGE_WRITTEN` message (`{"start":S,"end":E}`), if valid.
+fn parse_range(message: &str) -> Option<std::ops::Range<u64>> {
+    #[derive(serde::Deserialize)]
+    struct Written {
+        start: u64,
+        end: u64,
+    }
+    let w: Written = serde_json::from_str(message).ok()?;
+    (w.start < w.end).then_some(w.start..w.end)
+}
+
+/// What the state file of a job says so far: its checkpoint and the version of its written
+/// ranges (the [`Track::ranges`] counter).
+#[derive(Clone, Copy, Default)]
+struct Persisted {
+    checkpoint: u64,
+    ranges: u64,
+}
+
 /// Lock, re-check, prepare the partial. `Err` holds the final outcome for this job.
 async fn prepare_job(ctx: &Ctx, job: &mut Job, resume: bool) -> Result<(), Outcome> {
     if job.lock.is_none() {
@@ -813,14 +848,14 @@ async fn prepare_job(ctx: &Ctx, job: &mut Job, resume: bool) -> Result<(), Outco
             };
         }
     }
-    if !resume && job.partial.resumable(&job.etag, job.file.size) > 0 {
+    if !resume && job.partial.resumable_ranges(&job.etag, job.file.size) != (0, Vec::new()) {
         // This backend writes whole files: start over rather than hand it an offset it ignores.
         log::debug!("{}: backend cannot resume; starting from 0", job.path);
         job.partial.discard();
     }
-    let offset = job
+    let (offset, written) = job
         .partial
-        .prepare(&job.etag, job.file.size, &ctx.plan_commit)
+        .prepare_ranges(&job.etag, job.file.size, &ctx.plan_commit, resume)
         .map_err(|e| {
             Outcome::Fatal(host_error(
                 ErrorKind::IO,
@@ -834,6 +869,7 @@ async fn prepare_job(ctx: &Ctx, job: &mut Job, resume: bool) -> Result<(), Outco
         }
     }
     job.offset = offset;
+    job.written = written;
     job.started.get_or_insert_with(Instant::now);
     Ok(())
 }
@@ -872,6 +908,7 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
         .map(|j| {
             let t = Track::default();
             t.checkpoint.store(j.offset, Ordering::Relaxed);
+            t.ranges.lock().expect("ranges").0 = j.written.clone();
             Arc::new(t)
         })
         .collect();
@@ -900,7 +937,7 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
                 offset: j.offset,
             })
             .collect(),
-        options_json: "".into(),
+        options_json: written_ranges_option(&jobs).into(),
     };
     for j in &jobs {
         ctx.reporter.emit(Event::FileStart {
@@ -914,7 +951,13 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
     let cancel = CancelToken::new();
     let fetch = backend.fetch(batch, progress, cancel.clone());
     tokio::pin!(fetch);
-    let mut persisted: Vec<u64> = jobs.iter().map(|j| j.offset).collect();
+    let mut persisted: Vec<Persisted> = jobs
+        .iter()
+        .map(|j| Persisted {
+            checkpoint: j.offset,
+            ranges: 0,
+        })
+        .collect();
     let mut hash_tasks: Vec<Option<tokio::task::JoinHandle<()>>> =
         jobs.iter().map(|_| None).collect();
     let mut cancelled_at: Option<Instant> = None;
@@ -1037,7 +1080,7 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
                 job.transferred += tracks[i].network.load(Ordering::Relaxed);
                 let mut p = persisted[i];
                 save_checkpoint(ctx, &job, &tracks[i], &mut p).await;
-                let progressed = p > job.offset;
+                let progressed = p.checkpoint > job.offset;
                 if stalled && !ctx.stop.is_cancelled() {
                     error = PluginError::new(
                         ErrorKind::TIMEOUT,
@@ -1099,14 +1142,15 @@ async fn persist_and_hash(
     ctx: &Ctx,
     job: &Job,
     track: &Track,
-    persisted: &mut u64,
+    persisted: &mut Persisted,
     hash_task: &mut Option<tokio::task::JoinHandle<()>>,
 ) {
     save_checkpoint(ctx, job, track, persisted).await;
     if hash_task.as_ref().is_some_and(|h| !h.is_finished()) {
         return;
     }
-    let upto = *persisted;
+    // Only the contiguous prefix is hashed (it may jump forward as holes close).
+    let upto = persisted.checkpoint;
     let behind = upto.saturating_sub(job.hasher.lock().expect("hasher").position());
     if behind >= ctx.opts.hash_step {
         let hasher = Arc::clone(&job.hasher);
@@ -1120,9 +1164,18 @@ async fn persist_and_hash(
     }
 }
 
-async fn save_checkpoint(ctx: &Ctx, job: &Job, track: &Track, persisted: &mut u64) {
-    let cp = track.checkpoint.load(Ordering::Relaxed).min(job.file.size);
-    if cp <= *persisted {
+/// Persists a newer checkpoint or newer written ranges (data fsynced first, then the state).
+async fn save_checkpoint(ctx: &Ctx, job: &Job, track: &Track, persisted: &mut Persisted) {
+    let cp = track
+        .checkpoint
+        .load(Ordering::Relaxed)
+        .min(job.file.size)
+        .max(persisted.checkpoint);
+    let (ranges, version) = {
+        let r = track.ranges.lock().unwrap_or_else(PoisonError::into_inner);
+        (r.0.clone(), r.1)
+    };
+    if cp <= persisted.checkpoint && version == persisted.ranges {
         return;
     }
     let state = ResumeState {
@@ -1131,13 +1184,41 @@ async fn save_checkpoint(ctx: &Ctx, job: &Job, track: &Track, persisted: &mut u6
         size: job.file.size,
         commit: ctx.plan_commit.clone(),
         checkpoint: cp,
+        written: crate::resume::ranges_past(&ranges, cp, job.file.size),
     };
     let partial = job.partial.clone();
     let r = tokio::task::spawn_blocking(move || partial.checkpoint(&state)).await;
     match r {
-        Ok(Ok(())) => *persisted = cp,
+        Ok(Ok(())) => {
+            *persisted = Persisted {
+                checkpoint: cp,
+                ranges: version,
+            }
+        }
         Ok(Err(e)) => log::warn!("cannot save resume state of {}: {e}", job.path),
         Err(e) => log::warn!("cannot save resume state of {}: {e}", job.path),
+    }
+}
+
+/// `FetchBatch::options_json` telling the backend which ranges of each item are already
+/// written: `{"written_ranges": {"<index>": [[start, end], ...]}}`, or empty when none are.
+fn written_ranges_option(jobs: &[Job]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = jobs
+        .iter()
+        .enumerate()
+        .filter(|(_, j)| !j.written.is_empty())
+        .map(|(i, j)| {
+            let list = j
+                .written
+                .iter()
+                .map(|r| serde_json::json!([r.start, r.end]));
+            (i.to_string(), serde_json::Value::Array(list.collect()))
+        })
+        .collect();
+    if map.is_empty() {
+        String::new()
+    } else {
+        serde_json::json!({ "written_ranges": map }).to_string()
     }
 }
 

@@ -26,6 +26,9 @@ enum Mode {
     StallPolite,
     /// Writes a quarter of the file from the offset, checkpoints it, then fails (network).
     Quarter,
+    /// Writes the last quarter of the file (out of order), reports it with `RANGE_WRITTEN`,
+    /// then fails (network).
+    TailRange,
     /// Reports `retries` backend retries ("retrying in `wait_ms` ms", with the token and a
     /// signed URL in the message), waits that long after each without writing, then serves.
     RetryThenServe {
@@ -55,6 +58,8 @@ struct Fake {
     calls: AtomicUsize,
     batches: StdMutex<Vec<usize>>,
     offsets: StdMutex<Vec<(String, u64)>>,
+    /// `options_json` of every call.
+    options: StdMutex<Vec<String>>,
     in_flight: AtomicUsize,
     peak: AtomicUsize,
     /// Each call sleeps this long before working (to make calls overlap).
@@ -77,6 +82,7 @@ impl Fake {
             calls: AtomicUsize::new(0),
             batches: StdMutex::new(Vec::new()),
             offsets: StdMutex::new(Vec::new()),
+            options: StdMutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             delay: StdMutex::new(Duration::ZERO),
@@ -120,6 +126,10 @@ impl Transport for Fake {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.batches.lock().unwrap().push(batch.items.len());
+            self.options
+                .lock()
+                .unwrap()
+                .push(batch.options_json.to_string());
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.peak.fetch_max(now, Ordering::SeqCst);
             let delay = *self.delay.lock().unwrap();
@@ -176,6 +186,26 @@ impl Transport for Fake {
                         progress.on_event(ProgressEvent::bytes(i as u32, n, n));
                         progress.on_event(ProgressEvent::checkpoint(i as u32, end as u64));
                         // Let the engine persist the checkpoint before failing.
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        Err(PluginError::new(ErrorKind::NETWORK, "connection reset"))
+                    }
+                    Mode::TailRange => {
+                        let data = &self.content[&path];
+                        let start = data.len() - data.len() / 4;
+                        let f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(item.partial_path.as_str())
+                            .unwrap();
+                        std::os::unix::fs::FileExt::write_all_at(&f, &data[start..], start as u64)
+                            .unwrap();
+                        let n = (data.len() - start) as u64;
+                        progress.on_event(ProgressEvent::bytes(i as u32, n, n));
+                        progress.on_event(ProgressEvent::range_written(
+                            i as u32,
+                            start as u64,
+                            data.len() as u64,
+                        ));
+                        // Let the engine persist the range before failing.
                         tokio::time::sleep(Duration::from_millis(250)).await;
                         Err(PluginError::new(ErrorKind::NETWORK, "connection reset"))
                     }
@@ -545,6 +575,7 @@ async fn resume_hands_the_backend_the_checkpoint_offset() {
             size: f.size,
             commit: COMMIT.into(),
             checkpoint: 900_000,
+            written: Vec::new(),
         })
         .unwrap();
     // Re-plan: the status shows the resumable prefix.
@@ -564,6 +595,26 @@ async fn resume_hands_the_backend_the_checkpoint_offset() {
         ("big.bin".to_owned(), 900_000)
     );
     assert_eq!(sum.done[0].bytes_transferred, f.size - 900_000);
+    assert_landed_one(&s, "big.bin");
+}
+
+#[tokio::test]
+async fn written_ranges_are_persisted_and_handed_to_the_next_attempt() {
+    let s = setup(&["big.bin"]);
+    let size = s.content["big.bin"].len() as u64;
+    let start = size - size / 4;
+    let a = Fake::new("a", &s.content, Mode::Serve);
+    a.script("big.bin", vec![Mode::TailRange]);
+    let (sum, _) = go(&s, vec![a.clone()], &opts()).await;
+    assert!(sum.error().is_none(), "{:?}", sum.error());
+    let options = a.options.lock().unwrap().clone();
+    assert_eq!(options.len(), 2, "{options:?}");
+    assert_eq!(options[0], "", "nothing written before the first attempt");
+    assert_eq!(
+        options[1],
+        format!(r#"{{"written_ranges":{{"0":[[{start},{size}]]}}}}"#),
+        "the retry is told which range is on disk"
+    );
     assert_landed_one(&s, "big.bin");
 }
 
@@ -643,6 +694,7 @@ async fn a_backend_without_resume_gets_offset_zero() {
             size: f.size,
             commit: COMMIT.into(),
             checkpoint: 500_000,
+            written: Vec::new(),
         })
         .unwrap();
     let fake = Fake::new("whole", &s.content, Mode::Serve);

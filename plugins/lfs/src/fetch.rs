@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use hubget_hub_http::{
     DownloadOptions, HubApi, LfsDownload, LfsObject, RetryNote, Source, download_to_partial,
+    written_ranges,
 };
 use hubget_plugin_api::std_types::RString;
 use hubget_plugin_api::{
@@ -220,17 +221,33 @@ impl Fetcher<'_> {
     ) -> Result<FileDone, PluginError> {
         cancel.check()?;
         progress.on_event(ProgressEvent::message(index, EventKind::STARTED, ""));
-        // The downloader's retries go to the host as `RETRY` events, from this task.
-        let (retry_tx, mut retries) = tokio::sync::mpsc::unbounded_channel::<String>();
+        // The downloader's retries and finished ranges go to the host as `RETRY` and
+        // `RANGE_WRITTEN` events, from this task.
+        let (retry_tx, mut retries) = tokio::sync::mpsc::unbounded_channel::<ProgressEvent>();
+        let range_tx = retry_tx.clone();
+        let already = written_ranges(
+            batch.options_json.as_str(),
+            index,
+            item.offset,
+            item.file.size,
+        );
         let opts = self
             .opts
             .clone()
             .with_retry_hook(Arc::new(move |note: &RetryNote| {
-                let _ = retry_tx.send(note.message());
-            }));
-        let report_retry = |message: String| {
-            progress.on_event(ProgressEvent::message(index, EventKind::RETRY, message));
-        };
+                let _ = retry_tx.send(ProgressEvent::message(
+                    index,
+                    EventKind::RETRY,
+                    note.message(),
+                ));
+            }))
+            .with_written(
+                already,
+                Some(Arc::new(move |r: std::ops::Range<u64>| {
+                    let _ = range_tx.send(ProgressEvent::range_written(index, r.start, r.end));
+                })),
+            );
+        let report_retry = |event: ProgressEvent| progress.on_event(event);
         let mut offset = item.offset;
         let written = AtomicU64::new(offset);
         let mut total_net = 0u64;
@@ -317,12 +334,12 @@ impl Fetcher<'_> {
     }
 }
 
-/// Runs `work` while passing every message that arrives on `messages` to `forward` (as they
+/// Runs `work` while passing every event that arrives on `messages` to `forward` (as they
 /// come, and those left when `work` ends).
 async fn forwarding<T>(
     work: impl Future<Output = T>,
-    messages: &mut UnboundedReceiver<String>,
-    forward: &dyn Fn(String),
+    messages: &mut UnboundedReceiver<ProgressEvent>,
+    forward: &dyn Fn(ProgressEvent),
 ) -> T {
     let mut work = std::pin::pin!(work);
     let out = loop {

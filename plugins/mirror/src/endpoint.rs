@@ -229,6 +229,7 @@ impl Pool {
         url: hubget_hub_http::reqwest::Url,
         item: &FetchItem,
         offset: u64,
+        written: &[std::ops::Range<u64>],
         balance: i64,
         index: u32,
         progress: &Progress,
@@ -237,7 +238,7 @@ impl Pool {
         if endpoint.opts.retry.max_attempts <= 1 {
             // No retries to report (several endpoints fail over at once instead).
             return crate::transfer::download(
-                self, endpoint, url, item, offset, balance, index, progress, cancel,
+                self, endpoint, url, item, offset, written, balance, index, progress, cancel,
             );
         }
         let (notes, received) = std::sync::mpsc::channel::<String>();
@@ -259,7 +260,7 @@ impl Pool {
                 }
             });
             let attempt = crate::transfer::download(
-                self, &reporting, url, item, offset, balance, index, progress, cancel,
+                self, &reporting, url, item, offset, written, balance, index, progress, cancel,
             );
             // Ends the helper thread once it has forwarded everything.
             drop(reporting);
@@ -278,6 +279,13 @@ impl Pool {
         cancel: &CancelToken,
     ) -> Result<FileDone, PluginError> {
         let mut offset = item.offset;
+        // Ranges an earlier run wrote (the host's `written_ranges` option): not fetched again.
+        let written = hubget_hub_http::written_ranges(
+            batch.options_json.as_str(),
+            index,
+            item.offset,
+            item.file.size,
+        );
         let mut balance = 0i64;
         let mut network = 0u64;
         let mut served_by: Vec<String> = Vec::new();
@@ -296,7 +304,7 @@ impl Pool {
                 format!("downloading from mirror endpoint {}", endpoint.label),
             );
             let attempt = self.download(
-                endpoint, url, item, offset, balance, index, progress, cancel,
+                endpoint, url, item, offset, &written, balance, index, progress, cancel,
             );
             offset = attempt.written.max(offset);
             balance = attempt.balance;

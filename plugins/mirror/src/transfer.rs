@@ -33,7 +33,7 @@ pub struct Attempt {
 }
 
 /// Downloads `item` from `url` (a `resolve` URL of `endpoint`) starting at `offset`, forwarding
-/// progress and checkpoints to the host. `balance` is the previous attempt's
+/// progress, checkpoints and written ranges to the host (skipping the ranges in `already`). `balance` is the previous attempt's
 /// [`Attempt::balance`]: absorbed from (or added to) the byte counts reported now, so that the
 /// host's count ends at the file size.
 #[allow(clippy::too_many_arguments)]
@@ -43,6 +43,7 @@ pub fn download(
     url: Url,
     item: &FetchItem,
     offset: u64,
+    already: &[std::ops::Range<u64>],
     balance: i64,
     index: u32,
     progress: &Progress,
@@ -52,16 +53,40 @@ pub fn download(
     let network = AtomicU64::new(0);
     let forwarded = AtomicU64::new(0);
     let adjust = Mutex::new(balance);
-    let opts = endpoint.download_options();
+    // Skip the ranges written before; tell the host about each range written now.
+    // The hook must own what it captures: finished ranges wait in a channel, forwarded from
+    // this thread with the next progress call and when the download returns.
+    let (range_tx, ranges) = std::sync::mpsc::channel::<std::ops::Range<u64>>();
+    let range_tx = Mutex::new(range_tx);
+    let ranges = Mutex::new(ranges);
+    let forward_ranges = || {
+        let ranges = ranges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while let Ok(r) = ranges.try_recv() {
+            progress.on_event(ProgressEvent::range_written(index, r.start, r.end));
+        }
+    };
+    let opts = &endpoint.download_options().clone().with_written(
+        already.to_vec(),
+        Some(std::sync::Arc::new(move |r: std::ops::Range<u64>| {
+            let _ = range_tx
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .send(r);
+        })),
+    );
     let on_progress = |file_bytes: u64, net_bytes: u64| {
         network.fetch_add(net_bytes, Ordering::Relaxed);
         let file_bytes = settle(&adjust, file_bytes);
         forwarded.fetch_add(file_bytes, Ordering::Relaxed);
         progress.on_event(ProgressEvent::bytes(index, file_bytes, net_bytes));
+        forward_ranges();
     };
     let on_checkpoint = |n: u64| {
         written.fetch_max(n, Ordering::Relaxed);
         progress.on_event(ProgressEvent::checkpoint(index, n));
+        forward_ranges();
     };
     let mut source = Source::new(url);
     source.credential = endpoint.api().credential().cloned();
@@ -76,6 +101,7 @@ pub fn download(
         &on_checkpoint,
         cancel,
     ));
+    forward_ranges();
     let result = result.map(|done| {
         written.fetch_max(item.file.size, Ordering::Relaxed);
         log::debug!(
