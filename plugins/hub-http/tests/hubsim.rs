@@ -568,7 +568,7 @@ async fn written_ranges_are_skipped_and_finished_ranges_reach_the_hook() {
     // Everything past the offset written already: no request, checkpoint at the end.
     sim.reset_counters();
     let seen = Seen::default();
-    let o = opts(4, 256 * 1024).with_written(vec![offset..size], None);
+    let o = opts(4, 256 * 1024).with_written(std::iter::once(offset..size).collect(), None);
     let done = download_to_partial(
         api.client(),
         &source,
