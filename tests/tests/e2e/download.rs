@@ -507,6 +507,183 @@ fn resume_after_sigkill_fetches_only_the_rest() {
     );
 }
 
+/// The `written` ranges of a resume state (`[[start, end], ...]`), if any.
+fn written_ranges(blobs: &Path, etag: &str) -> Vec<(u64, u64)> {
+    let Ok(text) = std::fs::read_to_string(blobs.join(format!("{etag}.hubget-partial.json")))
+    else {
+        return Vec::new();
+    };
+    let Ok(state) = serde_json::from_str::<Value>(&text) else {
+        return Vec::new();
+    };
+    state["written"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|r| Some((r[0].as_u64()?, r[1].as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Starts `big.bin` of `acme/resume` over 4 connections (1 MiB ranges) with the first range's
+/// request stalled, so ranges past the checkpoint complete; SIGKILLs hubget once the state
+/// records at least 3 MiB of them. Returns the sim, the file, the blobs dir, the args, the
+/// checkpoint and the written ranges at the kill.
+fn kill_with_ranges_past_the_checkpoint() -> (
+    Dl,
+    hubsim::FileInfo,
+    PathBuf,
+    Vec<&'static str>,
+    u64,
+    Vec<(u64, u64)>,
+) {
+    let dl = Dl::with(HubSim::builder().fixtures(fixtures()).shape(Shaping {
+        rate_total: Some(2 * 1024 * 1024),
+        ..Shaping::default()
+    }));
+    let f = dl
+        .sim
+        .info()
+        .repo("acme/resume")
+        .unwrap()
+        .file("big.bin")
+        .unwrap()
+        .clone();
+    let blobs = dl.repo_dir("models--acme--resume").join("blobs");
+    dl.sim.faults().add(Fault::new(
+        Origin::Cdn,
+        &f.sha256,
+        FaultAction::Stall {
+            secs: 60.0,
+            after_bytes: None,
+        },
+    ));
+    let args = vec![
+        "acme/resume",
+        "big.bin",
+        "--backend",
+        "lfs",
+        "--no-fallback",
+        "--connections",
+        "4",
+    ];
+    let started = Instant::now();
+    let mut child = dl.spawn(&args, &[]);
+    let reached = poll(Duration::from_secs(20), || {
+        let w: u64 = written_ranges(&blobs, &f.sha256)
+            .iter()
+            .map(|(a, b)| b - a)
+            .sum();
+        w >= 3 * 1024 * 1024
+    });
+    child.kill().expect("SIGKILL");
+    let killed = wait(child, started);
+    assert!(reached, "no 3 MiB of written ranges recorded: {killed:?}");
+    assert_eq!(killed.code, None, "killed by a signal");
+    dl.sim.faults().clear();
+    let cp = checkpoint(&blobs, &f.sha256).expect("state survives the kill");
+    let written = written_ranges(&blobs, &f.sha256);
+    assert!(cp < f.size, "killed before the end");
+    (dl, f, blobs, args, cp, written)
+}
+
+#[test]
+fn resume_after_sigkill_fetches_only_the_holes_between_parallel_ranges() {
+    let (dl, f, blobs, args, cp, written) = kill_with_ranges_past_the_checkpoint();
+    let on_disk: u64 = written.iter().map(|(a, b)| b - a).sum();
+    assert!(
+        written.iter().all(|&(a, b)| cp < a && a < b && b <= f.size),
+        "ranges lie past the checkpoint: {cp} {written:?}"
+    );
+    let partial_len = std::fs::metadata(blobs.join(format!("{}.hubget-partial", f.sha256)))
+        .unwrap()
+        .len();
+    assert!(
+        written.iter().all(|&(_, b)| b <= partial_len),
+        "{written:?}"
+    );
+    dl.sim.reset_counters();
+
+    let r = dl.run(&[&args[..], &["--json"]].concat());
+    r.ok();
+    let second = dl.sim.counters().bytes_from(Origin::Cdn);
+    let missing = f.size - cp - on_disk;
+    // Only the holes moved: not the 'rest after the checkpoint' ({f.size} - {cp}).
+    assert!(
+        second >= missing && second <= missing + 64 * 1024,
+        "second run moved {second}, missing was {missing} (cp {cp}, written {written:?})"
+    );
+    assert_eq!(r.of("file_start")[0]["offset"], cp);
+    assert_eq!(
+        r.of("file_done")[0]["sha256"],
+        f.sha256.as_str(),
+        "{}",
+        r.stdout
+    );
+    assert_cache_layout(
+        &dl,
+        "acme/resume",
+        &dl.head("acme/resume"),
+        Some(&["big.bin"]),
+    );
+}
+
+#[test]
+fn a_corrupted_written_range_is_caught_by_verification_and_never_lands() {
+    let (dl, f, blobs, args, _cp, written) = kill_with_ranges_past_the_checkpoint();
+    // Flip bytes inside a range the state says is written: the next run trusts and skips it.
+    let data = blobs.join(format!("{}.hubget-partial", f.sha256));
+    let (a, b) = written[0];
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = ((a + b) / 2) as usize;
+    for x in &mut bytes[mid..mid + 16] {
+        *x ^= 0xFF;
+    }
+    std::fs::write(&data, &bytes).unwrap();
+
+    let r = dl.run(&[&args[..], &["--json"]].concat());
+    assert_ne!(
+        r.code,
+        Some(0),
+        "a corrupted file must not succeed: {}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("verification failed") || r.stderr.contains("verification failed"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    let blob = blobs.join(&f.sha256);
+    assert!(!blob.exists(), "nothing unverified lands");
+    assert!(!data.exists(), "the bad partial is discarded");
+    assert!(
+        !blobs
+            .join(format!("{}.hubget-partial.json", f.sha256))
+            .exists(),
+        "with its ranges state"
+    );
+
+    // The next run starts over and lands the right bytes.
+    dl.sim.reset_counters();
+    let r = dl.run(&[&args[..], &["--json"]].concat());
+    r.ok();
+    assert_eq!(dl.sim.counters().bytes_from(Origin::Cdn), f.size);
+    assert_eq!(
+        r.of("file_done")[0]["sha256"],
+        f.sha256.as_str(),
+        "{}",
+        r.stdout
+    );
+    assert_cache_layout(
+        &dl,
+        "acme/resume",
+        &dl.head("acme/resume"),
+        Some(&["big.bin"]),
+    );
+}
+
 #[test]
 fn ctrl_c_keeps_the_partial_file_and_exits_130() {
     let dl = Dl::with(HubSim::builder().fixtures(fixtures()).shape(Shaping {
