@@ -526,18 +526,21 @@ fn written_ranges(blobs: &Path, etag: &str) -> Vec<(u64, u64)> {
         .unwrap_or_default()
 }
 
+/// What [`kill_with_ranges_past_the_checkpoint`] leaves: the sim, the file, the blobs dir, the
+/// args, the checkpoint and the written ranges at the kill.
+struct Killed {
+    dl: Dl,
+    f: hubsim::FileInfo,
+    blobs: PathBuf,
+    args: Vec<&'static str>,
+    cp: u64,
+    written: Vec<(u64, u64)>,
+}
+
 /// Starts `big.bin` of `acme/resume` over 4 connections (1 MiB ranges) with the first range's
 /// request stalled, so ranges past the checkpoint complete; SIGKILLs hubget once the state
-/// records at least 3 MiB of them. Returns the sim, the file, the blobs dir, the args, the
-/// checkpoint and the written ranges at the kill.
-fn kill_with_ranges_past_the_checkpoint() -> (
-    Dl,
-    hubsim::FileInfo,
-    PathBuf,
-    Vec<&'static str>,
-    u64,
-    Vec<(u64, u64)>,
-) {
+/// records at least 3 MiB of them.
+fn kill_with_ranges_past_the_checkpoint() -> Killed {
     let dl = Dl::with(HubSim::builder().fixtures(fixtures()).shape(Shaping {
         rate_total: Some(2 * 1024 * 1024),
         ..Shaping::default()
@@ -585,12 +588,26 @@ fn kill_with_ranges_past_the_checkpoint() -> (
     let cp = checkpoint(&blobs, &f.sha256).expect("state survives the kill");
     let written = written_ranges(&blobs, &f.sha256);
     assert!(cp < f.size, "killed before the end");
-    (dl, f, blobs, args, cp, written)
+    Killed {
+        dl,
+        f,
+        blobs,
+        args,
+        cp,
+        written,
+    }
 }
 
 #[test]
 fn resume_after_sigkill_fetches_only_the_holes_between_parallel_ranges() {
-    let (dl, f, blobs, args, cp, written) = kill_with_ranges_past_the_checkpoint();
+    let Killed {
+        dl,
+        f,
+        blobs,
+        args,
+        cp,
+        written,
+    } = kill_with_ranges_past_the_checkpoint();
     let on_disk: u64 = written.iter().map(|(a, b)| b - a).sum();
     assert!(
         written.iter().all(|&(a, b)| cp < a && a < b && b <= f.size),
@@ -631,7 +648,14 @@ fn resume_after_sigkill_fetches_only_the_holes_between_parallel_ranges() {
 
 #[test]
 fn a_corrupted_written_range_is_caught_by_verification_and_never_lands() {
-    let (dl, f, blobs, args, _cp, written) = kill_with_ranges_past_the_checkpoint();
+    let Killed {
+        dl,
+        f,
+        blobs,
+        args,
+        written,
+        ..
+    } = kill_with_ranges_past_the_checkpoint();
     // Flip bytes inside a range the state says is written: the next run trusts and skips it.
     let data = blobs.join(format!("{}.hubget-partial", f.sha256));
     let (a, b) = written[0];
