@@ -21,6 +21,12 @@
 //! 200 ms per range); `checkpoint(n)` with the absolute low watermark: every byte before `n` is
 //! written (sent when it advances, at most every 500 ms, at the end, and before a failure is
 //! returned, so that a caller can continue from there elsewhere).
+//!
+//! Out-of-order resume: [`DownloadOptions::written`] names ranges already on disk (from an
+//! earlier run); only the holes of `offset..size` are planned ([`plan_holes`]) and the low
+//! watermark jumps over the skipped ranges. [`DownloadOptions::on_range_written`] hears the
+//! written prefix of every range as it grows, so that a caller can persist more than the
+//! contiguous prefix.
 
 use std::fs::File;
 use std::ops::Range;
@@ -104,8 +110,9 @@ impl std::fmt::Display for RetryNote {
 /// task: keep it cheap).
 pub type RetryHook = Arc<dyn Fn(&RetryNote) + Send + Sync>;
 
-/// Told about every range the downloader finished writing (absolute, end exclusive), from the
-/// download's task: keep it cheap. Plugins forward it to the host as a `RANGE_WRITTEN` event.
+/// Told about written ranges (absolute, end exclusive): the written prefix of each planned range
+/// as it grows (at most every 500 ms) and when it completes, from the download's task: keep it
+/// cheap. Plugins forward them to the host as `RANGE_WRITTEN` events.
 pub type RangeHook = Arc<dyn Fn(Range<u64>) + Send + Sync>;
 
 /// How to split a download.
@@ -121,7 +128,7 @@ pub struct DownloadOptions {
     pub on_retry: Option<RetryHook>,
     /// Ranges past the offset already written by an earlier run: not fetched again.
     pub written: Vec<Range<u64>>,
-    /// Told about every range written completely, if set.
+    /// Told about written ranges (see [`RangeHook`]), if set.
     pub on_range_written: Option<RangeHook>,
 }
 
@@ -348,6 +355,9 @@ struct Shared<'a> {
     covered: Vec<Range<u64>>,
     /// The planned ranges skip bytes up to `size` (written before): the mark ends at `size`.
     skipped_tail: bool,
+    /// Per range, the written bytes last handed to `on_range_written`.
+    reported: Vec<AtomicU64>,
+    last_ranges_at: Mutex<Instant>,
     net: AtomicU64,
     last_checkpoint: AtomicU64,
     last_checkpoint_at: Mutex<Instant>,
@@ -372,6 +382,7 @@ impl Shared<'_> {
     }
 
     fn maybe_checkpoint(&self, force: bool) {
+        self.report_ranges(force);
         let mark = self.low_watermark();
         let mut at = self
             .last_checkpoint_at
@@ -384,6 +395,32 @@ impl Shared<'_> {
             *at = Instant::now();
             drop(at);
             (self.checkpoint)(mark);
+        }
+    }
+
+    /// Hands the written part of every range that grew since it was last reported (each range
+    /// is written from its start, so `start..start + done` is fully written) to
+    /// [`DownloadOptions::on_range_written`]: at most every [`CHECKPOINT_EVERY`] unless `force`
+    /// or a range just completed, so that a kill loses little beyond the host's last save.
+    fn report_ranges(&self, force: bool) {
+        let Some(hook) = &self.opts.on_range_written else {
+            return;
+        };
+        let mut at = self
+            .last_ranges_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let due = force || at.elapsed() >= CHECKPOINT_EVERY;
+        for (i, range) in self.ranges.iter().enumerate() {
+            let done = self.done[i].load(Ordering::Acquire);
+            let complete = done >= range.end - range.start;
+            if (due || complete) && done > self.reported[i].load(Ordering::Acquire) {
+                self.reported[i].store(done, Ordering::Release);
+                hook(range.start..range.start + done);
+            }
+        }
+        if due {
+            *at = Instant::now();
         }
     }
 
@@ -551,8 +588,11 @@ impl<'a> Shared<'a> {
     ) -> Self {
         let done = ranges.iter().map(|_| AtomicU64::new(0)).collect();
         let skipped_tail = ranges.last().is_none_or(|r| r.end < size);
+        let reported = ranges.iter().map(|_| AtomicU64::new(0)).collect();
         Self {
             skipped_tail,
+            reported,
+            last_ranges_at: Mutex::new(Instant::now()),
             client,
             source,
             file,
@@ -604,11 +644,8 @@ async fn fetch_range(shared: &Shared<'_>, i: usize, cancel: &CancelToken) -> Res
         }
         let error = match fetch_once(shared, i, pos, cancel).await {
             Ok(()) => {
-                if let Some(hook) = &shared.opts.on_range_written
-                    && shared.done[i].load(Ordering::Acquire) >= range.end - range.start
-                {
-                    hook(range.clone());
-                }
+                // A finished range is reported at once.
+                shared.report_ranges(false);
                 continue;
             }
             Err(Stop::RangeIgnored) => return Err(Stop::RangeIgnored),
