@@ -111,7 +111,7 @@ impl std::fmt::Display for RetryNote {
 pub type RetryHook = Arc<dyn Fn(&RetryNote) + Send + Sync>;
 
 /// Told about written ranges (absolute, end exclusive): the written prefix of each planned range
-/// as it grows (at most every 500 ms) and when it completes, from the download's task: keep it
+/// as it grows (at most every 200 ms) and when it completes, from the download's task: keep it
 /// cheap. Plugins forward them to the host as `RANGE_WRITTEN` events.
 pub type RangeHook = Arc<dyn Fn(Range<u64>) + Send + Sync>;
 
@@ -400,7 +400,7 @@ impl Shared<'_> {
 
     /// Hands the written part of every range that grew since it was last reported (each range
     /// is written from its start, so `start..start + done` is fully written) to
-    /// [`DownloadOptions::on_range_written`]: at most every [`CHECKPOINT_EVERY`] unless `force`
+    /// [`DownloadOptions::on_range_written`]: at most every [`FLUSH_EVERY`] unless `force`
     /// or a range just completed, so that a kill loses little beyond the host's last save.
     fn report_ranges(&self, force: bool) {
         let Some(hook) = &self.opts.on_range_written else {
@@ -410,7 +410,7 @@ impl Shared<'_> {
             .last_ranges_at
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let due = force || at.elapsed() >= CHECKPOINT_EVERY;
+        let due = force || at.elapsed() >= FLUSH_EVERY;
         for (i, range) in self.ranges.iter().enumerate() {
             let done = self.done[i].load(Ordering::Acquire);
             let complete = done >= range.end - range.start;
