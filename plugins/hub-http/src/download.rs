@@ -111,7 +111,7 @@ impl std::fmt::Display for RetryNote {
 pub type RetryHook = Arc<dyn Fn(&RetryNote) + Send + Sync>;
 
 /// Told about written ranges (absolute, end exclusive): the written prefix of each planned range
-/// as it grows (at most every 200 ms) and when it completes, from the download's task: keep it
+/// past the low watermark as it grows (at most every 500 ms) and when it completes, from the download's task: keep it
 /// cheap. Plugins forward them to the host as `RANGE_WRITTEN` events.
 pub type RangeHook = Arc<dyn Fn(Range<u64>) + Send + Sync>;
 
@@ -382,8 +382,8 @@ impl Shared<'_> {
     }
 
     fn maybe_checkpoint(&self, force: bool) {
-        self.report_ranges(force);
         let mark = self.low_watermark();
+        self.report_ranges(mark, force);
         let mut at = self
             .last_checkpoint_at
             .lock()
@@ -400,9 +400,10 @@ impl Shared<'_> {
 
     /// Hands the written part of every range that grew since it was last reported (each range
     /// is written from its start, so `start..start + done` is fully written) to
-    /// [`DownloadOptions::on_range_written`]: at most every [`FLUSH_EVERY`] unless `force`
+    /// [`DownloadOptions::on_range_written`]: at most every [`CHECKPOINT_EVERY`] unless `force`
     /// or a range just completed, so that a kill loses little beyond the host's last save.
-    fn report_ranges(&self, force: bool) {
+    /// Ranges whose written part ends at or before `mark` are left to the checkpoint.
+    fn report_ranges(&self, mark: u64, force: bool) {
         let Some(hook) = &self.opts.on_range_written else {
             return;
         };
@@ -410,11 +411,14 @@ impl Shared<'_> {
             .last_ranges_at
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let due = force || at.elapsed() >= FLUSH_EVERY;
+        let due = force || at.elapsed() >= CHECKPOINT_EVERY;
         for (i, range) in self.ranges.iter().enumerate() {
             let done = self.done[i].load(Ordering::Acquire);
             let complete = done >= range.end - range.start;
-            if (due || complete) && done > self.reported[i].load(Ordering::Acquire) {
+            if range.start + done > mark
+                && (due || complete)
+                && done > self.reported[i].load(Ordering::Acquire)
+            {
                 self.reported[i].store(done, Ordering::Release);
                 hook(range.start..range.start + done);
             }
@@ -645,7 +649,7 @@ async fn fetch_range(shared: &Shared<'_>, i: usize, cancel: &CancelToken) -> Res
         let error = match fetch_once(shared, i, pos, cancel).await {
             Ok(()) => {
                 // A finished range is reported at once.
-                shared.report_ranges(false);
+                shared.report_ranges(shared.low_watermark(), false);
                 continue;
             }
             Err(Stop::RangeIgnored) => return Err(Stop::RangeIgnored),
