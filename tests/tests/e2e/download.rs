@@ -430,7 +430,7 @@ fn tag_and_commit_sha_revisions() {
 }
 
 /// The checkpoint recorded in the resume state of `etag`, if any.
-fn checkpoint(blobs: &Path, etag: &str) -> Option<u64> {
+pub(crate) fn checkpoint(blobs: &Path, etag: &str) -> Option<u64> {
     let text = std::fs::read_to_string(blobs.join(format!("{etag}.hubget-partial.json"))).ok()?;
     serde_json::from_str::<Value>(&text).ok()?["checkpoint"].as_u64()
 }

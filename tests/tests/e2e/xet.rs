@@ -3,19 +3,12 @@
 //! bridge), other files fall back to lfs, a stopped CAS or a corrupt xorb range falls back, and an
 //! interrupted download (by xet or by lfs) resumes through xet with only the rest fetched.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hubsim::{Fault, FaultAction, HubSim, Origin, Shaping, Storage};
 use serde_json::Value;
 
-use crate::download::{Dl, TINY, assert_cache_layout, fixtures, poll, wait};
-
-/// The host's persisted resume checkpoint of a partial blob.
-fn checkpoint(blobs: &Path, etag: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(blobs.join(format!("{etag}.hubget-partial.json"))).ok()?;
-    serde_json::from_str::<Value>(&text).ok()?["checkpoint"].as_u64()
-}
+use crate::download::{Dl, TINY, assert_cache_layout, checkpoint, fixtures, poll, wait};
 
 /// `file_done` events by path.
 fn done_by_path(events: &[Value]) -> std::collections::BTreeMap<String, Value> {
