@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::env::Env;
 use crate::error::HostError;
-use crate::settings::Env;
 
 /// The built-in defaults, in config-file syntax. Every key a user may set appears here.
 pub const DEFAULT_CONFIG: &str = r#"# hubget configuration: copy to ~/.config/hubget/config.toml and edit.

@@ -22,14 +22,17 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod engine;
+pub mod env;
 pub mod error;
 pub mod loader;
 pub mod output;
 pub mod plan;
 pub mod redact;
 pub mod resume;
+pub mod retry;
 pub mod settings;
 pub mod store;
+pub mod transport;
 pub mod verify;
 
 pub use backend::BackendHandle;

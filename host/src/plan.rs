@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use hubget_plugin_api::{
     CancelToken, ErrorKind, Features, Manifest, ManifestFile, PluginError, RepoType, ResolveRequest,
 };
-use serde::Serialize;
 
-use crate::engine::retry::RetryPolicy;
-use crate::engine::transport::Transport;
 use crate::error::{HostError, causes_hint, group_causes};
+use crate::retry::RetryPolicy;
+pub use crate::store::FileStatus;
 use crate::store::Target;
 use crate::store::paths::validate_repo_path;
+use crate::transport::Transport;
 
 /// What the user asked for.
 #[derive(Debug, Clone)]
@@ -50,20 +50,6 @@ impl Default for PlanRequest {
     }
 }
 
-/// The state of one selected file in the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FileStatus {
-    /// Already in the target; nothing to fetch.
-    Complete,
-    /// The content is in the cache (same blob) but not linked for this commit yet.
-    Linkable,
-    /// A partial file holds this many verified-good bytes.
-    Partial(u64),
-    /// Nothing on disk.
-    Missing,
-}
-
 /// One selected file.
 #[derive(Debug, Clone)]
 pub struct PlannedFile {
@@ -77,7 +63,7 @@ impl PlannedFile {
     /// Bytes still to fetch.
     pub fn remaining(&self) -> u64 {
         match self.status {
-            FileStatus::Complete | FileStatus::Linkable => 0,
+            FileStatus::Complete | FileStatus::Linkable | FileStatus::InSharedStore => 0,
             FileStatus::Partial(n) => self.file.size.saturating_sub(n),
             FileStatus::Missing => self.file.size,
         }
@@ -114,6 +100,15 @@ impl Plan {
     /// Bytes still to fetch.
     pub fn remaining_bytes(&self) -> u64 {
         self.files.iter().map(PlannedFile::remaining).sum()
+    }
+
+    /// Bytes of the files the shared blob store should provide (not downloaded).
+    pub fn shared_store_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .filter(|f| f.status == FileStatus::InSharedStore)
+            .map(|f| f.file.size)
+            .sum()
     }
 }
 

@@ -12,6 +12,7 @@ use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use hubget_plugin_api::protocol::merge_ranges;
 use serde::{Deserialize, Serialize};
 
 /// The extension of hubget's partial files (`<etag>.hubget-partial`); the state file adds
@@ -45,20 +46,6 @@ pub struct ResumeState {
     /// Ranges `[start, end)` past the checkpoint that are on disk too (merged, ascending).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub written: Vec<[u64; 2]>,
-}
-
-/// Sorts and merges `ranges` (dropping empty ones): disjoint, non-adjacent, ascending.
-pub fn merge_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
-    ranges.retain(|r| r.start < r.end);
-    ranges.sort_by_key(|r| r.start);
-    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        match out.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => out.push(r),
-        }
-    }
-    out
 }
 
 /// `written` past `checkpoint` (clipped to `..size`), merged, as the state stores them.
@@ -242,15 +229,6 @@ mod tests {
         assert_eq!(p.prepare("abc", 100, "c1").unwrap(), 0);
         p.discard();
         assert!(!p.data.exists() && !p.state.exists());
-    }
-
-    #[test]
-    fn merge_ranges_sorts_and_joins_overlapping_and_adjacent_ranges() {
-        assert_eq!(
-            merge_ranges(vec![20..30, 0..5, 5..8, 25..40, 50..50, 45..48]),
-            vec![0..8, 20..40, 45..48]
-        );
-        assert_eq!(ranges_past(&[0..10, 20..30], 25, 28), vec![[25, 28]]);
     }
 
     #[test]

@@ -17,76 +17,9 @@ use std::path::{Path, PathBuf};
 use hubget_plugin_api::HostSettings;
 
 use crate::config::{LoadedConfig, defaults, expand_home};
+pub use crate::env::{Env, is_true};
 use crate::error::HostError;
 use crate::loader::{PluginDir, search_path};
-
-/// A snapshot of the environment variables hubget reads (taken once at startup).
-#[derive(Clone, Default)]
-pub struct Env {
-    vars: BTreeMap<String, OsString>,
-}
-
-impl fmt::Debug for Env {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Values may hold tokens: show names only.
-        f.debug_list().entries(self.vars.keys()).finish()
-    }
-}
-
-impl Env {
-    /// The current process environment.
-    pub fn from_process() -> Self {
-        Self {
-            vars: std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
-                .collect(),
-        }
-    }
-
-    /// An environment made of `pairs` only (for tests).
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Self {
-            vars: pairs
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), OsString::from(v)))
-                .collect(),
-        }
-    }
-
-    /// The value of `name` if set, non-empty and valid UTF-8.
-    pub fn get(&self, name: &str) -> Option<String> {
-        self.vars
-            .get(name)
-            .and_then(|v| v.to_str())
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    }
-
-    /// The raw value of `name` if set and non-empty (paths may be non-UTF-8).
-    pub fn get_os(&self, name: &str) -> Option<&OsString> {
-        self.vars.get(name).filter(|v| !v.is_empty())
-    }
-
-    /// `$HOME`, or `/` if unset.
-    pub fn home(&self) -> PathBuf {
-        self.get_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/"))
-    }
-
-    /// huggingface_hub's boolean rule: true for `1`, `ON`, `YES`, `TRUE` in any case.
-    pub fn is_true(&self, name: &str) -> bool {
-        self.get(name).is_some_and(|v| is_true(&v))
-    }
-}
-
-/// huggingface_hub's `_is_true`: `1`, `ON`, `YES`, `TRUE`, case-insensitive.
-pub fn is_true(value: &str) -> bool {
-    matches!(
-        value.trim().to_ascii_uppercase().as_str(),
-        "1" | "ON" | "YES" | "TRUE"
-    )
-}
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +115,9 @@ pub struct Settings {
     pub cache_dir: Setting<PathBuf>,
     /// Offline mode.
     pub offline: Setting<bool>,
+    /// Whether the cache's shared blob store is used (`HF_HUB_DISABLE_SHARED_BLOBS` turns it
+    /// off, as in huggingface_hub).
+    pub shared_blobs: Setting<bool>,
     /// Files downloaded at once.
     pub max_workers: Setting<usize>,
     /// Seconds without progress before a call is cancelled.
@@ -356,6 +292,10 @@ impl Settings {
         } else {
             Setting::new(false, Source::Default)
         };
+        let shared_blobs = match env.get("HF_HUB_DISABLE_SHARED_BLOBS") {
+            Some(v) => Setting::new(!is_true(&v), Source::Env("HF_HUB_DISABLE_SHARED_BLOBS")),
+            None => Setting::new(true, Source::Default),
+        };
 
         let dd = &d.download;
         let max_workers = pick(
@@ -461,6 +401,7 @@ impl Settings {
             hf_home,
             cache_dir,
             offline,
+            shared_blobs,
             max_workers,
             stall_timeout_secs,
             connections_per_file,
@@ -619,6 +560,11 @@ impl Settings {
                 "offline",
                 json!(self.offline.value),
                 self.offline.source.to_string(),
+            ),
+            (
+                "shared_blobs",
+                json!(self.shared_blobs.value),
+                self.shared_blobs.source.to_string(),
             ),
             (
                 "download.max_workers",

@@ -59,6 +59,7 @@
 #![deny(missing_docs)]
 
 pub mod interface;
+pub mod protocol;
 pub mod sdk;
 pub mod settings;
 pub mod types;

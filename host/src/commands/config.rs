@@ -10,8 +10,8 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::ConfigShowArgs;
 use crate::commands::{load_settings, print_stdout};
+use crate::env::Env;
 use crate::error::HostError;
-use crate::settings::Env;
 
 /// Runs `hubget config show`.
 pub fn show(env: &Env, config: Option<PathBuf>, args: &ConfigShowArgs) -> Result<(), HostError> {

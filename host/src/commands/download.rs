@@ -10,7 +10,7 @@
 //! write, or the host's own prepare/install) stops the run like Ctrl-C does, so no other
 //! backend or retry is tried, and partial files keep their verified checkpoints for the next run.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,15 +19,16 @@ use hubget_plugin_api::CancelToken;
 
 use crate::cli::{DownloadArgs, RepoSpec};
 use crate::commands::{load_plugins, open_backends};
-use crate::engine::transport::Transport;
-use crate::engine::{EngineOptions, FileReport, Summary};
+use crate::engine::{EngineOptions, Summary};
 use crate::error::HostError;
 use crate::output::{Event, Output, PlanFile, Reporter};
 use crate::plan::{FileStatus, Plan, PlanRequest, offline_plan, resolve_plan};
 use crate::redact::redact;
 use crate::settings::{Env, Settings};
 use crate::store::Target;
+use crate::store::shared::SharedBlobs;
 use crate::store::space;
+use crate::transport::Transport;
 
 /// Runs `hubget download`.
 pub fn run(env: &Env, config: Option<PathBuf>, args: &DownloadArgs) -> Result<(), HostError> {
@@ -80,9 +81,12 @@ pub fn run(env: &Env, config: Option<PathBuf>, args: &DownloadArgs) -> Result<()
                 files_failed: 0,
                 bytes: summary.done.iter().map(|d| d.bytes).sum(),
                 bytes_transferred: summary.bytes_transferred(),
+                files_reused: summary.reused().0,
+                bytes_reused: summary.reused().1,
                 secs: started.elapsed().as_secs_f64(),
                 path: path.as_ref().map(|p| p.display().to_string()),
             });
+            print_reuse_line(&output, &summary, args.quiet);
             if let Some(p) = path.as_ref().filter(|_| !args.dry_run) {
                 output.print_path(p);
             }
@@ -109,9 +113,27 @@ fn emit_failure(output: &Output, e: &HostError, summary: Option<&Summary>, start
         files_failed: summary.map_or(0, |s| s.failed.len()),
         bytes: summary.map_or(0, |s| s.done.iter().map(|d| d.bytes).sum()),
         bytes_transferred: summary.map_or(0, Summary::bytes_transferred),
+        files_reused: summary.map_or(0, |s| s.reused().0),
+        bytes_reused: summary.map_or(0, |s| s.reused().1),
         secs: started.elapsed().as_secs_f64(),
         path: None,
     });
+}
+
+/// The summary line on stderr when the shared blob store saved downloads:
+/// `2 files reused, 1.5 GiB not downloaded (shared blob store)`.
+fn print_reuse_line(output: &Output, summary: &Summary, quiet: bool) {
+    let (files, bytes) = summary.reused();
+    if files == 0 || quiet || output.is_json() {
+        return;
+    }
+    let s = if files == 1 { "" } else { "s" };
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "{files} file{s} reused, {} not downloaded (shared blob store)",
+        human_bytes(bytes)
+    );
 }
 
 struct Outcome {
@@ -223,6 +245,11 @@ async fn download(
         Some(dir) => Target::local_dir(dir),
         None => Target::cache(&settings.cache_dir.value, spec.repo_type, &spec.repo_id),
     };
+    let shared = settings
+        .shared_blobs
+        .value
+        .then(|| SharedBlobs::new(&settings.cache_dir.value));
+    let target = target.with_shared_blobs(shared);
     let req = plan_request(spec, args);
     let stop = CancelToken::new();
     watch_ctrl_c(&stop);
@@ -247,26 +274,9 @@ async fn download(
             let local = target
                 .final_path(&pf.file, &plan.commit)
                 .map_err(|e| (HostError::Other(e.to_string()), None))?;
-            let report = FileReport {
-                path: pf.file.path.to_string(),
-                backend: "cache".into(),
-                source: "cache".into(),
-                bytes: pf.file.size,
-                bytes_transferred: 0,
-                sha256: String::new(),
-                secs: 0.0,
-                local_path: local.clone(),
-            };
-            output.emit(Event::FileDone {
-                path: report.path.clone(),
-                backend: report.backend.clone(),
-                source: report.source.clone(),
-                bytes: report.bytes,
-                bytes_transferred: 0,
-                sha256: String::new(),
-                secs: 0.0,
-                local_path: local.display().to_string(),
-            });
+            let mut report = crate::engine::cached_report(&pf.file, local);
+            report.sha256 = String::new();
+            output.emit(report.event(str::to_owned));
             summary.done.push(report);
         }
         let path = result_path(&plan, &target, spec).map_err(|e| (e, None))?;
@@ -481,6 +491,7 @@ fn status_name(s: FileStatus) -> &'static str {
     match s {
         FileStatus::Complete => "complete",
         FileStatus::Linkable => "linkable",
+        FileStatus::InSharedStore => "shared_store",
         FileStatus::Partial(_) => "partial",
         FileStatus::Missing => "missing",
     }
@@ -522,6 +533,7 @@ fn plan_event(plan: &Plan, backends: &[String], first: &[Option<String>], dry_ru
             .collect(),
         total_bytes: plan.total_bytes(),
         remaining_bytes: plan.remaining_bytes(),
+        shared_store_bytes: plan.shared_store_bytes(),
         dry_run,
     }
 }
@@ -562,12 +574,12 @@ fn print_dry_run(
         backends.first().map_or("none", String::as_str)
     );
     text.push_str(&format!(
-        "{:>12}  {:<9} {:<8} PATH\n",
+        "{:>12}  {:<12} {:<8} PATH\n",
         "SIZE", "STATUS", "BACKEND"
     ));
     for (f, first) in plan.files.iter().zip(first) {
         text.push_str(&format!(
-            "{:>12}  {:<9} {:<8} {}\n",
+            "{:>12}  {:<12} {:<8} {}\n",
             human_bytes(f.file.size),
             status_name(f.status),
             first.as_deref().unwrap_or("-"),
@@ -580,6 +592,18 @@ fn print_dry_run(
         human_bytes(plan.total_bytes()),
         human_bytes(plan.remaining_bytes())
     ));
+    let shared = plan.shared_store_bytes();
+    if shared > 0 {
+        let n = plan
+            .files
+            .iter()
+            .filter(|f| f.status == FileStatus::InSharedStore)
+            .count();
+        text.push_str(&format!(
+            "{n} files ({}) from the shared blob store, not downloaded\n",
+            human_bytes(shared)
+        ));
+    }
     if let Some(line) = space {
         text.push_str(line);
         text.push('\n');

@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 
 use crate::cli::PluginsArgs;
 use crate::commands::{load_plugins, load_settings, open_backend, print_stdout};
+use crate::env::Env;
 use crate::error::HostError;
 use crate::redact::redact;
-use crate::settings::Env;
 
 /// Runs `hubget plugins`.
 pub fn run(env: &Env, config: Option<PathBuf>, args: &PluginsArgs) -> Result<(), HostError> {

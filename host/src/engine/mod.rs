@@ -13,10 +13,7 @@
 //! reports it (`backend_retry`, at most one per file per second) and excuses the announced wait
 //! from the stall watchdog ([`stall`]).
 
-pub mod backend_retry;
-pub mod retry;
 pub mod stall;
-pub mod transport;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -25,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use abi_stable::std_types::RResult;
+use hubget_plugin_api::protocol::{FetchOptions, RangeWritten, RetryNote, merge_ranges};
 use hubget_plugin_api::{
     CancelToken, ErrorKind, EventKind, Features, FetchBatch, FetchItem, FileDone, ManifestFile,
     PluginError, ProgressEvent, ProgressSink,
@@ -35,13 +33,12 @@ use crate::error::{HostError, causes_hint, group_causes};
 use crate::output::{ErrorInfo, Event, Reporter};
 use crate::plan::{FileStatus, Plan};
 use crate::resume::{Partial, ResumeState};
+use crate::retry::RetryPolicy;
 use crate::store::lock::{FileLock, LockError};
 use crate::store::{Target, etag_of};
+use crate::transport::Transport;
 use crate::verify::{Expected, FileHasher};
-use backend_retry::RetryNote;
-use retry::RetryPolicy;
 use stall::StallClock;
-use transport::Transport;
 
 /// At most one `backend_retry` event per file this often (the latest note wins).
 const BACKEND_RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -115,6 +112,25 @@ pub struct FileReport {
     pub secs: f64,
     /// Final path.
     pub local_path: PathBuf,
+    /// The shared blob store entry it was taken from (nothing downloaded).
+    pub reused_from: Option<PathBuf>,
+}
+
+impl FileReport {
+    /// The `file_done` event of this file (`source` redacted).
+    pub fn event(&self, redact: impl Fn(&str) -> String) -> Event {
+        Event::FileDone {
+            path: self.path.clone(),
+            backend: self.backend.clone(),
+            source: redact(&self.source),
+            bytes: self.bytes,
+            bytes_transferred: self.bytes_transferred,
+            sha256: self.sha256.clone(),
+            secs: self.secs,
+            local_path: self.local_path.display().to_string(),
+            reused_from: self.reused_from.as_ref().map(|p| p.display().to_string()),
+        }
+    }
 }
 
 /// One failed attempt.
@@ -152,6 +168,12 @@ impl Summary {
     /// Network bytes of the run.
     pub fn bytes_transferred(&self) -> u64 {
         self.done.iter().map(|d| d.bytes_transferred).sum()
+    }
+
+    /// Files taken from the shared blob store, and their bytes.
+    pub fn reused(&self) -> (usize, u64) {
+        let reused = self.done.iter().filter(|d| d.reused_from.is_some());
+        reused.fold((0, 0), |(n, b), d| (n + 1, b + d.bytes))
     }
 
     /// The run's error, if any: interrupted, or failed files classified by their worst cause
@@ -342,11 +364,13 @@ impl ProgressSink for Sink {
                     self.touch();
                 }
                 EventKind::RANGE_WRITTEN => {
-                    if let Some(range) = parse_range(&event.message) {
+                    if let Some(range) =
+                        RangeWritten::parse(&event.message).map(RangeWritten::range)
+                    {
                         let mut r = track.ranges.lock().unwrap_or_else(PoisonError::into_inner);
                         let mut all = std::mem::take(&mut r.0);
                         all.push(range);
-                        r.0 = crate::resume::merge_ranges(all);
+                        r.0 = merge_ranges(all);
                         r.1 += 1;
                     }
                     self.touch();
@@ -690,7 +714,7 @@ fn fail(ctx: &Ctx, summary: &mut Summary, path: String, attempts: Vec<AttemptErr
     summary.failed.push(FileFailure { path, attempts });
 }
 
-fn cached_report(file: &ManifestFile, local: PathBuf) -> FileReport {
+pub fn cached_report(file: &ManifestFile, local: PathBuf) -> FileReport {
     FileReport {
         path: file.path.to_string(),
         backend: "cache".to_owned(),
@@ -705,20 +729,12 @@ fn cached_report(file: &ManifestFile, local: PathBuf) -> FileReport {
             .unwrap_or_default(),
         secs: 0.0,
         local_path: local,
+        reused_from: None,
     }
 }
 
 fn emit_done(ctx: &Ctx, r: &FileReport) {
-    ctx.reporter.emit(Event::FileDone {
-        path: r.path.clone(),
-        backend: r.backend.clone(),
-        source: ctx.redact(&r.source),
-        bytes: r.bytes,
-        bytes_transferred: r.bytes_transferred,
-        sha256: r.sha256.clone(),
-        secs: r.secs,
-        local_path: r.local_path.display().to_string(),
-    });
+    ctx.reporter.emit(r.event(|s| ctx.redact(s)));
 }
 
 /// Moves files off disabled backends (or fails them when none is left).
@@ -797,23 +813,59 @@ async fn wait_stop(stop: &CancelToken) {
     }
 }
 
-/// The range of a `RANGE_WRITTEN` message (`{"start":S,"end":E}`), if valid.
-fn parse_range(message: &str) -> Option<std::ops::Range<u64>> {
-    #[derive(serde::Deserialize)]
-    struct Written {
-        start: u64,
-        end: u64,
-    }
-    let w: Written = serde_json::from_str(message).ok()?;
-    (w.start < w.end).then_some(w.start..w.end)
-}
-
 /// What the state file of a job says so far: its checkpoint and the version of its written
 /// ranges (the [`Track::ranges`] counter).
 #[derive(Clone, Copy, Default)]
 struct Persisted {
     checkpoint: u64,
     ranges: u64,
+}
+
+/// Takes `file` from the shared blob store when an entry there has its content (hashed
+/// first, off the async workers). A bad entry is reported by name and left alone; the file is
+/// then downloaded as usual.
+async fn reuse_shared(ctx: &Ctx, file: &ManifestFile) -> Option<FileReport> {
+    let target = ctx.target.clone();
+    let (f, commit) = (file.clone(), ctx.plan_commit.clone());
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(move || target.reuse_shared(&f, &commit)).await;
+    match result {
+        Ok(Ok(Some(Ok(reused)))) => {
+            log::info!(
+                "{}: taken from the shared blob store ({}), nothing downloaded",
+                file.path,
+                reused.entry.display()
+            );
+            let mut report = cached_report(file, reused.local);
+            report.backend = "shared-store".to_owned();
+            report.source = reused.entry.display().to_string();
+            report.secs = started.elapsed().as_secs_f64();
+            report.reused_from = Some(reused.entry);
+            Some(report)
+        }
+        Ok(Ok(Some(Err(crate::store::shared::Reuse::Bad { entry, why })))) => {
+            ctx.reporter.emit(Event::Warning {
+                message: format!(
+                    "{}: the shared blob store entry {} does not match ({why}); not using it, downloading the file",
+                    file.path,
+                    entry.display()
+                ),
+            });
+            None
+        }
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => {
+            log::debug!(
+                "{}: cannot take it from the shared blob store: {e}",
+                file.path
+            );
+            None
+        }
+        Err(e) => {
+            log::debug!("{}: shared blob store task: {e}", file.path);
+            None
+        }
+    }
 }
 
 /// Lock, re-check, prepare the partial. `Err` holds the final outcome for this job.
@@ -846,6 +898,12 @@ async fn prepare_job(ctx: &Ctx, job: &mut Job, resume: bool) -> Result<(), Outco
                     format!("cannot link: {e}"),
                 ))),
             };
+        }
+        if !ctx.opts.force
+            && job.partial.resumable(&job.etag, job.file.size) == 0
+            && let Some(report) = reuse_shared(ctx, &job.file).await
+        {
+            return Err(Outcome::AlreadyDone(report));
         }
     }
     if !resume && job.partial.resumable_ranges(&job.etag, job.file.size) != (0, Vec::new()) {
@@ -1129,8 +1187,8 @@ fn report_backend_retries(
         ctx.reporter.emit(Event::BackendRetry {
             path: job.path.clone(),
             backend: backend.to_owned(),
-            attempt: note.attempt,
-            max_attempts: note.max_attempts,
+            attempt: note.attempt.map(|(n, _)| n),
+            max_attempts: note.attempt.map(|(_, max)| max),
             delay_ms: note.delay.map(|d| d.as_millis() as u64),
             message,
         });
@@ -1201,25 +1259,15 @@ async fn save_checkpoint(ctx: &Ctx, job: &Job, track: &Track, persisted: &mut Pe
 }
 
 /// `FetchBatch::options_json` telling the backend which ranges of each item are already
-/// written: `{"written_ranges": {"<index>": [[start, end], ...]}}`, or empty when none are.
+/// written (empty when none are).
 fn written_ranges_option(jobs: &[Job]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = jobs
-        .iter()
-        .enumerate()
-        .filter(|(_, j)| !j.written.is_empty())
-        .map(|(i, j)| {
-            let list = j
-                .written
-                .iter()
-                .map(|r| serde_json::json!([r.start, r.end]));
-            (i.to_string(), serde_json::Value::Array(list.collect()))
-        })
-        .collect();
-    if map.is_empty() {
-        String::new()
-    } else {
-        serde_json::json!({ "written_ranges": map }).to_string()
+    let mut options = FetchOptions::default();
+    for (i, job) in (0u32..).zip(jobs) {
+        if !job.written.is_empty() {
+            options.written_ranges.insert(i, job.written.clone());
+        }
     }
+    options.to_json()
 }
 
 /// Verifies a finished partial file and installs it.
@@ -1288,6 +1336,7 @@ async fn finish_file(
         track.map_or(0, |t| t.network.load(Ordering::Relaxed))
     };
     Outcome::Done(FileReport {
+        reused_from: None,
         path: job.path.clone(),
         backend: backend.to_owned(),
         source: done.source.to_string(),

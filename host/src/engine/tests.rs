@@ -8,10 +8,10 @@ use std::sync::atomic::AtomicUsize;
 use abi_stable::std_types::{ROption, RVec};
 use hubget_plugin_api::{Capabilities, FileOutcome, Manifest, Progress, RepoType, ResolveRequest};
 
-use super::transport::BoxFuture;
 use super::*;
 use crate::output::Collect;
 use crate::plan::{PlanRequest, build_plan};
+use crate::transport::BoxFuture;
 use crate::verify::{git_blob_sha1, sha256_hex};
 
 #[derive(Clone, Copy, PartialEq, Debug)]

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Event;
-use crate::engine::backend_retry::RetryNote;
+use hubget_plugin_api::protocol::RetryNote;
+
+use crate::output::retry_label::retry_label;
 
 /// A backend retry stays on the file's line at least this long.
 const RETRY_SHOWN: Duration = Duration::from_secs(1);
@@ -169,7 +171,7 @@ impl Bars {
             // The download goes on: keep the bar and its bytes, say what happens.
             Event::BackendRetry { path, message, .. } => {
                 if let Some(f) = files.get_mut(path) {
-                    let label = RetryNote::parse(message).label();
+                    let label = retry_label(&RetryNote::parse(message));
                     f.bar.set_message(format!("{path}  {label}"));
                     f.retry_shown = Some(Instant::now());
                 }

@@ -9,6 +9,7 @@
 
 pub mod bars;
 pub mod json;
+pub mod retry_label;
 
 pub use bars::LogWriter;
 
@@ -27,7 +28,7 @@ pub struct PlanFile {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
-    /// `complete`, `linkable`, `partial` or `missing`.
+    /// `complete`, `linkable`, `shared_store`, `partial` or `missing`.
     pub status: &'static str,
     /// Bytes still to fetch.
     pub remaining: u64,
@@ -70,6 +71,8 @@ pub enum Event {
         total_bytes: u64,
         /// Bytes still to fetch.
         remaining_bytes: u64,
+        /// Bytes of the files the cache's shared blob store should provide (not downloaded).
+        shared_store_bytes: u64,
         /// Whether this is a dry run.
         dry_run: bool,
     },
@@ -153,6 +156,8 @@ pub enum Event {
         secs: f64,
         /// Final local path.
         local_path: String,
+        /// The shared blob store entry the file was taken from (nothing downloaded), or null.
+        reused_from: Option<String>,
     },
     /// Something the user should know that is not an error.
     Warning {
@@ -182,6 +187,10 @@ pub enum Event {
         bytes: u64,
         /// Network bytes of this run.
         bytes_transferred: u64,
+        /// Files taken from the shared blob store instead of downloaded.
+        files_reused: usize,
+        /// Their bytes: what the shared blob store saved.
+        bytes_reused: u64,
         /// Wall time.
         secs: f64,
         /// The result path (also the last line of non-JSON output), if any.

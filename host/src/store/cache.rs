@@ -7,6 +7,8 @@
 //!     refs/<revision>                   the commit sha, no newline, written atomically
 //!     .no_exist/<commit>/<path>         empty marker: the file does not exist at that commit
 //! <cache>/.locks/<repo folder>/<etag>.lock
+//! <cache>/blobs/<xx>/<xet hash>         the shared blob store (see [`super::shared`]): a Xet
+//!                                       file's repo blob is a symlink into it
 //! ```
 
 use std::io::Write;
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 use hubget_plugin_api::RepoType;
 
 use super::paths::{UnsafePath, join_repo_path, validate_repo_path};
+use super::shared::SharedBlobs;
 use crate::resume::{PARTIAL_SUFFIX, Partial};
 
 /// Writes `CACHEDIR.TAG` (the standard tag that backup tools skip) in `dir` if it is missing.
@@ -41,6 +44,8 @@ pub struct CacheRepo {
     pub folder: String,
     /// `<cache>/<folder>`.
     pub root: PathBuf,
+    /// The cache's shared blob store, unless it is turned off.
+    pub shared: Option<SharedBlobs>,
 }
 
 /// huggingface_hub's `repo_folder_name`: `models--org--name`.
@@ -59,6 +64,7 @@ impl CacheRepo {
             cache_dir: cache_dir.to_path_buf(),
             root: cache_dir.join(&folder),
             folder,
+            shared: None,
         }
     }
 

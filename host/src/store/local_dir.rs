@@ -15,6 +15,8 @@ use crate::resume::Partial;
 pub struct LocalDir {
     /// The directory.
     pub root: PathBuf,
+    /// The shared blob store of the cache, to copy Xet files from, unless it is turned off.
+    pub shared: Option<crate::store::shared::SharedBlobs>,
 }
 
 /// The metadata huggingface_hub keeps for a local-dir file.
@@ -33,6 +35,7 @@ impl LocalDir {
     pub fn new(root: &Path) -> Self {
         Self {
             root: root.to_path_buf(),
+            shared: None,
         }
     }
 

@@ -6,17 +6,46 @@ pub mod cache;
 pub mod local_dir;
 pub mod lock;
 pub mod paths;
+pub mod shared;
 pub mod space;
 
 use std::path::{Path, PathBuf};
 
 use hubget_plugin_api::{ManifestFile, RepoType};
+use serde::Serialize;
 
-use crate::plan::FileStatus;
 use crate::resume::Partial;
+use crate::verify::{Expected, verify_file};
 use cache::CacheRepo;
 use local_dir::LocalDir;
 use paths::UnsafePath;
+use shared::{Reuse, SharedBlobs};
+
+/// A file taken from the shared blob store.
+#[derive(Debug, Clone)]
+pub struct Reused {
+    /// The store entry it came from.
+    pub entry: PathBuf,
+    /// Where the file is now (the snapshot link or the local file).
+    pub local: PathBuf,
+}
+
+/// The state of one selected file in the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    /// Already in the target; nothing to fetch.
+    Complete,
+    /// The content is in the cache (same blob) but not linked for this commit yet.
+    Linkable,
+    /// Not in the target, but the cache's shared blob store holds an entry of the right size
+    /// (it is hashed before it is used).
+    InSharedStore,
+    /// A partial file holds this many verified-good bytes.
+    Partial(u64),
+    /// Nothing on disk.
+    Missing,
+}
 
 /// The blob name of a file: sha256 for LFS/Xet files, the git oid for regular files.
 /// Refused unless it is plain hex, since it becomes a file name.
@@ -54,6 +83,79 @@ impl Target {
         Self::LocalDir(LocalDir::new(dir))
     }
 
+    /// This target reading from (and, for the cache, publishing to) `shared`.
+    #[must_use]
+    pub fn with_shared_blobs(mut self, shared: Option<SharedBlobs>) -> Self {
+        match &mut self {
+            Self::Cache(c) => c.shared = shared,
+            Self::LocalDir(l) => l.shared = shared,
+        }
+        self
+    }
+
+    fn shared(&self) -> Option<&SharedBlobs> {
+        match self {
+            Self::Cache(c) => c.shared.as_ref(),
+            Self::LocalDir(l) => l.shared.as_ref(),
+        }
+    }
+
+    /// Whether the shared blob store holds an entry of `file`'s size (content not checked).
+    fn in_shared_store(&self, file: &ManifestFile) -> bool {
+        match (self.shared(), file.xet_hash.as_ref().into_option()) {
+            (Some(s), Some(h)) => s.usable_entry(h.as_str(), file.size).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Takes `file` from the shared blob store, if an entry there has its content (hashed
+    /// first): the cache links its repo blob to the entry; a local dir gets a copy (a reflink
+    /// where the filesystem can). Blocking. `Ok(None)` when there is no usable entry.
+    pub fn reuse_shared(
+        &self,
+        file: &ManifestFile,
+        commit: &str,
+    ) -> std::io::Result<Option<Result<Reused, Reuse>>> {
+        let (Some(shared), Some(xet_hash)) = (self.shared(), file.xet_hash.as_ref().into_option())
+        else {
+            return Ok(None);
+        };
+        let expected = Expected::for_file(file);
+        let etag = etag_of(file).map_err(invalid)?;
+        match self {
+            Self::Cache(c) => {
+                let blob = c.blob_path(&etag);
+                std::fs::create_dir_all(blob.parent().expect("blobs"))?;
+                match shared.link_into(&blob, xet_hash.as_str(), &expected) {
+                    Reuse::Linked(entry) => {
+                        let local = c.link(commit, &file.path, &etag)?;
+                        Ok(Some(Ok(Reused { entry, local })))
+                    }
+                    Reuse::Missing => Ok(None),
+                    bad @ Reuse::Bad { .. } => Ok(Some(Err(bad))),
+                }
+            }
+            Self::LocalDir(l) => {
+                let Some(entry) = shared.usable_entry(xet_hash.as_str(), file.size) else {
+                    return Ok(None);
+                };
+                let partial = l.partial(&file.path, &etag).map_err(invalid)?;
+                std::fs::create_dir_all(partial.data.parent().expect("parent"))?;
+                // std's copy uses copy_file_range: a reflink on filesystems that share extents.
+                std::fs::copy(&entry, &partial.data)?;
+                if let Err(e) = verify_file(&partial.data, &expected) {
+                    partial.discard();
+                    return Ok(Some(Err(Reuse::Bad {
+                        entry,
+                        why: e.to_string(),
+                    })));
+                }
+                let local = l.install(&partial, &file.path, commit, &etag)?;
+                Ok(Some(Ok(Reused { entry, local })))
+            }
+        }
+    }
+
     /// What is on disk for `file` at `commit`.
     pub fn status(&self, file: &ManifestFile, commit: &str) -> FileStatus {
         let Ok(etag) = etag_of(file) else {
@@ -76,6 +178,7 @@ impl Target {
                     };
                 }
                 match c.partial(&etag).resumable(&etag, file.size) {
+                    0 if self.in_shared_store(file) => FileStatus::InSharedStore,
                     0 => FileStatus::Missing,
                     n => FileStatus::Partial(n),
                 }
@@ -88,6 +191,7 @@ impl Target {
                     .partial(&file.path, &etag)
                     .map(|p| p.resumable(&etag, file.size))
                 {
+                    Ok(0) if self.in_shared_store(file) => FileStatus::InSharedStore,
                     Ok(0) | Err(_) => FileStatus::Missing,
                     Ok(n) => FileStatus::Partial(n),
                 }
@@ -148,7 +252,12 @@ impl Target {
         let etag = etag_of(file).map_err(invalid)?;
         match self {
             Self::Cache(c) => {
-                c.install_blob(partial, &etag)?;
+                let blob = c.install_blob(partial, &etag)?;
+                if let (Some(shared), Some(xet_hash)) =
+                    (&c.shared, file.xet_hash.as_ref().into_option())
+                {
+                    shared.publish(&blob, xet_hash.as_str(), &Expected::for_file(file));
+                }
                 c.link(commit, &file.path, &etag)
             }
             Self::LocalDir(l) => l.install(partial, &file.path, commit, &etag),

@@ -14,34 +14,41 @@
 //! expected size and positions. Cancellation is polled every 50 ms, so a cancelled download
 //! returns `CANCELLED` promptly.
 //!
-//! Every retry is logged at `info` and, when [`DownloadOptions::on_retry`] is set, handed to it
-//! as a [`RetryNote`] (plugins forward it to the host as a `RETRY` event).
-//!
-//! Progress: `progress(file_bytes, network_bytes)` deltas, coalesced (at most every 256 KiB or
-//! 200 ms per range); `checkpoint(n)` with the absolute low watermark: every byte before `n` is
-//! written (sent when it advances, at most every 500 ms, at the end, and before a failure is
-//! returned, so that a caller can continue from there elsewhere).
+//! Everything the download has to say goes through one sink as an [`Event`] (rustup's downloader
+//! does the same): byte deltas, checkpoints, written ranges and retries. [`ItemEvents`] turns
+//! them into the host's `ProgressEvent`s for one batch item, so a plugin writes no adapter:
+//! - `Bytes` deltas, coalesced (at most every 256 KiB or 200 ms per range);
+//! - `Checkpoint(n)` with the absolute low watermark: every byte before `n` is written (sent when
+//!   it advances, at most every 500 ms, at the end, and before a failure is returned, so that a
+//!   caller can continue from there elsewhere);
+//! - `RangeWritten`: the written prefix of every range past the low watermark as it grows (at
+//!   most every 500 ms) and when it completes, so that a caller can persist more than the
+//!   contiguous prefix;
+//! - `Retry`: every retry (also logged at `info`), before its wait.
 //!
 //! Out-of-order resume: [`DownloadOptions::written`] names ranges already on disk (from an
-//! earlier run); only the holes of `offset..size` are planned ([`plan_holes`]) and the low
-//! watermark jumps over the skipped ranges. [`DownloadOptions::on_range_written`] hears the
-//! written prefix of every range as it grows, so that a caller can persist more than the
-//! contiguous prefix.
+//! earlier run); only the holes of `offset..size` are planned
+//! ([`plan_holes`](crate::ranges::plan_holes)) and the low watermark jumps over the skipped
+//! ranges.
 
 use std::fs::File;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
-use hubget_plugin_api::{CancelToken, ErrorKind, HostSettings, PluginError};
+use hubget_plugin_api::protocol::{RangeWritten, RetryNote};
+use hubget_plugin_api::{
+    CancelToken, ErrorKind, HostSettings, PluginError, Progress, ProgressEvent,
+};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, HeaderMap, HeaderValue, RANGE};
 use reqwest::{StatusCode, Url};
 
 use crate::client::{Credential, HttpClient, Request, origin_of};
 use crate::error::{classify, classify_transport, io, protocol};
+use crate::ranges::plan_holes;
 use crate::retry::{RetryPolicy, cancellable, sleep};
 
 const FLUSH_BYTES: u64 = 256 * 1024;
@@ -70,53 +77,8 @@ impl Source {
     }
 }
 
-/// A retry inside the downloader, for callers that show it (plugins forward it to the host as
-/// a `RETRY` progress event).
-#[derive(Clone, Debug)]
-pub struct RetryNote {
-    /// Why the attempt failed (its message is redacted: no token, no query string).
-    pub error: PluginError,
-    /// The attempt about to run (2 for the first retry).
-    pub attempt: u32,
-    /// Attempts allowed in a row without progress.
-    pub max_attempts: u32,
-    /// The wait before that attempt.
-    pub delay: Duration,
-    /// The bytes the retried request asks for.
-    pub range: Range<u64>,
-}
-
-impl RetryNote {
-    /// `"<error>; retrying in <ms> ms (attempt <n>/<max>)"`, e.g. `"GET http://cdn/lfs/<sha>:
-    /// 503 Service Unavailable; retrying in 200 ms (attempt 2/5)"`.
-    pub fn message(&self) -> String {
-        format!(
-            "{}; retrying in {} ms (attempt {}/{})",
-            self.error.message,
-            self.delay.as_millis(),
-            self.attempt,
-            self.max_attempts
-        )
-    }
-}
-
-impl std::fmt::Display for RetryNote {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message())
-    }
-}
-
-/// Receives every [`RetryNote`] of a download (called before the wait, from the download's
-/// task: keep it cheap).
-pub type RetryHook = Arc<dyn Fn(&RetryNote) + Send + Sync>;
-
-/// Told about written ranges (absolute, end exclusive): the written prefix of each planned range
-/// past the low watermark as it grows (at most every 500 ms) and when it completes, from the download's task: keep it
-/// cheap. Plugins forward them to the host as `RANGE_WRITTEN` events.
-pub type RangeHook = Arc<dyn Fn(Range<u64>) + Send + Sync>;
-
 /// How to split a download.
-#[derive(Clone)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DownloadOptions {
     /// Concurrent requests per file (at least 1).
     pub connections: u32,
@@ -124,47 +86,9 @@ pub struct DownloadOptions {
     pub range_size: u64,
     /// Retries per range.
     pub retry: RetryPolicy,
-    /// Told about every retry (besides the `info` log line), if set.
-    pub on_retry: Option<RetryHook>,
     /// Ranges past the offset already written by an earlier run: not fetched again.
     pub written: Vec<Range<u64>>,
-    /// Told about written ranges (see [`RangeHook`]), if set.
-    pub on_range_written: Option<RangeHook>,
 }
-
-impl std::fmt::Debug for DownloadOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DownloadOptions")
-            .field("connections", &self.connections)
-            .field("range_size", &self.range_size)
-            .field("retry", &self.retry)
-            .field("on_retry", &self.on_retry.is_some())
-            .field("written", &self.written)
-            .field("on_range_written", &self.on_range_written.is_some())
-            .finish()
-    }
-}
-
-impl PartialEq for DownloadOptions {
-    fn eq(&self, other: &Self) -> bool {
-        self.connections == other.connections
-            && self.range_size == other.range_size
-            && self.retry == other.retry
-            && match (&self.on_retry, &other.on_retry) {
-                (None, None) => true,
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                _ => false,
-            }
-            && self.written == other.written
-            && match (&self.on_range_written, &other.on_range_written) {
-                (None, None) => true,
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                _ => false,
-            }
-    }
-}
-
-impl Eq for DownloadOptions {}
 
 impl DownloadOptions {
     /// `connections_per_file`, `range_size` and `max_attempts` from the host settings.
@@ -173,27 +97,75 @@ impl DownloadOptions {
             connections: settings.connections_per_file.max(1),
             range_size: settings.range_size.max(64 * 1024),
             retry: RetryPolicy::from_settings(settings),
-            on_retry: None,
             written: Vec::new(),
-            on_range_written: None,
         }
     }
 
-    /// These options with `hook` told about every retry.
+    /// These options skipping `written` (ranges already on disk).
     #[must_use]
-    pub fn with_retry_hook(mut self, hook: RetryHook) -> Self {
-        self.on_retry = Some(hook);
-        self
-    }
-
-    /// These options skipping `written` (ranges already on disk) and telling `hook` about every
-    /// range written completely.
-    #[must_use]
-    pub fn with_written(mut self, written: Vec<Range<u64>>, hook: Option<RangeHook>) -> Self {
+    pub fn with_written(mut self, written: Vec<Range<u64>>) -> Self {
         self.written = written;
-        self.on_range_written = hook;
         self
     }
+}
+
+/// What a download says while it runs, in order per range (see the [module docs](self)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// File bytes newly written (not counting bytes an earlier pass wrote) and network bytes
+    /// newly received, since the previous `Bytes` event.
+    Bytes {
+        /// File bytes.
+        file: u64,
+        /// Network bytes.
+        network: u64,
+    },
+    /// Every byte before this position is written.
+    Checkpoint(u64),
+    /// These bytes (absolute, end exclusive) are written, past the last checkpoint.
+    RangeWritten(Range<u64>),
+    /// A request failed and is tried again after the note's delay.
+    Retry(RetryNote),
+}
+
+/// Receives a download's [`Event`]s, from the download's task: keep it cheap.
+pub type EventSink<'a> = &'a (dyn Fn(Event) + Sync);
+
+/// Forwards a download's [`Event`]s to the host as the `ProgressEvent`s of batch item `index`.
+#[derive(Clone, Copy)]
+pub struct ItemEvents<'a> {
+    /// The host's progress sink.
+    pub progress: &'a Progress,
+    /// The item's index in the batch.
+    pub index: u32,
+}
+
+impl ItemEvents<'_> {
+    /// Sends `event` to the host.
+    pub fn send(&self, event: Event) {
+        let index = self.index;
+        self.progress.on_event(match event {
+            Event::Bytes { file, network } => ProgressEvent::bytes(index, file, network),
+            Event::Checkpoint(n) => ProgressEvent::checkpoint(index, n),
+            Event::RangeWritten(r) => RangeWritten {
+                start: r.start,
+                end: r.end,
+            }
+            .event(index),
+            Event::Retry(note) => note.event(index),
+        });
+    }
+}
+
+/// Where a download writes: bytes `offset..size` of the partial file at `path`.
+#[derive(Clone, Copy, Debug)]
+pub struct PartialTarget<'a> {
+    /// The partial file (it must exist; it is never truncated).
+    pub path: &'a Path,
+    /// The first byte to fetch: the bytes before it are on disk.
+    pub offset: u64,
+    /// The file's size.
+    pub size: u64,
 }
 
 /// What a finished download did.
@@ -204,124 +176,6 @@ pub struct Downloaded {
     pub bytes_transferred: u64,
     /// The origin (`scheme://host:port`) of the server that sent the bytes (after redirects).
     pub origin: String,
-}
-
-/// Splits `offset..size` into consecutive ranges of at most `range_size` bytes.
-pub fn split_ranges(offset: u64, size: u64, range_size: u64) -> Vec<Range<u64>> {
-    let step = range_size.max(1);
-    let mut out = Vec::new();
-    let mut start = offset;
-    while start < size {
-        let end = size.min(start.saturating_add(step));
-        out.push(start..end);
-        start = end;
-    }
-    out
-}
-
-/// The smallest range worth its own request when splitting (unless `range_size` is smaller).
-pub const MIN_RANGE: u64 = 1024 * 1024;
-
-/// How [`download_to_partial`] splits `offset..size` over `connections`:
-/// * one range (one request) when `connections <= 1` or fewer than `2 * MIN_RANGE` bytes remain;
-/// * else ranges of `base = min(range_size, max(remaining / connections, MIN_RANGE))`, so that a
-///   mid-size file still keeps every connection busy;
-/// * the last `connections * base` bytes in quarter-size pieces (at least `min(MIN_RANGE,
-///   base)`), so that connections finish together instead of one slow range at the end.
-pub fn plan_ranges(offset: u64, size: u64, range_size: u64, connections: u32) -> Vec<Range<u64>> {
-    if offset >= size {
-        return Vec::new();
-    }
-    let remaining = size - offset;
-    let connections = u64::from(connections.max(1));
-    if connections == 1 || remaining < 2 * MIN_RANGE {
-        return std::iter::once(offset..size).collect();
-    }
-    let base = range_size
-        .max(1)
-        .min(remaining.div_ceil(connections).max(MIN_RANGE));
-    let tail_len = (connections * base).min(remaining);
-    let tail_start = size - tail_len;
-    let mut ranges = split_ranges(offset, tail_start, base);
-    let piece = (base / 4).max(MIN_RANGE.min(base));
-    ranges.extend(split_ranges(tail_start, size, piece));
-    ranges
-}
-
-/// Sorts and merges `ranges` (dropping empty ones): disjoint, non-adjacent, ascending.
-pub fn merge_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
-    ranges.retain(|r| r.start < r.end);
-    ranges.sort_by_key(|r| r.start);
-    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        match out.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => out.push(r),
-        }
-    }
-    out
-}
-
-/// The parts of `offset..size` not covered by `written`, ascending.
-pub fn holes(offset: u64, size: u64, written: &[Range<u64>]) -> Vec<Range<u64>> {
-    let mut out = Vec::new();
-    let mut at = offset;
-    for w in merge_ranges(written.to_vec()) {
-        if w.end <= at {
-            continue;
-        }
-        if w.start >= size {
-            break;
-        }
-        if w.start > at {
-            out.push(at..w.start);
-        }
-        at = at.max(w.end);
-    }
-    if at < size {
-        out.push(at..size);
-    }
-    out
-}
-
-/// [`plan_ranges`] over each hole of `offset..size` left by `written` (ranges already on
-/// disk), ascending: only the missing bytes are requested.
-pub fn plan_holes(
-    offset: u64,
-    size: u64,
-    written: &[Range<u64>],
-    range_size: u64,
-    connections: u32,
-) -> Vec<Range<u64>> {
-    holes(offset, size, written)
-        .into_iter()
-        .flat_map(|h| plan_ranges(h.start, h.end, range_size, connections))
-        .collect()
-}
-
-/// The `written_ranges` of item `index` in a batch's `options_json` (see
-/// `FetchBatch::options_json`), clipped to `offset..size` and merged. Empty when the options
-/// are empty, malformed or name no range for the item.
-pub fn written_ranges(options_json: &str, index: u32, offset: u64, size: u64) -> Vec<Range<u64>> {
-    let Ok(options) = serde_json::from_str::<serde_json::Value>(options_json) else {
-        return Vec::new();
-    };
-    let Some(list) = options
-        .get("written_ranges")
-        .and_then(|w| w.get(index.to_string()))
-        .and_then(|l| l.as_array())
-    else {
-        return Vec::new();
-    };
-    let ranges = list
-        .iter()
-        .filter_map(|r| {
-            let pair = r.as_array()?;
-            let (start, end) = (pair.first()?.as_u64()?, pair.get(1)?.as_u64()?);
-            Some(start.max(offset)..end.min(size))
-        })
-        .collect();
-    merge_ranges(ranges)
 }
 
 /// Why one request for a range stopped.
@@ -346,8 +200,7 @@ struct Shared<'a> {
     size: u64,
     offset: u64,
     opts: &'a DownloadOptions,
-    progress: &'a (dyn Fn(u64, u64) + Sync),
-    checkpoint: &'a (dyn Fn(u64) + Sync),
+    events: EventSink<'a>,
     /// The ranges and how many bytes of each are written (contiguously from its start).
     ranges: Vec<Range<u64>>,
     done: Vec<AtomicU64>,
@@ -355,7 +208,7 @@ struct Shared<'a> {
     covered: Vec<Range<u64>>,
     /// The planned ranges skip bytes up to `size` (written before): the mark ends at `size`.
     skipped_tail: bool,
-    /// Per range, the written bytes last handed to `on_range_written`.
+    /// Per range, the written bytes last reported as `RangeWritten`.
     reported: Vec<AtomicU64>,
     last_ranges_at: Mutex<Instant>,
     net: AtomicU64,
@@ -394,19 +247,15 @@ impl Shared<'_> {
             self.last_checkpoint.store(mark, Ordering::Release);
             *at = Instant::now();
             drop(at);
-            (self.checkpoint)(mark);
+            (self.events)(Event::Checkpoint(mark));
         }
     }
 
-    /// Hands the written part of every range that grew since it was last reported (each range
-    /// is written from its start, so `start..start + done` is fully written) to
-    /// [`DownloadOptions::on_range_written`]: at most every [`CHECKPOINT_EVERY`] unless `force`
+    /// Reports the written part of every range that grew since it was last reported (each range
+    /// is written from its start, so `start..start + done` is fully written) as `RangeWritten`: at most every [`CHECKPOINT_EVERY`] unless `force`
     /// or a range just completed, so that a kill loses little beyond the host's last save.
     /// Ranges whose written part ends at or before `mark` are left to the checkpoint.
     fn report_ranges(&self, mark: u64, force: bool) {
-        let Some(hook) = &self.opts.on_range_written else {
-            return;
-        };
         let mut at = self
             .last_ranges_at
             .lock()
@@ -420,7 +269,7 @@ impl Shared<'_> {
                 && done > self.reported[i].load(Ordering::Acquire)
             {
                 self.reported[i].store(done, Ordering::Release);
-                hook(range.start..range.start + done);
+                (self.events)(Event::RangeWritten(range.start..range.start + done));
             }
         }
         if due {
@@ -445,18 +294,19 @@ impl Shared<'_> {
 /// Returns the network bytes and the serving origin. Errors: classified HTTP/transport
 /// failures after retries, `INTEGRITY` when the server's size differs from `size`, `PROTOCOL`
 /// for inconsistent `Content-Range`/`Content-Length`, `IO` for the partial file, `CANCELLED`.
-#[allow(clippy::too_many_arguments)]
 pub async fn download_to_partial(
     client: &HttpClient,
     source: &Source,
-    partial_path: &Path,
-    offset: u64,
-    size: u64,
+    target: PartialTarget<'_>,
     opts: &DownloadOptions,
-    progress: &(dyn Fn(u64, u64) + Sync),
-    checkpoint: &(dyn Fn(u64) + Sync),
+    events: EventSink<'_>,
     cancel: &CancelToken,
 ) -> Result<Downloaded, PluginError> {
+    let PartialTarget {
+        path: partial_path,
+        offset,
+        size,
+    } = target;
     cancel.check()?;
     if offset >= size {
         return Ok(Downloaded {
@@ -479,7 +329,7 @@ pub async fn download_to_partial(
     );
     if ranges.is_empty() {
         // Everything past `offset` was written by an earlier run.
-        checkpoint(size);
+        events(Event::Checkpoint(size));
         return Ok(Downloaded {
             bytes_transferred: 0,
             origin: origin_of(&source.url),
@@ -493,8 +343,7 @@ pub async fn download_to_partial(
         size,
         offset,
         opts,
-        progress,
-        checkpoint,
+        events,
         ranges,
         opts.written.clone(),
     );
@@ -533,8 +382,7 @@ pub async fn download_to_partial(
             size,
             mark,
             opts,
-            progress,
-            checkpoint,
+            events,
             std::iter::once(mark..size).collect(),
             covered,
         );
@@ -585,8 +433,7 @@ impl<'a> Shared<'a> {
         size: u64,
         offset: u64,
         opts: &'a DownloadOptions,
-        progress: &'a (dyn Fn(u64, u64) + Sync),
-        checkpoint: &'a (dyn Fn(u64) + Sync),
+        events: EventSink<'a>,
         ranges: Vec<Range<u64>>,
         covered: Vec<Range<u64>>,
     ) -> Self {
@@ -604,8 +451,7 @@ impl<'a> Shared<'a> {
             size,
             offset,
             opts,
-            progress,
-            checkpoint,
+            events,
             ranges,
             done,
             covered,
@@ -665,17 +511,9 @@ async fn fetch_range(shared: &Shared<'_>, i: usize, cancel: &CancelToken) -> Res
         let Some(wait) = policy.delay(failures, &error) else {
             return Err(Stop::Error(error));
         };
-        let note = RetryNote {
-            error,
-            attempt: failures + 1,
-            max_attempts: policy.max_attempts,
-            delay: wait,
-            range: pos..range.end,
-        };
+        let note = RetryNote::new(error.message, wait, failures + 1, policy.max_attempts);
         log::info!("range {}-{}: {note}", pos, range.end - 1);
-        if let Some(hook) = &shared.opts.on_retry {
-            hook(&note);
-        }
+        (shared.events)(Event::Retry(note));
         sleep(cancel, wait).await?;
     }
 }
@@ -795,7 +633,10 @@ async fn fetch_once(
     let mut last_flush = Instant::now();
     let flush = |file_bytes: &mut u64, net_bytes: &mut u64| {
         if *file_bytes > 0 || *net_bytes > 0 {
-            (shared.progress)(*file_bytes, *net_bytes);
+            (shared.events)(Event::Bytes {
+                file: *file_bytes,
+                network: *net_bytes,
+            });
             *file_bytes = 0;
             *net_bytes = 0;
         }
@@ -890,92 +731,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn holes_are_what_written_ranges_leave_of_the_remainder() {
-        assert_eq!(holes(10, 100, &[]), vec![10..100]);
-        assert_eq!(
-            holes(10, 100, &[50..60, 0..5, 20..30, 25..40, 95..120]),
-            vec![10..20, 40..50, 60..95]
-        );
-        assert_eq!(holes(10, 100, &[0..50, 50..100]), Vec::<Range<u64>>::new());
-        assert_eq!(holes(10, 100, &[5..15, 90..100]), vec![15..90]);
-        assert_eq!(merge_ranges(vec![5..6, 0..2, 2..3, 9..9]), vec![0..3, 5..6]);
-    }
-
-    #[test]
-    fn plan_holes_requests_only_the_holes_in_order() {
-        let size = 64 * MIN_RANGE;
-        let written = vec![8 * MIN_RANGE..20 * MIN_RANGE, 40 * MIN_RANGE..size];
-        let plan = plan_holes(MIN_RANGE, size, &written, 4 * MIN_RANGE, 4);
-        assert!(plan.windows(2).all(|w| w[0].end <= w[1].start), "{plan:?}");
-        let planned: u64 = plan.iter().map(|r| r.end - r.start).sum();
-        assert_eq!(planned, 7 * MIN_RANGE + 20 * MIN_RANGE);
-        assert!(
-            plan.iter()
-                .all(|r| written.iter().all(|w| r.end <= w.start || r.start >= w.end)),
-            "nothing written is asked for again: {plan:?}"
-        );
-        assert_eq!(plan.first().map(|r| r.start), Some(MIN_RANGE));
-        assert_eq!(plan.last().map(|r| r.end), Some(40 * MIN_RANGE));
-    }
-
-    #[test]
-    fn written_ranges_are_read_from_the_batch_options_for_one_item() {
-        let json = r#"{"written_ranges":{"0":[[10,20],[30,40]],"2":[[5,500]]}}"#;
-        assert_eq!(written_ranges(json, 0, 15, 35), vec![15..20, 30..35]);
-        assert_eq!(written_ranges(json, 2, 0, 100), vec![5..100]);
-        assert!(written_ranges(json, 1, 0, 100).is_empty());
-        assert!(written_ranges("", 0, 0, 100).is_empty());
-        assert!(written_ranges(r#"{"written_ranges":{"0":[[1]]}}"#, 0, 0, 9).is_empty());
-    }
-
-    #[test]
-    fn ranges_cover_the_remainder_exactly() {
-        assert_eq!(split_ranges(0, 10, 4), vec![0..4, 4..8, 8..10]);
-        assert_eq!(split_ranges(3, 10, 4), vec![3..7, 7..10]);
-        assert_eq!(split_ranges(10, 10, 4), Vec::<Range<u64>>::new());
-        assert_eq!(split_ranges(0, 8, 4), vec![0..4, 4..8]);
-        assert_eq!(
-            split_ranges(0, 5, 0),
-            (0..5).map(|i| i..i + 1).collect::<Vec<_>>()
-        );
-        let big = split_ranges(1, 1 << 30, 16 << 20);
-        assert_eq!(big.first().unwrap().start, 1);
-        assert_eq!(big.last().unwrap().end, 1 << 30);
-        assert!(big.windows(2).all(|w| w[0].end == w[1].start));
-    }
-
-    #[test]
-    fn plans_keep_every_connection_busy_and_finish_together() {
-        const M: u64 = MIN_RANGE;
-        let contiguous = |r: &[Range<u64>], a: u64, b: u64| {
-            r.first().unwrap().start == a
-                && r.last().unwrap().end == b
-                && r.windows(2).all(|w| w[0].end == w[1].start)
-        };
-        // Small remainders and one connection: one request.
-        assert_eq!(plan_ranges(0, M, 16 * M, 8).len(), 1);
-        assert_eq!(
-            plan_ranges(5, 100 * M, 16 * M, 1),
-            std::iter::once(5..100 * M).collect::<Vec<_>>()
-        );
-        assert!(plan_ranges(7, 7, 16 * M, 8).is_empty());
-        // A mid-size file is spread over every connection.
-        let r = plan_ranges(0, 40 * M, 16 * M, 8);
-        assert!(r.len() >= 8 && contiguous(&r, 0, 40 * M), "{r:?}");
-        // A large file: full ranges, then smaller pieces at the end.
-        let r = plan_ranges(3, 1024 * M, 16 * M, 8);
-        assert!(contiguous(&r, 3, 1024 * M));
-        assert!(r.iter().all(|x| x.end - x.start <= 16 * M));
-        assert_eq!(r.first().unwrap().end - 3, 16 * M);
-        assert_eq!(r.last().unwrap().end - r.last().unwrap().start, 4 * M);
-        let tail: u64 = r.iter().rev().take(32).map(|x| x.end - x.start).sum();
-        assert_eq!(tail, 128 * M);
-        // An explicitly small range size is honoured.
-        let r = plan_ranges(0, 4 * M, 256 * 1024, 4);
-        assert!(r.len() >= 16 && contiguous(&r, 0, 4 * M), "{}", r.len());
-    }
-
-    #[test]
     fn content_range_parses_and_rejects_garbage() {
         let v = |s: &'static str| HeaderValue::from_static(s);
         assert_eq!(
@@ -997,7 +752,11 @@ mod tests {
         let file = File::create(&path).unwrap();
         let opts = DownloadOptions::from_settings(&HostSettings::default());
         let marks = Mutex::new(Vec::new());
-        let record = |n: u64| marks.lock().unwrap().push(n);
+        let record = |e: Event| {
+            if let Event::Checkpoint(n) = e {
+                marks.lock().unwrap().push(n)
+            }
+        };
         let shared = Shared::new(
             &client,
             &source,
@@ -1006,9 +765,8 @@ mod tests {
             30,
             5,
             &opts,
-            &|_, _| {},
             &record,
-            split_ranges(5, 30, 10),
+            crate::ranges::split_ranges(5, 30, 10),
             vec![0..2, 20..25],
         );
         assert_eq!(shared.low_watermark(), 5);

@@ -30,6 +30,7 @@ pub mod api;
 pub mod client;
 pub mod download;
 pub mod error;
+pub mod ranges;
 pub mod retry;
 
 pub use api::{
@@ -37,11 +38,11 @@ pub use api::{
 };
 pub use client::{Answer, Credential, HttpClient, Request, origin_of, same_origin};
 pub use download::{
-    DownloadOptions, Downloaded, MIN_RANGE, RangeHook, RetryHook, RetryNote, Source,
-    download_to_partial, holes, merge_ranges, plan_holes, plan_ranges, split_ranges,
-    written_ranges,
+    DownloadOptions, Downloaded, Event, EventSink, ItemEvents, PartialTarget, Source,
+    download_to_partial,
 };
 pub use error::{classify, classify_transport, redact_url, request_context, retry_after};
+pub use ranges::{MIN_RANGE, holes, merge_ranges, plan_holes, plan_ranges, split_ranges};
 pub use retry::{RetryPolicy, cancellable, with_retry};
 
 /// Re-exported so that plugins use the same reqwest types (`Url`, `HeaderMap`).

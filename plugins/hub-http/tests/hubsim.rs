@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use hubget_hub_http::reqwest::Url;
 use hubget_hub_http::{
-    DownloadOptions, HttpClient, HubApi, LfsObject, RetryNote, RetryPolicy, Source,
+    DownloadOptions, Event, HttpClient, HubApi, LfsObject, PartialTarget, RetryPolicy, Source,
     download_to_partial,
 };
+use hubget_plugin_api::protocol::RetryNote;
 use hubget_plugin_api::{CancelToken, ErrorKind, HostSettings, PluginError, RepoType};
 use hubsim::{Fault, FaultAction, FileInfo, HubSim, Origin, RepoInfo, RepoKind, Storage};
 use sha2::Digest;
@@ -44,9 +45,7 @@ fn opts(connections: u32, range_size: u64) -> DownloadOptions {
             max_delay: Duration::from_millis(200),
             max_retry_after: Duration::from_secs(5),
         },
-        on_retry: None,
         written: Vec::new(),
-        on_range_written: None,
     }
 }
 
@@ -91,19 +90,23 @@ struct Seen {
     file_bytes: AtomicU64,
     net_bytes: AtomicU64,
     checkpoints: Mutex<Vec<u64>>,
+    ranges: Mutex<Vec<std::ops::Range<u64>>>,
+    retries: Mutex<Vec<RetryNote>>,
     elapsed: Mutex<Duration>,
 }
 
 impl Seen {
-    fn progress(&self) -> impl Fn(u64, u64) + Sync + '_ {
-        |f, n| {
-            self.file_bytes.fetch_add(f, Ordering::SeqCst);
-            self.net_bytes.fetch_add(n, Ordering::SeqCst);
+    /// The download's event sink, recording everything.
+    fn sink(&self) -> impl Fn(Event) + Sync + '_ {
+        |event| match event {
+            Event::Bytes { file, network } => {
+                self.file_bytes.fetch_add(file, Ordering::SeqCst);
+                self.net_bytes.fetch_add(network, Ordering::SeqCst);
+            }
+            Event::Checkpoint(n) => self.checkpoints.lock().unwrap().push(n),
+            Event::RangeWritten(r) => self.ranges.lock().unwrap().push(r),
+            Event::Retry(note) => self.retries.lock().unwrap().push(note),
         }
-    }
-
-    fn checkpoint(&self) -> impl Fn(u64) + Sync + '_ {
-        |n| self.checkpoints.lock().unwrap().push(n)
     }
 }
 
@@ -289,12 +292,13 @@ async fn auth_and_not_found_are_classified() {
     let e = download_to_partial(
         anon.client(),
         &Source::new(url),
-        &path,
-        0,
-        10,
+        PartialTarget {
+            path: &path,
+            offset: 0,
+            size: 10,
+        },
         &opts(4, MIB),
-        &seen.progress(),
-        &seen.checkpoint(),
+        &seen.sink(),
         &cancel,
     )
     .await
@@ -431,12 +435,13 @@ async fn download_lfs(
     let r = download_to_partial(
         api.client(),
         &source,
-        &path,
-        offset,
-        f.size,
+        PartialTarget {
+            path: &path,
+            offset,
+            size: f.size,
+        },
         o,
-        &seen.progress(),
-        &seen.checkpoint(),
+        &seen.sink(),
         cancel,
     )
     .await;
@@ -522,14 +527,7 @@ async fn written_ranges_are_skipped_and_finished_ranges_reach_the_hook() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("partial");
     std::fs::write(&path, &on_disk).unwrap();
-    let reported = std::sync::Arc::new(Mutex::new(Vec::new()));
-    let hook_seen = std::sync::Arc::clone(&reported);
-    let o = opts(4, 256 * 1024).with_written(
-        written.clone(),
-        Some(std::sync::Arc::new(move |r: std::ops::Range<u64>| {
-            hook_seen.lock().unwrap().push(r)
-        })),
-    );
+    let o = opts(4, 256 * 1024).with_written(written.clone());
     sim.reset_counters();
     let url = api
         .resolve_url(RepoType::MODEL, "acme/tiny", "main", "lfs.bin")
@@ -540,12 +538,13 @@ async fn written_ranges_are_skipped_and_finished_ranges_reach_the_hook() {
     let done = download_to_partial(
         api.client(),
         &source,
-        &path,
-        offset,
-        size,
+        PartialTarget {
+            path: &path,
+            offset,
+            size,
+        },
         &o,
-        &seen.progress(),
-        &seen.checkpoint(),
+        &seen.sink(),
         &cancel,
     )
     .await
@@ -562,8 +561,8 @@ async fn written_ranges_are_skipped_and_finished_ranges_reach_the_hook() {
     assert_eq!(done.bytes_transferred, missing);
     assert_eq!(seen.file_bytes.load(Ordering::SeqCst), missing);
     assert_eq!(seen.checkpoints.lock().unwrap().last(), Some(&size));
-    // The hook hears only fetched bytes (past the low watermark at the time).
-    let got = hubget_hub_http::merge_ranges(reported.lock().unwrap().clone());
+    // Written ranges name only fetched bytes (past the low watermark at the time).
+    let got = hubget_hub_http::merge_ranges(seen.ranges.lock().unwrap().clone());
     assert!(
         got.iter()
             .all(|g| holes.iter().any(|h| h.start <= g.start && g.end <= h.end)),
@@ -573,16 +572,17 @@ async fn written_ranges_are_skipped_and_finished_ranges_reach_the_hook() {
     // Everything past the offset written already: no request, checkpoint at the end.
     sim.reset_counters();
     let seen = Seen::default();
-    let o = opts(4, 256 * 1024).with_written(std::iter::once(offset..size).collect(), None);
+    let o = opts(4, 256 * 1024).with_written(std::iter::once(offset..size).collect());
     let done = download_to_partial(
         api.client(),
         &source,
-        &path,
-        offset,
-        size,
+        PartialTarget {
+            path: &path,
+            offset,
+            size,
+        },
         &o,
-        &seen.progress(),
-        &seen.checkpoint(),
+        &seen.sink(),
         &cancel,
     )
     .await
@@ -619,12 +619,13 @@ async fn small_download_is_one_request_and_regular_files_come_from_the_hub() {
     let done = download_to_partial(
         api.client(),
         &source,
-        &path,
-        0,
-        cfg.size,
+        PartialTarget {
+            path: &path,
+            offset: 0,
+            size: cfg.size,
+        },
         &opts(4, MIB),
-        &seen.progress(),
-        &seen.checkpoint(),
+        &seen.sink(),
         &cancel,
     )
     .await
@@ -656,12 +657,13 @@ async fn resolve_redirect_keeps_the_token_on_the_hub_only() {
     let done = download_to_partial(
         api.client(),
         &source,
-        &path,
-        0,
-        f.size,
+        PartialTarget {
+            path: &path,
+            offset: 0,
+            size: f.size,
+        },
         &opts(3, 512 * 1024),
-        &seen.progress(),
-        &seen.checkpoint(),
+        &seen.sink(),
         &cancel,
     )
     .await
@@ -745,50 +747,33 @@ async fn server_errors_and_cut_connections_recover() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_are_handed_to_the_retry_hook() {
+async fn retries_are_sent_as_retry_events() {
     let sim = start().await;
     let cancel = CancelToken::new();
-    let notes: std::sync::Arc<Mutex<Vec<RetryNote>>> = Default::default();
-    let sink = notes.clone();
-    let o = opts(1, 8 * MIB).with_retry_hook(std::sync::Arc::new(move |n: &RetryNote| {
-        sink.lock().unwrap().push(n.clone())
-    }));
+    let o = opts(1, 8 * MIB);
     let faults = vec![Fault::new(Origin::Cdn, "/lfs/", FaultAction::Status { code: 503 }).times(2)];
-    let (r, _, _dir, f, ids) = download_lfs(&sim, 0, &o, &cancel, faults).await;
+    let (r, seen, _dir, f, ids) = download_lfs(&sim, 0, &o, &cancel, faults).await;
     r.unwrap();
     assert_eq!(sim.faults().fired(ids[0]), 2);
-    let seen = notes.lock().unwrap().clone();
-    assert_eq!(seen.len(), 2, "one note per retry: {seen:?}");
-    for (i, n) in seen.iter().enumerate() {
-        assert_eq!(n.attempt, i as u32 + 2);
-        assert_eq!(n.max_attempts, 5);
-        assert_eq!(
-            (n.error.kind, n.error.http_status),
-            (ErrorKind::SERVER, 503)
-        );
-        assert_eq!(n.range, 0..f.size);
-        let m = n.message();
+    let notes = seen.retries.lock().unwrap().clone();
+    assert_eq!(notes.len(), 2, "one note per retry: {notes:?}");
+    for (i, n) in notes.iter().enumerate() {
+        assert_eq!(n.attempt, Some((i as u32 + 2, 5)));
+        let delay = n.delay.expect("a retry says its wait");
         let want = format!(
             "GET {}/lfs/{}: 503 Service Unavailable; retrying in {} ms (attempt {}/5)",
             sim.cdn_url(),
             f.sha256,
-            n.delay.as_millis(),
+            delay.as_millis(),
             i + 2
         );
-        assert_eq!(m, want);
+        assert_eq!(n.message(), want);
     }
 
-    // No retry, no note; options without a hook still retry.
-    let (r, ..) = download_lfs(&sim, 0, &o, &cancel, vec![]).await;
+    // No retry, no note.
+    let (r, seen, ..) = download_lfs(&sim, 0, &o, &cancel, vec![]).await;
     r.unwrap();
-    assert_eq!(notes.lock().unwrap().len(), 2);
-    let faults = vec![Fault::new(
-        Origin::Cdn,
-        "/lfs/",
-        FaultAction::Status { code: 503 },
-    )];
-    let (r, ..) = download_lfs(&sim, 0, &opts(1, 8 * MIB), &cancel, faults).await;
-    r.unwrap();
+    assert!(seen.retries.lock().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -907,12 +892,13 @@ async fn a_server_that_ignores_range_still_yields_the_right_file() {
         let done = download_to_partial(
             &client,
             &Source::new(url.clone()),
-            &path,
-            offset,
-            body.len() as u64,
+            PartialTarget {
+                path: &path,
+                offset,
+                size: body.len() as u64,
+            },
             &opts(connections, 256 * 1024),
-            &seen.progress(),
-            &seen.checkpoint(),
+            &seen.sink(),
             &cancel,
         )
         .await

@@ -16,22 +16,20 @@
 //!   2/5)"`).
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use hubget_hub_http::{
-    DownloadOptions, HubApi, LfsDownload, LfsObject, RetryNote, Source, download_to_partial,
-    written_ranges,
+    DownloadOptions, Event, HubApi, ItemEvents, LfsDownload, LfsObject, PartialTarget, Source,
+    download_to_partial,
 };
+use hubget_plugin_api::protocol::{FetchOptions, RetryNote};
 use hubget_plugin_api::std_types::RString;
 use hubget_plugin_api::{
     CancelToken, ErrorKind, EventKind, FetchBatch, FetchItem, FileDone, PluginError, Progress,
     ProgressEvent,
 };
-use tokio::sync::mpsc::UnboundedReceiver;
 
 /// An href this close to expiry is refreshed before use.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
@@ -221,33 +219,13 @@ impl Fetcher<'_> {
     ) -> Result<FileDone, PluginError> {
         cancel.check()?;
         progress.on_event(ProgressEvent::message(index, EventKind::STARTED, ""));
-        // The downloader's retries and finished ranges go to the host as `RETRY` and
-        // `RANGE_WRITTEN` events, from this task.
-        let (retry_tx, mut retries) = tokio::sync::mpsc::unbounded_channel::<ProgressEvent>();
-        let range_tx = retry_tx.clone();
-        let already = written_ranges(
-            batch.options_json.as_str(),
+        let already = FetchOptions::parse(batch.options_json.as_str()).written_for(
             index,
             item.offset,
             item.file.size,
         );
-        let opts = self
-            .opts
-            .clone()
-            .with_retry_hook(Arc::new(move |note: &RetryNote| {
-                let _ = retry_tx.send(ProgressEvent::message(
-                    index,
-                    EventKind::RETRY,
-                    note.message(),
-                ));
-            }))
-            .with_written(
-                already,
-                Some(Arc::new(move |r: std::ops::Range<u64>| {
-                    let _ = range_tx.send(ProgressEvent::range_written(index, r.start, r.end));
-                })),
-            );
-        let report_retry = |event: ProgressEvent| progress.on_event(event);
+        let opts = self.opts.clone().with_written(already);
+        let to = ItemEvents { progress, index };
         let mut offset = item.offset;
         let written = AtomicU64::new(offset);
         let mut total_net = 0u64;
@@ -285,25 +263,20 @@ impl Fetcher<'_> {
                     (source, "batch")
                 }
             };
-            let on_bytes = |file: u64, net: u64| {
-                progress.on_event(ProgressEvent::bytes(index, file, net));
+            let events = |event: Event| {
+                if let Event::Checkpoint(n) = event {
+                    written.fetch_max(n, Ordering::AcqRel);
+                }
+                to.send(event);
             };
-            let on_checkpoint = |n: u64| {
-                written.fetch_max(n, Ordering::AcqRel);
-                progress.on_event(ProgressEvent::checkpoint(index, n));
-            };
-            let download = download_to_partial(
-                self.hub.client(),
-                &source,
-                std::path::Path::new(item.partial_path.as_str()),
+            let target = PartialTarget {
+                path: std::path::Path::new(item.partial_path.as_str()),
                 offset,
-                item.file.size,
-                &opts,
-                &on_bytes,
-                &on_checkpoint,
-                cancel,
-            );
-            let result = forwarding(download, &mut retries, &report_retry).await;
+                size: item.file.size,
+            };
+            let result =
+                download_to_partial(self.hub.client(), &source, target, &opts, &events, cancel)
+                    .await;
             match result {
                 Ok(done) => {
                     total_net += done.bytes_transferred;
@@ -320,11 +293,11 @@ impl Fetcher<'_> {
                         && refreshes < 2 =>
                 {
                     refreshes += 1;
-                    progress.on_event(ProgressEvent::message(
-                        index,
-                        EventKind::RETRY,
-                        format!("refreshing the download URL after: {}", e.message),
+                    let note = RetryNote::reason_only(format!(
+                        "refreshing the download URL after: {}",
+                        e.message
                     ));
+                    progress.on_event(note.event(index));
                     route = Route::Batch(self.refresh(batch, item, cancel).await?);
                     offset = written.load(Ordering::Acquire).max(offset);
                 }
@@ -332,25 +305,4 @@ impl Fetcher<'_> {
             }
         }
     }
-}
-
-/// Runs `work` while passing every event that arrives on `messages` to `forward` (as they
-/// come, and those left when `work` ends).
-async fn forwarding<T>(
-    work: impl Future<Output = T>,
-    messages: &mut UnboundedReceiver<ProgressEvent>,
-    forward: &dyn Fn(ProgressEvent),
-) -> T {
-    let mut work = std::pin::pin!(work);
-    let out = loop {
-        tokio::select! {
-            biased;
-            Some(message) = messages.recv() => forward(message),
-            out = &mut work => break out,
-        }
-    };
-    while let Ok(message) = messages.try_recv() {
-        forward(message);
-    }
-    out
 }

@@ -7,25 +7,27 @@
 //! is down they are all tried anyway, in order (a cool-down never fails a run by itself). An
 //! endpoint that answers again is marked up (logged). `NOT_FOUND` and `AUTH` answers move on to
 //! the next endpoint without marking anything down (a mirror may not carry every repository).
-//! With a single endpoint, the downloader's own retries are sent to the host as `RETRY` events.
+//! The downloader's own retries are sent to the host as `RETRY` events.
 //!
 //! The Hub token goes to an endpoint only with `send_hub_token = true`, or when the endpoint is
 //! the Hub itself (the same origin as the host's endpoint, e.g. the Hub listed last as the
 //! fallback of a mirror list); an endpoint's own `token` is sent instead when set. Either is bound to the endpoint's origin: a redirect to a
 //! CDN never carries it (hub-http's redirect loop).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hubget_hub_http::download::DownloadOptions;
-use hubget_hub_http::{HttpClient, HubApi, RetryNote, redact_url};
+use hubget_hub_http::download::{DownloadOptions, ItemEvents};
+use hubget_hub_http::{HttpClient, HubApi, redact_url};
+use hubget_plugin_api::protocol::FetchOptions;
 use hubget_plugin_api::std_types::RString;
 use hubget_plugin_api::{
-    CancelToken, ErrorKind, EventKind, FetchBatch, FetchItem, FileDone, HostSettings, Manifest,
-    PluginError, Progress, ProgressEvent,
+    CancelToken, ErrorKind, FetchBatch, FetchItem, FileDone, HostSettings, Manifest, PluginError,
+    Progress,
 };
 
 use crate::config::EndpointSpec;
+use crate::transfer::Leg;
 
 /// One configured endpoint and its health.
 #[derive(Debug)]
@@ -219,55 +221,6 @@ impl Pool {
         Err(last.unwrap_or_else(|| PluginError::new(ErrorKind::NOT_FOUND, "no mirror endpoint")))
     }
 
-    /// One download attempt from `endpoint`; the downloader's retries go to the host as `RETRY`
-    /// events while it runs (forwarded by a helper thread: the host's progress sink is only
-    /// borrowed, and the downloader blocks this thread).
-    #[allow(clippy::too_many_arguments)]
-    fn download(
-        &self,
-        endpoint: &Endpoint,
-        url: hubget_hub_http::reqwest::Url,
-        item: &FetchItem,
-        offset: u64,
-        written: &[std::ops::Range<u64>],
-        balance: i64,
-        index: u32,
-        progress: &Progress,
-        cancel: &CancelToken,
-    ) -> crate::transfer::Attempt {
-        if endpoint.opts.retry.max_attempts <= 1 {
-            // No retries to report (several endpoints fail over at once instead).
-            return crate::transfer::download(
-                self, endpoint, url, item, offset, written, balance, index, progress, cancel,
-            );
-        }
-        let (notes, received) = std::sync::mpsc::channel::<String>();
-        let reporting = Endpoint {
-            label: endpoint.label.clone(),
-            api: endpoint.api.clone(),
-            opts: endpoint
-                .opts
-                .clone()
-                .with_retry_hook(Arc::new(move |note: &RetryNote| {
-                    let _ = notes.send(note.message());
-                })),
-            down_until: Mutex::new(None),
-        };
-        std::thread::scope(|scope| {
-            scope.spawn(move || {
-                for message in received {
-                    progress.on_event(ProgressEvent::message(index, EventKind::RETRY, message));
-                }
-            });
-            let attempt = crate::transfer::download(
-                self, &reporting, url, item, offset, written, balance, index, progress, cancel,
-            );
-            // Ends the helper thread once it has forwarded everything.
-            drop(reporting);
-            attempt
-        })
-    }
-
     /// Fetches one file through the endpoints, continuing on the next endpoint from the bytes
     /// already written when one fails. `Ok` names the endpoint that finished the file.
     pub fn fetch(
@@ -280,8 +233,7 @@ impl Pool {
     ) -> Result<FileDone, PluginError> {
         let mut offset = item.offset;
         // Ranges an earlier run wrote (the host's `written_ranges` option): not fetched again.
-        let written = hubget_hub_http::written_ranges(
-            batch.options_json.as_str(),
+        let written = FetchOptions::parse(batch.options_json.as_str()).written_for(
             index,
             item.offset,
             item.file.size,
@@ -303,9 +255,16 @@ impl Pool {
                 index,
                 format!("downloading from mirror endpoint {}", endpoint.label),
             );
-            let attempt = self.download(
-                endpoint, url, item, offset, &written, balance, index, progress, cancel,
-            );
+            let leg = Leg {
+                api: &endpoint.api,
+                opts: &endpoint.opts,
+                url,
+                offset,
+                already: &written,
+                balance,
+            };
+            let to = ItemEvents { progress, index };
+            let attempt = crate::transfer::download(self.runtime(), leg, item, to, cancel);
             offset = attempt.written.max(offset);
             balance = attempt.balance;
             network += attempt.network_bytes;

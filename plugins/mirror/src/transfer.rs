@@ -6,15 +6,35 @@
 //! Only the checkpoint says what is on disk: progress deltas of parallel ranges are not a
 //! prefix (a later range may be complete while an earlier one has a hole).
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hubget_hub_http::download::{Source, download_to_partial};
+use hubget_hub_http::HubApi;
+use hubget_hub_http::download::{
+    DownloadOptions, Event, ItemEvents, PartialTarget, Source, download_to_partial,
+};
 use hubget_hub_http::reqwest::Url;
-use hubget_plugin_api::{CancelToken, FetchItem, PluginError, Progress, ProgressEvent};
+use hubget_plugin_api::{CancelToken, FetchItem, PluginError, ProgressEvent};
 
-use crate::endpoint::{Endpoint, Pool};
+/// What one attempt fetches, and from where.
+#[derive(Debug)]
+pub struct Leg<'a> {
+    /// The endpoint's API client (its HTTP client and credential).
+    pub api: &'a HubApi,
+    /// How the endpoint's downloads are split and retried.
+    pub opts: &'a DownloadOptions,
+    /// A `resolve` URL of the endpoint.
+    pub url: Url,
+    /// Every byte before it is on disk.
+    pub offset: u64,
+    /// Ranges past `offset` already on disk: not fetched again.
+    pub already: &'a [Range<u64>],
+    /// The previous attempt's [`Attempt::balance`]: absorbed from (or added to) the byte counts
+    /// reported now, so that the host's count ends at the file size.
+    pub balance: i64,
+}
 
 /// The result of one attempt.
 #[derive(Debug)]
@@ -32,76 +52,49 @@ pub struct Attempt {
     pub result: Result<(), PluginError>,
 }
 
-/// Downloads `item` from `url` (a `resolve` URL of `endpoint`) starting at `offset`, forwarding
-/// progress, checkpoints and written ranges to the host (skipping the ranges in `already`). `balance` is the previous attempt's
-/// [`Attempt::balance`]: absorbed from (or added to) the byte counts reported now, so that the
-/// host's count ends at the file size.
-#[allow(clippy::too_many_arguments)]
+/// Downloads `item` along `leg` on `runtime`, sending progress, checkpoints, written ranges and
+/// retries to the host through `to`.
 pub fn download(
-    pool: &Pool,
-    endpoint: &Endpoint,
-    url: Url,
+    runtime: &tokio::runtime::Runtime,
+    leg: Leg<'_>,
     item: &FetchItem,
-    offset: u64,
-    already: &[std::ops::Range<u64>],
-    balance: i64,
-    index: u32,
-    progress: &Progress,
+    to: ItemEvents<'_>,
     cancel: &CancelToken,
 ) -> Attempt {
+    let offset = leg.offset;
     let written = AtomicU64::new(offset);
     let network = AtomicU64::new(0);
     let forwarded = AtomicU64::new(0);
-    let adjust = Mutex::new(balance);
-    // Skip the ranges written before; tell the host about each range written now.
-    // The hook must own what it captures: finished ranges wait in a channel, forwarded from
-    // this thread with the next progress call and when the download returns.
-    let (range_tx, ranges) = std::sync::mpsc::channel::<std::ops::Range<u64>>();
-    let range_tx = Mutex::new(range_tx);
-    let ranges = Mutex::new(ranges);
-    let forward_ranges = || {
-        let ranges = ranges
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while let Ok(r) = ranges.try_recv() {
-            progress.on_event(ProgressEvent::range_written(index, r.start, r.end));
+    let adjust = Mutex::new(leg.balance);
+    let opts = leg.opts.clone().with_written(leg.already.to_vec());
+    let events = |event: Event| match event {
+        Event::Bytes { file, network: net } => {
+            network.fetch_add(net, Ordering::Relaxed);
+            let file = settle(&adjust, file);
+            forwarded.fetch_add(file, Ordering::Relaxed);
+            to.send(Event::Bytes { file, network: net });
         }
+        Event::Checkpoint(n) => {
+            written.fetch_max(n, Ordering::Relaxed);
+            to.send(event);
+        }
+        other => to.send(other),
     };
-    let opts = &endpoint.download_options().clone().with_written(
-        already.to_vec(),
-        Some(std::sync::Arc::new(move |r: std::ops::Range<u64>| {
-            let _ = range_tx
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .send(r);
-        })),
-    );
-    let on_progress = |file_bytes: u64, net_bytes: u64| {
-        network.fetch_add(net_bytes, Ordering::Relaxed);
-        let file_bytes = settle(&adjust, file_bytes);
-        forwarded.fetch_add(file_bytes, Ordering::Relaxed);
-        progress.on_event(ProgressEvent::bytes(index, file_bytes, net_bytes));
-        forward_ranges();
-    };
-    let on_checkpoint = |n: u64| {
-        written.fetch_max(n, Ordering::Relaxed);
-        progress.on_event(ProgressEvent::checkpoint(index, n));
-        forward_ranges();
-    };
-    let mut source = Source::new(url);
-    source.credential = endpoint.api().credential().cloned();
-    let result = pool.runtime().block_on(download_to_partial(
-        endpoint.api().client(),
-        &source,
-        Path::new(item.partial_path.as_str()),
+    let mut source = Source::new(leg.url);
+    source.credential = leg.api.credential().cloned();
+    let target = PartialTarget {
+        path: Path::new(item.partial_path.as_str()),
         offset,
-        item.file.size,
-        opts,
-        &on_progress,
-        &on_checkpoint,
+        size: item.file.size,
+    };
+    let result = runtime.block_on(download_to_partial(
+        leg.api.client(),
+        &source,
+        target,
+        &opts,
+        &events,
         cancel,
     ));
-    forward_ranges();
     let result = result.map(|done| {
         written.fetch_max(item.file.size, Ordering::Relaxed);
         log::debug!(
@@ -113,10 +106,11 @@ pub fn download(
     });
     let written = written.load(Ordering::Relaxed).min(item.file.size);
     let mut balance =
-        balance + forwarded.load(Ordering::Relaxed) as i64 - (written - offset) as i64;
+        leg.balance + forwarded.load(Ordering::Relaxed) as i64 - (written - offset) as i64;
     if written == item.file.size && balance < 0 {
         // Complete, but some written bytes were never reported: report them now.
-        progress.on_event(ProgressEvent::bytes(index, balance.unsigned_abs(), 0));
+        to.progress
+            .on_event(ProgressEvent::bytes(to.index, balance.unsigned_abs(), 0));
         balance = 0;
     }
     Attempt {

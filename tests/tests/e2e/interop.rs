@@ -18,7 +18,7 @@ fn venv_python() -> PathBuf {
 
 /// Runs `script` with the venv's python in `dl`'s environment (same HF_HOME), returning stdout
 /// parsed as JSON.
-fn python(dl: &Dl, script: &str, env: &[(&str, &str)]) -> Value {
+pub(crate) fn python(dl: &Dl, script: &str, env: &[(&str, &str)]) -> Value {
     let mut cmd = Command::new(venv_python());
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -12,4 +12,5 @@ mod interop;
 mod lfs;
 mod mirror;
 mod plugins;
+mod shared_store;
 mod xet;

@@ -1,0 +1,637 @@
+//! The cache-wide shared blob store of huggingface_hub 2.4, so that an Xet file identical in
+//! several repositories is kept once, whichever tool (hubget or Python) downloaded it:
+//!
+//! ```text
+//! <cache>/blobs/.huggingface-shared-blobs   marker: the layout version, "1\n"
+//! <cache>/blobs/<xx>/<xet hash>             the content, read-only (xx = first two hex digits)
+//! <cache>/blobs/<xx>/<xet hash>.refs        one line per repo link using it: "<repo folder>/blobs/<etag>"
+//! <cache>/blobs/<xx>/<xet hash>.lock        flock'd while an entry is published, linked or collected
+//! <cache>/<repo folder>/blobs/<etag>        relative symlink -> ../../blobs/<xx>/<xet hash>
+//! ```
+//!
+//! Design decisions, all taken to stay interchangeable with huggingface_hub (whose
+//! `utils/_shared_blobs.py` is the reference) while keeping hubget's guarantees:
+//! - Same names, marker, modes, manifest format and lock (flock on the `.lock` file, created with
+//!   `O_NOFOLLOW` and mode 0666), so either tool adds, uses and collects entries while the other
+//!   runs. A reference is appended (and fsynced) to `.refs` *before* the repo link appears, so a
+//!   concurrent `hf cache rm` never deletes an entry that is about to be used.
+//! - An unmarked `<cache>/blobs` directory with foreign content is never adopted.
+//! - hubget verifies every file it publishes (whichever backend moved the bytes), and hashes an
+//!   entry before it links a repo to it: an entry written by another tool or run is trusted for
+//!   nothing but its name. A bad entry is never linked and never deleted (it may belong to
+//!   another tool's run in progress); the caller downloads as before and says which entry was
+//!   bad.
+//! - Every failure here is a miss, not an error: the repo keeps (or gets) a regular blob.
+
+use std::fs::{File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::verify::{Expected, verify_file};
+
+/// The marker file's name inside `<cache>/blobs`.
+pub const MARKER: &str = ".huggingface-shared-blobs";
+/// The layout version the marker holds.
+pub const LAYOUT_VERSION: &str = "1";
+/// The environment variable that turns the store off (as in huggingface_hub).
+pub const DISABLE_ENV: &str = "HF_HUB_DISABLE_SHARED_BLOBS";
+
+/// Longest wait for an entry's lock (it is held only for renames and small writes).
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// The shared blob store of one cache directory.
+#[derive(Debug, Clone)]
+pub struct SharedBlobs {
+    cache_dir: PathBuf,
+}
+
+/// What an attempt to take a file from the store found.
+#[derive(Debug)]
+pub enum Reuse {
+    /// The repo blob now links to this verified entry.
+    Linked(PathBuf),
+    /// No usable entry (none, wrong size, unreadable, or no symlinks here).
+    Missing,
+    /// An entry of the right size whose content does not match; left alone.
+    Bad {
+        /// The entry.
+        entry: PathBuf,
+        /// What did not match.
+        why: String,
+    },
+}
+
+/// Whether `s` is a Xet file hash (64 lowercase hex digits), the only names the store holds.
+pub fn is_xet_hash(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl SharedBlobs {
+    /// The store of `cache_dir` (nothing is created until something is published).
+    pub fn new(cache_dir: &Path) -> Self {
+        Self {
+            cache_dir: cache_dir.to_path_buf(),
+        }
+    }
+
+    /// `<cache>/blobs`.
+    pub fn dir(&self) -> PathBuf {
+        self.cache_dir.join("blobs")
+    }
+
+    /// `<cache>/blobs/<xx>/<xet hash>`, or `None` when `xet_hash` is not a Xet hash.
+    pub fn entry_path(&self, xet_hash: &str) -> Option<PathBuf> {
+        is_xet_hash(xet_hash).then(|| self.dir().join(&xet_hash[..2]).join(xet_hash))
+    }
+
+    /// Whether `<cache>/blobs` is a marked store of the layout version we speak.
+    pub fn is_marked(&self) -> bool {
+        let dir = self.dir();
+        is_dir(&dir)
+            && is_regular(&dir.join(MARKER))
+            && std::fs::read_to_string(dir.join(MARKER))
+                .is_ok_and(|s| s == format!("{LAYOUT_VERSION}\n"))
+    }
+
+    /// The entry for `xet_hash` if the store is marked and the entry is a readable regular file
+    /// of `size` bytes (its content is not checked here).
+    pub fn usable_entry(&self, xet_hash: &str, size: u64) -> Option<PathBuf> {
+        let entry = self.entry_path(xet_hash)?;
+        if !self.is_marked() {
+            return None;
+        }
+        let meta = std::fs::symlink_metadata(&entry).ok()?;
+        if !meta.file_type().is_file() {
+            return None;
+        }
+        if meta.len() != size {
+            log::warn!(
+                "shared blob {} has {} bytes, not {size}: not using it",
+                entry.display(),
+                meta.len()
+            );
+            return None;
+        }
+        File::open(&entry).ok()?;
+        Some(entry)
+    }
+
+    /// Makes the repo blob `blob` (`<cache>/<repo>/blobs/<etag>`, absent) a link to the entry of
+    /// `expected`'s content, after hashing the entry. Blocking (it hashes).
+    pub fn link_into(&self, blob: &Path, xet_hash: &str, expected: &Expected) -> Reuse {
+        let Some(entry) = self.usable_entry(xet_hash, expected.size) else {
+            return Reuse::Missing;
+        };
+        let Some(reference) = self.reference(blob) else {
+            return Reuse::Missing;
+        };
+        let result = (|| -> std::io::Result<Reuse> {
+            let _lock = EntryLock::take(&entry)?;
+            if self.usable_entry(xet_hash, expected.size).is_none() {
+                return Ok(Reuse::Missing);
+            }
+            if let Err(e) = verify_file(&entry, expected) {
+                return Ok(Reuse::Bad {
+                    entry: entry.clone(),
+                    why: e.to_string(),
+                });
+            }
+            let tmp = temporary_link(blob, &entry)?;
+            let done = append_reference(&refs_path(&entry), &reference)
+                .and_then(|()| std::fs::rename(&tmp, blob));
+            let _ = std::fs::remove_file(&tmp);
+            done?;
+            Ok(Reuse::Linked(entry.clone()))
+        })();
+        result.unwrap_or_else(|e| {
+            log::debug!(
+                "cannot link {} from the shared blob store: {e}",
+                blob.display()
+            );
+            Reuse::Missing
+        })
+    }
+
+    /// Moves the verified repo blob `blob` (a regular file with `expected`'s content) into the
+    /// store and replaces it with a link to the entry; when a good entry exists already, links
+    /// to it and drops `blob`. Best effort: `false` leaves `blob` a regular file.
+    pub fn publish(&self, blob: &Path, xet_hash: &str, expected: &Expected) -> bool {
+        let (Some(entry), Some(reference)) = (self.entry_path(xet_hash), self.reference(blob))
+        else {
+            return false;
+        };
+        if !self.ensure_marked() {
+            return false;
+        }
+        let prefix = entry.parent().expect("prefix dir");
+        if let Err(e) = self.ensure_dir(prefix) {
+            log::debug!("cannot use {}: {e}", prefix.display());
+            return false;
+        }
+        let mut moved = false;
+        let result = (|| -> std::io::Result<()> {
+            let _lock = EntryLock::take(&entry)?;
+            let tmp = temporary_link(blob, &entry)?;
+            let outcome = (|| {
+                let existing = self.usable_entry(xet_hash, expected.size).is_some();
+                if existing && let Err(e) = verify_file(&entry, expected) {
+                    // Not ours to delete: keep the repo's own verified copy.
+                    return Err(std::io::Error::other(format!(
+                        "the existing entry {} does not match ({e})",
+                        entry.display()
+                    )));
+                }
+                append_reference(&refs_path(&entry), &reference)?;
+                if !existing {
+                    self.prepare_permissions(blob, prefix)?;
+                    std::fs::rename(blob, &entry)?;
+                    moved = true;
+                }
+                if let Err(e) = std::fs::rename(&tmp, blob) {
+                    if moved {
+                        // Restore the repo's copy before anyone can collect the entry.
+                        std::fs::copy(&entry, blob)?;
+                        moved = false;
+                    }
+                    return Err(e);
+                }
+                Ok(())
+            })();
+            let _ = std::fs::remove_file(&tmp);
+            outcome
+        })();
+        match result {
+            Ok(()) => {
+                log::debug!("{} published to the shared blob store", blob.display());
+                true
+            }
+            Err(e) => {
+                log::info!(
+                    "keeping {} in its repository (shared blob store: {e})",
+                    blob.display()
+                );
+                false
+            }
+        }
+    }
+
+    /// `<repo folder>/blobs/<etag>` for a repo blob inside this cache, as the manifest lists it.
+    fn reference(&self, blob: &Path) -> Option<String> {
+        let rel = blob.strip_prefix(&self.cache_dir).ok()?;
+        let parts: Vec<&str> = rel.iter().filter_map(|p| p.to_str()).collect();
+        let repo_folder = ["models--", "datasets--", "spaces--"];
+        (parts.len() == 3
+            && repo_folder.iter().any(|p| parts[0].starts_with(p))
+            && parts[1] == "blobs"
+            && !parts[2].is_empty())
+        .then(|| parts.join("/"))
+        .filter(|r| !r.contains(['\n', '\r']))
+    }
+
+    /// Creates and marks `<cache>/blobs`, refusing an unmarked directory with other content.
+    fn ensure_marked(&self) -> bool {
+        if self.is_marked() {
+            return true;
+        }
+        let dir = self.dir();
+        let result = (|| -> std::io::Result<bool> {
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            if self.is_marked() {
+                return Ok(true);
+            }
+            if !is_dir(&dir) || !only_marker_temporaries(&dir)? {
+                log::debug!("not adopting the unmarked directory {}", dir.display());
+                return Ok(false);
+            }
+            self.ensure_dir(&dir)?;
+            let tmp = dir.join(format!("{MARKER}.{}.tmp", random_hex()));
+            let written = (|| {
+                let mut f = create_new_nofollow(&tmp, self.blob_mode())?;
+                f.write_all(format!("{LAYOUT_VERSION}\n").as_bytes())?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, dir.join(MARKER))
+            })();
+            let _ = std::fs::remove_file(&tmp);
+            written?;
+            Ok(self.is_marked())
+        })();
+        result.unwrap_or_else(|e| {
+            log::debug!("cannot set up the shared blob store {}: {e}", dir.display());
+            false
+        })
+    }
+
+    /// Creates `dir` if needed and gives it the cache root's access bits (as huggingface_hub).
+    fn ensure_dir(&self, dir: &Path) -> std::io::Result<()> {
+        match std::fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        if !is_dir(dir) {
+            return Err(std::io::Error::other(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let want = self.dir_mode();
+            let mode = std::fs::symlink_metadata(dir)?.permissions().mode() & 0o7777;
+            if mode != want {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(want))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The mode of the cache root, or `None` when it cannot be read.
+    #[cfg(unix)]
+    fn cache_mode(&self) -> Option<u32> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&self.cache_dir)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    }
+
+    /// Entries are read-only, readable by whoever can traverse the cache root.
+    fn blob_mode(&self) -> u32 {
+        #[cfg(unix)]
+        {
+            let Some(mode) = self.cache_mode() else {
+                return 0o400;
+            };
+            0o400
+                | if mode & 0o010 != 0 { 0o040 } else { 0 }
+                | if mode & 0o001 != 0 { 0o004 } else { 0 }
+        }
+        #[cfg(not(unix))]
+        0o666
+    }
+
+    /// Store directories mirror the cache root's access and inheritance bits.
+    #[cfg(unix)]
+    fn dir_mode(&self) -> u32 {
+        self.cache_mode()
+            .map_or(0o700, |m| m & (0o777 | 0o2000 | 0o1000))
+    }
+
+    /// Makes `blob` read-only (the store's mode) and gives it the prefix directory's group.
+    fn prepare_permissions(&self, blob: &Path, prefix: &Path) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let mode = self.blob_mode();
+            std::fs::set_permissions(blob, std::fs::Permissions::from_mode(mode))?;
+            let gid = std::fs::metadata(prefix)?.gid();
+            if std::fs::metadata(blob)?.gid() != gid
+                && let Err(e) = std::os::unix::fs::lchown(blob, None, Some(gid))
+                && mode & 0o040 != 0
+                && mode & 0o004 == 0
+            {
+                // Group-only access with the wrong group: other users could not read it.
+                return Err(e);
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (blob, prefix);
+        Ok(())
+    }
+}
+
+/// `<entry>.refs`.
+fn refs_path(entry: &Path) -> PathBuf {
+    with_suffix(entry, ".refs")
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn is_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+fn is_regular(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file())
+}
+
+/// Whether `dir` holds nothing but abandoned marker temporaries (which are removed).
+fn only_marker_temporaries(dir: &Path) -> std::io::Result<bool> {
+    let mut temps = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_temp = name
+            .strip_prefix(&format!("{MARKER}."))
+            .and_then(|r| r.strip_suffix(".tmp"))
+            .is_some_and(|h| h.len() == 8 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !is_temp || !is_regular(&entry.path()) {
+            return Ok(false);
+        }
+        temps.push(entry.path());
+    }
+    for t in temps {
+        let _ = std::fs::remove_file(t);
+    }
+    Ok(true)
+}
+
+/// Eight random hex digits for temporary names nobody can predict.
+fn random_hex() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{:08x}", h.finish() as u32)
+}
+
+/// A relative symlink next to `blob` (`.<etag>.<random>.shared`) pointing at `entry`.
+fn temporary_link(blob: &Path, entry: &Path) -> std::io::Result<PathBuf> {
+    let name = blob.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = blob.with_file_name(format!(
+        ".{}.{}.shared",
+        name.unwrap_or_default(),
+        random_hex()
+    ));
+    // <cache>/<repo>/blobs/<etag> -> ../../blobs/<xx>/<hash>
+    let mut target = PathBuf::from("../..");
+    let mut tail = entry.iter().rev().take(3).collect::<Vec<_>>();
+    tail.reverse();
+    for part in tail {
+        target.push(part);
+    }
+    symlink(&target, &tmp)?;
+    Ok(tmp)
+}
+
+#[cfg(unix)]
+fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
+#[cfg(not(unix))]
+fn symlink(_target: &Path, _link: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::other("no symlinks on this platform"))
+}
+
+/// Opens (creating with `mode`) without following a symlink at `path`.
+fn open_nofollow(path: &Path, append: bool, mode: u32) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.write(true).create(true).append(append);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NOFOLLOW).mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let f = o.open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Other users of a shared cache take the same lock and append the same manifest.
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(mode));
+    }
+    Ok(f)
+}
+
+fn create_new_nofollow(path: &Path, mode: u32) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NOFOLLOW).mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    o.open(path)
+}
+
+/// Appends one reference line to a `.refs` manifest and flushes it to disk.
+fn append_reference(manifest: &Path, reference: &str) -> std::io::Result<()> {
+    let mut f = open_nofollow(manifest, true, 0o666)?;
+    f.write_all(format!("{reference}\n").as_bytes())?;
+    f.sync_all()
+}
+
+/// The flock on `<entry>.lock`, as huggingface_hub takes it.
+struct EntryLock(File);
+
+impl EntryLock {
+    fn take(entry: &Path) -> std::io::Result<Self> {
+        let path = with_suffix(entry, ".lock");
+        let f = open_nofollow(&path, false, 0o666)?;
+        let start = Instant::now();
+        loop {
+            match f.try_lock() {
+                Ok(()) => return Ok(Self(f)),
+                Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(std::io::Error::other(format!(
+                        "{} stayed locked for {}s",
+                        path.display(),
+                        LOCK_WAIT.as_secs()
+                    )));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for EntryLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::{Algo, sha256_hex};
+
+    const HASH: &str = "ab00000000000000000000000000000000000000000000000000000000000001";
+
+    fn expected(data: &[u8]) -> Expected {
+        Expected {
+            size: data.len() as u64,
+            algo: Algo::Sha256,
+            digest: sha256_hex(data),
+        }
+    }
+
+    fn repo_blob(cache: &Path, repo: &str, data: &[u8]) -> PathBuf {
+        let blobs = cache.join(repo).join("blobs");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let blob = blobs.join(sha256_hex(data));
+        std::fs::write(&blob, data).unwrap();
+        blob
+    }
+
+    #[test]
+    fn publish_moves_the_blob_into_a_marked_store_and_links_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedBlobs::new(dir.path());
+        let data = b"weights".as_slice();
+        let blob = repo_blob(dir.path(), "models--a--one", data);
+        assert!(store.publish(&blob, HASH, &expected(data)));
+        let entry = store.entry_path(HASH).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("blobs").join(MARKER)).unwrap(),
+            "1\n"
+        );
+        assert_eq!(std::fs::read(&entry).unwrap(), data);
+        assert_eq!(
+            std::fs::read_link(&blob).unwrap(),
+            Path::new("../../blobs/ab").join(HASH)
+        );
+        assert_eq!(std::fs::read(&blob).unwrap(), data);
+        let refs = std::fs::read_to_string(refs_path(&entry)).unwrap();
+        assert_eq!(refs, format!("models--a--one/blobs/{}\n", sha256_hex(data)));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o222, 0, "entries are read-only: {mode:o}");
+        }
+    }
+
+    #[test]
+    fn a_second_repo_links_to_the_verified_entry_and_a_bad_entry_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedBlobs::new(dir.path());
+        let data = b"same content".as_slice();
+        let first = repo_blob(dir.path(), "models--a--one", data);
+        assert!(store.publish(&first, HASH, &expected(data)));
+        let second = dir
+            .path()
+            .join("models--b--two/blobs")
+            .join(sha256_hex(data));
+        std::fs::create_dir_all(second.parent().unwrap()).unwrap();
+        let entry = store.entry_path(HASH).unwrap();
+        assert!(
+            matches!(store.link_into(&second, HASH, &expected(data)), Reuse::Linked(e) if e == entry)
+        );
+        assert_eq!(std::fs::read(&second).unwrap(), data);
+        let refs = std::fs::read_to_string(refs_path(&entry)).unwrap();
+        assert_eq!(refs.lines().count(), 2, "{refs}");
+
+        // Same size, other content: never linked, never deleted.
+        let other = b"SAME CONTENT".as_slice();
+        let third = dir
+            .path()
+            .join("models--c--three/blobs")
+            .join(sha256_hex(other));
+        std::fs::create_dir_all(third.parent().unwrap()).unwrap();
+        assert!(matches!(
+            store.link_into(&third, HASH, &expected(other)),
+            Reuse::Bad { .. }
+        ));
+        assert!(std::fs::symlink_metadata(&third).is_err());
+        assert_eq!(std::fs::read(&entry).unwrap(), data);
+        // Wrong size or no entry: a plain miss.
+        assert!(matches!(
+            store.link_into(&third, HASH, &expected(b"x")),
+            Reuse::Missing
+        ));
+        let none = "cd".repeat(32);
+        assert!(matches!(
+            store.link_into(&third, &none, &expected(other)),
+            Reuse::Missing
+        ));
+    }
+
+    #[test]
+    fn an_unmarked_blobs_directory_with_other_content_is_not_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
+        std::fs::write(dir.path().join("blobs/someone-elses"), b"x").unwrap();
+        let store = SharedBlobs::new(dir.path());
+        let data = b"weights".as_slice();
+        let blob = repo_blob(dir.path(), "models--a--one", data);
+        assert!(!store.publish(&blob, HASH, &expected(data)));
+        assert!(std::fs::symlink_metadata(&blob).unwrap().is_file());
+        assert!(!dir.path().join("blobs").join(MARKER).exists());
+    }
+
+    #[test]
+    fn only_repo_blobs_of_this_cache_are_referenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedBlobs::new(dir.path());
+        let c = dir.path();
+        assert_eq!(
+            store.reference(&c.join("models--a--b/blobs/e1")).as_deref(),
+            Some("models--a--b/blobs/e1")
+        );
+        assert_eq!(store.reference(&c.join("other/blobs/e1")), None);
+        assert_eq!(store.reference(&c.join("models--a--b/snapshots/e1")), None);
+        assert_eq!(
+            store.reference(Path::new("/elsewhere/models--a--b/blobs/e1")),
+            None
+        );
+        assert!(!is_xet_hash(&"AB".repeat(32)));
+        assert!(store.entry_path("../x").is_none());
+    }
+}

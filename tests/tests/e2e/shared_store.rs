@@ -1,0 +1,373 @@
+//! One copy of every Xet file in the cache: huggingface_hub 2.4's shared blob store
+//! (`<cache>/blobs/<xx>/<xet hash>`), written and read by hubget and by the pinned Python
+//! client in both directions, with `hf cache verify` and `hf cache rm` on the result.
+//!
+//! The fixture: `acme/tiny`, and `acme/twin`, which holds `xet-a.bin` of `acme/tiny` under
+//! another path (same bytes, same Xet hash) and a file of its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hubsim::{FixtureSpec, HubSim, Origin};
+use serde_json::Value;
+
+use super::download::{Dl, TINY, fixtures};
+use super::interop::python;
+
+const TWIN: &str = "acme/twin";
+/// `xet-a.bin` of acme/tiny (3 MiB + 777, seed 1002), under another path.
+const SHARED_PATH: &str = "copy/xet-a.bin";
+const OWN_PATH: &str = "own.bin";
+const OWN_SIZE: u64 = 1024 * 1024 + 5;
+
+fn twin_fixtures() -> FixtureSpec {
+    let mut spec = fixtures();
+    let twin = FixtureSpec::from_toml(&format!(
+        r#"
+[[repos]]
+id = "{TWIN}"
+type = "model"
+[[repos.commits]]
+message = "a file identical to acme/tiny's xet-a.bin, and one of its own"
+files = [
+  {{ path = "{SHARED_PATH}", storage = "xet", content = {{ kind = "random", size = 3146505, seed = 1002 }} }},
+  {{ path = "{OWN_PATH}", storage = "xet", content = {{ kind = "random", size = {OWN_SIZE}, seed = 4242 }} }},
+  {{ path = "config.json", content = {{ kind = "text", text = "{{}}\n" }} }},
+]
+"#
+    ))
+    .expect("twin spec");
+    spec.repos.extend(twin.repos);
+    spec
+}
+
+fn dl() -> Dl {
+    Dl::with(HubSim::builder().fixtures(twin_fixtures()))
+}
+
+/// The Xet hash and sha256 of `path` in `repo`.
+fn hashes(dl: &Dl, repo: &str, path: &str) -> (String, String) {
+    let info = dl.sim.info().repo(repo).expect("repo").clone();
+    let f = info.file(path).expect("file");
+    (f.xet_hash.clone().expect("a Xet file"), f.sha256.clone())
+}
+
+fn store_entry(dl: &Dl, xet_hash: &str) -> PathBuf {
+    dl.cache().join("blobs").join(&xet_hash[..2]).join(xet_hash)
+}
+
+fn repo_blob(dl: &Dl, folder: &str, sha256: &str) -> PathBuf {
+    dl.repo_dir(folder).join("blobs").join(sha256)
+}
+
+/// CDN + CAS bytes since the last reset.
+fn wire_bytes(dl: &Dl) -> u64 {
+    let c = dl.sim.counters();
+    c.bytes_from(Origin::Cdn) + c.bytes_from(Origin::Cas)
+}
+
+/// The store entry `blob` links to (it must be a symlink into the store).
+#[track_caller]
+fn assert_links_to_store(blob: &Path, entry: &Path) {
+    let meta = std::fs::symlink_metadata(blob).expect("repo blob");
+    assert!(
+        meta.file_type().is_symlink(),
+        "{} is a symlink",
+        blob.display()
+    );
+    let target = std::fs::read_link(blob).unwrap();
+    assert!(target.is_relative(), "{target:?} is relative");
+    assert_eq!(
+        blob.parent().unwrap().join(&target).canonicalize().unwrap(),
+        entry.canonicalize().unwrap()
+    );
+}
+
+fn refs(entry: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(entry.with_extension("refs"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines.dedup();
+    lines
+}
+
+fn hf(dl: &Dl, args: &[&str]) -> std::process::Output {
+    let python = hubsim::python::venv_python().expect("the pinned Python client");
+    let hf = python.parent().unwrap().join("hf");
+    Command::new(hf)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dl.env.home())
+        .env("HF_HOME", dl.env.hf_home())
+        .env("HF_ENDPOINT", dl.sim.hub_url())
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .args(args)
+        .output()
+        .expect("run hf")
+}
+
+#[track_caller]
+fn hf_ok(dl: &Dl, args: &[&str]) -> String {
+    let out = hf(dl, args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "hf {args:?} failed:\n{text}");
+    text
+}
+
+fn reused_done(events: &[Value], path: &str) -> Value {
+    events
+        .iter()
+        .find(|e| e["event"] == "file_done" && e["path"] == path)
+        .unwrap_or_else(|| panic!("no file_done for {path}: {events:?}"))
+        .clone()
+}
+
+#[test]
+fn hubget_publishes_xet_files_and_a_second_repo_moves_zero_bytes_for_the_identical_one() {
+    let dl = dl();
+    dl.run(&[TINY]).ok();
+    let (xet_hash, sha) = hashes(&dl, TINY, "xet-a.bin");
+    let entry = store_entry(&dl, &xet_hash);
+    assert_eq!(
+        std::fs::read_to_string(dl.cache().join("blobs/.huggingface-shared-blobs")).unwrap(),
+        "1\n"
+    );
+    assert_links_to_store(&repo_blob(&dl, "models--acme--tiny", &sha), &entry);
+    // Regular (non-Xet) files stay per repo.
+    let tiny = dl.sim.info().repo(TINY).unwrap().clone();
+    let config = tiny.file("config.json").unwrap();
+    assert!(
+        std::fs::symlink_metadata(repo_blob(&dl, "models--acme--tiny", &config.git_oid))
+            .unwrap()
+            .is_file()
+    );
+
+    // The plan says the twin's copy comes from the store; the run moves only the rest.
+    let dry = dl.run(&[TWIN, "--dry-run", "--json"]);
+    dry.ok();
+    let plan = &dry.of("plan")[0];
+    let planned = plan["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == SHARED_PATH)
+        .unwrap();
+    assert_eq!(planned["status"], "shared_store");
+    assert_eq!(planned["remaining"], 0);
+    assert_eq!(plan["shared_store_bytes"], 3146505);
+
+    dl.sim.reset_counters();
+    let r = dl.run(&[TWIN, "--json"]);
+    r.ok();
+    let events = r.events();
+    let done = reused_done(&events, SHARED_PATH);
+    assert_eq!(done["bytes_transferred"], 0);
+    assert_eq!(done["backend"], "shared-store");
+    assert_eq!(PathBuf::from(done["reused_from"].as_str().unwrap()), entry);
+    let end = r.of("done");
+    assert_eq!(end[0]["files_reused"], 1);
+    assert_eq!(end[0]["bytes_reused"], 3146505);
+    let wire = wire_bytes(&dl);
+    assert!(
+        wire < 3146505,
+        "only the twin's own files moved ({wire} bytes on the wire)"
+    );
+    assert_links_to_store(&repo_blob(&dl, "models--acme--twin", &sha), &entry);
+    assert_eq!(
+        refs(&entry),
+        vec![
+            format!("models--acme--tiny/blobs/{sha}"),
+            format!("models--acme--twin/blobs/{sha}"),
+        ]
+    );
+    let local = dl
+        .repo_dir("models--acme--twin")
+        .join("snapshots")
+        .join(dl.head(TWIN))
+        .join(SHARED_PATH);
+    assert_eq!(
+        hubget::verify::sha256_hex(&std::fs::read(local).unwrap()),
+        sha
+    );
+
+    // The human summary line says what the store saved.
+    let dl2 = dl;
+    let fresh = dl2.env.path("other-cache");
+    std::fs::create_dir_all(&fresh).unwrap();
+    let cache = fresh.display().to_string();
+    dl2.run(&[TINY, "xet-a.bin", "--cache-dir", &cache]).ok();
+    let r = dl2.run(&[TWIN, "--cache-dir", &cache]);
+    r.ok();
+    assert!(
+        r.stderr.contains("1 file reused, 3.0 MiB not downloaded"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn hubget_reuses_pythons_entries_and_python_reuses_hubgets() {
+    let dl = dl();
+    // Python first: it publishes tiny's Xet files.
+    python(
+        &dl,
+        r#"
+import json
+from huggingface_hub import snapshot_download
+print(json.dumps({"root": snapshot_download("acme/tiny")}))
+"#,
+        &[],
+    );
+    let (xet_hash, sha) = hashes(&dl, TINY, "xet-a.bin");
+    let entry = store_entry(&dl, &xet_hash);
+    assert!(entry.is_file(), "Python published {}", entry.display());
+    dl.sim.reset_counters();
+    let r = dl.run(&[TWIN, "--json"]);
+    r.ok();
+    assert_eq!(
+        reused_done(&r.events(), SHARED_PATH)["bytes_transferred"],
+        0
+    );
+    assert_links_to_store(&repo_blob(&dl, "models--acme--twin", &sha), &entry);
+    assert!(wire_bytes(&dl) < 3146505);
+
+    // And the other way: hubget first (a fresh cache), Python takes the twin from the store.
+    let dl = self::dl();
+    dl.run(&[TINY]).ok();
+    dl.sim.reset_counters();
+    python(
+        &dl,
+        r#"
+import json
+from huggingface_hub import snapshot_download
+print(json.dumps({"root": snapshot_download("acme/twin")}))
+"#,
+        &[],
+    );
+    let entry = store_entry(&dl, &xet_hash);
+    assert_links_to_store(&repo_blob(&dl, "models--acme--twin", &sha), &entry);
+    assert!(
+        wire_bytes(&dl) < 3146505,
+        "Python did not download the identical file again"
+    );
+
+    // `hf cache verify` passes on both repos.
+    for repo in [TINY, TWIN] {
+        hf_ok(&dl, &["cache", "verify", repo]);
+    }
+    // `hf cache rm` of one repo keeps the other's files intact.
+    hf_ok(&dl, &["cache", "rm", &format!("model/{TINY}"), "--yes"]);
+    assert!(!dl.repo_dir("models--acme--tiny").exists());
+    let twin_file = dl
+        .repo_dir("models--acme--twin")
+        .join("snapshots")
+        .join(dl.head(TWIN))
+        .join(SHARED_PATH);
+    assert_eq!(
+        hubget::verify::sha256_hex(&std::fs::read(&twin_file).unwrap()),
+        sha
+    );
+    hf_ok(&dl, &["cache", "verify", TWIN]);
+    // hubget finds the twin complete: nothing moves.
+    dl.sim.reset_counters();
+    dl.run(&[TWIN]).ok();
+    assert_eq!(wire_bytes(&dl), 0);
+}
+
+#[test]
+fn a_bad_entry_is_never_linked_nor_deleted_and_the_file_is_downloaded() {
+    let dl = dl();
+    dl.run(&[TINY]).ok();
+    let (xet_hash, sha) = hashes(&dl, TINY, "xet-a.bin");
+    let entry = store_entry(&dl, &xet_hash);
+    // Another tool's bad entry: right size, wrong content.
+    let mut data = std::fs::read(&entry).unwrap();
+    data[1000] ^= 0xff;
+    let mut perms = std::fs::metadata(&entry).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&entry, perms).unwrap();
+    std::fs::write(&entry, &data).unwrap();
+
+    dl.sim.reset_counters();
+    let r = dl.run(&[TWIN, "--json"]);
+    r.ok();
+    let warnings = r.of("warning");
+    assert!(
+        warnings.iter().any(|w| w["message"]
+            .as_str()
+            .unwrap()
+            .contains(&entry.display().to_string())),
+        "the warning names the bad entry: {warnings:?}"
+    );
+    let done = reused_done(&r.events(), SHARED_PATH);
+    assert!(done["reused_from"].is_null());
+    assert!(done["bytes_transferred"].as_u64().unwrap() > 0);
+    assert_eq!(
+        std::fs::read(&entry).unwrap(),
+        data,
+        "the bad entry is left alone"
+    );
+    let local = dl
+        .repo_dir("models--acme--twin")
+        .join("snapshots")
+        .join(dl.head(TWIN))
+        .join(SHARED_PATH);
+    assert_eq!(
+        hubget::verify::sha256_hex(&std::fs::read(local).unwrap()),
+        sha
+    );
+    // The repo keeps its own verified copy, not a link to the bad entry.
+    assert!(
+        std::fs::symlink_metadata(repo_blob(&dl, "models--acme--twin", &sha))
+            .unwrap()
+            .is_file()
+    );
+}
+
+#[test]
+fn disabled_store_keeps_per_repo_blobs_and_local_dirs_copy_from_the_store() {
+    let dl = dl();
+    dl.run_env(&[TINY], &[("HF_HUB_DISABLE_SHARED_BLOBS", "1")])
+        .ok();
+    let (xet_hash, sha) = hashes(&dl, TINY, "xet-a.bin");
+    assert!(!dl.cache().join("blobs").exists(), "no store when disabled");
+    assert!(
+        std::fs::symlink_metadata(repo_blob(&dl, "models--acme--tiny", &sha))
+            .unwrap()
+            .is_file()
+    );
+
+    // With the store on, a --local-dir download copies from it (no link into the cache).
+    let dl = self::dl();
+    dl.run(&[TINY, "xet-a.bin"]).ok();
+    let out = dl.env.path("out");
+    dl.sim.reset_counters();
+    let r = dl.run(&[
+        TWIN,
+        SHARED_PATH,
+        "--local-dir",
+        &out.display().to_string(),
+        "--json",
+    ]);
+    r.ok();
+    assert_eq!(
+        reused_done(&r.events(), SHARED_PATH)["bytes_transferred"],
+        0
+    );
+    assert_eq!(wire_bytes(&dl), 0);
+    let file = out.join(SHARED_PATH);
+    assert!(std::fs::symlink_metadata(&file).unwrap().is_file());
+    assert_eq!(
+        hubget::verify::sha256_hex(&std::fs::read(&file).unwrap()),
+        sha
+    );
+    assert!(store_entry(&dl, &xet_hash).is_file());
+}
