@@ -436,6 +436,7 @@ impl Settings {
             range_size: self.range_size_mib.value.saturating_mul(1024 * 1024),
             max_attempts: self.max_attempts.value,
             offline: self.offline.value,
+            cache_dir: Some(self.cache_dir.value.clone()),
         }
     }
 

@@ -35,6 +35,10 @@ pub struct HostSettings {
     pub max_attempts: u32,
     /// Whether the user asked for offline mode; a network backend should refuse work.
     pub offline: bool,
+    /// The Hugging Face cache directory (since 1.1; absent from older hosts). Backends may read
+    /// it (for example blobs to take chunks from) and keep their own data under
+    /// `<cache_dir>/.hubget/<plugin name>/`; everything else in it belongs to the host.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for HostSettings {
@@ -51,6 +55,7 @@ impl Default for HostSettings {
             range_size: 16 * 1024 * 1024,
             max_attempts: 5,
             offline: false,
+            cache_dir: None,
         }
     }
 }
@@ -69,6 +74,7 @@ impl fmt::Debug for HostSettings {
             .field("range_size", &self.range_size)
             .field("max_attempts", &self.max_attempts)
             .field("offline", &self.offline)
+            .field("cache_dir", &self.cache_dir)
             .finish()
     }
 }

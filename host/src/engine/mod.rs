@@ -254,6 +254,8 @@ struct Job {
     written: Vec<std::ops::Range<u64>>,
     started: Option<Instant>,
     transferred: u64,
+    /// A verification failure was already retried on the same backend.
+    verify_retried: bool,
 }
 
 /// What one attempt at one file came to.
@@ -273,6 +275,10 @@ enum Outcome {
         move_on: bool,
         /// The attempt advanced the persisted checkpoint (a retry resumes from there).
         progressed: bool,
+        /// The finished file did not match its hash or size (the bytes are discarded): tried
+        /// once more on the same backend, from zero, before moving on (a bad proxy, a flipped
+        /// byte, a stale local source).
+        unverified: bool,
     },
 }
 
@@ -502,6 +508,7 @@ pub async fn run(
             written: Vec::new(),
             started: None,
             transferred: 0,
+            verify_retried: false,
         });
     }
 
@@ -563,6 +570,7 @@ pub async fn run(
                     error,
                     move_on,
                     progressed,
+                    unverified,
                 } => {
                     let name = ctx.backends[b].name().to_owned();
                     if error.kind == ErrorKind::CANCELLED && ctx.stop.is_cancelled() {
@@ -578,7 +586,30 @@ pub async fn run(
                     // An attempt that moved the checkpoint forward does not count: retries that
                     // keep making progress go on (each resumes where the last one stopped).
                     job.attempts = if progressed { 1 } else { job.attempts + 1 };
-                    if !move_on && !disabled[b] && ctx.opts.retry.should_retry(&error, job.attempts)
+                    let verify_again = unverified && !job.verify_retried && !disabled[b];
+                    if verify_again {
+                        // Once, from zero (the partial and its ranges are gone): a transient
+                        // corruption must not fail a file that only this backend serves.
+                        job.verify_retried = true;
+                        job.attempts = 0;
+                        log::warn!(
+                            "{}: {name}: {}; fetching it once more from zero",
+                            job.path,
+                            info.message
+                        );
+                        ctx.reporter.emit(Event::Retry {
+                            path: job.path.clone(),
+                            backend: name,
+                            attempt: 1,
+                            delay_ms: 0,
+                            error: info,
+                        });
+                        job.written.clear();
+                        job.not_before = Instant::now();
+                        queue.push(job);
+                    } else if !move_on
+                        && !disabled[b]
+                        && ctx.opts.retry.should_retry(&error, job.attempts)
                     {
                         // After progress, resume right away (unless the server asked to wait).
                         let delay = if progressed {
@@ -622,6 +653,7 @@ pub async fn run(
                         }
                         job.candidates.pop_front();
                         job.attempts = 0;
+                        job.verify_retried = false;
                         job.not_before = Instant::now();
                         let to = job
                             .candidates
@@ -1113,6 +1145,7 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
                         ),
                         move_on: true,
                         progressed: false,
+                        unverified: false,
                     },
                 ));
             }
@@ -1155,6 +1188,7 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
                         error,
                         move_on: stalled,
                         progressed,
+                        unverified: false,
                     },
                 ));
             }
@@ -1293,6 +1327,7 @@ async fn finish_file(
                 ),
                 move_on: true,
                 progressed: false,
+                unverified: true,
             };
         }
         Err(e) => {
@@ -1300,6 +1335,7 @@ async fn finish_file(
                 error: PluginError::new(ErrorKind::OTHER, format!("verification task failed: {e}")),
                 move_on: true,
                 progressed: false,
+                unverified: false,
             };
         }
     };

@@ -56,6 +56,9 @@ pub struct Config {
     /// Worker threads of the plugin's runtime (decompression runs there); default: the number
     /// of CPUs, between 2 and 8.
     pub threads: Option<usize>,
+    /// Take the chunks a file shares with files already on disk from those files instead of the
+    /// network (see the `reuse` module). On by default.
+    pub reuse: bool,
 }
 
 impl Default for Config {
@@ -75,6 +78,7 @@ impl Default for Config {
             telemetry: false,
             cache_dir: None,
             threads: None,
+            reuse: true,
         }
     }
 }

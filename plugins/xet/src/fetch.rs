@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use hubget_plugin_api::protocol::RangeWritten;
 use hubget_plugin_api::std_types::RString;
 use hubget_plugin_api::{CancelToken, EventKind, FileDone, PluginError, Progress, ProgressEvent};
 use xet::xet_session::{
@@ -88,6 +89,17 @@ pub struct Job {
     pub path: PathBuf,
     /// Bytes already on disk.
     pub offset: u64,
+    /// The ranges to fetch (absolute, ascending, within `offset..size`); the rest of
+    /// `offset..size` is on disk already (copied from local chunks, or written by an earlier
+    /// run).
+    pub fetch: Vec<std::ops::Range<u64>>,
+}
+
+impl Job {
+    /// Whether the whole file from byte 0 is to be fetched.
+    fn whole(&self) -> bool {
+        self.offset == 0 && self.fetch.len() == 1 && self.fetch[0] == (0..self.size)
+    }
 }
 
 /// How the written-bytes count of one job is read.
@@ -100,34 +112,93 @@ enum Meter {
     Segments(Arc<Segments>),
 }
 
-/// Bytes written per segment of one file.
+/// The spans of one file after its offset, in order: segments to fetch (each one ranged
+/// stream) and spans already on disk, with the bytes written in each.
 pub struct Segments {
-    lens: Vec<u64>,
+    spans: Vec<std::ops::Range<u64>>,
+    prefilled: Vec<bool>,
     written: Vec<AtomicU64>,
+    /// Whether the span was reported as `RANGE_WRITTEN`.
+    announced: Vec<std::sync::atomic::AtomicBool>,
 }
 
 impl Segments {
-    fn new(len: u64, segment: u64) -> Self {
-        let n = len.div_ceil(segment.max(1)).max(1);
-        let lens: Vec<u64> = (0..n).map(|i| segment.min(len - i * segment)).collect();
-        let written = lens.iter().map(|_| AtomicU64::new(0)).collect();
-        Self { lens, written }
+    /// `fetch` (within `offset..size`) split into segments of at most `segment` bytes; the gaps
+    /// between them are prefilled spans.
+    fn plan(offset: u64, size: u64, fetch: &[std::ops::Range<u64>], segment: u64) -> Self {
+        let mut spans = Vec::new();
+        let mut prefilled = Vec::new();
+        let mut at = offset;
+        let segment = segment.max(1);
+        for r in fetch {
+            let (start, end) = (r.start.max(at), r.end.min(size));
+            if start >= end {
+                continue;
+            }
+            if start > at {
+                spans.push(at..start);
+                prefilled.push(true);
+            }
+            let mut s = start;
+            while s < end {
+                let e = end.min(s + segment);
+                spans.push(s..e);
+                prefilled.push(false);
+                s = e;
+            }
+            at = end;
+        }
+        if at < size {
+            spans.push(at..size);
+            prefilled.push(true);
+        }
+        let written = spans.iter().map(|_| AtomicU64::new(0)).collect();
+        let announced = spans
+            .iter()
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect();
+        Self {
+            spans,
+            prefilled,
+            written,
+            announced,
+        }
     }
 
-    /// (bytes written in all segments, bytes of the contiguous prefix).
+    /// (bytes written in the fetched spans, bytes of the contiguous prefix, prefilled spans
+    /// counting as written).
     fn progress(&self) -> (u64, u64) {
         let mut total = 0;
         let mut prefix = 0;
         let mut contiguous = true;
-        for (len, w) in self.lens.iter().zip(&self.written) {
-            let w = w.load(Ordering::SeqCst).min(*len);
-            total += w;
+        for ((span, w), pre) in self.spans.iter().zip(&self.written).zip(&self.prefilled) {
+            let len = span.end - span.start;
+            let w = if *pre {
+                len
+            } else {
+                let w = w.load(Ordering::SeqCst).min(len);
+                total += w;
+                w
+            };
             if contiguous {
                 prefix += w;
-                contiguous = w == *len;
+                contiguous = w == len;
             }
         }
         (total, prefix)
+    }
+
+    /// Complete spans past `mark` not announced yet (each returned once).
+    fn newly_complete(&self, mark: u64) -> Vec<std::ops::Range<u64>> {
+        let mut out = Vec::new();
+        for (i, span) in self.spans.iter().enumerate() {
+            let len = span.end - span.start;
+            let complete = self.prefilled[i] || self.written[i].load(Ordering::SeqCst) >= len;
+            if complete && span.end > mark && !self.announced[i].swap(true, Ordering::SeqCst) {
+                out.push(span.clone());
+            }
+        }
+        out
     }
 }
 
@@ -260,6 +331,16 @@ impl Shared {
                     t.job.offset + prefix,
                 ));
             }
+            // Spans written past the checkpoint, so that a kill loses little (resume by ranges).
+            if let Meter::Segments(s) = &t.meter {
+                for r in s.newly_complete(t.job.offset + t.checkpointed) {
+                    let written = RangeWritten {
+                        start: r.start,
+                        end: r.end,
+                    };
+                    progress.on_event(written.event(t.job.index));
+                }
+            }
         }
     }
 
@@ -302,7 +383,7 @@ pub async fn fetch(
     cancel: &CancelToken,
 ) -> Vec<(u32, Result<FileDone, PluginError>)> {
     let source = origin(&access.cas_url);
-    let in_file_group = |j: &Job| j.offset == 0 && j.size <= 2 * tuning.segment;
+    let in_file_group = |j: &Job| j.whole() && j.size <= 2 * tuning.segment;
     let shared = Shared {
         tracks: Mutex::new(
             jobs.iter()
@@ -328,13 +409,13 @@ pub async fn fetch(
             EventKind::STARTED,
             String::new(),
         ));
-        if job.offset >= job.size {
+        if job.offset >= job.size || job.fetch.is_empty() {
             shared.set_result(job.index, Ok(0));
         }
     }
     let (small, segmented): (Vec<Job>, Vec<Job>) = jobs
         .into_iter()
-        .filter(|j| j.offset < j.size)
+        .filter(|j| j.offset < j.size && !j.fetch.is_empty())
         .partition(|j| in_file_group(j));
 
     let work = async {
@@ -510,13 +591,13 @@ async fn fetch_segmented(
     join_all(jobs.into_iter().map(|job| {
         let (group, permits) = (&group, &permits);
         async move {
-            let len = job.size - job.offset;
+            let len: u64 = job.fetch.iter().map(|r| r.end - r.start).sum();
             let segment = tuning.segment.max(len.div_ceil(MAX_SEGMENTS_PER_FILE));
-            let segments = Arc::new(Segments::new(len, segment));
+            let segments = Arc::new(Segments::plan(job.offset, job.size, &job.fetch, segment));
             shared.with_track(job.index, |t| t.meter = Meter::Segments(segments.clone()));
-            let parts = (0..segments.lens.len()).map(|i| {
-                let start = job.offset + i as u64 * segment;
-                let range = start..start + segments.lens[i];
+            let fetched = (0..segments.spans.len()).filter(|&i| !segments.prefilled[i]);
+            let parts = fetched.map(|i| {
+                let range = segments.spans[i].clone();
                 let (job, segments) = (&job, &segments);
                 async move {
                     let _permit = permits
@@ -665,6 +746,7 @@ fn write_all_at(file: &std::fs::File, buf: &[u8], pos: u64) -> std::io::Result<(
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)] // one-range plans read best as `&[a..b]`
 mod tests {
     use super::*;
 
@@ -685,8 +767,8 @@ mod tests {
 
     #[test]
     fn segments_report_the_contiguous_prefix() {
-        let s = Segments::new(10, 4);
-        assert_eq!(s.lens, vec![4, 4, 2]);
+        let s = Segments::plan(0, 10, &[0..10], 4);
+        assert_eq!(s.spans, vec![0..4, 4..8, 8..10]);
         s.written[1].store(4, Ordering::SeqCst);
         assert_eq!(s.progress(), (4, 0));
         s.written[0].store(3, Ordering::SeqCst);
@@ -694,6 +776,30 @@ mod tests {
         s.written[0].store(4, Ordering::SeqCst);
         s.written[2].store(1, Ordering::SeqCst);
         assert_eq!(s.progress(), (9, 9));
+    }
+
+    #[test]
+    fn spans_on_disk_count_in_the_prefix_but_not_as_fetched_bytes() {
+        // offset 2; 2..5 and 9..12 to fetch; 5..9 and 12..14 are on disk.
+        let s = Segments::plan(2, 14, &[2..5, 9..12], 2);
+        assert_eq!(s.spans, vec![2..4, 4..5, 5..9, 9..11, 11..12, 12..14]);
+        assert_eq!(s.prefilled, vec![false, false, true, false, false, true]);
+        assert_eq!(s.progress(), (0, 0));
+        s.written[0].store(2, Ordering::SeqCst);
+        s.written[1].store(1, Ordering::SeqCst);
+        assert_eq!(
+            s.progress(),
+            (3, 9),
+            "the prefix jumps over the copied span"
+        );
+        assert_eq!(s.newly_complete(11), vec![12..14]);
+        s.written[3].store(2, Ordering::SeqCst);
+        s.written[4].store(1, Ordering::SeqCst);
+        assert_eq!(s.progress(), (6, 12));
+        assert!(
+            s.newly_complete(2).iter().all(|r| r.start < 12),
+            "each span once"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 pub mod config;
 pub mod error;
 pub mod fetch;
+pub mod reuse;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -47,6 +48,11 @@ pub struct Backend {
     session: XetSession,
     tokens: Mutex<HashMap<(u32, String, String), XetToken>>,
     tuning: fetch::Tuning,
+    /// The chunk index next to the Hugging Face cache (None: reuse is off, or the host did not
+    /// say where the cache is).
+    index: Option<reuse::ChunkIndex>,
+    /// Files this process fetched or is fetching (see [`Fetched`]).
+    fetched: Mutex<Vec<Fetched>>,
     /// The plugin's own runtime (the SDK's: it shuts down in the background when dropped).
     runtime: hubget_plugin_api::sdk::Runtime,
 }
@@ -68,12 +74,19 @@ impl Backend {
             config.cache_root().display(),
             config.worker_threads()
         );
+        let index = settings
+            .cache_dir
+            .as_deref()
+            .filter(|_| config.reuse)
+            .map(reuse::ChunkIndex::new);
         Ok(Self {
             settings,
             hub,
             session,
             tokens: Mutex::new(HashMap::new()),
             tuning: config.tuning(),
+            index,
+            fetched: Mutex::new(Vec::new()),
             runtime,
         })
     }
@@ -166,6 +179,15 @@ impl Backend {
             Ok(t) => t,
             Err(e) => return jobs.iter().map(|j| (j.index, Err(e.clone()))).collect(),
         };
+        let mut jobs = jobs;
+        let plans = match &self.index {
+            Some(index) => {
+                let folder = repo_folder(batch.repo_type, repo_id);
+                self.plan_reuse(index, &folder, &token, &mut jobs, progress, cancel)
+                    .await
+            }
+            None => Vec::new(),
+        };
         let (refresh_url, refresh_headers) = self.refresh(batch.repo_type, repo_id, commit);
         let access = CasAccess {
             cas_url: token.cas_url.trim_end_matches('/').to_owned(),
@@ -174,8 +196,287 @@ impl Backend {
             refresh_url,
             refresh_headers,
         };
-        fetch::fetch(&self.session, &access, jobs, self.tuning, progress, cancel).await
+        let results =
+            fetch::fetch(&self.session, &access, jobs, self.tuning, progress, cancel).await;
+        self.finish_reuse(plans, &results);
+        results
     }
+}
+
+/// A file this process fetched or is fetching: later files may take its chunks from its
+/// partial file (or, once the host has landed it, from the shared blob store), and wait a
+/// little for it when it is still in flight.
+struct Fetched {
+    hash: String,
+    partial: PathBuf,
+    entry: reuse::FileChunks,
+    /// `Some(ok)` once the fetch ended.
+    done: tokio::sync::watch::Receiver<Option<bool>>,
+    /// The sources its plan used (dropped from the index if it is asked for again).
+    sources: Vec<String>,
+}
+
+/// What one job's reuse plan did, for [`Backend::finish_reuse`].
+struct Planned {
+    index: u32,
+    hash: String,
+    entry: reuse::FileChunks,
+    done: tokio::sync::watch::Sender<Option<bool>>,
+}
+
+/// How long a file waits for an in-flight file it shares chunks with (the host's stall
+/// watchdog sees no progress meanwhile; its default is 30 s).
+const WAIT_FOR_INFLIGHT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// At most this many cached files of the repository get their index rebuilt per batch.
+const MAX_REBUILDS: usize = 64;
+
+impl Backend {
+    /// Plans every job of the batch: its terms, the chunks on disk it can take (copied into its
+    /// partial file now) and the ranges left to fetch (`job.fetch`).
+    async fn plan_reuse(
+        &self,
+        index: &reuse::ChunkIndex,
+        repo_folder: &str,
+        token: &XetToken,
+        jobs: &mut [Job],
+        progress: &Progress,
+        cancel: &CancelToken,
+    ) -> Vec<Planned> {
+        let client = self.hub.client();
+        let cas = token.cas_url.trim_end_matches('/').to_owned();
+        let terms_of = |hash: String| {
+            let cas = cas.clone();
+            async move {
+                if let Some(e) = index.load(&hash) {
+                    return Some(e);
+                }
+                match reuse::reconstruction(client, &cas, &token.access_token, &hash, cancel).await
+                {
+                    Ok(e) => {
+                        index.save(&hash, &e);
+                        Some(e)
+                    }
+                    Err(e) => {
+                        log::debug!("no reconstruction for {hash}: {e}");
+                        None
+                    }
+                }
+            }
+        };
+        // Cached Xet files of this repository (earlier revisions) without an index entry.
+        let known: std::collections::HashSet<String> = index.hashes().into_iter().collect();
+        let missing: Vec<String> = index
+            .repo_xet_hashes(repo_folder)
+            .into_iter()
+            .filter(|h| !known.contains(h))
+            .take(MAX_REBUILDS)
+            .collect();
+        for h in missing {
+            terms_of(h).await;
+        }
+        let mut planned = Vec::new();
+        for job in jobs.iter_mut() {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let Some(entry) = terms_of(job.hash.clone()).await else {
+                continue;
+            };
+            if entry.size != job.size {
+                log::warn!(
+                    "{}: the CAS describes {} bytes, the manifest {}; not reusing chunks",
+                    job.hash,
+                    entry.size,
+                    job.size
+                );
+                continue;
+            }
+            let again = self.forget_if_asked_again(index, &job.hash);
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            let waits = self.register(job, &entry, rx);
+            if again {
+                log::info!(
+                    "{}: asked for again in this run; fetching it without reusing chunks",
+                    job.hash
+                );
+                planned.push(Planned {
+                    index: job.index,
+                    hash: job.hash.clone(),
+                    entry,
+                    done: tx,
+                });
+                continue;
+            }
+            for mut w in waits {
+                let _ = tokio::time::timeout(WAIT_FOR_INFLIGHT, w.wait_for(|d| d.is_some())).await;
+            }
+            let (map, sources) = self.sources_for(index, &job.hash, &entry);
+            let copies = map.plan(&entry.terms, &job.fetch);
+            if !copies.is_empty() {
+                let (map, copies, path) = (map, copies, job.path.clone());
+                let done = tokio::task::spawn_blocking(move || {
+                    let (n, failed) = reuse::run_copies(&map, &copies, &path);
+                    let ok: Vec<std::ops::Range<u64>> = copies
+                        .iter()
+                        .filter(|c| !failed.contains(c))
+                        .map(|c| c.dst_offset..c.dst_offset + c.len)
+                        .collect();
+                    (n, ok)
+                })
+                .await;
+                if let Ok((copied, ok)) = done
+                    && copied > 0
+                {
+                    let covered = hubget_plugin_api::protocol::merge_ranges(ok);
+                    job.fetch = job
+                        .fetch
+                        .iter()
+                        .flat_map(|r| hubget_plugin_api::protocol::holes(r.start, r.end, &covered))
+                        .collect();
+                    progress.on_event(hubget_plugin_api::ProgressEvent::bytes(
+                        job.index, copied, 0,
+                    ));
+                    log::info!(
+                        "{}: {copied} of {} bytes taken from chunks on disk, {} to fetch",
+                        job.hash,
+                        job.size,
+                        job.fetch.iter().map(|r| r.end - r.start).sum::<u64>()
+                    );
+                    if let Some(f) = self
+                        .fetched
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter_mut()
+                        .rev()
+                        .find(|f| f.hash == job.hash)
+                    {
+                        f.sources = sources;
+                    }
+                }
+            }
+            planned.push(Planned {
+                index: job.index,
+                hash: job.hash.clone(),
+                entry,
+                done: tx,
+            });
+        }
+        planned
+    }
+
+    /// When `hash` was fetched before in this process (it failed the host's verification, or was
+    /// interrupted), drops the index entries of the sources its plan used and says so.
+    fn forget_if_asked_again(&self, index: &reuse::ChunkIndex, hash: &str) -> bool {
+        let fetched = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(before) = fetched.iter().rev().find(|f| f.hash == hash) else {
+            return false;
+        };
+        for s in &before.sources {
+            log::info!("dropping the chunk index of {s}: a file built from it was asked for again");
+            index.drop_entry(s);
+        }
+        true
+    }
+
+    /// Registers `job` as in flight; returns the in-flight files it shares xorbs with.
+    fn register(
+        &self,
+        job: &Job,
+        entry: &reuse::FileChunks,
+        done: tokio::sync::watch::Receiver<Option<bool>>,
+    ) -> Vec<tokio::sync::watch::Receiver<Option<bool>>> {
+        let mut fetched = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+        let waits = fetched
+            .iter()
+            .filter(|f| f.done.borrow().is_none() && f.hash != job.hash)
+            .filter(|f| reuse::ChunkMap::shares_xorbs(&entry.terms, &f.entry))
+            .map(|f| f.done.clone())
+            .collect();
+        fetched.push(Fetched {
+            hash: job.hash.clone(),
+            partial: job.path.clone(),
+            entry: entry.clone(),
+            done,
+            sources: Vec::new(),
+        });
+        waits
+    }
+
+    /// The chunk sources for a file with `entry`: indexed files in the shared blob store, and
+    /// files fetched earlier in this process, whose terms share xorbs with it (chunk lengths
+    /// computed where they help). Returns the map and the source hashes.
+    fn sources_for(
+        &self,
+        index: &reuse::ChunkIndex,
+        hash: &str,
+        entry: &reuse::FileChunks,
+    ) -> (reuse::ChunkMap, Vec<String>) {
+        let mut map = reuse::ChunkMap::default();
+        let mut used = Vec::new();
+        let finished: Vec<(String, PathBuf)> = self
+            .fetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|f| *f.done.borrow() == Some(true))
+            .map(|f| (f.hash.clone(), f.partial.clone()))
+            .collect();
+        for h in index.hashes() {
+            if h == hash {
+                continue;
+            }
+            let Some(mut other) = index.load(&h) else {
+                continue;
+            };
+            if !reuse::ChunkMap::shares_xorbs(&entry.terms, &other) {
+                continue;
+            }
+            let partial = finished
+                .iter()
+                .find(|(fh, p)| {
+                    *fh == h && std::fs::metadata(p).is_ok_and(|m| m.len() == other.size)
+                })
+                .map(|(_, p)| p.clone());
+            let Some(path) = index.store_entry(&h, other.size).or(partial) else {
+                continue;
+            };
+            if other.chunk_lens.is_none() && reuse::ChunkMap::needs_chunks(&entry.terms, &other) {
+                other.chunk_lens = reuse::chunk_lens(&path, &other);
+                if other.chunk_lens.is_some() && index.store_entry(&h, other.size).is_some() {
+                    index.save(&h, &other);
+                }
+            }
+            map.add(path, &h, &other);
+            used.push(h);
+        }
+        (map, used)
+    }
+
+    /// Records the end of each planned job: its index entry stays (it is a fact about its
+    /// hash), and files waiting for it go on.
+    fn finish_reuse(
+        &self,
+        plans: Vec<Planned>,
+        results: &[(u32, Result<hubget_plugin_api::FileDone, PluginError>)],
+    ) {
+        for p in plans {
+            let ok = results.iter().any(|(i, r)| *i == p.index && r.is_ok());
+            if let (Some(index), true) = (&self.index, ok) {
+                index.save(&p.hash, &p.entry);
+            }
+            let _ = p.done.send(Some(ok));
+        }
+    }
+}
+
+/// huggingface_hub's repository folder name: `models--org--name`.
+fn repo_folder(repo_type: RepoType, repo_id: &str) -> String {
+    let plural = repo_type.plural().unwrap_or("models");
+    std::iter::once(plural)
+        .chain(repo_id.split('/'))
+        .collect::<Vec<_>>()
+        .join("--")
 }
 
 fn unix_now() -> u64 {
@@ -222,6 +523,7 @@ impl BackendPlugin for Backend {
     ) -> Vec<FileOutcome> {
         let mut outcomes = Vec::with_capacity(batch.items.len());
         let mut jobs = Vec::new();
+        let options = hubget_plugin_api::protocol::FetchOptions::parse(batch.options_json.as_str());
         for (i, item) in batch.items.iter().enumerate() {
             let index = i as u32;
             let hash = item
@@ -245,12 +547,19 @@ impl BackendPlugin for Backend {
                     ),
                 )),
                 Some(hash) => {
+                    // Ranges an earlier run wrote past the offset are not fetched again.
+                    let written = options.written_for(index, item.offset, item.file.size);
                     jobs.push(Job {
                         index,
                         hash,
                         size: item.file.size,
                         path: PathBuf::from(item.partial_path.as_str()),
                         offset: item.offset,
+                        fetch: hubget_plugin_api::protocol::holes(
+                            item.offset,
+                            item.file.size,
+                            &written,
+                        ),
                     });
                     None
                 }

@@ -36,16 +36,18 @@ pub(crate) async fn upload(
         .with_tokio_handle(tokio::runtime::Handle::current())
         .build()
         .map_err(|e| xe(&e))?;
-    let commit = session
-        .new_upload_commit()
-        .map_err(|e| xe(&e))?
-        .with_endpoint(endpoint)
-        .with_token_info("hubsim-upload", 4_000_000_000)
-        .build()
-        .await
-        .map_err(|e| xe(&e))?;
-    let mut handles = Vec::new();
+    // One upload commit per file, in fixture order, as separate `hf upload`s would be: each
+    // commit's shard lands in the session's shard cache, so a later file dedups against the
+    // earlier ones (a new revision stores only its changed chunks, as on the Hub).
     for job in jobs {
+        let commit = session
+            .new_upload_commit()
+            .map_err(|e| xe(&e))?
+            .with_endpoint(endpoint)
+            .with_token_info("hubsim-upload", 4_000_000_000)
+            .build()
+            .await
+            .map_err(|e| xe(&e))?;
         let h = commit
             .upload_bytes(
                 job.data.to_vec(),
@@ -54,7 +56,6 @@ pub(crate) async fn upload(
             )
             .await
             .map_err(|e| xe(&e))?;
-        // Finalise one by one so later files dedup against earlier ones deterministically.
         let meta = h.finalize_ingestion().await.map_err(|e| xe(&e))?;
         if let Some(s) = meta.xet_info.sha256()
             && s != job.sha256
@@ -65,10 +66,9 @@ pub(crate) async fn upload(
             )));
         }
         out.insert(job.sha256, meta.xet_info.hash().to_string());
-        handles.push(h);
+        commit.commit().await.map_err(|e| xe(&e))?;
+        drop(h);
     }
-    commit.commit().await.map_err(|e| xe(&e))?;
-    drop(handles);
     Ok(out)
 }
 

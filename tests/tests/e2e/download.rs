@@ -647,7 +647,7 @@ fn resume_after_sigkill_fetches_only_the_holes_between_parallel_ranges() {
 }
 
 #[test]
-fn a_corrupted_written_range_is_caught_by_verification_and_never_lands() {
+fn a_corrupted_written_range_is_caught_by_verification_and_fetched_again_from_zero() {
     let Killed {
         dl,
         f,
@@ -666,46 +666,95 @@ fn a_corrupted_written_range_is_caught_by_verification_and_never_lands() {
     }
     std::fs::write(&data, &bytes).unwrap();
 
-    let r = dl.run(&[&args[..], &["--json"]].concat());
-    assert_ne!(
-        r.code,
-        Some(0),
-        "a corrupted file must not succeed: {}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains("verification failed") || r.stderr.contains("verification failed"),
-        "{}\n{}",
-        r.stdout,
-        r.stderr
-    );
-    let blob = blobs.join(&f.sha256);
-    assert!(!blob.exists(), "nothing unverified lands");
-    assert!(!data.exists(), "the bad partial is discarded");
-    assert!(
-        !blobs
-            .join(format!("{}.hubget-partial.json", f.sha256))
-            .exists(),
-        "with its ranges state"
-    );
-
-    // The next run starts over and lands the right bytes.
+    // The check fails, the bytes and their ranges state are discarded, and the file is
+    // fetched once more from zero on the same backend (the only one serving it): it lands.
     dl.sim.reset_counters();
     let r = dl.run(&[&args[..], &["--json"]].concat());
     r.ok();
-    assert_eq!(dl.sim.counters().bytes_from(Origin::Cdn), f.size);
+    let retries = r.of("retry");
+    assert_eq!(retries.len(), 1, "{}", r.stdout);
+    assert_eq!(retries[0]["error"]["kind"], "integrity", "{}", r.stdout);
+    assert!(
+        retries[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("verification failed"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        dl.sim.counters().bytes_from(Origin::Cdn) >= f.size,
+        "the second attempt starts from zero"
+    );
     assert_eq!(
         r.of("file_done")[0]["sha256"],
         f.sha256.as_str(),
         "{}",
         r.stdout
     );
+    assert!(!data.exists(), "the bad partial is gone");
     assert_cache_layout(
         &dl,
         "acme/resume",
         &dl.head("acme/resume"),
         Some(&["big.bin"]),
     );
+}
+
+#[test]
+fn a_second_verification_failure_on_the_only_backend_never_lands() {
+    let dl = Dl::new();
+    let f = dl
+        .sim
+        .info()
+        .repo("acme/resume")
+        .unwrap()
+        .file("big.bin")
+        .unwrap()
+        .clone();
+    // Every CDN answer has a flipped byte: both attempts fail the check.
+    dl.sim.faults().add(
+        Fault::new(Origin::Cdn, "/lfs/", FaultAction::FlipByte { offset: None }).times(10_000),
+    );
+    let r = dl.run(&[
+        "acme/resume",
+        "big.bin",
+        "--backend",
+        "lfs",
+        "--no-fallback",
+        "--json",
+    ]);
+    assert_eq!(r.code, Some(5), "integrity failure: {}", r.stderr);
+    assert_eq!(r.of("retry").len(), 1, "retried once: {}", r.stdout);
+    let blobs = dl.repo_dir("models--acme--resume").join("blobs");
+    assert!(!blobs.join(&f.sha256).exists(), "nothing unverified lands");
+}
+
+#[test]
+fn a_one_time_flipped_byte_from_a_bad_proxy_is_retried_and_lands() {
+    let dl = Dl::new();
+    let f = dl
+        .sim
+        .info()
+        .repo("acme/resume")
+        .unwrap()
+        .file("big.bin")
+        .unwrap()
+        .clone();
+    dl.sim
+        .faults()
+        .add(Fault::new(Origin::Cdn, "/lfs/", FaultAction::FlipByte { offset: None }).times(1));
+    let r = dl.run(&[
+        "acme/resume",
+        "big.bin",
+        "--backend",
+        "lfs",
+        "--no-fallback",
+        "--json",
+    ]);
+    r.ok();
+    assert_eq!(r.of("retry").len(), 1, "{}", r.stdout);
+    assert_eq!(r.of("file_done")[0]["sha256"], f.sha256.as_str());
 }
 
 #[test]

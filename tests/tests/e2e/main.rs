@@ -14,3 +14,4 @@ mod mirror;
 mod plugins;
 mod shared_store;
 mod xet;
+mod xet_reuse;

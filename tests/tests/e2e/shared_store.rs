@@ -371,3 +371,32 @@ fn disabled_store_keeps_per_repo_blobs_and_local_dirs_copy_from_the_store() {
     );
     assert!(store_entry(&dl, &xet_hash).is_file());
 }
+
+#[test]
+fn removing_a_repo_by_hand_keeps_the_other_repos_files() {
+    let dl = dl();
+    dl.run(&[TINY]).ok();
+    dl.run(&[TWIN]).ok();
+    let (_, sha) = hashes(&dl, TINY, "xet-a.bin");
+    // As docs/download.md describes: delete the repo folder.
+    std::fs::remove_dir_all(dl.repo_dir("models--acme--tiny")).unwrap();
+    let twin_file = dl
+        .repo_dir("models--acme--twin")
+        .join("snapshots")
+        .join(dl.head(TWIN))
+        .join(SHARED_PATH);
+    assert_eq!(
+        hubget::verify::sha256_hex(&std::fs::read(&twin_file).unwrap()),
+        sha
+    );
+    hf_ok(&dl, &["cache", "verify", TWIN]);
+    // And tiny comes back from the store without a download of that file.
+    dl.sim.reset_counters();
+    let r = dl.run(&[TINY, "xet-a.bin", "--json"]);
+    r.ok();
+    assert_eq!(
+        reused_done(&r.events(), "xet-a.bin")["bytes_transferred"],
+        0
+    );
+    assert_eq!(wire_bytes(&dl), 0);
+}

@@ -1,0 +1,202 @@
+//! Xet chunk reuse end to end (`--backend xet --no-fallback`, hubsim's real CAS): a file takes
+//! every chunk it shares with files already on disk from those files, and only the rest crosses
+//! the network. Across revisions (after xet or after lfs), within one snapshot, across repos;
+//! a lying index is caught by the host's hash check, retried without reuse, and dropped.
+
+use std::path::PathBuf;
+
+use hubsim::{FixtureSpec, HubSim, Origin};
+use serde_json::Value;
+
+use crate::download::Dl;
+
+const MIB: u64 = 1024 * 1024;
+const EVOLVING: &str = "acme/evolving";
+const PAIR: &str = "acme/pair";
+const BASE: &str = "acme/base";
+const DERIVED: &str = "acme/derived";
+
+fn specs() -> FixtureSpec {
+    let mut spec = FixtureSpec::default_set(1);
+    // acme/evolving: model.bin (Xet, 24 MiB) at v1, and with 3 MiB changed at main.
+    spec.repos.retain(|r| r.id == EVOLVING);
+    let extra = FixtureSpec::from_toml(&format!(
+        r#"
+[[repos]]
+id = "{PAIR}"
+type = "model"
+[[repos.commits]]
+message = "two files that differ in 1 MiB of 20 MiB"
+files = [
+  {{ path = "a.bin", storage = "xet", content = {{ kind = "random", size = {twenty}, seed = 6001 }} }},
+  {{ path = "b.bin", storage = "xet", content = {{ kind = "random", size = {twenty}, seed = 6001, patches = [{{ offset = {five}, len = {one}, seed = 6002 }}] }} }},
+]
+
+[[repos]]
+id = "{BASE}"
+type = "model"
+[[repos.commits]]
+message = "base weights"
+files = [
+  {{ path = "w.bin", storage = "xet", content = {{ kind = "random", size = {eight}, seed = 6100 }} }},
+]
+
+[[repos]]
+id = "{DERIVED}"
+type = "model"
+[[repos.commits]]
+message = "a fine-tune that changed 1 MiB"
+files = [
+  {{ path = "w.bin", storage = "xet", content = {{ kind = "random", size = {eight}, seed = 6100, patches = [{{ offset = {two}, len = {one}, seed = 6101 }}] }} }},
+]
+"#,
+        twenty = 20 * MIB,
+        eight = 8 * MIB,
+        five = 5 * MIB,
+        two = 2 * MIB,
+        one = MIB,
+    ))
+    .expect("reuse fixtures");
+    spec.repos.extend(extra.repos);
+    spec
+}
+
+fn dl() -> Dl {
+    Dl::with(HubSim::builder().fixtures(specs()))
+}
+
+/// Bytes the CAS sent since the last reset (xorb ranges and reconstruction answers).
+fn cas_bytes(dl: &Dl) -> u64 {
+    dl.sim.counters().bytes_from(Origin::Cas)
+}
+
+fn xet(dl: &Dl, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["--backend", "xet", "--no-fallback", "--json"];
+    all.extend_from_slice(args);
+    let r = dl.run(&all);
+    r.ok();
+    r.events()
+}
+
+fn index_file(dl: &Dl, xet_hash: &str) -> PathBuf {
+    dl.cache()
+        .join(".hubget/xet/index")
+        .join(&xet_hash[..2])
+        .join(format!("{xet_hash}.json"))
+}
+
+fn xet_hash(dl: &Dl, repo: &str, rev: &str, path: &str) -> String {
+    let info = dl.sim.info().repo(repo).unwrap().clone();
+    let sha = match rev {
+        "main" => info.head.clone(),
+        tag => info.tags[tag].clone(),
+    };
+    let commit = info
+        .commits
+        .iter()
+        .find(|c| c.sha == sha)
+        .cloned()
+        .unwrap_or_else(|| panic!("revision {rev}"));
+    commit
+        .files
+        .iter()
+        .find(|f| f.path == path)
+        .and_then(|f| f.xet_hash.clone())
+        .expect("a Xet file")
+}
+
+#[test]
+fn a_revision_update_moves_little_more_than_the_changed_bytes() {
+    let dl = dl();
+    xet(&dl, &[EVOLVING, "model.bin", "--revision", "v1"]);
+    dl.sim.reset_counters();
+    xet(&dl, &[EVOLVING, "model.bin"]);
+    let moved = cas_bytes(&dl);
+    assert!(
+        moved <= 13 * 3 * MIB / 10,
+        "3 MiB changed of 24 MiB; the CAS sent {moved} bytes"
+    );
+}
+
+#[test]
+fn a_revision_cached_by_lfs_is_indexed_and_reused_by_xet() {
+    let dl = dl();
+    dl.run(&[EVOLVING, "model.bin", "--revision", "v1"]).ok();
+    let v1 = xet_hash(&dl, EVOLVING, "v1", "model.bin");
+    assert!(!index_file(&dl, &v1).exists(), "lfs writes no chunk index");
+    dl.sim.reset_counters();
+    xet(&dl, &[EVOLVING, "model.bin"]);
+    assert!(
+        index_file(&dl, &v1).exists(),
+        "rebuilt for the cached revision"
+    );
+    let moved = cas_bytes(&dl);
+    assert!(moved <= 13 * 3 * MIB / 10, "the CAS sent {moved} bytes");
+}
+
+#[test]
+fn two_near_identical_files_of_one_snapshot_share_their_chunks() {
+    let dl = dl();
+    xet(&dl, &[PAIR]);
+    let moved = cas_bytes(&dl);
+    assert!(
+        moved <= 13 * 21 * MIB / 10,
+        "20 MiB + 1 MiB of distinct content; the CAS sent {moved} bytes"
+    );
+}
+
+#[test]
+fn a_file_near_identical_to_another_repos_moves_only_the_difference() {
+    let dl = dl();
+    xet(&dl, &[BASE]);
+    dl.sim.reset_counters();
+    let events = xet(&dl, &[DERIVED]);
+    let moved = cas_bytes(&dl);
+    assert!(
+        moved <= 13 * MIB / 10,
+        "1 MiB changed of 8 MiB; the CAS sent {moved} bytes"
+    );
+    let done = events.iter().find(|e| e["event"] == "file_done").unwrap();
+    assert_eq!(done["backend"], "xet");
+    assert!(
+        done["bytes_transferred"].as_u64().unwrap() < 2 * MIB,
+        "{done}"
+    );
+}
+
+#[test]
+fn a_lying_index_is_caught_retried_without_reuse_and_dropped() {
+    let dl = dl();
+    xet(&dl, &[BASE]);
+    let base = xet_hash(&dl, BASE, "main", "w.bin");
+    // Make the base's index lie consistently: swap the first and last chunk lengths of its
+    // first term (the sums still add up; the offsets of the chunks between are wrong).
+    xet(&dl, &[DERIVED]); // computes and saves the base's chunk lengths
+    let path = index_file(&dl, &base);
+    let mut entry: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let lens = entry["chunk_lens"][0]
+        .as_array_mut()
+        .expect("chunk lengths saved");
+    let last = lens.len() - 1;
+    assert_ne!(lens[0], lens[last], "two different lengths to swap");
+    lens.swap(0, last);
+    std::fs::write(&path, serde_json::to_vec(&entry).unwrap()).unwrap();
+
+    // A fresh cache of the derived repo (the base stays cached).
+    std::fs::remove_dir_all(dl.repo_dir("models--acme--derived")).unwrap();
+    let derived = xet_hash(&dl, DERIVED, "main", "w.bin");
+    let _ = std::fs::remove_file(dl.cache().join("blobs").join(&derived[..2]).join(&derived));
+    let r = dl.run(&[DERIVED, "--backend", "xet", "--no-fallback", "--json"]);
+    r.ok();
+    let retries = r.of("retry");
+    assert_eq!(
+        retries.len(),
+        1,
+        "one retry after the failed check: {}",
+        r.stdout
+    );
+    assert_eq!(retries[0]["error"]["kind"], "integrity");
+    assert!(!path.exists(), "the lying entry is dropped");
+    let done = r.of("file_done");
+    assert_eq!(done[0]["backend"], "xet");
+}
