@@ -4,11 +4,14 @@
 //! * `resolve` uses the shared Hub client ([`hubget_hub_http::HubApi::manifest`]): the same
 //!   manifest as the `lfs` backend; a redacted or malformed xet hash counts as absent.
 //! * `fetch` gets a CAS token from `/api/{type}s/{repo}/xet-read-token/{commit}` (the Hub token
-//!   goes to the Hub origin only), then downloads the batch's Xet files through hf-xet: small
-//!   ones in one file download group, large and resumed ones as parallel ranged streams of one
-//!   stream group (see [`fetch`]). hf-xet refreshes the CAS token itself before it expires,
-//!   from the same route. A file without a xet hash gets `UNSUPPORTED`, so the host hands that
-//!   file alone to the next backend.
+//!   goes to the Hub origin only), plans each Xet file against the chunks already on disk
+//!   ([`reuse`]: copied locally, never fetched again), then downloads what is left through
+//!   hf-xet: small whole files in one file download group, everything else as parallel ranged
+//!   streams of one stream group (see [`fetch`]). hf-xet refreshes the CAS token itself before
+//!   it expires, from the same route.
+//! * Files not stored in Xet (regular files, plain LFS files) are plain Hub files: they come
+//!   from the Hub's `resolve` route through hub-http's ranged downloader, as Xet-enabled clients
+//!   fetch them, so `--backend xet --no-fallback` works on any repository.
 //! * Knobs live in `[plugins.xet]` ([`config::Config`]); telemetry is off unless turned on.
 //!
 //! hf-xet runs on this plugin's own tokio runtime (the session wraps its handle), and keeps its
@@ -179,27 +182,85 @@ impl Backend {
             Ok(t) => t,
             Err(e) => return jobs.iter().map(|j| (j.index, Err(e.clone()))).collect(),
         };
-        let mut jobs = jobs;
-        let plans = match &self.index {
-            Some(index) => {
-                let folder = repo_folder(batch.repo_type, repo_id);
-                self.plan_reuse(index, &folder, &token, &mut jobs, progress, cancel)
-                    .await
-            }
-            None => Vec::new(),
-        };
         let (refresh_url, refresh_headers) = self.refresh(batch.repo_type, repo_id, commit);
         let access = CasAccess {
             cas_url: token.cas_url.trim_end_matches('/').to_owned(),
-            access_token: token.access_token,
+            access_token: token.access_token.clone(),
             exp: token.exp,
             refresh_url,
             refresh_headers,
         };
-        let results =
-            fetch::fetch(&self.session, &access, jobs, self.tuning, progress, cancel).await;
-        self.finish_reuse(plans, &results);
+        let Some(index) = &self.index else {
+            return fetch::fetch(&self.session, &access, jobs, self.tuning, progress, cancel).await;
+        };
+        let folder = repo_folder(batch.repo_type, repo_id);
+        self.rebuild_repo_index(index, &folder, &token, cancel)
+            .await;
+        let mut entries = HashMap::new();
+        for job in &jobs {
+            if let Some(e) = self.terms_of(index, &token, &job.hash, cancel).await {
+                entries.insert(job.hash.clone(), e);
+            }
+        }
+        // Files of the batch that share chunks go in order: a later one is planned after the
+        // earlier one is on disk, so it copies instead of fetching the same chunks again.
+        let mut results = Vec::new();
+        for mut phase in phases(jobs, &entries) {
+            let plans = self
+                .plan_reuse(index, &entries, &mut phase, progress, cancel)
+                .await;
+            let done =
+                fetch::fetch(&self.session, &access, phase, self.tuning, progress, cancel).await;
+            self.finish_reuse(plans, &done);
+            results.extend(done);
+        }
         results
+    }
+
+    /// The terms of `hash`: from the index, else from the CAS (and then indexed).
+    async fn terms_of(
+        &self,
+        index: &reuse::ChunkIndex,
+        token: &XetToken,
+        hash: &str,
+        cancel: &CancelToken,
+    ) -> Option<reuse::FileChunks> {
+        if let Some(e) = index.load(hash) {
+            return Some(e);
+        }
+        let cas = token.cas_url.trim_end_matches('/');
+        match reuse::reconstruction(self.hub.client(), cas, &token.access_token, hash, cancel).await
+        {
+            Ok(e) => {
+                index.save(hash, &e);
+                Some(e)
+            }
+            Err(e) => {
+                log::debug!("no reconstruction for {hash}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Indexes the cached Xet files of the repository that have no index entry yet (earlier
+    /// revisions fetched by another backend or by another tool).
+    async fn rebuild_repo_index(
+        &self,
+        index: &reuse::ChunkIndex,
+        repo_folder: &str,
+        token: &XetToken,
+        cancel: &CancelToken,
+    ) {
+        let known: std::collections::HashSet<String> = index.hashes().into_iter().collect();
+        let missing: Vec<String> = index
+            .repo_xet_hashes(repo_folder)
+            .into_iter()
+            .filter(|h| !known.contains(h))
+            .take(MAX_REBUILDS)
+            .collect();
+        for h in missing {
+            self.terms_of(index, token, &h, cancel).await;
+        }
     }
 }
 
@@ -232,55 +293,22 @@ const WAIT_FOR_INFLIGHT: std::time::Duration = std::time::Duration::from_secs(15
 const MAX_REBUILDS: usize = 64;
 
 impl Backend {
-    /// Plans every job of the batch: its terms, the chunks on disk it can take (copied into its
-    /// partial file now) and the ranges left to fetch (`job.fetch`).
+    /// Plans every job of a phase: the chunks on disk it can take (copied into its partial
+    /// file now) and the ranges left to fetch (`job.fetch`).
     async fn plan_reuse(
         &self,
         index: &reuse::ChunkIndex,
-        repo_folder: &str,
-        token: &XetToken,
+        entries: &HashMap<String, reuse::FileChunks>,
         jobs: &mut [Job],
         progress: &Progress,
         cancel: &CancelToken,
     ) -> Vec<Planned> {
-        let client = self.hub.client();
-        let cas = token.cas_url.trim_end_matches('/').to_owned();
-        let terms_of = |hash: String| {
-            let cas = cas.clone();
-            async move {
-                if let Some(e) = index.load(&hash) {
-                    return Some(e);
-                }
-                match reuse::reconstruction(client, &cas, &token.access_token, &hash, cancel).await
-                {
-                    Ok(e) => {
-                        index.save(&hash, &e);
-                        Some(e)
-                    }
-                    Err(e) => {
-                        log::debug!("no reconstruction for {hash}: {e}");
-                        None
-                    }
-                }
-            }
-        };
-        // Cached Xet files of this repository (earlier revisions) without an index entry.
-        let known: std::collections::HashSet<String> = index.hashes().into_iter().collect();
-        let missing: Vec<String> = index
-            .repo_xet_hashes(repo_folder)
-            .into_iter()
-            .filter(|h| !known.contains(h))
-            .take(MAX_REBUILDS)
-            .collect();
-        for h in missing {
-            terms_of(h).await;
-        }
         let mut planned = Vec::new();
         for job in jobs.iter_mut() {
             if cancel.is_cancelled() {
                 break;
             }
-            let Some(entry) = terms_of(job.hash.clone()).await else {
+            let Some(entry) = entries.get(&job.hash).cloned() else {
                 continue;
             };
             if entry.size != job.size {
@@ -313,10 +341,20 @@ impl Backend {
             }
             let (map, sources) = self.sources_for(index, &job.hash, &entry);
             let copies = map.plan(&entry.terms, &job.fetch);
+            log::debug!(
+                "{}: {} chunk sources, {} local copies planned ({} bytes)",
+                job.hash,
+                map.sources.len(),
+                copies.len(),
+                copies.iter().map(|c| c.len).sum::<u64>()
+            );
             if !copies.is_empty() {
                 let (map, copies, path) = (map, copies, job.path.clone());
                 let done = tokio::task::spawn_blocking(move || {
                     let (n, failed) = reuse::run_copies(&map, &copies, &path);
+                    if !failed.is_empty() {
+                        log::debug!("{} local copies failed; fetching those bytes", failed.len());
+                    }
                     let ok: Vec<std::ops::Range<u64>> = copies
                         .iter()
                         .filter(|c| !failed.contains(c))
@@ -432,22 +470,33 @@ impl Backend {
             if !reuse::ChunkMap::shares_xorbs(&entry.terms, &other) {
                 continue;
             }
-            let partial = finished
+            // A file of this run: its partial file, or the repo blob the host is landing it as
+            // (`<etag>.hubget-partial` -> `<etag>`) before it moves into the shared store.
+            let of_this_run = finished
                 .iter()
-                .find(|(fh, p)| {
-                    *fh == h && std::fs::metadata(p).is_ok_and(|m| m.len() == other.size)
+                .filter(|(fh, _)| *fh == h)
+                .flat_map(|(_, p)| {
+                    let landed = p
+                        .to_str()
+                        .and_then(|s| s.strip_suffix(".hubget-partial"))
+                        .map(PathBuf::from);
+                    [Some(p.clone()), landed]
                 })
-                .map(|(_, p)| p.clone());
-            let Some(path) = index.store_entry(&h, other.size).or(partial) else {
+                .flatten()
+                .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() == other.size));
+            let Some(path) = index.store_entry(&h, other.size).or(of_this_run) else {
+                continue;
+            };
+            let Ok(file) = std::fs::File::open(&path) else {
                 continue;
             };
             if other.chunk_lens.is_none() && reuse::ChunkMap::needs_chunks(&entry.terms, &other) {
-                other.chunk_lens = reuse::chunk_lens(&path, &other);
+                other.chunk_lens = reuse::chunk_lens(&file, &other);
                 if other.chunk_lens.is_some() && index.store_entry(&h, other.size).is_some() {
                     index.save(&h, &other);
                 }
             }
-            map.add(path, &h, &other);
+            map.add(std::sync::Arc::new(file), &h, &other);
             used.push(h);
         }
         (map, used)
@@ -470,6 +519,92 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Files that are not in Xet storage (regular files and plain LFS files) from the Hub's
+    /// `resolve` route (the Hub token goes to the Hub only; redirects to a CDN do not carry it),
+    /// with hub-http's ranged, resumable downloader.
+    async fn fetch_plain(
+        &self,
+        batch: &FetchBatch,
+        indices: &[u32],
+        options: &hubget_plugin_api::protocol::FetchOptions,
+        progress: &Progress,
+        cancel: &CancelToken,
+    ) -> Vec<(u32, Result<hubget_plugin_api::FileDone, PluginError>)> {
+        use hubget_hub_http::download::{
+            DownloadOptions, ItemEvents, PartialTarget, Source, download_to_partial,
+        };
+        let opts = DownloadOptions::from_settings(&self.settings);
+        let one = |index: u32| {
+            let opts = opts.clone();
+            async move {
+                let item = &batch.items[index as usize];
+                progress.on_event(hubget_plugin_api::ProgressEvent::message(
+                    index,
+                    hubget_plugin_api::EventKind::STARTED,
+                    "",
+                ));
+                let url = self.hub.resolve_url(
+                    batch.repo_type,
+                    batch.repo_id.as_str(),
+                    batch.commit.as_str(),
+                    item.file.path.as_str(),
+                )?;
+                let mut source = Source::new(url);
+                source.credential = self.hub.credential().cloned();
+                let opts =
+                    opts.with_written(options.written_for(index, item.offset, item.file.size));
+                let to = ItemEvents { progress, index };
+                let events = |e| to.send(e);
+                let target = PartialTarget {
+                    path: std::path::Path::new(item.partial_path.as_str()),
+                    offset: item.offset,
+                    size: item.file.size,
+                };
+                let done =
+                    download_to_partial(self.hub.client(), &source, target, &opts, &events, cancel)
+                        .await
+                        .map_err(|e| e.context(item.file.path.as_str()))?;
+                Ok(hubget_plugin_api::FileDone {
+                    bytes_transferred: done.bytes_transferred,
+                    source: RString::from(done.origin),
+                    extra_json: RString::from("{\"via\":\"resolve\"}"),
+                })
+            }
+        };
+        futures_util::future::join_all(indices.iter().map(|&i| async move { (i, one(i).await) }))
+            .await
+    }
+}
+
+/// Splits `jobs` into phases, in order: a job goes into the first phase after every earlier
+/// job it shares a xorb with.
+fn phases(jobs: Vec<Job>, entries: &HashMap<String, reuse::FileChunks>) -> Vec<Vec<Job>> {
+    let mut phase_of: Vec<usize> = Vec::with_capacity(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
+        let mut phase = 0;
+        if let Some(e) = entries.get(&job.hash) {
+            for (k, earlier) in jobs[..i].iter().enumerate() {
+                if let Some(o) = entries.get(&earlier.hash)
+                    && earlier.hash != job.hash
+                    && reuse::ChunkMap::shares_xorbs(&e.terms, o)
+                {
+                    phase = phase.max(phase_of[k] + 1);
+                }
+            }
+        }
+        phase_of.push(phase);
+    }
+    let mut out: Vec<Vec<Job>> = Vec::new();
+    for (job, p) in jobs.into_iter().zip(phase_of) {
+        if out.len() <= p {
+            out.resize_with(p + 1, Vec::new);
+        }
+        out[p].push(job);
+    }
+    out
+}
+
 /// huggingface_hub's repository folder name: `models--org--name`.
 fn repo_folder(repo_type: RepoType, repo_id: &str) -> String {
     let plural = repo_type.plural().unwrap_or("models");
@@ -489,7 +624,10 @@ impl BackendPlugin for Backend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             repo_types: RVec::from(vec![RepoType::MODEL, RepoType::DATASET, RepoType::SPACE]),
-            features: Features::RESOLVE | Features::RESUME | Features::XET,
+            features: Features::RESOLVE
+                | Features::RESUME
+                | Features::XET
+                | Features::NON_XET_FILES,
             max_batch_files: 0,
             extra_json: RString::new(),
         }
@@ -523,6 +661,7 @@ impl BackendPlugin for Backend {
     ) -> Vec<FileOutcome> {
         let mut outcomes = Vec::with_capacity(batch.items.len());
         let mut jobs = Vec::new();
+        let mut plain = Vec::new();
         let options = hubget_plugin_api::protocol::FetchOptions::parse(batch.options_json.as_str());
         for (i, item) in batch.items.iter().enumerate() {
             let index = i as u32;
@@ -534,10 +673,12 @@ impl BackendPlugin for Backend {
                 .into_option()
                 .filter(|h| is_xet_hash(h));
             let refusal = match hash {
-                None => Some(PluginError::unsupported(format!(
-                    "{} has no Xet hash: the xet backend fetches only Xet-backed files",
-                    item.file.path
-                ))),
+                None if self.settings.offline => Some(Self::offline_error()),
+                None => {
+                    // Not stored in Xet: a plain Hub file, fetched as Xet-enabled clients do.
+                    plain.push(index);
+                    None
+                }
                 Some(_) if self.settings.offline => Some(Self::offline_error()),
                 Some(_) if item.offset > item.file.size => Some(PluginError::new(
                     ErrorKind::OTHER,
@@ -571,7 +712,17 @@ impl BackendPlugin for Backend {
                 });
             }
         }
+        if !plain.is_empty() {
+            let fetched = self
+                .runtime()
+                .block_on(self.fetch_plain(batch, &plain, &options, progress, cancel));
+            outcomes.extend(fetched.into_iter().map(|(index, result)| FileOutcome {
+                index,
+                result: result.into(),
+            }));
+        }
         if jobs.is_empty() {
+            outcomes.sort_by_key(|o| o.index);
             return outcomes;
         }
         if cancel.is_cancelled() {
@@ -631,14 +782,12 @@ mod tests {
     }
 
     #[test]
-    fn capabilities_are_xet_only() {
+    fn capabilities_cover_xet_and_plain_hub_files() {
         let backend = Backend::new(HostSettings::default(), "").unwrap();
         let caps = backend.capabilities();
-        assert!(
-            caps.features
-                .contains(Features::XET | Features::RESUME | Features::RESOLVE)
-        );
-        assert!(!caps.features.contains(Features::NON_XET_FILES));
+        assert!(caps.features.contains(
+            Features::XET | Features::RESUME | Features::RESOLVE | Features::NON_XET_FILES
+        ));
     }
 
     #[test]

@@ -269,9 +269,8 @@ pub async fn reconstruction(
 
 /// The chunk lengths of `path` per term of `entry`, by Xet's content-defined chunker; `None`
 /// when they do not add up to the terms (a different file, or a different chunker).
-pub fn chunk_lens(path: &Path, entry: &FileChunks) -> Option<Vec<Vec<u32>>> {
-    use std::io::Read;
-    let mut file = File::open(path).ok()?;
+pub fn chunk_lens(file: &File, entry: &FileChunks) -> Option<Vec<Vec<u32>>> {
+    use std::os::unix::fs::FileExt;
     let size = file.metadata().ok()?.len();
     if size != entry.size {
         return None;
@@ -282,7 +281,7 @@ pub fn chunk_lens(path: &Path, entry: &FileChunks) -> Option<Vec<Vec<u32>>> {
     let mut at = 0u64;
     while at < size {
         let want = buf.len().min((size - at) as usize);
-        file.read_exact(&mut buf[..want]).ok()?;
+        file.read_exact_at(&mut buf[..want], at).ok()?;
         at += want as u64;
         // The last block is final: the chunker closes the last chunk with it.
         for c in chunker.next_block(&buf[..want], at == size) {
@@ -317,8 +316,9 @@ pub struct Copy {
 /// Where chunks can be found locally.
 #[derive(Debug, Default)]
 pub struct ChunkMap {
-    /// Source files (cached blobs or partial files), with the Xet hash of their content.
-    pub sources: Vec<(PathBuf, String)>,
+    /// Source files (cached blobs or partial files, opened: a rename while the plan runs does
+    /// not matter), with the Xet hash of their content.
+    pub sources: Vec<(std::sync::Arc<File>, String)>,
     /// (xorb, start, end) -> (source, offset) of whole terms.
     terms: HashMap<(String, u32, u32), (usize, u64)>,
     /// (xorb, chunk) -> (source, offset, len).
@@ -327,9 +327,9 @@ pub struct ChunkMap {
 
 impl ChunkMap {
     /// Adds `path` (the content of Xet file `hash`, described by `entry`) as a source.
-    pub fn add(&mut self, path: PathBuf, hash: &str, entry: &FileChunks) {
+    pub fn add(&mut self, file: std::sync::Arc<File>, hash: &str, entry: &FileChunks) {
         let src = self.sources.len();
-        self.sources.push((path, hash.to_owned()));
+        self.sources.push((file, hash.to_owned()));
         let mut at = 0u64;
         for (i, t) in entry.terms.iter().enumerate() {
             self.terms
@@ -443,17 +443,11 @@ pub fn run_copies(map: &ChunkMap, copies: &[Copy], dst: &Path) -> (u64, Vec<Copy
     let Ok(out) = std::fs::OpenOptions::new().write(true).open(dst) else {
         return (0, copies.to_vec());
     };
-    let mut open: HashMap<usize, Option<File>> = HashMap::new();
     let mut failed = Vec::new();
     let mut done = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     for c in copies {
-        let src = open
-            .entry(c.src)
-            .or_insert_with(|| File::open(&map.sources[c.src].0).ok());
-        let ok = src
-            .as_ref()
-            .is_some_and(|f| copy_range(f, &out, c, &mut buf).is_ok());
+        let ok = copy_range(&map.sources[c.src].0, &out, c, &mut buf).is_ok();
         if ok {
             done += c.len;
         } else {
@@ -501,7 +495,11 @@ mod tests {
             chunk_lens: Some(vec![vec![10, 10, 10, 10]]),
         };
         let mut map = ChunkMap::default();
-        map.add(PathBuf::from("/old"), &"0".repeat(64), &old);
+        map.add(
+            std::sync::Arc::new(tempfile::tempfile().unwrap()),
+            &"0".repeat(64),
+            &old,
+        );
         // The new file: a[0..1], then new xorb b, then a[2..4], then a[0..4] whole.
         let new = vec![
             term('a', 0, 1, 10),
@@ -568,7 +566,11 @@ mod tests {
             chunk_lens: None,
         };
         let mut map = ChunkMap::default();
-        map.add(PathBuf::from("/old"), &"0".repeat(64), &old);
+        map.add(
+            std::sync::Arc::new(tempfile::tempfile().unwrap()),
+            &"0".repeat(64),
+            &old,
+        );
         assert!(map.plan(&[term('a', 0, 2, 20)], &[0..20]).is_empty());
         assert!(ChunkMap::needs_chunks(&[term('a', 0, 2, 20)], &old));
         assert!(!ChunkMap::needs_chunks(&[term('a', 0, 4, 40)], &old));
@@ -585,13 +587,14 @@ mod tests {
             terms: vec![term('a', 0, 1, 1000)],
             chunk_lens: None,
         };
-        assert_eq!(chunk_lens(&p, &right), Some(vec![vec![1000]]));
+        let f = File::open(&p).unwrap();
+        assert_eq!(chunk_lens(&f, &right), Some(vec![vec![1000]]));
         let wrong = FileChunks {
             size: 1000,
             terms: vec![term('a', 0, 2, 1000)],
             chunk_lens: None,
         };
-        assert_eq!(chunk_lens(&p, &wrong), None);
+        assert_eq!(chunk_lens(&f, &wrong), None);
     }
 
     #[test]

@@ -190,7 +190,7 @@ fn expected_sha(sim: &HubSim, repo: &str, path: &str) -> String {
 }
 
 #[test]
-fn xet_files_arrive_byte_exact_from_the_cas_and_other_files_are_unsupported() {
+fn xet_files_arrive_byte_exact_from_the_cas_and_other_files_from_the_hub() {
     let sim = start(FixtureSpec::minimal(), Shaping::default());
     let backend = backend(&sim, "");
     let manifest = resolve(&backend, "acme/tiny");
@@ -250,11 +250,21 @@ fn xet_files_arrive_byte_exact_from_the_cas_and_other_files_are_unsupported() {
     // The compressible file moved fewer network bytes than its size.
     assert!(ok(&outcomes[2]).bytes_transferred < weights.size);
 
-    for index in [1, 3] {
-        let e = err(&outcomes[index]);
-        assert_eq!(e.kind, ErrorKind::UNSUPPORTED, "{e}");
-        assert!(e.message.contains("no Xet hash"), "{e}");
-        assert_eq!(recorder.bytes(index as u32), 0);
+    // Files not stored in Xet are plain Hub files: from `resolve` (the CDN for LFS).
+    for (index, path, name) in [(1, &paths[1], "lfs.bin"), (3, &paths[3], "config.json")] {
+        let done = ok(&outcomes[index]);
+        assert_eq!(
+            sha256_of(path),
+            expected_sha(&sim, "acme/tiny", name),
+            "{name}"
+        );
+        assert_eq!(done.extra_json.as_str(), r#"{"via":"resolve"}"#, "{name}");
+        let size = std::fs::metadata(path).unwrap().len();
+        assert_eq!(
+            recorder.bytes(index as u32),
+            size,
+            "BYTES deltas add up for {name}"
+        );
     }
 
     let counters = sim.counters();
@@ -267,10 +277,9 @@ fn xet_files_arrive_byte_exact_from_the_cas_and_other_files_are_unsupported() {
         0,
         "no CDN bridge"
     );
-    assert_eq!(
-        counters.requests_to(Origin::Cdn, "lfs"),
-        0,
-        "non-xet files untouched"
+    assert!(
+        counters.requests_to(Origin::Cdn, "lfs") > 0,
+        "the LFS file through resolve and its CDN redirect"
     );
     assert_eq!(counters.requests_to(Origin::Hub, "xet_read_token"), 1);
     assert_eq!(
@@ -422,7 +431,7 @@ fn hf_xet_refreshes_an_expiring_cas_token_from_the_hub_with_the_hub_token() {
 }
 
 #[test]
-fn a_redacted_xet_hash_is_unsupported() {
+fn a_file_with_a_redacted_xet_hash_comes_from_the_hub_without_a_cas_token() {
     let sim = start(FixtureSpec::minimal(), Shaping::default());
     let backend = backend(&sim, "");
     let manifest = resolve(&backend, "acme/tiny");
@@ -439,7 +448,8 @@ fn a_redacted_xet_hash_is_unsupported() {
         &Recorder::default().progress(),
         &CancelToken::new(),
     );
-    assert_eq!(err(&outcomes[0]).kind, ErrorKind::UNSUPPORTED);
+    assert_eq!(ok(&outcomes[0]).extra_json.as_str(), r#"{"via":"resolve"}"#);
+    assert_eq!(sha256_of(&path), redacted.sha256.as_ref().unwrap().as_str());
     assert_eq!(sim.counters().requests_to(Origin::Hub, "xet_read_token"), 0);
 }
 

@@ -19,10 +19,10 @@ fn done_by_path(events: &[Value]) -> std::collections::BTreeMap<String, Value> {
 }
 
 #[test]
-fn backend_xet_on_a_mixed_repo_serves_xet_files_from_the_cas_and_falls_back_for_the_rest() {
+fn backend_xet_on_a_mixed_repo_serves_xet_files_from_the_cas_and_the_rest_from_the_hub() {
     let dl = Dl::new();
     let head = dl.head(TINY);
-    let r = dl.run(&[TINY, "--backend", "xet", "--json"]);
+    let r = dl.run(&[TINY, "--backend", "xet", "--no-fallback", "--json"]);
     r.ok();
     assert_cache_layout(&dl, TINY, &head, None);
 
@@ -31,17 +31,16 @@ fn backend_xet_on_a_mixed_repo_serves_xet_files_from_the_cas_and_falls_back_for_
     assert_eq!(done.len(), info.files.len(), "{}", r.stdout);
     for f in &info.files {
         let e = &done[&f.path];
+        assert_eq!(e["backend"], "xet", "{}: {e}", f.path);
         if f.storage == Storage::Xet {
-            assert_eq!(e["backend"], "xet", "{}: {e}", f.path);
             assert_eq!(e["source"], dl.sim.cas_url(), "{}: {e}", f.path);
-        } else {
-            assert_eq!(e["backend"], "lfs", "{} falls back: {e}", f.path);
         }
     }
     let c = dl.sim.counters();
     assert!(c.requests_to(Origin::Cas, "fetch_term") > 0, "{c:?}");
     assert_eq!(c.requests_to(Origin::Cdn, "xet_bridge"), 0, "no CDN bridge");
     assert_eq!(c.requests_to(Origin::Cas, "telemetry"), 0, "telemetry off");
+    assert!(r.of("fallback").is_empty(), "{}", r.stdout);
     // The CAS moved the Xet files; the CDN moved only the LFS file.
     let lfs = info.file("lfs.bin").unwrap();
     assert_eq!(c.bytes_from(Origin::Cdn), lfs.size);
