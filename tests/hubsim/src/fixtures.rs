@@ -92,6 +92,20 @@ pub enum Content {
         /// Seed.
         seed: u64,
     },
+    /// A valid safetensors file shaped like a real checkpoint: a JSON header, then 55% bf16
+    /// weights drawn from a normal distribution (std 0.02; the CAS's byte-grouping codecs
+    /// compress them), 15% bf16 weights of another layer, 15% fp32 norms around 1.0, 15%
+    /// incompressible bytes (quantization scales, packed data). Patches overwrite regions of
+    /// the data (not the header) with other seeded weights, to model a fine-tune or a revision.
+    Safetensors {
+        /// Size in bytes (header included).
+        size: u64,
+        /// Seed.
+        seed: u64,
+        /// Regions of the file overwritten with other seeded bf16 weights.
+        #[serde(default)]
+        patches: Vec<Patch>,
+    },
 }
 
 /// A region of a [`Content::Random`] file overwritten with bytes from another seed.
@@ -360,6 +374,165 @@ impl FixtureSpec {
     /// `refs/pr/1` -> c3. Files at `main`: `README.md`, `config.json`, `sub/dir/notes.txt`,
     /// `lfs.bin` (LFS, 4 MiB), `xet-a.bin` (Xet, 3 MiB random), `w.safetensors` (Xet, 4 MiB
     /// compressible).
+    /// Shapes of real checkpoints (all Xet, all safetensors as in [`Content::Safetensors`]):
+    /// - `acme/realistic`: one `model.safetensors` of `big_mib` MiB and a `config.json`;
+    /// - `acme/sharded`: 8 shards of `big_mib / 8` MiB, `model.safetensors.index.json`,
+    ///   `config.json` and a tokenizer-sized `tokenizer.json`;
+    /// - content shared the way the Hub sees it (`S` = `big_mib` clamped to 1..=32 MiB):
+    ///   `acme/finetune` (tag `v1`, then `S/16` changed in the middle of an `S` file),
+    ///   `acme/shared-base` (`a.safetensors`, `b.safetensors`) and `acme/shared-derived` (`a`
+    ///   identical, `b` with `S/32` changed), and `acme/shared-pair` (two files of `5S/8` that
+    ///   differ in `S/32`).
+    pub fn realistic_set(big_mib: u64) -> Self {
+        let st = |path: &str, size: u64, seed: u64, patches: Vec<Patch>| FileSpec {
+            path: path.into(),
+            storage: Storage::Xet,
+            content: Content::Safetensors {
+                size,
+                seed,
+                patches,
+            },
+        };
+        let model = |id: &str, commits: Vec<CommitSpec>, tags: BTreeMap<String, usize>| RepoSpec {
+            id: id.into(),
+            kind: RepoKind::Model,
+            private: false,
+            gated: false,
+            commits,
+            branches: BTreeMap::new(),
+            tags,
+            prs: BTreeMap::new(),
+        };
+        let commit = |message: &str, files: Vec<FileSpec>| CommitSpec {
+            message: message.into(),
+            files,
+            delete: vec![],
+        };
+        let big = big_mib.max(1) * MIB;
+        let shard = (big / 8).max(256 * 1024);
+        let share = big_mib.clamp(1, 32) * MIB;
+        let changed = |at: u64, len: u64, seed: u64| {
+            vec![Patch {
+                offset: at,
+                len,
+                seed,
+            }]
+        };
+        let config = text(
+            "config.json",
+            "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 4096, \"torch_dtype\": \"bfloat16\"}\n",
+        );
+        let mut shards = Vec::new();
+        let mut weight_map = serde_json::Map::new();
+        for i in 0..8u64 {
+            let name = format!("model-{:05}-of-00008.safetensors", i + 1);
+            weight_map.insert(
+                format!("model.layers.{i}.mlp.down_proj.weight"),
+                name.clone().into(),
+            );
+            shards.push(st(&name, shard, 7010 + i, vec![]));
+        }
+        let index = serde_json::json!({
+            "metadata": { "total_size": shard * 8 },
+            "weight_map": weight_map,
+        });
+        shards.push(text("model.safetensors.index.json", format!("{index:#}\n")));
+        shards.push(config.clone());
+        // A tokenizer.json-sized vocabulary (real ones are 2-10 MB; scaled with the shards).
+        let vocab_len = (shard / 64).clamp(16 * 1024, 2 * MIB);
+        let mut vocab = String::from("{\"model\": {\"type\": \"BPE\", \"vocab\": {");
+        let mut i = 0u64;
+        while (vocab.len() as u64) < vocab_len {
+            vocab.push_str(&format!("\"tok{i:x}\": {i}, "));
+            i += 1;
+        }
+        vocab.push_str("\"<eos>\": 0}}}\n");
+        shards.push(text("tokenizer.json", vocab));
+        FixtureSpec {
+            repos: vec![
+                model(
+                    "acme/realistic",
+                    vec![commit(
+                        "weights",
+                        vec![config.clone(), st("model.safetensors", big, 7001, vec![])],
+                    )],
+                    BTreeMap::new(),
+                ),
+                model(
+                    "acme/sharded",
+                    vec![commit("8 shards", shards)],
+                    BTreeMap::new(),
+                ),
+                model(
+                    "acme/finetune",
+                    vec![
+                        commit("v1", vec![st("w.safetensors", share, 7100, vec![])]),
+                        commit(
+                            "v2: a few MiB of the weights changed",
+                            vec![st(
+                                "w.safetensors",
+                                share,
+                                7100,
+                                changed(share / 2, share / 16, 7101),
+                            )],
+                        ),
+                    ],
+                    [("v1".to_string(), 0)].into(),
+                ),
+                model(
+                    "acme/shared-base",
+                    vec![commit(
+                        "base",
+                        vec![
+                            st("a.safetensors", share, 7200, vec![]),
+                            st("b.safetensors", share, 7300, vec![]),
+                        ],
+                    )],
+                    BTreeMap::new(),
+                ),
+                model(
+                    "acme/shared-derived",
+                    vec![commit(
+                        "a identical to the base's, b fine-tuned",
+                        vec![
+                            st("a.safetensors", share, 7200, vec![]),
+                            st(
+                                "b.safetensors",
+                                share,
+                                7300,
+                                changed(share / 4, share / 32, 7301),
+                            ),
+                        ],
+                    )],
+                    BTreeMap::new(),
+                ),
+                model(
+                    "acme/shared-pair",
+                    vec![commit(
+                        "two near-identical files",
+                        vec![
+                            st("x.safetensors", share * 5 / 8, 7400, vec![]),
+                            st(
+                                "y.safetensors",
+                                share * 5 / 8,
+                                7400,
+                                changed(share / 4, share / 32, 7401),
+                            ),
+                        ],
+                    )],
+                    BTreeMap::new(),
+                ),
+            ],
+        }
+    }
+
+    /// This set with `other`'s repositories added.
+    #[must_use]
+    pub fn with(mut self, other: FixtureSpec) -> Self {
+        self.repos.extend(other.repos);
+        self
+    }
+
     pub fn tiny_repo() -> RepoSpec {
         RepoSpec {
             id: "acme/tiny".into(),
@@ -458,6 +631,11 @@ impl Content {
                 }
                 v
             }
+            Content::Safetensors {
+                size,
+                seed,
+                patches,
+            } => safetensors(*size, *seed, patches),
             Content::Compressible { size, seed } => {
                 let mut v = Vec::with_capacity(*size as usize + 4);
                 let mut rng = SplitMix(*seed);
@@ -472,6 +650,130 @@ impl Content {
             }
         }
     }
+}
+
+/// Normally distributed bf16 values (mean `mean`, std `std`), little-endian, into `out`.
+fn fill_bf16(out: &mut [u8], seed: u64, mean: f32, std: f32) {
+    let mut rng = SplitMix(seed);
+    let mut pairs = out.chunks_exact_mut(4);
+    for pair in &mut pairs {
+        // Box-Muller: two normals from two uniforms.
+        let r = rng.next();
+        let u1 = ((r >> 40) as f32 + 1.0) / (1u64 << 24) as f32;
+        let u2 = ((r & 0xFF_FFFF) as f32) / (1u64 << 24) as f32;
+        let m = (-2.0 * u1.ln()).sqrt();
+        let (a, b) = (
+            m * (std::f32::consts::TAU * u2).cos(),
+            m * (std::f32::consts::TAU * u2).sin(),
+        );
+        let bf = |x: f32| ((mean + std * x).to_bits() >> 16) as u16;
+        pair[..2].copy_from_slice(&bf(a).to_le_bytes());
+        pair[2..].copy_from_slice(&bf(b).to_le_bytes());
+    }
+    for b in pairs.into_remainder() {
+        *b = 0;
+    }
+}
+
+/// Normally distributed f32 values (mean `mean`, std `std`), little-endian, into `out`.
+fn fill_f32(out: &mut [u8], seed: u64, mean: f32, std: f32) {
+    let mut rng = SplitMix(seed);
+    let mut words = out.chunks_exact_mut(4);
+    for w in &mut words {
+        let r = rng.next();
+        let u1 = ((r >> 40) as f32 + 1.0) / (1u64 << 24) as f32;
+        let u2 = ((r & 0xFF_FFFF) as f32) / (1u64 << 24) as f32;
+        let x = (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos();
+        w.copy_from_slice(&(mean + std * x).to_le_bytes());
+    }
+    for b in words.into_remainder() {
+        *b = 0;
+    }
+}
+
+/// The bytes of [`Content::Safetensors`].
+fn safetensors(size: u64, seed: u64, patches: &[Patch]) -> Vec<u8> {
+    // (name, dtype, share of the data in percent)
+    const TENSORS: [(&str, &str, u64); 4] = [
+        ("model.embed_tokens.weight", "BF16", 55),
+        ("model.layers.0.mlp.down_proj.weight", "BF16", 15),
+        ("model.layers.0.input_layernorm.weight", "F32", 15),
+        ("model.layers.0.mlp.down_proj.qscale", "U8", 15),
+    ];
+    let header_for = |lens: &[u64]| {
+        let mut map = serde_json::Map::new();
+        map.insert("__metadata__".into(), serde_json::json!({ "format": "pt" }));
+        let mut at = 0u64;
+        for ((name, dtype, _), len) in TENSORS.iter().zip(lens) {
+            let elem = match *dtype {
+                "BF16" => 2,
+                "F32" => 4,
+                _ => 1,
+            };
+            map.insert(
+                (*name).into(),
+                serde_json::json!({ "dtype": dtype, "shape": [len / elem], "data_offsets": [at, at + len] }),
+            );
+            at += len;
+        }
+        let mut text = serde_json::Value::Object(map).to_string();
+        // Padded with spaces to a multiple of 8, as writers do.
+        while !text.len().is_multiple_of(8) {
+            text.push(' ');
+        }
+        text
+    };
+    // The header's length depends on the numbers in it: size it with the final lengths.
+    let mut header_len = header_for(&[0, 0, 0, 0]).len() as u64 + 64;
+    let mut lens = [0u64; 4];
+    let mut header = String::new();
+    for _ in 0..4 {
+        let data = size.saturating_sub(8 + header_len);
+        let mut left = data;
+        for (i, (_, dtype, share)) in TENSORS.iter().enumerate() {
+            let elem = if *dtype == "F32" {
+                4
+            } else if *dtype == "BF16" {
+                2
+            } else {
+                1
+            };
+            let len = if i == TENSORS.len() - 1 {
+                left
+            } else {
+                data * share / 100 / elem * elem
+            };
+            lens[i] = len;
+            left -= len;
+        }
+        header = header_for(&lens);
+        if header.len() as u64 == header_len {
+            break;
+        }
+        header_len = header.len() as u64;
+    }
+    let mut v = Vec::with_capacity(size as usize);
+    v.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    v.extend_from_slice(header.as_bytes());
+    let data_start = v.len();
+    v.resize(size as usize, 0);
+    let mut at = data_start;
+    for (i, len) in lens.iter().enumerate() {
+        let part = &mut v[at..at + *len as usize];
+        let s = seed.wrapping_mul(31).wrapping_add(i as u64);
+        match i {
+            0 | 1 => fill_bf16(part, s, 0.0, 0.02),
+            2 => fill_f32(part, s, 1.0, 0.05),
+            _ => fill_random(part, s),
+        }
+        at += *len as usize;
+    }
+    for p in patches {
+        let start = (p.offset as usize).clamp(data_start, v.len());
+        let end = (p.offset.saturating_add(p.len) as usize).clamp(start, v.len());
+        fill_bf16(&mut v[start..end], p.seed, 0.0, 0.02);
+    }
+    v
 }
 
 /// One materialised file.
@@ -729,5 +1031,84 @@ impl Store {
     /// Find a repo.
     pub fn repo(&self, kind: RepoKind, id: &str) -> Option<&Repo> {
         self.repos.get(&(kind, id.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header of a safetensors file: (JSON, where the data starts).
+    fn header(bytes: &[u8]) -> (serde_json::Value, usize) {
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        (serde_json::from_slice(&bytes[8..8 + n]).unwrap(), 8 + n)
+    }
+
+    #[test]
+    fn safetensors_have_a_valid_header_whose_tensors_fill_the_file() {
+        for size in [256 * 1024, 3 * MIB + 7, 16 * MIB] {
+            let c = Content::Safetensors {
+                size,
+                seed: 1,
+                patches: vec![],
+            };
+            let bytes = c.generate();
+            assert_eq!(bytes.len() as u64, size);
+            assert_eq!(bytes, c.generate(), "deterministic");
+            let (h, start) = header(&bytes);
+            assert_eq!(start % 8, 0, "header padded to 8");
+            let mut spans: Vec<(u64, u64, String)> = h
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| *k != "__metadata__")
+                .map(|(_, t)| {
+                    let o = t["data_offsets"].as_array().unwrap();
+                    (
+                        o[0].as_u64().unwrap(),
+                        o[1].as_u64().unwrap(),
+                        t["dtype"].to_string(),
+                    )
+                })
+                .collect();
+            spans.sort();
+            assert_eq!(spans.first().unwrap().0, 0);
+            assert!(spans.windows(2).all(|w| w[0].1 == w[1].0), "contiguous");
+            assert_eq!(spans.last().unwrap().1, size - start as u64, "to the end");
+            assert!(spans.iter().any(|s| s.2 == "\"BF16\""));
+        }
+    }
+
+    #[test]
+    fn bf16_weights_look_like_trained_weights_and_patches_change_only_their_region() {
+        let c = Content::Safetensors {
+            size: 4 * MIB,
+            seed: 2,
+            patches: vec![],
+        };
+        let base = c.generate();
+        let (_, start) = header(&base);
+        // bf16 of N(0, 0.02): the high byte (sign + exponent) takes few values.
+        let high: std::collections::HashSet<u8> = base[start..start + 100_000]
+            .chunks(2)
+            .map(|p| p[1])
+            .collect();
+        assert!(high.len() < 40, "{} distinct high bytes of 256", high.len());
+        let patched = Content::Safetensors {
+            size: 4 * MIB,
+            seed: 2,
+            patches: vec![Patch {
+                offset: MIB,
+                len: 64 * 1024,
+                seed: 3,
+            }],
+        }
+        .generate();
+        let diff: Vec<usize> = (0..base.len()).filter(|&i| base[i] != patched[i]).collect();
+        assert!(!diff.is_empty());
+        assert!(
+            diff.iter()
+                .all(|&i| (MIB as usize..(MIB + 64 * 1024) as usize).contains(&i))
+        );
     }
 }

@@ -68,7 +68,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     } = Cli::parse().cmd;
     let spec = match spec {
         Some(p) => FixtureSpec::from_toml(&std::fs::read_to_string(&p)?)?,
-        None => FixtureSpec::default_set(big_mib),
+        None => FixtureSpec::default_set(big_mib).with(FixtureSpec::realistic_set(big_mib)),
     };
     let sim = HubSim::builder()
         .fixtures(spec)

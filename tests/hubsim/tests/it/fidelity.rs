@@ -10,7 +10,9 @@ use super::common::shared;
 fn python_client_downloads_every_fixture_with_and_without_xet() {
     let py = hubsim::python::venv_python().expect("the pinned Python client");
     // Its own simulator: the script resets and reads the counters.
-    let sim = hubsim::HubSim::start_blocking(hubsim::HubSim::builder()).unwrap();
+    // The default set and the realistic shapes (safetensors, shards, shared content).
+    let spec = hubsim::FixtureSpec::default_set(8).with(hubsim::FixtureSpec::realistic_set(4));
+    let sim = hubsim::HubSim::start_blocking(hubsim::HubSim::builder().fixtures(spec)).unwrap();
     let _ = shared; // (the shared sim is for read-only route tests)
     let dir = tempfile::tempdir().unwrap();
     let info = dir.path().join("info.json");
