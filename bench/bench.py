@@ -14,6 +14,13 @@ latency on the CDN and the Xet CAS (the Hub API origin is never shaped) -- and r
   3 update    revision update (acme/evolving, 24 MiB Xet file, 3 MiB changed): old commit, then main
   4 resume    kill -9 at about half (hubsim's byte counter), restart; bytes of the second run
   5 startup   `hubget plugins` and a no-op download of a complete snapshot (hyperfine)
+  6 realistic one safetensors checkpoint of bf16/fp32 weights (the CAS compresses part of it), at
+              --mid-mib and at --size-mib: hubget lfs, xet; hf download (hf_xet); aria2c -x16
+  7 sharded   a sharded checkpoint (8 safetensors shards of --size-mib/8 + index, config, tokenizer)
+  8 sharing   content shared the way the Hub sees it, second download in the same cache: a revision
+              that changed S/16 of an S file, a repo with one file identical and one near-identical
+              (S/32 changed) to a cached repo's, and one snapshot with two near-identical files
+              (S = --size-mib clamped to 32 MiB); bytes moved next to the changed bytes
 
 Per run: wall time, throughput as a fraction of the total cap, peak RSS (GNU time), CPU time of the
 client and of hubsim, how busy the whole machine was, bytes per origin (hubsim counters, reset
@@ -52,6 +59,15 @@ CASE1B_TOOLS = ["hubget-xet", "hf-xet"]
 SMALL_REPO = "acme/many-small"
 EVOLVING = "acme/evolving"
 TINY = "acme/tiny"
+# Realistic shapes: hubsim's FixtureSpec::realistic_set (`--realistic-mib`), plus a mid-size copy.
+REALISTIC_REPO, REALISTIC_FILE = "acme/realistic", "model.safetensors"
+REALISTIC_MID_REPO = "acme/realistic-mid"
+SHARDED_REPO = "acme/sharded"
+FINETUNE, SHARED_BASE, SHARED_DERIVED, SHARED_PAIR = (
+    "acme/finetune", "acme/shared-base", "acme/shared-derived", "acme/shared-pair")
+CASE6_TOOLS = ["hubget-lfs", "hubget-xet", "hf-xet", "aria2c-x16"]
+CASE7_TOOLS = ["hubget-lfs", "hubget-xet", "hf-xet"]
+CASE8_TOOLS = ["hubget-xet", "hubget-lfs", "hf-xet"]
 
 CASE1_TOOLS = ["hubget-lfs", "hubget-xet", "hubget-mirror", "hf-xet", "hf-http", "aria2c-x16", "curl"]
 CASE2_TOOLS = ["hubget", "hf-xet"]
@@ -129,7 +145,7 @@ def versions(py):
 # hubsim
 
 
-def fixture_spec(size_mib, mid_mib=256):
+def fixture_spec(size_mib, mid_mib=256, realistic_mid_mib=0):
     """hubsim fixtures for the bench (TOML): the default set's acme/big (Xet), acme/many-small,
     acme/evolving and a small acme/tiny, plus acme/big-lfs, an LFS-stored file of the same size.
 
@@ -173,6 +189,10 @@ def fixture_spec(size_mib, mid_mib=256):
                 txt("config.json", '{"version": 2}\n'),
                 rnd("model.bin", "xet", 24 * mib, 2001, f"{{ offset = {10 * mib}, len = {3 * mib}, seed = 2002 }}")]),
         ], tags='"v1" = 0'),
+        repo(REALISTIC_MID_REPO, "model", [("weights", [
+            txt("config.json", '{"torch_dtype": "bfloat16"}\n'),
+            f'{{ path = "{REALISTIC_FILE}", storage = "xet", content = {{ kind = "safetensors", '
+            f'size = {realistic_mid_mib * mib}, seed = 7002 }} }}'])]) if realistic_mid_mib else "",
         repo(TINY, "model", [("initial commit", [
             txt("README.md", "# tiny\n"), txt("config.json", '{"tiny": true}\n'),
             rnd("lfs.bin", "lfs", 4 * mib, 1001), rnd("xet-a.bin", "xet", 3 * mib + 777, 1002)])]),
@@ -180,13 +200,15 @@ def fixture_spec(size_mib, mid_mib=256):
 
 
 class Sim:
-    def __init__(self, work, size_mib, shape, mid_mib):
+    def __init__(self, work, size_mib, shape, mid_mib, realistic=False):
         self.info_path = os.path.join(work, "hubsim.json")
         spec = os.path.join(work, "fixtures.toml")
         with open(spec, "w") as f:
-            f.write(fixture_spec(size_mib, mid_mib))
+            f.write(fixture_spec(size_mib, mid_mib, mid_mib if realistic else 0))
         args = [HUBSIM, "serve", "--info", self.info_path, "--spec", spec,
                 "--latency-ms", str(shape["latency_ms"])]
+        if realistic:
+            args += ["--realistic-mib", str(size_mib)]
         if shape["rate_per_conn"]:
             args += ["--rate-per-conn", str(shape["rate_per_conn"])]
         if shape["rate_total"]:
@@ -436,6 +458,76 @@ def case_big(r, runs, size, tools, repo_of=big_repo, label="1"):
             res[tool].append(rec)
             rm(home)
     return {"size_bytes": size, "tools": res}
+
+
+def wire(rec):
+    return rec["bytes"]["cdn"] + rec["bytes"]["cas"]
+
+
+def case_files(r, runs, label, repo, files, tools):
+    """Downloads `files` of `repo` (the whole snapshot when empty) with each tool, fresh cache each
+    run; file bytes and wire bytes (CDN + CAS) per second."""
+    sel = [f for f in r.sim.repo(repo)["files"] if not files or f["path"] in files]
+    total = sum(f["size"] for f in sel)
+    res = {t: [] for t in tools}
+    timeout = max(120, 20 * total / (r.args.rate_per_conn or 40e6))
+    for i in range(runs):
+        order = tools if i % 2 == 0 else list(reversed(tools))
+        for tool in order:
+            home = r.fresh_home(f"c{label}-{tool}")
+            cmd, env, cache = r.command(tool, home, repo, files)
+            rec = r.timed(cmd, env, timeout)
+            if "error" not in rec:
+                err = verify_files(cache, sel)
+                if err:
+                    rec["error"] = err
+            rec["throughput_Bps"] = total / rec["wall_s"]
+            rec["wire_Bps"] = wire(rec) / rec["wall_s"]
+            log(f"case {label} run {i + 1} {tool:14} " + fmt_rec(rec, r.args.rate_total))
+            res[tool].append(rec)
+            rm(home)
+    return {"repo": repo, "files": len(sel), "size_bytes": total, "tools": res}
+
+
+def sharing_scenarios(size_mib):
+    """(id, what, first download or None, second download, bytes that differ) of case 8."""
+    s = min(max(size_mib, 1), 32) * 1024 * 1024
+    return [
+        ("revision", f"a revision that changed {s // 16 / 2**20:.0f} MiB of a {s / 2**20:.0f} MiB file",
+         (FINETUNE, "v1"), (FINETUNE, None), s // 16),
+        ("cross-repo", f"a repo with one file identical and one differing in {s // 32 / 2**20:.0f} MiB "
+         f"from a cached repo's ({s / 2**20:.0f} MiB each)", (SHARED_BASE, None), (SHARED_DERIVED, None), s // 32),
+        ("snapshot", f"one snapshot with two files of {s * 5 // 8 / 2**20:.0f} MiB that differ in "
+         f"{s // 32 / 2**20:.0f} MiB", None, (SHARED_PAIR, None), s * 5 // 8 + s // 32),
+    ]
+
+
+def case_sharing(r, runs, size_mib):
+    out = {}
+    for sid, what, first, second, distinct in sharing_scenarios(size_mib):
+        res = {t: [] for t in CASE8_TOOLS}
+        for i in range(runs):
+            order = CASE8_TOOLS if i % 2 == 0 else list(reversed(CASE8_TOOLS))
+            for tool in order:
+                home = r.fresh_home(f"share-{sid}-{tool}")
+                first_rec = None
+                if first:
+                    cmd, env, _ = r.command(tool, home, first[0], revision=first[1], fallback=True)
+                    first_rec = r.timed(cmd, env, 600)
+                cmd, env, cache = r.command(tool, home, second[0], revision=second[1], fallback=True)
+                rec = r.timed(cmd, env, 600)
+                if first_rec and "error" in first_rec:
+                    rec["error"] = "first download failed: " + first_rec["error"]
+                elif "error" not in rec:
+                    err = verify_files(cache, r.sim.repo(second[0])["files"])
+                    if err:
+                        rec["error"] = err
+                rec["first"] = first_rec
+                log(f"case 8 {sid} run {i + 1} {tool:14} {fmt_rec(rec, None)}")
+                res[tool].append(rec)
+                rm(home)
+        out[sid] = {"what": what, "distinct_bytes": distinct, "tools": res}
+    return out
 
 
 def case_small(r, runs):
@@ -781,6 +873,59 @@ def goals(R):
             else:
                 add("8", f"resume ({tool}): second run ≤ bytes missing", not_measured(c4["tools"].get(tool, [])),
                     "≤ missing", None, "")
+    # Issues 13 and 15: the realistic shapes.
+    def files_case(c, where):
+        t = {k: ok_runs(v) for k, v in c["tools"].items()}
+        thr = {k: med(v, "throughput_Bps") for k, v in t.items()}
+        wthr = {k: med(v, "wire_Bps") for k, v in t.items()}
+        wall = {k: med(v, "wall_s") for k, v in t.items()}
+        rss = {k: med(v, "rss_mib") for k, v in t.items()}
+        big = c["size_bytes"] >= 1000 * 2**20
+        if thr.get("hubget-lfs"):
+            f, want = thr["hubget-lfs"] / cap, 0.95 if big else 0.92
+            add("13", f"lfs ≥ {want} of the cap ({where})", f"{f:.2f}", f"{want}", f >= want,
+                f"{(f - want) / want * 100:+.0f}%")
+            if wall.get("aria2c-x16"):
+                q = wall["hubget-lfs"] / wall["aria2c-x16"]
+                add("13", f"lfs wall ≤ 0.95× aria2c -x16 ({where})", f"{q:.2f}×", "0.95×", q <= 0.95,
+                    f"{(q - 0.95) / 0.95 * 100:+.0f}%")
+        if wthr.get("hubget-xet"):
+            f = wthr["hubget-xet"] / cap
+            add("15", f"xet wire bytes ≥ 0.9 of the cap ({where})", f"{f:.2f}", "0.90", f >= 0.9,
+                f"{(f - 0.9) / 0.9 * 100:+.0f}%")
+            if wall.get("hubget-lfs"):
+                q = wall["hubget-xet"] / wall["hubget-lfs"]
+                add("15", f"xet wall ≤ 0.8× hubget lfs ({where})", f"{q:.2f}×", "0.80×", q <= 0.8,
+                    f"{(q - 0.8) / 0.8 * 100:+.0f}%")
+            if wall.get("hf-xet"):
+                q = wall["hubget-xet"] / wall["hf-xet"]
+                add("15", f"xet wall ≤ 0.5× hf download (hf_xet) ({where})", f"{q:.2f}×", "0.50×", q <= 0.5,
+                    f"{(q - 0.5) / 0.5 * 100:+.0f}%")
+            if rss.get("hubget-xet") is not None:
+                add("15", f"xet peak RSS ≤ 150 MiB ({where})", f"{rss['hubget-xet']:.0f} MiB", "150 MiB",
+                    rss["hubget-xet"] <= 150, f"{rss['hubget-xet'] - 150:+.0f} MiB")
+
+    c6 = R["cases"].get("6")
+    if c6:
+        for c in c6["sizes"]:
+            files_case(c, f"case 6, {c['size_bytes'] / 2**20:.0f} MiB safetensors")
+    c7 = R["cases"].get("7")
+    if c7:
+        files_case(c7, f"case 7, {c7['files']} files, {c7['size_bytes'] / 2**20:.0f} MiB sharded")
+    c8 = R["cases"].get("8")
+    if c8:
+        for sid, sc in c8.items():
+            runs = ok_runs(sc["tools"].get("hubget-xet", []))
+            bound = 1.3 * sc["distinct_bytes"]
+            if runs:
+                moved = statistics.median(wire(x) for x in runs)
+                add("15", f"xet moves ≤ 1.3× the differing bytes: {sc['what']} (case 8)",
+                    f"{moved / 2**20:.1f} MiB", f"{bound / 2**20:.1f} MiB", moved <= bound,
+                    f"{(moved - bound) / bound * 100:+.0f}%")
+            else:
+                add("15", f"xet moves ≤ 1.3× the differing bytes: {sc['what']} (case 8)",
+                    not_measured(sc["tools"].get("hubget-xet", [])), f"{bound / 2**20:.1f} MiB", None, "")
+
     return out
 
 
@@ -942,6 +1087,48 @@ def render(R):
             L.append(f"| `{name}` | {e['median_s'] * 1000:.0f} | {e['min_s'] * 1000:.0f}-{e['max_s'] * 1000:.0f} | "
                      f"{e['runs']} ({e['how']}) | {e['rss_mib']:.0f} | {nreq(e['requests'])} |")
         L.append("")
+    def files_table(c, title):
+        L.append(title)
+        L.append("")
+        L.append("| tool | wall s | file bytes: share of cap | wire bytes: share of cap | wire bytes / file bytes | "
+                 "peak RSS MiB | client CPU s |")
+        L.append("|---|---|---|---|---|---|---|")
+        for tool, runs in c["tools"].items():
+            ok = ok_runs(runs)
+            if not ok:
+                L.append(f"| {TOOL_LABEL[tool]} | {not_measured(runs)} | | | | | |")
+                continue
+            ratio = statistics.median(wire(x) / c["size_bytes"] for x in ok)
+            L.append(f"| {TOOL_LABEL[tool]} | {spread(ok, 'wall_s')} | {spread(ok, 'throughput_Bps', 1 / cap)} | "
+                     f"{spread(ok, 'wire_Bps', 1 / cap)} | {ratio:.2f} | {spread(ok, 'rss_mib', 1, 0)} | "
+                     f"{spread(ok, 'cpu_s', 1, 1)} |")
+        L.append("")
+
+    c6 = R["cases"].get("6")
+    if c6:
+        for c in c6["sizes"]:
+            files_table(c, f"### Case 6: one realistic safetensors file (`{c['repo']}`, "
+                           f"{c['size_bytes'] / 2**20:.0f} MiB of bf16/fp32 weights; the CAS compresses part of it)")
+    c7 = R["cases"].get("7")
+    if c7:
+        files_table(c7, f"### Case 7: a sharded checkpoint (`{c7['repo']}`, {c7['files']} files, "
+                        f"{c7['size_bytes'] / 2**20:.0f} MiB)")
+    c8 = R["cases"].get("8")
+    if c8:
+        L.append("### Case 8: shared content (second download into the same cache)")
+        L.append("")
+        L.append("| scenario | tool | bytes moved cdn + cas (MiB) | differing bytes (MiB) | moved / differing | wall s |")
+        L.append("|---|---|---|---|---|---|")
+        for sid, sc in c8.items():
+            for tool, runs in sc["tools"].items():
+                ok = ok_runs(runs)
+                if not ok:
+                    L.append(f"| {sc['what']} | {TOOL_LABEL[tool]} | {not_measured(runs)} | | | |")
+                    continue
+                moved = statistics.median(wire(x) for x in ok)
+                L.append(f"| {sc['what']} | {TOOL_LABEL[tool]} | {moved / 2**20:.2f} | "
+                         f"{sc['distinct_bytes'] / 2**20:.2f} | {moved / sc['distinct_bytes']:.2f} | {spread(ok, 'wall_s')} |")
+        L.append("")
     if R.get("notes"):
         L.append("### Notes from this run")
         L.append("")
@@ -1047,7 +1234,7 @@ def main():
     ap.add_argument("--rate-per-conn", type=int, default=40_000_000, help="bytes/s per connection (default 40 MB/s)")
     ap.add_argument("--rate-total", type=int, default=200_000_000, help="bytes/s in total (default 200 MB/s)")
     ap.add_argument("--latency-ms", type=int, default=20, help="latency per response (default 20)")
-    ap.add_argument("--cases", default="1,1b,2,3,4,5", help="which cases (default 1,1b,2,3,4,5)")
+    ap.add_argument("--cases", default="1,1b,2,3,4,5,6,7,8", help="which cases (default all: 1,1b,2,3,4,5,6,7,8)")
     ap.add_argument("--mid-mib", type=int, default=256,
                     help="size of case 1b's Xet file, hubget xet vs hf_xet (default 256, issue 6's size)")
     ap.add_argument("--tools", default=",".join(CASE1_TOOLS), help="case 1 tools")
@@ -1099,7 +1286,9 @@ def main():
     log(f"versions: {R['versions']}")
     os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
     work = tempfile.mkdtemp(prefix="work-", dir=os.path.join(ROOT, "target", "bench"))
-    sim = Sim(work, args.size_mib, shape, args.mid_mib if "1b" in args.cases.split(",") else 0)
+    wanted = args.cases.split(",")
+    realistic = any(c in wanted for c in ("6", "7", "8"))
+    sim = Sim(work, args.size_mib, shape, args.mid_mib if ("1b" in wanted or "6" in wanted) else 0, realistic)
     R["hubsim_startup_s"] = sim.startup_s
     size = args.size_mib * 1024 * 1024
     r = Runner(args, sim, work)
@@ -1118,6 +1307,14 @@ def main():
             R["cases"]["4"] = case_resume(r, args.runs, size)
         if "5" in cases:
             R["cases"]["5"] = case_startup(r)
+        if "6" in cases:
+            R["cases"]["6"] = {"sizes": [
+                case_files(r, args.runs, "6", rid, [REALISTIC_FILE], CASE6_TOOLS)
+                for rid in ([REALISTIC_MID_REPO] if args.mid_mib else []) + [REALISTIC_REPO]]}
+        if "7" in cases:
+            R["cases"]["7"] = case_files(r, args.runs, "7", SHARDED_REPO, [], CASE7_TOOLS)
+        if "8" in cases:
+            R["cases"]["8"] = case_sharing(r, args.runs, args.size_mib)
     finally:
         sim.stop()
         if not args.keep:

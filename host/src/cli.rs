@@ -94,6 +94,9 @@ pub struct SettingsArgs {
     /// Connections per large file (default 8).
     #[arg(short = 'x', long, value_name = "N")]
     pub connections: Option<u32>,
+    /// Bandwidth cap for the whole run, e.g. 50M or 500k (bytes/s; k, M, G are 1024-based).
+    #[arg(long, value_name = "RATE")]
+    pub limit_rate: Option<String>,
     /// Try this backend first, then the configured order.
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,
@@ -123,6 +126,7 @@ impl SettingsArgs {
             offline: self.offline,
             stall_timeout_secs: self.stall_timeout,
             connections_per_file: self.connections,
+            limit_rate: self.limit_rate.clone(),
             backend,
             backend_flag,
             no_fallback: self.no_fallback,

@@ -46,6 +46,8 @@ range_size_mib = 16
 max_attempts = 5
 # Seconds to wait for another process's lock on a file.
 lock_timeout_secs = 600
+# Bandwidth cap for the whole run (--limit-rate, HUBGET_LIMIT_RATE), e.g. "50M"; empty: none.
+limit_rate = ""
 
 [network]
 # Proxy URL for all requests; empty means the usual HTTPS_PROXY / NO_PROXY variables.
@@ -117,6 +119,8 @@ pub struct DownloadSection {
     pub max_attempts: Option<u32>,
     /// Lock wait, seconds.
     pub lock_timeout_secs: Option<u64>,
+    /// Bandwidth cap (empty: none).
+    pub limit_rate: Option<String>,
 }
 
 /// `[network]`.

@@ -82,6 +82,8 @@ pub struct Overrides {
     pub stall_timeout_secs: Option<u64>,
     /// `--connections`.
     pub connections_per_file: Option<u32>,
+    /// `--limit-rate`.
+    pub limit_rate: Option<String>,
     /// `--backend` (or `xet` from `--use-xet`).
     pub backend: Option<String>,
     /// The flag that set `backend` (`--backend` or `--use-xet`).
@@ -124,6 +126,8 @@ pub struct Settings {
     pub stall_timeout_secs: Setting<u64>,
     /// Connections per large file.
     pub connections_per_file: Setting<u32>,
+    /// The bandwidth cap for the whole run, bytes per second (0: none).
+    pub limit_rate: Setting<u64>,
     /// Range request size in MiB.
     pub range_size_mib: Setting<u64>,
     /// Attempts per request.
@@ -319,6 +323,23 @@ impl Settings {
             fp,
             dd.connections_per_file.unwrap_or(8),
         );
+        let limit_rate_text = pick(
+            overrides.limit_rate.clone().map(|v| (v, "--limit-rate")),
+            env.get("HUBGET_LIMIT_RATE")
+                .map(|v| (v, "HUBGET_LIMIT_RATE")),
+            f.download.limit_rate.clone(),
+            fp,
+            dd.limit_rate.clone().unwrap_or_default(),
+        );
+        let limit_rate = Setting::new(
+            parse_rate(&limit_rate_text.value)
+                .map(|r| r.unwrap_or(0))
+                .map_err(|message| HostError::InvalidValue {
+                    name: "limit_rate".to_owned(),
+                    message: format!("{message} (from {})", limit_rate_text.source),
+                })?,
+            limit_rate_text.source.clone(),
+        );
         let range_size_mib = pick(
             None,
             None,
@@ -405,6 +426,7 @@ impl Settings {
             max_workers,
             stall_timeout_secs,
             connections_per_file,
+            limit_rate,
             range_size_mib,
             max_attempts,
             lock_timeout_secs,
@@ -437,6 +459,7 @@ impl Settings {
             max_attempts: self.max_attempts.value,
             offline: self.offline.value,
             cache_dir: Some(self.cache_dir.value.clone()),
+            limit_rate: (self.limit_rate.value > 0).then_some(self.limit_rate.value),
         }
     }
 
@@ -583,6 +606,11 @@ impl Settings {
                 self.connections_per_file.source.to_string(),
             ),
             (
+                "download.limit_rate",
+                json!(self.limit_rate.value),
+                self.limit_rate.source.to_string(),
+            ),
+            (
                 "download.range_size_mib",
                 json!(self.range_size_mib.value),
                 self.range_size_mib.source.to_string(),
@@ -674,9 +702,57 @@ fn resolve_token(
     }
 }
 
+/// Parses a rate such as `50M`, `500k`, `1.5G` or `1048576` (bytes per second; suffixes are
+/// binary, as curl's `--limit-rate`: k = 1024, M = 1024², G = 1024³; a trailing `B`, `/s` or
+/// `iB` is allowed). `0` or empty means no cap.
+pub fn parse_rate(text: &str) -> Result<Option<u64>, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    let t = t.strip_suffix('B').unwrap_or(t);
+    let t = t.strip_suffix('i').unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1024.0),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1024.0 * 1024.0),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1024.0 * 1024.0 * 1024.0),
+        _ => (t, 1.0),
+    };
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a rate (examples: 50M, 500k, 1.5G, 1048576)"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!(
+            "`{text}` is not a rate: it must be a positive number"
+        ));
+    }
+    let bytes = (value * mult).round();
+    if bytes >= u64::MAX as f64 {
+        return Err(format!("`{text}` is too large"));
+    }
+    Ok((bytes >= 1.0).then_some(bytes as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_parse_with_binary_suffixes() {
+        assert_eq!(parse_rate("50M"), Ok(Some(50 * 1024 * 1024)));
+        assert_eq!(parse_rate("500k"), Ok(Some(500 * 1024)));
+        assert_eq!(parse_rate("1.5G"), Ok(Some(1_610_612_736)));
+        assert_eq!(parse_rate("2MiB/s"), Ok(Some(2 * 1024 * 1024)));
+        assert_eq!(parse_rate("1048576"), Ok(Some(1_048_576)));
+        assert_eq!(parse_rate(""), Ok(None));
+        assert_eq!(parse_rate("0"), Ok(None));
+        for bad in ["fast", "-5M", "1e400", "M"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+
     use crate::config::parse;
 
     fn config(text: &str) -> LoadedConfig {

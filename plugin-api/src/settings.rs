@@ -39,6 +39,9 @@ pub struct HostSettings {
     /// it (for example blobs to take chunks from) and keep their own data under
     /// `<cache_dir>/.hubget/<plugin name>/`; everything else in it belongs to the host.
     pub cache_dir: Option<PathBuf>,
+    /// The bandwidth cap for the whole run, bytes per second (since 1.1; `None`: no cap). A
+    /// backend that honours it says so with [`Features::RATE_LIMIT`](crate::Features::RATE_LIMIT).
+    pub limit_rate: Option<u64>,
 }
 
 impl Default for HostSettings {
@@ -56,6 +59,7 @@ impl Default for HostSettings {
             max_attempts: 5,
             offline: false,
             cache_dir: None,
+            limit_rate: None,
         }
     }
 }
@@ -75,6 +79,7 @@ impl fmt::Debug for HostSettings {
             .field("max_attempts", &self.max_attempts)
             .field("offline", &self.offline)
             .field("cache_dir", &self.cache_dir)
+            .field("limit_rate", &self.limit_rate)
             .finish()
     }
 }

@@ -242,6 +242,8 @@ impl Features {
     pub const NON_XET_FILES: Self = Self(1 << 4);
     /// The backend reads local directories only (no network).
     pub const LOCAL: Self = Self(1 << 5);
+    /// Honours `HostSettings::limit_rate` (the bandwidth cap) for everything it downloads.
+    pub const RATE_LIMIT: Self = Self(1 << 6);
 
     /// No features.
     pub const fn empty() -> Self {
@@ -261,13 +263,14 @@ impl Features {
 
     /// Names of the known bits that are set, for display.
     pub fn names(self) -> Vec<&'static str> {
-        const NAMES: [(Features, &str); 6] = [
+        const NAMES: [(Features, &str); 7] = [
             (Features::RESOLVE, "resolve"),
             (Features::RESUME, "resume"),
             (Features::PARALLEL_RANGES, "parallel-ranges"),
             (Features::XET, "xet"),
             (Features::NON_XET_FILES, "non-xet-files"),
             (Features::LOCAL, "local"),
+            (Features::RATE_LIMIT, "rate-limit"),
         ];
         NAMES
             .iter()

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hubget_plugin_api::CancelToken;
+use hubget_plugin_api::{CancelToken, Features};
 
 use crate::cli::{DownloadArgs, RepoSpec};
 use crate::commands::{load_plugins, open_backends};
@@ -296,6 +296,28 @@ async fn download(
         .map(|h| Arc::new(h) as Arc<dyn Transport>)
         .collect();
     let names: Vec<String> = backends.iter().map(|b| b.name().to_owned()).collect();
+    if settings.limit_rate.value > 0 {
+        let ignoring: Vec<&str> = backends
+            .iter()
+            .filter(|b| {
+                // Backends that fetch anything (an unconfigured mirror does not).
+                let f = b.capabilities().features;
+                (f.contains(Features::XET) || f.contains(Features::NON_XET_FILES))
+                    && !f.contains(Features::RATE_LIMIT)
+            })
+            .map(|b| b.name())
+            .collect();
+        if !ignoring.is_empty() {
+            output.emit(Event::Warning {
+                message: format!(
+                    "--limit-rate is not honoured by backend{} {}: what {} download is not capped",
+                    if ignoring.len() == 1 { "" } else { "s" },
+                    ignoring.join(", "),
+                    if ignoring.len() == 1 { "it" } else { "they" }
+                ),
+            });
+        }
+    }
 
     let plan = tokio::select! {
         p = resolve_plan(&backends, &req, &target, &stop, resolve_timeout(settings)) => p.map_err(|e| (e, None))?,

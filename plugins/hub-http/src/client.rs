@@ -153,6 +153,8 @@ impl Answer {
 pub struct HttpClient {
     inner: reqwest::Client,
     retry: RetryPolicy,
+    /// The plugin's bandwidth budget (`HostSettings::limit_rate`), shared by clones.
+    limiter: Option<std::sync::Arc<crate::rate::RateLimiter>>,
 }
 
 impl HttpClient {
@@ -195,7 +197,18 @@ impl HttpClient {
         Ok(Self {
             inner,
             retry: RetryPolicy::from_settings(settings),
+            limiter: settings.limit_rate.map(crate::rate::RateLimiter::shared),
         })
+    }
+
+    /// Counts `n` bytes received against the bandwidth cap, waiting as long as the cap asks.
+    pub async fn throttle(&self, n: u64) {
+        if let Some(l) = &self.limiter {
+            let wait = l.take(n);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
     }
 
     /// The retry policy from the settings.

@@ -652,6 +652,7 @@ async fn fetch_once(
             Err(e) => break Err(classify_transport(&e, &context)),
         };
         let n = chunk.len() as u64;
+        shared.client.throttle(n).await;
         shared.net.fetch_add(n, Ordering::AcqRel);
         pending_net += n;
         let mut data = &chunk[..];

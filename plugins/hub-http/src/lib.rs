@@ -31,6 +31,7 @@ pub mod client;
 pub mod download;
 pub mod error;
 pub mod ranges;
+pub mod rate;
 pub mod retry;
 
 pub use api::{

@@ -80,7 +80,8 @@ impl BackendPlugin for Backend {
             features: Features::RESOLVE
                 | Features::RESUME
                 | Features::PARALLEL_RANGES
-                | Features::NON_XET_FILES,
+                | Features::NON_XET_FILES
+                | Features::RATE_LIMIT,
             max_batch_files: MAX_BATCH_FILES,
             extra_json: RString::from(
                 serde_json::json!({

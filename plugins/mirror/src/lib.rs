@@ -299,7 +299,8 @@ impl BackendPlugin for Mirror {
     fn capabilities(&self) -> Capabilities {
         let mut features = Features::empty();
         if !self.dirs.is_empty() || self.pool.is_some() {
-            features = features | Features::RESUME | Features::NON_XET_FILES;
+            // Endpoint downloads honour the bandwidth cap; directory copies use no network.
+            features = features | Features::RESUME | Features::NON_XET_FILES | Features::RATE_LIMIT;
         }
         let endpoints_resolve = self.pool.is_some() && self.resolve_from_endpoints;
         let dirs_resolve = !self.dirs.is_empty() && self.resolve_from_dirs != DirResolve::Never;

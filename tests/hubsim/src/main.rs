@@ -26,6 +26,10 @@ enum Cmd {
         /// Size of acme/big in MiB (default set only).
         #[arg(long, default_value_t = 8)]
         big_mib: u64,
+        /// Add the realistic shapes (`FixtureSpec::realistic_set`) at this size to the spec
+        /// (the default set has them at `--big-mib`).
+        #[arg(long)]
+        realistic_mib: Option<u64>,
         /// Per-connection bandwidth cap for CDN and CAS, bytes/s.
         #[arg(long)]
         rate_per_conn: Option<u64>,
@@ -59,6 +63,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let Cmd::Serve {
         spec,
         big_mib,
+        realistic_mib,
         rate_per_conn,
         rate_total,
         latency_ms,
@@ -66,9 +71,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         token,
         info,
     } = Cli::parse().cmd;
-    let spec = match spec {
-        Some(p) => FixtureSpec::from_toml(&std::fs::read_to_string(&p)?)?,
-        None => FixtureSpec::default_set(big_mib).with(FixtureSpec::realistic_set(big_mib)),
+    let spec = match (spec, realistic_mib) {
+        (Some(p), None) => FixtureSpec::from_toml(&std::fs::read_to_string(&p)?)?,
+        (Some(p), Some(r)) => FixtureSpec::from_toml(&std::fs::read_to_string(&p)?)?
+            .with(FixtureSpec::realistic_set(r)),
+        (None, r) => {
+            FixtureSpec::default_set(big_mib).with(FixtureSpec::realistic_set(r.unwrap_or(big_mib)))
+        }
     };
     let sim = HubSim::builder()
         .fixtures(spec)

@@ -1337,3 +1337,81 @@ fn spaces_land_in_their_own_cache_folder() {
     // (missing and private look the same without a token): exit 4 with the token hint.
     dl.run(&["acme/space"]).code_is(4);
 }
+
+/// The rate a `file_done` event shows (file bytes over seconds to verified).
+fn done_rate(r: &Ran) -> f64 {
+    let done = &r.of("file_done")[0];
+    done["bytes"].as_f64().unwrap() / done["secs"].as_f64().unwrap()
+}
+
+#[test]
+fn limit_rate_caps_the_whole_run_for_lfs_and_says_which_backends_ignore_it() {
+    let dl = Dl::new();
+    // 8 MiB over 8 connections, capped at 2 MiB/s for the run: about 4 s, not 8 connections' worth.
+    let r = dl.run(&[
+        "acme/resume",
+        "big.bin",
+        "--backend",
+        "lfs",
+        "--no-fallback",
+        "--limit-rate",
+        "2M",
+        "--json",
+    ]);
+    r.ok();
+    let rate = done_rate(&r);
+    let cap = 2.0 * 1024.0 * 1024.0;
+    assert!(
+        (0.85 * cap..=1.1 * cap).contains(&rate),
+        "measured {:.0} B/s against a cap of {cap} B/s",
+        rate
+    );
+    assert!(
+        r.of("warning").is_empty(),
+        "lfs honours the cap: {}",
+        r.stdout
+    );
+
+    // The same cap from the environment and the config file; a bad value is a usage error.
+    let r = dl.run_env(
+        &[
+            "acme/resume",
+            "big.bin",
+            "--backend",
+            "lfs",
+            "--no-fallback",
+            "--force-download",
+            "--json",
+        ],
+        &[("HUBGET_LIMIT_RATE", "4M")],
+    );
+    r.ok();
+    let rate = done_rate(&r);
+    let cap = 4.0 * 1024.0 * 1024.0;
+    assert!((0.85 * cap..=1.1 * cap).contains(&rate), "{rate}");
+    let r = dl.run(&["acme/resume", "--limit-rate", "fast"]);
+    r.code_is(2);
+    assert!(r.stderr.contains("limit_rate"), "{}", r.stderr);
+
+    // A backend that does not say it honours the cap is named in a warning.
+    let r = dl.run(&[
+        TINY,
+        "xet-a.bin",
+        "--backend",
+        "xet",
+        "--limit-rate",
+        "50M",
+        "--json",
+    ]);
+    r.ok();
+    let w = r.of("warning");
+    assert!(
+        w.iter().any(|w| w["message"]
+            .as_str()
+            .unwrap()
+            .contains("not honoured by backend")
+            && w["message"].as_str().unwrap().contains("xet")),
+        "{}",
+        r.stdout
+    );
+}

@@ -444,3 +444,47 @@ fn the_hub_token_reaches_a_mirror_only_when_configured() {
         assert!(!all.contains(&token), "the token never appears in output");
     }
 }
+
+#[test]
+fn limit_rate_caps_mirror_endpoint_downloads() {
+    let good = sim();
+    let env = TestEnv::new();
+    let config = env.write_config(&mirror_config(
+        &["mirror", "lfs"],
+        &format!("endpoints = {}\n", toml_list(&[good.hub_url()])),
+    ));
+    let cache = env.path("cache");
+    let out = download(
+        &env,
+        &[
+            REPO,
+            "lfs.bin",
+            "--config",
+            config.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--endpoint",
+            &dead_url(),
+            "--backend",
+            "mirror",
+            "--no-fallback",
+            "--limit-rate",
+            "1M",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_success(&out);
+    let ev = events(&out);
+    let done = of_kind(&ev, "file_done");
+    let rate = done[0]["bytes"].as_f64().unwrap() / done[0]["secs"].as_f64().unwrap();
+    let cap = 1024.0 * 1024.0;
+    assert!(
+        (0.85 * cap..=1.1 * cap).contains(&rate),
+        "measured {rate:.0} B/s against {cap} B/s"
+    );
+    assert!(
+        of_kind(&ev, "warning").is_empty(),
+        "the mirror honours the cap"
+    );
+}
