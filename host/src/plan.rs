@@ -412,9 +412,20 @@ pub async fn resolve(
     let policy = RetryPolicy::default();
     let mut errors: Vec<(String, PluginError)> = Vec::new();
     let what = format!("{} {}@{}", req.repo_type, req.repo_id, req.revision);
+    // Origins that could not be reached: a backend resolving through one is not asked again.
+    let mut unreachable: Vec<(String, PluginError)> = Vec::new();
     for backend in backends {
         let caps = backend.capabilities();
         if !caps.features.contains(Features::RESOLVE) || !caps.repo_types.contains(&req.repo_type) {
+            continue;
+        }
+        let origin = hubget_plugin_api::protocol::resolves_via(caps.extra_json.as_str());
+        if let Some((_, e)) = unreachable.iter().find(|(o, _)| Some(o) == origin.as_ref()) {
+            log::debug!(
+                "not asking `{}`: its origin was unreachable",
+                backend.name()
+            );
+            errors.push((backend.name().to_owned(), e.clone()));
             continue;
         }
         let mut attempt = 0u32;
@@ -446,7 +457,14 @@ pub async fn resolve(
                 Err(e) if e.kind == ErrorKind::UNSUPPORTED => break,
                 Err(e) => {
                     attempt += 1;
-                    if policy.should_retry(&e, attempt) {
+                    // A backend retries its own requests; an unreachable origin is not retried
+                    // here on top of that.
+                    let unreachable_origin =
+                        matches!(e.kind, ErrorKind::NETWORK | ErrorKind::TIMEOUT);
+                    if unreachable_origin && let Some(o) = &origin {
+                        unreachable.push((o.clone(), e.clone()));
+                    }
+                    if !unreachable_origin && policy.should_retry(&e, attempt) {
                         let delay = policy.delay(&e, attempt);
                         log::warn!(
                             "`{}` could not resolve {what} ({e}); retrying in {:.1}s",

@@ -10,6 +10,7 @@
 //! | ranges already written past `offset` | host → plugin | `FetchBatch::options_json`, key `written_ranges` | [`FetchOptions`] |
 //! | a range written to the partial file | plugin → host | `RANGE_WRITTEN` event message | [`RangeWritten`] |
 //! | a retry inside the backend (attempt, wait) | plugin → host | `RETRY` event message | [`RetryNote`] |
+//! | the origin a backend resolves through | plugin → host | `Capabilities::extra_json`, key `resolves_via` | [`resolves_via`] |
 //!
 //! Design decisions:
 //! - The wire formats are the ones 1.0 plugins already speak, so old plugins keep working.
@@ -264,6 +265,18 @@ fn split_suffix(message: &str) -> Option<(&str, u64, u32, u32)> {
     ))
 }
 
+/// The `Capabilities::extra_json` key naming the origin (`scheme://host[:port]`) a backend
+/// resolves repositories through. Backends that resolve through the same origin fail the same
+/// way when it is unreachable: the host asks the next one only if its origin differs.
+pub const RESOLVES_VIA: &str = "resolves_via";
+
+/// The origin in a capabilities `extra_json` (see [`RESOLVES_VIA`]), if any.
+pub fn resolves_via(extra_json: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(extra_json).ok()?;
+    let origin = v.get(RESOLVES_VIA)?.as_str()?.trim().trim_end_matches('/');
+    (!origin.is_empty()).then(|| origin.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +343,17 @@ mod tests {
             r#"{"start":-1,"end":5}"#,
         ] {
             assert_eq!(RangeWritten::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn resolves_via_reads_the_origin_or_nothing() {
+        assert_eq!(
+            resolves_via(r#"{"resolves_via":"https://HF.co/","x":1}"#).as_deref(),
+            Some("https://hf.co")
+        );
+        for none in ["", "{}", r#"{"resolves_via":5}"#, r#"{"resolves_via":" "}"#] {
+            assert_eq!(resolves_via(none), None, "{none}");
         }
     }
 

@@ -133,6 +133,9 @@ pub fn classify_transport(error: &reqwest::Error, context: &str) -> PluginError 
         PluginError::new(ErrorKind::CONFIG, message)
     } else if error.is_timeout() {
         PluginError::new(ErrorKind::TIMEOUT, message).retryable(true)
+    } else if error.is_connect() && causes.iter().any(|c| c.contains("dns error")) {
+        // A name that does not resolve does not start resolving in the seconds a retry waits.
+        PluginError::new(ErrorKind::NETWORK, message)
     } else {
         PluginError::new(ErrorKind::NETWORK, message).retryable(true)
     }

@@ -89,6 +89,7 @@ impl BackendPlugin for Backend {
                     "range_size": self.opts.range_size,
                     "batch_api": self.config.use_batch_api,
                     "xet_files": "plain bytes over the LFS bridge",
+                    (hubget_plugin_api::protocol::RESOLVES_VIA): self.settings.endpoint,
                 })
                 .to_string(),
             ),

@@ -629,7 +629,12 @@ impl BackendPlugin for Backend {
                 | Features::XET
                 | Features::NON_XET_FILES,
             max_batch_files: 0,
-            extra_json: RString::new(),
+            extra_json: RString::from(
+                serde_json::json!({
+                    (hubget_plugin_api::protocol::RESOLVES_VIA): self.settings.endpoint,
+                })
+                .to_string(),
+            ),
         }
     }
 

@@ -1415,3 +1415,34 @@ fn limit_rate_caps_the_whole_run_for_lfs_and_says_which_backends_ignore_it() {
         r.stdout
     );
 }
+
+#[test]
+fn an_unreachable_hub_is_resolved_once_per_endpoint_and_fails_within_seconds() {
+    let dl = Dl::new();
+    // A port nobody listens on: every backend resolving through the Hub fails the same way.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dead = format!("http://127.0.0.1:{port}");
+    for endpoint in [dead.as_str(), "http://no-such-host.invalid"] {
+        let started = Instant::now();
+        let r = dl.run(&[TINY, "--endpoint", endpoint]);
+        let secs = started.elapsed().as_secs_f64();
+        assert_ne!(r.code, Some(0));
+        let err = r
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_default();
+        assert!(
+            err.contains("lfs, xet") && err.contains("cannot connect"),
+            "one cause for both backends of that endpoint: {err}"
+        );
+        assert!(r.stderr.contains("hint: check the network"), "{}", r.stderr);
+        assert!(secs < 8.0, "{endpoint}: {secs:.1} s before the error");
+        // The Hub was asked once per attempt of one backend, not by each backend in turn.
+        let asked = r.stderr.matches("could not resolve").count();
+        assert!(asked <= 1, "{}", r.stderr);
+    }
+}
