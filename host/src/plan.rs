@@ -14,7 +14,7 @@ use crate::error::{HostError, causes_hint, group_causes};
 use crate::retry::RetryPolicy;
 pub use crate::store::FileStatus;
 use crate::store::Target;
-use crate::store::paths::validate_repo_path;
+use crate::store::paths::{UnsafePath, validate_repo_path};
 use crate::transport::Transport;
 
 /// What the user asked for.
@@ -89,6 +89,8 @@ pub struct Plan {
     pub missing: Vec<String>,
     /// Warnings for the user (ignored globs).
     pub warnings: Vec<String>,
+    /// Selected entries refused by name (hostile or colliding paths): they fail, the rest goes on.
+    pub refused: Vec<UnsafePath>,
 }
 
 impl Plan {
@@ -296,9 +298,34 @@ pub fn build_plan(
     let files: Vec<ManifestFile> = manifest.files.into_iter().collect();
     let selection = select(&files, req);
     let mut planned = Vec::with_capacity(selection.selected.len());
+    let mut refused = Vec::new();
+    let colliding = crate::store::paths::colliding_paths(
+        selection.selected.iter().map(|&i| files[i].path.as_str()),
+    );
+    let local_dir = matches!(target, Target::LocalDir(_));
     for &i in &selection.selected {
         let file = files[i].clone();
-        validate_repo_path(&file.path).map_err(|e| HostError::Other(e.to_string()))?;
+        let checked = if local_dir {
+            crate::store::paths::validate_local_dir_path(&file.path)
+        } else {
+            validate_repo_path(&file.path)
+        };
+        let checked = checked.and_then(|()| {
+            if colliding.contains(&file.path.as_str()) {
+                Err(UnsafePath {
+                    path: file.path.to_string(),
+                    reason: "differs from another entry only in letter case or Unicode \
+                             normalization (one file on macOS and Windows): both are refused",
+                })
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = checked {
+            log::warn!("{e}");
+            refused.push(e);
+            continue;
+        }
         let status = if req.force {
             FileStatus::Missing
         } else {
@@ -315,6 +342,7 @@ pub fn build_plan(
         files: planned,
         missing: selection.missing,
         warnings: selection.warnings,
+        refused,
     })
 }
 
@@ -391,6 +419,7 @@ pub fn offline_plan(req: &PlanRequest, target: &Target) -> Result<Plan, HostErro
             .collect(),
         missing: Vec::new(),
         warnings: selection.warnings,
+        refused: Vec::new(),
     })
 }
 
@@ -710,6 +739,38 @@ mod tests {
     }
 
     #[test]
+    fn case_twins_and_local_dir_metadata_are_refused_together_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = vec![
+            mf("README.md"),
+            mf("readme.md"),
+            mf("ok.txt"),
+            mf(".cache/huggingface/x"),
+        ];
+        for (i, f) in files.iter_mut().enumerate() {
+            f.git_oid = format!("{i}").repeat(40).as_str().into();
+        }
+        let manifest = Manifest {
+            commit: "d".repeat(40).as_str().into(),
+            files: files.into(),
+            extra_json: "".into(),
+        };
+        let req = PlanRequest::default();
+        let cache = Target::cache(dir.path(), RepoType::MODEL, "evil/x");
+        let plan = build_plan(manifest.clone(), "t", &req, &cache).unwrap();
+        let refused: Vec<&str> = plan.refused.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(refused, vec!["README.md", "readme.md"]);
+        let local = Target::local_dir(&dir.path().join("out"));
+        let plan = build_plan(manifest, "t", &req, &local).unwrap();
+        let refused: Vec<&str> = plan.refused.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(
+            refused,
+            vec!["README.md", "readme.md", ".cache/huggingface/x"]
+        );
+        assert_eq!(plan.files.len(), 1);
+    }
+
+    #[test]
     fn hostile_manifest_entries_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let target = Target::cache(dir.path(), RepoType::MODEL, "evil/x");
@@ -721,8 +782,11 @@ mod tests {
             extra_json: "".into(),
         };
         let req = PlanRequest::default();
-        let err = build_plan(manifest.clone(), "t", &req, &target).unwrap_err();
-        assert!(err.to_string().contains("\"../../evil\""), "{err}");
+        // The hostile entry is refused by name; the safe one is still planned.
+        let plan = build_plan(manifest.clone(), "t", &req, &target).unwrap();
+        assert_eq!(plan.files.len(), 1);
+        assert_eq!(plan.refused.len(), 1);
+        assert!(plan.refused[0].to_string().contains("\"../../evil\""));
         let only_ok = PlanRequest {
             files: vec!["ok.txt".into()],
             ..PlanRequest::default()

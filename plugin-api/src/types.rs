@@ -354,11 +354,7 @@ pub struct ResolveRequest {
     pub repo_id: RString,
     /// A branch, tag, `refs/pr/N` or a 40-hex commit sha.
     pub revision: RString,
-    /// Options as a JSON object (or empty). Defined keys: `written_ranges`, an object mapping
-    /// an item index (as a string) to `[[start, end], ...]`: absolute, end-exclusive ranges of
-    /// that item's partial file already written past `offset` (from `RANGE_WRITTEN` events of
-    /// an earlier run). A backend may skip them; one that ignores the key simply rewrites from
-    /// `offset`, which stays correct.
+    /// Options as a JSON object (or empty). No key is defined yet; backends ignore unknown keys.
     pub options_json: RString,
 }
 
@@ -417,7 +413,10 @@ pub struct FetchBatch {
     pub revision: RString,
     /// The files.
     pub items: RVec<FetchItem>,
-    /// Options as a JSON object (or empty); none are defined in 1.0.
+    /// Options as a JSON object (or empty), read and written only through
+    /// [`protocol::FetchOptions`](crate::protocol::FetchOptions): `written_ranges` (per item, the
+    /// ranges of its partial file already written past `offset`; a backend may skip them, one
+    /// that ignores them rewrites from `offset`, which stays correct). Unknown keys are ignored.
     pub options_json: RString,
 }
 
@@ -495,7 +494,9 @@ pub struct ProgressEvent {
     pub bytes: u64,
     /// For `BYTES`: network bytes received since the previous event (0 if unknown).
     pub network_bytes: u64,
-    /// Text for `RETRY` and `INFO`, else empty.
+    /// Text for `RETRY` (a [`protocol::RetryNote`](crate::protocol::RetryNote)),
+    /// `RANGE_WRITTEN` (a [`protocol::RangeWritten`](crate::protocol::RangeWritten)), `INFO` and
+    /// `STARTED` (free text); empty for `BYTES` and `CHECKPOINT`.
     pub message: RString,
 }
 
@@ -522,13 +523,10 @@ impl ProgressEvent {
         }
     }
 
-    /// A `RANGE_WRITTEN` event: bytes `start..end` of the partial file are on disk.
+    /// A `RANGE_WRITTEN` event: bytes `start..end` of the partial file are on disk (see
+    /// [`protocol::RangeWritten`](crate::protocol::RangeWritten), which encodes it).
     pub fn range_written(index: u32, start: u64, end: u64) -> Self {
-        Self::message(
-            index,
-            EventKind::RANGE_WRITTEN,
-            format!("{{\"start\":{start},\"end\":{end}}}"),
-        )
+        crate::protocol::RangeWritten { start, end }.event(index)
     }
 
     /// An event of `kind` carrying a message.

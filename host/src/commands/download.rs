@@ -662,6 +662,7 @@ mod tests {
                 .collect(),
             missing: Vec::new(),
             warnings: Vec::new(),
+            refused: Vec::new(),
         }
     }
 

@@ -442,6 +442,16 @@ pub async fn run(
     // ("followers") are linked when their primary is done.
     let mut primaries: HashMap<PathBuf, String> = HashMap::new();
     let mut followers: Vec<(ManifestFile, String)> = Vec::new();
+    // Entries refused by name fail; the rest of the download goes on.
+    for refused in &plan.refused {
+        let message = crate::output::escape_name(&refused.to_string());
+        fail(
+            &ctx,
+            &mut summary,
+            crate::output::escape_name(&refused.path),
+            vec![host_error(ErrorKind::PROTOCOL, message)],
+        );
+    }
     for pf in &plan.files {
         let path = pf.file.path.to_string();
         if matches!(pf.status, FileStatus::Complete | FileStatus::Linkable) {

@@ -11,6 +11,20 @@ pub mod bars;
 pub mod json;
 pub mod retry_label;
 
+/// `name` with control characters (C0, DEL, C1: terminal escape sequences, line breaks) shown as
+/// `\u{..}` escapes: a name from a server never reaches the terminal raw.
+pub fn escape_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub use bars::LogWriter;
 
 use std::io::Write;

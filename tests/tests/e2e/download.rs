@@ -1176,9 +1176,20 @@ fn token_never_appears_in_output_even_at_trace_level() {
 fn path_traversal_entries_are_refused_and_nothing_lands_outside() {
     let dl = Dl::new();
     let r = dl.run(&["evil/traversal"]);
-    assert_ne!(r.code, Some(0));
+    assert_ne!(r.code, Some(0), "a refused entry is a failed file");
     assert!(
         r.stderr.contains("refusing repository entry"),
+        "{}",
+        r.stderr
+    );
+    // Refused by name: the rest of the download goes on.
+    let head = dl.head("evil/traversal");
+    assert!(
+        dl.repo_dir("models--evil--traversal")
+            .join("snapshots")
+            .join(&head)
+            .join("ok.txt")
+            .is_file(),
         "{}",
         r.stderr
     );
