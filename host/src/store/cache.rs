@@ -143,21 +143,42 @@ impl CacheRepo {
         target.push("blobs");
         target.push(etag);
         std::fs::create_dir_all(link.parent().expect("snapshot parent"))?;
+        for _ in 0..2 {
+            match std::fs::read_link(&link) {
+                Ok(existing) if existing == target => return Ok(link),
+                Ok(_) => std::fs::remove_file(&link)?,
+                Err(_) if std::fs::symlink_metadata(&link).is_ok() => std::fs::remove_file(&link)?,
+                Err(_) => {}
+            }
+            match symlink(&target, &link) {
+                Ok(()) => return Ok(link),
+                // Another process made it a moment ago: look again (never write through it).
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) if symlinks_unsupported(&e) => {
+                    // A filesystem without symlinks: huggingface_hub's "degraded" mode copies the
+                    // blob, into a new file renamed over the link path (never by opening the
+                    // link path for writing, which would follow a link planted there).
+                    log::warn!(
+                        "cannot create symlink {} ({e}); copying the blob instead",
+                        link.display()
+                    );
+                    let dir = link.parent().expect("snapshot parent");
+                    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+                    std::io::copy(&mut std::fs::File::open(self.blob_path(etag))?, &mut tmp)?;
+                    tmp.as_file().sync_all()?;
+                    tmp.persist(&link).map_err(|e| e.error)?;
+                    return Ok(link);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         match std::fs::read_link(&link) {
-            Ok(existing) if existing == target => return Ok(link),
-            Ok(_) => std::fs::remove_file(&link)?,
-            Err(_) if link.exists() => std::fs::remove_file(&link)?,
-            Err(_) => {}
-        }
-        if let Err(e) = symlink(&target, &link) {
-            // A filesystem without symlinks: huggingface_hub's "degraded" mode copies the blob.
-            log::warn!(
-                "cannot create symlink {} ({e}); copying the blob instead",
+            Ok(existing) if existing == target => Ok(link),
+            _ => Err(std::io::Error::other(format!(
+                "{} keeps changing under another process",
                 link.display()
-            );
-            std::fs::copy(self.blob_path(etag), &link)?;
+            ))),
         }
-        Ok(link)
     }
 
     /// Creates the `.no_exist/<commit>/<path>` marker.
@@ -177,8 +198,14 @@ impl CacheRepo {
     pub fn install_blob(&self, partial: &Partial, etag: &str) -> std::io::Result<PathBuf> {
         let _ = ensure_cachedir_tag(&self.cache_dir);
         let blob = self.blob_path(etag);
-        std::fs::create_dir_all(blob.parent().expect("blobs"))?;
+        let dir = blob.parent().expect("blobs");
+        std::fs::create_dir_all(dir)?;
+        // Durable landing: the data reaches the disk before the rename makes it the blob, and
+        // the rename before we report it, so a power loss cannot leave a right-sized blob with
+        // wrong content.
+        std::fs::File::open(&partial.data)?.sync_all()?;
         std::fs::rename(&partial.data, &blob)?;
+        sync_dir(dir);
         partial.discard_state();
         Ok(blob)
     }
@@ -213,6 +240,35 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) -> std::io::Resu
     Ok(())
 }
 
+/// Flushes a directory's entries (a rename in it) to disk; best effort (not every filesystem
+/// or platform can open a directory).
+pub fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// Whether a symlink error means the filesystem (or the user's rights) has no symlinks.
+fn symlinks_unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
+    ) || e.raw_os_error() == Some(libc_eperm())
+}
+
+#[cfg(unix)]
+fn libc_eperm() -> i32 {
+    libc::EPERM
+}
+
+#[cfg(not(unix))]
+fn libc_eperm() -> i32 {
+    1
+}
+
 #[cfg(unix)]
 fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
     std::os::unix::fs::symlink(target, link)
@@ -243,6 +299,31 @@ mod tests {
             let name = path.file_name().unwrap().to_string_lossy();
             assert!(!name.contains("incomplete"), "{name}");
         }
+    }
+
+    #[test]
+    fn a_link_made_by_another_process_never_truncates_the_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = CacheRepo::new(dir.path(), RepoType::MODEL, "org/name");
+        let commit = "c".repeat(40);
+        std::fs::create_dir_all(repo.root.join("blobs")).unwrap();
+        std::fs::write(repo.blob_path("e1"), b"the weights").unwrap();
+        // Many racing linkers of the same path, as two processes linking an already cached file.
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        repo.link(&commit, "w.bin", "e1").unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(std::fs::read(repo.blob_path("e1")).unwrap(), b"the weights");
+        let link = repo.snapshot_path(&commit, "w.bin").unwrap();
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            Path::new("../../blobs/e1")
+        );
     }
 
     #[test]

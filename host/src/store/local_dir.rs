@@ -190,7 +190,10 @@ impl LocalDir {
                 format!("{} is a directory", dest.display()),
             ));
         }
+        // Durable landing, as in the cache: data on disk before the rename, the rename after.
+        std::fs::File::open(&partial.data)?.sync_all()?;
         std::fs::rename(&partial.data, &dest)?;
+        crate::store::cache::sync_dir(dest.parent().expect("parent"));
         partial.discard_state();
         self.write_metadata(path, commit, etag)?;
         Ok(dest)
