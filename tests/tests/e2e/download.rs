@@ -870,7 +870,8 @@ fn wrong_length_and_truncated_bodies_never_land() {
     dl.run(&[TINY, "xet-a.bin", "--json", "--config", &quick(&dl)])
         .ok();
     assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
-    // A truncated LFS-only file with no other backend that can serve it: exit 5 or 1, never lands.
+    // A truncated LFS file that every backend gets from the same CDN (lfs, and xet for a file not
+    // stored in Xet): exit 5 or 1, never lands.
     let lfs = info.file("lfs.bin").unwrap().clone();
     let dl = Dl::new();
     let fault = FaultAction::WrongContentLength { delta: -1000 };
@@ -880,7 +881,7 @@ fn wrong_length_and_truncated_bodies_never_land() {
     let r = dl.run(&[TINY, "lfs.bin", "--config", &quick(&dl)]);
     assert_ne!(r.code, Some(0), "{}", r.stderr);
     assert!(
-        r.stderr.contains("lfs.bin") && r.stderr.contains("lfs ("),
+        r.stderr.contains("lfs.bin") && r.stderr.contains("lfs, xet ("),
         "{}",
         r.stderr
     );
