@@ -16,12 +16,13 @@
 //!
 //! hf-xet runs on this plugin's own tokio runtime (the session wraps its handle), and keeps its
 //! small session/staging directories under `~/.cache/hubget/xet` (see [`config::Config::cache_root`]),
-//! never in the user's Hugging Face cache. hf-xet's HTTP client honours the usual proxy
-//! environment variables but not the host's explicit `proxy`/`ca_bundle` settings.
+//! never in the user's Hugging Face cache. Its HTTP traffic goes through [`proxy`]: the host's
+//! proxy, CA bundle, timeouts and bandwidth cap apply to every Xet request.
 
 pub mod config;
 pub mod error;
 pub mod fetch;
+pub mod proxy;
 pub mod reuse;
 
 use std::collections::HashMap;
@@ -56,6 +57,8 @@ pub struct Backend {
     index: Option<reuse::ChunkIndex>,
     /// Files this process fetched or is fetching (see [`Fetched`]).
     fetched: Mutex<Vec<Fetched>>,
+    /// hf-xet's requests go through this socket, to hub-http's client (see [`proxy`]).
+    proxy: proxy::LocalProxy,
     /// The plugin's own runtime (the SDK's: it shuts down in the background when dropped).
     runtime: hubget_plugin_api::sdk::Runtime,
 }
@@ -66,8 +69,16 @@ impl Backend {
         let config = Config::parse(config_toml)?;
         let runtime = hubget_plugin_api::sdk::runtime("xet", config.worker_threads())?;
         let client = HttpClient::new(&settings)?;
+        let proxy = proxy::LocalProxy::start(runtime.handle(), client.clone()).map_err(|e| {
+            PluginError::new(
+                ErrorKind::IO,
+                format!("cannot start the local Xet proxy socket: {e}"),
+            )
+        })?;
         let hub = HubApi::new(&settings.endpoint, settings.token.as_deref(), client)?;
-        let session = XetSessionBuilder::new_with_config(config.to_xet_config(&settings))
+        let mut xet_config = config.to_xet_config(&settings);
+        xet_config.client.unix_socket_path = Some(proxy.path().to_string_lossy().into_owned());
+        let session = XetSessionBuilder::new_with_config(xet_config)
             .with_cache_dir(config.cache_root())
             .with_tokio_handle(runtime.handle().clone())
             .build()
@@ -90,6 +101,7 @@ impl Backend {
             tuning: config.tuning(),
             index,
             fetched: Mutex::new(Vec::new()),
+            proxy,
             runtime,
         })
     }
@@ -182,6 +194,7 @@ impl Backend {
             Ok(t) => t,
             Err(e) => return jobs.iter().map(|j| (j.index, Err(e.clone()))).collect(),
         };
+        self.proxy.register(&token.cas_url);
         let (refresh_url, refresh_headers) = self.refresh(batch.repo_type, repo_id, commit);
         let access = CasAccess {
             cas_url: token.cas_url.trim_end_matches('/').to_owned(),
@@ -627,7 +640,8 @@ impl BackendPlugin for Backend {
             features: Features::RESOLVE
                 | Features::RESUME
                 | Features::XET
-                | Features::NON_XET_FILES,
+                | Features::NON_XET_FILES
+                | Features::RATE_LIMIT,
             max_batch_files: 0,
             extra_json: RString::from(
                 serde_json::json!({

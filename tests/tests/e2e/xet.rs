@@ -362,3 +362,151 @@ fn a_slow_link_does_not_trip_the_stall_watchdog() {
     assert_eq!(r.of("file_done")[0]["backend"], "xet");
     assert_cache_layout(&dl, "acme/big", &repo.head, Some(&[f.path.as_str()]));
 }
+
+/// A minimal HTTP forward proxy on 127.0.0.1 (one request per connection), counting the
+/// requests it forwards per target `host:port`.
+struct CountingProxy {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl CountingProxy {
+    fn start() -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
+            Default::default();
+        let counts = seen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let counts = counts.clone();
+                std::thread::spawn(move || {
+                    let mut client = client;
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if client.read(&mut byte).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let text = String::from_utf8_lossy(&head).to_string();
+                    let mut lines = text.split("\r\n");
+                    let first = lines.next().unwrap_or_default().to_owned();
+                    let mut parts = first.split(' ');
+                    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    let Some(rest) = target.strip_prefix("http://") else {
+                        return;
+                    };
+                    let (host, path) = rest
+                        .split_once('/')
+                        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+                    *counts.lock().unwrap().entry(host.to_owned()).or_default() += 1;
+                    let mut length = 0usize;
+                    let mut out = format!("{method} {path} HTTP/1.1\r\n");
+                    for l in lines.filter(|l| !l.is_empty()) {
+                        let lower = l.to_ascii_lowercase();
+                        if lower.starts_with("connection:") || lower.starts_with("proxy-") {
+                            continue;
+                        }
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        out.push_str(l);
+                        out.push_str("\r\n");
+                    }
+                    out.push_str("Connection: close\r\n\r\n");
+                    let mut body = vec![0u8; length];
+                    if client.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let Ok(mut upstream) = std::net::TcpStream::connect(host) else {
+                        return;
+                    };
+                    let _ = upstream.write_all(out.as_bytes());
+                    let _ = upstream.write_all(&body);
+                    let _ = std::io::copy(&mut upstream, &mut client);
+                });
+            }
+        });
+        Self { url, seen }
+    }
+
+    fn count(&self, host_port: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .get(host_port)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[test]
+fn every_xet_request_goes_through_the_hosts_proxy_and_bandwidth_cap() {
+    let dl = Dl::new();
+    let proxy = CountingProxy::start();
+    let config = dl
+        .env
+        .write_config(&format!("[network]\nproxy = \"{}\"\n", proxy.url));
+    let r = dl.run_env(
+        &[
+            TINY,
+            "xet-a.bin",
+            "--backend",
+            "xet",
+            "--no-fallback",
+            "--json",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[("NO_PROXY", ""), ("no_proxy", "")],
+    );
+    r.ok();
+    let cas = dl
+        .sim
+        .cas_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(
+        proxy.count(&cas) > 0,
+        "CAS requests went through the configured proxy: {:?}",
+        proxy.seen.lock().unwrap()
+    );
+    let counters = dl.sim.counters();
+    assert!(counters.requests_to(Origin::Cas, "fetch_term") > 0);
+    assert_eq!(
+        proxy.count(&cas) as u64,
+        counters.total_requests.cas,
+        "every CAS request (hf-xet's xorb fetches included) went through the proxy"
+    );
+
+    // The bandwidth cap holds for Xet traffic too, with no warning.
+    let big = hubsim::FixtureSpec::default_set(8)
+        .repos
+        .into_iter()
+        .filter(|r| r.id == "acme/big")
+        .collect::<Vec<_>>();
+    let dl = Dl::with(HubSim::builder().fixtures(hubsim::FixtureSpec { repos: big }));
+    let r = dl.run(&[
+        "acme/big",
+        "big.bin",
+        "--backend",
+        "xet",
+        "--no-fallback",
+        "--limit-rate",
+        "2M",
+        "--json",
+    ]);
+    r.ok();
+    assert!(r.of("warning").is_empty(), "{}", r.stdout);
+    let done = &r.of("file_done")[0];
+    let rate = done["bytes"].as_f64().unwrap() / done["secs"].as_f64().unwrap();
+    let cap = 2.0 * 1024.0 * 1024.0;
+    assert!(
+        (0.8 * cap..=1.15 * cap).contains(&rate),
+        "measured {rate:.0} B/s against {cap}"
+    );
+}
