@@ -34,6 +34,9 @@ pub struct Cli {
 pub enum Command {
     /// Download files of a repository into the Hugging Face cache (or --local-dir).
     Download(DownloadArgs),
+    /// Upload a revision from the cache (downloading what is missing first) to an object store
+    /// that a fleet of machines then reads from (`--to s3://bucket/prefix`).
+    Export(ExportArgs),
     /// List the backend plugins found, and the files that failed to load.
     Plugins(PluginsArgs),
     /// Show the configuration.
@@ -132,6 +135,17 @@ impl SettingsArgs {
             no_fallback: self.no_fallback,
         }
     }
+}
+
+/// `hubget export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Where to: `s3://bucket/prefix` (a plugin that exports that scheme does the upload).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// What to export: the same selection as `hubget download`.
+    #[command(flatten)]
+    pub download: DownloadArgs,
 }
 
 /// `hubget download`.

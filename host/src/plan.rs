@@ -91,6 +91,8 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// Selected entries refused by name (hostile or colliding paths): they fail, the rest goes on.
     pub refused: Vec<UnsafePath>,
+    /// Every file of the commit, as resolved (selected or not): what `hubget export` records.
+    pub manifest_files: Vec<ManifestFile>,
 }
 
 impl Plan {
@@ -343,6 +345,7 @@ pub fn build_plan(
         missing: selection.missing,
         warnings: selection.warnings,
         refused,
+        manifest_files: files,
     })
 }
 
@@ -420,6 +423,7 @@ pub fn offline_plan(req: &PlanRequest, target: &Target) -> Result<Plan, HostErro
         missing: Vec::new(),
         warnings: selection.warnings,
         refused: Vec::new(),
+        manifest_files: files,
     })
 }
 

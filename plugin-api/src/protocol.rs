@@ -11,6 +11,8 @@
 //! | a range written to the partial file | plugin → host | `RANGE_WRITTEN` event message | [`RangeWritten`] |
 //! | a retry inside the backend (attempt, wait) | plugin → host | `RETRY` event message | [`RetryNote`] |
 //! | the origin a backend resolves through | plugin → host | `Capabilities::extra_json`, key `resolves_via` | [`resolves_via`] |
+//! | the URL schemes a backend exports to | plugin → host | `Capabilities::extra_json`, key `export` | [`export_schemes`] |
+//! | `hubget export` uploads | host → plugin | `Backend::call` methods `export.*` | [`export`] |
 //!
 //! Design decisions:
 //! - The wire formats are the ones 1.0 plugins already speak, so old plugins keep working.
@@ -275,6 +277,135 @@ pub fn resolves_via(extra_json: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(extra_json).ok()?;
     let origin = v.get(RESOLVES_VIA)?.as_str()?.trim().trim_end_matches('/');
     (!origin.is_empty()).then(|| origin.to_ascii_lowercase())
+}
+
+/// The `Capabilities::extra_json` key listing the URL schemes (`["s3"]`) a backend can export
+/// to through the [`export`] `call` methods.
+pub const EXPORT: &str = "export";
+
+/// The export schemes in a capabilities `extra_json` (see [`EXPORT`]).
+pub fn export_schemes(extra_json: &str) -> Vec<String> {
+    serde_json::from_str::<serde_json::Value>(extra_json)
+        .ok()
+        .and_then(|v| v.get(EXPORT)?.as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|s| s.as_str().map(str::to_ascii_lowercase))
+        .collect()
+}
+
+/// `hubget export`: the host drives, a store plugin uploads, through `Backend::call`. Each
+/// method takes one JSON request and answers one JSON [`Uploaded`](export::Uploaded); a plugin
+/// that does not export answers `UNSUPPORTED`.
+///
+/// The layout under the destination URL `<scheme>://<bucket>/<prefix>` (the Hugging Face cache
+/// names, so that a node can also read it as a cache):
+///
+/// ```text
+/// <prefix>/<repo folder>/blobs/<etag>                 the file content
+/// <prefix>/<repo folder>/manifests/<commit>.json      the resolved file list (Manifest below)
+/// <prefix>/<repo folder>/refs/<revision>              the commit, no newline
+/// ```
+pub mod export {
+    use serde::{Deserialize, Serialize};
+
+    /// Uploads one blob (skipped when an object of the right size is there already).
+    pub const BLOB: &str = "export.blob";
+    /// Writes one commit's manifest.
+    pub const MANIFEST: &str = "export.manifest";
+    /// Points a ref at a commit.
+    pub const REF: &str = "export.ref";
+
+    /// Request of [`BLOB`].
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Blob {
+        /// The destination, `<scheme>://<bucket>/<prefix>`.
+        pub to: String,
+        /// `models--org--name`.
+        pub repo_folder: String,
+        /// The blob name (sha256 or git oid).
+        pub etag: String,
+        /// The verified local file to upload.
+        pub path: String,
+        /// Its size.
+        pub size: u64,
+    }
+
+    /// Request of [`MANIFEST`].
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ManifestObject {
+        /// The destination.
+        pub to: String,
+        /// `models--org--name`.
+        pub repo_folder: String,
+        /// The manifest.
+        pub manifest: Manifest,
+    }
+
+    /// Request of [`REF`].
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct RefObject {
+        /// The destination.
+        pub to: String,
+        /// `models--org--name`.
+        pub repo_folder: String,
+        /// A branch, tag or `refs/pr/N`.
+        pub revision: String,
+        /// The 40-hex commit.
+        pub commit: String,
+    }
+
+    /// A commit's file list, as stored in `manifests/<commit>.json`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Manifest {
+        /// The 40-hex commit.
+        pub commit: String,
+        /// Every file of the commit.
+        pub files: Vec<File>,
+    }
+
+    /// One file of a [`Manifest`].
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct File {
+        /// Path in the repository.
+        pub path: String,
+        /// Size.
+        pub size: u64,
+        /// Git object id.
+        pub git_oid: String,
+        /// sha256, for LFS and Xet files.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub sha256: Option<String>,
+        /// Xet hash, for Xet files.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub xet_hash: Option<String>,
+    }
+
+    /// The answer of every export method.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Uploaded {
+        /// Bytes sent to the store (0 when skipped).
+        pub bytes: u64,
+        /// The object was there already with the right size.
+        pub skipped: bool,
+        /// The object's URL (`<scheme>://<bucket>/<key>`), for messages.
+        pub object: String,
+    }
+
+    /// The blob key of a file: `<repo folder>/blobs/<etag>`.
+    pub fn blob_key(repo_folder: &str, etag: &str) -> String {
+        format!("{repo_folder}/blobs/{etag}")
+    }
+
+    /// The manifest key of a commit.
+    pub fn manifest_key(repo_folder: &str, commit: &str) -> String {
+        format!("{repo_folder}/manifests/{commit}.json")
+    }
+
+    /// The key of a ref.
+    pub fn ref_key(repo_folder: &str, revision: &str) -> String {
+        format!("{repo_folder}/refs/{revision}")
+    }
 }
 
 #[cfg(test)]

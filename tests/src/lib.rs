@@ -14,6 +14,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod plugins;
+pub mod s3;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

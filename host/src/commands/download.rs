@@ -32,6 +32,17 @@ use crate::transport::Transport;
 
 /// Runs `hubget download`.
 pub fn run(env: &Env, config: Option<PathBuf>, args: &DownloadArgs) -> Result<(), HostError> {
+    run_then_export(env, config, args, None)
+}
+
+/// A download, then (with `export_to`) `hubget export`'s upload of what it planned: one
+/// settings resolution, one runtime, one output stream for both.
+pub fn run_then_export(
+    env: &Env,
+    config: Option<PathBuf>,
+    args: &DownloadArgs,
+    export_to: Option<&str>,
+) -> Result<(), HostError> {
     let started = Instant::now();
     let prepared = Settings::load(&args.settings.overrides(config), env).and_then(|settings| {
         let spec = RepoSpec::parse(
@@ -68,13 +79,27 @@ pub fn run(env: &Env, config: Option<PathBuf>, args: &DownloadArgs) -> Result<()
         .thread_name("hubget")
         .build()
         .map_err(|e| HostError::io("cannot start the async runtime", e))?;
-    let result = runtime.block_on(download(&settings, &spec, args, Arc::clone(&output)));
+    let result = runtime.block_on(async {
+        let outcome = download(&settings, &spec, args, Arc::clone(&output)).await?;
+        match (export_to, &outcome.plan) {
+            (Some(to), Some(plan)) => {
+                crate::commands::export::upload(&settings, plan, &outcome.target, to, &output)
+                    .await
+                    .map(|(url, _uploads)| Outcome {
+                        path: Some(PathBuf::from(url)),
+                        ..outcome
+                    })
+                    .map_err(|e| (e, None))
+            }
+            _ => Ok(outcome),
+        }
+    });
     // Abandoned backend calls run on their own threads; do not wait for anything.
     runtime.shutdown_background();
     let result = result.map_err(|e| redact_error(e, token.as_deref()));
     output.clear();
     match result {
-        Ok(Outcome { path, summary }) => {
+        Ok(Outcome { path, summary, .. }) => {
             output.emit(Event::Done {
                 exit_code: 0,
                 files_done: summary.done.len(),
@@ -139,6 +164,9 @@ fn print_reuse_line(output: &Output, summary: &Summary, quiet: bool) {
 struct Outcome {
     path: Option<PathBuf>,
     summary: Summary,
+    /// The plan of the download (none for a dry run).
+    plan: Option<Plan>,
+    target: Target,
 }
 
 type Failure = (HostError, Option<Summary>);
@@ -267,6 +295,8 @@ async fn download(
             return Ok(Outcome {
                 path: None,
                 summary: Summary::default(),
+                plan: None,
+                target,
             });
         }
         let mut summary = Summary::default();
@@ -283,6 +313,8 @@ async fn download(
         return Ok(Outcome {
             path: Some(path),
             summary,
+            plan: Some(plan),
+            target,
         });
     }
 
@@ -373,6 +405,8 @@ async fn download(
         return Ok(Outcome {
             path: None,
             summary: Summary::default(),
+            plan: None,
+            target,
         });
     }
     if let Err(e) = target.write_ref(&plan.revision, &plan.commit) {
@@ -405,6 +439,8 @@ async fn download(
     Ok(Outcome {
         path: Some(path),
         summary,
+        plan: Some(plan),
+        target,
     })
 }
 
@@ -663,6 +699,7 @@ mod tests {
             missing: Vec::new(),
             warnings: Vec::new(),
             refused: Vec::new(),
+            manifest_files: Vec::new(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod download;
+pub mod export;
 pub mod plugins;
 
 use std::io::Write;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> Result<(), HostError> {
     let config: Option<PathBuf> = cli.config;
     match cli.command {
         Command::Download(args) => download::run(&env, config, &args),
+        Command::Export(args) => export::run(&env, config, &args),
         Command::Plugins(args) => plugins::run(&env, config, &args),
         Command::Config(ConfigCommand::Show(args)) => config::show(&env, config, &args),
     }

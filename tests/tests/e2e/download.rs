@@ -1405,24 +1405,32 @@ fn limit_rate_caps_the_whole_run_for_lfs_and_says_which_backends_ignore_it() {
     r.code_is(2);
     assert!(r.stderr.contains("limit_rate"), "{}", r.stderr);
 
-    // A backend that does not say it honours the cap is named in a warning.
-    let r = dl.run(&[
-        TINY,
-        "xet-a.bin",
-        "--backend",
-        "xet",
-        "--limit-rate",
-        "50M",
-        "--json",
-    ]);
+    // A backend that does not say it honours the cap (a test plugin here) is named in a warning.
+    dl.env
+        .install_plugin(&hubget_tests::test_plugin("faulty"), "faulty");
+    let config = dl.env.write_config(
+        "[backends]\norder = [\"lfs\", \"faulty\"]\n\n[plugins.faulty]\nfeatures = [\"non-xet-files\"]\n",
+    );
+    let plugins = dl.env.plugin_dir();
+    let r = dl.run_env(
+        &[
+            TINY,
+            "config.json",
+            "--config",
+            config.to_str().unwrap(),
+            "--limit-rate",
+            "50M",
+            "--json",
+        ],
+        &[("HUBGET_PLUGIN_DIR", plugins.to_str().unwrap())],
+    );
     r.ok();
     let w = r.of("warning");
     assert!(
-        w.iter().any(|w| w["message"]
-            .as_str()
-            .unwrap()
-            .contains("not honoured by backend")
-            && w["message"].as_str().unwrap().contains("xet")),
+        w.iter().any(|w| {
+            let m = w["message"].as_str().unwrap();
+            m.contains("not honoured by backend") && m.contains("faulty") && !m.contains("lfs")
+        }),
         "{}",
         r.stdout
     );

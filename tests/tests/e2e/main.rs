@@ -12,6 +12,7 @@ mod interop;
 mod lfs;
 mod mirror;
 mod plugins;
+mod s3;
 mod shared_store;
 mod xet;
 mod xet_reuse;

