@@ -6,7 +6,7 @@
 //!
 //! The workspace pins `hf-hub =1.0.0`, but this crate talks HTTP itself on reqwest (rustls),
 //! because the parts we need are the parts 1.0.0 gets wrong or does not have
-//! (shared/PROTOCOL-NOTES.md §1.6-1.7):
+//! (measured against hf-hub 1.0.0):
 //! * its tree entries deserialize `lfs` without serde renames, so `lfs.oid` (the sha256 the host
 //!   verifies against) is always `None`; we parse the tree JSON ourselves;
 //! * several download paths follow redirects with reqwest's policy and lose headers; we need

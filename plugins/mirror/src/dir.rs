@@ -1,7 +1,7 @@
 //! Directory mirrors: a Hugging Face cache directory (a team cache on NFS, another user's cache),
 //! read-only. Resolve reads `refs/` and `snapshots/`; fetch copies from `blobs/`.
 //!
-//! Layout (PROTOCOL-NOTES §1.9): `<root>/<plural>--<owner>--<name>/{blobs/<etag>,
+//! Layout (the Hugging Face cache's): `<root>/<plural>--<owner>--<name>/{blobs/<etag>,
 //! snapshots/<commit>/<path> -> ../../blobs/<etag>, refs/<rev>}`, where the etag is the sha256 of
 //! the content for LFS and Xet files (64 hex) and the git blob sha1 for regular files (40 hex).
 //!
