@@ -147,13 +147,9 @@ pub struct RangeWritten {
 }
 
 impl RangeWritten {
-    /// The event for item `index`.
+    /// The event for item `index` (encoded by [`ProgressEvent::range_written`]).
     pub fn event(self, index: u32) -> ProgressEvent {
-        ProgressEvent::message(
-            index,
-            EventKind::RANGE_WRITTEN,
-            format!("{{\"start\":{},\"end\":{}}}", self.start, self.end),
-        )
+        ProgressEvent::range_written(index, self.start, self.end)
     }
 
     /// Decodes a `RANGE_WRITTEN` message; `None` when malformed or empty (`start >= end`).

@@ -523,10 +523,16 @@ impl ProgressEvent {
         }
     }
 
-    /// A `RANGE_WRITTEN` event: bytes `start..end` of the partial file are on disk (see
-    /// [`protocol::RangeWritten`](crate::protocol::RangeWritten), which encodes it).
+    /// A `RANGE_WRITTEN` event: bytes `start..end` of the partial file are on disk. The one
+    /// encoder of this payload (`{"start":S,"end":E}`); [`protocol::RangeWritten`] decodes it.
+    ///
+    /// [`protocol::RangeWritten`]: crate::protocol::RangeWritten
     pub fn range_written(index: u32, start: u64, end: u64) -> Self {
-        crate::protocol::RangeWritten { start, end }.event(index)
+        Self::message(
+            index,
+            EventKind::RANGE_WRITTEN,
+            format!("{{\"start\":{start},\"end\":{end}}}"),
+        )
     }
 
     /// An event of `kind` carrying a message.

@@ -1,6 +1,7 @@
-//! `hubget export REPO --to s3://bucket/prefix`: seeds an object store from the local cache so
-//! that a fleet reads from it (see the `s3` plugin). The revision is first downloaded through the
-//! normal engine (what is already in the cache is not fetched again); then every blob of the
+//! The upload half of `hubget export REPO --to s3://bucket/prefix`, which seeds an object store
+//! from the local cache so that a fleet reads from it (see the `s3` plugin). The revision is first
+//! downloaded through the normal engine (`download::run_then_export`: what is already in the
+//! cache is not fetched again); then every blob of the
 //! plan, the commit's manifest and the ref go to the store through the `call` extension point
 //! of the plugin that advertises the destination's scheme (`export` in its capabilities), so a
 //! third-party store plugin can offer export too. The plugin skips objects that are there with
@@ -14,25 +15,13 @@ use hubget_plugin_api::protocol::{export, export_schemes};
 use tokio::task::JoinSet;
 
 use crate::backend::BackendHandle;
-use crate::cli::ExportArgs;
 use crate::commands::{load_plugins, open_backends};
 use crate::engine::FileReport;
-use crate::env::Env;
 use crate::error::HostError;
 use crate::output::{Event, Output, Reporter};
 use crate::plan::Plan;
 use crate::settings::Settings;
 use crate::store::{Target, etag_of};
-
-/// `hubget export`.
-pub fn run(env: &Env, config: Option<PathBuf>, args: &ExportArgs) -> Result<(), HostError> {
-    if args.download.local_dir.is_some() {
-        return Err(HostError::Usage(
-            "hubget export reads the Hugging Face cache; --local-dir does not apply".to_owned(),
-        ));
-    }
-    crate::commands::download::run_then_export(env, config, &args.download, Some(&args.to))
-}
 
 /// Uploads the blobs of `plan` (from the cache `target`), the manifest and the ref to `to`.
 /// Returns the destination URL and one report per blob (also sent as `file_done` events, with

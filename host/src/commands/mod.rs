@@ -21,7 +21,15 @@ pub fn run(cli: Cli) -> Result<(), HostError> {
     let config: Option<PathBuf> = cli.config;
     match cli.command {
         Command::Download(args) => download::run(&env, config, &args),
-        Command::Export(args) => export::run(&env, config, &args),
+        Command::Export(args) => {
+            if args.download.local_dir.is_some() {
+                return Err(HostError::Usage(
+                    "hubget export reads the Hugging Face cache; --local-dir does not apply"
+                        .to_owned(),
+                ));
+            }
+            download::run_then_export(&env, config, &args.download, Some(&args.to))
+        }
         Command::Plugins(args) => plugins::run(&env, config, &args),
         Command::Config(ConfigCommand::Show(args)) => config::show(&env, config, &args),
     }
