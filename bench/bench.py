@@ -21,6 +21,8 @@ latency on the CDN and the Xet CAS (the Hub API origin is never shaped) -- and r
               that changed S/16 of an S file, a repo with one file identical and one near-identical
               (S/32 changed) to a cached repo's, and one snapshot with two near-identical files
               (S = --size-mib clamped to 32 MiB); bytes moved next to the changed bytes
+  9 limit     --limit-rate set so that the big file takes about 30 s: hubget lfs and xet; the
+              measured rate against the cap, and the progress events per second
 
 Per run: wall time, throughput as a fraction of the total cap, peak RSS (GNU time), CPU time of the
 client and of hubsim, how busy the whole machine was, bytes per origin (hubsim counters, reset
@@ -647,6 +649,42 @@ def case_resume(r, runs, size):
     return {"size_bytes": size, "tools": res}
 
 
+def case_limit(r, runs, size, seconds=30):
+    """`--limit-rate` so that the big file takes `seconds`: the rate measured from the JSON
+    `file_done` event, and how many `progress` events per second the bars get (smoothness)."""
+    cap = int(size / seconds)
+    res = {t: [] for t in ("hubget-lfs", "hubget-xet")}
+    for i in range(runs):
+        for tool in res:
+            home = r.fresh_home(f"limit-{tool}")
+            cmd, env, cache = r.command(tool, home, big_repo(tool), [BIG_FILE])
+            cmd = [c for c in cmd if c != "--quiet"] + ["--json", "--limit-rate", str(cap)]
+            t0 = time.monotonic()
+            r.sim.reset()
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds * 4)
+            wall = time.monotonic() - t0
+            rec = {"wall_s": wall, "rc": p.returncode, "bytes": r.sim.bytes(), "cap_Bps": cap}
+            done = None
+            for line in p.stdout.splitlines():
+                if line.startswith("{"):
+                    e = json.loads(line)
+                    if e.get("event") == "file_done":
+                        done = e
+            if p.returncode != 0 or not done:
+                rec["error"] = f"exit {p.returncode}: {p.stderr.strip().splitlines()[-1:] }"
+            else:
+                rec["rate_Bps"] = done["bytes"] / done["secs"]
+                rec["rate_of_cap"] = rec["rate_Bps"] / cap
+                rec["secs"] = done["secs"]
+                rec["progress_events"] = sum(1 for ln in p.stdout.splitlines() if '"progress"' in ln)
+                rec["events_per_s"] = rec["progress_events"] / max(done["secs"], 1e-9)
+            log(f"case 9 run {i + 1} {tool:14} " + (f"{rec.get('rate_of_cap', 0):.3f} of the cap, "
+                f"{rec.get('events_per_s', 0):.1f} progress events/s" if "error" not in rec else rec["error"]))
+            res[tool].append(rec)
+            rm(home)
+    return {"size_bytes": size, "cap_Bps": cap, "seconds": seconds, "tools": res}
+
+
 def case_startup(r):
     home = r.fresh_home("startup")
     out = {}
@@ -926,6 +964,15 @@ def goals(R):
                 add("15", f"xet moves ≤ 1.3× the differing bytes: {sc['what']} (case 8)",
                     not_measured(sc["tools"].get("hubget-xet", [])), f"{bound / 2**20:.1f} MiB", None, "")
 
+    c9 = R["cases"].get("9")
+    if c9:
+        for tool, runs in c9["tools"].items():
+            ok = ok_runs(runs)
+            if ok:
+                f = statistics.median(x["rate_of_cap"] for x in ok)
+                add("13", f"--limit-rate holds within ±5% over {c9['seconds']} s ({TOOL_LABEL[tool]}, case 9)",
+                    f"{f:.3f} of the cap", "0.95-1.05", 0.95 <= f <= 1.05, f"{(f - 1) * 100:+.1f}%")
+
     return out
 
 
@@ -1129,6 +1176,24 @@ def render(R):
                 L.append(f"| {sc['what']} | {TOOL_LABEL[tool]} | {moved / 2**20:.2f} | "
                          f"{sc['distinct_bytes'] / 2**20:.2f} | {moved / sc['distinct_bytes']:.2f} | {spread(ok, 'wall_s')} |")
         L.append("")
+    c9 = R["cases"].get("9")
+    if c9:
+        L.append(f"### Case 9: `--limit-rate {c9['cap_Bps']}` (the {c9['size_bytes'] / 2**20:.0f} MiB file in about "
+                 f"{c9['seconds']} s)")
+        L.append("")
+        L.append("Rate = file bytes over the seconds to verified (the `file_done` event). Progress events are the "
+                 "`--json` events the bars are drawn from.")
+        L.append("")
+        L.append("| tool | rate / cap | seconds | progress events per second |")
+        L.append("|---|---|---|---|")
+        for tool, runs in c9["tools"].items():
+            ok = ok_runs(runs)
+            if not ok:
+                L.append(f"| {TOOL_LABEL[tool]} | {not_measured(runs)} | | |")
+                continue
+            L.append(f"| {TOOL_LABEL[tool]} | {spread(ok, 'rate_of_cap', 1, 3)} | {spread(ok, 'secs', 1, 1)} | "
+                     f"{spread(ok, 'events_per_s', 1, 1)} |")
+        L.append("")
     if R.get("notes"):
         L.append("### Notes from this run")
         L.append("")
@@ -1234,7 +1299,7 @@ def main():
     ap.add_argument("--rate-per-conn", type=int, default=40_000_000, help="bytes/s per connection (default 40 MB/s)")
     ap.add_argument("--rate-total", type=int, default=200_000_000, help="bytes/s in total (default 200 MB/s)")
     ap.add_argument("--latency-ms", type=int, default=20, help="latency per response (default 20)")
-    ap.add_argument("--cases", default="1,1b,2,3,4,5,6,7,8", help="which cases (default all: 1,1b,2,3,4,5,6,7,8)")
+    ap.add_argument("--cases", default="1,1b,2,3,4,5,6,7,8,9", help="which cases (default all: 1,1b,2,3,4,5,6,7,8,9)")
     ap.add_argument("--mid-mib", type=int, default=256,
                     help="size of case 1b's Xet file, hubget xet vs hf_xet (default 256, issue 6's size)")
     ap.add_argument("--tools", default=",".join(CASE1_TOOLS), help="case 1 tools")
@@ -1315,6 +1380,8 @@ def main():
             R["cases"]["7"] = case_files(r, args.runs, "7", SHARDED_REPO, [], CASE7_TOOLS)
         if "8" in cases:
             R["cases"]["8"] = case_sharing(r, args.runs, args.size_mib)
+        if "9" in cases:
+            R["cases"]["9"] = case_limit(r, args.runs, size)
     finally:
         sim.stop()
         if not args.keep:

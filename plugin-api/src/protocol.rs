@@ -13,6 +13,7 @@
 //! | the origin a backend resolves through | plugin → host | `Capabilities::extra_json`, key `resolves_via` | [`resolves_via`] |
 //! | the URL schemes a backend exports to | plugin → host | `Capabilities::extra_json`, key `export` | [`export_schemes`] |
 //! | `hubget export` uploads | host → plugin | `Backend::call` methods `export.*` | [`export`] |
+//! | bytes taken from disk, not the network | plugin → host | `FileDone::extra_json`, key `local_bytes` | [`local_bytes`] |
 //!
 //! Design decisions:
 //! - The wire formats are the ones 1.0 plugins already speak, so old plugins keep working.
@@ -273,6 +274,19 @@ pub fn resolves_via(extra_json: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(extra_json).ok()?;
     let origin = v.get(RESOLVES_VIA)?.as_str()?.trim().trim_end_matches('/');
     (!origin.is_empty()).then(|| origin.to_ascii_lowercase())
+}
+
+/// The `FileDone::extra_json` key with the file bytes a backend took from disk instead of the
+/// network (chunks already on disk): the host reports them as saved, and a `bytes_transferred`
+/// of 0 with local bytes means "nothing crossed the network", not "unknown".
+pub const LOCAL_BYTES: &str = "local_bytes";
+
+/// The local bytes in a `FileDone::extra_json` (see [`LOCAL_BYTES`]); 0 when absent.
+pub fn local_bytes(extra_json: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(extra_json)
+        .ok()
+        .and_then(|v| v.get(LOCAL_BYTES)?.as_u64())
+        .unwrap_or(0)
 }
 
 /// The `Capabilities::extra_json` key listing the URL schemes (`["s3"]`) a backend can export

@@ -108,6 +108,7 @@ pub fn run_then_export(
                 bytes_transferred: summary.bytes_transferred(),
                 files_reused: summary.reused().0,
                 bytes_reused: summary.reused().1,
+                bytes_local: summary.local_bytes(),
                 secs: started.elapsed().as_secs_f64(),
                 path: path.as_ref().map(|p| p.display().to_string()),
             });
@@ -140,25 +141,37 @@ fn emit_failure(output: &Output, e: &HostError, summary: Option<&Summary>, start
         bytes_transferred: summary.map_or(0, Summary::bytes_transferred),
         files_reused: summary.map_or(0, |s| s.reused().0),
         bytes_reused: summary.map_or(0, |s| s.reused().1),
+        bytes_local: summary.map_or(0, Summary::local_bytes),
         secs: started.elapsed().as_secs_f64(),
         path: None,
     });
 }
 
-/// The summary line on stderr when the shared blob store saved downloads:
-/// `2 files reused, 1.5 GiB not downloaded (shared blob store)`.
+/// The summary lines on stderr when reuse saved downloads:
+/// `2 files reused, 1.5 GiB not downloaded (shared blob store)` and
+/// `700 MiB taken from chunks already on disk, not downloaded`.
 fn print_reuse_line(output: &Output, summary: &Summary, quiet: bool) {
-    let (files, bytes) = summary.reused();
-    if files == 0 || quiet || output.is_json() {
+    if quiet || output.is_json() {
         return;
     }
-    let s = if files == 1 { "" } else { "s" };
+    let (files, bytes) = summary.reused();
+    let local = summary.local_bytes();
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(
-        err,
-        "{files} file{s} reused, {} not downloaded (shared blob store)",
-        human_bytes(bytes)
-    );
+    if files > 0 {
+        let s = if files == 1 { "" } else { "s" };
+        let _ = writeln!(
+            err,
+            "{files} file{s} reused, {} not downloaded (shared blob store)",
+            human_bytes(bytes)
+        );
+    }
+    if local > 0 {
+        let _ = writeln!(
+            err,
+            "{} taken from chunks already on disk, not downloaded",
+            human_bytes(local)
+        );
+    }
 }
 
 struct Outcome {

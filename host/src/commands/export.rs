@@ -191,6 +191,7 @@ async fn collect(
                 secs: started.elapsed().as_secs_f64(),
                 local_path: PathBuf::from(&request.path),
                 reused_from: None,
+                local_bytes: 0,
             };
             output.emit(report.event(str::to_owned));
             reports.push(report);

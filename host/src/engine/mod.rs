@@ -114,6 +114,8 @@ pub struct FileReport {
     pub local_path: PathBuf,
     /// The shared blob store entry it was taken from (nothing downloaded).
     pub reused_from: Option<PathBuf>,
+    /// Bytes the backend took from chunks already on disk instead of the network.
+    pub local_bytes: u64,
 }
 
 impl FileReport {
@@ -129,6 +131,7 @@ impl FileReport {
             secs: self.secs,
             local_path: self.local_path.display().to_string(),
             reused_from: self.reused_from.as_ref().map(|p| p.display().to_string()),
+            bytes_local: self.local_bytes,
         }
     }
 }
@@ -174,6 +177,11 @@ impl Summary {
     pub fn reused(&self) -> (usize, u64) {
         let reused = self.done.iter().filter(|d| d.reused_from.is_some());
         reused.fold((0, 0), |(n, b), d| (n + 1, b + d.bytes))
+    }
+
+    /// Bytes taken from chunks already on disk (files the backend assembled partly locally).
+    pub fn local_bytes(&self) -> u64 {
+        self.done.iter().map(|d| d.local_bytes).sum()
     }
 
     /// The run's error, if any: interrupted, or failed files classified by their worst cause
@@ -772,6 +780,7 @@ pub fn cached_report(file: &ManifestFile, local: PathBuf) -> FileReport {
         secs: 0.0,
         local_path: local,
         reused_from: None,
+        local_bytes: 0,
     }
 }
 
@@ -1376,13 +1385,15 @@ async fn finish_file(
         .iter()
         .find(|b| b.name() == backend)
         .is_some_and(|b| b.capabilities().features.contains(Features::LOCAL));
-    let network = if done.bytes_transferred > 0 || is_local {
+    let local_bytes = hubget_plugin_api::protocol::local_bytes(done.extra_json.as_str());
+    let network = if done.bytes_transferred > 0 || is_local || local_bytes > 0 {
         done.bytes_transferred
     } else {
         track.map_or(0, |t| t.network.load(Ordering::Relaxed))
     };
     Outcome::Done(FileReport {
         reused_from: None,
+        local_bytes,
         path: job.path.clone(),
         backend: backend.to_owned(),
         source: done.source.to_string(),

@@ -172,6 +172,8 @@ pub enum Event {
         local_path: String,
         /// The shared blob store entry the file was taken from (nothing downloaded), or null.
         reused_from: Option<String>,
+        /// File bytes the backend took from chunks already on disk instead of the network.
+        bytes_local: u64,
     },
     /// Something the user should know that is not an error.
     Warning {
@@ -205,6 +207,8 @@ pub enum Event {
         files_reused: usize,
         /// Their bytes: what the shared blob store saved.
         bytes_reused: u64,
+        /// Bytes taken from chunks already on disk (chunk reuse) instead of the network.
+        bytes_local: u64,
         /// Wall time.
         secs: f64,
         /// The result path (also the last line of non-JSON output), if any.

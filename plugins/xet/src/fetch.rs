@@ -93,6 +93,8 @@ pub struct Job {
     /// `offset..size` is on disk already (copied from local chunks, or written by an earlier
     /// run).
     pub fetch: Vec<std::ops::Range<u64>>,
+    /// Bytes copied from chunks already on disk (reported as `local_bytes`).
+    pub local: u64,
 }
 
 impl Job {
@@ -465,6 +467,7 @@ pub async fn fetch(
                                 // Streams: bytes written. File group: its network bytes,
                                 // shared among its files by the bytes each wrote.
                                 "bytes_transferred": if stream { "written" } else { "group-share" },
+                                (hubget_plugin_api::protocol::LOCAL_BYTES): t.job.local,
                             })
                             .to_string(),
                         ),

@@ -388,6 +388,7 @@ impl Backend {
                     progress.on_event(hubget_plugin_api::ProgressEvent::bytes(
                         job.index, copied, 0,
                     ));
+                    job.local = copied;
                     log::info!(
                         "{}: {copied} of {} bytes taken from chunks on disk, {} to fetch",
                         job.hash,
@@ -720,6 +721,7 @@ impl BackendPlugin for Backend {
                             item.file.size,
                             &written,
                         ),
+                        local: 0,
                     });
                     None
                 }

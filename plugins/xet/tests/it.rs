@@ -396,6 +396,7 @@ fn hf_xet_refreshes_an_expiring_cas_token_from_the_hub_with_the_hub_token() {
         path: path.clone(),
         offset: 0,
         fetch: std::iter::once(0..xet_a.size).collect(),
+        local: 0,
     };
     sim.reset_counters();
     let tuning = Tuning {

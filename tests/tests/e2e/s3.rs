@@ -250,3 +250,113 @@ fn a_corrupt_object_never_lands_and_the_hub_serves_the_file() {
     assert_eq!(fallback[0]["from"], "s3");
     assert_eq!(fallback[0]["error"]["kind"], "integrity");
 }
+
+/// A TCP relay in front of the gateway that keeps every byte the client sent, to show what
+/// reached the object store.
+struct Recorder {
+    endpoint: String,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    fn start(upstream: &str) -> Self {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>> = Default::default();
+        let keep = sent.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (upstream, keep) = (upstream.clone(), keep.clone());
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    let (mut c_read, mut s_write) =
+                        (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    let (mut s_read, mut c_write) = (server, client);
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut s_read, &mut c_write);
+                        let _ = c_write.shutdown(std::net::Shutdown::Both);
+                    });
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n) = c_read.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        keep.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if s_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Self { endpoint, sent }
+    }
+}
+
+#[test]
+fn the_hub_token_never_reaches_the_object_store_and_a_killed_download_resumes() {
+    let dl = Dl::new();
+    let gw = S3Gateway::start();
+    let to = format!("s3://{BUCKET}/team");
+    export(&dl, &gw, &to, &[]);
+    let recorder = Recorder::start(&gw.endpoint);
+    let node = Dl::new();
+    let text = format!(
+        "[backends]\norder = [\"s3\", \"lfs\"]\n\n[plugins.s3]\nurl = \"{to}\"\nendpoint = \"{}\"\n",
+        recorder.endpoint
+    );
+    let cfg = node.env.path("s3-recorded.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let cfg = cfg.display().to_string();
+    let token = "hf_neverToTheObjectStore0123456789";
+    let info = node.sim.info().repo(TINY).unwrap().clone();
+    let lfs = info.file("lfs.bin").unwrap().clone();
+    let blobs = node.repo_dir("models--acme--tiny").join("blobs");
+
+    // Slowed to 1 MiB/s, killed once a part of lfs.bin is on disk.
+    let vars = gw.env();
+    let mut envs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    envs.push(("HF_TOKEN", token));
+    let mut child = node.spawn(
+        &[
+            TINY,
+            "lfs.bin",
+            "--config",
+            &cfg,
+            "--limit-rate",
+            "1M",
+            "--json",
+        ],
+        &envs,
+    );
+    let got_some = crate::download::poll(std::time::Duration::from_secs(30), || {
+        crate::download::checkpoint(&blobs, &lfs.sha256).is_some_and(|c| c > 0)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(got_some, "a checkpoint was saved before the kill");
+
+    let r = run(
+        &node,
+        &gw,
+        &[TINY, "lfs.bin", "--config", &cfg, "--json"],
+        &[("HF_TOKEN", token)],
+    );
+    r.ok();
+    let start = &r.of("file_start")[0];
+    assert_eq!(start["backend"], "s3", "{}", r.stdout);
+    assert!(start["offset"].as_u64().unwrap() > 0, "resumed: {start}");
+    assert_eq!(r.of("file_done")[0]["sha256"], lfs.sha256.as_str());
+
+    let sent = String::from_utf8_lossy(&recorder.sent.lock().unwrap()).into_owned();
+    assert!(sent.contains("GET "), "the recorder saw the traffic");
+    assert!(
+        !sent.contains(token),
+        "the Hub token reached the object store"
+    );
+}

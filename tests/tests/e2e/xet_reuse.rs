@@ -119,6 +119,20 @@ fn a_revision_update_moves_little_more_than_the_changed_bytes() {
 }
 
 #[test]
+fn the_summary_says_what_chunk_reuse_saved() {
+    let dl = dl();
+    xet(&dl, &[BASE]);
+    let r = dl.run(&[DERIVED, "--backend", "xet", "--no-fallback"]);
+    r.ok();
+    assert!(
+        r.stderr
+            .contains("taken from chunks already on disk, not downloaded"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn a_revision_cached_by_lfs_is_indexed_and_reused_by_xet() {
     let dl = dl();
     dl.run(&[EVOLVING, "model.bin", "--revision", "v1"]).ok();
@@ -158,6 +172,12 @@ fn a_file_near_identical_to_another_repos_moves_only_the_difference() {
     );
     let done = events.iter().find(|e| e["event"] == "file_done").unwrap();
     assert_eq!(done["backend"], "xet");
+    assert!(
+        done["bytes_local"].as_u64().unwrap() >= 6 * MIB,
+        "the shared chunks came from disk: {done}"
+    );
+    let end = events.iter().find(|e| e["event"] == "done").unwrap();
+    assert_eq!(end["bytes_local"], done["bytes_local"]);
     assert!(
         done["bytes_transferred"].as_u64().unwrap() < 2 * MIB,
         "{done}"
