@@ -109,6 +109,9 @@ pub struct SettingsArgs {
     /// Same as --backend xet.
     #[arg(long, conflicts_with = "backend")]
     pub use_xet: bool,
+    /// Allow the Hub token over plain http:// to a host that is not this machine.
+    #[arg(long)]
+    pub allow_insecure_http: bool,
 }
 
 impl SettingsArgs {
@@ -133,6 +136,7 @@ impl SettingsArgs {
             backend,
             backend_flag,
             no_fallback: self.no_fallback,
+            allow_insecure_http: self.allow_insecure_http,
         }
     }
 }

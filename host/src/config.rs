@@ -56,6 +56,8 @@ proxy = ""
 ca_bundle = ""
 connect_timeout_secs = 10
 read_timeout_secs = 30
+# Allow the Hub token over plain http:// to a host that is not this machine (--allow-insecure-http).
+allow_insecure_http = false
 
 # [plugins.<name>] tables go verbatim to that plugin, for example:
 # [plugins.mirror]
@@ -135,6 +137,8 @@ pub struct NetworkSection {
     pub connect_timeout_secs: Option<u64>,
     /// Read timeout, seconds.
     pub read_timeout_secs: Option<u64>,
+    /// Send the Hub token over plain http:// to a non-loopback host.
+    pub allow_insecure_http: Option<bool>,
 }
 
 /// A config file that was found and parsed (or none).

@@ -90,6 +90,8 @@ pub struct Overrides {
     pub backend_flag: &'static str,
     /// `--no-fallback`.
     pub no_fallback: bool,
+    /// `--allow-insecure-http`.
+    pub allow_insecure_http: bool,
 }
 
 /// Every effective setting of a run.
@@ -271,6 +273,21 @@ impl Settings {
         };
 
         let token = resolve_token(overrides, env, &hf_home);
+        let allow_insecure_http =
+            overrides.allow_insecure_http || f.network.allow_insecure_http.unwrap_or(false);
+        if token.value.is_some() && !allow_insecure_http && sends_in_clear(&endpoint.value) {
+            return Err(HostError::InvalidValue {
+                name: "endpoint".to_owned(),
+                message: format!(
+                    "`{}` is plain http:// to a host that is not this machine: the Hub token (from \
+                     {}) would cross the network in clear text. Use https://, or pass \
+                     --allow-insecure-http (or set [network] allow_insecure_http = true) if this \
+                     network is trusted",
+                    crate::redact::display_url(&endpoint.value),
+                    token.source
+                ),
+            });
+        }
 
         let file_cache = non_empty(f.download.cache_dir.clone()).map(|p| expand_home(&p, env));
         let cache_dir = if let Some(p) = overrides.cache_dir.clone() {
@@ -735,9 +752,68 @@ pub fn parse_rate(text: &str) -> Result<Option<u64>, String> {
     Ok((bytes >= 1.0).then_some(bytes as u64))
 }
 
+/// Whether `url` is plain `http://` to a host other than this machine (loopback).
+fn sends_in_clear(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host_port = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_over_plain_http_to_another_host_is_refused_unless_allowed() {
+        assert!(sends_in_clear("http://hub.example"));
+        assert!(sends_in_clear("http://10.0.0.5:8080/x"));
+        for local in [
+            "https://hub.example",
+            "http://127.0.0.1:4000",
+            "http://localhost",
+            "http://[::1]:9",
+        ] {
+            assert!(!sends_in_clear(local), "{local}");
+        }
+        let env = Env::from_pairs([("HF_TOKEN", "hf_x"), ("HOME", "/h")]);
+        let overrides = Overrides {
+            endpoint: Some("http://hub.example".into()),
+            ..Overrides::default()
+        };
+        let cfg = LoadedConfig::default();
+        let err = Settings::resolve(&overrides, &env, &cfg)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("clear text") && err.contains("--allow-insecure-http"),
+            "{err}"
+        );
+        assert!(!err.contains("hf_x"), "{err}");
+        let allowed = Overrides {
+            allow_insecure_http: true,
+            ..overrides
+        };
+        assert!(Settings::resolve(&allowed, &env, &cfg).is_ok());
+        // Without a token there is nothing to protect.
+        let no_token = Env::from_pairs([("HOME", "/h")]);
+        let plain = Overrides {
+            endpoint: Some("http://hub.example".into()),
+            ..Overrides::default()
+        };
+        assert!(Settings::resolve(&plain, &no_token, &cfg).is_ok());
+    }
 
     #[test]
     fn rates_parse_with_binary_suffixes() {

@@ -69,6 +69,33 @@ pub fn register_token(settings: &Settings) {
     if let Some(token) = &settings.token.value {
         crate::redact::register_secret(token);
     }
+    // Plugins' own credentials (a mirror endpoint's `token`, a `secret`, a `password`) are
+    // masked in everything the host prints, like the Hub token.
+    for table in settings.plugin_tables.values() {
+        register_table_secrets(&toml::Value::Table(table.clone()));
+    }
+}
+
+/// Registers the string values of keys that name a credential, at any depth of `value`.
+fn register_table_secrets(value: &toml::Value) {
+    match value {
+        toml::Value::Table(t) => {
+            for (key, v) in t {
+                let k = key.to_ascii_lowercase();
+                let secret_key = ["token", "secret", "password", "api_key"]
+                    .iter()
+                    .any(|s| k.contains(s));
+                match v {
+                    toml::Value::String(s) if secret_key && !s.is_empty() => {
+                        crate::redact::register_secret(s);
+                    }
+                    other => register_table_secrets(other),
+                }
+            }
+        }
+        toml::Value::Array(items) => items.iter().for_each(register_table_secrets),
+        _ => {}
+    }
 }
 
 /// Creates a backend of `plugin` with the host settings and its `[plugins.<name>]` table; a
@@ -137,5 +164,31 @@ pub fn print_stdout(text: &str) -> Result<(), HostError> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(HostError::io("cannot write to stdout", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_credentials_are_masked_like_the_hub_token() {
+        let table: toml::Value = toml::from_str(
+            r#"
+endpoints = [{ url = "https://m.example", token = "mirror-s3cr3t-value", send_hub_token = true }]
+nested = { api_key = "k3y-value-123" }
+name = "not-a-secret"
+"#,
+        )
+        .unwrap();
+        register_table_secrets(&table);
+        let shown = crate::redact::redact_registered(
+            "GET with mirror-s3cr3t-value and k3y-value-123, not-a-secret",
+        );
+        assert!(
+            !shown.contains("mirror-s3cr3t-value") && !shown.contains("k3y-value-123"),
+            "{shown}"
+        );
+        assert!(shown.contains("not-a-secret"));
     }
 }

@@ -55,8 +55,9 @@ const FLUSH_BYTES: u64 = 256 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
-/// Where to download from.
-#[derive(Clone, Debug)]
+/// Where to download from. `Debug` shows the URL without its query (signatures) and header
+/// names only.
+#[derive(Clone)]
 pub struct Source {
     /// The URL to GET (redirects are followed).
     pub url: Url,
@@ -64,6 +65,16 @@ pub struct Source {
     pub headers: HeaderMap,
     /// A token, sent only to its own origin (the Hub token for `resolve` URLs).
     pub credential: Option<Credential>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("url", &crate::redact_url(&self.url))
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("credential", &self.credential.is_some())
+            .finish()
+    }
 }
 
 impl Source {
