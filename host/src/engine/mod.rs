@@ -533,6 +533,8 @@ pub async fn run(
     let mut health = vec![0u32; backends.len()];
     let mut disabled = vec![false; backends.len()];
     let mut running: JoinSet<(usize, Vec<(Job, Outcome)>)> = JoinSet::new();
+    // The files of every running call: a call whose task dies (a panic) still accounts for them.
+    let mut in_call: HashMap<tokio::task::Id, Vec<String>> = HashMap::new();
     loop {
         let stopping = ctx.stop.is_cancelled();
         if !stopping {
@@ -542,24 +544,38 @@ pub async fn run(
                     break;
                 };
                 let c = Arc::clone(&ctx);
-                running.spawn(async move {
+                let paths = jobs.iter().map(|j| j.path.clone()).collect();
+                let handle = running.spawn(async move {
                     let out = run_call(&c, b, jobs).await;
                     (b, out)
                 });
+                in_call.insert(handle.id(), paths);
             }
         }
         if running.is_empty() && (queue.is_empty() || stopping) {
             break;
         }
         let joined = tokio::select! {
-            r = running.join_next(), if !running.is_empty() => r,
+            r = running.join_next_with_id(), if !running.is_empty() => r,
             _ = tokio::time::sleep(Duration::from_millis(100)) => None,
         };
         let Some(joined) = joined else { continue };
         let (b, results) = match joined {
-            Ok(r) => r,
+            Ok((id, r)) => {
+                in_call.remove(&id);
+                r
+            }
             Err(e) => {
                 log::error!("a download task failed: {e}");
+                for path in in_call.remove(&e.id()).unwrap_or_default() {
+                    let why = format!("the download task failed: {e}");
+                    fail(
+                        &ctx,
+                        &mut summary,
+                        path,
+                        vec![host_error(ErrorKind::PANIC, why)],
+                    );
+                }
                 continue;
             }
         };

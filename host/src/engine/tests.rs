@@ -38,6 +38,8 @@ enum Mode {
     /// Fails a request every 50 ms and reports "retrying in 10 ms", never writing, until
     /// cancelled.
     RetryForever,
+    /// Panics inside the call's future (a bug in a transport, not a plugin panic).
+    Panic,
 }
 
 /// The token the engine is told to redact (in backend messages of these tests).
@@ -154,6 +156,7 @@ impl Transport for Fake {
                 }
                 let result = match mode {
                     Mode::Hang => std::future::pending().await,
+                    Mode::Panic => panic!("a transport bug"),
                     Mode::RetryForever => {
                         while !cancel.is_cancelled() {
                             tokio::time::sleep(Duration::from_millis(40)).await;
@@ -1075,4 +1078,28 @@ async fn a_backend_that_only_says_retrying_is_still_cancelled_as_stalled() {
     assert!(took >= o.stall_timeout, "{took:?}");
     assert!(took < Duration::from_secs(3), "{took:?}");
     assert!(!backend_retries(&events).is_empty());
+}
+
+#[tokio::test]
+async fn files_of_a_call_whose_task_panicked_are_reported_failed() {
+    let s = setup(&[]);
+    let a = Fake::new("a", &s.content, Mode::Panic);
+    let o = EngineOptions {
+        batch_file_bytes: 1 << 20,
+        ..opts()
+    };
+    let (sum, events) = go(&s, vec![a], &o).await;
+    assert_eq!(sum.done.len(), 0);
+    assert_eq!(
+        sum.failed.len(),
+        3,
+        "no file goes missing: {:?}",
+        sum.failed
+    );
+    assert!(sum.error().is_some(), "the run fails");
+    let errors = events
+        .iter()
+        .filter(|e| matches!(e, Event::Error { path: Some(_), .. }))
+        .count();
+    assert_eq!(errors, 3);
 }
