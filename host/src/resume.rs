@@ -137,11 +137,10 @@ impl Partial {
             ranges.clear();
         }
         let len = ranges.last().map_or(offset, |r| r.end);
-        let f = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&self.data)?;
+        let f = open_nofollow(
+            OpenOptions::new().create(true).write(true).truncate(false),
+            &self.data,
+        )?;
         f.set_len(len)?;
         f.sync_all()?;
         self.save(&ResumeState {
@@ -164,19 +163,20 @@ impl Partial {
     }
 
     fn save(&self, state: &ResumeState) -> std::io::Result<()> {
-        let mut tmp = self.state.clone().into_os_string();
-        tmp.push(format!(".{}.tmp", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(
-                serde_json::to_string(state)
-                    .expect("serialisable")
-                    .as_bytes(),
-            )?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.state)
+        // A new file with an unpredictable name (O_EXCL), renamed over the state: a link
+        // planted at the state's or a temporary's name is never followed.
+        let dir = self.state.parent().unwrap_or(std::path::Path::new("."));
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".hubget-state-")
+            .tempfile_in(dir)?;
+        tmp.write_all(
+            serde_json::to_string(state)
+                .expect("serialisable")
+                .as_bytes(),
+        )?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.state).map_err(|e| e.error)?;
+        Ok(())
     }
 
     /// Deletes the partial file and its state (after a failed verification or a success).
@@ -199,9 +199,54 @@ fn remove_if_exists(p: &Path) {
     }
 }
 
+/// Opens `path` with `options`, refusing to follow a symbolic link at it (`O_NOFOLLOW`): a link
+/// planted in the cache is reported, and nothing outside the cache is touched.
+pub fn open_nofollow(options: &mut OpenOptions, path: &std::path::Path) -> std::io::Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path).map_err(|e| {
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            return std::io::Error::other(format!(
+                "{} is a symbolic link: refusing to follow it (something planted it in the cache)",
+                path.display()
+            ));
+        }
+        e
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_planted_at_the_partial_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside.txt");
+        std::fs::write(&outside, b"precious").unwrap();
+        let p = Partial::new(dir.path().join("blobs/e1.hubget-partial"));
+        std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
+        std::os::unix::fs::symlink(&outside, &p.data).unwrap();
+        let e = p.prepare_ranges("e1", 100, "c", true).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
+        // A link planted at the state's name is replaced, not written through.
+        std::fs::remove_file(&p.data).unwrap();
+        std::os::unix::fs::symlink(&outside, &p.state).unwrap();
+        p.prepare_ranges("e1", 100, "c", true).unwrap();
+        assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
+        assert!(
+            !std::fs::symlink_metadata(&p.state)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
 
     #[test]
     fn prepare_resumes_only_a_matching_state_and_truncates_to_the_checkpoint() {

@@ -61,13 +61,15 @@ pub fn try_lock(path: &Path) -> Result<Option<FileLock>, LockError> {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
     // No O_TRUNC: the holder's note must survive our failed attempt.
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io)?;
+    let mut file = crate::resume::open_nofollow(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+        path,
+    )
+    .map_err(io)?;
     match file.try_lock() {
         Ok(()) => {
             let note = format!("{}@{}", std::process::id(), hostname());

@@ -325,10 +325,15 @@ pub async fn download_to_partial(
             origin: origin_of(&source.url),
         });
     }
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        // Never write through a link planted at the partial's name.
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    let file = options
         .open(partial_path)
         .map_err(|e| io(partial_path, "cannot open the partial file", &e))?;
     let ranges = plan_holes(
