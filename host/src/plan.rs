@@ -98,12 +98,17 @@ pub struct Plan {
 impl Plan {
     /// Total size of the selected files.
     pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.file.size).sum()
+        // Sizes come from the server: never overflow on a hostile sum.
+        self.files
+            .iter()
+            .fold(0u64, |a, f| a.saturating_add(f.file.size))
     }
 
     /// Bytes still to fetch.
     pub fn remaining_bytes(&self) -> u64 {
-        self.files.iter().map(PlannedFile::remaining).sum()
+        self.files
+            .iter()
+            .fold(0u64, |a, f| a.saturating_add(f.remaining()))
     }
 
     /// Bytes of the files the shared blob store should provide (not downloaded).
@@ -111,8 +116,7 @@ impl Plan {
         self.files
             .iter()
             .filter(|f| f.status == FileStatus::InSharedStore)
-            .map(|f| f.file.size)
-            .sum()
+            .fold(0u64, |a, f| a.saturating_add(f.file.size))
     }
 }
 

@@ -471,7 +471,7 @@ fn preflight(plan: &Plan, target: &Target) -> Result<Option<String>, HostError> 
             !shared_blobs || crate::store::etag_of(&f.file).map_or(true, |e| seen.insert(e))
         })
         .map(crate::plan::PlannedFile::remaining)
-        .sum();
+        .fold(0u64, u64::saturating_add);
     let dir = target.space_dir();
     if needed == 0 {
         return Ok(None);

@@ -1206,7 +1206,11 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
                 job.transferred += tracks[i].network.load(Ordering::Relaxed);
                 let mut p = persisted[i];
                 save_checkpoint(ctx, &job, &tracks[i], &mut p).await;
-                let progressed = p.checkpoint > job.offset;
+                // Only meaningful progress (1 MiB or an eighth of the file, or its end) lets a
+                // retry resume without counting: a trickle cannot keep a file retrying forever.
+                let need = (1u64 << 20).min(job.file.size / 8).max(1);
+                let progressed = p.checkpoint >= job.offset.saturating_add(need)
+                    || (p.checkpoint > job.offset && p.checkpoint >= job.file.size);
                 if stalled && !ctx.stop.is_cancelled() {
                     error = PluginError::new(
                         ErrorKind::TIMEOUT,

@@ -40,6 +40,9 @@ enum Mode {
     RetryForever,
     /// Panics inside the call's future (a bug in a transport, not a plugin panic).
     Panic,
+    /// Writes 16 bytes from the offset, checkpoints them, then fails (network): a server that
+    /// keeps a download "making progress" a few bytes at a time.
+    Trickle,
 }
 
 /// The token the engine is told to redact (in backend messages of these tests).
@@ -175,10 +178,15 @@ impl Transport for Fake {
                         }
                         Err(PluginError::cancelled())
                     }
-                    Mode::Quarter => {
+                    Mode::Quarter | Mode::Trickle => {
                         let data = &self.content[&path];
                         let start = item.offset as usize;
-                        let end = (start + data.len() / 4).min(data.len());
+                        let step = if mode == Mode::Trickle {
+                            16
+                        } else {
+                            data.len() / 4
+                        };
+                        let end = (start + step).min(data.len());
                         let mut f = std::fs::OpenOptions::new()
                             .write(true)
                             .open(item.partial_path.as_str())
@@ -1102,4 +1110,23 @@ async fn files_of_a_call_whose_task_panicked_are_reported_failed() {
         .filter(|e| matches!(e, Event::Error { path: Some(_), .. }))
         .count();
     assert_eq!(errors, 3);
+}
+
+#[tokio::test]
+async fn a_trickle_of_progress_does_not_keep_a_file_retrying_forever() {
+    let s = setup(&["big.bin"]);
+    let slow = Fake::new("slow", &s.content, Mode::Trickle);
+    let good = Fake::new("good", &s.content, Mode::Serve);
+    let (sum, events) = go(&s, vec![slow.clone(), good.clone()], &opts()).await;
+    assert!(sum.error().is_none(), "{:?}", sum.error());
+    assert_eq!(sum.done.len(), 1);
+    assert_eq!(sum.done[0].backend, "good");
+    // The trickling backend got its usual attempts, then the file moved on.
+    let calls = slow.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(calls <= 4, "{calls} calls to the trickling backend");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Fallback { from, .. } if from == "slow"))
+    );
 }

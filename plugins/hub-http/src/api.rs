@@ -49,6 +49,9 @@ pub fn is_xet_hash(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// The largest metadata (JSON) answer read from a server.
+pub const MAX_METADATA_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The `rel="next"` target of a `Link` header, if any.
 pub fn next_link(headers: &HeaderMap) -> Option<String> {
     for value in headers.get_all(LINK) {
@@ -351,12 +354,27 @@ impl HubApi {
                     ));
                 }
                 let headers = answer.response.headers().clone();
-                let body = answer
-                    .response
-                    .bytes()
+                let mut response = answer.response;
+                // A metadata answer is read with a size cap: a hostile server cannot make us
+                // buffer without bound.
+                let mut body = Vec::new();
+                while let Some(chunk) = response
+                    .chunk()
                     .await
-                    .map_err(|e| crate::error::classify_transport(&e, &context))?;
-                Ok((headers, body))
+                    .map_err(|e| crate::error::classify_transport(&e, &context))?
+                {
+                    if (body.len() + chunk.len()) as u64 > MAX_METADATA_BYTES {
+                        return Err(protocol(
+                            &context,
+                            format!(
+                                "the answer is larger than {} MiB: refusing it",
+                                MAX_METADATA_BYTES >> 20
+                            ),
+                        ));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok((headers, Bytes::from(body)))
             },
         )
         .await
@@ -419,7 +437,14 @@ impl HubApi {
         url.set_query(Some("recursive=true&expand=false"));
         let mut files = Vec::new();
         let mut pages = 0usize;
+        let mut seen = std::collections::HashSet::new();
         loop {
+            if !seen.insert(url.to_string()) {
+                return Err(protocol(
+                    &crate::redact_url(&url),
+                    "tree pagination repeats a page",
+                ));
+            }
             pages += 1;
             if pages > 100_000 {
                 return Err(protocol(
@@ -660,9 +685,10 @@ fn batch_result(
         value.set_sensitive(true);
         headers.insert(name, value);
     }
+    // A huge `expires_in` (beyond what an Instant can hold) means "no known expiry".
     let expires_at = action
         .expires_in
-        .map(|secs| sent + Duration::from_secs(secs.max(0) as u64));
+        .and_then(|secs| sent.checked_add(Duration::from_secs(secs.max(0) as u64)));
     Ok(LfsDownload {
         href,
         headers,
@@ -777,6 +803,21 @@ mod tests {
             "a redacted xet hash is dropped"
         );
         assert!(files[3].sha256.is_some());
+    }
+
+    #[test]
+    fn a_huge_expires_in_means_no_known_expiry_not_a_panic() {
+        let body = format!(
+            r#"{{"transfer":"basic","objects":[{{"oid":"a","size":1,"actions":{{"download":{{"href":"http://cdn/lfs/a","expires_in":{}}}}}}}]}}"#,
+            i64::MAX
+        );
+        let response: BatchResponse = serde_json::from_str(&body).unwrap();
+        let obj = LfsObject {
+            oid: "a".into(),
+            size: 1,
+        };
+        let a = batch_result(response.objects.first(), &obj, "c", Instant::now()).unwrap();
+        assert!(a.expires_at.is_none());
     }
 
     #[test]

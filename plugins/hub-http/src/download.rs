@@ -299,6 +299,16 @@ impl Shared<'_> {
     }
 }
 
+/// Progress that resets a range's retry budget: at least 1 MiB (or the rest of the range). A
+/// server that keeps a download "making progress" a few bytes at a time cannot keep it retrying
+/// forever.
+pub const MEANINGFUL_PROGRESS: u64 = 1024 * 1024;
+
+fn meaningful_progress(before: u64, after: u64, range: &Range<u64>) -> bool {
+    let rest = (range.end - range.start).saturating_sub(before);
+    after.saturating_sub(before) >= MEANINGFUL_PROGRESS.min(rest).max(1)
+}
+
 /// Downloads bytes `offset..size` of `source` into `partial_path` (which must exist; it is
 /// opened for writing without truncation), as described in the [module docs](self).
 ///
@@ -517,7 +527,7 @@ async fn fetch_range(shared: &Shared<'_>, i: usize, cancel: &CancelToken) -> Res
             Err(Stop::RangeIgnored) => return Err(Stop::RangeIgnored),
             Err(Stop::Error(e)) => e,
         };
-        if shared.done[i].load(Ordering::Acquire) > before {
+        if meaningful_progress(before, shared.done[i].load(Ordering::Acquire), range) {
             failures = 0;
         }
         failures += 1;
@@ -746,6 +756,18 @@ fn write_at(file: &File, mut buf: &[u8], mut pos: u64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_meaningful_progress_resets_the_retry_budget() {
+        let r = 0..(8 * MEANINGFUL_PROGRESS);
+        assert!(!meaningful_progress(0, 0, &r));
+        assert!(!meaningful_progress(0, 100, &r), "a trickle does not count");
+        assert!(meaningful_progress(0, MEANINGFUL_PROGRESS, &r));
+        // Near the end of a range, finishing it counts.
+        let small = 0..1000;
+        assert!(meaningful_progress(900, 1000, &small));
+        assert!(!meaningful_progress(900, 950, &small));
+    }
 
     #[test]
     fn content_range_parses_and_rejects_garbage() {

@@ -211,3 +211,61 @@ fn a_bad_ca_bundle_or_proxy_is_a_config_error() {
     .unwrap_err();
     assert_eq!(e.kind, ErrorKind::CONFIG, "{e}");
 }
+
+fn hub(base: &Url) -> hubget_hub_http::HubApi {
+    let settings = HostSettings {
+        endpoint: base.as_str().trim_end_matches('/').to_owned(),
+        max_attempts: 1,
+        ..HostSettings::default()
+    };
+    let client = HttpClient::new(&settings).unwrap();
+    hubget_hub_http::HubApi::new(&settings.endpoint, None, client).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_metadata_answer_is_refused() {
+    let (base, _) = server(|_| {
+        let body = " ".repeat(65 * 1024 * 1024);
+        ok(&body)
+    })
+    .await;
+    let e = hub(&base)
+        .manifest(
+            hubget_plugin_api::RepoType::MODEL,
+            "acme/tiny",
+            "main",
+            &CancelToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::PROTOCOL, "{e}");
+    assert!(e.message.contains("larger than 64 MiB"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_whose_next_page_repeats_is_refused() {
+    let sha = "a".repeat(40);
+    let (base, seen) = server(move |head| {
+        if head.contains("/revision/") {
+            ok(&format!("{{\"sha\":\"{sha}\"}}"))
+        } else {
+            // Every page points at itself as the next one.
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nlink: <{path}>; rel=\"next\"\r\nconnection: close\r\n\r\n[]"
+            )
+        }
+    })
+    .await;
+    let e = hub(&base)
+        .manifest(
+            hubget_plugin_api::RepoType::MODEL,
+            "acme/tiny",
+            "main",
+            &CancelToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("repeats a page"), "{e}");
+    assert!(seen.lock().unwrap().len() <= 3, "stopped at once");
+}
