@@ -201,9 +201,9 @@ impl Registry {
                 return;
             }
         };
-        if is_world_writable(&meta) {
+        if let Some(why) = untrusted(&meta) {
             let reason = format!(
-                "plugin directory (from {}) is world-writable; anyone could plant a library \
+                "plugin directory (from {}) is {why}; someone else could plant a library \
                  there, so it is skipped",
                 dir.origin
             );
@@ -251,13 +251,27 @@ impl Registry {
                 );
                 continue;
             }
+            // A symlinked plugin: the directory it really lives in must be trusted too.
+            let real_dir = canonical.parent().map(std::fs::metadata);
+            if let Some(Ok(dir_meta)) = real_dir
+                && let Some(why) = untrusted(&dir_meta)
+            {
+                self.fail(
+                    &file,
+                    format!("the directory the file really lives in is {why}, so it is skipped"),
+                    String::new(),
+                );
+                continue;
+            }
             match std::fs::metadata(&canonical) {
                 Ok(meta) if !meta.is_file() => continue,
-                Ok(meta) if is_world_writable(&meta) => {
+                Ok(meta) if untrusted(&meta).is_some() => {
+                    let why = untrusted(&meta).unwrap_or_default();
                     self.fail(
                         &file,
-                        "the file is world-writable; anyone could replace it, so it is skipped"
-                            .to_owned(),
+                        format!(
+                            "the file is {why}; someone else could replace it, so it is skipped"
+                        ),
                         String::new(),
                     );
                     continue;
@@ -361,6 +375,19 @@ pub fn search_path(config_dirs: &[PathBuf], env_dirs: Option<&OsStr>) -> Vec<Plu
         dirs.extend(
             std::env::split_paths(value)
                 .filter(|p| !p.as_os_str().is_empty())
+                .filter(|p| {
+                    // A relative entry would depend on the working directory: where anyone
+                    // may have put a library.
+                    let absolute = p.is_absolute();
+                    if !absolute {
+                        log::warn!(
+                            "HUBGET_PLUGIN_DIR entry {} is relative; it is ignored (use an \
+                             absolute path)",
+                            p.display()
+                        );
+                    }
+                    absolute
+                })
                 .map(|path| PluginDir {
                     path,
                     origin: ORIGIN_ENV,
@@ -405,15 +432,29 @@ fn valid_plugin_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
+/// Why a plugin file or directory cannot be trusted, if it cannot: owned by someone other than
+/// root or the current user, or writable by its group or by everyone.
 #[cfg(unix)]
-fn is_world_writable(meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o002 != 0
+fn untrusted(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mode = meta.permissions().mode();
+    if mode & 0o002 != 0 {
+        return Some("world-writable");
+    }
+    if mode & 0o020 != 0 {
+        return Some("group-writable");
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != me {
+        return Some("owned by another user");
+    }
+    None
 }
 
 #[cfg(not(unix))]
-fn is_world_writable(_meta: &std::fs::Metadata) -> bool {
-    false
+fn untrusted(_meta: &std::fs::Metadata) -> Option<&'static str> {
+    None
 }
 
 fn one_line(text: &str) -> String {

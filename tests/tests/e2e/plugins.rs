@@ -228,6 +228,40 @@ fn world_writable_plugin_dirs_and_files_are_skipped_with_a_warning() {
     std::fs::set_permissions(env.plugin_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let doc = env.hubget(["plugins", "--json"]).json();
     assert!(plugin_names(&doc).contains(&"faulty".to_owned()), "{doc:#}");
+
+    // Group-writable is refused too.
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let doc = env.hubget(["plugins", "--json"]).json();
+    assert!(
+        failure_for(&doc, "libhubget_faulty.so").contains("group-writable"),
+        "{doc:#}"
+    );
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // Owned by another user (only checkable where we may chown, as root).
+    if std::os::unix::fs::chown(&plugin, Some(65534), None).is_ok() {
+        let doc = env.hubget(["plugins", "--json"]).json();
+        assert!(
+            failure_for(&doc, "libhubget_faulty.so").contains("owned by another user"),
+            "{doc:#}"
+        );
+        std::fs::remove_file(&plugin).unwrap();
+        env.install_plugin(&test_plugin("faulty"), "faulty");
+    }
+
+    // A symlinked plugin whose real directory is world-writable.
+    let open_dir = env.path("open");
+    std::fs::create_dir_all(&open_dir).unwrap();
+    let real = open_dir.join("libhubget_faulty.so");
+    std::fs::copy(test_plugin("faulty"), &real).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::remove_file(env.plugin_dir().join("libhubget_faulty.so")).unwrap();
+    std::os::unix::fs::symlink(&real, env.plugin_dir().join("libhubget_faulty.so")).unwrap();
+    let doc = env.hubget(["plugins", "--json"]).json();
+    assert!(
+        failure_for(&doc, "libhubget_faulty.so").contains("really lives in is world-writable"),
+        "{doc:#}"
+    );
 }
 
 #[test]
