@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::time::Duration;
+
 use abi_stable::library::{LibraryError, lib_header_from_path};
 use abi_stable::std_types::{RStr, RString};
 use hubget_plugin_api::{
@@ -108,8 +110,23 @@ impl LoadedPlugin {
         let json = serde_json::to_string(settings)
             .map_err(|e| HostError::Other(format!("cannot encode host settings: {e}")))?;
         let new_backend = self.module.new_backend();
-        match new_backend(RStr::from_str(&json), RStr::from_str(config_toml)).into_result() {
-            Ok(backend) => Ok(BackendHandle::new(self.name(), backend)),
+        let (name, config) = (self.name().to_owned(), config_toml.to_owned());
+        // Starting a backend (and asking its capabilities) has a deadline: a plugin that hangs
+        // here is reported and skipped, not waited for.
+        let started = within_deadline(move || {
+            new_backend(RStr::from_str(&json), RStr::from_str(&config))
+                .into_result()
+                .map(|backend| BackendHandle::new(name, backend))
+        })
+        .map_err(|why| {
+            HostError::backend(
+                self.name(),
+                "start",
+                hubget_plugin_api::PluginError::new(ErrorKind::TIMEOUT, why),
+            )
+        })?;
+        match started {
+            Ok(handle) => Ok(handle),
             Err(error) if error.kind == ErrorKind::CONFIG => Err(HostError::PluginConfig {
                 plugin: self.name().to_owned(),
                 message: error.message.to_string(),
@@ -309,7 +326,8 @@ impl Registry {
         let module = header
             .init_root_module::<PluginModRef>()
             .map_err(|e| summarize_error(&e, Some(&interface_version)))?;
-        let info = (module.info())();
+        let info =
+            within_deadline(move || (module.info())()).map_err(|why| (why, String::new()))?;
         let name = info.name.to_string();
         if !valid_plugin_name(&name) {
             return Err((
@@ -341,7 +359,10 @@ impl Registry {
             max_log_level: log::max_level() as usize as u8,
             log: log_fn_for(&name),
         };
-        if let Err(e) = (module.init())(context).into_result() {
+        let init = module.init();
+        let initialised = within_deadline(move || init(context).into_result())
+            .map_err(|why| (format!("plugin `{name}`: init {why}"), String::new()))?;
+        if let Err(e) = initialised {
             return Err((
                 format!(
                     "plugin `{name}` failed to initialise: {}",
@@ -423,6 +444,34 @@ pub fn plugin_file_name(name: &str) -> String {
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     )
+}
+
+/// How long a plugin may take to answer `info`, `init`, `new_backend` and `capabilities`
+/// (`HUBGET_PLUGIN_LOAD_TIMEOUT_SECS` overrides it, for tests).
+fn load_deadline() -> Duration {
+    std::env::var("HUBGET_PLUGIN_LOAD_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(Duration::from_secs(15), Duration::from_secs)
+}
+
+/// Runs `f` on a thread of its own and waits at most [`load_deadline`]; a call that does not
+/// return is abandoned (its thread left behind) and reported.
+fn within_deadline<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let deadline = load_deadline();
+    std::thread::Builder::new()
+        .name("hubget-plugin-load".to_owned())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    rx.recv_timeout(deadline).map_err(|_| {
+        format!(
+            "did not answer within {} s (a plugin that hangs while loading); skipped",
+            deadline.as_secs()
+        )
+    })
 }
 
 fn valid_plugin_name(name: &str) -> bool {

@@ -659,3 +659,38 @@ fn a_fetch_that_ignores_cancel_can_be_abandoned_by_the_host() {
     assert!(result.is_err(), "the call was abandoned");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[test]
+fn a_plugin_that_hangs_while_starting_is_reported_and_skipped() {
+    let env = TestEnv::new();
+    env.install_plugin(&test_plugin("faulty"), "faulty");
+    let config = env.write_config("[plugins.faulty]\nhang_in_new_backend_ms = 60000\n");
+    let started = std::time::Instant::now();
+    let run = env.hubget_with_env(
+        ["--config", config.to_str().unwrap(), "plugins", "--json"],
+        &[("HUBGET_PLUGIN_LOAD_TIMEOUT_SECS", "1")],
+    );
+    run.assert_success();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "not waited for"
+    );
+    let doc = run.json();
+    let faulty = doc["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "faulty")
+        .unwrap();
+    let error = faulty["error"]
+        .as_str()
+        .expect("an error instead of capabilities");
+    assert!(error.contains("did not answer within 1 s"), "{error}");
+    let lfs = doc["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "lfs")
+        .unwrap();
+    assert!(lfs["capabilities"].is_object(), "the others still work");
+}

@@ -8,6 +8,7 @@
 //! | key | effect |
 //! |---|---|
 //! | `panic_in = "new_backend" \| "resolve" \| "fetch" \| "call"` | panics there (the SDK turns it into a `PANIC` error) |
+//! | `hang_in_new_backend_ms = N` | `new_backend` sleeps N ms (a plugin that hangs while starting) |
 //! | `log = "text"` | logs `text` at info in `new_backend` and at warn in every `fetch` (tests the log bridge) |
 //! | `sleep_ms = N` | `fetch` sleeps N ms per item before writing, checking the cancel token every 10 ms |
 //! | `ignore_cancel = true` | with `sleep_ms`: does not check the cancel token (an abandoned call) |
@@ -40,6 +41,9 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 struct Config {
     panic_in: Option<String>,
+    /// `new_backend` sleeps this long (a plugin that deadlocks while starting).
+    #[serde(default)]
+    hang_in_new_backend_ms: u64,
     log: Option<String>,
     #[serde(default)]
     sleep_ms: u64,
@@ -294,6 +298,11 @@ fn new(_settings: HostSettings, config: &str) -> Result<Faulty, PluginError> {
     }
     if config.panic_in.as_deref() == Some("new_backend") {
         panic!("faulty: deliberate panic in new_backend");
+    }
+    if config.hang_in_new_backend_ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(
+            config.hang_in_new_backend_ms,
+        ));
     }
     Ok(Faulty { config })
 }
