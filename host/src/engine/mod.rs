@@ -942,8 +942,10 @@ async fn prepare_job(ctx: &Ctx, job: &mut Job, resume: bool) -> Result<(), Outco
             .target
             .lock_path(&job.file)
             .map_err(|e| Outcome::Fatal(host_error(ErrorKind::PROTOCOL, e.to_string())))?;
+        // Another process downloading this file: wait while its partial file moves.
+        let watched = [job.partial.data.as_path(), job.partial.state.as_path()];
         let lock = tokio::select! {
-            r = crate::store::lock::lock(&lock_path, ctx.opts.lock_timeout) => r,
+            r = crate::store::lock::lock(&lock_path, ctx.opts.lock_timeout, &watched) => r,
             _ = wait_stop(&ctx.stop) => return Err(Outcome::Interrupted),
         };
         match lock {

@@ -101,9 +101,17 @@ pub fn holder(path: &Path) -> String {
     }
 }
 
-/// Waits up to `timeout` for the lock, polling; logs once who holds it.
-pub async fn lock(path: &Path, timeout: Duration) -> Result<FileLock, LockError> {
+/// Waits for the lock, polling; logs once who holds it. Gives up after `timeout` without
+/// progress: while any of `progress` (the holder's partial file and its state) keeps changing,
+/// the holder is downloading and the wait goes on.
+pub async fn lock(
+    path: &Path,
+    timeout: Duration,
+    progress: &[&Path],
+) -> Result<FileLock, LockError> {
     let start = Instant::now();
+    let mut since = Instant::now();
+    let mut last = fingerprint(progress);
     let mut told = false;
     loop {
         if let Some(l) = try_lock(path)? {
@@ -111,14 +119,19 @@ pub async fn lock(path: &Path, timeout: Duration) -> Result<FileLock, LockError>
         }
         if !told && start.elapsed() >= Duration::from_secs(2) {
             log::warn!(
-                "waiting for lock {} held by {} (up to {}s)",
+                "waiting for lock {} held by {} (while it makes progress, else up to {}s)",
                 path.display(),
                 holder(path),
                 timeout.as_secs()
             );
             told = true;
         }
-        if start.elapsed() >= timeout {
+        let now = fingerprint(progress);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+        if since.elapsed() >= timeout {
             return Err(LockError::Timeout {
                 path: path.to_path_buf(),
                 waited: start.elapsed(),
@@ -127,6 +140,18 @@ pub async fn lock(path: &Path, timeout: Duration) -> Result<FileLock, LockError>
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Sizes and modification times of `paths` (what changes while a holder downloads).
+fn fingerprint(paths: &[&Path]) -> Vec<Option<(u64, Option<std::time::SystemTime>)>> {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.len(), m.modified().ok()))
+        })
+        .collect()
 }
 
 fn hostname() -> String {
@@ -148,13 +173,46 @@ mod tests {
         let p = dir.path().join(".locks/models--a--b/x.lock");
         let held = try_lock(&p).unwrap().expect("free");
         assert!(try_lock(&p).unwrap().is_none());
-        let err = lock(&p, Duration::from_millis(250)).await.unwrap_err();
+        let err = lock(&p, Duration::from_millis(250), &[]).await.unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains(&format!("pid {}", std::process::id())),
             "{msg}"
         );
         drop(held);
-        assert!(lock(&p, Duration::from_millis(250)).await.is_ok());
+        assert!(lock(&p, Duration::from_millis(250), &[]).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_keeps_waiting_while_the_holder_makes_progress_then_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        let partial = dir.path().join("x.hubget-partial");
+        let _held = try_lock(&p).unwrap().expect("free");
+        // The holder "downloads" for 1.2 s, then stalls.
+        let writer = {
+            let partial = partial.clone();
+            tokio::spawn(async move {
+                for i in 0..12u8 {
+                    std::fs::write(&partial, vec![i; 1 + i as usize]).unwrap();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        let started = Instant::now();
+        let err = lock(&p, Duration::from_millis(400), &[&partial])
+            .await
+            .unwrap_err();
+        writer.await.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(1200),
+            "waited while the holder made progress: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
     }
 }
