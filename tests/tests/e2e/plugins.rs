@@ -46,7 +46,7 @@ fn first_party_plugins_and_the_example_load_and_are_listed() {
     run.assert_success();
     let doc = run.json();
     let names = plugin_names(&doc);
-    for name in ["lfs", "xet", "mirror", "hello"] {
+    for name in ["lfs", "xet", "mirror", "s3", "hello"] {
         assert!(names.contains(&name.to_owned()), "{name} missing: {doc:#}");
     }
     assert_eq!(doc["failures"].as_array().unwrap().len(), 0, "{doc:#}");
