@@ -680,3 +680,53 @@ fn a_bad_config_table_is_a_config_error() {
     assert_eq!(e.kind, ErrorKind::CONFIG);
     assert!(e.message.contains("max_concurrent_downloads"), "{e}");
 }
+
+#[test]
+fn written_ranges_are_not_fetched_again_and_spans_are_reported_as_written() {
+    let sim = start(with_big(8), Shaping::default());
+    let backend = backend(&sim, "reuse = false\n");
+    let manifest = resolve(&backend, "acme/big");
+    let big = file(&manifest, "big.bin");
+    let dir = tempfile::tempdir().unwrap();
+
+    // The true bytes, and what a whole file costs from the CAS.
+    let full_path = partial(dir.path(), "full", b"");
+    sim.reset_counters();
+    let outcomes = backend.fetch(
+        &batch("acme/big", &manifest.commit, vec![item(big, &full_path, 0)]),
+        &Recorder::default().progress(),
+        &CancelToken::new(),
+    );
+    ok(&outcomes[0]);
+    let full_cas = sim.counters().bytes_from(Origin::Cas);
+    let truth = std::fs::read(&full_path).unwrap();
+
+    // An earlier run wrote 2..6 MiB (past a zero checkpoint): the host names it in the options.
+    let (a, b) = (2 * MIB as usize, 6 * MIB as usize);
+    let mut data = vec![0u8; truth.len()];
+    data[a..b].copy_from_slice(&truth[a..b]);
+    let path = partial(dir.path(), "ranges", &data);
+    let mut options = hubget_plugin_api::protocol::FetchOptions::default();
+    options.written_ranges.insert(0, vec![a as u64..b as u64]);
+    let mut with_ranges = batch("acme/big", &manifest.commit, vec![item(big, &path, 0)]);
+    with_ranges.options_json = options.to_json().into();
+    sim.reset_counters();
+    let recorder = Recorder::default();
+    let outcomes = backend.fetch(&with_ranges, &recorder.progress(), &CancelToken::new());
+    ok(&outcomes[0]);
+    assert_eq!(sha256_of(&path), big.sha256.as_ref().unwrap().as_str());
+    let cas = sim.counters().bytes_from(Origin::Cas);
+    assert!(
+        cas < full_cas * 3 / 4,
+        "the written half is not fetched again: {cas} of {full_cas} CAS bytes"
+    );
+    let spans = recorder
+        .events(0)
+        .iter()
+        .filter(|e| e.kind == EventKind::RANGE_WRITTEN)
+        .count();
+    assert!(
+        spans > 0,
+        "spans past the checkpoint are reported as written"
+    );
+}
