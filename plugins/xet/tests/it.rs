@@ -707,7 +707,9 @@ fn written_ranges_are_not_fetched_again_and_spans_are_reported_as_written() {
     data[a..b].copy_from_slice(&truth[a..b]);
     let path = partial(dir.path(), "ranges", &data);
     let mut options = hubget_plugin_api::protocol::FetchOptions::default();
-    options.written_ranges.insert(0, vec![a as u64..b as u64]);
+    options
+        .written_ranges
+        .insert(0, std::iter::once(a as u64..b as u64).collect());
     let mut with_ranges = batch("acme/big", &manifest.commit, vec![item(big, &path, 0)]);
     with_ranges.options_json = options.to_json().into();
     sim.reset_counters();
