@@ -417,8 +417,19 @@ fn temporary_link(blob: &Path, entry: &Path) -> std::io::Result<PathBuf> {
     Ok(tmp)
 }
 
+// Tests set this (on their own thread) to stand for a filesystem without symlinks (FAT, some
+// network mounts).
+#[cfg(test)]
+thread_local! {
+    static NO_SYMLINKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 #[cfg(unix)]
 fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    if NO_SYMLINKS.with(std::cell::Cell::get) {
+        return Err(std::io::Error::from(std::io::ErrorKind::Unsupported));
+    }
     std::os::unix::fs::symlink(target, link)
 }
 
@@ -601,6 +612,27 @@ mod tests {
             store.link_into(&third, &none, &expected(other)),
             Reuse::Missing
         ));
+    }
+
+    #[test]
+    fn without_symlinks_blobs_stay_per_repo() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedBlobs::new(dir.path());
+        let data = b"weights".as_slice();
+        let blob = repo_blob(dir.path(), "models--a--one", data);
+        NO_SYMLINKS.with(|f| f.set(true));
+        let published = store.publish(&blob, HASH, &expected(data));
+        NO_SYMLINKS.with(|f| f.set(false));
+        assert!(!published);
+        assert!(
+            std::fs::symlink_metadata(&blob).unwrap().is_file(),
+            "the repo keeps its blob"
+        );
+        assert_eq!(std::fs::read(&blob).unwrap(), data);
+        assert!(
+            store.entry_path(HASH).is_some_and(|e| !e.exists()),
+            "nothing moved into the store"
+        );
     }
 
     #[test]
