@@ -620,8 +620,19 @@ pub async fn run(
                     // An attempt that moved the checkpoint forward does not count: retries that
                     // keep making progress go on (each resumes where the last one stopped).
                     job.attempts = if progressed { 1 } else { job.attempts + 1 };
-                    let verify_again = unverified && !job.verify_retried && !disabled[b];
-                    if verify_again {
+                    let next = decide(
+                        &ctx.opts.retry,
+                        &error,
+                        Attempt {
+                            attempts: job.attempts,
+                            move_on,
+                            progressed,
+                            unverified,
+                            verify_retried: job.verify_retried,
+                            backend_disabled: disabled[b],
+                        },
+                    );
+                    if next == Next::VerifyAgain {
                         // Once, from zero (the partial and its ranges are gone): a transient
                         // corruption must not fail a file that only this backend serves.
                         job.verify_retried = true;
@@ -641,17 +652,7 @@ pub async fn run(
                         job.written.clear();
                         job.not_before = Instant::now();
                         queue.push(job);
-                    } else if !move_on
-                        && !disabled[b]
-                        && ctx.opts.retry.should_retry(&error, job.attempts)
-                    {
-                        // After progress, resume right away (unless the server asked to wait).
-                        let delay = if progressed {
-                            Duration::from_millis(100.max(error.retry_after_ms))
-                                .min(ctx.opts.retry.max_retry_after)
-                        } else {
-                            ctx.opts.retry.delay(&error, job.attempts)
-                        };
+                    } else if let Next::Retry(delay) = next {
                         log::warn!(
                             "{}: {name} failed ({}), retry {} in {:.1}s",
                             job.path,
@@ -802,6 +803,55 @@ pub fn cached_report(file: &ManifestFile, local: PathBuf) -> FileReport {
 
 fn emit_done(ctx: &Ctx, r: &FileReport) {
     ctx.reporter.emit(r.event(|s| ctx.redact(s)));
+}
+
+/// What is known of a failed attempt, for [`decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Attempt {
+    /// Attempts on this backend so far (after counting this one).
+    attempts: u32,
+    /// The failure says this backend should not try again (a stall, a verification failure).
+    move_on: bool,
+    /// The attempt moved the checkpoint forward meaningfully.
+    progressed: bool,
+    /// The finished file failed its hash or size check.
+    unverified: bool,
+    /// A verification failure was already retried on this backend.
+    verify_retried: bool,
+    /// The backend gets no more files this run.
+    backend_disabled: bool,
+}
+
+/// What happens to a file after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Fetch it once more from zero on the same backend (first verification failure).
+    VerifyAgain,
+    /// Try the same backend again after this wait.
+    Retry(Duration),
+    /// Move on to the next backend (or fail when none is left).
+    Fallback,
+}
+
+/// The retry/fallback policy, as a pure function: a first verification failure is fetched again
+/// from zero on the same backend; a transient failure is retried with backoff (right away after
+/// meaningful progress, unless the server asked to wait), up to the policy's attempts; anything
+/// else, and any failure on a disabled backend, moves on.
+fn decide(policy: &RetryPolicy, error: &PluginError, a: Attempt) -> Next {
+    if a.backend_disabled {
+        return Next::Fallback;
+    }
+    if a.unverified && !a.verify_retried {
+        return Next::VerifyAgain;
+    }
+    if a.move_on || !policy.should_retry(error, a.attempts) {
+        return Next::Fallback;
+    }
+    Next::Retry(if a.progressed {
+        Duration::from_millis(100.max(error.retry_after_ms)).min(policy.max_retry_after)
+    } else {
+        policy.delay(error, a.attempts)
+    })
 }
 
 /// Moves files off disabled backends (or fails them when none is left).

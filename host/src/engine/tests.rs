@@ -1130,3 +1130,72 @@ async fn a_trickle_of_progress_does_not_keep_a_file_retrying_forever() {
             .any(|e| matches!(e, Event::Fallback { from, .. } if from == "slow"))
     );
 }
+
+#[test]
+fn the_retry_and_fallback_decision_needs_no_fakes() {
+    use super::{Attempt, Next, decide};
+    let policy = RetryPolicy::default();
+    let network = PluginError::new(ErrorKind::NETWORK, "reset").retryable(true);
+    let integrity = PluginError::new(ErrorKind::INTEGRITY, "verification failed");
+    let base = Attempt {
+        attempts: 1,
+        move_on: false,
+        progressed: false,
+        unverified: false,
+        verify_retried: false,
+        backend_disabled: false,
+    };
+    // A transient failure is retried with a backoff.
+    assert!(matches!(decide(&policy, &network, base), Next::Retry(d) if d > Duration::ZERO));
+    // After meaningful progress, right away (100 ms), unless the server asked for more.
+    let progressed = Attempt {
+        progressed: true,
+        ..base
+    };
+    assert_eq!(
+        decide(&policy, &network, progressed),
+        Next::Retry(Duration::from_millis(100))
+    );
+    let asked = network.clone().with_retry_after_ms(2_000);
+    assert_eq!(
+        decide(&policy, &asked, progressed),
+        Next::Retry(Duration::from_millis(2_000))
+    );
+    // Out of attempts, a final error, a stall or a disabled backend: move on.
+    let spent = Attempt {
+        attempts: 99,
+        ..base
+    };
+    assert_eq!(decide(&policy, &network, spent), Next::Fallback);
+    let final_error = PluginError::new(ErrorKind::NOT_FOUND, "gone");
+    assert_eq!(decide(&policy, &final_error, base), Next::Fallback);
+    assert_eq!(
+        decide(
+            &policy,
+            &network,
+            Attempt {
+                move_on: true,
+                ..base
+            }
+        ),
+        Next::Fallback
+    );
+    let disabled = Attempt {
+        backend_disabled: true,
+        unverified: true,
+        ..base
+    };
+    assert_eq!(decide(&policy, &network, disabled), Next::Fallback);
+    // A first verification failure is fetched again from zero, a second one moves on.
+    let unverified = Attempt {
+        unverified: true,
+        move_on: true,
+        ..base
+    };
+    assert_eq!(decide(&policy, &integrity, unverified), Next::VerifyAgain);
+    let again = Attempt {
+        verify_retried: true,
+        ..unverified
+    };
+    assert_eq!(decide(&policy, &integrity, again), Next::Fallback);
+}
