@@ -56,6 +56,8 @@ proxy = ""
 ca_bundle = ""
 connect_timeout_secs = 10
 read_timeout_secs = 30
+# The largest JSON answer (a page of the file list, an LFS batch, a token) read from a server, in MiB.
+max_metadata_mib = 64
 # Allow the Hub token over plain http:// to a host that is not this machine (--allow-insecure-http).
 allow_insecure_http = false
 
@@ -137,6 +139,8 @@ pub struct NetworkSection {
     pub connect_timeout_secs: Option<u64>,
     /// Read timeout, seconds.
     pub read_timeout_secs: Option<u64>,
+    /// Largest JSON answer read, MiB.
+    pub max_metadata_mib: Option<u64>,
     /// Send the Hub token over plain http:// to a non-loopback host.
     pub allow_insecure_http: Option<bool>,
 }

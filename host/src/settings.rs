@@ -144,6 +144,8 @@ pub struct Settings {
     pub connect_timeout_secs: Setting<u64>,
     /// Read timeout in seconds.
     pub read_timeout_secs: Setting<u64>,
+    /// The largest metadata (JSON) answer read from a server, in MiB.
+    pub max_metadata_mib: Setting<u64>,
     /// `[plugins.<name>]` tables.
     pub plugin_tables: BTreeMap<String, toml::Table>,
     /// The `User-Agent` backends send.
@@ -410,12 +412,20 @@ impl Settings {
             fp,
             dn.read_timeout_secs.unwrap_or(30),
         );
+        let max_metadata_mib = pick(
+            None,
+            None,
+            f.network.max_metadata_mib,
+            fp,
+            dn.max_metadata_mib.unwrap_or(64),
+        );
 
         positive(&max_workers, "max_workers")?;
         positive(&stall_timeout_secs, "stall_timeout_secs")?;
         positive(&connections_per_file, "connections_per_file")?;
         positive(&range_size_mib, "range_size_mib")?;
         positive(&max_attempts, "max_attempts")?;
+        positive(&max_metadata_mib, "max_metadata_mib")?;
 
         let preferred_backend = overrides
             .backend
@@ -451,6 +461,7 @@ impl Settings {
             ca_bundle,
             connect_timeout_secs,
             read_timeout_secs,
+            max_metadata_mib,
             plugin_tables: f.plugins.clone(),
             user_agent: format!("hubget/{}", env!("CARGO_PKG_VERSION")),
         })
@@ -477,6 +488,7 @@ impl Settings {
             offline: self.offline.value,
             cache_dir: Some(self.cache_dir.value.clone()),
             limit_rate: (self.limit_rate.value > 0).then_some(self.limit_rate.value),
+            max_metadata_bytes: self.max_metadata_mib.value.saturating_mul(1024 * 1024),
         }
     }
 
@@ -671,6 +683,11 @@ impl Settings {
                 "network.read_timeout_secs",
                 json!(self.read_timeout_secs.value),
                 self.read_timeout_secs.source.to_string(),
+            ),
+            (
+                "network.max_metadata_mib",
+                json!(self.max_metadata_mib.value),
+                self.max_metadata_mib.source.to_string(),
             ),
         ]);
         v
@@ -1015,8 +1032,9 @@ mod tests {
 
     #[test]
     fn plugin_tables_become_toml_text_and_host_settings_carry_values() {
-        let cfg =
-            config("[plugins.faulty]\npanic_in = \"resolve\"\n[download]\nrange_size_mib = 2\n");
+        let cfg = config(
+            "[plugins.faulty]\npanic_in = \"resolve\"\n[download]\nrange_size_mib = 2\n[network]\nmax_metadata_mib = 3\n",
+        );
         let s = Settings::resolve(&Overrides::default(), &Env::default(), &cfg).unwrap();
         assert_eq!(
             s.plugin_config_toml("faulty").trim(),
@@ -1025,6 +1043,7 @@ mod tests {
         assert_eq!(s.plugin_config_toml("other"), "");
         let hs = s.host_settings();
         assert_eq!(hs.range_size, 2 * 1024 * 1024);
+        assert_eq!(hs.max_metadata_bytes, 3 * 1024 * 1024);
         assert!(hs.user_agent.starts_with("hubget/"));
     }
 

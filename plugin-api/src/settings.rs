@@ -31,7 +31,10 @@ pub struct HostSettings {
     pub connections_per_file: u32,
     /// Size of one range request for parallel ranged downloads, in bytes.
     pub range_size: u64,
-    /// Attempts per request for retryable failures (1 = no retry).
+    /// Attempts per HTTP request *inside one backend call* for retryable failures (1 = no
+    /// retry): a plugin resumes a stream or repeats a request up to this many times. The host
+    /// retries whole calls on its own (a few times, with backoff) and then falls back to the next
+    /// backend, so a plugin should not add a retry loop of its own on top of this one.
     pub max_attempts: u32,
     /// Whether the user asked for offline mode; a network backend should refuse work.
     pub offline: bool,
@@ -42,6 +45,9 @@ pub struct HostSettings {
     /// The bandwidth cap for the whole run, bytes per second (since 1.1; `None`: no cap). A
     /// backend that honours it says so with [`Features::RATE_LIMIT`](crate::Features::RATE_LIMIT).
     pub limit_rate: Option<u64>,
+    /// The largest metadata (JSON) answer a backend should read from a server, in bytes (since
+    /// 1.1; 64 MiB by default): a hostile server cannot make a backend buffer without bound.
+    pub max_metadata_bytes: u64,
 }
 
 impl Default for HostSettings {
@@ -60,6 +66,7 @@ impl Default for HostSettings {
             offline: false,
             cache_dir: None,
             limit_rate: None,
+            max_metadata_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -80,6 +87,7 @@ impl fmt::Debug for HostSettings {
             .field("offline", &self.offline)
             .field("cache_dir", &self.cache_dir)
             .field("limit_rate", &self.limit_rate)
+            .field("max_metadata_bytes", &self.max_metadata_bytes)
             .finish()
     }
 }

@@ -200,12 +200,7 @@ impl CacheRepo {
         let blob = self.blob_path(etag);
         let dir = blob.parent().expect("blobs");
         std::fs::create_dir_all(dir)?;
-        // Durable landing: the data reaches the disk before the rename makes it the blob, and
-        // the rename before we report it, so a power loss cannot leave a right-sized blob with
-        // wrong content.
-        std::fs::File::open(&partial.data)?.sync_all()?;
-        std::fs::rename(&partial.data, &blob)?;
-        sync_dir(dir);
+        crate::store::durable::land(&partial.data, &blob)?;
         partial.discard_state();
         Ok(blob)
     }
@@ -238,17 +233,6 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) -> std::io::Resu
         }
     }
     Ok(())
-}
-
-/// Flushes a directory's entries (a rename in it) to disk; best effort (not every filesystem
-/// or platform can open a directory).
-pub fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
 
 /// Whether a symlink error means the filesystem (or the user's rights) has no symlinks.

@@ -190,10 +190,7 @@ impl LocalDir {
                 format!("{} is a directory", dest.display()),
             ));
         }
-        // Durable landing, as in the cache: data on disk before the rename, the rename after.
-        std::fs::File::open(&partial.data)?.sync_all()?;
-        std::fs::rename(&partial.data, &dest)?;
-        crate::store::cache::sync_dir(dest.parent().expect("parent"));
+        crate::store::durable::land(&partial.data, &dest)?;
         partial.discard_state();
         self.write_metadata(path, commit, etag)?;
         Ok(dest)

@@ -1,8 +1,9 @@
 //! Where files land: the Hugging Face cache ([`cache`]) or a local directory ([`local_dir`]),
-//! partial files and locks, the validation of untrusted repository paths ([`paths`]) and the
+//! durably ([`durable`]), partial files and locks, the validation of untrusted repository paths ([`paths`]) and the
 //! free space of the target filesystem ([`space`]).
 
 pub mod cache;
+pub mod durable;
 pub mod local_dir;
 pub mod lock;
 pub mod paths;

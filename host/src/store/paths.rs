@@ -218,4 +218,64 @@ mod tests {
         );
         assert!(join_repo_path(base, "/abs").is_err());
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+        use std::path::Component;
+
+        /// Segments a hostile server would try, mixed with ordinary ones.
+        fn segment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(".git".to_owned()),
+                Just(".GiT".to_owned()),
+                Just("..".to_owned()),
+                Just(".".to_owned()),
+                Just(String::new()),
+                Just("C:".to_owned()),
+                Just("a\\..".to_owned()),
+                Just("x\u{7f}".to_owned()),
+                Just("y\u{85}".to_owned()),
+                "[a-z0-9._-]{1,12}",
+                any::<String>(),
+                "[a-z]{250,260}",
+            ]
+        }
+
+        fn repo_path() -> impl Strategy<Value = String> {
+            (any::<bool>(), prop::collection::vec(segment(), 1..6))
+                .prop_map(|(abs, segs)| format!("{}{}", if abs { "/" } else { "" }, segs.join("/")))
+        }
+
+        proptest! {
+            /// Whatever the server sends, an accepted path stays inside the target, has only
+            /// normal segments, none of them `.git` or over 255 bytes, and no control character.
+            #[test]
+            fn an_accepted_path_stays_inside_the_target(path in repo_path()) {
+                let base = Path::new("/target");
+                if let Ok(joined) = join_repo_path(base, &path) {
+                    prop_assert!(joined.starts_with(base));
+                    for c in joined.strip_prefix(base).unwrap().components() {
+                        let Component::Normal(s) = c else {
+                            return Err(TestCaseError::fail(format!("{c:?} in {path:?}")));
+                        };
+                        let s = s.to_str().unwrap();
+                        prop_assert!(!s.eq_ignore_ascii_case(".git"));
+                        prop_assert!(s.len() <= MAX_SEGMENT_BYTES);
+                        prop_assert!(!s.contains('\\'));
+                    }
+                    prop_assert!(!path.chars().any(char::is_control));
+                    prop_assert!(path.len() <= MAX_PATH_BYTES);
+                }
+            }
+
+            /// Ordinary names are never refused.
+            #[test]
+            fn ordinary_paths_are_accepted(segs in prop::collection::vec("[A-Za-z0-9_-][A-Za-z0-9._-]{0,30}", 1..5)) {
+                let path = segs.join("/");
+                prop_assume!(!segs.iter().any(|s| s.eq_ignore_ascii_case(".git") || s.len() >= 2 && s.as_bytes()[1] == b':'));
+                prop_assert!(validate_repo_path(&path).is_ok(), "{path}");
+            }
+        }
+    }
 }

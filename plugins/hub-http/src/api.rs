@@ -49,9 +49,6 @@ pub fn is_xet_hash(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// The largest metadata (JSON) answer read from a server.
-pub const MAX_METADATA_BYTES: u64 = 64 * 1024 * 1024;
-
 /// The `rel="next"` target of a `Link` header, if any.
 pub fn next_link(headers: &HeaderMap) -> Option<String> {
     for value in headers.get_all(LINK) {
@@ -357,18 +354,20 @@ impl HubApi {
                 let mut response = answer.response;
                 // A metadata answer is read with a size cap: a hostile server cannot make us
                 // buffer without bound.
+                let cap = self.client.max_metadata_bytes();
                 let mut body = Vec::new();
                 while let Some(chunk) = response
                     .chunk()
                     .await
                     .map_err(|e| crate::error::classify_transport(&e, &context))?
                 {
-                    if (body.len() + chunk.len()) as u64 > MAX_METADATA_BYTES {
+                    if (body.len() + chunk.len()) as u64 > cap {
                         return Err(protocol(
                             &context,
                             format!(
-                                "the answer is larger than {} MiB: refusing it",
-                                MAX_METADATA_BYTES >> 20
+                                "the answer is larger than {} MiB: refusing it \
+                                 (raise `max_metadata_mib` in [network] if this server is trusted)",
+                                cap.div_ceil(1 << 20)
                             ),
                         ));
                     }

@@ -155,6 +155,8 @@ pub struct HttpClient {
     retry: RetryPolicy,
     /// The plugin's bandwidth budget (`HostSettings::limit_rate`), shared by clones.
     limiter: Option<std::sync::Arc<crate::rate::RateLimiter>>,
+    /// The largest metadata answer read (`HostSettings::max_metadata_bytes`).
+    max_metadata_bytes: u64,
 }
 
 impl HttpClient {
@@ -198,6 +200,7 @@ impl HttpClient {
             inner,
             retry: RetryPolicy::from_settings(settings),
             limiter: settings.limit_rate.map(crate::rate::RateLimiter::shared),
+            max_metadata_bytes: settings.max_metadata_bytes.max(1),
         })
     }
 
@@ -209,6 +212,11 @@ impl HttpClient {
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+
+    /// The largest metadata (JSON) answer to read, in bytes.
+    pub fn max_metadata_bytes(&self) -> u64 {
+        self.max_metadata_bytes
     }
 
     /// The retry policy from the settings.

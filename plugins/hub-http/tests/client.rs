@@ -243,6 +243,31 @@ async fn an_oversized_metadata_answer_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_cap_comes_from_the_settings() {
+    let (base, _) = server(|_| ok(&" ".repeat(2 * 1024 * 1024))).await;
+    let settings = HostSettings {
+        endpoint: base.as_str().trim_end_matches('/').to_owned(),
+        max_attempts: 1,
+        max_metadata_bytes: 1024 * 1024,
+        ..HostSettings::default()
+    };
+    let client = HttpClient::new(&settings).unwrap();
+    let e = hubget_hub_http::HubApi::new(&settings.endpoint, None, client)
+        .unwrap()
+        .manifest(
+            hubget_plugin_api::RepoType::MODEL,
+            "acme/tiny",
+            "main",
+            &CancelToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::PROTOCOL, "{e}");
+    assert!(e.message.contains("larger than 1 MiB"), "{e}");
+    assert!(e.message.contains("max_metadata_mib"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tree_whose_next_page_repeats_is_refused() {
     let sha = "a".repeat(40);
     let (base, seen) = server(move |head| {

@@ -228,13 +228,18 @@ impl Backend {
             .get(&ObjectPath::from(loc.key(key)))
             .await
             .map_err(|e| self.error(e, &object))?;
-        let bytes = got.bytes().await.map_err(|e| self.error(e, &object))?;
-        if bytes.len() > 64 * 1024 * 1024 {
+        // A metadata object is read with the host's cap, checked before the body is read.
+        let cap = self.settings.max_metadata_bytes.max(1);
+        if got.meta.size > cap {
             return Err(PluginError::new(
                 ErrorKind::PROTOCOL,
-                format!("{object}: larger than 64 MiB"),
+                format!(
+                    "{object}: larger than {} MiB (`[network] max_metadata_mib`)",
+                    cap.div_ceil(1 << 20)
+                ),
             ));
         }
+        let bytes = got.bytes().await.map_err(|e| self.error(e, &object))?;
         String::from_utf8(bytes.to_vec())
             .map_err(|_| PluginError::new(ErrorKind::PROTOCOL, format!("{object}: not UTF-8")))
     }
