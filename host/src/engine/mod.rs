@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use abi_stable::std_types::RResult;
+use abi_stable::std_types::{RResult, RString};
 use hubget_plugin_api::protocol::{FetchOptions, RangeWritten, RetryNote, merge_ranges};
 use hubget_plugin_api::{
     CancelToken, ErrorKind, EventKind, Features, FetchBatch, FetchItem, FileDone, ManifestFile,
@@ -1211,8 +1211,26 @@ async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(Job, Outcome
         let _ = h.await;
     }
     let Some(outcomes) = outcomes else {
-        // Abandoned: the call's thread may still write into the partial files.
+        // Abandoned: the call's thread may still write into the partial files of the items it
+        // had not finished. An item whose checkpoint reached its end is finished (the backend
+        // wrote every byte before it got stuck elsewhere): it is verified and kept like any other.
         for (i, mut job) in jobs.into_iter().enumerate() {
+            if !ctx.stop.is_cancelled()
+                && job.file.size > 0
+                && tracks[i].checkpoint.load(Ordering::Relaxed) >= job.file.size
+            {
+                let done = FileDone {
+                    bytes_transferred: tracks[i].network.load(Ordering::Relaxed),
+                    source: RString::from(format!("{name} (before its call was abandoned)")),
+                    extra_json: RString::new(),
+                };
+                let out = finish_file(ctx, &job, &name, done, Some(&tracks[i])).await;
+                if let Outcome::Failed { .. } = out {
+                    job.transferred += tracks[i].network.load(Ordering::Relaxed);
+                }
+                results.push((job, out));
+                continue;
+            }
             job.transferred += tracks[i].network.load(Ordering::Relaxed);
             if ctx.stop.is_cancelled() {
                 let mut p = persisted[i];

@@ -501,6 +501,45 @@ async fn a_stalled_call_is_cancelled_or_abandoned_and_another_backend_completes(
 }
 
 #[tokio::test]
+async fn the_finished_files_of_an_abandoned_call_are_kept() {
+    let s = setup(&["config.json", "sub/deep/w.bin"]);
+    let stuck = Fake::new("stuck", &s.content, Mode::Serve);
+    stuck.script("sub/deep/w.bin", vec![Mode::Hang]);
+    let good = Fake::new("good", &s.content, Mode::Serve);
+    let o = EngineOptions {
+        batch_file_bytes: 1 << 20,
+        ..opts()
+    };
+    let (sum, _) = go(&s, vec![stuck.clone(), good.clone()], &o).await;
+    assert!(sum.error().is_none(), "{:?}", sum.error());
+    assert_eq!(
+        stuck.batches.lock().unwrap().clone(),
+        vec![2],
+        "one call, both files"
+    );
+    let by = |p: &str| {
+        sum.done
+            .iter()
+            .find(|d| d.path == p)
+            .map(|d| d.backend.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        by("config.json"),
+        "stuck",
+        "written before the call got stuck: kept"
+    );
+    assert_eq!(by("sub/deep/w.bin"), "good");
+    assert_eq!(
+        good.offsets.lock().unwrap().clone(),
+        vec![("sub/deep/w.bin".to_owned(), 0)],
+        "only the unfinished file goes to the next backend"
+    );
+    assert_landed_one(&s, "config.json");
+    assert_landed_one(&s, "sub/deep/w.bin");
+}
+
+#[tokio::test]
 async fn retry_after_is_honoured_and_retries_stay_on_the_backend() {
     let s = setup(&["config.json"]);
     let a = Fake::new("a", &s.content, Mode::Serve);
