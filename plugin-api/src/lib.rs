@@ -7,8 +7,11 @@
 //! (a [`FetchBatch`] → one [`FileOutcome`] per item, with [`ProgressEvent`]s and a
 //! [`CancelToken`]) and [`call`](Backend::call), a JSON extension point.
 //!
-//! Plugin authors use [`sdk`]: implement [`sdk::BackendPlugin`] and call [`export_plugin!`].
-//! See `examples/hello-backend` and `docs/plugin-authors.md` in the repository.
+//! Plugin authors use [`sdk`]: implement [`sdk::BackendPlugin`] and call [`export_plugin!`];
+//! [`partial::stream_to_partial`] writes a blocking reader into the host's partial file while
+//! honouring cancellation, and the `testing` feature adds `testing` (a recording progress
+//! sink, batch builders, a self-cancelling token) for unit tests. See `examples/hello-backend`,
+//! `examples/statichttp-backend` and `docs/plugin-authors.md` in the repository.
 //!
 //! # Who does what
 //!
@@ -49,7 +52,8 @@
 //!   (`Backend: Send + Sync`). Use [`sdk::runtime`] for async code inside a plugin.
 //! - `fetch` returns exactly one outcome per item; the SDK fills in missing ones.
 //! - Cancellation: check the [`CancelToken`] between reads and return [`ErrorKind::CANCELLED`]
-//!   within about a second; the host abandons calls that do not return.
+//!   within about a second (a blocking read cannot be checked: stream it through
+//!   [`partial::stream_to_partial`]); the host abandons calls that do not return.
 //! - Panics are caught by the SDK at the boundary; a plugin must be built with `panic = "unwind"`
 //!   (the default), the host refuses others.
 //! - Tokens: the Hub token in [`HostSettings::token`] goes only to the Hub origin; never log it.
@@ -59,9 +63,12 @@
 #![deny(missing_docs)]
 
 pub mod interface;
+pub mod partial;
 pub mod protocol;
 pub mod sdk;
 pub mod settings;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod types;
 
 pub use interface::{

@@ -109,6 +109,9 @@
 //! # fn main() {}
 //! ```
 
+/// Re-exported here: the SDK's helper for streaming a blocking reader into a partial file.
+pub use crate::partial::stream_to_partial;
+
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;

@@ -3,53 +3,19 @@
 //! resume from an offset, the resolve path, classification, offline and cancel.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RArc, ROption, RString, RVec};
+use abi_stable::std_types::{ROption, RString, RVec};
 use hubget_lfs::Backend;
 use hubget_plugin_api::sdk::BackendPlugin;
+use hubget_plugin_api::testing::{RecordingProgress, done, error as err};
 use hubget_plugin_api::{
-    CancelToken, ErrorKind, EventKind, FetchBatch, FetchItem, FileDone, FileOutcome, HostSettings,
-    ManifestFile, PluginError, Progress, ProgressEvent, ProgressSink, ProgressSink_TO, RepoType,
-    ResolveRequest,
+    CancelToken, ErrorKind, EventKind, FetchBatch, FetchItem, HostSettings, ManifestFile,
+    PluginError, RepoType, ResolveRequest,
 };
 use hubsim::{HubSim, HubSimHandle, Origin, Storage};
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;
-
-/// Records every progress event.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<ProgressEvent>>>);
-
-impl ProgressSink for Recorder {
-    fn on_event(&self, event: ProgressEvent) {
-        self.0.lock().unwrap().push(event);
-    }
-}
-
-impl Recorder {
-    fn progress(&self) -> Progress {
-        ProgressSink_TO::from_ptr(RArc::new(self.clone()), TD_Opaque)
-    }
-
-    fn of(&self, index: u32, kind: EventKind) -> Vec<ProgressEvent> {
-        let events = self.0.lock().unwrap();
-        events
-            .iter()
-            .filter(|e| e.index == index && e.kind == kind)
-            .cloned()
-            .collect()
-    }
-
-    fn bytes(&self, index: u32) -> u64 {
-        self.of(index, EventKind::BYTES)
-            .iter()
-            .map(|e| e.bytes)
-            .sum()
-    }
-}
 
 fn start() -> HubSimHandle {
     HubSim::start_blocking(HubSim::builder()).expect("hubsim starts")
@@ -116,20 +82,6 @@ fn sha256_of(path: &str) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-fn done(o: &FileOutcome) -> &FileDone {
-    match &o.result {
-        abi_stable::std_types::RResult::ROk(d) => d,
-        abi_stable::std_types::RResult::RErr(e) => panic!("item {}: {e}", o.index),
-    }
-}
-
-fn err(o: &FileOutcome) -> &PluginError {
-    match &o.result {
-        abi_stable::std_types::RResult::RErr(e) => e,
-        abi_stable::std_types::RResult::ROk(_) => panic!("item {} succeeded", o.index),
-    }
-}
-
 #[test]
 fn capabilities_are_honest() {
     let sim = start();
@@ -167,7 +119,7 @@ fn snapshot_of_regular_lfs_and_xet_files_uses_one_batch_request() {
         (0, vec![])
     });
     sim.reset_counters();
-    let rec = Recorder::default();
+    let rec = RecordingProgress::new();
     let out = b.fetch(&fb, &rec.progress(), &CancelToken::new());
     assert_eq!(out.len(), m.files.len());
     for (i, (o, item)) in out.iter().zip(fb.items.iter()).enumerate() {
@@ -182,14 +134,14 @@ fn snapshot_of_regular_lfs_and_xet_files_uses_one_batch_request() {
         );
         assert_eq!(d.bytes_transferred, want.size, "{}", want.path);
         assert_eq!(rec.bytes(o.index), want.size, "{}", want.path);
-        assert_eq!(rec.of(o.index, EventKind::STARTED).len(), 1);
+        assert_eq!(rec.events_of(o.index, EventKind::STARTED).len(), 1);
         let expect_source = if want.storage == Storage::Regular {
             sim.hub_url()
         } else {
             sim.cdn_url()
         };
         assert_eq!(d.source.as_str(), expect_source, "{}", want.path);
-        let cps = rec.of(o.index, EventKind::CHECKPOINT);
+        let cps = rec.events_of(o.index, EventKind::CHECKPOINT);
         if want.size > 0 {
             assert_eq!(
                 cps.last().map(|e| e.bytes),
@@ -248,7 +200,7 @@ fn resume_moves_only_the_rest_and_checkpoints_advance() {
         |_| (offset, content.clone()),
     );
     sim.reset_counters();
-    let rec = Recorder::default();
+    let rec = RecordingProgress::new();
     let out = b.fetch(&fb, &rec.progress(), &CancelToken::new());
     let d = done(&out[0]);
     let rest = f.size - offset;
@@ -260,7 +212,7 @@ fn resume_moves_only_the_rest_and_checkpoints_advance() {
     );
     assert_eq!(rec.bytes(0), rest);
     let cps: Vec<u64> = rec
-        .of(0, EventKind::CHECKPOINT)
+        .events_of(0, EventKind::CHECKPOINT)
         .iter()
         .map(|e| e.bytes)
         .collect();
@@ -309,7 +261,11 @@ fn without_the_batch_api_lfs_files_come_through_resolve() {
         (0, vec![])
     });
     sim.reset_counters();
-    let out = b.fetch(&fb, &Recorder::default().progress(), &CancelToken::new());
+    let out = b.fetch(
+        &fb,
+        &RecordingProgress::new().progress(),
+        &CancelToken::new(),
+    );
     for (o, item) in out.iter().zip(fb.items.iter()) {
         assert_eq!(done(o).source.as_str(), sim.cdn_url());
         assert_eq!(
@@ -365,7 +321,11 @@ fn errors_are_classified_per_file() {
         dir.path(),
         |_| (0, vec![]),
     );
-    let out = anon.fetch(&fb, &Recorder::default().progress(), &CancelToken::new());
+    let out = anon.fetch(
+        &fb,
+        &RecordingProgress::new().progress(),
+        &CancelToken::new(),
+    );
     done(&out[0]);
     assert_eq!(err(&out[1]).kind, ErrorKind::NOT_FOUND);
     assert!(err(&out[1]).message.contains("missing.txt"));
@@ -387,13 +347,21 @@ fn errors_are_classified_per_file() {
         |_| (0, vec![]),
     );
     for o in anon
-        .fetch(&fb, &Recorder::default().progress(), &CancelToken::new())
+        .fetch(
+            &fb,
+            &RecordingProgress::new().progress(),
+            &CancelToken::new(),
+        )
         .iter()
     {
         assert_eq!(err(o).kind, ErrorKind::AUTH, "{}", err(o));
     }
     for o in authed
-        .fetch(&fb, &Recorder::default().progress(), &CancelToken::new())
+        .fetch(
+            &fb,
+            &RecordingProgress::new().progress(),
+            &CancelToken::new(),
+        )
         .iter()
     {
         done(o);
@@ -413,7 +381,7 @@ fn offline_and_cancelled_fetches_do_no_network() {
     let cancel = CancelToken::new();
     cancel.cancel();
     for o in b
-        .fetch(&fb, &Recorder::default().progress(), &cancel)
+        .fetch(&fb, &RecordingProgress::new().progress(), &cancel)
         .iter()
     {
         assert_eq!(err(o).kind, ErrorKind::CANCELLED);
@@ -428,7 +396,11 @@ fn offline_and_cancelled_fetches_do_no_network() {
     )
     .unwrap();
     for o in offline
-        .fetch(&fb, &Recorder::default().progress(), &CancelToken::new())
+        .fetch(
+            &fb,
+            &RecordingProgress::new().progress(),
+            &CancelToken::new(),
+        )
         .iter()
     {
         assert_eq!(err(o).kind, ErrorKind::UNSUPPORTED);
@@ -464,7 +436,7 @@ fn a_refused_href_is_refreshed_and_the_download_continues() {
         hubsim::FaultAction::Status { code: 403 },
     ));
     sim.reset_counters();
-    let rec = Recorder::default();
+    let rec = RecordingProgress::new();
     let out = b.fetch(&fb, &rec.progress(), &CancelToken::new());
     done(&out[0]);
     assert_eq!(
@@ -477,7 +449,7 @@ fn a_refused_href_is_refreshed_and_the_download_continues() {
         "asked again once"
     );
     assert!(
-        rec.of(0, EventKind::RETRY)
+        rec.events_of(0, EventKind::RETRY)
             .iter()
             .any(|e| e.message.contains("403")),
         "the refresh is reported"
@@ -509,7 +481,7 @@ fn retries_inside_the_download_reach_the_host_as_retry_events() {
         )
         .times(2),
     );
-    let rec = Recorder::default();
+    let rec = RecordingProgress::new();
     let out = b.fetch(&fb, &rec.progress(), &CancelToken::new());
     done(&out[0]);
     done(&out[1]);
@@ -519,10 +491,10 @@ fn retries_inside_the_download_reach_the_host_as_retry_events() {
         files[1].sha256.as_ref().unwrap().as_str()
     );
     assert!(
-        rec.of(0, EventKind::RETRY).is_empty(),
+        rec.events_of(0, EventKind::RETRY).is_empty(),
         "config.json had none"
     );
-    let retries = rec.of(1, EventKind::RETRY);
+    let retries = rec.events_of(1, EventKind::RETRY);
     let sha = files[1].sha256.as_ref().unwrap();
     let messages: Vec<&str> = retries.iter().map(|e| e.message.as_str()).collect();
     assert_eq!(messages.len(), 2, "{messages:?}");
@@ -538,7 +510,7 @@ fn retries_inside_the_download_reach_the_host_as_retry_events() {
         );
     }
     // Sent while the download ran (before its bytes), not after it.
-    let all = rec.0.lock().unwrap().clone();
+    let all = rec.events();
     let first_bytes = all
         .iter()
         .position(|e| e.index == 1 && e.kind == EventKind::BYTES)
@@ -571,7 +543,11 @@ fn without_a_batch_api_at_the_endpoint_files_come_through_resolve() {
         hubsim::FaultAction::Status { code: 404 },
     ));
     sim.reset_counters();
-    let out = b.fetch(&fb, &Recorder::default().progress(), &CancelToken::new());
+    let out = b.fetch(
+        &fb,
+        &RecordingProgress::new().progress(),
+        &CancelToken::new(),
+    );
     for (o, item) in out.iter().zip(fb.items.iter()) {
         assert_eq!(done(o).extra_json.as_str(), r#"{"via":"resolve"}"#);
         assert_eq!(

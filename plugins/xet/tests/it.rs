@@ -2,16 +2,14 @@
 //! directly through the SDK trait: no host, no plugin loading.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RArc, ROption, RString, RVec};
+use abi_stable::std_types::{ROption, RString, RVec};
 use hubget_plugin_api::sdk::BackendPlugin;
+use hubget_plugin_api::testing::{RecordingProgress, done as ok, error as err};
 use hubget_plugin_api::{
-    CancelToken, ErrorKind, EventKind, FetchBatch, FetchItem, FileDone, FileOutcome, HostSettings,
-    ManifestFile, PluginError, Progress, ProgressEvent, ProgressSink, ProgressSink_TO, RepoType,
-    ResolveRequest,
+    CancelToken, ErrorKind, FetchBatch, FetchItem, HostSettings, ManifestFile, PluginError,
+    RepoType, ResolveRequest,
 };
 use hubget_xet::Backend;
 use hubsim::{
@@ -21,56 +19,6 @@ use hubsim::{
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;
-
-/// Records every progress event.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<ProgressEvent>>>);
-
-impl ProgressSink for Recorder {
-    fn on_event(&self, event: ProgressEvent) {
-        self.0.lock().unwrap().push(event);
-    }
-}
-
-impl Recorder {
-    fn progress(&self) -> Progress {
-        ProgressSink_TO::from_ptr(RArc::new(self.clone()), TD_Opaque)
-    }
-
-    fn events(&self, index: u32) -> Vec<ProgressEvent> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e.index == index)
-            .cloned()
-            .collect()
-    }
-
-    fn bytes(&self, index: u32) -> u64 {
-        self.events(index)
-            .iter()
-            .filter(|e| e.kind == EventKind::BYTES)
-            .map(|e| e.bytes)
-            .sum()
-    }
-
-    fn network(&self, index: u32) -> u64 {
-        self.events(index)
-            .iter()
-            .filter(|e| e.kind == EventKind::BYTES)
-            .map(|e| e.network_bytes)
-            .sum()
-    }
-
-    fn checkpoints(&self, index: u32) -> Vec<u64> {
-        self.events(index)
-            .iter()
-            .filter(|e| e.kind == EventKind::CHECKPOINT)
-            .map(|e| e.bytes)
-            .collect()
-    }
-}
 
 fn start(spec: FixtureSpec, shaping: Shaping) -> HubSimHandle {
     HubSim::start_blocking(HubSim::builder().fixtures(spec).shape(shaping)).expect("hubsim starts")
@@ -164,20 +112,6 @@ fn sha256_of(path: &Path) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn ok(outcome: &FileOutcome) -> &FileDone {
-    match &outcome.result {
-        abi_stable::std_types::RResult::ROk(done) => done,
-        abi_stable::std_types::RResult::RErr(e) => panic!("item {} failed: {e}", outcome.index),
-    }
-}
-
-fn err(outcome: &FileOutcome) -> &PluginError {
-    match &outcome.result {
-        abi_stable::std_types::RResult::ROk(_) => panic!("item {} succeeded", outcome.index),
-        abi_stable::std_types::RResult::RErr(e) => e,
-    }
-}
-
 /// The expected sha256 of a file at `main`, from hubsim's own fixture info.
 fn expected_sha(sim: &HubSim, repo: &str, path: &str) -> String {
     sim.info()
@@ -215,7 +149,7 @@ fn xet_files_arrive_byte_exact_from_the_cas_and_other_files_from_the_hub() {
         item(config, &paths[3], 0),
     ];
     sim.reset_counters();
-    let recorder = Recorder::default();
+    let recorder = RecordingProgress::new();
     let outcomes = backend.fetch(
         &batch("acme/tiny", &manifest.commit, items),
         &recorder.progress(),
@@ -307,7 +241,7 @@ fn one_batch_mixes_a_fresh_file_and_a_resumed_one() {
             &manifest.commit,
             vec![item(weights, &whole, 0)],
         ),
-        &Recorder::default().progress(),
+        &RecordingProgress::new().progress(),
         &CancelToken::new(),
     );
     ok(&outcomes[0]);
@@ -317,7 +251,7 @@ fn one_batch_mixes_a_fresh_file_and_a_resumed_one() {
     // stream), in one call.
     let fresh = partial(dir.path(), "xet-a", b"");
     let resumed = partial(dir.path(), "w", &prefix);
-    let recorder = Recorder::default();
+    let recorder = RecordingProgress::new();
     let outcomes = backend.fetch(
         &batch(
             "acme/tiny",
@@ -408,7 +342,7 @@ fn hf_xet_refreshes_an_expiring_cas_token_from_the_hub_with_the_hub_token() {
         &access,
         vec![job],
         tuning,
-        &Recorder::default().progress(),
+        &RecordingProgress::new().progress(),
         &CancelToken::new(),
     ));
     results[0].1.as_ref().expect("download works");
@@ -446,7 +380,7 @@ fn a_file_with_a_redacted_xet_hash_comes_from_the_hub_without_a_cas_token() {
             &manifest.commit,
             vec![item(&redacted, &path, 0)],
         ),
-        &Recorder::default().progress(),
+        &RecordingProgress::new().progress(),
         &CancelToken::new(),
     );
     assert_eq!(ok(&outcomes[0]).extra_json.as_str(), r#"{"via":"resolve"}"#);
@@ -467,7 +401,7 @@ fn resume_from_an_offset_fetches_only_the_rest() {
     sim.reset_counters();
     let outcomes = backend.fetch(
         &batch("acme/big", &manifest.commit, vec![item(big, &full_path, 0)]),
-        &Recorder::default().progress(),
+        &RecordingProgress::new().progress(),
         &CancelToken::new(),
     );
     ok(&outcomes[0]);
@@ -479,7 +413,7 @@ fn resume_from_an_offset_fetches_only_the_rest() {
     let offset = 6 * MIB + 123;
     let path = partial(dir.path(), "resumed", &full[..offset as usize]);
     sim.reset_counters();
-    let recorder = Recorder::default();
+    let recorder = RecordingProgress::new();
     let outcomes = backend.fetch(
         &batch("acme/big", &manifest.commit, vec![item(big, &path, offset)]),
         &recorder.progress(),
@@ -520,7 +454,7 @@ fn large_files_are_fetched_as_parallel_ranged_segments() {
     let dir = tempfile::tempdir().unwrap();
     let path = partial(dir.path(), "big", b"");
     sim.reset_counters();
-    let recorder = Recorder::default();
+    let recorder = RecordingProgress::new();
     let outcomes = backend.fetch(
         &batch("acme/big", &manifest.commit, vec![item(big, &path, 0)]),
         &recorder.progress(),
@@ -552,7 +486,7 @@ fn large_files_are_fetched_as_parallel_ranged_segments() {
 /// Starts a fetch of acme/big's 16 MiB at 1 MiB/s (about 16 s), cancels it once the CAS has
 /// served some bytes, and returns how long `fetch` took to return after the cancel, the item's
 /// error and the recorder.
-fn cancel_midway(sim: &HubSim, config: &str) -> (Duration, PluginError, Recorder) {
+fn cancel_midway(sim: &HubSim, config: &str) -> (Duration, PluginError, RecordingProgress) {
     let backend = backend(sim, config);
     let manifest = resolve(&backend, "acme/big");
     let big = file(&manifest, "big.bin").clone();
@@ -560,7 +494,7 @@ fn cancel_midway(sim: &HubSim, config: &str) -> (Duration, PluginError, Recorder
     let path = partial(dir.path(), "big", b"");
     sim.reset_counters();
     let cancel = CancelToken::new();
-    let recorder = Recorder::default();
+    let recorder = RecordingProgress::new();
     let outcomes = std::thread::scope(|scope| {
         let canceller = scope.spawn(|| {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -612,9 +546,9 @@ fn cancellation_returns_promptly() {
         "fetch returned {took:?} after cancel"
     );
     assert!(
-        recorder.network(0) > 0 && recorder.bytes(0) == 0,
+        recorder.network_bytes(0) > 0 && recorder.bytes(0) == 0,
         "network progress before any byte was written: {} network, {} written",
-        recorder.network(0),
+        recorder.network_bytes(0),
         recorder.bytes(0)
     );
 }
@@ -631,7 +565,7 @@ fn a_stopped_cas_is_a_retryable_network_error() {
     let started = Instant::now();
     let outcomes = backend.fetch(
         &batch("acme/tiny", &manifest.commit, vec![item(xet_a, &path, 0)]),
-        &Recorder::default().progress(),
+        &RecordingProgress::new().progress(),
         &CancelToken::new(),
     );
     let e = err(&outcomes[0]);
@@ -662,7 +596,7 @@ fn cas_server_errors_are_retryable_server_errors() {
     let path = partial(dir.path(), "x", b"");
     let outcomes = backend.fetch(
         &batch("acme/tiny", &manifest.commit, vec![item(xet_a, &path, 0)]),
-        &Recorder::default().progress(),
+        &RecordingProgress::new().progress(),
         &CancelToken::new(),
     );
     let e = err(&outcomes[0]);
@@ -694,7 +628,7 @@ fn written_ranges_are_not_fetched_again_and_spans_are_reported_as_written() {
     sim.reset_counters();
     let outcomes = backend.fetch(
         &batch("acme/big", &manifest.commit, vec![item(big, &full_path, 0)]),
-        &Recorder::default().progress(),
+        &RecordingProgress::new().progress(),
         &CancelToken::new(),
     );
     ok(&outcomes[0]);
@@ -713,7 +647,7 @@ fn written_ranges_are_not_fetched_again_and_spans_are_reported_as_written() {
     let mut with_ranges = batch("acme/big", &manifest.commit, vec![item(big, &path, 0)]);
     with_ranges.options_json = options.to_json().into();
     sim.reset_counters();
-    let recorder = Recorder::default();
+    let recorder = RecordingProgress::new();
     let outcomes = backend.fetch(&with_ranges, &recorder.progress(), &CancelToken::new());
     ok(&outcomes[0]);
     assert_eq!(sha256_of(&path), big.sha256.as_ref().unwrap().as_str());
@@ -722,13 +656,9 @@ fn written_ranges_are_not_fetched_again_and_spans_are_reported_as_written() {
         cas < full_cas * 3 / 4,
         "the written half is not fetched again: {cas} of {full_cas} CAS bytes"
     );
-    let spans = recorder
-        .events(0)
-        .iter()
-        .filter(|e| e.kind == EventKind::RANGE_WRITTEN)
-        .count();
+    let spans = recorder.ranges_written(0);
     assert!(
-        spans > 0,
+        !spans.is_empty(),
         "spans past the checkpoint are reported as written"
     );
 }

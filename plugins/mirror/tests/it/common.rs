@@ -1,56 +1,18 @@
-//! Helpers: a recording progress sink, batches, and a fake Hugging Face cache on disk.
+//! Helpers: a progress handle with plugin-api's recorder, batches, and a fake Hugging Face cache on disk.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use hubget_mirror::Mirror;
 use hubget_plugin_api::sdk::BackendPlugin;
-use hubget_plugin_api::std_types::{RArc, ROption, RString, RVec};
-use hubget_plugin_api::{
-    EventKind, FetchBatch, FetchItem, HostSettings, ManifestFile, Progress, ProgressEvent,
-    ProgressSink, ProgressSink_TO, RepoType,
-};
-
-/// Records every progress event.
-#[derive(Default)]
-pub struct Recorder(pub Mutex<Vec<ProgressEvent>>);
-
-impl ProgressSink for Recorder {
-    fn on_event(&self, event: ProgressEvent) {
-        self.0.lock().unwrap().push(event);
-    }
-}
+use hubget_plugin_api::std_types::{ROption, RString, RVec};
+use hubget_plugin_api::testing::RecordingProgress;
+use hubget_plugin_api::{FetchBatch, FetchItem, HostSettings, ManifestFile, Progress, RepoType};
 
 /// A progress handle and the recorder behind it.
-pub fn progress() -> (Progress, RArc<Recorder>) {
-    let rec = RArc::new(Recorder::default());
-    let handle: Progress =
-        ProgressSink_TO::from_ptr(rec.clone(), abi_stable::sabi_trait::TD_Opaque);
-    (handle, rec)
-}
-
-impl Recorder {
-    /// Sum of `BYTES` deltas for item `index`.
-    pub fn bytes(&self, index: u32) -> u64 {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e.index == index && e.kind == EventKind::BYTES)
-            .map(|e| e.bytes)
-            .sum()
-    }
-
-    /// The last `CHECKPOINT` of item `index`.
-    pub fn last_checkpoint(&self, index: u32) -> Option<u64> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .find(|e| e.index == index && e.kind == EventKind::CHECKPOINT)
-            .map(|e| e.bytes)
-    }
+pub fn progress() -> (Progress, RecordingProgress) {
+    let rec = RecordingProgress::new();
+    (rec.progress(), rec)
 }
 
 /// A backend from a TOML table.

@@ -5,8 +5,9 @@
 use hubget_mirror::Mirror;
 use hubget_plugin_api::sdk::BackendPlugin;
 use hubget_plugin_api::std_types::{RResult, RString};
+use hubget_plugin_api::testing::done;
 use hubget_plugin_api::{
-    CancelToken, ErrorKind, Features, FetchBatch, FileDone, HostSettings, ManifestFile, RepoType,
+    CancelToken, ErrorKind, Features, FetchBatch, HostSettings, ManifestFile, RepoType,
     ResolveRequest,
 };
 use hubsim::{Fault, FaultAction, FileInfo, FixtureSpec, HubSim, HubSimHandle, Origin};
@@ -112,13 +113,6 @@ fn content_of(sim: &HubSimHandle, path: &str) -> Vec<u8> {
 /// `"url"`, as it appears in JSON (so that a port is never matched as a prefix of another).
 fn quoted(url: &str) -> String {
     format!("{url:?}")
-}
-
-fn done(outcome: &hubget_plugin_api::FileOutcome) -> &FileDone {
-    match &outcome.result {
-        RResult::ROk(d) => d,
-        RResult::RErr(e) => panic!("item {}: {e}", outcome.index),
-    }
 }
 
 #[test]
@@ -250,7 +244,7 @@ fn a_download_cut_mid_file_continues_on_the_next_endpoint() {
         "both endpoints served: {}",
         d.extra_json
     );
-    assert_eq!(rec.last_checkpoint(0), Some(size));
+    assert_eq!(rec.checkpoints(0).last().copied(), Some(size));
     // The second endpoint sent only what was missing.
     let from_good = good.counters().bytes_from(Origin::Cdn);
     assert!(
