@@ -9,7 +9,8 @@
 //!   `hubget` in, with [`TestEnv::hubget`] returning a [`Run`] (exit code, stdout, stderr).
 //! - [`built_library`], [`first_party_plugin`], [`test_plugin`]: paths of the built libraries;
 //!   [`TestEnv::install_plugin`] copies one into the plugin directory as `libhubget_<name>.so`.
-//! - [`plugins`]: building the third-party example plugin (`examples/hello-backend`).
+//! - [`plugins`]: building the third-party example plugins (`examples/*-backend`) and running
+//!   their own tests.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 

@@ -5,19 +5,23 @@
 //! ```toml
 //! [plugins.hello]
 //! root = "/srv/models/my-model"   # required
-//! commit = "0123...40 hex"        # optional; the commit resolve reports
+//! commit = "0123...40 hex"        # optional; else derived from the files (see below)
 //! ```
 //!
 //! `resolve` lists the files under `root` (with their size and git blob id, so the host can
 //! verify them); `fetch` copies each file into the partial file the host prepared, starting at
-//! the offset the host gave, reporting progress and checking the cancel token between chunks.
+//! the offset the host gave, through the SDK's `stream_to_partial` (which reports progress and
+//! checkpoints, and returns within ~100 ms of cancellation even if a read blocks on a stalled
+//! network filesystem). A directory has no git history, so the commit `resolve` reports is
+//! derived from the content: the sha1 of every path, size and blob id. The same files always
+//! land in the same snapshot folder, and a changed file in a new one.
 //! See `docs/plugin-authors.md` in the hubget repository.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
-use hubget_plugin_api::sdk::{BackendPlugin, parse_config};
+use hubget_plugin_api::sdk::{BackendPlugin, parse_config, stream_to_partial};
 use hubget_plugin_api::std_types::{ROption, RResult, RString, RVec};
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, EventKind, Features, FetchBatch, FetchItem, FileDone,
@@ -40,7 +44,8 @@ struct Config {
 /// The backend: a directory.
 struct Hello {
     root: Option<PathBuf>,
-    commit: String,
+    /// The commit from the table, if set.
+    commit: Option<String>,
 }
 
 const CHUNK: usize = 64 * 1024;
@@ -58,10 +63,7 @@ impl Hello {
     /// Maps a repository path to a file under `root`, refusing anything that escapes it.
     fn local_path(&self, repo_path: &str) -> Result<PathBuf, PluginError> {
         let rel = Path::new(repo_path);
-        if !rel
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
-        {
+        if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
             return Err(PluginError::new(
                 ErrorKind::NOT_FOUND,
                 format!("hello: refusing path `{repo_path}`"),
@@ -77,49 +79,33 @@ impl Hello {
         progress: &Progress,
         cancel: &CancelToken,
     ) -> Result<FileDone, PluginError> {
-        let io = |what: &str, e: std::io::Error| {
-            PluginError::new(ErrorKind::IO, format!("hello: {what}: {e}"))
-        };
         let source_path = self.local_path(&item.file.path)?;
-        let mut source = File::open(&source_path).map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::NotFound {
-                ErrorKind::NOT_FOUND
-            } else {
-                ErrorKind::IO
-            };
-            PluginError::new(kind, format!("hello: {}: {e}", source_path.display()))
-        })?;
-        // The partial file exists and holds `offset` good bytes: write from there, never truncate.
-        let mut target = OpenOptions::new()
-            .write(true)
-            .open(item.partial_path.as_str())
-            .map_err(|e| io("opening the partial file", e))?;
-        source
-            .seek(SeekFrom::Start(item.offset))
-            .map_err(|e| io("seeking the source", e))?;
-        target
-            .seek(SeekFrom::Start(item.offset))
-            .map_err(|e| io("seeking the partial file", e))?;
         progress.on_event(ProgressEvent::message(
             index,
             EventKind::STARTED,
             format!("from {}", source_path.display()),
         ));
-        let mut buf = vec![0u8; CHUNK];
-        let mut copied = 0u64;
-        loop {
-            cancel.check()?;
-            let n = source.read(&mut buf).map_err(|e| io("reading", e))?;
-            if n == 0 {
-                break;
-            }
-            target
-                .write_all(&buf[..n])
-                .map_err(|e| io("writing the partial file", e))?;
-            copied += n as u64;
-            progress.on_event(ProgressEvent::bytes(index, n as u64, n as u64));
-        }
-        target.flush().map_err(|e| io("flushing", e))?;
+        // Opening and reading run on the SDK's helper thread; this thread watches `cancel`.
+        let (path, offset) = (source_path.clone(), item.offset);
+        let copied = stream_to_partial(
+            move || {
+                let not_found = |e: std::io::Error| {
+                    let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                        ErrorKind::NOT_FOUND
+                    } else {
+                        ErrorKind::IO
+                    };
+                    PluginError::new(kind, format!("{}: {e}", path.display()))
+                };
+                let mut source = File::open(&path).map_err(not_found)?;
+                source.seek(SeekFrom::Start(offset)).map_err(not_found)?;
+                Ok(source)
+            },
+            item,
+            index,
+            progress,
+            cancel,
+        )?;
         Ok(FileDone {
             bytes_transferred: copied,
             source: RString::from(self.root()?.display().to_string()),
@@ -215,8 +201,20 @@ impl BackendPlugin for Hello {
                 xet_hash: ROption::RNone,
             });
         }
+        // No git here: unless the table names one, the commit is derived from the content.
+        let commit = self.commit.clone().unwrap_or_else(|| {
+            let mut hasher = Sha1::new();
+            for f in &manifest_files {
+                hasher.update(format!("{}\0{}\0{}\n", f.path, f.size, f.git_oid).as_bytes());
+            }
+            hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        });
         Ok(Manifest {
-            commit: RString::from(self.commit.as_str()),
+            commit: RString::from(commit),
             files: RVec::from(manifest_files),
             extra_json: RString::new(),
         })
@@ -242,8 +240,9 @@ impl BackendPlugin for Hello {
 
 fn new(_settings: HostSettings, config: &str) -> Result<Hello, PluginError> {
     let config: Config = parse_config("hello", config)?;
-    let commit = config.commit.unwrap_or_else(|| "0".repeat(40));
-    if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if let Some(commit) = &config.commit
+        && (commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
         return Err(PluginError::new(
             ErrorKind::CONFIG,
             "invalid [plugins.hello] table (key `commit`): expected 40 hex digits",
@@ -251,7 +250,7 @@ fn new(_settings: HostSettings, config: &str) -> Result<Hello, PluginError> {
     }
     Ok(Hello {
         root: config.root,
-        commit,
+        commit: config.commit,
     })
 }
 

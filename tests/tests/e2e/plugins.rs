@@ -14,7 +14,7 @@ use hubget_plugin_api::{
     CancelToken, ErrorKind, FetchBatch, FetchItem, HostSettings, ManifestFile, RepoType,
     ResolveRequest,
 };
-use hubget_tests::plugins::build_example_hello;
+use hubget_tests::plugins::{build_example_hello, build_example_statichttp, test_example};
 use hubget_tests::{TestEnv, first_party_plugin, system_library, test_plugin};
 use serde_json::Value;
 
@@ -693,4 +693,148 @@ fn a_plugin_that_hangs_while_starting_is_reported_and_skipped() {
         .find(|p| p["name"] == "lfs")
         .unwrap();
     assert!(lfs["capabilities"].is_object(), "the others still work");
+}
+
+#[test]
+fn the_statichttp_example_passes_its_own_tests() {
+    // Built and tested outside the workspace, as a third party would, with plugin-api's public
+    // test helpers (feature `testing`).
+    if let Err(out) = test_example("statichttp-backend") {
+        panic!("examples/statichttp-backend tests failed:\n{out}");
+    }
+}
+
+/// Python's `http.server` over `dir` on a free loopback port (a static server that ignores
+/// `Range`), stopped on drop.
+struct StaticServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl StaticServer {
+    fn start(dir: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "0",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .unwrap_or_else(|| panic!("unexpected http.server output: {line}"));
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes `files` as `<root>/<repo>/<revision>/{index.json, files/...}`.
+fn publish(root: &Path, repo: &str, revision: &str, files: &[(&str, &[u8])]) {
+    let dir = root.join(repo).join(revision);
+    let mut index = Vec::new();
+    for (path, data) in files {
+        let target = dir.join("files").join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, data).unwrap();
+        let sha = hubget::verify::sha256_hex(data);
+        index.push(serde_json::json!({"path": path, "size": data.len(), "sha256": sha}));
+    }
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::json!({ "files": index }).to_string(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_source_without_git_downloads_through_the_statichttp_example() {
+    let lib = build_example_statichttp();
+    let env = TestEnv::new();
+    env.install_plugin(&lib, "statichttp");
+    let served = env.path("served");
+    let weights: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
+    publish(
+        &served,
+        "acme/tiny",
+        "v1",
+        &[("config.json", b"{}"), ("sub/w.bin", &weights)],
+    );
+    publish(
+        &served,
+        "acme/tiny",
+        "v2",
+        &[("config.json", b"{\"a\":1}"), ("sub/w.bin", &weights)],
+    );
+    let server = StaticServer::start(&served);
+    let config = env.write_config(&format!(
+        "[backends]\norder = [\"statichttp\"]\n[plugins.statichttp]\nbase_url = {:?}\n",
+        server.url
+    ));
+    let download = |revision: &str| {
+        let run = env.hubget([
+            "--config",
+            config.to_str().unwrap(),
+            "download",
+            "acme/tiny",
+            "--revision",
+            revision,
+            "--json",
+        ]);
+        run.assert_success();
+        json_events(&run.stdout)
+    };
+    let v1 = download("v1");
+    let repo = env.hf_home().join("hub").join("models--acme--tiny");
+    let commit1 = std::fs::read_to_string(repo.join("refs").join("v1")).unwrap();
+    assert_eq!(commit1.len(), 40, "a content-addressed commit: {commit1}");
+    let snapshot = repo.join("snapshots").join(&commit1);
+    assert_eq!(std::fs::read(snapshot.join("sub/w.bin")).unwrap(), weights);
+    // No git oid: the blob is named after the sha256 the host verified.
+    let sha = v1
+        .iter()
+        .find(|e| e["event"] == "file_done" && e["path"] == "sub/w.bin")
+        .and_then(|e| e["sha256"].as_str())
+        .expect("file_done with sha256")
+        .to_owned();
+    assert!(repo.join("blobs").join(&sha).is_file());
+
+    // A second revision with one changed file: its own snapshot; the unchanged file moves no byte.
+    let v2 = download("v2");
+    let commit2 = std::fs::read_to_string(repo.join("refs").join("v2")).unwrap();
+    assert_ne!(commit1, commit2);
+    assert_eq!(
+        std::fs::read(repo.join("snapshots").join(&commit2).join("config.json")).unwrap(),
+        b"{\"a\":1}"
+    );
+    let moved: Vec<&str> = v2
+        .iter()
+        .filter(|e| e["event"] == "file_done" && e["bytes_transferred"].as_u64() > Some(0))
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert_eq!(moved, ["config.json"], "{v2:#?}");
 }
