@@ -155,7 +155,7 @@ pub struct ExportArgs {
 /// `hubget download`.
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
-    /// `owner/name`, or `hf://[datasets/|spaces/]owner/name[@revision][/path]`.
+    /// `owner/name`, or `hf://[datasets/|spaces/|kernels/]owner/name[@revision][/path]`.
     #[arg(value_name = "REPO_ID")]
     pub repo_id: String,
     /// Files to download (default: the whole repository, filtered by --include/--exclude).
@@ -163,7 +163,7 @@ pub struct DownloadArgs {
     pub files: Vec<String>,
     /// Repository type.
     #[arg(long, visible_alias = "type", value_name = "TYPE",
-          value_parser = ["model", "dataset", "space"])]
+          value_parser = ["model", "dataset", "space", "kernel"])]
     pub repo_type: Option<String>,
     /// Branch, tag, refs/pr/N or full commit sha (default: main).
     #[arg(long, value_name = "REV")]
@@ -215,9 +215,8 @@ pub struct RepoSpec {
 }
 
 impl RepoSpec {
-    /// Parses the download arguments. `hf://` URIs: an optional `datasets/`, `spaces/` or
-    /// `models/` prefix, `owner/name`, an optional `@revision` (with `/` written `%2F`), and an
-    /// optional path, which is added to `files` (a trailing `/` means a folder).
+    /// Parses the download arguments. `hf://` URIs (see [`HfUri`]): the path, if any, is added
+    /// to `files` (a trailing `/` means a folder).
     pub fn parse(
         repo: &str,
         files: &[String],
@@ -228,46 +227,33 @@ impl RepoSpec {
             .map(|t| {
                 RepoType::parse(t).ok_or_else(|| HostError::InvalidValue {
                     name: "--repo-type".to_owned(),
-                    message: format!("`{t}` is not one of model, dataset, space"),
+                    message: format!("`{t}` is not one of model, dataset, space, kernel"),
                 })
             })
             .transpose()?;
         let mut files = files.to_vec();
         let (repo_type, repo_id, uri_revision) = if let Some(rest) = repo.strip_prefix("hf://") {
-            let mut segments: Vec<&str> = rest.split('/').collect();
-            let uri_type = match segments.first().copied() {
-                Some("datasets") => Some(RepoType::DATASET),
-                Some("spaces") => Some(RepoType::SPACE),
-                Some("models") => Some(RepoType::MODEL),
-                _ => None,
-            };
-            if uri_type.is_some() {
-                segments.remove(0);
-            }
-            if let (Some(a), Some(b)) = (uri_type, flag_type)
+            let uri = HfUri::parse(rest).map_err(|why| {
+                HostError::Usage(format!(
+                    "`{repo}` is not a valid hf:// address: {why} \
+                     (expected hf://[datasets/|spaces/|kernels/]owner/name[@revision][/path])"
+                ))
+            })?;
+            if let (Some(a), Some(b)) = (uri.repo_type, flag_type)
                 && a != b
             {
                 return Err(HostError::Usage(format!(
                     "`{repo}` is a {a} but --repo-type says {b}"
                 )));
             }
-            // owner/name[@rev]/path...  or  name@rev (no owner)
-            let (id_parts, path_parts) = if segments.first().is_some_and(|s| s.contains('@')) {
-                segments.split_at(1)
-            } else {
-                segments.split_at(segments.len().min(2))
-            };
-            let mut id = id_parts.join("/");
-            let mut rev = None;
-            if let Some(at) = id.find('@') {
-                rev = Some(id[at + 1..].replace("%2F", "/").replace("%2f", "/"));
-                id.truncate(at);
+            if !uri.path.is_empty() {
+                files.push(uri.path);
             }
-            let path = path_parts.join("/");
-            if !path.is_empty() {
-                files.push(path);
-            }
-            (uri_type.or(flag_type).unwrap_or(RepoType::MODEL), id, rev)
+            (
+                uri.repo_type.or(flag_type).unwrap_or(RepoType::MODEL),
+                uri.repo_id,
+                uri.revision,
+            )
         } else {
             (flag_type.unwrap_or(RepoType::MODEL), repo.to_owned(), None)
         };
@@ -299,6 +285,88 @@ impl RepoSpec {
             repo_id,
             revision,
             files,
+        })
+    }
+}
+
+/// The body of an `hf://` address, as the `hf` CLI reads it:
+/// `[models/|datasets/|spaces/|kernels/]owner/name[@revision][/path]`.
+///
+/// The `@` separates the revision only right after `owner/name` (an `@` in a file name is
+/// literal); `refs/pr/N` and `refs/convert/NAME` are taken whole as revisions, and `%2F` in a
+/// revision stands for `/`. A singular type prefix (`dataset/`) is refused with a hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HfUri {
+    /// The type from the prefix, if any.
+    pub repo_type: Option<RepoType>,
+    /// `owner/name` (or a legacy bare `name` before an `@`).
+    pub repo_id: String,
+    /// The revision after `@`, if any.
+    pub revision: Option<String>,
+    /// The path inside the repository (empty: all of it).
+    pub path: String,
+}
+
+impl HfUri {
+    /// Parses what follows `hf://`; the error says what is wrong.
+    pub fn parse(body: &str) -> Result<HfUri, String> {
+        let (repo_type, location) = match body.split_once('/') {
+            Some((first, rest)) => match first {
+                "models" | "datasets" | "spaces" | "kernels" => (RepoType::parse(first), rest),
+                "model" | "dataset" | "space" | "kernel" => {
+                    return Err(format!(
+                        "the type prefix is plural: `{first}s/`, not `{first}/`"
+                    ));
+                }
+                _ => (None, body),
+            },
+            None if matches!(body, "models" | "datasets" | "spaces" | "kernels") => {
+                return Err(format!("nothing after `{body}/`"));
+            }
+            None => (None, body),
+        };
+        let location = location.trim_start_matches('/');
+        if location.is_empty() {
+            return Err("no repository id".to_owned());
+        }
+        let at = location
+            .find('@')
+            .filter(|&i| location[..i].matches('/').count() <= 1);
+        let (repo_id, revision, path) = match at {
+            None => {
+                let mut parts = location.splitn(3, '/');
+                let owner = parts.next().unwrap_or_default();
+                let repo_id = match parts.next() {
+                    Some(name) => format!("{owner}/{name}"),
+                    // A legacy repository without an owner (`gpt2`).
+                    None => owner.to_owned(),
+                };
+                (repo_id, None, parts.next().unwrap_or_default())
+            }
+            Some(i) => {
+                let rest = &location[i + 1..];
+                let special = ["refs/pr/", "refs/convert/"].iter().find_map(|p| {
+                    let tail = rest.strip_prefix(p)?;
+                    let end = tail.find('/').unwrap_or(tail.len());
+                    let valid = !tail[..end].is_empty()
+                        && (p.ends_with("convert/")
+                            || tail[..end].bytes().all(|b| b.is_ascii_digit()));
+                    valid.then(|| p.len() + end)
+                });
+                let split = special.unwrap_or_else(|| rest.find('/').unwrap_or(rest.len()));
+                let revision = rest[..split].replace("%2F", "/").replace("%2f", "/");
+                if revision.is_empty() {
+                    return Err("an empty revision after `@`".to_owned());
+                }
+                let path = rest[split..].trim_start_matches('/');
+                (location[..i].to_owned(), Some(revision), path)
+            }
+        };
+        Ok(HfUri {
+            repo_type,
+            repo_id,
+            revision,
+            path: path.to_owned(),
         })
     }
 }
@@ -384,5 +452,50 @@ mod tests {
             RepoSpec::parse("gpt2", &[], None, None).unwrap().repo_id,
             "gpt2"
         );
+    }
+
+    #[test]
+    fn hf_uris_read_as_the_hf_cli_reads_them() {
+        let s = RepoSpec::parse("hf://kernels/acme/flash@v2/build/", &[], None, None).unwrap();
+        assert_eq!(s.repo_type, RepoType::KERNEL);
+        assert_eq!(
+            (s.repo_id.as_str(), s.revision.as_str()),
+            ("acme/flash", "v2")
+        );
+        assert_eq!(s.files, ["build/"]);
+        let s = RepoSpec::parse("x", &[], Some("kernel"), None).unwrap();
+        assert_eq!(s.repo_type, RepoType::KERNEL);
+        // refs/pr/N and refs/convert/NAME are whole revisions, the rest is the path.
+        let s = RepoSpec::parse("hf://datasets/o/n@refs/pr/3/train.json", &[], None, None).unwrap();
+        assert_eq!(
+            (s.revision.as_str(), s.files.as_slice()),
+            ("refs/pr/3", &["train.json".to_owned()][..])
+        );
+        let s = RepoSpec::parse(
+            "hf://datasets/o/n@refs/convert/parquet/default/",
+            &[],
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.revision, "refs/convert/parquet");
+        assert_eq!(s.files, ["default/"]);
+        // An `@` past owner/name is part of a file name.
+        let s = RepoSpec::parse("hf://o/n/dir/file@1.txt", &[], None, None).unwrap();
+        assert_eq!(
+            (s.revision.as_str(), s.files.as_slice()),
+            ("main", &["dir/file@1.txt".to_owned()][..])
+        );
+        for (bad, why) in [
+            ("hf://dataset/o/n", "plural"),
+            ("hf://datasets", "nothing after"),
+            ("hf://o/n@", "empty revision"),
+            ("hf://", "no repository id"),
+        ] {
+            let e = RepoSpec::parse(bad, &[], None, None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

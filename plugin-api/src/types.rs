@@ -170,43 +170,51 @@ impl RepoType {
     pub const DATASET: Self = Self(1);
     /// A Space (`/api/spaces`, URL prefix `spaces/`).
     pub const SPACE: Self = Self(2);
+    /// A kernel repository (`/api/kernels`, URL prefix `kernels/`; since 1.1). Older hosts and
+    /// plugins see an unknown type: list it in `Capabilities::repo_types` only if you serve it.
+    pub const KERNEL: Self = Self(3);
 
-    /// `model`, `dataset`, `space`, or `repo-type-<n>` for unknown values.
+    /// `model`, `dataset`, `space`, `kernel`, or `repo-type-<n>` for unknown values.
     pub fn name(self) -> std::borrow::Cow<'static, str> {
         match self {
             Self::MODEL => "model".into(),
             Self::DATASET => "dataset".into(),
             Self::SPACE => "space".into(),
+            Self::KERNEL => "kernel".into(),
             Self(n) => format!("repo-type-{n}").into(),
         }
     }
 
-    /// The plural used in API paths and cache folder names: `models`, `datasets`, `spaces`.
+    /// The plural used in API paths and cache folder names: `models`, `datasets`, `spaces`,
+    /// `kernels`.
     pub fn plural(self) -> Option<&'static str> {
         match self {
             Self::MODEL => Some("models"),
             Self::DATASET => Some("datasets"),
             Self::SPACE => Some("spaces"),
+            Self::KERNEL => Some("kernels"),
             _ => None,
         }
     }
 
-    /// The prefix of `resolve` URLs: `""`, `datasets/`, `spaces/`.
+    /// The prefix of `resolve` URLs: `""`, `datasets/`, `spaces/`, `kernels/`.
     pub fn url_prefix(self) -> Option<&'static str> {
         match self {
             Self::MODEL => Some(""),
             Self::DATASET => Some("datasets/"),
             Self::SPACE => Some("spaces/"),
+            Self::KERNEL => Some("kernels/"),
             _ => None,
         }
     }
 
-    /// Parses `model`, `dataset`, `space` (and their plurals).
+    /// Parses `model`, `dataset`, `space`, `kernel` (and their plurals).
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "model" | "models" => Some(Self::MODEL),
             "dataset" | "datasets" => Some(Self::DATASET),
             "space" | "spaces" => Some(Self::SPACE),
+            "kernel" | "kernels" => Some(Self::KERNEL),
             _ => None,
         }
     }

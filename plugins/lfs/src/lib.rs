@@ -76,7 +76,12 @@ impl Backend {
 impl BackendPlugin for Backend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            repo_types: RVec::from(vec![RepoType::MODEL, RepoType::DATASET, RepoType::SPACE]),
+            repo_types: RVec::from(vec![
+                RepoType::MODEL,
+                RepoType::DATASET,
+                RepoType::SPACE,
+                RepoType::KERNEL,
+            ]),
             features: Features::RESOLVE
                 | Features::RESUME
                 | Features::PARALLEL_RANGES

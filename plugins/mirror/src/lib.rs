@@ -325,7 +325,12 @@ impl BackendPlugin for Mirror {
             "resolve_from_endpoints": self.resolve_from_endpoints,
         });
         Capabilities {
-            repo_types: RVec::from(vec![RepoType::MODEL, RepoType::DATASET, RepoType::SPACE]),
+            repo_types: RVec::from(vec![
+                RepoType::MODEL,
+                RepoType::DATASET,
+                RepoType::SPACE,
+                RepoType::KERNEL,
+            ]),
             features,
             max_batch_files: 0,
             extra_json: RString::from(extra.to_string()),

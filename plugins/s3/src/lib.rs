@@ -539,7 +539,12 @@ impl BackendPlugin for Backend {
             extra[hubget_plugin_api::protocol::RESOLVES_VIA] = loc.url_of("").into();
         }
         Capabilities {
-            repo_types: RVec::from(vec![RepoType::MODEL, RepoType::DATASET, RepoType::SPACE]),
+            repo_types: RVec::from(vec![
+                RepoType::MODEL,
+                RepoType::DATASET,
+                RepoType::SPACE,
+                RepoType::KERNEL,
+            ]),
             features,
             max_batch_files: 32,
             extra_json: RString::from(extra.to_string()),

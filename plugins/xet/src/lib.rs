@@ -637,7 +637,12 @@ fn unix_now() -> u64 {
 impl BackendPlugin for Backend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            repo_types: RVec::from(vec![RepoType::MODEL, RepoType::DATASET, RepoType::SPACE]),
+            repo_types: RVec::from(vec![
+                RepoType::MODEL,
+                RepoType::DATASET,
+                RepoType::SPACE,
+                RepoType::KERNEL,
+            ]),
             features: Features::RESOLVE
                 | Features::RESUME
                 | Features::XET

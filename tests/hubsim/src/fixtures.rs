@@ -9,7 +9,7 @@ use sha1::Digest as _;
 
 use crate::Error;
 
-/// Kind of repository, as in the Hub's URL prefixes (`""`, `datasets/`, `spaces/`).
+/// Kind of repository, as in the Hub's URL prefixes (`""`, `datasets/`, `spaces/`, `kernels/`).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
@@ -22,6 +22,8 @@ pub enum RepoKind {
     Dataset,
     /// A space repo (`/api/spaces/...`, `spaces/` prefix).
     Space,
+    /// A kernel repo (`/api/kernels/...`, `kernels/` prefix).
+    Kernel,
 }
 
 impl RepoKind {
@@ -31,6 +33,7 @@ impl RepoKind {
             RepoKind::Model => "models",
             RepoKind::Dataset => "datasets",
             RepoKind::Space => "spaces",
+            RepoKind::Kernel => "kernels",
         }
     }
 
@@ -40,6 +43,7 @@ impl RepoKind {
             RepoKind::Model => "",
             RepoKind::Dataset => "datasets/",
             RepoKind::Space => "spaces/",
+            RepoKind::Kernel => "kernels/",
         }
     }
 
@@ -48,6 +52,7 @@ impl RepoKind {
             "models" => Some(RepoKind::Model),
             "datasets" => Some(RepoKind::Dataset),
             "spaces" => Some(RepoKind::Space),
+            "kernels" => Some(RepoKind::Kernel),
             _ => None,
         }
     }

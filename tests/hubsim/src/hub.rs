@@ -264,7 +264,7 @@ impl HubState {
         });
         match repo.kind {
             RepoKind::Model => v["modelId"] = json!(repo.id),
-            RepoKind::Dataset => {}
+            RepoKind::Dataset | RepoKind::Kernel => {}
             RepoKind::Space => {
                 v["sdk"] = json!("gradio");
                 v["runtime"] = json!({ "stage": "RUNNING", "hardware": { "current": "cpu-basic", "requested": "cpu-basic" } });
@@ -375,10 +375,11 @@ async fn hub_handler(
     if segs.first().map(String::as_str) == Some("api") {
         return api(&st, &method, &uri, &headers, &segs[1..], &body);
     }
-    // [datasets|spaces/]owner/name/...
+    // [datasets|spaces|kernels/]owner/name/...
     let (kind, rest) = match segs.first().map(String::as_str) {
         Some("datasets") => (RepoKind::Dataset, &segs[1..]),
         Some("spaces") => (RepoKind::Space, &segs[1..]),
+        Some("kernels") => (RepoKind::Kernel, &segs[1..]),
         _ => (RepoKind::Model, &segs[..]),
     };
     if rest.len() >= 3 && rest[2] == "resolve" && (method == Method::GET || method == Method::HEAD)

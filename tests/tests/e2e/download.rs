@@ -272,6 +272,48 @@ fn snapshot_lands_in_the_huggingface_cache_layout() {
 }
 
 #[test]
+fn a_kernel_repository_downloads_from_an_hf_address() {
+    let spec = FixtureSpec::from_toml(
+        r##"
+[[repos]]
+id = "acme/flash"
+type = "kernel"
+[[repos.commits]]
+message = "a kernel build"
+files = [
+  { path = "README.md", content = { kind = "text", text = "# flash\n" } },
+  { path = "build/torch-cuda/_ops.py", content = { kind = "text", text = "ops = 1\n" } },
+  { path = "build/torch-cuda/kernel.so", storage = "lfs", content = { kind = "random", size = 300000, seed = 5 } },
+]
+"##,
+    )
+    .expect("kernel spec");
+    let dl = Dl::with(HubSim::builder().fixtures(spec));
+    let head = dl.head("acme/flash");
+    // Type, revision and a folder in one argument, as the hf CLI takes them.
+    let r = dl.run(&["hf://kernels/acme/flash@main/build/", "--json"]);
+    r.ok();
+    let snapshot = dl
+        .repo_dir("kernels--acme--flash")
+        .join("snapshots")
+        .join(&head);
+    assert_eq!(
+        std::fs::read_to_string(snapshot.join("build/torch-cuda/_ops.py")).unwrap(),
+        "ops = 1\n"
+    );
+    assert_eq!(
+        std::fs::metadata(snapshot.join("build/torch-cuda/kernel.so"))
+            .unwrap()
+            .len(),
+        300000
+    );
+    assert!(
+        !snapshot.join("README.md").exists(),
+        "only the folder asked for"
+    );
+}
+
+#[test]
 fn local_dir_gets_real_files_and_huggingface_metadata() {
     let dl = Dl::new();
     let head = dl.head(TINY);
