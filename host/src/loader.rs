@@ -44,13 +44,16 @@ pub const ORIGIN_CONFIG: &str = "config";
 pub const ORIGIN_ENV: &str = "HUBGET_PLUGIN_DIR";
 /// Origin label of the running executable's directory.
 pub const ORIGIN_EXE: &str = "executable dir";
+/// Origin label of `<executable dir>/../lib/hubget`, where installs put plugins next to
+/// `bin/hubget` (the Python wheel, the release archive, `make install`-style prefixes).
+pub const ORIGIN_LIB: &str = "install lib dir";
 
 /// A directory to search for plugins, and why it is searched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginDir {
     /// The directory.
     pub path: PathBuf,
-    /// Where it came from: [`ORIGIN_CONFIG`], [`ORIGIN_ENV`] or [`ORIGIN_EXE`].
+    /// Where it came from: [`ORIGIN_CONFIG`], [`ORIGIN_ENV`], [`ORIGIN_EXE`] or [`ORIGIN_LIB`].
     pub origin: &'static str,
 }
 
@@ -202,7 +205,7 @@ impl Registry {
             Err(e) => {
                 // A directory the user named (config, HUBGET_PLUGIN_DIR) that cannot be read is
                 // worth a warning, but not an error: it may list optional places.
-                if dir.origin == ORIGIN_EXE {
+                if dir.origin == ORIGIN_EXE || dir.origin == ORIGIN_LIB {
                     log::debug!(
                         "plugin directory {} ({}) not searched: {e}",
                         dir.path.display(),
@@ -419,10 +422,18 @@ pub fn search_path(config_dirs: &[PathBuf], env_dirs: Option<&OsStr>) -> Vec<Plu
         .ok()
         .and_then(|exe| exe.parent().map(Path::to_path_buf))
     {
+        // `<prefix>/bin/hubget` finds `<prefix>/lib/hubget/` (the wheel's data files land there).
+        let lib = dir.parent().map(|prefix| prefix.join("lib").join("hubget"));
         dirs.push(PluginDir {
             path: dir,
             origin: ORIGIN_EXE,
         });
+        if let Some(lib) = lib {
+            dirs.push(PluginDir {
+                path: lib,
+                origin: ORIGIN_LIB,
+            });
+        }
     }
     dirs
 }
@@ -723,8 +734,22 @@ mod tests {
     fn search_path_order() {
         let dirs = search_path(&[PathBuf::from("/cfg")], Some(OsStr::new("/env1:/env2")));
         let origins: Vec<_> = dirs.iter().map(|d| d.origin).collect();
-        assert_eq!(origins, [ORIGIN_CONFIG, ORIGIN_ENV, ORIGIN_ENV, ORIGIN_EXE]);
+        assert_eq!(
+            origins,
+            [
+                ORIGIN_CONFIG,
+                ORIGIN_ENV,
+                ORIGIN_ENV,
+                ORIGIN_EXE,
+                ORIGIN_LIB
+            ]
+        );
         assert_eq!(dirs[2].path, PathBuf::from("/env2"));
+        assert!(dirs[4].path.ends_with("lib/hubget"), "{:?}", dirs[4].path);
+        assert_eq!(
+            dirs[4].path.parent().unwrap().parent(),
+            dirs[3].path.parent()
+        );
     }
 
     #[test]

