@@ -1,7 +1,7 @@
 //! The command line (clap), shaped like `hf download` so that muscle memory carries over.
 //!
-//! `hubget download REPO_ID [FILES]...`, `hubget plugins [--json]`, `hubget config show
-//! [--json]`; global `-v/--verbose` (repeatable) and `--config FILE`. `REPO_ID` may also be an
+//! `hubget download REPO_ID [FILES]...`, `hubget export`, `hubget plugins [--json]`, `hubget
+//! config show [--json]`, `hubget cache ls|verify|rm|prune`; global `-v/--verbose` (repeatable) and `--config FILE`. `REPO_ID` may also be an
 //! `hf://[type/]owner/name[@revision][/path]` URI (see [`RepoSpec::parse`]).
 
 use std::path::PathBuf;
@@ -42,6 +42,119 @@ pub enum Command {
     /// Show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Inspect, verify and clean the Hugging Face cache (as `hf cache` does).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+/// `hubget cache ...`.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List cached repositories (or revisions) with their size on disk and refs.
+    Ls(CacheLsArgs),
+    /// Check every file of a revision (or a local dir) against its hash; `--repair` fetches the
+    /// bad and missing ones again.
+    Verify(CacheVerifyArgs),
+    /// Remove repositories or revisions: `owner/name`, `TYPE/owner/name`, `REPO@REV`,
+    /// `hf://...` addresses, or commit hashes.
+    Rm(CacheRmArgs),
+    /// Remove detached revisions, stale partial downloads and unreferenced shared blobs.
+    Prune(CachePruneArgs),
+}
+
+/// `--cache-dir`, for the cache commands that need nothing else.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CacheDirArg {
+    /// Cache directory (default: $HF_HUB_CACHE, else $HF_HOME/hub).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `hubget cache ls`.
+#[derive(Debug, Args)]
+pub struct CacheLsArgs {
+    /// One line per revision instead of per repository.
+    #[arg(long)]
+    pub revisions: bool,
+    /// Keep entries matching all of these: `type=dataset`, `size>1GB`, `size<10M`,
+    /// `modified>7d` (older than), `modified<2h` (newer than), `name~bert` (id contains).
+    #[arg(short, long = "filter", value_name = "EXPR")]
+    pub filters: Vec<String>,
+    /// Sort by `name`, `size` or `modified` (`:asc`/`:desc` to choose the order).
+    #[arg(long, value_name = "KEY")]
+    pub sort: Option<String>,
+    /// Show at most N entries (after sorting).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The cache.
+    #[command(flatten)]
+    pub cache: CacheDirArg,
+}
+
+/// `hubget cache verify`.
+#[derive(Debug, Args)]
+pub struct CacheVerifyArgs {
+    /// `owner/name` or an `hf://` address.
+    #[arg(value_name = "REPO_ID")]
+    pub repo_id: String,
+    /// Repository type.
+    #[arg(long, visible_alias = "type", value_name = "TYPE",
+          value_parser = ["model", "dataset", "space", "kernel"])]
+    pub repo_type: Option<String>,
+    /// Branch, tag, refs/pr/N or commit (default: main).
+    #[arg(long, value_name = "REV")]
+    pub revision: Option<String>,
+    /// Verify a local dir written by `download --local-dir` instead of the cache.
+    #[arg(long, value_name = "DIR", conflicts_with = "cache_dir")]
+    pub local_dir: Option<PathBuf>,
+    /// Fetch the bad and missing files again through the normal download (only those).
+    #[arg(long)]
+    pub repair: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Settings (token, endpoint, backends; `--offline` checks against the hashes the cache
+    /// records instead of the Hub's manifest).
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// `hubget cache rm`.
+#[derive(Debug, Args)]
+pub struct CacheRmArgs {
+    /// What to remove: `owner/name`, `TYPE/owner/name`, `REPO@REV`, `hf://...`, or a commit.
+    #[arg(value_name = "TARGET", required = true)]
+    pub targets: Vec<String>,
+    /// The type of `owner/name` targets without one.
+    #[arg(long, visible_alias = "type", value_name = "TYPE",
+          value_parser = ["model", "dataset", "space", "kernel"])]
+    pub repo_type: Option<String>,
+    /// Show what would be removed, and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (needed when stdin is not a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+    /// The cache.
+    #[command(flatten)]
+    pub cache: CacheDirArg,
+}
+
+/// `hubget cache prune`.
+#[derive(Debug, Args)]
+pub struct CachePruneArgs {
+    /// Show what would be removed, and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (needed when stdin is not a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+    /// The cache.
+    #[command(flatten)]
+    pub cache: CacheDirArg,
 }
 
 /// `hubget config ...`.

@@ -13,6 +13,7 @@
 //! | 5 | integrity failure: a file did not match its size or hash with any backend |
 //! | 6 | offline mode and the cache does not hold what was asked |
 //! | 7 | disk full: not enough free space for what is left to fetch, or a write failed with ENOSPC |
+//! | 8 | `hubget cache verify`: files are bad, missing or extra |
 //! | 130 | interrupted (Ctrl-C) |
 
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub const EXIT_OFFLINE_MISS: u8 = 6;
 /// Exit code: the disk is full (not enough free space for the download, or a write failed with
 /// "no space left on device"); partial files are kept for resume.
 pub const EXIT_DISK_FULL: u8 = 7;
+/// Exit code: `hubget cache verify` found bad, missing or extra files.
+pub const EXIT_VERIFY_FAILED: u8 = 8;
 /// Exit code: interrupted by the user.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
@@ -48,6 +51,19 @@ pub enum HostError {
     /// Bad command-line usage that clap did not catch.
     #[error("{0}")]
     Usage(String),
+
+    /// `hubget cache verify` found problems.
+    #[error("{bad} bad, {missing} missing and {extra} extra file(s) in {what}")]
+    VerifyFailed {
+        /// The revision or local dir checked.
+        what: String,
+        /// Files whose content does not match.
+        bad: usize,
+        /// Files of the revision that are not on disk.
+        missing: usize,
+        /// Files on disk that the revision does not have.
+        extra: usize,
+    },
 
     /// The config file could not be read or parsed.
     #[error("invalid config file {}: {message}", path.display())]
@@ -214,6 +230,7 @@ impl HostError {
             Self::OfflineMiss { .. } => EXIT_OFFLINE_MISS,
             Self::Interrupted => EXIT_INTERRUPTED,
             Self::DiskFull { .. } => EXIT_DISK_FULL,
+            Self::VerifyFailed { .. } => EXIT_VERIFY_FAILED,
             Self::Backend { error, .. } => exit_code_for_kind(error.kind),
             Self::NoBackend(_) | Self::Io { .. } | Self::NotImplemented(_) | Self::Other(_) => {
                 EXIT_ERROR
@@ -224,6 +241,9 @@ impl HostError {
     /// A suggestion for the user, printed as `hint: ...` under the error.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Self::VerifyFailed { bad, missing, .. } if bad + missing > 0 => Some(
+                "`hubget cache verify --repair` fetches the bad and missing files again".to_owned(),
+            ),
             Self::Config { .. } => Some(
                 "run `hubget config show` to see the effective configuration; \
                  unknown keys are errors"

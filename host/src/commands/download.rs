@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hubget_plugin_api::{CancelToken, Features};
 
 use crate::cli::{DownloadArgs, RepoSpec};
-use crate::commands::{load_plugins, open_backends};
+use crate::commands::open_transports;
 use crate::engine::{EngineOptions, Summary};
 use crate::error::HostError;
 use crate::output::{Event, Output, PlanFile, Reporter};
@@ -42,6 +42,26 @@ pub fn run_then_export(
     config: Option<PathBuf>,
     args: &DownloadArgs,
     export_to: Option<&str>,
+) -> Result<(), HostError> {
+    execute(env, config, args, export_to, true)
+}
+
+/// A download for `hubget cache verify --repair`: the same run, without the final path line
+/// on stdout (the verification report follows).
+pub fn run_for_repair(
+    env: &Env,
+    config: Option<PathBuf>,
+    args: &DownloadArgs,
+) -> Result<(), HostError> {
+    execute(env, config, args, None, false)
+}
+
+fn execute(
+    env: &Env,
+    config: Option<PathBuf>,
+    args: &DownloadArgs,
+    export_to: Option<&str>,
+    print_path: bool,
 ) -> Result<(), HostError> {
     let started = Instant::now();
     let prepared = Settings::load(&args.settings.overrides(config), env).and_then(|settings| {
@@ -113,7 +133,7 @@ pub fn run_then_export(
                 path: path.as_ref().map(|p| p.display().to_string()),
             });
             print_reuse_line(&output, &summary, args.quiet);
-            if let Some(p) = path.as_ref().filter(|_| !args.dry_run) {
+            if let Some(p) = path.as_ref().filter(|_| !args.dry_run && print_path) {
                 output.print_path(p);
             }
             Ok(())
@@ -331,15 +351,7 @@ async fn download(
         });
     }
 
-    let registry = load_plugins(settings);
-    let order = settings
-        .effective_order(&registry.names())
-        .map_err(|e| (e, None))?;
-    let handles = open_backends(&registry, settings, &order).map_err(|e| (e, None))?;
-    let backends: Vec<Arc<dyn Transport>> = handles
-        .into_iter()
-        .map(|h| Arc::new(h) as Arc<dyn Transport>)
-        .collect();
+    let backends = open_transports(settings).map_err(|e| (e, None))?;
     let names: Vec<String> = backends.iter().map(|b| b.name().to_owned()).collect();
     if settings.limit_rate.value > 0 {
         let ignoring: Vec<&str> = backends

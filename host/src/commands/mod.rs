@@ -1,6 +1,7 @@
 //! The commands, and the steps they share: resolving settings, loading plugins and opening
 //! backends in the effective order.
 
+pub mod cache;
 pub mod config;
 pub mod download;
 pub mod export;
@@ -32,6 +33,7 @@ pub fn run(cli: Cli) -> Result<(), HostError> {
         }
         Command::Plugins(args) => plugins::run(&env, config, &args),
         Command::Config(ConfigCommand::Show(args)) => config::show(&env, config, &args),
+        Command::Cache(command) => cache::run(&env, config, &command),
     }
 }
 
@@ -155,6 +157,19 @@ pub fn open_backends(
         )),
         (false, _) => Ok(backends),
     }
+}
+
+/// Loads the plugins and opens the backends of the effective order, as transports for the
+/// plan and the engine.
+pub fn open_transports(
+    settings: &Settings,
+) -> Result<Vec<std::sync::Arc<dyn crate::transport::Transport>>, HostError> {
+    let registry = load_plugins(settings);
+    let order = settings.effective_order(&registry.names())?;
+    Ok(open_backends(&registry, settings, &order)?
+        .into_iter()
+        .map(|h| std::sync::Arc::new(h) as std::sync::Arc<dyn crate::transport::Transport>)
+        .collect())
 }
 
 /// Writes `text` to stdout (the commands' results); a closed pipe is not an error.

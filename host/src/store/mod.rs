@@ -7,6 +7,7 @@ pub mod durable;
 pub mod local_dir;
 pub mod lock;
 pub mod paths;
+pub mod scan;
 pub mod shared;
 pub mod space;
 

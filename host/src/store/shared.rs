@@ -217,11 +217,94 @@ impl SharedBlobs {
         }
     }
 
+    /// Every payload of a marked store (`<cache>/blobs/<xx>/<xet hash>`, regular files).
+    pub fn entries(&self) -> Vec<PathBuf> {
+        if !self.is_marked() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let Ok(prefixes) = std::fs::read_dir(self.dir()) else {
+            return out;
+        };
+        for prefix in prefixes.flatten() {
+            let name = prefix.file_name().to_string_lossy().into_owned();
+            if name.len() != 2 || !is_dir(&prefix.path()) {
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(prefix.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let hash = entry.file_name().to_string_lossy().into_owned();
+                if is_xet_hash(&hash) && hash.starts_with(&name) && is_regular(&entry.path()) {
+                    out.push(entry.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The repo blobs that still link to `entry` among those its `.refs` manifest lists;
+    /// `None` when the manifest is missing or unreadable (never grounds for deletion).
+    pub fn live_references(&self, entry: &Path) -> Option<Vec<PathBuf>> {
+        let text = std::fs::read_to_string(refs_path(entry)).ok()?;
+        let mut live = Vec::new();
+        for line in text.lines() {
+            let rel = Path::new(line);
+            if line.is_empty()
+                || rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            {
+                continue;
+            }
+            let blob = self.cache_dir.join(rel);
+            if self.reference(&blob).is_none() {
+                continue;
+            }
+            let target = match std::fs::read_link(&blob) {
+                Ok(t) => blob.parent().map(|p| p.join(&t)).unwrap_or(t),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => continue,
+                Err(_) => return None,
+            };
+            let same = std::fs::canonicalize(&target)
+                .ok()
+                .zip(std::fs::canonicalize(entry).ok())
+                .is_some_and(|(a, b)| a == b);
+            if same && !live.contains(&blob) {
+                live.push(blob);
+            }
+        }
+        Some(live)
+    }
+
+    /// Removes `entry` (and its manifest) when no repo blob links to it any more, under the
+    /// entry's lock; returns the bytes freed (0 when it is still referenced or its manifest is
+    /// unreadable). huggingface_hub's `hf cache prune` collects entries the same way.
+    pub fn sweep(&self, entry: &Path) -> std::io::Result<u64> {
+        if !self.is_marked() || !entry.starts_with(self.dir()) {
+            return Ok(0);
+        }
+        let _lock = EntryLock::take(entry)?;
+        match self.live_references(entry) {
+            Some(live) if live.is_empty() => {
+                let size = std::fs::symlink_metadata(entry)?.len();
+                std::fs::remove_file(entry)?;
+                let _ = std::fs::remove_file(refs_path(entry));
+                Ok(size)
+            }
+            _ => Ok(0),
+        }
+    }
+
     /// `<repo folder>/blobs/<etag>` for a repo blob inside this cache, as the manifest lists it.
     fn reference(&self, blob: &Path) -> Option<String> {
         let rel = blob.strip_prefix(&self.cache_dir).ok()?;
         let parts: Vec<&str> = rel.iter().filter_map(|p| p.to_str()).collect();
-        let repo_folder = ["models--", "datasets--", "spaces--"];
+        let repo_folder = ["models--", "datasets--", "spaces--", "kernels--"];
         (parts.len() == 3
             && repo_folder.iter().any(|p| parts[0].starts_with(p))
             && parts[1] == "blobs"

@@ -62,7 +62,7 @@ pub(crate) struct Ran {
 }
 
 impl Ran {
-    fn from(out: Output, started: Instant) -> Self {
+    pub fn from(out: Output, started: Instant) -> Self {
         Self {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -5,6 +5,7 @@
 //!
 //! To add an area: create `tests/tests/e2e/<area>.rs` and add `mod <area>;` below.
 
+mod cache;
 mod config;
 mod disk;
 mod download;

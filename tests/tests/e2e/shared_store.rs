@@ -14,13 +14,13 @@ use serde_json::Value;
 use super::download::{Dl, TINY, fixtures};
 use super::interop::python;
 
-const TWIN: &str = "acme/twin";
+pub(crate) const TWIN: &str = "acme/twin";
 /// `xet-a.bin` of acme/tiny (3 MiB + 777, seed 1002), under another path.
-const SHARED_PATH: &str = "copy/xet-a.bin";
+pub(crate) const SHARED_PATH: &str = "copy/xet-a.bin";
 const OWN_PATH: &str = "own.bin";
 const OWN_SIZE: u64 = 1024 * 1024 + 5;
 
-fn twin_fixtures() -> FixtureSpec {
+pub(crate) fn twin_fixtures() -> FixtureSpec {
     let mut spec = fixtures();
     let twin = FixtureSpec::from_toml(&format!(
         r#"
@@ -46,13 +46,13 @@ fn dl() -> Dl {
 }
 
 /// The Xet hash and sha256 of `path` in `repo`.
-fn hashes(dl: &Dl, repo: &str, path: &str) -> (String, String) {
+pub(crate) fn hashes(dl: &Dl, repo: &str, path: &str) -> (String, String) {
     let info = dl.sim.info().repo(repo).expect("repo").clone();
     let f = info.file(path).expect("file");
     (f.xet_hash.clone().expect("a Xet file"), f.sha256.clone())
 }
 
-fn store_entry(dl: &Dl, xet_hash: &str) -> PathBuf {
+pub(crate) fn store_entry(dl: &Dl, xet_hash: &str) -> PathBuf {
     dl.cache().join("blobs").join(&xet_hash[..2]).join(xet_hash)
 }
 
@@ -94,7 +94,7 @@ fn refs(entry: &Path) -> Vec<String> {
     lines
 }
 
-fn hf(dl: &Dl, args: &[&str]) -> std::process::Output {
+pub(crate) fn hf(dl: &Dl, args: &[&str]) -> std::process::Output {
     let python = hubsim::python::venv_python().expect("the pinned Python client");
     let hf = python.parent().unwrap().join("hf");
     Command::new(hf)
@@ -110,7 +110,7 @@ fn hf(dl: &Dl, args: &[&str]) -> std::process::Output {
 }
 
 #[track_caller]
-fn hf_ok(dl: &Dl, args: &[&str]) -> String {
+pub(crate) fn hf_ok(dl: &Dl, args: &[&str]) -> String {
     let out = hf(dl, args);
     let text = format!(
         "{}{}",
