@@ -86,7 +86,15 @@ fn sha256_of(path: &str) -> String {
 fn capabilities_are_honest() {
     let sim = start();
     let caps = backend(&sim, false, "").capabilities();
-    assert_eq!(caps.repo_types.len(), 3);
+    assert_eq!(
+        caps.repo_types.as_slice(),
+        [
+            RepoType::MODEL,
+            RepoType::DATASET,
+            RepoType::SPACE,
+            RepoType::KERNEL
+        ]
+    );
     let f = caps.features;
     assert!(f.contains(hubget_plugin_api::Features::RESOLVE | hubget_plugin_api::Features::RESUME));
     assert!(f.contains(hubget_plugin_api::Features::PARALLEL_RANGES));

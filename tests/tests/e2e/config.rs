@@ -81,12 +81,17 @@ fn precedence_is_cli_then_env_then_file_then_default() {
     let (v, s) = setting(&doc, "download.stall_timeout_secs");
     assert_eq!((v.as_u64().unwrap(), s), (7, "--stall-timeout"));
 
-    // The plugin search path, in order: HUBGET_PLUGIN_DIR, then the executable's directory.
+    // The plugin search path, in order: HUBGET_PLUGIN_DIR, the executable's directory, then
+    // `<that>/../lib/hubget` (where the wheel and the release archive put the plugins).
     let dirs = doc["plugin_search_path"]
         .as_array()
         .expect("plugin_search_path");
     let origins: Vec<&str> = dirs.iter().map(|d| d["origin"].as_str().unwrap()).collect();
-    assert_eq!(origins, ["HUBGET_PLUGIN_DIR", "executable dir"], "{doc:#}");
+    assert_eq!(
+        origins,
+        ["HUBGET_PLUGIN_DIR", "executable dir", "install lib dir"],
+        "{doc:#}"
+    );
     assert_eq!(dirs[0]["path"], env.plugin_dir().to_str().unwrap());
 
     // Nothing at all: built-in defaults.
