@@ -3,14 +3,18 @@
 use std::collections::HashMap;
 use std::io::{Seek, SeekFrom, Write};
 use std::sync::Mutex as StdMutex;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use abi_stable::std_types::{ROption, RVec};
-use hubget_plugin_api::{Capabilities, FileOutcome, Manifest, Progress, RepoType, ResolveRequest};
+use hubget_plugin_api::{
+    Capabilities, EventKind, FetchBatch, FileDone, FileOutcome, Manifest, Progress, ProgressEvent,
+    RepoType, ResolveRequest,
+};
 
 use super::*;
 use crate::output::Collect;
 use crate::plan::{PlanRequest, build_plan};
+use crate::resume::ResumeState;
 use crate::transport::BoxFuture;
 use crate::verify::{git_blob_sha1, sha256_hex};
 
