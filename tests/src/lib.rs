@@ -9,12 +9,15 @@
 //!   `hubget` in, with [`TestEnv::hubget`] returning a [`Run`] (exit code, stdout, stderr).
 //! - [`built_library`], [`first_party_plugin`], [`test_plugin`]: paths of the built libraries;
 //!   [`TestEnv::install_plugin`] copies one into the plugin directory as `libhubget_<name>.so`.
+//! - [`hub`]: a hubsim, a [`TestEnv`] and `hubget download` runs against them ([`hub::Dl`],
+//!   [`hub::Ran`]), shared fixtures, cache-layout checks and the pinned Python client.
 //! - [`venv`]: pinned Python tools (the S3 gateway, maturin) in venvs under `target/`.
 //! - [`plugins`]: building the third-party example plugins (`examples/*-backend`) and running
 //!   their own tests.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod hub;
 pub mod plugins;
 pub mod s3;
 pub mod venv;

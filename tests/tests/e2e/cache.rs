@@ -7,8 +7,8 @@ use std::process::Stdio;
 use hubsim::{HubSim, Origin};
 use serde_json::Value;
 
-use super::download::{Dl, Ran, TINY};
-use super::shared_store::{SHARED_PATH, TWIN, hashes, hf_ok, store_entry, twin_fixtures};
+use hubget_tests::hub::{Dl, Ran, TINY};
+use hubget_tests::hub::{SHARED_PATH, TWIN, hashes, hf_ok, store_entry, twin_fixtures};
 
 fn dl() -> Dl {
     Dl::with(HubSim::builder().fixtures(twin_fixtures()))

@@ -2,44 +2,12 @@
 //! virtualenv hubsim's fidelity check uses) reads what hubget downloaded in offline mode and
 //! hubget reads what Python downloaded; two hubget processes on one repo at once.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hubsim::{HubSim, Origin, Shaping};
-use serde_json::Value;
 
-use super::download::{Dl, TINY, assert_cache_layout, fixtures, wait};
-
-/// The virtualenv with the pinned Python client (hubsim's, shared with its fidelity check).
-fn venv_python() -> PathBuf {
-    hubsim::python::venv_python().expect("the pinned Python client")
-}
-
-/// Runs `script` with the venv's python in `dl`'s environment (same HF_HOME), returning stdout
-/// parsed as JSON.
-pub(crate) fn python(dl: &Dl, script: &str, env: &[(&str, &str)]) -> Value {
-    let mut cmd = Command::new(venv_python());
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dl.env.home())
-        .env("HF_HOME", dl.env.hf_home())
-        .env("HF_ENDPOINT", dl.sim.hub_url())
-        .env("HF_HUB_DISABLE_TELEMETRY", "1")
-        .args(["-c", script]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
+use hubget_tests::hub::{Dl, TINY, assert_cache_layout, fixtures, python, venv_python, wait};
 
 const PY_SNAPSHOT: &str = r#"
 import hashlib, json, os, sys

@@ -6,7 +6,7 @@
 use hubget_tests::s3::{BUCKET, S3Gateway, SECRET_KEY};
 use serde_json::Value;
 
-use crate::download::{Dl, TINY, assert_cache_layout};
+use hubget_tests::hub::{Dl, TINY, assert_cache_layout};
 
 /// `[plugins.s3]` pointing at the gateway (reading from `url` when given) and the backend order.
 fn config(dl: &Dl, gw: &S3Gateway, url: Option<&str>, order: &[&str]) -> String {
@@ -32,7 +32,7 @@ fn env(gw: &S3Gateway) -> Vec<(&'static str, String)> {
     gw.env()
 }
 
-fn run(dl: &Dl, gw: &S3Gateway, args: &[&str], extra: &[(&str, &str)]) -> crate::download::Ran {
+fn run(dl: &Dl, gw: &S3Gateway, args: &[&str], extra: &[(&str, &str)]) -> hubget_tests::hub::Ran {
     let vars = env(gw);
     let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     all.extend_from_slice(extra);
@@ -334,8 +334,8 @@ fn the_hub_token_never_reaches_the_object_store_and_a_killed_download_resumes() 
         ],
         &envs,
     );
-    let got_some = crate::download::poll(std::time::Duration::from_secs(30), || {
-        crate::download::checkpoint(&blobs, &lfs.sha256).is_some_and(|c| c > 0)
+    let got_some = hubget_tests::hub::poll(std::time::Duration::from_secs(30), || {
+        hubget_tests::hub::checkpoint(&blobs, &lfs.sha256).is_some_and(|c| c > 0)
     });
     let _ = child.kill();
     let _ = child.wait();

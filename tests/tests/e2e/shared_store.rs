@@ -6,54 +6,16 @@
 //! another path (same bytes, same Xet hash) and a file of its own.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use hubsim::{FixtureSpec, HubSim, Origin};
+use hubsim::{HubSim, Origin};
 use serde_json::Value;
 
-use super::download::{Dl, TINY, fixtures};
-use super::interop::python;
-
-pub(crate) const TWIN: &str = "acme/twin";
-/// `xet-a.bin` of acme/tiny (3 MiB + 777, seed 1002), under another path.
-pub(crate) const SHARED_PATH: &str = "copy/xet-a.bin";
-const OWN_PATH: &str = "own.bin";
-const OWN_SIZE: u64 = 1024 * 1024 + 5;
-
-pub(crate) fn twin_fixtures() -> FixtureSpec {
-    let mut spec = fixtures();
-    let twin = FixtureSpec::from_toml(&format!(
-        r#"
-[[repos]]
-id = "{TWIN}"
-type = "model"
-[[repos.commits]]
-message = "a file identical to acme/tiny's xet-a.bin, and one of its own"
-files = [
-  {{ path = "{SHARED_PATH}", storage = "xet", content = {{ kind = "random", size = 3146505, seed = 1002 }} }},
-  {{ path = "{OWN_PATH}", storage = "xet", content = {{ kind = "random", size = {OWN_SIZE}, seed = 4242 }} }},
-  {{ path = "config.json", content = {{ kind = "text", text = "{{}}\n" }} }},
-]
-"#
-    ))
-    .expect("twin spec");
-    spec.repos.extend(twin.repos);
-    spec
-}
+use hubget_tests::hub::{
+    Dl, SHARED_PATH, TINY, TWIN, hashes, hf_ok, python, store_entry, twin_fixtures,
+};
 
 fn dl() -> Dl {
     Dl::with(HubSim::builder().fixtures(twin_fixtures()))
-}
-
-/// The Xet hash and sha256 of `path` in `repo`.
-pub(crate) fn hashes(dl: &Dl, repo: &str, path: &str) -> (String, String) {
-    let info = dl.sim.info().repo(repo).expect("repo").clone();
-    let f = info.file(path).expect("file");
-    (f.xet_hash.clone().expect("a Xet file"), f.sha256.clone())
-}
-
-pub(crate) fn store_entry(dl: &Dl, xet_hash: &str) -> PathBuf {
-    dl.cache().join("blobs").join(&xet_hash[..2]).join(xet_hash)
 }
 
 fn repo_blob(dl: &Dl, folder: &str, sha256: &str) -> PathBuf {
@@ -92,33 +54,6 @@ fn refs(entry: &Path) -> Vec<String> {
     lines.sort();
     lines.dedup();
     lines
-}
-
-pub(crate) fn hf(dl: &Dl, args: &[&str]) -> std::process::Output {
-    let python = hubsim::python::venv_python().expect("the pinned Python client");
-    let hf = python.parent().unwrap().join("hf");
-    Command::new(hf)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dl.env.home())
-        .env("HF_HOME", dl.env.hf_home())
-        .env("HF_ENDPOINT", dl.sim.hub_url())
-        .env("HF_HUB_DISABLE_TELEMETRY", "1")
-        .args(args)
-        .output()
-        .expect("run hf")
-}
-
-#[track_caller]
-pub(crate) fn hf_ok(dl: &Dl, args: &[&str]) -> String {
-    let out = hf(dl, args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "hf {args:?} failed:\n{text}");
-    text
 }
 
 fn reused_done(events: &[Value], path: &str) -> Value {

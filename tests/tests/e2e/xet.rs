@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hubsim::{Fault, FaultAction, HubSim, Origin, Shaping, Storage};
 use serde_json::Value;
 
-use crate::download::{Dl, TINY, assert_cache_layout, checkpoint, fixtures, poll, wait};
+use hubget_tests::hub::{Dl, TINY, assert_cache_layout, checkpoint, fixtures, poll, wait};
 
 /// `file_done` events by path.
 fn done_by_path(events: &[Value]) -> std::collections::BTreeMap<String, Value> {

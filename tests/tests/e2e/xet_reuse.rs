@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use hubsim::{FixtureSpec, HubSim, Origin};
 use serde_json::Value;
 
-use crate::download::Dl;
+use hubget_tests::hub::Dl;
 
 const MIB: u64 = 1024 * 1024;
 const EVOLVING: &str = "acme/evolving";

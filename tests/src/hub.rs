@@ -1,0 +1,334 @@
+//! A hubsim, a test environment, and `hubget` runs against them: what every end-to-end test
+//! of a download goes through ([`Dl`], [`Ran`]), the fixtures they share, cache-layout and
+//! resume-state checks, and the pinned Python client (`python`, `hf`) for interop checks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hubsim::{FixtureSpec, HubSim, HubSimHandle};
+use serde_json::Value;
+
+use crate::{TestEnv, bin_dir};
+
+/// The small model repository most tests download.
+pub const TINY: &str = "acme/tiny";
+
+/// acme/tiny, acme/private, acme/gated, acme/space, evil/traversal (from the default set) and acme/resume (one 8 MiB
+/// LFS file, for resume tests).
+pub fn fixtures() -> FixtureSpec {
+    let mut spec = FixtureSpec::default_set(1);
+    spec.repos.retain(|r| {
+        [
+            "acme/tiny",
+            "acme/private",
+            "acme/gated",
+            "acme/space",
+            "evil/traversal",
+        ]
+        .contains(&r.id.as_str())
+    });
+    let resume = FixtureSpec::from_toml(
+        r#"
+[[repos]]
+id = "acme/resume"
+type = "model"
+[[repos.commits]]
+message = "one big LFS file"
+files = [
+  { path = "big.bin", storage = "lfs", content = { kind = "random", size = 8388608, seed = 77 } },
+  { path = "config.json", content = { kind = "text", text = "{}\n" } },
+]
+"#,
+    )
+    .expect("resume spec");
+    spec.repos.extend(resume.repos);
+    spec
+}
+
+/// A hubsim, a test environment, and `hubget download` runs against them.
+pub struct Dl {
+    pub sim: HubSimHandle,
+    pub env: TestEnv,
+}
+
+/// What one run printed.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub secs: f64,
+}
+
+impl Ran {
+    pub fn from(out: Output, started: Instant) -> Self {
+        Self {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            secs: started.elapsed().as_secs_f64(),
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        self.code_is(0)
+    }
+
+    #[track_caller]
+    pub fn code_is(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// The last line of stdout.
+    pub fn last_line(&self) -> &str {
+        self.stdout.lines().last().unwrap_or("")
+    }
+
+    /// The NDJSON events (with `--json`).
+    pub fn events(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
+            .collect()
+    }
+
+    pub fn of(&self, kind: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == kind)
+            .collect()
+    }
+}
+
+impl Default for Dl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Dl {
+    /// A hubsim with [`fixtures`] and a fresh [`TestEnv`].
+    pub fn new() -> Self {
+        Self::with(HubSim::builder().fixtures(fixtures()))
+    }
+
+    pub fn with(builder: hubsim::HubSimBuilder) -> Self {
+        Self {
+            sim: HubSim::start_blocking(builder).expect("hubsim"),
+            env: TestEnv::new(),
+        }
+    }
+
+    /// `$HF_HOME/hub`.
+    pub fn cache(&self) -> PathBuf {
+        self.env.hf_home().join("hub")
+    }
+
+    pub fn repo_dir(&self, folder: &str) -> PathBuf {
+        self.cache().join(folder)
+    }
+
+    pub fn head(&self, repo: &str) -> String {
+        self.sim.info().repo(repo).expect("repo").head.clone()
+    }
+
+    /// `hubget download <args>` with the first-party plugins of `target/debug`.
+    pub fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> std::process::Command {
+        let mut cmd = self.env.command();
+        cmd.arg("download")
+            .args(args)
+            .env("HUBGET_PLUGIN_DIR", bin_dir())
+            .env("HF_ENDPOINT", self.sim.hub_url());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd
+    }
+
+    pub fn run_env(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Ran {
+        let started = Instant::now();
+        let out = self.command(args, extra_env).output().expect("run hubget");
+        Ran::from(out, started)
+    }
+
+    pub fn run(&self, args: &[&str]) -> Ran {
+        self.run_env(args, &[])
+    }
+
+    pub fn spawn(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Child {
+        self.command(args, extra_env).spawn().expect("spawn hubget")
+    }
+}
+
+/// Waits for a child with a deadline, returning what it printed.
+pub fn wait(child: Child, started: Instant) -> Ran {
+    Ran::from(child.wait_with_output().expect("wait"), started)
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn poll(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// The sha256 of a file's content.
+pub fn sha256_file(path: &Path) -> String {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    hubget::verify::sha256_hex(&data)
+}
+
+/// Every file of `repo` at `commit` sits in `snapshots/<commit>/` as a relative symlink into
+/// `blobs/<etag>` with the right content, as huggingface_hub lays it out.
+pub fn assert_cache_layout(dl: &Dl, repo: &str, commit: &str, only: Option<&[&str]>) {
+    let info = dl.sim.info().repo(repo).unwrap();
+    let folder = format!("models--{}", repo.replace('/', "--"));
+    let root = dl.repo_dir(&folder);
+    let files = &info.commit(commit).unwrap().files;
+    let mut expected_blobs = std::collections::BTreeSet::new();
+    for f in files {
+        if only.is_some_and(|o| !o.contains(&f.path.as_str())) {
+            continue;
+        }
+        let link = root.join("snapshots").join(commit).join(&f.path);
+        let target =
+            std::fs::read_link(&link).unwrap_or_else(|e| panic!("{}: {e}", link.display()));
+        let etag = if f.storage == hubsim::Storage::Regular {
+            &f.git_oid
+        } else {
+            &f.sha256
+        };
+        let depth = f.path.split('/').count() - 1;
+        let want = format!("{}blobs/{etag}", "../".repeat(depth + 2));
+        assert_eq!(target, Path::new(&want), "{}", f.path);
+        assert_eq!(sha256_file(&link), f.sha256, "{}", f.path);
+        expected_blobs.insert(etag.clone());
+    }
+    let blobs: std::collections::BTreeSet<String> = std::fs::read_dir(root.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        blobs, expected_blobs,
+        "blobs/ holds exactly one blob per file, nothing partial"
+    );
+}
+
+/// The checkpoint recorded in the resume state of `etag`, if any.
+pub fn checkpoint(blobs: &Path, etag: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(blobs.join(format!("{etag}.hubget-partial.json"))).ok()?;
+    serde_json::from_str::<Value>(&text).ok()?["checkpoint"].as_u64()
+}
+
+/// The virtualenv with the pinned Python client (hubsim's, shared with its fidelity check).
+pub fn venv_python() -> PathBuf {
+    hubsim::python::venv_python().expect("the pinned Python client")
+}
+
+/// Runs `script` with the venv's python in `dl`'s environment (same HF_HOME), returning stdout
+/// parsed as JSON.
+pub fn python(dl: &Dl, script: &str, env: &[(&str, &str)]) -> Value {
+    let mut cmd = Command::new(venv_python());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dl.env.home())
+        .env("HF_HOME", dl.env.hf_home())
+        .env("HF_ENDPOINT", dl.sim.hub_url())
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .args(["-c", script]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// A repository holding `xet-a.bin` of acme/tiny under another path ([`SHARED_PATH`]).
+pub const TWIN: &str = "acme/twin";
+/// `xet-a.bin` of acme/tiny (3 MiB + 777, seed 1002), under another path.
+/// `xet-a.bin` of acme/tiny in acme/twin.
+pub const SHARED_PATH: &str = "copy/xet-a.bin";
+const OWN_PATH: &str = "own.bin";
+const OWN_SIZE: u64 = 1024 * 1024 + 5;
+
+pub fn twin_fixtures() -> FixtureSpec {
+    let mut spec = fixtures();
+    let twin = FixtureSpec::from_toml(&format!(
+        r#"
+[[repos]]
+id = "{TWIN}"
+type = "model"
+[[repos.commits]]
+message = "a file identical to acme/tiny's xet-a.bin, and one of its own"
+files = [
+  {{ path = "{SHARED_PATH}", storage = "xet", content = {{ kind = "random", size = 3146505, seed = 1002 }} }},
+  {{ path = "{OWN_PATH}", storage = "xet", content = {{ kind = "random", size = {OWN_SIZE}, seed = 4242 }} }},
+  {{ path = "config.json", content = {{ kind = "text", text = "{{}}\n" }} }},
+]
+"#
+    ))
+    .expect("twin spec");
+    spec.repos.extend(twin.repos);
+    spec
+}
+
+/// The Xet hash and sha256 of `path` in `repo`.
+pub fn hashes(dl: &Dl, repo: &str, path: &str) -> (String, String) {
+    let info = dl.sim.info().repo(repo).expect("repo").clone();
+    let f = info.file(path).expect("file");
+    (f.xet_hash.clone().expect("a Xet file"), f.sha256.clone())
+}
+
+pub fn store_entry(dl: &Dl, xet_hash: &str) -> PathBuf {
+    dl.cache().join("blobs").join(&xet_hash[..2]).join(xet_hash)
+}
+
+pub fn hf(dl: &Dl, args: &[&str]) -> std::process::Output {
+    let python = hubsim::python::venv_python().expect("the pinned Python client");
+    let hf = python.parent().unwrap().join("hf");
+    Command::new(hf)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dl.env.home())
+        .env("HF_HOME", dl.env.hf_home())
+        .env("HF_ENDPOINT", dl.sim.hub_url())
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .args(args)
+        .output()
+        .expect("run hf")
+}
+
+#[track_caller]
+pub fn hf_ok(dl: &Dl, args: &[&str]) -> String {
+    let out = hf(dl, args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "hf {args:?} failed:\n{text}");
+    text
+}
