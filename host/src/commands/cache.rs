@@ -30,7 +30,7 @@ use crate::plan::{PlanRequest, is_commit_sha, resolve_plan};
 use crate::settings::{Env, Overrides, Settings};
 use crate::store::Target;
 use crate::store::cache::repo_folder_name;
-use crate::store::scan::{Scan, ScannedRepo, files_under, link_target, scan};
+use crate::store::scan::{Scan, ScannedRepo, files_under, link_target, refs_of, scan};
 use crate::store::shared::SharedBlobs;
 use crate::verify::{Algo, Expected, verify_file};
 
@@ -888,9 +888,7 @@ fn execute(root: &Path, removal: &Removal) -> Result<u64, HostError> {
             let _ = std::fs::remove_file(blob);
         }
         // Refs that pointed at it.
-        let mut refs = std::collections::BTreeMap::new();
-        read_refs_into(&repo.join("refs"), "", &mut refs);
-        for (name, c) in refs {
+        for (name, c) in refs_of(repo) {
             if c == *commit {
                 let _ = std::fs::remove_file(repo.join("refs").join(name));
             }
@@ -905,25 +903,6 @@ fn execute(root: &Path, removal: &Removal) -> Result<u64, HostError> {
         swept += shared.sweep(entry).unwrap_or(0);
     }
     Ok(swept)
-}
-
-fn read_refs_into(dir: &Path, prefix: &str, out: &mut std::collections::BTreeMap<String, String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let full = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        if e.path().is_dir() {
-            read_refs_into(&e.path(), &full, out);
-        } else if let Ok(c) = std::fs::read_to_string(e.path()) {
-            out.insert(full, c.trim().to_owned());
-        }
-    }
 }
 
 fn rm(root: &Path, args: &CacheRmArgs) -> Result<(), HostError> {

@@ -133,8 +133,7 @@ fn scan_repo(
     repo_id: String,
     out: &mut Scan,
 ) -> ScannedRepo {
-    let mut refs = BTreeMap::new();
-    read_refs(&path.join("refs"), "", &mut refs);
+    let refs = refs_of(path);
     let mut revisions = Vec::new();
     if let Ok(snapshots) = std::fs::read_dir(path.join("snapshots")) {
         for snap in snapshots.flatten() {
@@ -199,6 +198,13 @@ fn repo_blobs(repo: &Path) -> Vec<PathBuf> {
         .map(|e| e.path())
         .filter(|p| p.is_file())
         .collect()
+}
+
+/// A repository folder's refs: `refs/<name>` (nested, as `refs/pr/1`) → commit.
+pub fn refs_of(repo: &Path) -> BTreeMap<String, String> {
+    let mut refs = BTreeMap::new();
+    read_refs(&repo.join("refs"), "", &mut refs);
+    refs
 }
 
 fn read_refs(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
