@@ -1,15 +1,15 @@
 //! A hubsim, a test environment, and `hubget` runs against them: what every end-to-end test
-//! of a download goes through ([`Dl`], [`Ran`]), the fixtures they share, cache-layout and
+//! of a download goes through ([`Dl`], [`Run`]), the fixtures they share, cache-layout and
 //! resume-state checks, and the pinned Python client (`python`, `hf`) for interop checks.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hubsim::{FixtureSpec, HubSim, HubSimHandle};
 use serde_json::Value;
 
-use crate::{TestEnv, bin_dir};
+use crate::{Run, TestEnv, bin_dir};
 
 /// The small model repository most tests download.
 pub const TINY: &str = "acme/tiny";
@@ -50,64 +50,6 @@ files = [
 pub struct Dl {
     pub sim: HubSimHandle,
     pub env: TestEnv,
-}
-
-/// What one run printed.
-#[derive(Debug)]
-pub struct Ran {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub secs: f64,
-}
-
-impl Ran {
-    pub fn from(out: Output, started: Instant) -> Self {
-        Self {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            secs: started.elapsed().as_secs_f64(),
-        }
-    }
-
-    #[track_caller]
-    pub fn ok(&self) -> &Self {
-        self.code_is(0)
-    }
-
-    #[track_caller]
-    pub fn code_is(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "exit code\n--- stdout\n{}\n--- stderr\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    /// The last line of stdout.
-    pub fn last_line(&self) -> &str {
-        self.stdout.lines().last().unwrap_or("")
-    }
-
-    /// The NDJSON events (with `--json`).
-    pub fn events(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .filter(|l| l.starts_with('{'))
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
-            .collect()
-    }
-
-    pub fn of(&self, kind: &str) -> Vec<Value> {
-        self.events()
-            .into_iter()
-            .filter(|e| e["event"] == kind)
-            .collect()
-    }
 }
 
 impl Default for Dl {
@@ -156,13 +98,13 @@ impl Dl {
         cmd
     }
 
-    pub fn run_env(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Ran {
+    pub fn run_env(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
         let started = Instant::now();
         let out = self.command(args, extra_env).output().expect("run hubget");
-        Ran::from(out, started)
+        Run::from(out, started)
     }
 
-    pub fn run(&self, args: &[&str]) -> Ran {
+    pub fn run(&self, args: &[&str]) -> Run {
         self.run_env(args, &[])
     }
 
@@ -172,8 +114,8 @@ impl Dl {
 }
 
 /// Waits for a child with a deadline, returning what it printed.
-pub fn wait(child: Child, started: Instant) -> Ran {
-    Ran::from(child.wait_with_output().expect("wait"), started)
+pub fn wait(child: Child, started: Instant) -> Run {
+    Run::from(child.wait_with_output().expect("wait"), started)
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.

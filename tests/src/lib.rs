@@ -99,7 +99,7 @@ pub fn system_library() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-/// The result of running `hubget`.
+/// The result of running `hubget` (or another command of a test).
 #[derive(Debug)]
 pub struct Run {
     /// The exit code (`None` if killed by a signal).
@@ -108,6 +108,8 @@ pub struct Run {
     pub stdout: String,
     /// stderr, lossily decoded.
     pub stderr: String,
+    /// Seconds since `started` (see [`Run::from`]; 0 from [`Run::from_output`]).
+    pub secs: f64,
 }
 
 impl Run {
@@ -117,12 +119,21 @@ impl Run {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            secs: 0.0,
+        }
+    }
+
+    /// The result of a finished command started at `started`.
+    pub fn from(out: Output, started: std::time::Instant) -> Self {
+        Self {
+            secs: started.elapsed().as_secs_f64(),
+            ..Self::from_output(out)
         }
     }
 
     /// Panics (showing both streams) unless the exit code is `code`.
     #[track_caller]
-    pub fn assert_code(&self, code: i32) -> &Self {
+    pub fn code_is(&self, code: i32) -> &Self {
         assert_eq!(
             self.code,
             Some(code),
@@ -135,8 +146,8 @@ impl Run {
 
     /// Panics unless the command succeeded.
     #[track_caller]
-    pub fn assert_success(&self) -> &Self {
-        self.assert_code(0)
+    pub fn ok(&self) -> &Self {
+        self.code_is(0)
     }
 
     /// stdout parsed as one JSON document.
@@ -144,6 +155,28 @@ impl Run {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+
+    /// The NDJSON events on stdout (with `--json`).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
+            .collect()
+    }
+
+    /// The events of one kind (`"file_done"`, ...).
+    pub fn of(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == kind)
+            .collect()
+    }
+
+    /// The last line of stdout.
+    pub fn last_line(&self) -> &str {
+        self.stdout.lines().last().unwrap_or("")
     }
 
     /// The `error: ...` line of stderr, if any.

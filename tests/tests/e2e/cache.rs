@@ -7,7 +7,8 @@ use std::process::Stdio;
 use hubsim::{HubSim, Origin};
 use serde_json::Value;
 
-use hubget_tests::hub::{Dl, Ran, TINY};
+use hubget_tests::Run;
+use hubget_tests::hub::{Dl, TINY};
 use hubget_tests::hub::{SHARED_PATH, TWIN, hashes, hf_ok, store_entry, twin_fixtures};
 
 fn dl() -> Dl {
@@ -15,7 +16,7 @@ fn dl() -> Dl {
 }
 
 /// `hubget cache <args>` in the test environment.
-fn cache(dl: &Dl, args: &[&str]) -> Ran {
+fn cache(dl: &Dl, args: &[&str]) -> Run {
     let started = std::time::Instant::now();
     let out = dl
         .env
@@ -28,10 +29,10 @@ fn cache(dl: &Dl, args: &[&str]) -> Ran {
         .stderr(Stdio::piped())
         .output()
         .expect("run hubget cache");
-    Ran::from(out, started)
+    Run::from(out, started)
 }
 
-fn json(r: &Ran) -> Value {
+fn json(r: &Run) -> Value {
     serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
 }
 

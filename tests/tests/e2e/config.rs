@@ -105,7 +105,7 @@ fn precedence_is_cli_then_env_then_file_then_default() {
 
     // The text form shows value and source on one line.
     let text = env.hubget_with_env(["--config", cfg, "config", "show"], &envs);
-    text.assert_success();
+    text.ok();
     assert!(
         text.stdout.lines().any(|l| l.starts_with("hub.endpoint")
             && l.contains("http://from-env.test")
@@ -135,7 +135,7 @@ fn config_file_lookup_order() {
 
     let missing = env.path("nope.toml");
     let run = env.hubget(["--config", missing.to_str().unwrap(), "config", "show"]);
-    run.assert_code(2);
+    run.code_is(2);
     assert!(
         run.stderr.contains("nope.toml") && run.stderr.contains("--config"),
         "{}",
@@ -184,7 +184,7 @@ fn the_token_is_never_printed_only_where_it_came_from() {
             args.push("--json");
         }
         let run = env.hubget_with_env(&args, &[("HF_TOKEN", secret)]);
-        run.assert_success();
+        run.ok();
         assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret));
         if json {
             let doc = run.json();
@@ -221,7 +221,7 @@ fn an_unknown_key_in_the_config_file_is_a_clear_error() {
     let config =
         env.write_config("[hub]\nendpoint = \"http://x.test\"\n\n[download]\nmax_wrokers = 4\n");
     let run = env.hubget(["--config", config.to_str().unwrap(), "plugins"]);
-    run.assert_code(2);
+    run.code_is(2);
     let error = run.error_line().expect("error line");
     assert!(error.contains(config.to_str().unwrap()), "{error}");
     assert!(error.contains("line 5"), "{error}");
@@ -244,14 +244,14 @@ fn an_unknown_key_in_a_plugin_table_is_a_clear_error_naming_table_key_and_file()
         "faulty",
         "--no-fallback",
     ]);
-    run.assert_code(2);
+    run.code_is(2);
     let error = run.error_line().expect("error line");
     assert!(error.contains("[plugins.faulty]"), "{error}");
     assert!(error.contains("sleep_msec"), "{error}");
     assert!(error.contains(config.to_str().unwrap()), "{error}");
     // `hubget plugins` shows the same problem in place of the capabilities and still succeeds.
     let run = env.hubget(["--config", config.to_str().unwrap(), "plugins", "--json"]);
-    run.assert_success();
+    run.ok();
     let doc = run.json();
     let faulty = doc["plugins"]
         .as_array()
@@ -269,7 +269,7 @@ fn an_unknown_key_in_a_plugin_table_is_a_clear_error_naming_table_key_and_file()
 fn an_unknown_backend_name_is_a_usage_error_listing_the_loaded_backends() {
     let env = TestEnv::new();
     let run = env.hubget(["download", "acme/tiny", "--backend", "nope"]);
-    run.assert_code(2);
+    run.code_is(2);
     let error = run.error_line().expect("error line");
     assert!(error.contains("unknown backend `nope`"), "{error}");
     for name in ["lfs", "xet", "mirror"] {
@@ -282,10 +282,10 @@ fn an_unknown_backend_name_is_a_usage_error_listing_the_loaded_backends() {
     );
     // --no-fallback without a backend is a usage error too.
     env.hubget(["download", "acme/tiny", "--no-fallback"])
-        .assert_code(2);
+        .code_is(2);
     // And clap's own usage errors exit 2.
     env.hubget(["download", "acme/tiny", "--repo-type", "bucket"])
-        .assert_code(2);
+        .code_is(2);
 }
 
 #[test]
@@ -293,7 +293,7 @@ fn a_table_for_a_plugin_that_is_not_loaded_is_warned_about() {
     let env = TestEnv::new();
     let config = env.write_config("[plugins.mirorr]\nendpoints = []\n");
     let run = env.hubget(["--config", config.to_str().unwrap(), "plugins"]);
-    run.assert_success();
+    run.ok();
     let warning = run
         .stderr
         .lines()

@@ -7,8 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use hubget_tests::Run;
 use hubget_tests::hub::{
-    Dl, Ran, TINY, assert_cache_layout, checkpoint, fixtures, poll, sha256_file, wait,
+    Dl, TINY, assert_cache_layout, checkpoint, fixtures, poll, sha256_file, wait,
 };
 use hubsim::{Fault, FaultAction, FixtureSpec, HubSim, Origin, Shaping};
 use serde_json::Value;
@@ -1178,7 +1179,7 @@ fn spaces_land_in_their_own_cache_folder() {
 }
 
 /// The rate a `file_done` event shows (file bytes over seconds to verified).
-fn done_rate(r: &Ran) -> f64 {
+fn done_rate(r: &Run) -> f64 {
     let done = &r.of("file_done")[0];
     done["bytes"].as_f64().unwrap() / done["secs"].as_f64().unwrap()
 }

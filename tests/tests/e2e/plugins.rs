@@ -43,7 +43,7 @@ fn first_party_plugins_and_the_example_load_and_are_listed() {
     let env = TestEnv::new();
     env.install_plugin(&hello, "hello");
     let run = env.hubget(["plugins", "--json"]);
-    run.assert_success();
+    run.ok();
     let doc = run.json();
     let names = plugin_names(&doc);
     for name in ["lfs", "xet", "mirror", "s3", "hello"] {
@@ -70,7 +70,7 @@ fn first_party_plugins_and_the_example_load_and_are_listed() {
     assert_eq!(lfs["origin"], "executable dir");
     // The human listing names them too.
     let text = env.hubget(["plugins"]);
-    text.assert_success();
+    text.ok();
     assert!(
         text.stdout.contains("hello 0.1.0 (plugin-api 1.0.0)"),
         "{}",
@@ -91,7 +91,7 @@ fn broken_files_each_get_a_one_line_reason_and_do_not_stop_the_others() {
     env.install_plugin(&test_plugin("faulty"), "faulty");
 
     let run = env.hubget(["plugins", "--json"]);
-    run.assert_success();
+    run.ok();
     let doc = run.json();
     let names = plugin_names(&doc);
     for name in ["faulty", "lfs", "xet", "mirror"] {
@@ -150,7 +150,7 @@ fn a_plugin_built_with_panic_abort_is_refused() {
     let env = TestEnv::new();
     env.install_plugin(&abort, "hello");
     let run = env.hubget(["plugins", "--json"]);
-    run.assert_success();
+    run.ok();
     let doc = run.json();
     assert!(!plugin_names(&doc).contains(&"hello".to_owned()), "{doc:#}");
     let reason = failure_for(&doc, "libhubget_hello.so");
@@ -278,7 +278,7 @@ fn a_panic_in_resolve_is_a_structured_error_with_exit_code_1() {
         "faulty",
         "--no-fallback",
     ]);
-    run.assert_code(1);
+    run.code_is(1);
     let error = run
         .error_line()
         .unwrap_or_else(|| panic!("no error line: {}", run.stderr));
@@ -322,14 +322,6 @@ fn faulty_then_hello(faulty_table: &str) -> (TestEnv, std::path::PathBuf) {
     (env, config)
 }
 
-fn json_events(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON event {l}: {e}")))
-        .collect()
-}
-
 #[test]
 fn a_panic_in_fetch_hands_the_file_to_the_next_backend_and_the_download_completes() {
     let (env, config) = faulty_then_hello("panic_in = \"fetch\"");
@@ -340,8 +332,8 @@ fn a_panic_in_fetch_hands_the_file_to_the_next_backend_and_the_download_complete
         "acme/tiny",
         "--json",
     ]);
-    run.assert_success();
-    let events = json_events(&run.stdout);
+    run.ok();
+    let events = run.events();
     let fallback = events
         .iter()
         .find(|e| e["event"] == "fallback")
@@ -379,7 +371,7 @@ fn a_panic_in_fetch_with_no_fallback_is_a_structured_error_with_exit_code_1() {
         "faulty",
         "--no-fallback",
     ]);
-    run.assert_code(1);
+    run.code_is(1);
     assert!(
         run.stderr
             .contains("faulty (panic): plugin `faulty` panicked in fetch"),
@@ -405,13 +397,13 @@ fn a_panic_in_resolve_passes_to_the_next_backend_that_can_resolve() {
         ],
         &[("RUST_LOG", "info")],
     );
-    run.assert_success();
+    run.ok();
     assert!(
         run.stderr.contains("panicked in resolve"),
         "the panic is reported: {}",
         run.stderr
     );
-    let events = json_events(&run.stdout);
+    let events = run.events();
     let plan = events.iter().find(|e| e["event"] == "plan").expect("plan");
     assert_eq!(plan["resolved_by"], "hello");
     // The backend whose resolve panicked still serves the file: one panic does not end it.
@@ -428,7 +420,7 @@ fn a_panic_in_new_backend_skips_that_backend_and_the_host_goes_on() {
     env.install_plugin(&test_plugin("faulty"), "faulty");
     let config = env.write_config("[plugins.faulty]\npanic_in = \"new_backend\"\n");
     let run = env.hubget(["--config", config.to_str().unwrap(), "plugins", "--json"]);
-    run.assert_success();
+    run.ok();
     let doc = run.json();
     let faulty = doc["plugins"]
         .as_array()
@@ -457,7 +449,7 @@ fn log_records_emitted_in_a_plugin_reach_the_host_stderr() {
     let config = env.write_config("[plugins.faulty]\nlog = \"marker-7f3a\"\n");
     let args = ["--config", config.to_str().unwrap(), "plugins"];
     let run = env.hubget_with_env(args, &[("RUST_LOG", "info")]);
-    run.assert_success();
+    run.ok();
     let line = run
         .stderr
         .lines()
@@ -670,7 +662,7 @@ fn a_plugin_that_hangs_while_starting_is_reported_and_skipped() {
         ["--config", config.to_str().unwrap(), "plugins", "--json"],
         &[("HUBGET_PLUGIN_LOAD_TIMEOUT_SECS", "1")],
     );
-    run.assert_success();
+    run.ok();
     assert!(
         started.elapsed() < std::time::Duration::from_secs(20),
         "not waited for"
@@ -805,8 +797,8 @@ fn a_source_without_git_downloads_through_the_statichttp_example() {
             revision,
             "--json",
         ]);
-        run.assert_success();
-        json_events(&run.stdout)
+        run.ok();
+        run.events()
     };
     let v1 = download("v1");
     let repo = env.hf_home().join("hub").join("models--acme--tiny");

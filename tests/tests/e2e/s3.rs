@@ -32,7 +32,7 @@ fn env(gw: &S3Gateway) -> Vec<(&'static str, String)> {
     gw.env()
 }
 
-fn run(dl: &Dl, gw: &S3Gateway, args: &[&str], extra: &[(&str, &str)]) -> hubget_tests::hub::Ran {
+fn run(dl: &Dl, gw: &S3Gateway, args: &[&str], extra: &[(&str, &str)]) -> hubget_tests::Run {
     let vars = env(gw);
     let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     all.extend_from_slice(extra);
