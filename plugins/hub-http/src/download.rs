@@ -567,92 +567,150 @@ async fn fetch_once(
 ) -> Result<(), Stop> {
     let range = &shared.ranges[i];
     let whole = pos == 0 && range.end == shared.size;
+    let request = range_request(shared, pos, range.end, whole)?;
+    let answer = shared.client.send(&request, cancel).await?;
+    let context = answer.context();
+    *shared.origin.lock().unwrap_or_else(|e| e.into_inner()) = origin_of(&answer.url);
+    let status = answer.response.status();
+    let window = Window {
+        pos,
+        end: range.end,
+        size: shared.size,
+        whole,
+        single: shared.ranges.len() == 1,
+    };
+    let (skip, end) = window.accept(status, answer.response.headers(), &context)?;
+    copy_body(shared, i, answer.response, &context, pos, skip, end, cancel).await
+}
+
+/// The GET for bytes `pos..end` of the source (no `Range` header for the whole file).
+fn range_request(shared: &Shared<'_>, pos: u64, end: u64, whole: bool) -> Result<Request, Stop> {
     let mut request =
         Request::get(shared.source.url.clone()).credential(shared.source.credential.clone());
     request.origin_headers = shared.source.headers.clone();
     if !whole {
-        let value = format!("bytes={pos}-{}", range.end - 1);
+        let value = format!("bytes={pos}-{}", end - 1);
         request.headers.insert(
             RANGE,
             HeaderValue::from_str(&value).map_err(|e| protocol("range header", e))?,
         );
     }
-    let answer = shared.client.send(&request, cancel).await?;
-    let context = answer.context();
-    *shared.origin.lock().unwrap_or_else(|e| e.into_inner()) = origin_of(&answer.url);
-    let status = answer.response.status();
-    let headers = answer.response.headers();
-    let length: Option<u64> = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
-    // `skip`: body bytes before `pos`; `end`: the position after the last byte we will write.
-    let (skip, end) = match status {
-        StatusCode::PARTIAL_CONTENT => {
-            let (first, last, total) = headers
-                .get(CONTENT_RANGE)
-                .and_then(parse_content_range)
-                .ok_or_else(|| {
-                    protocol(&context, "206 without a valid Content-Range").retryable(true)
-                })?;
-            if let Some(total) = total
-                && total != shared.size
-            {
-                return Err(Stop::Error(size_mismatch(&context, total, shared.size)));
+    Ok(request)
+}
+
+/// What one request asked for: bytes `pos..end` of a file of `size` bytes (`whole`: the entire
+/// file, without a `Range` header; `single`: the download uses one connection).
+struct Window {
+    pos: u64,
+    end: u64,
+    size: u64,
+    whole: bool,
+    single: bool,
+}
+
+impl Window {
+    /// Checks the answer's status and headers against what was asked. Returns `(skip, end)`:
+    /// the body bytes to drop before `pos`, and the position after the last byte to write.
+    fn accept(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        context: &str,
+    ) -> Result<(u64, u64), Stop> {
+        let Window {
+            pos,
+            end,
+            size,
+            whole,
+            single,
+        } = *self;
+        let length: Option<u64> = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        match status {
+            StatusCode::PARTIAL_CONTENT => {
+                let (first, last, total) = headers
+                    .get(CONTENT_RANGE)
+                    .and_then(parse_content_range)
+                    .ok_or_else(|| {
+                        protocol(context, "206 without a valid Content-Range").retryable(true)
+                    })?;
+                if let Some(total) = total
+                    && total != size
+                {
+                    return Err(Stop::Error(size_mismatch(context, total, size)));
+                }
+                if first != pos || last >= end {
+                    return Err(Stop::Error(
+                        protocol(
+                            context,
+                            format!(
+                                "asked for bytes {pos}-{}, got Content-Range {first}-{last}",
+                                end - 1
+                            ),
+                        )
+                        .retryable(true),
+                    ));
+                }
+                if let Some(length) = length
+                    && length != last - first + 1
+                {
+                    return Err(Stop::Error(
+                        protocol(
+                            context,
+                            format!(
+                                "Content-Length {length} does not match Content-Range {first}-{last}"
+                            ),
+                        )
+                        .retryable(true),
+                    ));
+                }
+                Ok((0, last + 1))
             }
-            if first != pos || last >= range.end {
-                return Err(Stop::Error(
-                    protocol(
-                        &context,
-                        format!(
-                            "asked for bytes {pos}-{}, got Content-Range {first}-{last}",
-                            range.end - 1
-                        ),
-                    )
-                    .retryable(true),
-                ));
+            StatusCode::OK => {
+                if let Some(length) = length
+                    && length != size
+                {
+                    return Err(Stop::Error(size_mismatch(context, length, size)));
+                }
+                if !whole && !single {
+                    return Err(Stop::RangeIgnored);
+                }
+                // The whole body; keep what lies in `pos..end` (end == size here).
+                Ok((pos, end))
             }
-            if let Some(length) = length
-                && length != last - first + 1
-            {
-                return Err(Stop::Error(
-                    protocol(
-                        &context,
-                        format!(
-                            "Content-Length {length} does not match Content-Range {first}-{last}"
-                        ),
-                    )
-                    .retryable(true),
-                ));
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                let total = headers
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().strip_prefix("bytes */"))
+                    .and_then(|t| t.parse::<u64>().ok());
+                Err(Stop::Error(match total {
+                    Some(total) if total != size => size_mismatch(context, total, size),
+                    _ => classify(status, headers, context),
+                }))
             }
-            (0, last + 1)
+            _ => Err(Stop::Error(classify(status, headers, context))),
         }
-        StatusCode::OK => {
-            if let Some(length) = length
-                && length != shared.size
-            {
-                return Err(Stop::Error(size_mismatch(&context, length, shared.size)));
-            }
-            if !whole && shared.ranges.len() > 1 {
-                return Err(Stop::RangeIgnored);
-            }
-            // The whole body; keep what lies in `pos..range.end` (range.end == size here).
-            (pos, range.end)
-        }
-        StatusCode::RANGE_NOT_SATISFIABLE => {
-            let total = headers
-                .get(CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().strip_prefix("bytes */"))
-                .and_then(|t| t.parse::<u64>().ok());
-            return Err(Stop::Error(match total {
-                Some(total) if total != shared.size => size_mismatch(&context, total, shared.size),
-                _ => classify(status, headers, &context),
-            }));
-        }
-        _ => return Err(Stop::Error(classify(status, headers, &context))),
-    };
-    let mut response = answer.response;
+    }
+}
+
+/// Streams an accepted body into the partial file: drops `skip` bytes, writes up to `end`,
+/// reports bytes and checkpoints as it goes; a body that ends early is a retryable error.
+#[allow(clippy::too_many_arguments)]
+async fn copy_body(
+    shared: &Shared<'_>,
+    i: usize,
+    mut response: reqwest::Response,
+    context: &str,
+    pos: u64,
+    skip: u64,
+    end: u64,
+    cancel: &CancelToken,
+) -> Result<(), Stop> {
+    let range = &shared.ranges[i];
+    let whole_body = response.status() == StatusCode::OK;
     let mut skipped = 0u64;
     let mut at = pos;
     let (mut pending_file, mut pending_net) = (0u64, 0u64);
@@ -675,7 +733,7 @@ async fn fetch_once(
         let chunk = match response.chunk().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break Ok(()),
-            Err(e) => break Err(classify_transport(&e, &context)),
+            Err(e) => break Err(classify_transport(&e, context)),
         };
         let n = chunk.len() as u64;
         shared.client.throttle(n).await;
@@ -698,14 +756,14 @@ async fn fetch_once(
         }
         if room < data.len() {
             break Err(
-                protocol(&context, "the server sent more bytes than announced").retryable(true),
+                protocol(context, "the server sent more bytes than announced").retryable(true),
             );
         }
         if pending_file >= FLUSH_BYTES || last_flush.elapsed() >= FLUSH_EVERY {
             flush(&mut pending_file, &mut pending_net);
             last_flush = Instant::now();
         }
-        if at >= end && status == StatusCode::OK {
+        if at >= end && whole_body {
             // Everything we need from a 200 body; do not read the rest.
             break Ok(());
         }
@@ -767,6 +825,66 @@ mod tests {
         let small = 0..1000;
         assert!(meaningful_progress(900, 1000, &small));
         assert!(!meaningful_progress(900, 950, &small));
+    }
+
+    #[test]
+    fn an_answer_is_checked_against_the_window_asked_for() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let w = Window {
+            pos: 10,
+            end: 20,
+            size: 100,
+            whole: false,
+            single: false,
+        };
+        let ok = headers(&[
+            ("content-range", "bytes 10-19/100"),
+            ("content-length", "10"),
+        ]);
+        assert!(matches!(
+            w.accept(StatusCode::PARTIAL_CONTENT, &ok, "GET x"),
+            Ok((0, 20))
+        ));
+        // Another window, another total, a lying length: refused.
+        let other = headers(&[("content-range", "bytes 0-9/100")]);
+        let total = headers(&[("content-range", "bytes 10-19/999")]);
+        let length = headers(&[
+            ("content-range", "bytes 10-19/100"),
+            ("content-length", "3"),
+        ]);
+        for h in [other, total, length] {
+            assert!(matches!(
+                w.accept(StatusCode::PARTIAL_CONTENT, &h, "GET x"),
+                Err(Stop::Error(_))
+            ));
+        }
+        // A 200 to a range request of a parallel download: fall back to one connection; for a
+        // single connection, keep the bytes from `pos`.
+        let full = headers(&[("content-length", "100")]);
+        assert!(matches!(
+            w.accept(StatusCode::OK, &full, "GET x"),
+            Err(Stop::RangeIgnored)
+        ));
+        let single = Window {
+            end: 100,
+            single: true,
+            ..w
+        };
+        assert!(matches!(
+            single.accept(StatusCode::OK, &full, "GET x"),
+            Ok((10, 100))
+        ));
+        let short = headers(&[("content-length", "99")]);
+        match single.accept(StatusCode::OK, &short, "GET x") {
+            Err(Stop::Error(e)) => assert_eq!(e.kind, ErrorKind::INTEGRITY),
+            _ => panic!("a 200 of the wrong size is an integrity error"),
+        }
     }
 
     #[test]
