@@ -301,10 +301,11 @@ mod tests {
         assert!(dl.cache_dir.is_some() && dl.max_workers == Some(8));
         assert!(dl.stall_timeout_secs.is_some() && dl.connections_per_file.is_some());
         assert!(dl.range_size_mib.is_some() && dl.max_attempts.is_some());
-        assert!(dl.lock_timeout_secs.is_some());
+        assert!(dl.lock_timeout_secs.is_some() && dl.limit_rate.is_some());
         let n = &d.network;
         assert!(n.proxy.is_some() && n.ca_bundle.is_some());
         assert!(n.connect_timeout_secs.is_some() && n.read_timeout_secs.is_some());
+        assert!(n.max_metadata_mib.is_some() && n.allow_insecure_http.is_some());
     }
 
     #[test]

@@ -173,6 +173,10 @@ fn token_state(token: &Option<String>) -> &'static str {
 }
 
 /// Takes the first present value: CLI, env, config file, default.
+/// `DEFAULT_CONFIG` sets every key (a unit test of `config` checks it): the defaults live there
+/// alone.
+const DEFAULTS_COMPLETE: &str = "DEFAULT_CONFIG sets every key";
+
 fn pick<T>(
     cli: Option<(T, &'static str)>,
     env: Option<(T, &'static str)>,
@@ -326,21 +330,21 @@ impl Settings {
             None,
             f.download.max_workers,
             fp,
-            dd.max_workers.unwrap_or(8),
+            dd.max_workers.expect(DEFAULTS_COMPLETE),
         );
         let stall_timeout_secs = pick(
             overrides.stall_timeout_secs.map(|v| (v, "--stall-timeout")),
             None,
             f.download.stall_timeout_secs,
             fp,
-            dd.stall_timeout_secs.unwrap_or(30),
+            dd.stall_timeout_secs.expect(DEFAULTS_COMPLETE),
         );
         let connections_per_file = pick(
             overrides.connections_per_file.map(|v| (v, "--connections")),
             None,
             f.download.connections_per_file,
             fp,
-            dd.connections_per_file.unwrap_or(8),
+            dd.connections_per_file.expect(DEFAULTS_COMPLETE),
         );
         let limit_rate_text = pick(
             overrides.limit_rate.clone().map(|v| (v, "--limit-rate")),
@@ -364,21 +368,21 @@ impl Settings {
             None,
             f.download.range_size_mib,
             fp,
-            dd.range_size_mib.unwrap_or(16),
+            dd.range_size_mib.expect(DEFAULTS_COMPLETE),
         );
         let max_attempts = pick(
             None,
             None,
             f.download.max_attempts,
             fp,
-            dd.max_attempts.unwrap_or(5),
+            dd.max_attempts.expect(DEFAULTS_COMPLETE),
         );
         let lock_timeout_secs = pick(
             None,
             None,
             f.download.lock_timeout_secs,
             fp,
-            dd.lock_timeout_secs.unwrap_or(600),
+            dd.lock_timeout_secs.expect(DEFAULTS_COMPLETE),
         );
         let dn = &d.network;
         let proxy = pick(
@@ -403,21 +407,21 @@ impl Settings {
             None,
             f.network.connect_timeout_secs,
             fp,
-            dn.connect_timeout_secs.unwrap_or(10),
+            dn.connect_timeout_secs.expect(DEFAULTS_COMPLETE),
         );
         let read_timeout_secs = pick(
             None,
             None,
             f.network.read_timeout_secs,
             fp,
-            dn.read_timeout_secs.unwrap_or(30),
+            dn.read_timeout_secs.expect(DEFAULTS_COMPLETE),
         );
         let max_metadata_mib = pick(
             None,
             None,
             f.network.max_metadata_mib,
             fp,
-            dn.max_metadata_mib.unwrap_or(64),
+            dn.max_metadata_mib.expect(DEFAULTS_COMPLETE),
         );
 
         positive(&max_workers, "max_workers")?;
