@@ -1,4 +1,4 @@
-//! The SDK for plugin authors: implement [`BackendPlugin`], then call [`export_plugin!`].
+//! The SDK for plugin authors: implement [`BackendPlugin`], then call [`export_plugin!`](crate::export_plugin).
 //!
 //! The macro exports the root module and wraps **every** entry point and backend method in
 //! `catch_unwind`, so a panic becomes a [`PluginError`] of kind [`ErrorKind::PANIC`] instead

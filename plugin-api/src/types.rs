@@ -86,7 +86,7 @@ impl fmt::Display for ErrorKind {
 pub struct PluginError {
     /// The class of failure; the host decides retry and fallback from it.
     pub kind: ErrorKind,
-    /// One line for humans, with context ("GET <url>: 503 Service Unavailable").
+    /// One line for humans, with context (`GET <url>: 503 Service Unavailable`).
     pub message: RString,
     /// Whether the same call may succeed if repeated later.
     pub retryable: bool,

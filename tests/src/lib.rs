@@ -10,7 +10,7 @@
 //! - [`built_library`], [`first_party_plugin`], [`test_plugin`]: paths of the built libraries;
 //!   [`TestEnv::install_plugin`] copies one into the plugin directory as `libhubget_<name>.so`.
 //! - [`hub`]: a hubsim, a [`TestEnv`] and `hubget download` runs against them ([`hub::Dl`],
-//!   [`hub::Ran`]), shared fixtures, cache-layout checks and the pinned Python client.
+//!   [`Run`]), shared fixtures, cache-layout checks and the pinned Python client.
 //! - [`venv`]: pinned Python tools (the S3 gateway, maturin) in venvs under `target/`.
 //! - [`plugins`]: building the third-party example plugins (`examples/*-backend`) and running
 //!   their own tests.

@@ -1,7 +1,7 @@
 //! Ranged, resumable, parallel downloads into the host's partial file.
 //!
 //! [`download_to_partial`] writes bytes `offset..size` of one URL at their positions in an
-//! existing partial file (never truncating it). The remainder is split by [`plan_ranges`] into
+//! existing partial file (never truncating it). The remainder is split by [`crate::ranges::plan_ranges`] into
 //! ranges of at most `range_size` fetched over up to `connections` concurrent requests (each
 //! worker takes the next range when it finishes one), with smaller pieces at the end so that
 //! the connections finish together; small remainders take one request. Bodies are streamed chunk
@@ -28,7 +28,7 @@
 //!
 //! Out-of-order resume: [`DownloadOptions::written`] names ranges already on disk (from an
 //! earlier run); only the holes of `offset..size` are planned
-//! ([`plan_holes`](crate::ranges::plan_holes)) and the low watermark jumps over the skipped
+//! ([`plan_holes`]) and the low watermark jumps over the skipped
 //! ranges.
 
 use std::fs::File;

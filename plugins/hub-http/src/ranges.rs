@@ -22,7 +22,7 @@ pub fn split_ranges(offset: u64, size: u64, range_size: u64) -> Vec<Range<u64>> 
 /// The smallest range worth its own request when splitting (unless `range_size` is smaller).
 pub const MIN_RANGE: u64 = 1024 * 1024;
 
-/// How [`download_to_partial`] splits `offset..size` over `connections`:
+/// How [`crate::download::download_to_partial`] splits `offset..size` over `connections`:
 /// * one range (one request) when `connections <= 1` or fewer than `2 * MIN_RANGE` bytes remain;
 /// * else ranges of `base = min(range_size, max(remaining / connections, MIN_RANGE))`, so that a
 ///   mid-size file still keeps every connection busy;

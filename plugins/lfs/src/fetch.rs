@@ -45,7 +45,7 @@ enum Route {
     Failed(PluginError),
 }
 
-/// What [`fetch`] needs from the backend.
+/// What [`Fetcher::fetch`] needs from the backend.
 pub struct Fetcher<'a> {
     /// The Hub client.
     pub hub: &'a HubApi,
