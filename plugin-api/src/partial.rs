@@ -49,8 +49,7 @@ where
     F: FnOnce() -> Result<R, PluginError> + Send + 'static,
 {
     let io = |what: &str, e: std::io::Error| {
-        let kind = ErrorKind::IO;
-        PluginError::new(kind, format!("{what} {}: {e}", item.partial_path))
+        PluginError::new(ErrorKind::IO, format!("{what} {}: {e}", item.partial_path))
     };
     let expected = item.file.size.saturating_sub(item.offset);
     // The host created the partial file: open it for writing, never create or truncate it.

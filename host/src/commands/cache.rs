@@ -374,12 +374,6 @@ fn format_table(rows: &[Vec<String>]) -> String {
 
 // ------------------------------------------------------------------------------------ verify
 
-/// One file of a verification.
-struct Checked {
-    path: String,
-    problem: Option<String>,
-}
-
 /// What `verify` found.
 #[derive(Default)]
 struct Report {
@@ -509,13 +503,16 @@ fn check(settings: &Settings, spec: &RepoSpec, target: &Target) -> Result<Report
             .collect();
         (plan.commit, expected, known)
     };
-    let on_disk = on_disk_files(target, &commit);
+    let on_disk: std::collections::HashMap<String, PathBuf> = on_disk_files(target, &commit)
+        .into_iter()
+        .map(|(path, file, _)| (path, file))
+        .collect();
     let mut report = Report {
         commit: commit.clone(),
         ..Report::default()
     };
     for (path, expect) in &expected {
-        let Some((_, file, _)) = on_disk.iter().find(|(p, _, _)| p == path) else {
+        let Some(file) = on_disk.get(path) else {
             report.missing.push(path.clone());
             continue;
         };
@@ -523,26 +520,18 @@ fn check(settings: &Settings, spec: &RepoSpec, target: &Target) -> Result<Report
             report.unverifiable.push(path.clone());
             continue;
         };
-        let checked = Checked {
-            path: path.clone(),
-            problem: verify_file(file, expect).err().map(|e| e.to_string()),
-        };
-        match checked.problem {
-            None => report.ok.push(checked.path),
-            Some(why) => report.bad.push((checked.path, why)),
+        match verify_file(file, expect) {
+            Ok(_) => report.ok.push(path.clone()),
+            Err(e) => report.bad.push((path.clone(), e.to_string())),
         }
     }
     // Extra: on disk, not in the revision (under the folders asked for, if any).
-    let prefixes: Vec<&str> = spec.files.iter().map(String::as_str).collect();
-    for (path, _, _) in &on_disk {
-        let asked = prefixes.is_empty()
-            || prefixes
-                .iter()
-                .any(|p| path == p || (p.ends_with('/') && path.starts_with(p)));
-        if asked && !known.contains(path) {
-            report.extra.push(path.clone());
-        }
-    }
+    report.extra = on_disk
+        .keys()
+        .filter(|path| selected(path, &spec.files) && !known.contains(*path))
+        .cloned()
+        .collect();
+    report.extra.sort();
     Ok(report)
 }
 
