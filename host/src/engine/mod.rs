@@ -83,7 +83,7 @@ impl Default for EngineOptions {
             health_threshold: 3,
             batch_file_bytes: 8 * 1024 * 1024,
             max_batch_files: 32,
-            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_millis(100),
             hash_step: 4 * 1024 * 1024,
             token: None,
             force: false,

@@ -19,10 +19,10 @@
 //! them into the host's `ProgressEvent`s for one batch item, so a plugin writes no adapter:
 //! - `Bytes` deltas, coalesced (at most every 256 KiB or 200 ms per range);
 //! - `Checkpoint(n)` with the absolute low watermark: every byte before `n` is written (sent when
-//!   it advances, at most every 500 ms, at the end, and before a failure is returned, so that a
+//!   it advances, at most every 100 ms, at the end, and before a failure is returned, so that a
 //!   caller can continue from there elsewhere);
 //! - `RangeWritten`: the written prefix of every range past the low watermark as it grows (at
-//!   most every 500 ms) and when it completes, so that a caller can persist more than the
+//!   most every 100 ms) and when it completes, so that a caller can persist more than the
 //!   contiguous prefix;
 //! - `Retry`: every retry (also logged at `info`), before its wait.
 //!
@@ -53,7 +53,7 @@ use crate::retry::{RetryPolicy, cancellable, sleep};
 
 const FLUSH_BYTES: u64 = 256 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// Where to download from. `Debug` shows the URL without its query (signatures) and header
 /// names only.

@@ -1,67 +1,42 @@
-//! Downloading a batch of Xet files with hf-xet's session API.
+//! Fetching the parts of a batch's Xet files that are not on disk, straight from the CAS.
 //!
-//! * Small files starting at offset 0 (at most two segments) go into one
-//!   [`XetFileDownloadGroup`]: hf-xet reconstructs each straight into the host's partial file
-//!   (`download_file_to_path`), with its sequential writer and exact network counters.
-//! * Everything else (large files, and files the host resumes at an offset) goes into one
-//!   [`XetDownloadStreamGroup`], split into segments of [`Tuning::segment`] bytes: each segment
-//!   is an ordered ranged stream written at its own offset, [`Tuning::parallel`] at a time.
+//! Each file's ranges to fetch are split into segments of [`Tuning::segment`] bytes (a small
+//! file is one segment), [`Tuning::parallel`] at a time over the whole batch. A segment is one
+//! ranged reconstruction query and the xorb ranges it names ([`crate::cas`]), decoded chunk by
+//! chunk and written at its place in the host's partial file as the bytes arrive, so:
+//! - the requests are this plugin's: how many, in what order, over the host's network stack;
+//! - memory in flight is about one feed buffer per segment, whatever the file size;
+//! - what is written is known to the byte: `BYTES` (file bytes and wire bytes), `CHECKPOINT`
+//!   (the contiguous prefix), and `RANGE_WRITTEN` for the written part of every segment past it,
+//!   so a kill loses at most the last poll's bytes.
 //!
-//! Why segments: hf-xet fetches one HTTP range per reconstruction term, and for a whole file a
-//! term is often a whole xorb (up to 64 MiB), so a 256 MiB file is 4-5 requests, each held in
-//! memory until written. Ranged streams restrict terms to their range: more, smaller requests in
-//! parallel (throughput on links capped per connection), less memory in flight, and finer
-//! checkpoints.
-//!
-//! A poller turns what was written into `BYTES` deltas and absolute `CHECKPOINT`s (the contiguous
-//! prefix: the low watermark of the segments) every [`POLL`]. The same loop watches the host's
-//! cancel token and aborts both groups when it is set.
-//!
-//! hf-xet verifies no hash on download (a corrupt xorb range lands silently); the host's sha256
-//! check after `fetch` is the guard, so nothing here claims more than "written".
+//! A failed segment is retried (hub-http's policy, `RETRY` events) from the byte it reached,
+//! with a new reconstruction query (fresh presigned URLs). The host's sha256 check after `fetch`
+//! is the guard on content; here each term's decoded length is checked against the CAS's word.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::join_all;
-use hubget_plugin_api::protocol::RangeWritten;
+use hubget_hub_http::reqwest::header::{HeaderValue, RANGE};
+use hubget_hub_http::{Request, cancellable, with_retry};
+use hubget_plugin_api::protocol::{RangeWritten, RetryNote};
 use hubget_plugin_api::std_types::RString;
-use hubget_plugin_api::{CancelToken, EventKind, FileDone, PluginError, Progress, ProgressEvent};
-use xet::xet_session::{
-    HeaderMap, XetDownloadStreamGroup, XetFileDownload, XetFileDownloadGroup, XetFileInfo,
-    XetSession,
+use hubget_plugin_api::{
+    CancelToken, ErrorKind, EventKind, FileDone, PluginError, Progress, ProgressEvent,
 };
 
-use crate::error::{self, Error};
+use crate::cas::{Cas, FeedError, FetchInfo, TermWriter};
+use crate::error::Error;
 
 /// How often progress is reported and the cancel token polled.
 pub const POLL: Duration = Duration::from_millis(100);
 
-/// Where and how to reach the CAS for one batch.
-#[derive(Clone)]
-pub struct CasAccess {
-    /// CAS base URL.
-    pub cas_url: String,
-    /// CAS bearer token.
-    pub access_token: String,
-    /// Its expiry, Unix seconds.
-    pub exp: u64,
-    /// The Hub's xet-read-token URL, for hf-xet's refresher (None: no refresh).
-    pub refresh_url: Option<String>,
-    /// Headers for the refresh request (the Hub `Authorization`, `User-Agent`).
-    pub refresh_headers: HeaderMap,
-}
+/// Raw xorb bytes gathered before they are decoded and written (on a blocking thread).
+const FEED_BYTES: usize = 1024 * 1024;
 
-impl std::fmt::Debug for CasAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CasAccess")
-            .field("cas_url", &self.cas_url)
-            .field("exp", &self.exp)
-            .finish_non_exhaustive()
-    }
-}
+/// A segment in flight is announced as `RANGE_WRITTEN` again once it grew by this much.
+const ANNOUNCE_BYTES: u64 = 256 * 1024;
 
 /// At most this many segments per file (each is one reconstruction request): larger files get
 /// larger segments.
@@ -70,7 +45,7 @@ pub const MAX_SEGMENTS_PER_FILE: u64 = 512;
 /// How files are split and fetched.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
-    /// Segment size for ranged streams, bytes.
+    /// Segment size, bytes.
     pub segment: u64,
     /// Segments fetched at the same time (over the whole batch).
     pub parallel: usize,
@@ -86,7 +61,7 @@ pub struct Job {
     /// File size.
     pub size: u64,
     /// The host's partial file.
-    pub path: PathBuf,
+    pub path: std::path::PathBuf,
     /// Bytes already on disk.
     pub offset: u64,
     /// The ranges to fetch (absolute, ascending, within `offset..size`); the rest of
@@ -97,33 +72,17 @@ pub struct Job {
     pub local: u64,
 }
 
-impl Job {
-    /// Whether the whole file from byte 0 is to be fetched.
-    fn whole(&self) -> bool {
-        self.offset == 0 && self.fetch.len() == 1 && self.fetch[0] == (0..self.size)
-    }
-}
-
-/// How the written-bytes count of one job is read.
-enum Meter {
-    /// Not started yet.
-    Pending,
-    /// A file-group download: hf-xet's per-file `bytes_completed`.
-    File(XetFileDownload),
-    /// Segmented streams written by this module.
-    Segments(Arc<Segments>),
-}
-
-/// The spans of one file after its offset, in order: segments to fetch (each one ranged
-/// stream) and spans already on disk, with the bytes written in each.
+/// The spans of one file after its offset, in order: segments to fetch and spans already on
+/// disk, with the bytes written from the start of each, and the wire bytes of the file.
 pub struct Segments {
     spans: Vec<std::ops::Range<u64>>,
     prefilled: Vec<bool>,
     written: Vec<AtomicU64>,
-    /// Whether the span was reported as `RANGE_WRITTEN`.
-    announced: Vec<std::sync::atomic::AtomicBool>,
+    /// Per span, the written length last reported as `RANGE_WRITTEN`.
+    announced: Vec<AtomicU64>,
+    /// Bytes received from the CAS for this file.
+    wire: AtomicU64,
 }
-
 impl Segments {
     /// `fetch` (within `offset..size`) split into segments of at most `segment` bytes; the gaps
     /// between them are prefilled spans.
@@ -155,15 +114,13 @@ impl Segments {
             prefilled.push(true);
         }
         let written = spans.iter().map(|_| AtomicU64::new(0)).collect();
-        let announced = spans
-            .iter()
-            .map(|_| std::sync::atomic::AtomicBool::new(false))
-            .collect();
+        let announced = spans.iter().map(|_| AtomicU64::new(0)).collect();
         Self {
             spans,
             prefilled,
             written,
             announced,
+            wire: AtomicU64::new(0),
         }
     }
 
@@ -190,142 +147,72 @@ impl Segments {
         (total, prefix)
     }
 
-    /// Complete spans past `mark` not announced yet (each returned once).
-    fn newly_complete(&self, mark: u64) -> Vec<std::ops::Range<u64>> {
+    /// The written part of every span past `mark` that grew by [`ANNOUNCE_BYTES`] (or
+    /// completed) since it was last returned: `span.start..span.start + written`.
+    fn newly_written(&self, mark: u64) -> Vec<std::ops::Range<u64>> {
         let mut out = Vec::new();
         for (i, span) in self.spans.iter().enumerate() {
             let len = span.end - span.start;
-            let complete = self.prefilled[i] || self.written[i].load(Ordering::SeqCst) >= len;
-            if complete && span.end > mark && !self.announced[i].swap(true, Ordering::SeqCst) {
-                out.push(span.clone());
+            let w = if self.prefilled[i] {
+                len
+            } else {
+                self.written[i].load(Ordering::SeqCst).min(len)
+            };
+            let before = self.announced[i].load(Ordering::SeqCst);
+            let grew = w > before && (w == len || w - before >= ANNOUNCE_BYTES);
+            if grew && span.start + w > mark {
+                self.announced[i].store(w, Ordering::SeqCst);
+                out.push(span.start..span.start + w);
             }
         }
         out
     }
 }
 
+/// One job and what was reported of it.
 struct Track {
     job: Job,
-    meter: Meter,
-    in_file_group: bool,
-    /// Bytes (after `offset`) already reported as `BYTES`.
+    segments: Arc<Segments>,
+    /// File bytes (after `offset`) already reported as `BYTES`.
     reported: u64,
+    /// Wire bytes already reported.
+    wire_reported: u64,
     /// Contiguous bytes (after `offset`) already reported as `CHECKPOINT`.
     checkpointed: u64,
-    /// Network bytes attributed to this job.
-    network: u64,
     result: Option<Result<u64, PluginError>>,
 }
 
-/// State shared by the download futures, the poller and the cancel path.
+/// State shared by the download futures and the poller.
 struct Shared {
     tracks: Mutex<Vec<Track>>,
-    file_group: Mutex<Option<XetFileDownloadGroup>>,
-    stream_group: Mutex<Option<XetDownloadStreamGroup>>,
-    /// Group transfer bytes already attributed, and not yet attributed.
-    net_seen: AtomicU64,
-    net_pending: AtomicU64,
 }
 
 impl Shared {
-    fn with_track<R>(&self, index: u32, f: impl FnOnce(&mut Track) -> R) -> Option<R> {
-        let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
-        tracks.iter_mut().find(|t| t.job.index == index).map(f)
-    }
-
     fn set_result(&self, index: u32, result: Result<u64, PluginError>) {
-        self.with_track(index, |t| {
-            if t.result.is_none() {
-                t.result = Some(result);
-            }
-        });
+        let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = tracks.iter_mut().find(|t| t.job.index == index)
+            && t.result.is_none()
+        {
+            t.result = Some(result);
+        }
     }
 
-    /// Reports what was written since the last call: `BYTES` deltas with attributed network
-    /// bytes, then `CHECKPOINT`s.
+    /// Reports what was written since the last call: `BYTES` (file and wire deltas), then
+    /// `CHECKPOINT`, then `RANGE_WRITTEN` for what grew past the checkpoint.
     fn report(&self, progress: &Progress) {
-        let group_net = self
-            .file_group
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|g| g.progress().total_transfer_bytes_completed);
-        if let Some(total) = group_net {
-            let seen = self.net_seen.swap(total, Ordering::SeqCst);
-            self.net_pending
-                .fetch_add(total.saturating_sub(seen), Ordering::SeqCst);
-        }
-
         let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
-        let mut deltas = Vec::with_capacity(tracks.len());
-        let mut prefixes = Vec::with_capacity(tracks.len());
-        for t in tracks.iter() {
-            let (written, prefix) = match &t.meter {
-                Meter::Pending => (0, 0),
-                Meter::File(h) => {
-                    let n = h.progress().map_or(0, |p| p.bytes_completed);
-                    (n, n)
-                }
-                Meter::Segments(s) => s.progress(),
-            };
+        for t in tracks.iter_mut() {
             let len = t.job.size - t.job.offset;
-            deltas.push(written.min(len).saturating_sub(t.reported));
-            prefixes.push(prefix.min(len));
-        }
-        // hf-xet writes a file term by term (a term can be a whole 64 MiB xorb), but counts
-        // network bytes as they arrive, for the whole group. Share them among the group's files:
-        // by the bytes each wrote this tick, else (nothing written yet) by the bytes each still
-        // lacks. A `BYTES` event with only network bytes keeps the host's stall watchdog fed
-        // while a large term is in flight.
-        let len = |t: &Track| t.job.size - t.job.offset;
-        let group_written: u64 = tracks
-            .iter()
-            .zip(&deltas)
-            .filter(|(t, _)| t.in_file_group)
-            .map(|(_, d)| *d)
-            .sum();
-        let weights: Vec<u64> = tracks
-            .iter()
-            .zip(&deltas)
-            .map(|(t, d)| {
-                let active = t.result.is_none() && matches!(t.meter, Meter::File(_));
-                match () {
-                    _ if !t.in_file_group => 0,
-                    _ if group_written > 0 => *d,
-                    _ if active => len(t).saturating_sub(t.reported),
-                    _ => 0,
-                }
-            })
-            .collect();
-        let total_weight: u64 = weights.iter().sum();
-        let pending = if total_weight > 0 {
-            self.net_pending.swap(0, Ordering::SeqCst)
-        } else {
-            0
-        };
-        let last = weights.iter().rposition(|w| *w > 0);
-        let mut left = pending;
-        for (i, (((t, delta), weight), prefix)) in tracks
-            .iter_mut()
-            .zip(deltas)
-            .zip(weights)
-            .zip(prefixes)
-            .enumerate()
-        {
-            let net = if weight == 0 {
-                0
-            } else if Some(i) == last {
-                left
-            } else {
-                ((pending as u128 * weight as u128) / total_weight as u128) as u64
-            };
-            let net = net.min(left);
-            left -= net;
-            if delta > 0 || net > 0 {
+            let (written, prefix) = t.segments.progress();
+            let delta = written.min(len).saturating_sub(t.reported);
+            let wire = t.segments.wire.load(Ordering::SeqCst);
+            let wire_delta = wire.saturating_sub(t.wire_reported);
+            if delta > 0 || wire_delta > 0 {
                 t.reported += delta;
-                t.network += net;
-                progress.on_event(ProgressEvent::bytes(t.job.index, delta, net));
+                t.wire_reported = wire;
+                progress.on_event(ProgressEvent::bytes(t.job.index, delta, wire_delta));
             }
+            let prefix = prefix.min(len);
             if prefix > t.checkpointed {
                 t.checkpointed = prefix;
                 progress.on_event(ProgressEvent::checkpoint(
@@ -333,37 +220,13 @@ impl Shared {
                     t.job.offset + prefix,
                 ));
             }
-            // Spans written past the checkpoint, so that a kill loses little (resume by ranges).
-            if let Meter::Segments(s) = &t.meter {
-                for r in s.newly_complete(t.job.offset + t.checkpointed) {
-                    let written = RangeWritten {
-                        start: r.start,
-                        end: r.end,
-                    };
-                    progress.on_event(written.event(t.job.index));
-                }
+            for r in t.segments.newly_written(t.job.offset + t.checkpointed) {
+                let written = RangeWritten {
+                    start: r.start,
+                    end: r.end,
+                };
+                progress.on_event(written.event(t.job.index));
             }
-        }
-    }
-
-    fn abort(&self) {
-        if let Some(g) = self
-            .file_group
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            && let Err(e) = g.abort()
-        {
-            log::debug!("aborting the xet file group: {e}");
-        }
-        if let Some(g) = self
-            .stream_group
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            && let Err(e) = g.abort()
-        {
-            log::debug!("aborting the xet stream group: {e}");
         }
     }
 }
@@ -375,35 +238,36 @@ async fn cancelled(cancel: &CancelToken) {
     }
 }
 
-/// Downloads `jobs` through the CAS; one result per job, as `(index, result)`.
+/// Downloads what `jobs` lack from the CAS; one result per job, as `(index, result)`.
 pub async fn fetch(
-    session: &XetSession,
-    access: &CasAccess,
+    cas: &Cas,
     jobs: Vec<Job>,
     tuning: Tuning,
     progress: &Progress,
     cancel: &CancelToken,
 ) -> Vec<(u32, Result<FileDone, PluginError>)> {
-    let source = origin(&access.cas_url);
-    let in_file_group = |j: &Job| j.whole() && j.size <= 2 * tuning.segment;
+    let source = origin(cas.url());
+    let tracks: Vec<Track> = jobs
+        .iter()
+        .map(|job| {
+            let len: u64 = job.fetch.iter().map(|r| r.end - r.start).sum();
+            let segment = tuning
+                .segment
+                .max(len.div_ceil(MAX_SEGMENTS_PER_FILE))
+                .max(1);
+            Track {
+                job: job.clone(),
+                segments: Arc::new(Segments::plan(job.offset, job.size, &job.fetch, segment)),
+                reported: 0,
+                wire_reported: 0,
+                checkpointed: 0,
+                result: None,
+            }
+        })
+        .collect();
+    let segments: Vec<Arc<Segments>> = tracks.iter().map(|t| t.segments.clone()).collect();
     let shared = Shared {
-        tracks: Mutex::new(
-            jobs.iter()
-                .map(|job| Track {
-                    job: job.clone(),
-                    meter: Meter::Pending,
-                    in_file_group: in_file_group(job),
-                    reported: 0,
-                    checkpointed: 0,
-                    network: 0,
-                    result: None,
-                })
-                .collect(),
-        ),
-        file_group: Mutex::new(None),
-        stream_group: Mutex::new(None),
-        net_seen: AtomicU64::new(0),
-        net_pending: AtomicU64::new(0),
+        tracks: Mutex::new(tracks),
     };
     for job in &jobs {
         progress.on_event(ProgressEvent::message(
@@ -411,21 +275,15 @@ pub async fn fetch(
             EventKind::STARTED,
             String::new(),
         ));
-        if job.offset >= job.size || job.fetch.is_empty() {
-            shared.set_result(job.index, Ok(0));
-        }
     }
-    let (small, segmented): (Vec<Job>, Vec<Job>) = jobs
-        .into_iter()
-        .filter(|j| j.offset < j.size && !j.fetch.is_empty())
-        .partition(|j| in_file_group(j));
-
-    let work = async {
-        tokio::join!(
-            fetch_small(session, access, small, &shared),
-            fetch_segmented(session, access, segmented, tuning, &shared),
-        )
-    };
+    let permits = Ramp::new(tuning.parallel);
+    let work = futures_util::future::join_all(jobs.iter().zip(&segments).map(|(job, segments)| {
+        let (shared, permits) = (&shared, &permits);
+        async move {
+            let result = fetch_job(cas, job, segments, permits, progress, cancel).await;
+            shared.set_result(job.index, result);
+        }
+    }));
     let ticker = async {
         let mut interval = tokio::time::interval(POLL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -441,8 +299,7 @@ pub async fn fetch(
         () = ticker => false,
     };
     if was_cancelled {
-        log::debug!("xet fetch cancelled by the host; aborting the download groups");
-        shared.abort();
+        log::debug!("xet fetch cancelled by the host; its requests are dropped");
     }
     shared.report(progress);
 
@@ -454,29 +311,22 @@ pub async fn fetch(
         .into_iter()
         .map(|t| {
             let result = match t.result {
-                Some(Ok(written)) => {
-                    let stream = !t.in_file_group;
-                    Ok(FileDone {
-                        // The stream API exposes no network counter: report what was written.
-                        bytes_transferred: if stream { written } else { t.network },
-                        source: RString::from(source.clone()),
-                        extra_json: RString::from(
-                            serde_json::json!({
-                                "via": if stream { "xet-segments" } else { "xet-file-group" },
-                                "offset": t.job.offset,
-                                // Streams: bytes written. File group: its network bytes,
-                                // shared among its files by the bytes each wrote.
-                                "bytes_transferred": if stream { "written" } else { "group-share" },
-                                (hubget_plugin_api::protocol::LOCAL_BYTES): t.job.local,
-                            })
-                            .to_string(),
-                        ),
-                    })
-                }
+                Some(Ok(_)) => Ok(FileDone {
+                    bytes_transferred: t.segments.wire.load(Ordering::SeqCst),
+                    source: RString::from(source.clone()),
+                    extra_json: RString::from(
+                        serde_json::json!({
+                            "via": "xet-cas",
+                            "offset": t.job.offset,
+                            (hubget_plugin_api::protocol::LOCAL_BYTES): t.job.local,
+                        })
+                        .to_string(),
+                    ),
+                }),
                 Some(Err(e)) => Err(e),
                 None if was_cancelled => Err(PluginError::cancelled()),
                 None => Err(PluginError::new(
-                    hubget_plugin_api::ErrorKind::OTHER,
+                    ErrorKind::OTHER,
                     "the xet download ended without a result",
                 )),
             };
@@ -498,133 +348,212 @@ fn context(job: &Job) -> String {
     format!("xet download of {} ({} bytes)", job.hash, job.size)
 }
 
-/// Builder options shared by both groups.
-macro_rules! configure {
-    ($builder:expr, $access:expr) => {{
-        let b = $builder
-            .with_endpoint($access.cas_url.clone())
-            .with_token_info($access.access_token.clone(), $access.exp);
-        match &$access.refresh_url {
-            Some(url) => b.with_token_refresh_url(url.clone(), $access.refresh_headers.clone()),
-            None => b,
-        }
-    }};
-}
-
-async fn fetch_small(session: &XetSession, access: &CasAccess, jobs: Vec<Job>, shared: &Shared) {
-    if jobs.is_empty() {
-        return;
+/// Fetches every segment of one job; the first failed segment fails the file and stops its
+/// other segments. Returns the file bytes written.
+async fn fetch_job(
+    cas: &Cas,
+    job: &Job,
+    segments: &Segments,
+    permits: &Ramp,
+    progress: &Progress,
+    cancel: &CancelToken,
+) -> Result<u64, PluginError> {
+    if job.offset >= job.size || job.fetch.is_empty() {
+        return Ok(0);
     }
-    let built = match session.new_file_download_group() {
-        Ok(builder) => configure!(builder, access).build().await,
-        Err(e) => Err(e),
-    };
-    let group = match built {
-        Ok(g) => g,
-        Err(e) => {
-            for job in &jobs {
-                shared.set_result(job.index, Err(error::from_xet(&context(job), &e)));
-            }
-            return;
+    let io = |source| -> PluginError {
+        Error::Write {
+            path: job.path.display().to_string(),
+            source,
         }
+        .into()
     };
-    *shared.file_group.lock().unwrap_or_else(|e| e.into_inner()) = Some(group.clone());
-
-    let mut started = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let info = XetFileInfo::new(job.hash.clone(), job.size);
-        match group.download_file_to_path(info, job.path.clone()).await {
-            Ok(handle) => {
-                shared.with_track(job.index, |t| t.meter = Meter::File(handle.clone()));
-                started.push((job, handle));
-            }
-            Err(e) => shared.set_result(job.index, Err(error::from_xet(&context(&job), &e))),
-        }
-    }
-    join_all(started.into_iter().map(|(job, handle)| async move {
-        let result = match handle.finish().await {
-            Ok(report) => match report.file_info.file_size {
-                Some(n) if n == job.size => Ok(n),
-                got => Err(Error::Length {
-                    path: job.path.display().to_string(),
-                    got: got.unwrap_or(0),
-                    expected: job.size,
-                }
-                .into()),
-            },
-            Err(e) => Err(error::from_xet(&context(&job), &e)),
-        };
-        shared.set_result(job.index, result);
-    }))
-    .await;
-    // Per-file results are in; this only closes the group (its error repeats the first one).
-    if let Err(e) = group.finish().await {
-        log::debug!("closing the xet file group: {e}");
-    }
-}
-
-async fn fetch_segmented(
-    session: &XetSession,
-    access: &CasAccess,
-    jobs: Vec<Job>,
-    tuning: Tuning,
-    shared: &Shared,
-) {
-    if jobs.is_empty() {
-        return;
-    }
-    let built = match session.new_download_stream_group() {
-        Ok(builder) => configure!(builder, access).build().await,
-        Err(e) => Err(e),
-    };
-    let group = match built {
-        Ok(g) => g,
-        Err(e) => {
-            for job in &jobs {
-                shared.set_result(job.index, Err(error::from_xet(&context(job), &e)));
-            }
-            return;
-        }
-    };
-    *shared
-        .stream_group
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = Some(group.clone());
-    let permits = Ramp::new(tuning.parallel);
-    join_all(jobs.into_iter().map(|job| {
-        let (group, permits) = (&group, &permits);
-        async move {
-            let len: u64 = job.fetch.iter().map(|r| r.end - r.start).sum();
-            let segment = tuning.segment.max(len.div_ceil(MAX_SEGMENTS_PER_FILE));
-            let segments = Arc::new(Segments::plan(job.offset, job.size, &job.fetch, segment));
-            shared.with_track(job.index, |t| t.meter = Meter::Segments(segments.clone()));
-            let fetched = (0..segments.spans.len()).filter(|&i| !segments.prefilled[i]);
-            let parts = fetched.map(|i| {
-                let range = segments.spans[i].clone();
-                let (job, segments) = (&job, &segments);
-                async move {
-                    let _permit = permits
-                        .semaphore
-                        .acquire()
-                        .await
-                        .map_err(|_| PluginError::cancelled())?;
-                    let started = std::time::Instant::now();
-                    let written = stream_segment(group, job, range, &segments.written[i]).await?;
-                    if started.elapsed() < Ramp::FAST {
-                        permits.grow();
-                    }
-                    Ok(written)
-                }
-            });
-            // The first failed segment fails the file and stops its other segments.
-            let result = futures_util::future::try_join_all(parts)
+    let path = job.path.clone();
+    let file =
+        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(path))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(io)?;
+    let file = Arc::new(file);
+    let parts = (0..segments.spans.len())
+        .filter(|&i| !segments.prefilled[i])
+        .map(|i| {
+            let file = file.clone();
+            async move {
+                let _permit = permits
+                    .semaphore
+                    .acquire()
+                    .await
+                    .map_err(|_| PluginError::cancelled())?;
+                let started = std::time::Instant::now();
+                let policy = cas.client().retry_policy();
+                let on_retry = |e: &PluginError, n: u32, wait: Duration| {
+                    log::info!("{}: {}; retrying in {wait:?}", context(job), e.message);
+                    let note = RetryNote::new(e.message.as_str(), wait, n + 1, policy.max_attempts);
+                    progress.on_event(note.event(job.index));
+                };
+                with_retry(policy, cancel, on_retry, |_| {
+                    fetch_span(cas, job, segments, i, &file, cancel)
+                })
                 .await
-                .map(|written| written.iter().sum());
-            shared.set_result(job.index, result);
+                .map_err(|mut e| {
+                    e.message = crate::error::redact(&e.message).into();
+                    e.context(context(job))
+                })?;
+                if started.elapsed() < Ramp::FAST {
+                    permits.grow();
+                }
+                let span = &segments.spans[i];
+                Ok::<u64, PluginError>(span.end - span.start)
+            }
+        });
+    let written = futures_util::future::try_join_all(parts).await?;
+    Ok(written.iter().sum())
+}
+
+/// Fetches what is left of span `i` (from the byte it reached): one reconstruction query for
+/// it, then each term's xorb range, decoded and written as it arrives.
+async fn fetch_span(
+    cas: &Cas,
+    job: &Job,
+    segments: &Segments,
+    i: usize,
+    file: &Arc<std::fs::File>,
+    cancel: &CancelToken,
+) -> Result<(), PluginError> {
+    let span = segments.spans[i].clone();
+    let written = &segments.written[i];
+    let from = span.start + written.load(Ordering::SeqCst);
+    if from >= span.end {
+        return Ok(());
+    }
+    let rec = cas
+        .reconstruction(&job.hash, Some(from..span.end), cancel)
+        .await?;
+    let mut skip = rec.offset_into_first_range;
+    let mut pos = from;
+    for term in &rec.terms {
+        if pos >= span.end {
+            break;
         }
-    }))
-    .await;
-    group.finish().await;
+        let source = rec.source_of(term).ok_or_else(|| {
+            PluginError::new(
+                ErrorKind::PROTOCOL,
+                format!(
+                    "the reconstruction names no fetch range for chunks {}..{} of xorb {}",
+                    term.range.start, term.range.end, term.hash
+                ),
+            )
+        })?;
+        let writer = TermWriter::new(term, source, std::mem::take(&mut skip), pos, span.end);
+        let sink = SpanSink {
+            file: file.clone(),
+            written,
+            span_start: span.start,
+            wire: &segments.wire,
+        };
+        pos = fetch_term(cas, source, writer, &sink, cancel).await?;
+    }
+    if pos < span.end {
+        return Err(PluginError::new(
+            ErrorKind::PROTOCOL,
+            format!(
+                "the reconstruction of bytes {from}..{} ends at {pos}",
+                span.end
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Where one span's bytes go and are counted.
+struct SpanSink<'a> {
+    file: Arc<std::fs::File>,
+    written: &'a AtomicU64,
+    span_start: u64,
+    wire: &'a AtomicU64,
+}
+
+/// Fetches one term's xorb range and writes its decoded bytes; returns where the writer ended.
+async fn fetch_term(
+    cas: &Cas,
+    source: &FetchInfo,
+    mut writer: TermWriter,
+    sink: &SpanSink<'_>,
+    cancel: &CancelToken,
+) -> Result<u64, PluginError> {
+    let url = hubget_hub_http::reqwest::Url::parse(&source.url).map_err(|e| {
+        PluginError::new(
+            ErrorKind::PROTOCOL,
+            format!("bad xorb URL in the reconstruction: {e}"),
+        )
+    })?;
+    let range = format!("bytes={}-{}", source.url_range.start, source.url_range.end);
+    let request = Request::get(url).header(RANGE, HeaderValue::from_str(&range).expect("ASCII"));
+    let answer = cas.client().send(&request, cancel).await?;
+    let context = answer.context();
+    let status = answer.response.status();
+    if !matches!(status.as_u16(), 200 | 206) {
+        let error = hubget_hub_http::classify(status, answer.response.headers(), &context);
+        // A presigned URL expired: the retry asks for new ones.
+        return Err(if status.as_u16() == 403 {
+            error.retryable(true)
+        } else {
+            error
+        });
+    }
+    // A 200 is the range itself when its length says so (Xet's own CAS answers V1 terms that
+    // way); otherwise the server ignored `Range` and sent the whole object: skip to the range.
+    let wanted = source.url_range.end + 1 - source.url_range.start;
+    let mut lead = match (status.as_u16(), answer.response.content_length()) {
+        (206, _) => 0,
+        (_, Some(n)) if n == wanted => 0,
+        _ => source.url_range.start,
+    };
+    let mut response = answer.response;
+    let mut raw: Vec<u8> = Vec::with_capacity(FEED_BYTES + 64 * 1024);
+    let corrupt = |e: FeedError| match e {
+        FeedError::Corrupt(why) => {
+            PluginError::new(ErrorKind::PROTOCOL, format!("{context}: {why}")).retryable(true)
+        }
+        FeedError::Write(e) => PluginError::new(ErrorKind::IO, format!("writing: {e}")),
+    };
+    loop {
+        let piece = cancellable(cancel, response.chunk())
+            .await?
+            .map_err(|e| hubget_hub_http::classify_transport(&e, &context))?;
+        let end = piece.is_none();
+        if let Some(p) = &piece {
+            sink.wire.fetch_add(p.len() as u64, Ordering::SeqCst);
+            cas.client().throttle(p.len() as u64).await;
+            let skip = lead.min(p.len() as u64);
+            lead -= skip;
+            raw.extend_from_slice(&p[skip as usize..]);
+        }
+        if raw.len() >= FEED_BYTES || (end && !raw.is_empty()) {
+            let (file, data) = (sink.file.clone(), std::mem::take(&mut raw));
+            let (w, r) = tokio::task::spawn_blocking(move || {
+                let r = writer.feed(&data, &mut |at, bytes| write_all_at(&file, bytes, at));
+                (writer, r)
+            })
+            .await
+            .map_err(|e| PluginError::new(ErrorKind::OTHER, format!("decoder thread: {e}")))?;
+            writer = w;
+            r.map_err(corrupt)?;
+            sink.written
+                .store(writer.pos() - sink.span_start, Ordering::SeqCst);
+        }
+        if writer.done() {
+            return Ok(writer.pos());
+        }
+        if end {
+            return Err(PluginError::new(
+                ErrorKind::NETWORK,
+                format!("{context}: the xorb range ended before its last chunk"),
+            )
+            .retryable(true));
+        }
+    }
 }
 
 /// Segment slots that start small and grow by two per segment finished within [`Ramp::FAST`],
@@ -665,63 +594,6 @@ impl Ramp {
             self.semaphore.add_permits(add);
         }
     }
-}
-
-/// Streams `range` of one file into its partial file at the same offsets.
-async fn stream_segment(
-    group: &XetDownloadStreamGroup,
-    job: &Job,
-    range: std::ops::Range<u64>,
-    written: &AtomicU64,
-) -> Result<u64, PluginError> {
-    let expected = range.end - range.start;
-    let start = range.start;
-    let info = XetFileInfo::new(job.hash.clone(), job.size);
-    let mut stream = group
-        .download_stream(info, Some(range))
-        .await
-        .map_err(|e| error::from_xet(&context(job), &e))?;
-    let io = |source| Error::Write {
-        path: job.path.display().to_string(),
-        source,
-    };
-    let path = job.path.clone();
-    let file =
-        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(path))
-            .await
-            .map_err(|e| io(std::io::Error::other(e)))?
-            .map_err(io)?;
-    let file = Arc::new(file);
-    let mut got = 0u64;
-    while let Some(chunk) = stream
-        .next()
-        .await
-        .map_err(|e| error::from_xet(&context(job), &e))?
-    {
-        got += chunk.len() as u64;
-        if got > expected {
-            break;
-        }
-        // A positioned write of the whole chunk on a blocking thread (no copy, no seek); when it
-        // returns the bytes are in the file, so the count may back a checkpoint.
-        let at = start + got - chunk.len() as u64;
-        let f = file.clone();
-        tokio::task::spawn_blocking(move || write_all_at(&f, &chunk, at))
-            .await
-            .map_err(|e| io(std::io::Error::other(e)))?
-            .map_err(io)?;
-        written.store(got, Ordering::SeqCst);
-    }
-    // A cancelled stream ends like a finished one: the length tells them apart.
-    if got != expected {
-        return Err(Error::Length {
-            path: job.path.display().to_string(),
-            got,
-            expected,
-        }
-        .into());
-    }
-    Ok(got)
 }
 
 /// Writes all of `buf` at offset `pos` of `file`.
@@ -795,14 +667,27 @@ mod tests {
             (3, 7),
             "the prefix (from the offset) jumps over the copied span"
         );
-        assert_eq!(s.newly_complete(11), vec![12..14]);
+        assert_eq!(s.newly_written(11), vec![12..14]);
         s.written[3].store(2, Ordering::SeqCst);
         s.written[4].store(1, Ordering::SeqCst);
         assert_eq!(s.progress(), (6, 12));
         assert!(
-            s.newly_complete(2).iter().all(|r| r.start < 12),
+            s.newly_written(2).iter().all(|r| r.start < 12),
             "each span once"
         );
+    }
+
+    #[test]
+    fn a_segment_in_flight_is_announced_as_it_grows() {
+        let m = ANNOUNCE_BYTES;
+        let s = Segments::plan(0, 8 * m, &[0..8 * m], 4 * m);
+        s.written[1].store(m / 2, Ordering::SeqCst);
+        assert!(s.newly_written(0).is_empty(), "less than ANNOUNCE_BYTES");
+        s.written[1].store(m + 1, Ordering::SeqCst);
+        assert_eq!(s.newly_written(0), vec![4 * m..5 * m + 1]);
+        assert!(s.newly_written(0).is_empty(), "not again until it grows");
+        s.written[1].store(4 * m, Ordering::SeqCst);
+        assert_eq!(s.newly_written(0), vec![4 * m..8 * m], "complete");
     }
 
     #[test]

@@ -1,28 +1,26 @@
-//! hubget's `xet` backend plugin: Xet-backed files through Hugging Face's `hf-xet` crate, no
-//! Python (opt-in: `--backend xet`).
+//! hubget's `xet` backend plugin: Xet-backed files from Hugging Face's Xet CAS, no Python
+//! (opt-in: `--backend xet`).
 //!
 //! * `resolve` uses the shared Hub client ([`hubget_hub_http::HubApi::manifest`]): the same
 //!   manifest as the `lfs` backend; a redacted or malformed xet hash counts as absent.
 //! * `fetch` gets a CAS token from `/api/{type}s/{repo}/xet-read-token/{commit}` (the Hub token
 //!   goes to the Hub origin only), plans each Xet file against the chunks already on disk
-//!   ([`reuse`]: copied locally, never fetched again), then downloads what is left through
-//!   hf-xet: small whole files in one file download group, everything else as parallel ranged
-//!   streams of one stream group (see [`fetch`]). hf-xet refreshes the CAS token itself before
-//!   it expires, from the same route.
+//!   ([`reuse`]: copied locally, never fetched again), then fetches what is left itself: ranged
+//!   reconstruction queries and xorb ranges ([`cas`]), decoded with xet-core's chunk codec and
+//!   written in place as they arrive, segments in parallel ([`fetch`]). The token is renewed
+//!   from the same Hub route before it expires.
 //! * Files not stored in Xet (regular files, plain LFS files) are plain Hub files: they come
 //!   from the Hub's `resolve` route through hub-http's ranged downloader, as Xet-enabled clients
 //!   fetch them, so `--backend xet --no-fallback` works on any repository.
-//! * Knobs live in `[plugins.xet]` ([`config::Config`]); telemetry is off unless turned on.
+//! * Knobs live in `[plugins.xet]` ([`config::Config`]).
 //!
-//! hf-xet runs on this plugin's own tokio runtime (the session wraps its handle), and keeps its
-//! small session/staging directories under `~/.cache/hubget/xet` (see [`config::Config::cache_root`]),
-//! never in the user's Hugging Face cache. Its HTTP traffic goes through [`proxy`]: the host's
-//! proxy, CA bundle, timeouts and bandwidth cap apply to every Xet request.
+//! Every request goes through hub-http's client: the host's proxy, CA bundle, timeouts, retry
+//! policy and bandwidth cap apply to every Xet request.
 
+pub mod cas;
 pub mod config;
 pub mod error;
 pub mod fetch;
-pub mod proxy;
 pub mod reuse;
 
 use std::collections::HashMap;
@@ -30,6 +28,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::config::Config;
+use crate::fetch::Job;
 use hubget_hub_http::{HttpClient, HubApi, XetToken, cancellable, is_xet_hash};
 use hubget_plugin_api::sdk::BackendPlugin;
 use hubget_plugin_api::std_types::{RResult, RString, RVec};
@@ -37,10 +37,6 @@ use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, Features, FetchBatch, FileOutcome, HostSettings,
     Manifest, PluginError, Progress, RepoType, ResolveRequest,
 };
-use xet::xet_session::{HeaderMap, HeaderValue, XetSession, XetSessionBuilder, header};
-
-use crate::config::Config;
-use crate::fetch::{CasAccess, Job};
 
 /// A CAS token is reused while it has at least this many seconds left.
 const TOKEN_MIN_LIFETIME_SECS: u64 = 120;
@@ -49,7 +45,6 @@ const TOKEN_MIN_LIFETIME_SECS: u64 = 120;
 pub struct Backend {
     settings: HostSettings,
     hub: HubApi,
-    session: XetSession,
     tokens: Mutex<HashMap<(u32, String, String), XetToken>>,
     tuning: fetch::Tuning,
     /// The chunk index next to the Hugging Face cache (None: reuse is off, or the host did not
@@ -57,8 +52,6 @@ pub struct Backend {
     index: Option<reuse::ChunkIndex>,
     /// Files this process fetched or is fetching (see [`Fetched`]).
     fetched: Mutex<Vec<Fetched>>,
-    /// hf-xet's requests go through this socket, to hub-http's client (see [`proxy`]).
-    proxy: proxy::LocalProxy,
     /// The plugin's own runtime (the SDK's: it shuts down in the background when dropped).
     runtime: hubget_plugin_api::sdk::Runtime,
 }
@@ -69,25 +62,8 @@ impl Backend {
         let config = Config::parse(config_toml)?;
         let runtime = hubget_plugin_api::sdk::runtime("xet", config.worker_threads())?;
         let client = HttpClient::new(&settings)?;
-        let proxy = proxy::LocalProxy::start(runtime.handle(), client.clone()).map_err(|e| {
-            PluginError::new(
-                ErrorKind::IO,
-                format!("cannot start the local Xet proxy socket: {e}"),
-            )
-        })?;
         let hub = HubApi::new(&settings.endpoint, settings.token.as_deref(), client)?;
-        let mut xet_config = config.to_xet_config(&settings);
-        xet_config.client.unix_socket_path = Some(proxy.path().to_string_lossy().into_owned());
-        let session = XetSessionBuilder::new_with_config(xet_config)
-            .with_cache_dir(config.cache_root())
-            .with_tokio_handle(runtime.handle().clone())
-            .build()
-            .map_err(|e| error::from_xet("starting the hf-xet session", &e))?;
-        log::debug!(
-            "xet backend ready: cache dir {}, {} threads",
-            config.cache_root().display(),
-            config.worker_threads()
-        );
+        log::debug!("xet backend ready: {} threads", config.worker_threads());
         let index = settings
             .cache_dir
             .as_deref()
@@ -96,12 +72,10 @@ impl Backend {
         Ok(Self {
             settings,
             hub,
-            session,
             tokens: Mutex::new(HashMap::new()),
             tuning: config.tuning(),
             index,
             fetched: Mutex::new(Vec::new()),
-            proxy,
             runtime,
         })
     }
@@ -151,33 +125,6 @@ impl Backend {
         Ok(token)
     }
 
-    /// The token URL and Hub headers hf-xet uses to refresh the CAS token.
-    fn refresh(
-        &self,
-        repo_type: RepoType,
-        repo_id: &str,
-        revision: &str,
-    ) -> (Option<String>, HeaderMap) {
-        let mut headers = HeaderMap::new();
-        if let Ok(ua) = HeaderValue::from_str(&self.settings.user_agent) {
-            headers.insert(header::USER_AGENT, ua);
-        }
-        // The refresh URL is on the Hub origin: the only place the Hub token may go.
-        if let Some(token) = self.settings.token.as_deref().map(str::trim)
-            && !token.is_empty()
-            && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {token}"))
-        {
-            value.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, value);
-        }
-        let url = self
-            .hub
-            .xet_read_token_url(repo_type, repo_id, revision)
-            .ok()
-            .map(|u| u.to_string());
-        (url, headers)
-    }
-
     async fn fetch_xet(
         &self,
         batch: &FetchBatch,
@@ -194,24 +141,21 @@ impl Backend {
             Ok(t) => t,
             Err(e) => return jobs.iter().map(|j| (j.index, Err(e.clone()))).collect(),
         };
-        self.proxy.register(&token.cas_url);
-        let (refresh_url, refresh_headers) = self.refresh(batch.repo_type, repo_id, commit);
-        let access = CasAccess {
-            cas_url: token.cas_url.trim_end_matches('/').to_owned(),
-            access_token: token.access_token.clone(),
-            exp: token.exp,
-            refresh_url,
-            refresh_headers,
-        };
+        let cas = cas::Cas::new(
+            self.hub.clone(),
+            batch.repo_type,
+            repo_id,
+            commit,
+            token.clone(),
+        );
         let Some(index) = &self.index else {
-            return fetch::fetch(&self.session, &access, jobs, self.tuning, progress, cancel).await;
+            return fetch::fetch(&cas, jobs, self.tuning, progress, cancel).await;
         };
         let folder = repo_folder(batch.repo_type, repo_id);
-        self.rebuild_repo_index(index, &folder, &token, cancel)
-            .await;
+        self.rebuild_repo_index(index, &folder, &cas, cancel).await;
         let mut entries = HashMap::new();
         for job in &jobs {
-            if let Some(e) = self.terms_of(index, &token, &job.hash, cancel).await {
+            if let Some(e) = self.terms_of(index, &cas, &job.hash, cancel).await {
                 entries.insert(job.hash.clone(), e);
             }
         }
@@ -222,8 +166,7 @@ impl Backend {
             let plans = self
                 .plan_reuse(index, &entries, &mut phase, progress, cancel)
                 .await;
-            let done =
-                fetch::fetch(&self.session, &access, phase, self.tuning, progress, cancel).await;
+            let done = fetch::fetch(&cas, phase, self.tuning, progress, cancel).await;
             self.finish_reuse(plans, &done);
             results.extend(done);
         }
@@ -234,16 +177,14 @@ impl Backend {
     async fn terms_of(
         &self,
         index: &reuse::ChunkIndex,
-        token: &XetToken,
+        cas: &cas::Cas,
         hash: &str,
         cancel: &CancelToken,
     ) -> Option<reuse::FileChunks> {
         if let Some(e) = index.load(hash) {
             return Some(e);
         }
-        let cas = token.cas_url.trim_end_matches('/');
-        match reuse::reconstruction(self.hub.client(), cas, &token.access_token, hash, cancel).await
-        {
+        match reuse::reconstruction(cas, hash, cancel).await {
             Ok(e) => {
                 index.save(hash, &e);
                 Some(e)
@@ -261,7 +202,7 @@ impl Backend {
         &self,
         index: &reuse::ChunkIndex,
         repo_folder: &str,
-        token: &XetToken,
+        cas: &cas::Cas,
         cancel: &CancelToken,
     ) {
         let known: std::collections::HashSet<String> = index.hashes().into_iter().collect();
@@ -272,7 +213,7 @@ impl Backend {
             .take(MAX_REBUILDS)
             .collect();
         for h in missing {
-            self.terms_of(index, token, &h, cancel).await;
+            self.terms_of(index, cas, &h, cancel).await;
         }
     }
 }
@@ -776,36 +717,13 @@ fn new(settings: HostSettings, config: &str) -> Result<Backend, PluginError> {
 
 hubget_plugin_api::export_plugin! {
     name: "xet",
-    description: "Xet-backed files through Hugging Face's hf-xet (opt-in; other files fall back)",
+    description: "Xet-backed files from the Xet CAS, only the chunks not on disk (opt-in; other files fall back)",
     constructor: new,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_refresh_request_goes_to_the_hub_with_the_hub_token() {
-        let settings = HostSettings {
-            endpoint: "http://127.0.0.1:9/".into(),
-            token: Some("hf_secret".into()),
-            user_agent: "hubget/test".into(),
-            ..HostSettings::default()
-        };
-        let backend = Backend::new(settings, "").unwrap();
-        let (url, headers) = backend.refresh(RepoType::DATASET, "acme/data", "refs/pr/1");
-        assert_eq!(
-            url.as_deref(),
-            Some("http://127.0.0.1:9/api/datasets/acme/data/xet-read-token/refs%2Fpr%2F1")
-        );
-        assert_eq!(headers[header::AUTHORIZATION], "Bearer hf_secret");
-        assert!(headers[header::AUTHORIZATION].is_sensitive());
-        assert_eq!(headers[header::USER_AGENT], "hubget/test");
-
-        let anonymous = Backend::new(HostSettings::default(), "").unwrap();
-        let (_, headers) = anonymous.refresh(RepoType::MODEL, "a/b", "main");
-        assert!(!headers.contains_key(header::AUTHORIZATION));
-    }
 
     #[test]
     fn capabilities_cover_xet_and_plain_hub_files() {

@@ -30,7 +30,6 @@ use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use hubget_hub_http::{HttpClient, Request};
 use hubget_plugin_api::{CancelToken, ErrorKind, PluginError};
 use serde::{Deserialize, Serialize};
 
@@ -177,73 +176,21 @@ impl ChunkIndex {
     }
 }
 
-/// The terms of Xet file `hash` from the CAS (`GET {cas}/v1/reconstructions/{hash}`), through
-/// the host's HTTP stack (proxy, CA bundle, timeouts).
+/// The terms of Xet file `hash` from the CAS (a whole-file reconstruction query).
 pub async fn reconstruction(
-    client: &HttpClient,
-    cas_url: &str,
-    token: &str,
+    cas: &crate::cas::Cas,
     hash: &str,
     cancel: &CancelToken,
 ) -> Result<FileChunks, PluginError> {
-    #[derive(Deserialize)]
-    struct Range {
-        start: u32,
-        end: u32,
-    }
-    #[derive(Deserialize)]
-    struct WireTerm {
-        hash: String,
-        unpacked_length: u64,
-        range: Range,
-    }
-    #[derive(Deserialize)]
-    struct Answer {
-        #[serde(default)]
-        offset_into_first_range: u64,
-        terms: Vec<WireTerm>,
-    }
-    let url = hubget_hub_http::reqwest::Url::parse(&format!(
-        "{}/v1/reconstructions/{hash}",
-        cas_url.trim_end_matches('/')
-    ))
-    .map_err(|e| PluginError::new(ErrorKind::CONFIG, format!("CAS URL: {e}")))?;
-    let mut request = Request::get(url);
-    let value = format!("Bearer {token}");
-    let mut header = hubget_hub_http::reqwest::header::HeaderValue::from_str(&value)
-        .map_err(|e| PluginError::new(ErrorKind::PROTOCOL, format!("CAS token: {e}")))?;
-    header.set_sensitive(true);
-    request
-        .headers
-        .insert(hubget_hub_http::reqwest::header::AUTHORIZATION, header);
-    let answer = client.send(&request, cancel).await?;
-    let context = answer.context();
-    let status = answer.response.status();
-    if !status.is_success() {
-        return Err(hubget_hub_http::classify(
-            status,
-            answer.response.headers(),
-            &context,
-        ));
-    }
-    let body = answer
-        .response
-        .bytes()
-        .await
-        .map_err(|e| hubget_hub_http::classify_transport(&e, &context))?;
-    let parsed: Answer = serde_json::from_slice(&body).map_err(|e| {
-        PluginError::new(
-            ErrorKind::PROTOCOL,
-            format!("{context}: bad reconstruction: {e}"),
-        )
-    })?;
-    if parsed.offset_into_first_range != 0 {
+    let answer = cas.reconstruction(hash, None, cancel).await?;
+    let context = format!("reconstruction of {hash}");
+    if answer.offset_into_first_range != 0 {
         return Err(PluginError::new(
             ErrorKind::PROTOCOL,
             format!("{context}: a whole-file reconstruction starts inside its first term"),
         ));
     }
-    let terms: Vec<Term> = parsed
+    let terms: Vec<Term> = answer
         .terms
         .into_iter()
         .map(|t| Term {

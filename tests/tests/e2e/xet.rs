@@ -94,7 +94,8 @@ fn a_flipped_byte_in_a_xorb_range_is_caught_and_falls_back() {
         .file("xet-a.bin")
         .unwrap()
         .clone();
-    // Every xorb range the CAS serves has one byte flipped (hf-xet verifies no hash).
+    // Every xorb range the CAS serves has one byte flipped (the download protocol carries no
+    // chunk hash: the host's sha256 is the guard).
     dl.sim.faults().add(
         Fault::new(
             Origin::Cas,
@@ -140,8 +141,8 @@ fn a_flipped_byte_in_a_xorb_range_is_caught_and_falls_back() {
 #[test]
 fn an_interrupted_download_resumes_through_xet_with_only_the_rest() {
     // acme/big: 8 MiB of random Xet data at 2 MiB/s, about 4 s: time enough to kill it midway.
-    // hf-xet writes a file term by term (this one is a single xorb), so the first run uses lfs,
-    // whose checkpoints advance finely; the resume then goes through xet's ranged stream.
+    // The first run uses lfs; the resume then goes through xet's ranged segments from lfs's
+    // checkpoint.
     let mut spec = fixtures();
     let big = hubsim::FixtureSpec::default_set(8)
         .repos
@@ -273,7 +274,7 @@ fn an_interrupted_xet_download_resumes_with_only_the_rest() {
 
 #[test]
 fn the_stall_watchdog_stops_a_stuck_xet_transfer_and_lfs_completes() {
-    // Whole-file path (hf-xet's file group) and segmented path (1 MiB ranged streams).
+    // The default segments (4 MiB) and small ones (1 MiB).
     for config in ["", "[plugins.xet]\nsegment_mib = 1\n"] {
         let dl = Dl::new();
         if !config.is_empty() {
@@ -480,7 +481,7 @@ fn every_xet_request_goes_through_the_hosts_proxy_and_bandwidth_cap() {
     assert_eq!(
         proxy.count(&cas) as u64,
         counters.total_requests.cas,
-        "every CAS request (hf-xet's xorb fetches included) went through the proxy"
+        "every CAS request (xorb fetches included) went through the proxy"
     );
 
     // The bandwidth cap holds for Xet traffic too, with no warning.

@@ -1,0 +1,331 @@
+//! The CAS download protocol, spoken through hub-http's client (so the host's proxy, CA bundle,
+//! timeouts and bandwidth cap apply): reconstruction queries and xorb range fetches, decoded
+//! chunk by chunk with xet-core's chunk codec.
+//!
+//! * [`Cas::reconstruction`] asks `GET {cas}/v1/reconstructions/{hash}` (with `Range` for a part
+//!   of the file): the terms (xorb, chunk range, unpacked length) and, per xorb, the presigned
+//!   URLs and byte ranges that hold those chunks.
+//! * [`TermWriter`] takes the raw bytes of one fetched xorb range, decodes each complete chunk
+//!   (`xet_core_structures::xorb_object::deserialize_chunk`), drops the chunks before the term
+//!   and the bytes before the requested offset, and writes the rest at its place in the file.
+//!
+//! The CAS token is the Hub's short-lived Xet read token; [`Cas`] renews it from the Hub before
+//! it expires and once when the CAS answers 401.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Mutex;
+
+use hubget_hub_http::reqwest::header::{AUTHORIZATION, HeaderValue, RANGE};
+use hubget_hub_http::{HubApi, Request, XetToken};
+use hubget_plugin_api::{CancelToken, ErrorKind, PluginError, RepoType};
+use serde::Deserialize;
+use xet_core_structures::xorb_object::{
+    XORB_CHUNK_HEADER_LENGTH, deserialize_chunk, parse_chunk_header,
+};
+
+/// A token is renewed when it has fewer than this many seconds left.
+const RENEW_BEFORE_SECS: u64 = 60;
+
+/// Chunk indices `[start, end)` in a xorb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct ChunkRange {
+    /// First chunk.
+    pub start: u32,
+    /// One past the last chunk.
+    pub end: u32,
+}
+
+/// Bytes `[start, end]` (inclusive, as the CAS writes them) of a xorb object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct UrlRange {
+    /// First byte.
+    pub start: u64,
+    /// Last byte (inclusive).
+    pub end: u64,
+}
+
+/// One reconstruction term: chunks `range` of xorb `hash`, `unpacked_length` bytes decoded.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WireTerm {
+    /// The xorb hash (hex).
+    pub hash: String,
+    /// Decoded bytes of the term.
+    pub unpacked_length: u64,
+    /// The chunks of the xorb it takes.
+    pub range: ChunkRange,
+}
+
+/// Where the chunks `range` of a xorb can be fetched.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FetchInfo {
+    /// The chunks the URL range holds.
+    pub range: ChunkRange,
+    /// Presigned URL of the xorb object.
+    pub url: String,
+    /// The bytes of the object that hold those chunks.
+    pub url_range: UrlRange,
+}
+
+/// The CAS's answer for (a range of) a file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Reconstruction {
+    /// Decoded bytes of the first term before the requested start.
+    #[serde(default)]
+    pub offset_into_first_range: u64,
+    /// The terms, in file order.
+    pub terms: Vec<WireTerm>,
+    /// Per xorb hash, where its chunks are.
+    #[serde(default)]
+    pub fetch_info: HashMap<String, Vec<FetchInfo>>,
+}
+
+impl Reconstruction {
+    /// Where the chunks of `term` can be fetched: the fetch range that holds all of them.
+    pub fn source_of(&self, term: &WireTerm) -> Option<&FetchInfo> {
+        self.fetch_info
+            .get(&term.hash)
+            .or_else(|| self.fetch_info.get(&term.hash.to_ascii_lowercase()))?
+            .iter()
+            .find(|f| f.range.start <= term.range.start && term.range.end <= f.range.end)
+    }
+}
+
+/// The CAS of one repository revision: its URL and a token that is renewed when needed.
+pub struct Cas {
+    hub: HubApi,
+    repo: (RepoType, String, String),
+    url: String,
+    token: Mutex<XetToken>,
+}
+
+impl std::fmt::Debug for Cas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cas")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cas {
+    /// The CAS named by `token` (from the Hub's xet-read-token route of `repo_id` at
+    /// `revision`).
+    pub fn new(
+        hub: HubApi,
+        repo_type: RepoType,
+        repo_id: &str,
+        revision: &str,
+        token: XetToken,
+    ) -> Self {
+        Self {
+            hub,
+            repo: (repo_type, repo_id.to_owned(), revision.to_owned()),
+            url: token.cas_url.trim_end_matches('/').to_owned(),
+            token: Mutex::new(token),
+        }
+    }
+
+    /// The CAS base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The HTTP client (the host's network stack).
+    pub fn client(&self) -> &hubget_hub_http::HttpClient {
+        self.hub.client()
+    }
+
+    /// The current token, renewed from the Hub first when it is about to expire (or `force`).
+    async fn bearer(&self, force: bool, cancel: &CancelToken) -> Result<String, PluginError> {
+        let (token, exp) = {
+            let t = self.token.lock().unwrap_or_else(|e| e.into_inner());
+            (t.access_token.clone(), t.exp)
+        };
+        if !force && exp > crate::unix_now() + RENEW_BEFORE_SECS {
+            return Ok(token);
+        }
+        let (repo_type, repo_id, revision) = &self.repo;
+        let fresh = self
+            .hub
+            .xet_read_token(*repo_type, repo_id, revision, cancel)
+            .await
+            .map_err(|e| e.context("renewing the Xet CAS token"))?;
+        log::debug!("renewed the Xet CAS token (expires at {})", fresh.exp);
+        let access = fresh.access_token.clone();
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(access)
+    }
+
+    /// The terms of file `hash` for bytes `range` (the whole file when `None`). A 401 renews
+    /// the token once.
+    pub async fn reconstruction(
+        &self,
+        hash: &str,
+        range: Option<Range<u64>>,
+        cancel: &CancelToken,
+    ) -> Result<Reconstruction, PluginError> {
+        let url = hubget_hub_http::reqwest::Url::parse(&format!(
+            "{}/v1/reconstructions/{hash}",
+            self.url
+        ))
+        .map_err(|e| PluginError::new(ErrorKind::CONFIG, format!("CAS URL: {e}")))?;
+        let mut renewed = false;
+        loop {
+            let token = self.bearer(renewed, cancel).await?;
+            let mut request = Request::get(url.clone());
+            let mut auth = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| PluginError::new(ErrorKind::PROTOCOL, format!("CAS token: {e}")))?;
+            auth.set_sensitive(true);
+            request.headers.insert(AUTHORIZATION, auth);
+            if let Some(r) = &range {
+                let value = format!("bytes={}-{}", r.start, r.end.saturating_sub(1));
+                request
+                    .headers
+                    .insert(RANGE, HeaderValue::from_str(&value).expect("ASCII"));
+            }
+            let answer = self.client().send(&request, cancel).await?;
+            let context = answer.context();
+            let status = answer.response.status();
+            if status.as_u16() == 401 && !renewed {
+                renewed = true;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(hubget_hub_http::classify(
+                    status,
+                    answer.response.headers(),
+                    &context,
+                ));
+            }
+            let body = answer
+                .response
+                .bytes()
+                .await
+                .map_err(|e| hubget_hub_http::classify_transport(&e, &context))?;
+            if body.len() as u64 > self.client().max_metadata_bytes() {
+                return Err(PluginError::new(
+                    ErrorKind::PROTOCOL,
+                    format!("{context}: the reconstruction is larger than the metadata limit"),
+                ));
+            }
+            return serde_json::from_slice(&body).map_err(|e| {
+                PluginError::new(
+                    ErrorKind::PROTOCOL,
+                    format!("{context}: bad reconstruction: {e}"),
+                )
+            });
+        }
+    }
+}
+
+/// Decodes the fetched bytes of one term and writes its part of `want` into the file.
+///
+/// Fed the raw xorb bytes as they arrive; keeps an incomplete trailing chunk for the next feed.
+#[derive(Debug)]
+pub struct TermWriter {
+    /// Index of the next chunk in the fetched range.
+    next_chunk: u32,
+    /// The chunks of the term.
+    term: ChunkRange,
+    /// Decoded bytes of the term seen so far.
+    decoded: u64,
+    /// Its expected decoded length.
+    unpacked: u64,
+    /// Decoded bytes still to drop before the first one written.
+    skip: u64,
+    /// Where the next written byte goes, and the end of what is wanted.
+    pos: u64,
+    end: u64,
+    /// Raw bytes of an incomplete chunk.
+    pending: Vec<u8>,
+}
+
+impl TermWriter {
+    /// A writer for `term`, fetched from `source`; the first `skip` decoded bytes are dropped
+    /// and the rest written from file offset `pos`, up to `end`.
+    pub fn new(term: &WireTerm, source: &FetchInfo, skip: u64, pos: u64, end: u64) -> Self {
+        Self {
+            next_chunk: source.range.start,
+            term: term.range,
+            decoded: 0,
+            unpacked: term.unpacked_length,
+            skip,
+            pos,
+            end,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Whether every chunk of the term has been decoded (or nothing more is wanted).
+    pub fn done(&self) -> bool {
+        self.next_chunk >= self.term.end || self.pos >= self.end
+    }
+
+    /// Where the next byte goes.
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// Decodes the complete chunks of `pending + raw` and writes what is wanted with `write(at,
+    /// bytes)`. Returns the bytes written.
+    pub fn feed(
+        &mut self,
+        raw: &[u8],
+        write: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
+    ) -> Result<u64, FeedError> {
+        self.pending.extend_from_slice(raw);
+        let mut at = 0;
+        let mut written = 0;
+        while !self.done() && self.pending.len() - at >= XORB_CHUNK_HEADER_LENGTH {
+            let header: [u8; XORB_CHUNK_HEADER_LENGTH] = self.pending
+                [at..at + XORB_CHUNK_HEADER_LENGTH]
+                .try_into()
+                .expect("header length");
+            let header =
+                parse_chunk_header(header).map_err(|e| FeedError::Corrupt(e.to_string()))?;
+            let len = XORB_CHUNK_HEADER_LENGTH + header.get_compressed_length() as usize;
+            if self.pending.len() - at < len {
+                break;
+            }
+            let index = self.next_chunk;
+            self.next_chunk += 1;
+            if index < self.term.start {
+                at += len;
+                continue;
+            }
+            let (data, _, _) = deserialize_chunk(&mut &self.pending[at..at + len])
+                .map_err(|e| FeedError::Corrupt(e.to_string()))?;
+            at += len;
+            self.decoded += data.len() as u64;
+            if self.next_chunk >= self.term.end && self.decoded != self.unpacked {
+                return Err(FeedError::Corrupt(format!(
+                    "the term decodes to {} bytes, the reconstruction says {}",
+                    self.decoded, self.unpacked
+                )));
+            }
+            let mut d = &data[..];
+            let skip = self.skip.min(d.len() as u64);
+            d = &d[skip as usize..];
+            self.skip -= skip;
+            let take = (d.len() as u64).min(self.end - self.pos) as usize;
+            if take > 0 {
+                write(self.pos, &d[..take]).map_err(FeedError::Write)?;
+                self.pos += take as u64;
+                written += take as u64;
+            }
+        }
+        self.pending.drain(..at);
+        Ok(written)
+    }
+}
+
+/// Why fed bytes could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// The bytes are not valid chunks, or do not add up to the term.
+    #[error("corrupt xorb data: {0}")]
+    Corrupt(String),
+    /// Writing the decoded bytes failed.
+    #[error(transparent)]
+    Write(std::io::Error),
+}
