@@ -21,7 +21,7 @@ use hubget_hub_http::{HubApi, Request, XetToken};
 use hubget_plugin_api::{CancelToken, ErrorKind, PluginError, RepoType};
 use serde::Deserialize;
 use xet_core_structures::xorb_object::{
-    XORB_CHUNK_HEADER_LENGTH, deserialize_chunk, parse_chunk_header,
+    XORB_CHUNK_HEADER_LENGTH, deserialize_chunk_to_writer, parse_chunk_header,
 };
 
 /// A token is renewed when it has fewer than this many seconds left.
@@ -266,23 +266,28 @@ impl TermWriter {
         self.pos
     }
 
-    /// Decodes the complete chunks of `pending + raw` and writes what is wanted with `write(at,
-    /// bytes)`. Returns the bytes written.
+    /// Decodes the complete chunks of `pending + raw` and writes what is wanted with one
+    /// `write(at, bytes)`. Returns the bytes written.
     pub fn feed(
         &mut self,
-        raw: &[u8],
+        raw: Vec<u8>,
         write: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
     ) -> Result<u64, FeedError> {
-        self.pending.extend_from_slice(raw);
+        if self.pending.is_empty() {
+            self.pending = raw;
+        } else {
+            self.pending.extend_from_slice(&raw);
+        }
+        let corrupt = |e: xet_core_structures::CoreError| FeedError::Corrupt(e.to_string());
+        let start = self.pos;
+        let mut out = Vec::with_capacity(2 * self.pending.len());
         let mut at = 0;
-        let mut written = 0;
         while !self.done() && self.pending.len() - at >= XORB_CHUNK_HEADER_LENGTH {
             let header: [u8; XORB_CHUNK_HEADER_LENGTH] = self.pending
                 [at..at + XORB_CHUNK_HEADER_LENGTH]
                 .try_into()
                 .expect("header length");
-            let header =
-                parse_chunk_header(header).map_err(|e| FeedError::Corrupt(e.to_string()))?;
+            let header = parse_chunk_header(header).map_err(corrupt)?;
             let len = XORB_CHUNK_HEADER_LENGTH + header.get_compressed_length() as usize;
             if self.pending.len() - at < len {
                 break;
@@ -293,29 +298,32 @@ impl TermWriter {
                 at += len;
                 continue;
             }
-            let (data, _, _) = deserialize_chunk(&mut &self.pending[at..at + len])
-                .map_err(|e| FeedError::Corrupt(e.to_string()))?;
+            let before = out.len();
+            deserialize_chunk_to_writer(&mut &self.pending[at..at + len], &mut out)
+                .map_err(corrupt)?;
             at += len;
-            self.decoded += data.len() as u64;
+            let n = (out.len() - before) as u64;
+            self.decoded += n;
             if self.next_chunk >= self.term.end && self.decoded != self.unpacked {
                 return Err(FeedError::Corrupt(format!(
                     "the term decodes to {} bytes, the reconstruction says {}",
                     self.decoded, self.unpacked
                 )));
             }
-            let mut d = &data[..];
-            let skip = self.skip.min(d.len() as u64);
-            d = &d[skip as usize..];
-            self.skip -= skip;
-            let take = (d.len() as u64).min(self.end - self.pos) as usize;
-            if take > 0 {
-                write(self.pos, &d[..take]).map_err(FeedError::Write)?;
-                self.pos += take as u64;
-                written += take as u64;
+            let skip = self.skip.min(n);
+            if skip > 0 {
+                out.drain(before..before + skip as usize);
+                self.skip -= skip;
             }
+            let kept = (n - skip).min(self.end - self.pos);
+            out.truncate(before + kept as usize);
+            self.pos += kept;
         }
         self.pending.drain(..at);
-        Ok(written)
+        if !out.is_empty() {
+            write(start, &out).map_err(FeedError::Write)?;
+        }
+        Ok(out.len() as u64)
     }
 }
 
@@ -328,4 +336,103 @@ pub enum FeedError {
     /// Writing the decoded bytes failed.
     #[error(transparent)]
     Write(std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xet_core_structures::xorb_object::{CompressionScheme, serialize_chunk};
+
+    /// Chunks of 1000 bytes each (chunk i is all `i as u8`), serialized with LZ4.
+    fn xorb(chunks: u8) -> (Vec<u8>, Vec<u8>) {
+        let (mut raw, mut plain) = (Vec::new(), Vec::new());
+        for i in 0..chunks {
+            let data = vec![i; 1000];
+            serialize_chunk(&data, &mut raw, CompressionScheme::LZ4).unwrap();
+            plain.extend_from_slice(&data);
+        }
+        (raw, plain)
+    }
+
+    fn term(start: u32, end: u32, len: u64) -> (WireTerm, FetchInfo) {
+        let range = ChunkRange { start, end };
+        let term = WireTerm {
+            hash: "0".repeat(64),
+            unpacked_length: len,
+            range,
+        };
+        let source = FetchInfo {
+            range: ChunkRange { start: 0, end: 5 },
+            url: String::new(),
+            url_range: UrlRange { start: 0, end: 0 },
+        };
+        (term, source)
+    }
+
+    /// Feeds `raw` in pieces of `piece` bytes; returns the file image (`size` bytes).
+    fn run(
+        w: &mut TermWriter,
+        raw: &[u8],
+        piece: usize,
+        size: usize,
+    ) -> Result<Vec<u8>, FeedError> {
+        let mut file = vec![0u8; size];
+        for p in raw.chunks(piece) {
+            w.feed(p.to_vec(), &mut |at, bytes| {
+                file[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+                Ok(())
+            })?;
+            if w.done() {
+                break;
+            }
+        }
+        Ok(file)
+    }
+
+    #[test]
+    fn a_term_is_decoded_from_its_chunks_whatever_the_piece_size() {
+        let (raw, plain) = xorb(5);
+        for piece in [1, 7, 100, 4096, raw.len()] {
+            // Chunks 1..4 of a fetch range holding 0..5, written from file offset 10.
+            let (t, s) = term(1, 4, 3000);
+            let mut w = TermWriter::new(&t, &s, 0, 10, 10 + 3000);
+            let file = run(&mut w, &raw, piece, 3010).unwrap();
+            assert!(w.done());
+            assert_eq!(w.pos(), 3010);
+            assert_eq!(&file[10..], &plain[1000..4000], "piece {piece}");
+        }
+    }
+
+    #[test]
+    fn the_skip_and_the_end_trim_the_first_and_last_chunk() {
+        let (raw, plain) = xorb(5);
+        let (t, s) = term(0, 5, 5000);
+        // Start 1500 bytes into the term, stop 1000 bytes later.
+        let mut w = TermWriter::new(&t, &s, 1500, 0, 1000);
+        let file = run(&mut w, &raw, 333, 1000).unwrap();
+        assert!(w.done());
+        assert_eq!(&file[..], &plain[1500..2500]);
+    }
+
+    #[test]
+    fn a_term_that_decodes_to_another_length_is_corrupt() {
+        let (raw, _) = xorb(5);
+        let (t, s) = term(0, 2, 2001);
+        let mut w = TermWriter::new(&t, &s, 0, 0, 2001);
+        assert!(matches!(
+            run(&mut w, &raw, 4096, 2001),
+            Err(FeedError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_instead_of_chunks_is_corrupt() {
+        let (t, s) = term(0, 1, 1000);
+        let mut w = TermWriter::new(&t, &s, 0, 0, 1000);
+        let garbage = vec![0xFFu8; 64];
+        assert!(matches!(
+            run(&mut w, &garbage, 64, 1000),
+            Err(FeedError::Corrupt(_))
+        ));
+    }
 }

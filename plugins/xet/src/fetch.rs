@@ -276,7 +276,9 @@ pub async fn fetch(
             String::new(),
         ));
     }
-    let permits = Ramp::new(tuning.parallel);
+    // Every segment slot from the start: bytes flow (and are reported) from the first response
+    // on, so a slow link shows progress however many segments share it.
+    let permits = tokio::sync::Semaphore::new(tuning.parallel.max(1));
     let work = futures_util::future::join_all(jobs.iter().zip(&segments).map(|(job, segments)| {
         let (shared, permits) = (&shared, &permits);
         async move {
@@ -354,7 +356,7 @@ async fn fetch_job(
     cas: &Cas,
     job: &Job,
     segments: &Segments,
-    permits: &Ramp,
+    permits: &tokio::sync::Semaphore,
     progress: &Progress,
     cancel: &CancelToken,
 ) -> Result<u64, PluginError> {
@@ -381,11 +383,9 @@ async fn fetch_job(
             let file = file.clone();
             async move {
                 let _permit = permits
-                    .semaphore
                     .acquire()
                     .await
                     .map_err(|_| PluginError::cancelled())?;
-                let started = std::time::Instant::now();
                 let policy = cas.client().retry_policy();
                 let on_retry = |e: &PluginError, n: u32, wait: Duration| {
                     log::info!("{}: {}; retrying in {wait:?}", context(job), e.message);
@@ -400,9 +400,6 @@ async fn fetch_job(
                     e.message = crate::error::redact(&e.message).into();
                     e.context(context(job))
                 })?;
-                if started.elapsed() < Ramp::FAST {
-                    permits.grow();
-                }
                 let span = &segments.spans[i];
                 Ok::<u64, PluginError>(span.end - span.start)
             }
@@ -533,7 +530,7 @@ async fn fetch_term(
         if raw.len() >= FEED_BYTES || (end && !raw.is_empty()) {
             let (file, data) = (sink.file.clone(), std::mem::take(&mut raw));
             let (w, r) = tokio::task::spawn_blocking(move || {
-                let r = writer.feed(&data, &mut |at, bytes| write_all_at(&file, bytes, at));
+                let r = writer.feed(data, &mut |at, bytes| write_all_at(&file, bytes, at));
                 (writer, r)
             })
             .await
@@ -552,46 +549,6 @@ async fn fetch_term(
                 format!("{context}: the xorb range ended before its last chunk"),
             )
             .retryable(true));
-        }
-    }
-}
-
-/// Segment slots that start small and grow by two per segment finished within [`Ramp::FAST`],
-/// up to the maximum.
-///
-/// Segments started together share the link and finish together, and the stream API shows no
-/// progress before a term is written. On a slow link, `parallel x segment` bytes in flight would
-/// mean no progress for longer than the host's stall timeout; there the slots stay at
-/// [`Ramp::START`]. On a fast link the ramp takes a fraction of a second.
-struct Ramp {
-    semaphore: tokio::sync::Semaphore,
-    granted: std::sync::atomic::AtomicUsize,
-    max: usize,
-}
-
-impl Ramp {
-    const START: usize = 4;
-    const FAST: Duration = Duration::from_secs(2);
-
-    fn new(max: usize) -> Self {
-        let max = max.max(1);
-        let start = max.min(Self::START);
-        Self {
-            semaphore: tokio::sync::Semaphore::new(start),
-            granted: std::sync::atomic::AtomicUsize::new(start),
-            max,
-        }
-    }
-
-    fn grow(&self) {
-        let add = self
-            .granted
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |g| {
-                (g < self.max).then(|| (g + 2).min(self.max))
-            })
-            .map_or(0, |old| (old + 2).min(self.max) - old);
-        if add > 0 {
-            self.semaphore.add_permits(add);
         }
     }
 }
@@ -624,21 +581,6 @@ fn write_all_at(file: &std::fs::File, buf: &[u8], pos: u64) -> std::io::Result<(
 #[allow(clippy::single_range_in_vec_init)] // one-range plans read best as `&[a..b]`
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_ramp_grows_by_two_per_completion_up_to_the_maximum() {
-        let r = Ramp::new(9);
-        assert_eq!(r.semaphore.available_permits(), 4);
-        r.grow();
-        r.grow();
-        assert_eq!(r.semaphore.available_permits(), 8);
-        r.grow();
-        r.grow();
-        assert_eq!(r.semaphore.available_permits(), 9);
-        let small = Ramp::new(2);
-        small.grow();
-        assert_eq!(small.semaphore.available_permits(), 2);
-    }
 
     #[test]
     fn segments_report_the_contiguous_prefix() {
