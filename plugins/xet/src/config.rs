@@ -33,7 +33,8 @@ pub struct Config {
     /// Files are fetched in segments of this many MiB (at least 1/512 of the file); each
     /// segment is one reconstruction query and its xorb ranges.
     pub segment_mib: u64,
-    /// Segments fetched at the same time, over the whole batch (the connections in use).
+    /// Segments fetched at the same time by the plugin, over every file and call (the
+    /// connections in use).
     pub parallel_segments: usize,
     /// Worker threads of the plugin's runtime (decoding runs on blocking threads beside it);
     /// default: the number of CPUs, between 2 and 8.
@@ -98,10 +99,7 @@ impl Config {
 
     /// How files are split and fetched.
     pub fn tuning(&self) -> crate::fetch::Tuning {
-        crate::fetch::Tuning {
-            segment: self.segment_mib * MIB,
-            parallel: self.parallel_segments,
-        }
+        crate::fetch::Tuning::new(self.segment_mib * MIB, self.parallel_segments)
     }
 
     /// Worker threads for the plugin runtime.
@@ -124,7 +122,7 @@ mod tests {
         assert_eq!(Config::parse("").unwrap(), Config::default());
         let c = Config::parse("segment_mib = 8\nparallel_segments = 3\nreuse = false\n").unwrap();
         assert_eq!(c.tuning().segment, 8 * MIB);
-        assert_eq!(c.tuning().parallel, 3);
+        assert_eq!(c.tuning().slots.available_permits(), 3);
         assert!(!c.reuse);
     }
 

@@ -42,13 +42,30 @@ const ANNOUNCE_BYTES: u64 = 256 * 1024;
 /// larger segments.
 pub const MAX_SEGMENTS_PER_FILE: u64 = 512;
 
-/// How files are split and fetched.
-#[derive(Debug, Clone, Copy)]
+/// How files are split and fetched: the segment size, and the segment slots of the whole
+/// plugin (shared by every call, so that concurrent calls of the host — one per large file —
+/// together hold at most that many segments, connections and feed buffers).
+#[derive(Debug, Clone)]
 pub struct Tuning {
     /// Segment size, bytes.
     pub segment: u64,
-    /// Segments fetched at the same time (over the whole batch).
+    /// Segments in flight over the plugin (all of them usable from the start: bytes are
+    /// reported from the first response on, so a slow link shared by many segments still
+    /// shows progress).
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// The number of slots.
     pub parallel: usize,
+}
+
+impl Tuning {
+    /// Segments of `segment` bytes, at most `parallel` at a time.
+    pub fn new(segment: u64, parallel: usize) -> Self {
+        Self {
+            segment: segment.max(1),
+            slots: Arc::new(tokio::sync::Semaphore::new(parallel.max(1))),
+            parallel: parallel.max(1),
+        }
+    }
 }
 
 /// One Xet file of the batch.
@@ -242,7 +259,7 @@ async fn cancelled(cancel: &CancelToken) {
 pub async fn fetch(
     cas: &Cas,
     jobs: Vec<Job>,
-    tuning: Tuning,
+    tuning: &Tuning,
     progress: &Progress,
     cancel: &CancelToken,
 ) -> Vec<(u32, Result<FileDone, PluginError>)> {
@@ -276,13 +293,10 @@ pub async fn fetch(
             String::new(),
         ));
     }
-    // Every segment slot from the start: bytes flow (and are reported) from the first response
-    // on, so a slow link shows progress however many segments share it.
-    let permits = tokio::sync::Semaphore::new(tuning.parallel.max(1));
     let work = futures_util::future::join_all(jobs.iter().zip(&segments).map(|(job, segments)| {
-        let (shared, permits) = (&shared, &permits);
+        let shared = &shared;
         async move {
-            let result = fetch_job(cas, job, segments, permits, progress, cancel).await;
+            let result = fetch_job(cas, job, segments, tuning, progress, cancel).await;
             shared.set_result(job.index, result);
         }
     }));
@@ -352,11 +366,15 @@ fn context(job: &Job) -> String {
 
 /// Fetches every segment of one job; the first failed segment fails the file and stops its
 /// other segments. Returns the file bytes written.
+///
+/// A job queues for at most `tuning.parallel` slots at a time, so that the slots' FIFO queue
+/// interleaves the files of concurrent calls: every file makes progress (the host's stall
+/// watchdog watches each call), none waits for all of another's segments.
 async fn fetch_job(
     cas: &Cas,
     job: &Job,
     segments: &Segments,
-    permits: &tokio::sync::Semaphore,
+    tuning: &Tuning,
     progress: &Progress,
     cancel: &CancelToken,
 ) -> Result<u64, PluginError> {
@@ -382,7 +400,8 @@ async fn fetch_job(
         .map(|i| {
             let file = file.clone();
             async move {
-                let _permit = permits
+                let _permit = tuning
+                    .slots
                     .acquire()
                     .await
                     .map_err(|_| PluginError::cancelled())?;
@@ -404,7 +423,11 @@ async fn fetch_job(
                 Ok::<u64, PluginError>(span.end - span.start)
             }
         });
-    let written = futures_util::future::try_join_all(parts).await?;
+    use futures_util::stream::{StreamExt, TryStreamExt};
+    let written: Vec<u64> = futures_util::stream::iter(parts)
+        .buffer_unordered(tuning.parallel)
+        .try_collect()
+        .await?;
     Ok(written.iter().sum())
 }
 

@@ -149,7 +149,7 @@ impl Backend {
             token.clone(),
         );
         let Some(index) = &self.index else {
-            return fetch::fetch(&cas, jobs, self.tuning, progress, cancel).await;
+            return fetch::fetch(&cas, jobs, &self.tuning, progress, cancel).await;
         };
         let folder = repo_folder(batch.repo_type, repo_id);
         self.rebuild_repo_index(index, &folder, &cas, cancel).await;
@@ -166,7 +166,7 @@ impl Backend {
             let plans = self
                 .plan_reuse(index, &entries, &mut phase, progress, cancel)
                 .await;
-            let done = fetch::fetch(&cas, phase, self.tuning, progress, cancel).await;
+            let done = fetch::fetch(&cas, phase, &self.tuning, progress, cancel).await;
             self.finish_reuse(plans, &done);
             results.extend(done);
         }

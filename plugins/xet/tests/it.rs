@@ -326,10 +326,7 @@ fn fetch_with_token(
             FaultAction::Status { code },
         ));
     }
-    let tuning = Tuning {
-        segment: 4 * MIB,
-        parallel: 4,
-    };
+    let tuning = Tuning::new(4 * MIB, 4);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -337,7 +334,7 @@ fn fetch_with_token(
     let results = runtime.block_on(fetch(
         &cas,
         vec![job],
-        tuning,
+        &tuning,
         &RecordingProgress::new().progress(),
         &CancelToken::new(),
     ));

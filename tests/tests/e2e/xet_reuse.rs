@@ -1,7 +1,8 @@
 //! Xet chunk reuse end to end (`--backend xet --no-fallback`, hubsim's real CAS): a file takes
 //! every chunk it shares with files already on disk from those files, and only the rest crosses
 //! the network. Across revisions (after xet or after lfs), within one snapshot, across repos;
-//! a lying index is caught by the host's hash check, retried without reuse, and dropped.
+//! a lying index is caught by the host's hash check, retried without reuse, and dropped; a stale
+//! one (its blob gone) is passed over.
 
 use std::path::PathBuf;
 
@@ -219,4 +220,27 @@ fn a_lying_index_is_caught_retried_without_reuse_and_dropped() {
     assert!(!path.exists(), "the lying entry is dropped");
     let done = r.of("file_done");
     assert_eq!(done[0]["backend"], "xet");
+}
+
+#[test]
+fn a_stale_index_whose_blob_is_gone_costs_a_full_fetch_and_no_error() {
+    let dl = dl();
+    xet(&dl, &[BASE]);
+    let base = xet_hash(&dl, BASE, "main", "w.bin");
+    assert!(index_file(&dl, &base).exists());
+    // The base leaves the cache (pruned by hand) but its index entry stays.
+    std::fs::remove_dir_all(dl.repo_dir("models--acme--base")).unwrap();
+    std::fs::remove_file(hubget_tests::hub::store_entry(&dl, &base)).unwrap();
+    dl.sim.reset_counters();
+    let events = xet(&dl, &[DERIVED]);
+    let done = events.iter().find(|e| e["event"] == "file_done").unwrap();
+    assert_eq!(done["backend"], "xet");
+    assert_eq!(done["bytes_local"].as_u64().unwrap_or(0), 0, "{done}");
+    assert!(
+        cas_bytes(&dl) >= 8 * MIB,
+        "every byte fetched: {}",
+        cas_bytes(&dl)
+    );
+    let head = dl.head(DERIVED);
+    hubget_tests::hub::assert_cache_layout(&dl, DERIVED, &head, None);
 }
