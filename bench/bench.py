@@ -25,6 +25,9 @@ latency on the CDN and the Xet CAS (the Hub API origin is never shaped) -- and r
               measured rate against the cap, and the progress events per second
   10 s3       the big file from an object store on loopback (JuiceFS's S3 gateway, seeded with
               `hubget export`): hubget's s3 backend against `aws s3 cp`, wall time and CPU
+  11 cpu      the realistic --size-mib safetensors on a second, unshaped hubsim (no caps, no
+              latency: CPU is the limit): hubget lfs, xet and hf_xet, wall and CPU time, and the CPU
+              of hubget's sha256 over the landed file (the Python client verifies nothing)
 
 Per run: wall time, throughput as a fraction of the total cap, peak RSS (GNU time), CPU time of the
 client and of hubsim, how busy the whole machine was, bytes per origin (hubsim counters, reset
@@ -491,6 +494,38 @@ def case_files(r, runs, label, repo, files, tools):
             res[tool].append(rec)
             rm(home)
     return {"repo": repo, "files": len(sel), "size_bytes": total, "tools": res}
+
+
+CASE11_TOOLS = ["hubget-lfs", "hubget-xet", "hf-xet"]
+
+
+def case_cpu(args, work, runs, size_mib):
+    """Case 11: the realistic file on an unshaped loopback hubsim of its own (no caps, no latency:
+    CPU is the limit). Wall and CPU time per tool, and the CPU of hubget's own sha256 over the
+    landed file (`hubget cache verify --offline`), which the Python client does not compute."""
+    unshaped = {"rate_per_conn": 0, "rate_total": 0, "latency_ms": 0}
+    sim = Sim(work, size_mib, unshaped, 0, True)
+    try:
+        r = Runner(args, sim, work)
+        res = case_files(r, runs, "11", REALISTIC_REPO, [REALISTIC_FILE], CASE11_TOOLS)
+        hashes = []
+        for i in range(runs):
+            home = r.fresh_home("c11-hash")
+            # The whole snapshot (the weights and config.json), so that verify finds every file.
+            cmd, env, cache = r.command("hubget-xet", home, REALISTIC_REPO)
+            if r.timed(cmd, env, 600).get("error"):
+                rm(home)
+                continue
+            verify = [HUBGET, "cache", "verify", REALISTIC_REPO, "--offline", "--cache-dir", cache]
+            rec = r.timed(verify, env, 600)
+            if "error" not in rec and rec.get("cpu_s") is not None:
+                hashes.append(rec["cpu_s"])
+                log(f"case 11 run {i + 1} sha256 of the landed file: {rec['cpu_s']:.2f} CPU s")
+            rm(home)
+        res["sha256_cpu_s"] = hashes
+        return res
+    finally:
+        sim.stop()
 
 
 def sharing_scenarios(size_mib):
@@ -1045,6 +1080,23 @@ def goals(R):
                 add("15", f"xet moves ≤ 1.3× the differing bytes: {sc['what']} (case 8)",
                     not_measured(sc["tools"].get("hubget-xet", [])), f"{bound / 2**20:.1f} MiB", None, "")
 
+    c11 = R["cases"].get("11")
+    if c11:
+        t = {k: ok_runs(v) for k, v in c11["tools"].items()}
+        wall = {k: med(v, "wall_s") for k, v in t.items() if v}
+        cpu = {k: med(v, "cpu_s") for k, v in t.items() if v}
+        where = f"case 11, unshaped loopback, {c11['size_bytes'] / 2**20:.0f} MiB safetensors"
+        if wall.get("hubget-xet") and wall.get("hf-xet"):
+            q = wall["hubget-xet"] / wall["hf-xet"]
+            add("15", f"xet wall ≤ 0.8× hf download (hf_xet) ({where})", f"{q:.2f}×", "0.80×", q <= 0.8,
+                f"{(q - 0.8) / 0.8 * 100:+.0f}%")
+        if cpu.get("hubget-xet") and cpu.get("hf-xet") and c11.get("sha256_cpu_s"):
+            sha = statistics.median(c11["sha256_cpu_s"])
+            bound = cpu["hf-xet"] + sha
+            add("15", f"xet CPU ≤ hf_xet's + our sha256 ({where})",
+                f"{cpu['hubget-xet']:.1f} s", f"{bound:.1f} s ({cpu['hf-xet']:.1f} + {sha:.1f})",
+                cpu["hubget-xet"] <= bound, f"{(cpu['hubget-xet'] - bound) / bound * 100:+.0f}%")
+
     c9 = R["cases"].get("9")
     if c9:
         for tool, runs in c9["tools"].items():
@@ -1114,7 +1166,7 @@ def render(R):
              f"(metadata, regular files, resolve redirects) is not shaped. Throughput fractions are of the "
              f"{cap / 1e6:.0f} MB/s total cap. MB = 10^6 bytes; RSS in MiB.")
     L.append("**Versions:** " + "; ".join(v.values()) + ".")
-    L.append(f"hubsim start-up (filling the CAS with {R['size_mib']} MiB): {R['hubsim_startup_s']:.0f} s.")
+    L.append(f"hubsim start-up (filling the CAS with {R['size_mib']} MiB): {R.get('hubsim_startup_s', 0):.0f} s.")
     if float(m["loadavg_at_start"][0]) > 1.0:
         L.append(f"**Warning:** the 1-minute load average was {m['loadavg_at_start'][0]} when the run started: other "
                  "work shared the machine, so CPU-heavy clients may be slowed (see the CPU check under case 1).")
@@ -1275,6 +1327,28 @@ def render(R):
             L.append(f"| {TOOL_LABEL[tool]} | {spread(ok, 'rate_of_cap', 1, 3)} | {spread(ok, 'secs', 1, 1)} | "
                      f"{spread(ok, 'events_per_s', 1, 1)} |")
         L.append("")
+    c11 = R["cases"].get("11")
+    if c11:
+        L.append(f"### Case 11: the realistic {c11['size_bytes'] / 2**20:.0f} MiB safetensors on an unshaped loopback "
+                 "hubsim (no caps, no latency: CPU is the limit)")
+        L.append("")
+        sha = c11.get("sha256_cpu_s") or []
+        L.append("Client CPU = user + system seconds. hubget verifies sha256; the Python client does not: "
+                 + (f"hubget's sha256 of the landed file costs {statistics.median(sha):.2f} CPU s "
+                    "(`hubget cache verify --offline`, median)." if sha else "its sha256 cost was not measured."))
+        L.append("")
+        L.append("| tool | wall s | MB/s | wire bytes / file bytes | peak RSS MiB | client CPU s | hubsim CPU s |")
+        L.append("|---|---|---|---|---|---|---|")
+        for tool, runs in c11["tools"].items():
+            ok = ok_runs(runs)
+            if not ok:
+                L.append(f"| {TOOL_LABEL[tool]} | {not_measured(runs)} | | | | | |")
+                continue
+            ratio = statistics.median(wire(x) for x in ok) / c11["size_bytes"]
+            L.append(f"| {TOOL_LABEL[tool]} | {spread(ok, 'wall_s')} | {spread(ok, 'throughput_Bps', 1e-6, 0)} | "
+                     f"{ratio:.2f} | {spread(ok, 'rss_mib', 1, 0)} | {spread(ok, 'cpu_s', 1, 1)} | "
+                     f"{spread(ok, 'hubsim_cpu_s', 1, 1)} |")
+        L.append("")
     c10 = R["cases"].get("10")
     if c10:
         L.append(f"### Case 10: the {c10['size_bytes'] / 2**20:.0f} MiB file from an object store on loopback "
@@ -1399,7 +1473,8 @@ def main():
     ap.add_argument("--rate-per-conn", type=int, default=40_000_000, help="bytes/s per connection (default 40 MB/s)")
     ap.add_argument("--rate-total", type=int, default=200_000_000, help="bytes/s in total (default 200 MB/s)")
     ap.add_argument("--latency-ms", type=int, default=20, help="latency per response (default 20)")
-    ap.add_argument("--cases", default="1,1b,2,3,4,5,6,7,8,9,10", help="which cases (default all: 1,1b,2,3,4,5,6,7,8,9,10)")
+    ap.add_argument("--cases", default="1,1b,2,3,4,5,6,7,8,9,10,11",
+                    help="which cases (default all: 1,1b,2,3,4,5,6,7,8,9,10,11)")
     ap.add_argument("--mid-mib", type=int, default=256,
                     help="size of case 1b's Xet file, hubget xet vs hf_xet (default 256, issue 6's size)")
     ap.add_argument("--tools", default=",".join(CASE1_TOOLS), help="case 1 tools")
@@ -1453,10 +1528,13 @@ def main():
     work = tempfile.mkdtemp(prefix="work-", dir=os.path.join(ROOT, "target", "bench"))
     wanted = args.cases.split(",")
     realistic = any(c in wanted for c in ("6", "7", "8"))
-    sim = Sim(work, args.size_mib, shape, args.mid_mib if ("1b" in wanted or "6" in wanted) else 0, realistic)
-    R["hubsim_startup_s"] = sim.startup_s
+    # Case 11 brings its own (unshaped) hubsim.
+    sim = r = None
+    if any(c != "11" for c in wanted):
+        sim = Sim(work, args.size_mib, shape, args.mid_mib if ("1b" in wanted or "6" in wanted) else 0, realistic)
+        R["hubsim_startup_s"] = sim.startup_s
+        r = Runner(args, sim, work)
     size = args.size_mib * 1024 * 1024
-    r = Runner(args, sim, work)
     cases = set(args.cases.split(","))
     try:
         if "1" in cases:
@@ -1484,8 +1562,13 @@ def main():
             R["cases"]["9"] = case_limit(r, args.runs, size)
         if "10" in cases:
             R["cases"]["10"] = case_s3(r, args.runs, size)
+        if "11" in cases:
+            if sim:
+                sim.stop()
+            R["cases"]["11"] = case_cpu(args, work, args.runs, args.size_mib)
     finally:
-        sim.stop()
+        if sim:
+            sim.stop()
         if not args.keep:
             rm(work)
         if args.merge and os.path.exists(rjson):

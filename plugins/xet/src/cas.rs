@@ -238,6 +238,8 @@ pub struct TermWriter {
     end: u64,
     /// Raw bytes of an incomplete chunk.
     pending: Vec<u8>,
+    /// Decoded bytes of one feed (kept for the next).
+    out: Vec<u8>,
 }
 
 impl TermWriter {
@@ -253,6 +255,7 @@ impl TermWriter {
             pos,
             end,
             pending: Vec::new(),
+            out: Vec::new(),
         }
     }
 
@@ -268,19 +271,24 @@ impl TermWriter {
 
     /// Decodes the complete chunks of `pending + raw` and writes what is wanted with one
     /// `write(at, bytes)`. Returns the bytes written.
+    ///
+    /// `raw` is taken (left empty, its buffer kept for the next bytes); the writer's own buffers
+    /// are reused from feed to feed, so a term costs a few allocations whatever its size.
     pub fn feed(
         &mut self,
-        raw: Vec<u8>,
+        raw: &mut Vec<u8>,
         write: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
     ) -> Result<u64, FeedError> {
         if self.pending.is_empty() {
-            self.pending = raw;
+            std::mem::swap(&mut self.pending, raw);
         } else {
-            self.pending.extend_from_slice(&raw);
+            self.pending.extend_from_slice(raw);
+            raw.clear();
         }
         let corrupt = |e: xet_core_structures::CoreError| FeedError::Corrupt(e.to_string());
         let start = self.pos;
-        let mut out = Vec::with_capacity(2 * self.pending.len());
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
         let mut at = 0;
         while !self.done() && self.pending.len() - at >= XORB_CHUNK_HEADER_LENGTH {
             let header: [u8; XORB_CHUNK_HEADER_LENGTH] = self.pending
@@ -320,10 +328,16 @@ impl TermWriter {
             self.pos += kept;
         }
         self.pending.drain(..at);
-        if !out.is_empty() {
-            write(start, &out).map_err(FeedError::Write)?;
-        }
-        Ok(out.len() as u64)
+        let written = out.len() as u64;
+        let result = if out.is_empty() {
+            Ok(0)
+        } else {
+            write(start, &out)
+                .map(|()| written)
+                .map_err(FeedError::Write)
+        };
+        self.out = out;
+        result
     }
 }
 
@@ -378,7 +392,7 @@ mod tests {
     ) -> Result<Vec<u8>, FeedError> {
         let mut file = vec![0u8; size];
         for p in raw.chunks(piece) {
-            w.feed(p.to_vec(), &mut |at, bytes| {
+            w.feed(&mut p.to_vec(), &mut |at, bytes| {
                 file[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
                 Ok(())
             })?;

@@ -33,7 +33,7 @@ use crate::error::Error;
 pub const POLL: Duration = Duration::from_millis(100);
 
 /// Raw xorb bytes gathered before they are decoded and written (on a blocking thread).
-const FEED_BYTES: usize = 1024 * 1024;
+const FEED_BYTES: usize = 512 * 1024;
 
 /// A segment in flight is announced as `RANGE_WRITTEN` again once it grew by this much.
 const ANNOUNCE_BYTES: u64 = 256 * 1024;
@@ -551,14 +551,14 @@ async fn fetch_term(
             raw.extend_from_slice(&p[skip as usize..]);
         }
         if raw.len() >= FEED_BYTES || (end && !raw.is_empty()) {
-            let (file, data) = (sink.file.clone(), std::mem::take(&mut raw));
-            let (w, r) = tokio::task::spawn_blocking(move || {
-                let r = writer.feed(data, &mut |at, bytes| write_all_at(&file, bytes, at));
-                (writer, r)
+            let (file, mut data) = (sink.file.clone(), std::mem::take(&mut raw));
+            let (w, buf, r) = tokio::task::spawn_blocking(move || {
+                let r = writer.feed(&mut data, &mut |at, bytes| write_all_at(&file, bytes, at));
+                (writer, data, r)
             })
             .await
             .map_err(|e| PluginError::new(ErrorKind::OTHER, format!("decoder thread: {e}")))?;
-            writer = w;
+            (writer, raw) = (w, buf);
             r.map_err(corrupt)?;
             sink.written
                 .store(writer.pos() - sink.span_start, Ordering::SeqCst);
