@@ -504,6 +504,8 @@ def case_cpu(args, work, runs, size_mib):
     CPU is the limit). Wall and CPU time per tool, and the CPU of hubget's own sha256 over the
     landed file (`hubget cache verify --offline`), which the Python client does not compute."""
     unshaped = {"rate_per_conn": 0, "rate_total": 0, "latency_ms": 0}
+    work = os.path.join(work, "unshaped")
+    os.makedirs(work, exist_ok=True)
     sim = Sim(work, size_mib, unshaped, 0, True)
     try:
         r = Runner(args, sim, work)

@@ -181,6 +181,10 @@ pub struct ConfigShowArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Print the built-in defaults as a commented config file (every key, its flag and
+    /// environment variables) instead.
+    #[arg(long, conflicts_with = "json")]
+    pub defaults: bool,
     /// The same overrides `download` takes, to see their effect.
     #[command(flatten)]
     pub settings: SettingsArgs,

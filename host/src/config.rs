@@ -1,7 +1,7 @@
 //! The config file (TOML): where it is found, its shape, and the built-in defaults.
 //!
 //! Lookup: `--config FILE` > `HUBGET_CONFIG` > `$XDG_CONFIG_HOME/hubget/config.toml` (or
-//! `~/.config/hubget/config.toml`) > none (built-in defaults, [`DEFAULT_CONFIG`]). A file named
+//! `~/.config/hubget/config.toml`) > none (built-in defaults, [`default_config`]). A file named
 //! by `--config` or `HUBGET_CONFIG` must exist; the default location is optional. Unknown keys are
 //! errors that name the file, the line and the key. `[plugins.<name>]` tables are not checked
 //! here: each goes verbatim (as TOML text) to that plugin, which rejects unknown keys itself.
@@ -14,63 +14,202 @@ use serde::Deserialize;
 use crate::env::Env;
 use crate::error::HostError;
 
-/// The built-in defaults, in config-file syntax. Every key a user may set appears here.
-pub const DEFAULT_CONFIG: &str = r#"# hubget configuration: copy to ~/.config/hubget/config.toml and edit.
-# Precedence everywhere: command line > environment > this file > built-in defaults.
+/// One key of the config file: the one place its name, command-line flag, environment
+/// variables, default and help are written. The section structs, [`KEYS`], the default config
+/// text ([`default_config`]) and `hubget config show` all come from the table in
+/// [`config_keys!`]; `Settings::resolve` reads each key's flag and variables from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// The `[section]` (empty for a top-level key).
+    pub section: &'static str,
+    /// The key within it.
+    pub name: &'static str,
+    /// The command-line flag that overrides it.
+    pub flag: Option<&'static str>,
+    /// Environment variables that override it, first found wins.
+    pub env: &'static [&'static str],
+    /// The default, in TOML.
+    pub default: &'static str,
+    /// One line of help (the comment above it in the default config; may start with a space,
+    /// as doc comments do).
+    pub help: &'static str,
+}
 
-# Extra directories searched for backend plugins (libhubget_<name>.so), before
-# HUBGET_PLUGIN_DIR and the directory of the hubget executable. Relative paths are
-# relative to this file.
-plugin_dirs = []
+impl Key {
+    /// `section.name` (or `name` at the top level): how `config show` names it.
+    pub fn path(&self) -> String {
+        if self.section.is_empty() {
+            self.name.to_owned()
+        } else {
+            format!("{}.{}", self.section, self.name)
+        }
+    }
 
-[backends]
-# Fallback order; `--backend NAME` puts NAME first, `--no-fallback` uses it alone.
-order = ["lfs", "xet", "mirror"]
+    /// The first of its environment variables that is set (and not empty), with its name.
+    pub fn from_env(&self, env: &Env) -> Option<(String, &'static str)> {
+        self.env
+            .iter()
+            .find_map(|name| env.get(name).filter(|v| !v.is_empty()).map(|v| (v, *name)))
+    }
+}
 
-[hub]
-# The Hub origin (HF_ENDPOINT, --endpoint).
-endpoint = "https://huggingface.co"
+macro_rules! opt {
+    () => {
+        None
+    };
+    ($x:literal) => {
+        Some($x)
+    };
+}
 
-[download]
-# The Hugging Face cache (HF_HUB_CACHE, --cache-dir); empty means $HF_HOME/hub.
-cache_dir = ""
-# Files downloaded at once (--max-workers).
-max_workers = 8
-# Seconds without progress before a backend call is cancelled (--stall-timeout).
-stall_timeout_secs = 30
-# Connections per large file (--connections).
-connections_per_file = 8
-# Size of one range request, in MiB.
-range_size_mib = 16
-# Attempts per request for retryable failures (1 = no retry).
-max_attempts = 5
-# Seconds to wait for another process's lock on a file.
-lock_timeout_secs = 600
-# Bandwidth cap for the whole run (--limit-rate, HUBGET_LIMIT_RATE), e.g. "50M"; empty: none.
-limit_rate = ""
+/// The config file's keys, section by section: `name: Type = "default TOML"`, optionally
+/// `flag "--x"` and `env "VAR" ...`, with a one-line doc comment as the help. Generates one
+/// `serde` struct per section (every field optional, unknown keys refused), a `keys::<section>`
+/// module with one [`Key`] per key, and [`KEYS`] in file order.
+macro_rules! config_keys {
+    ($(
+        $section:ident: $Struct:ident {
+            $(
+                #[doc = $help:literal]
+                $key:ident: $ty:ty = $default:literal $(, flag $flag:literal)? $(, env $($env:literal)+)?;
+            )*
+        }
+    )*) => {
+        $(
+            #[doc = concat!("`[", stringify!($section), "]`.")]
+            #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+            #[serde(deny_unknown_fields)]
+            pub struct $Struct {
+                $(
+                    #[doc = $help]
+                    pub $key: Option<$ty>,
+                )*
+            }
+        )*
 
-[network]
-# Proxy URL for all requests; empty means the usual HTTPS_PROXY / NO_PROXY variables.
-proxy = ""
-# PEM file of extra trusted CA certificates; empty means none.
-ca_bundle = ""
-connect_timeout_secs = 10
-read_timeout_secs = 30
-# The largest JSON answer (a page of the file list, an LFS batch, a token) read from a server, in MiB.
-max_metadata_mib = 64
-# Allow the Hub token over plain http:// to a host that is not this machine (--allow-insecure-http).
-allow_insecure_http = false
+        /// Every key of the table, one constant each (`keys::download::max_workers`).
+        pub mod keys {
+            use super::Key;
+            /// The top-level `plugin_dirs`.
+            pub const PLUGIN_DIRS: Key = Key {
+                section: "",
+                name: "plugin_dirs",
+                flag: None,
+                env: &[],
+                default: "[]",
+                help: "Extra directories searched for backend plugins (libhubget_<name>.so), before HUBGET_PLUGIN_DIR and the directory of the hubget executable; relative paths are relative to this file.",
+            };
+            $(
+                #[doc = concat!("`[", stringify!($section), "]`.")]
+                #[allow(non_upper_case_globals)]
+                pub mod $section {
+                    use super::Key;
+                    $(
+                        #[doc = $help]
+                        pub const $key: Key = Key {
+                            section: stringify!($section),
+                            name: stringify!($key),
+                            flag: opt!($($flag)?),
+                            env: &[$($($env),+)?],
+                            default: $default,
+                            help: $help,
+                        };
+                    )*
+                }
+            )*
+        }
 
-# [plugins.<name>] tables go verbatim to that plugin, for example:
-# [plugins.mirror]
-# endpoints = ["https://hf-mirror.example"]
-"#;
+        /// Every key of the config file, in file order.
+        pub const KEYS: &[Key] = &[keys::PLUGIN_DIRS, $($(keys::$section::$key,)*)*];
+    };
+}
+
+config_keys! {
+    backends: BackendsSection {
+        /// Fallback order; `--backend NAME` puts NAME first, `--no-fallback` uses it alone.
+        order: Vec<String> = r#"["lfs", "xet", "mirror"]"#;
+    }
+    hub: HubSection {
+        /// The Hub origin.
+        endpoint: String = r#""https://huggingface.co""#, flag "--endpoint", env "HF_ENDPOINT";
+    }
+    download: DownloadSection {
+        /// The Hugging Face cache; empty means $HF_HOME/hub.
+        cache_dir: PathBuf = r#""""#, flag "--cache-dir", env "HF_HUB_CACHE" "HUGGINGFACE_HUB_CACHE";
+        /// Files downloaded at once.
+        max_workers: usize = "8", flag "--max-workers";
+        /// Seconds without progress before a backend call is cancelled.
+        stall_timeout_secs: u64 = "30", flag "--stall-timeout";
+        /// Connections per large file.
+        connections_per_file: u32 = "8", flag "--connections";
+        /// Size of one range request, in MiB.
+        range_size_mib: u64 = "16";
+        /// Attempts per request for retryable failures (1 = no retry).
+        max_attempts: u32 = "5";
+        /// Seconds to wait for another process's lock on a file.
+        lock_timeout_secs: u64 = "600";
+        /// Bandwidth cap for the whole run, e.g. "50M" (bytes/s, 1024-based suffixes); empty: none.
+        limit_rate: String = r#""""#, flag "--limit-rate", env "HUBGET_LIMIT_RATE";
+    }
+    network: NetworkSection {
+        /// Proxy URL for all requests; empty means the usual HTTPS_PROXY / NO_PROXY variables.
+        proxy: String = r#""""#;
+        /// PEM file of extra trusted CA certificates; empty means none.
+        ca_bundle: PathBuf = r#""""#;
+        /// Seconds to wait for a connection.
+        connect_timeout_secs: u64 = "10";
+        /// Seconds to wait for the next bytes of an answer.
+        read_timeout_secs: u64 = "30";
+        /// The largest JSON answer (a page of the file list, an LFS batch, a token) read from a server, in MiB.
+        max_metadata_mib: u64 = "64";
+        /// Allow the Hub token over plain http:// to a host that is not this machine.
+        allow_insecure_http: bool = "false", flag "--allow-insecure-http";
+    }
+}
+
+/// The built-in defaults in config-file syntax, made from [`KEYS`]: every key with its help, its
+/// flag and variables, and its default. `hubget config show --defaults` prints it.
+pub fn default_config() -> &'static str {
+    static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut out = String::from(
+            "# hubget configuration: copy to ~/.config/hubget/config.toml and edit.\n\
+             # Precedence everywhere: command line > environment > this file > built-in defaults.\n",
+        );
+        let mut section = None;
+        for key in KEYS {
+            if section != Some(key.section) {
+                section = Some(key.section);
+                out.push('\n');
+                if !key.section.is_empty() {
+                    out.push_str(&format!("[{}]\n", key.section));
+                }
+            }
+            let overrides: Vec<&str> = key
+                .flag
+                .into_iter()
+                .chain(key.env.iter().copied())
+                .collect();
+            out.push_str(&format!("# {}", key.help.trim()));
+            if !overrides.is_empty() {
+                out.push_str(&format!(" ({})", overrides.join(", ")));
+            }
+            out.push_str(&format!("\n{} = {}\n", key.name, key.default));
+        }
+        out.push_str(
+            "\n# [plugins.<name>] tables go verbatim to that plugin, for example:\n\
+             # [plugins.mirror]\n\
+             # endpoints = [\"https://hf-mirror.example\"]\n",
+        );
+        out
+    });
+    &TEXT
+}
 
 /// The parsed config file. Every key is optional; missing ones fall back to the defaults.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    /// Extra plugin directories.
+    /// Extra plugin directories ([`keys::PLUGIN_DIRS`]).
     pub plugin_dirs: Option<Vec<PathBuf>>,
     /// `[backends]`.
     #[serde(default)]
@@ -87,62 +226,6 @@ pub struct ConfigFile {
     /// `[plugins.<name>]` tables, passed verbatim to each plugin.
     #[serde(default)]
     pub plugins: BTreeMap<String, toml::Table>,
-}
-
-/// `[backends]`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct BackendsSection {
-    /// The fallback order.
-    pub order: Option<Vec<String>>,
-}
-
-/// `[hub]`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HubSection {
-    /// The Hub origin.
-    pub endpoint: Option<String>,
-}
-
-/// `[download]`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DownloadSection {
-    /// The cache directory (empty: `$HF_HOME/hub`).
-    pub cache_dir: Option<PathBuf>,
-    /// Files downloaded at once.
-    pub max_workers: Option<usize>,
-    /// Stall watchdog, seconds.
-    pub stall_timeout_secs: Option<u64>,
-    /// Connections per large file.
-    pub connections_per_file: Option<u32>,
-    /// Range request size, MiB.
-    pub range_size_mib: Option<u64>,
-    /// Attempts per request.
-    pub max_attempts: Option<u32>,
-    /// Lock wait, seconds.
-    pub lock_timeout_secs: Option<u64>,
-    /// Bandwidth cap (empty: none).
-    pub limit_rate: Option<String>,
-}
-
-/// `[network]`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkSection {
-    /// Proxy URL (empty: none).
-    pub proxy: Option<String>,
-    /// Extra CA bundle (empty: none).
-    pub ca_bundle: Option<PathBuf>,
-    /// Connect timeout, seconds.
-    pub connect_timeout_secs: Option<u64>,
-    /// Read timeout, seconds.
-    pub read_timeout_secs: Option<u64>,
-    /// Largest JSON answer read, MiB.
-    pub max_metadata_mib: Option<u64>,
-    /// Send the Hub token over plain http:// to a non-loopback host.
-    pub allow_insecure_http: Option<bool>,
 }
 
 /// A config file that was found and parsed (or none).
@@ -224,12 +307,6 @@ pub fn parse(text: &str) -> Result<ConfigFile, String> {
     toml::from_str(text).map_err(|e| describe_toml_error(text, &e))
 }
 
-/// The built-in defaults, parsed.
-pub fn defaults() -> ConfigFile {
-    // A unit test checks that this parses.
-    parse(DEFAULT_CONFIG).unwrap_or_default()
-}
-
 /// Expands a leading `~/` with `$HOME`.
 pub fn expand_home(path: &Path, env: &Env) -> PathBuf {
     match path.strip_prefix("~") {
@@ -290,22 +367,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_parse_and_are_complete() {
-        let d = parse(DEFAULT_CONFIG).expect("DEFAULT_CONFIG parses");
+    fn the_default_config_sets_every_key_of_the_table_with_its_type() {
+        let d = parse(default_config()).expect("the default config parses into the typed sections");
         assert_eq!(
             d.backends.order.as_deref(),
             Some(&["lfs".to_owned(), "xet".to_owned(), "mirror".to_owned()][..])
         );
-        assert!(d.plugin_dirs.is_some() && d.hub.endpoint.is_some());
-        let dl = &d.download;
-        assert!(dl.cache_dir.is_some() && dl.max_workers == Some(8));
-        assert!(dl.stall_timeout_secs.is_some() && dl.connections_per_file.is_some());
-        assert!(dl.range_size_mib.is_some() && dl.max_attempts.is_some());
-        assert!(dl.lock_timeout_secs.is_some() && dl.limit_rate.is_some());
-        let n = &d.network;
-        assert!(n.proxy.is_some() && n.ca_bundle.is_some());
-        assert!(n.connect_timeout_secs.is_some() && n.read_timeout_secs.is_some());
-        assert!(n.max_metadata_mib.is_some() && n.allow_insecure_http.is_some());
+        assert_eq!(d.download.max_workers, Some(8));
+        let table: toml::Table = toml::from_str(default_config()).unwrap();
+        let mut set = Vec::new();
+        for (k, v) in &table {
+            match v.as_table() {
+                Some(t) => set.extend(t.keys().map(|n| format!("{k}.{n}"))),
+                None => set.push(k.clone()),
+            }
+        }
+        let mut table_keys: Vec<String> = KEYS.iter().map(Key::path).collect();
+        set.sort();
+        table_keys.sort();
+        assert_eq!(set, table_keys, "one line per key of the table");
+    }
+
+    #[test]
+    fn each_key_shows_its_help_and_overrides_in_the_default_config() {
+        let text = default_config();
+        for key in KEYS {
+            assert!(text.contains(key.help.trim()), "{}", key.path());
+        }
+        assert!(text.contains("# Files downloaded at once. (--max-workers)\nmax_workers = 8\n"));
+        assert!(text.contains("(--cache-dir, HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE)"));
     }
 
     #[test]

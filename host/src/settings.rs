@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use hubget_plugin_api::HostSettings;
 
-use crate::config::{LoadedConfig, defaults, expand_home};
+use crate::config::{KEYS, Key, LoadedConfig, expand_home, keys};
 pub use crate::env::{Env, is_true};
 use crate::error::HostError;
 use crate::loader::{PluginDir, search_path};
@@ -146,10 +146,14 @@ pub struct Settings {
     pub read_timeout_secs: Setting<u64>,
     /// The largest metadata (JSON) answer read from a server, in MiB.
     pub max_metadata_mib: Setting<u64>,
+    /// Whether the Hub token may cross plain http:// to another host.
+    pub allow_insecure_http: Setting<bool>,
     /// `[plugins.<name>]` tables.
     pub plugin_tables: BTreeMap<String, toml::Table>,
     /// The `User-Agent` backends send.
     pub user_agent: String,
+    /// Every config-file key as `config show` prints it (value, source), recorded by `resolve`.
+    shown: BTreeMap<String, (serde_json::Value, String)>,
 }
 
 impl fmt::Debug for Settings {
@@ -172,27 +176,58 @@ fn token_state(token: &Option<String>) -> &'static str {
     if token.is_some() { "set" } else { "not set" }
 }
 
-/// Takes the first present value: CLI, env, config file, default.
-/// `DEFAULT_CONFIG` sets every key (a unit test of `config` checks it): the defaults live there
-/// alone.
-const DEFAULTS_COMPLETE: &str = "DEFAULT_CONFIG sets every key";
+/// Resolves the keys of the config table ([`KEYS`]) one by one, recording each value and its
+/// source for `config show`.
+struct Resolver<'a> {
+    file_path: Option<&'a Path>,
+    shown: BTreeMap<String, (serde_json::Value, String)>,
+}
 
-fn pick<T>(
-    cli: Option<(T, &'static str)>,
-    env: Option<(T, &'static str)>,
-    file: Option<T>,
-    file_path: Option<&Path>,
-    default: T,
-) -> Setting<T> {
-    if let Some((v, flag)) = cli {
-        Setting::new(v, Source::Cli(flag))
-    } else if let Some((v, name)) = env {
-        Setting::new(v, Source::Env(name))
-    } else if let (Some(v), Some(p)) = (file, file_path) {
-        Setting::new(v, Source::ConfigFile(p.to_owned()))
-    } else {
-        Setting::new(default, Source::Default)
+impl Resolver<'_> {
+    /// The first present value for `key`: the command line (its flag), the environment (one of
+    /// its variables), the config file, its default.
+    fn pick<T: serde::de::DeserializeOwned + serde::Serialize>(
+        &mut self,
+        key: &Key,
+        cli: Option<T>,
+        env: Option<(T, &'static str)>,
+        file: Option<T>,
+    ) -> Result<Setting<T>, HostError> {
+        let setting = if let Some(v) = cli {
+            Setting::new(v, Source::Cli(key.flag.unwrap_or("the command line")))
+        } else if let Some((v, name)) = env {
+            Setting::new(v, Source::Env(name))
+        } else if let (Some(v), Some(p)) = (file, self.file_path) {
+            Setting::new(v, Source::ConfigFile(p.to_owned()))
+        } else {
+            Setting::new(default_of(key)?, Source::Default)
+        };
+        self.show(
+            key,
+            serde_json::to_value(&setting.value).unwrap_or_default(),
+            &setting.source,
+        );
+        Ok(setting)
     }
+
+    /// Records what `config show` prints for `key` (when it is not the raw value).
+    fn show(&mut self, key: &Key, value: serde_json::Value, source: &Source) {
+        self.shown.insert(key.path(), (value, source.to_string()));
+    }
+}
+
+/// The default of `key`, parsed from the table as its type.
+fn default_of<T: serde::de::DeserializeOwned>(key: &Key) -> Result<T, HostError> {
+    #[derive(serde::Deserialize)]
+    struct One<T> {
+        v: T,
+    }
+    toml::from_str::<One<T>>(&format!("v = {}", key.default))
+        .map(|o| o.v)
+        .map_err(|e| HostError::InvalidValue {
+            name: key.path(),
+            message: format!("the built-in default `{}` does not parse: {e}", key.default),
+        })
 }
 
 fn positive<T: PartialOrd + Default + fmt::Display + Copy>(
@@ -228,34 +263,26 @@ impl Settings {
         env: &Env,
         config: &LoadedConfig,
     ) -> Result<Settings, HostError> {
-        let d = defaults();
         let f = &config.file;
-        let fp = config.path.as_deref();
         let home = env.home();
+        let mut r = Resolver {
+            file_path: config.path.as_deref(),
+            shown: BTreeMap::new(),
+        };
+        let from_env = |key: &Key| key.from_env(env);
 
-        let plugin_dirs = pick(
-            None,
-            None,
-            f.plugin_dirs.clone(),
-            fp,
-            d.plugin_dirs.clone().unwrap_or_default(),
-        );
-        let backend_order = pick(
-            None,
-            None,
-            f.backends.order.clone(),
-            fp,
-            d.backends.order.clone().unwrap_or_default(),
-        );
+        let plugin_dirs = r.pick(&keys::PLUGIN_DIRS, None, None, f.plugin_dirs.clone())?;
+        let backend_order = r.pick(&keys::backends::order, None, None, f.backends.order.clone())?;
 
-        let mut endpoint = pick(
-            overrides.endpoint.clone().map(|v| (v, "--endpoint")),
-            env.get("HF_ENDPOINT").map(|v| (v, "HF_ENDPOINT")),
+        let key = &keys::hub::endpoint;
+        let mut endpoint = r.pick(
+            key,
+            overrides.endpoint.clone(),
+            from_env(key),
             f.hub.endpoint.clone(),
-            fp,
-            d.hub.endpoint.clone().unwrap_or_default(),
-        );
+        )?;
         endpoint.value = endpoint.value.trim().trim_end_matches('/').to_owned();
+        r.show(key, endpoint.value.clone().into(), &endpoint.source);
         if !(endpoint.value.starts_with("http://") || endpoint.value.starts_with("https://")) {
             return Err(HostError::InvalidValue {
                 name: "endpoint".to_owned(),
@@ -279,9 +306,13 @@ impl Settings {
         };
 
         let token = resolve_token(overrides, env, &hf_home);
-        let allow_insecure_http =
-            overrides.allow_insecure_http || f.network.allow_insecure_http.unwrap_or(false);
-        if token.value.is_some() && !allow_insecure_http && sends_in_clear(&endpoint.value) {
+        let allow_insecure_http = r.pick(
+            &keys::network::allow_insecure_http,
+            overrides.allow_insecure_http.then_some(true),
+            None,
+            f.network.allow_insecure_http,
+        )?;
+        if token.value.is_some() && !allow_insecure_http.value && sends_in_clear(&endpoint.value) {
             return Err(HostError::InvalidValue {
                 name: "endpoint".to_owned(),
                 message: format!(
@@ -295,22 +326,28 @@ impl Settings {
             });
         }
 
+        // An empty `cache_dir` in the file (the default) means `$HF_HOME/hub`.
+        let key = &keys::download::cache_dir;
         let file_cache = non_empty(f.download.cache_dir.clone()).map(|p| expand_home(&p, env));
-        let cache_dir = if let Some(p) = overrides.cache_dir.clone() {
-            Setting::new(p, Source::Cli("--cache-dir"))
-        } else if let Some(v) = env.get_os("HF_HUB_CACHE") {
-            Setting::new(PathBuf::from(v), Source::Env("HF_HUB_CACHE"))
-        } else if let Some(v) = env.get_os("HUGGINGFACE_HUB_CACHE") {
-            Setting::new(PathBuf::from(v), Source::Env("HUGGINGFACE_HUB_CACHE"))
-        } else if let (Some(p), Some(path)) = (file_cache, fp) {
-            Setting::new(p, Source::ConfigFile(path.to_owned()))
-        } else {
-            let source = match &hf_home.source {
-                Source::Default => Source::Default,
-                other => Source::Derived(format!("$HF_HOME/hub, HF_HOME from {other}")),
-            };
-            Setting::new(hf_home.value.join("hub"), source)
+        let env_cache = key
+            .env
+            .iter()
+            .find_map(|name| env.get_os(name).map(|v| (PathBuf::from(v), *name)));
+        let cache_dir = match r.pick(key, overrides.cache_dir.clone(), env_cache, file_cache)? {
+            s if s.source == Source::Default => {
+                let source = match &hf_home.source {
+                    Source::Default => Source::Default,
+                    other => Source::Derived(format!("$HF_HOME/hub, HF_HOME from {other}")),
+                };
+                Setting::new(hf_home.value.join("hub"), source)
+            }
+            s => s,
         };
+        r.show(
+            key,
+            cache_dir.value.display().to_string().into(),
+            &cache_dir.source,
+        );
 
         let offline = if overrides.offline {
             Setting::new(true, Source::Cli("--offline"))
@@ -324,36 +361,32 @@ impl Settings {
             None => Setting::new(true, Source::Default),
         };
 
-        let dd = &d.download;
-        let max_workers = pick(
-            overrides.max_workers.map(|v| (v, "--max-workers")),
+        let (fd, fnw) = (&f.download, &f.network);
+        let max_workers = r.pick(
+            &keys::download::max_workers,
+            overrides.max_workers,
             None,
-            f.download.max_workers,
-            fp,
-            dd.max_workers.expect(DEFAULTS_COMPLETE),
-        );
-        let stall_timeout_secs = pick(
-            overrides.stall_timeout_secs.map(|v| (v, "--stall-timeout")),
+            fd.max_workers,
+        )?;
+        let stall_timeout_secs = r.pick(
+            &keys::download::stall_timeout_secs,
+            overrides.stall_timeout_secs,
             None,
-            f.download.stall_timeout_secs,
-            fp,
-            dd.stall_timeout_secs.expect(DEFAULTS_COMPLETE),
-        );
-        let connections_per_file = pick(
-            overrides.connections_per_file.map(|v| (v, "--connections")),
+            fd.stall_timeout_secs,
+        )?;
+        let connections_per_file = r.pick(
+            &keys::download::connections_per_file,
+            overrides.connections_per_file,
             None,
-            f.download.connections_per_file,
-            fp,
-            dd.connections_per_file.expect(DEFAULTS_COMPLETE),
-        );
-        let limit_rate_text = pick(
-            overrides.limit_rate.clone().map(|v| (v, "--limit-rate")),
-            env.get("HUBGET_LIMIT_RATE")
-                .map(|v| (v, "HUBGET_LIMIT_RATE")),
-            f.download.limit_rate.clone(),
-            fp,
-            dd.limit_rate.clone().unwrap_or_default(),
-        );
+            fd.connections_per_file,
+        )?;
+        let key = &keys::download::limit_rate;
+        let limit_rate_text = r.pick(
+            key,
+            overrides.limit_rate.clone(),
+            from_env(key),
+            fd.limit_rate.clone(),
+        )?;
         let limit_rate = Setting::new(
             parse_rate(&limit_rate_text.value)
                 .map(|r| r.unwrap_or(0))
@@ -363,66 +396,63 @@ impl Settings {
                 })?,
             limit_rate_text.source.clone(),
         );
-        let range_size_mib = pick(
+        r.show(key, limit_rate.value.into(), &limit_rate.source);
+        let range_size_mib = r.pick(
+            &keys::download::range_size_mib,
             None,
             None,
-            f.download.range_size_mib,
-            fp,
-            dd.range_size_mib.expect(DEFAULTS_COMPLETE),
+            fd.range_size_mib,
+        )?;
+        let max_attempts = r.pick(&keys::download::max_attempts, None, None, fd.max_attempts)?;
+        let lock_timeout_secs = r.pick(
+            &keys::download::lock_timeout_secs,
+            None,
+            None,
+            fd.lock_timeout_secs,
+        )?;
+        // Empty strings in the file (the defaults) mean "none".
+        let key = &keys::network::proxy;
+        let proxy_text = r.pick(key, None, None, fnw.proxy.clone())?;
+        let proxy = Setting::new(non_empty(Some(proxy_text.value)), proxy_text.source);
+        r.show(
+            key,
+            serde_json::json!(
+                proxy
+                    .value
+                    .as_deref()
+                    .map(|p| crate::redact::display_url(p).into_owned())
+            ),
+            &proxy.source,
         );
-        let max_attempts = pick(
-            None,
-            None,
-            f.download.max_attempts,
-            fp,
-            dd.max_attempts.expect(DEFAULTS_COMPLETE),
+        let key = &keys::network::ca_bundle;
+        let ca_text = r.pick(key, None, None, fnw.ca_bundle.clone())?;
+        let ca_bundle = Setting::new(
+            non_empty(Some(ca_text.value)).map(|p| expand_home(&p, env)),
+            ca_text.source,
         );
-        let lock_timeout_secs = pick(
-            None,
-            None,
-            f.download.lock_timeout_secs,
-            fp,
-            dd.lock_timeout_secs.expect(DEFAULTS_COMPLETE),
+        r.show(
+            key,
+            serde_json::json!(ca_bundle.value.as_ref().map(|p| p.display().to_string())),
+            &ca_bundle.source,
         );
-        let dn = &d.network;
-        let proxy = pick(
+        let connect_timeout_secs = r.pick(
+            &keys::network::connect_timeout_secs,
             None,
             None,
-            f.network.proxy.clone().map(|p| non_empty(Some(p))),
-            fp,
-            None,
-        );
-        let ca_bundle = pick(
-            None,
-            None,
-            f.network
-                .ca_bundle
-                .clone()
-                .map(|p| non_empty(Some(expand_home(&p, env)))),
-            fp,
-            None,
-        );
-        let connect_timeout_secs = pick(
+            fnw.connect_timeout_secs,
+        )?;
+        let read_timeout_secs = r.pick(
+            &keys::network::read_timeout_secs,
             None,
             None,
-            f.network.connect_timeout_secs,
-            fp,
-            dn.connect_timeout_secs.expect(DEFAULTS_COMPLETE),
-        );
-        let read_timeout_secs = pick(
+            fnw.read_timeout_secs,
+        )?;
+        let max_metadata_mib = r.pick(
+            &keys::network::max_metadata_mib,
             None,
             None,
-            f.network.read_timeout_secs,
-            fp,
-            dn.read_timeout_secs.expect(DEFAULTS_COMPLETE),
-        );
-        let max_metadata_mib = pick(
-            None,
-            None,
-            f.network.max_metadata_mib,
-            fp,
-            dn.max_metadata_mib.expect(DEFAULTS_COMPLETE),
-        );
+            fnw.max_metadata_mib,
+        )?;
 
         positive(&max_workers, "max_workers")?;
         positive(&stall_timeout_secs, "stall_timeout_secs")?;
@@ -466,8 +496,10 @@ impl Settings {
             connect_timeout_secs,
             read_timeout_secs,
             max_metadata_mib,
+            allow_insecure_http,
             plugin_tables: f.plugins.clone(),
             user_agent: format!("hubget/{}", env!("CARGO_PKG_VERSION")),
+            shown: r.shown,
         })
     }
 
@@ -555,145 +587,48 @@ impl Settings {
         Ok(order)
     }
 
-    /// Every setting as `(key, value, source)` for `config show`. The token's value is only
-    /// `"set"` or `"not set"`.
-    pub fn entries(&self) -> Vec<(&'static str, serde_json::Value, String)> {
-        use serde_json::{Value, json};
-        fn path(p: &Path) -> Value {
-            Value::String(p.display().to_string())
-        }
-        let mut v = vec![
-            (
-                "plugin_dirs",
-                json!(
-                    self.plugin_dirs
-                        .value
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                ),
-                self.plugin_dirs.source.to_string(),
-            ),
-            (
-                "backends.order",
-                json!(self.backend_order.value),
-                self.backend_order.source.to_string(),
-            ),
-        ];
+    /// Every setting as `(key, value, source)` for `config show`: the keys of the config table
+    /// in its order, then the settings that only the command line or the environment set. The
+    /// token's value is only `"set"` or `"not set"`.
+    pub fn entries(&self) -> Vec<(String, serde_json::Value, String)> {
+        use serde_json::json;
+        let mut v: Vec<(String, serde_json::Value, String)> = KEYS
+            .iter()
+            .filter_map(|key| {
+                let path = key.path();
+                let (value, source) = self.shown.get(&path)?.clone();
+                Some((path, value, source))
+            })
+            .collect();
         if let Some(pref) = &self.preferred_backend {
-            v.push(("backend", json!(pref.value), pref.source.to_string()));
-            v.push((
-                "no_fallback",
-                json!(self.no_fallback),
-                if self.no_fallback {
-                    "--no-fallback".to_owned()
-                } else {
-                    "default".to_owned()
-                },
-            ));
+            v.push(("backend".into(), json!(pref.value), pref.source.to_string()));
+            let source = if self.no_fallback {
+                "--no-fallback"
+            } else {
+                "default"
+            };
+            v.push(("no_fallback".into(), json!(self.no_fallback), source.into()));
         }
-        v.extend([
-            (
-                "hub.endpoint",
-                json!(self.endpoint.value),
-                self.endpoint.source.to_string(),
-            ),
+        for (name, value, source) in [
             (
                 "token",
                 json!(token_state(&self.token.value)),
-                self.token.source.to_string(),
+                &self.token.source,
             ),
             (
                 "hf_home",
-                path(&self.hf_home.value),
-                self.hf_home.source.to_string(),
+                json!(self.hf_home.value.display().to_string()),
+                &self.hf_home.source,
             ),
-            (
-                "download.cache_dir",
-                path(&self.cache_dir.value),
-                self.cache_dir.source.to_string(),
-            ),
-            (
-                "offline",
-                json!(self.offline.value),
-                self.offline.source.to_string(),
-            ),
+            ("offline", json!(self.offline.value), &self.offline.source),
             (
                 "shared_blobs",
                 json!(self.shared_blobs.value),
-                self.shared_blobs.source.to_string(),
+                &self.shared_blobs.source,
             ),
-            (
-                "download.max_workers",
-                json!(self.max_workers.value),
-                self.max_workers.source.to_string(),
-            ),
-            (
-                "download.stall_timeout_secs",
-                json!(self.stall_timeout_secs.value),
-                self.stall_timeout_secs.source.to_string(),
-            ),
-            (
-                "download.connections_per_file",
-                json!(self.connections_per_file.value),
-                self.connections_per_file.source.to_string(),
-            ),
-            (
-                "download.limit_rate",
-                json!(self.limit_rate.value),
-                self.limit_rate.source.to_string(),
-            ),
-            (
-                "download.range_size_mib",
-                json!(self.range_size_mib.value),
-                self.range_size_mib.source.to_string(),
-            ),
-            (
-                "download.max_attempts",
-                json!(self.max_attempts.value),
-                self.max_attempts.source.to_string(),
-            ),
-            (
-                "download.lock_timeout_secs",
-                json!(self.lock_timeout_secs.value),
-                self.lock_timeout_secs.source.to_string(),
-            ),
-            (
-                "network.proxy",
-                json!(
-                    self.proxy
-                        .value
-                        .as_deref()
-                        .map(|p| crate::redact::display_url(p).into_owned())
-                ),
-                self.proxy.source.to_string(),
-            ),
-            (
-                "network.ca_bundle",
-                json!(
-                    self.ca_bundle
-                        .value
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                ),
-                self.ca_bundle.source.to_string(),
-            ),
-            (
-                "network.connect_timeout_secs",
-                json!(self.connect_timeout_secs.value),
-                self.connect_timeout_secs.source.to_string(),
-            ),
-            (
-                "network.read_timeout_secs",
-                json!(self.read_timeout_secs.value),
-                self.read_timeout_secs.source.to_string(),
-            ),
-            (
-                "network.max_metadata_mib",
-                json!(self.max_metadata_mib.value),
-                self.max_metadata_mib.source.to_string(),
-            ),
-        ]);
+        ] {
+            v.push((name.into(), value, source.to_string()));
+        }
         v
     }
 }

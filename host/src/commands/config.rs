@@ -1,5 +1,6 @@
 //! `hubget config show [--json]`: every effective setting and where it came from (command line,
-//! environment, config file or default). The token is shown only as `set`/`not set` with its
+//! environment, config file or default); `--defaults` prints the built-in defaults as a commented
+//! config file. The token is shown only as `set`/`not set` with its
 //! source; `[plugins.<name>]` tables are listed with their keys, values of secret-looking keys
 //! masked; the plugin search path is listed in order.
 
@@ -15,6 +16,9 @@ use crate::error::HostError;
 
 /// Runs `hubget config show`.
 pub fn show(env: &Env, config: Option<PathBuf>, args: &ConfigShowArgs) -> Result<(), HostError> {
+    if args.defaults {
+        return print_stdout(crate::config::default_config());
+    }
     let settings = load_settings(&args.settings.overrides(config), env)?;
     let entries = settings.entries();
     let file = settings
@@ -36,7 +40,7 @@ pub fn show(env: &Env, config: Option<PathBuf>, args: &ConfigShowArgs) -> Result
     if args.json {
         let settings_json: Map<String, Value> = entries
             .iter()
-            .map(|(k, v, s)| ((*k).to_owned(), json!({"value": v, "source": s})))
+            .map(|(k, v, s)| (k.clone(), json!({"value": v, "source": s})))
             .collect();
         let doc = json!({
             "config_file": file,
