@@ -1122,6 +1122,22 @@ def goals(R):
 # report
 
 
+def tool_table(L, tools, header, row, label=None):
+    """Appends a table with one row per tool: `header` names the columns after "tool", `row(ok)`
+    gives their cells from the tool's successful runs; a tool without one says why."""
+    label = label or TOOL_LABEL
+    L.append("| tool | " + " | ".join(header) + " |")
+    L.append("|" + "---|" * (len(header) + 1))
+    for tool, runs in tools.items():
+        ok = ok_runs(runs)
+        if not ok:
+            L.append(f"| {label[tool]} | {not_measured(runs)} |" + " |" * (len(header) - 1))
+            continue
+        fails = f" ({len(runs) - len(ok)} of {len(runs)} runs failed)" if len(ok) < len(runs) else ""
+        L.append(f"| {label[tool]}{fails} | " + " | ".join(row(ok)) + " |")
+    L.append("")
+
+
 def big_table(L, R, cid, c1):
     """The table of case 1 or 1b."""
     cap = R["shape"]["rate_total"]
@@ -1134,20 +1150,14 @@ def big_table(L, R, cid, c1):
         L.append(f"### Case 1b: one {c1['size_bytes'] / 2**20:.0f} MiB Xet file (`{MID_REPO}`), the size issue 6's goals "
                  "were set at")
     L.append("")
-    L.append("| tool | wall s | MB/s | fraction of cap | peak RSS MiB | client CPU s | hubsim CPU s | machine busy | "
-             "bytes hub / cdn / cas (MB) |")
-    L.append("|---|---|---|---|---|---|---|---|---|")
-    for tool, runs in c1["tools"].items():
-        ok = ok_runs(runs)
-        if not ok:
-            L.append(f"| {TOOL_LABEL[tool]} | {not_measured(runs)} | | | | | | | |")
-            continue
-        fails = f" ({len(runs) - len(ok)} of {len(runs)} runs failed)" if len(ok) < len(runs) else ""
-        L.append(f"| {TOOL_LABEL[tool]}{fails} | {spread(ok, 'wall_s')} | {spread(ok, 'throughput_Bps', 1e-6, 0)} | "
-                 f"{spread(ok, 'throughput_Bps', 1 / cap)} | {spread(ok, 'rss_mib', 1, 0)} | {spread(ok, 'cpu_s', 1, 1)} | "
-                 f"{spread(ok, 'hubsim_cpu_s', 1, 1)} | {spread(ok, 'machine_busy', 100, 0)}% | "
-                 f"{bytes_med(ok, 'hub') / 1e6:.1f} / {bytes_med(ok, 'cdn') / 1e6:.1f} / {bytes_med(ok, 'cas') / 1e6:.1f} |")
-    L.append("")
+    tool_table(L, c1["tools"], ["wall s", "MB/s", "fraction of cap", "peak RSS MiB", "client CPU s", "hubsim CPU s",
+                                "machine busy", "bytes hub / cdn / cas (MB)"],
+               lambda ok: [spread(ok, "wall_s"), spread(ok, "throughput_Bps", 1e-6, 0),
+                           spread(ok, "throughput_Bps", 1 / cap), spread(ok, "rss_mib", 1, 0),
+                           spread(ok, "cpu_s", 1, 1), spread(ok, "hubsim_cpu_s", 1, 1),
+                           f"{spread(ok, 'machine_busy', 100, 0)}%",
+                           f"{bytes_med(ok, 'hub') / 1e6:.1f} / {bytes_med(ok, 'cdn') / 1e6:.1f} / "
+                           f"{bytes_med(ok, 'cas') / 1e6:.1f}"])
     allruns = [x for v in c1["tools"].values() for x in ok_runs(v)]
     if allruns:
         busy = [x["machine_busy"] for x in allruns]
@@ -1201,17 +1211,10 @@ def render(R):
         L.append(f"### Case 2: a dataset of {c2['files']} small files (`{SMALL_REPO}`, {c2['total_bytes'] / 1e3:.0f} kB, "
                  "regular files served by the unshaped Hub origin)")
         L.append("")
-        L.append("| tool | wall s | files/s | peak RSS MiB | client CPU s | requests |")
-        L.append("|---|---|---|---|---|---|")
-        for tool, runs in c2["tools"].items():
-            ok = ok_runs(runs)
-            if not ok:
-                L.append(f"| {TOOL_LABEL[tool]} | {not_measured(runs)} | | | | |")
-                continue
-            reqs = statistics.median(nreq(x["bytes"]["requests"]) for x in ok)
-            L.append(f"| {TOOL_LABEL[tool]} | {spread(ok, 'wall_s')} | {spread(ok, 'files_per_s', 1, 0)} | "
-                     f"{spread(ok, 'rss_mib', 1, 0)} | {spread(ok, 'cpu_s', 1, 2)} | {reqs:.0f} |")
-        L.append("")
+        tool_table(L, c2["tools"], ["wall s", "files/s", "peak RSS MiB", "client CPU s", "requests"],
+                   lambda ok: [spread(ok, "wall_s"), spread(ok, "files_per_s", 1, 0), spread(ok, "rss_mib", 1, 0),
+                               spread(ok, "cpu_s", 1, 2),
+                               f"{statistics.median(nreq(x['bytes']['requests']) for x in ok):.0f}"])
 
     c3 = R["cases"].get("3")
     if c3:
@@ -1279,19 +1282,12 @@ def render(R):
     def files_table(c, title):
         L.append(title)
         L.append("")
-        L.append("| tool | wall s | file bytes: share of cap | wire bytes: share of cap | wire bytes / file bytes | "
-                 "peak RSS MiB | client CPU s |")
-        L.append("|---|---|---|---|---|---|---|")
-        for tool, runs in c["tools"].items():
-            ok = ok_runs(runs)
-            if not ok:
-                L.append(f"| {TOOL_LABEL[tool]} | {not_measured(runs)} | | | | | |")
-                continue
-            ratio = statistics.median(wire(x) / c["size_bytes"] for x in ok)
-            L.append(f"| {TOOL_LABEL[tool]} | {spread(ok, 'wall_s')} | {spread(ok, 'throughput_Bps', 1 / cap)} | "
-                     f"{spread(ok, 'wire_Bps', 1 / cap)} | {ratio:.2f} | {spread(ok, 'rss_mib', 1, 0)} | "
-                     f"{spread(ok, 'cpu_s', 1, 1)} |")
-        L.append("")
+        tool_table(L, c["tools"], ["wall s", "file bytes: share of cap", "wire bytes: share of cap",
+                                   "wire bytes / file bytes", "peak RSS MiB", "client CPU s"],
+                   lambda ok: [spread(ok, "wall_s"), spread(ok, "throughput_Bps", 1 / cap),
+                               spread(ok, "wire_Bps", 1 / cap),
+                               f"{statistics.median(wire(x) / c['size_bytes'] for x in ok):.2f}",
+                               spread(ok, "rss_mib", 1, 0), spread(ok, "cpu_s", 1, 1)])
 
     c6 = R["cases"].get("6")
     if c6:
@@ -1326,16 +1322,9 @@ def render(R):
         L.append("Rate = file bytes over the seconds to verified (the `file_done` event). Progress events are the "
                  "`--json` events the bars are drawn from.")
         L.append("")
-        L.append("| tool | rate / cap | seconds | progress events per second |")
-        L.append("|---|---|---|---|")
-        for tool, runs in c9["tools"].items():
-            ok = ok_runs(runs)
-            if not ok:
-                L.append(f"| {TOOL_LABEL[tool]} | {not_measured(runs)} | | |")
-                continue
-            L.append(f"| {TOOL_LABEL[tool]} | {spread(ok, 'rate_of_cap', 1, 3)} | {spread(ok, 'secs', 1, 1)} | "
-                     f"{spread(ok, 'events_per_s', 1, 1)} |")
-        L.append("")
+        tool_table(L, c9["tools"], ["rate / cap", "seconds", "progress events per second"],
+                   lambda ok: [spread(ok, "rate_of_cap", 1, 3), spread(ok, "secs", 1, 1),
+                               spread(ok, "events_per_s", 1, 1)])
     c11 = R["cases"].get("11")
     if c11:
         L.append(f"### Case 11: the realistic {c11['size_bytes'] / 2**20:.0f} MiB safetensors on an unshaped loopback "
@@ -1346,18 +1335,12 @@ def render(R):
                  + (f"hubget's sha256 of the landed file costs {statistics.median(sha):.2f} CPU s "
                     "(`hubget cache verify --offline`, median)." if sha else "its sha256 cost was not measured."))
         L.append("")
-        L.append("| tool | wall s | MB/s | wire bytes / file bytes | peak RSS MiB | client CPU s | hubsim CPU s |")
-        L.append("|---|---|---|---|---|---|---|")
-        for tool, runs in c11["tools"].items():
-            ok = ok_runs(runs)
-            if not ok:
-                L.append(f"| {TOOL_LABEL[tool]} | {not_measured(runs)} | | | | | |")
-                continue
-            ratio = statistics.median(wire(x) for x in ok) / c11["size_bytes"]
-            L.append(f"| {TOOL_LABEL[tool]} | {spread(ok, 'wall_s')} | {spread(ok, 'throughput_Bps', 1e-6, 0)} | "
-                     f"{ratio:.2f} | {spread(ok, 'rss_mib', 1, 0)} | {spread(ok, 'cpu_s', 1, 1)} | "
-                     f"{spread(ok, 'hubsim_cpu_s', 1, 1)} |")
-        L.append("")
+        tool_table(L, c11["tools"], ["wall s", "MB/s", "wire bytes / file bytes", "peak RSS MiB", "client CPU s",
+                                     "hubsim CPU s"],
+                   lambda ok: [spread(ok, "wall_s"), spread(ok, "throughput_Bps", 1e-6, 0),
+                               f"{statistics.median(wire(x) for x in ok) / c11['size_bytes']:.2f}",
+                               spread(ok, "rss_mib", 1, 0), spread(ok, "cpu_s", 1, 1),
+                               spread(ok, "hubsim_cpu_s", 1, 1)])
     c10 = R["cases"].get("10")
     if c10:
         L.append(f"### Case 10: the {c10['size_bytes'] / 2**20:.0f} MiB file from an object store on loopback "
@@ -1366,17 +1349,10 @@ def render(R):
         L.append("hubget verifies the file (sha256) and lands it in the cache layout; `aws s3 cp` only writes it. "
                  "Both on the same gateway in the same run; not shaped (loopback: CPU is the limit).")
         L.append("")
-        L.append("| tool | wall s | MB/s | peak RSS MiB | client CPU s |")
-        L.append("|---|---|---|---|---|")
-        label = {"hubget-s3": "hubget (s3 backend)", "aws-s3-cp": "aws s3 cp"}
-        for tool, runs in c10["tools"].items():
-            ok = ok_runs(runs)
-            if not ok:
-                L.append(f"| {label[tool]} | {not_measured(runs)} | | | |")
-                continue
-            L.append(f"| {label[tool]} | {spread(ok, 'wall_s')} | {spread(ok, 'throughput_Bps', 1e-6, 0)} | "
-                     f"{spread(ok, 'rss_mib', 1, 0)} | {spread(ok, 'cpu_s', 1, 1)} |")
-        L.append("")
+        tool_table(L, c10["tools"], ["wall s", "MB/s", "peak RSS MiB", "client CPU s"],
+                   lambda ok: [spread(ok, "wall_s"), spread(ok, "throughput_Bps", 1e-6, 0),
+                               spread(ok, "rss_mib", 1, 0), spread(ok, "cpu_s", 1, 1)],
+                   {"hubget-s3": "hubget (s3 backend)", "aws-s3-cp": "aws s3 cp"})
     if R.get("notes"):
         L.append("### Notes from this run")
         L.append("")
@@ -1584,8 +1560,9 @@ def main():
             with open(rjson) as f:
                 old = json.load(f)
             for cid, c in R["cases"].items():
-                c["measured"] = {"date": R["date"], "loadavg_at_start": R["machine"]["loadavg_at_start"],
-                                 "command": R["command"]}
+                old.setdefault("measured", {})[cid] = {
+                    "date": R["date"], "loadavg_at_start": R["machine"]["loadavg_at_start"],
+                    "command": R["command"], "hubget": R["versions"].get("hubget")}
                 old["cases"][cid] = c
                 # Only the latest measurement of a case is described.
                 old["notes"] = [n for n in old.get("notes", []) if not n.startswith(f"Case {cid} was measured again")]
@@ -1594,6 +1571,9 @@ def main():
                     f"`{R['command']}`, load average "
                     f"at start {' '.join(R['machine']['loadavg_at_start'])}); its table comes from that run.")
             R = old
+        # The measurements first, so that a failing report never loses them.
+        with open(rjson, "w") as f:
+            json.dump(R, f, indent=1)
         R["goals"] = goals(R)
         with open(rjson, "w") as f:
             json.dump(R, f, indent=1)

@@ -100,6 +100,7 @@ pub struct Segments {
     /// Bytes received from the CAS for this file.
     wire: AtomicU64,
 }
+
 impl Segments {
     /// `fetch` (within `offset..size`) split into segments of at most `segment` bytes; the gaps
     /// between them are prefilled spans.

@@ -28,8 +28,6 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::Config;
-use crate::fetch::Job;
 use hubget_hub_http::{HttpClient, HubApi, XetToken, cancellable, is_xet_hash};
 use hubget_plugin_api::sdk::BackendPlugin;
 use hubget_plugin_api::std_types::{RResult, RString, RVec};
@@ -37,6 +35,9 @@ use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, Features, FetchBatch, FileOutcome, HostSettings,
     Manifest, PluginError, Progress, RepoType, ResolveRequest,
 };
+
+use crate::config::Config;
+use crate::fetch::Job;
 
 /// A CAS token is reused while it has at least this many seconds left.
 const TOKEN_MIN_LIFETIME_SECS: u64 = 120;

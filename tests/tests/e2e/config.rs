@@ -314,16 +314,29 @@ fn the_printed_defaults_are_a_config_file_that_sets_every_key_to_its_default() {
     let env = TestEnv::new();
     let defaults = env.hubget(["config", "show", "--defaults"]);
     defaults.ok();
-    assert!(defaults.stdout.contains("# Files downloaded at once. (--max-workers)\nmax_workers = 8\n"));
+    assert!(
+        defaults
+            .stdout
+            .contains("# Files downloaded at once. (--max-workers)\nmax_workers = 8\n")
+    );
     let config = env.write_config(&defaults.stdout);
     let cfg = config.to_str().unwrap();
     let from_file = env
         .hubget(["--config", cfg, "config", "show", "--json"])
         .json();
     let builtin = env.hubget(["config", "show", "--json"]).json();
-    for key in ["hub.endpoint", "download.max_workers", "network.read_timeout_secs", "backends.order"] {
+    for key in [
+        "hub.endpoint",
+        "download.max_workers",
+        "network.read_timeout_secs",
+        "backends.order",
+    ] {
         let (v, s) = setting(&from_file, key);
         assert_eq!(s, format!("config file {cfg}"), "{key}");
-        assert_eq!(v, setting(&builtin, key).0, "{key}: the same value as the built-in default");
+        assert_eq!(
+            v,
+            setting(&builtin, key).0,
+            "{key}: the same value as the built-in default"
+        );
     }
 }
