@@ -16,14 +16,33 @@ fn sim() -> HubSimHandle {
     HubSim::start_blocking(HubSim::builder().fixtures(FixtureSpec::minimal())).expect("hubsim")
 }
 
-/// `hubget download <args> --json` in `env` (an isolated environment from the testkit).
-fn download(env: &TestEnv, args: &[&str]) -> Command {
+/// `hubget download REPO <extra> --json` in `env` (an isolated environment from the testkit),
+/// into `cache`, with `endpoint` as the Hub and `config` as the config file when given.
+fn download(
+    env: &TestEnv,
+    config: Option<&Path>,
+    cache: &Path,
+    endpoint: &str,
+    extra: &[&str],
+) -> Command {
     let mut cmd = env.command();
-    cmd.arg("download")
-        .args(args)
-        .arg("--json")
+    cmd.arg("download").arg(REPO).args(extra);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.arg("--cache-dir")
+        .arg(cache)
+        .args(["--endpoint", endpoint, "--json"])
         .env("RUST_LOG", "info");
     cmd
+}
+
+/// Runs `cmd`, checks that it succeeded, and returns its output and JSON events.
+fn succeeded(mut cmd: Command) -> (Output, Vec<Value>) {
+    let out = cmd.output().unwrap();
+    assert_success(&out);
+    let events = events(&out);
+    (out, events)
 }
 
 /// The `[plugins.mirror]` config with `body` and the backend order.
@@ -104,25 +123,13 @@ fn first_endpoint_failing_second_serves_everything() {
     ));
     let cache = env.path("cache");
     // The Hub itself is unreachable: only the mirror can serve this run.
-    let out = download(
+    let (out, ev) = succeeded(download(
         &env,
-        &[
-            REPO,
-            "--config",
-            config.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--endpoint",
-            &dead_url(),
-            "--backend",
-            "mirror",
-            "--no-fallback",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_success(&out);
-    let ev = events(&out);
+        Some(&config),
+        &cache,
+        &dead_url(),
+        &["--backend", "mirror", "--no-fallback"],
+    ));
     let plan = of_kind(&ev, "plan");
     assert_eq!(plan[0]["resolved_by"], "mirror");
     let done = of_kind(&ev, "file_done");
@@ -164,18 +171,10 @@ fn first_endpoint_dying_mid_run_the_run_completes() {
     let cache = env.path("cache");
     let child: Child = download(
         &env,
-        &[
-            REPO,
-            "--config",
-            config.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--endpoint",
-            &dead_url(),
-            "--backend",
-            "mirror",
-            "--no-fallback",
-        ],
+        Some(&config),
+        &cache,
+        &dead_url(),
+        &["--backend", "mirror", "--no-fallback"],
     )
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
@@ -236,23 +235,13 @@ fn a_mirror_serving_corrupted_bytes_is_caught_and_the_next_backend_serves_the_fi
         &format!("endpoints = {}\n", toml_list(&[bad_mirror.hub_url()])),
     ));
     let cache = env.path("cache");
-    let out = download(
+    let (_, ev) = succeeded(download(
         &env,
-        &[
-            REPO,
-            "lfs.bin",
-            "--config",
-            config.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--endpoint",
-            hub.hub_url(),
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_success(&out);
-    let ev = events(&out);
+        Some(&config),
+        &cache,
+        hub.hub_url(),
+        &["lfs.bin"],
+    ));
     assert!(
         bad_mirror.faults().fired_total() >= 1,
         "the mirror did send flipped bytes"
@@ -283,19 +272,7 @@ fn a_directory_mirror_filled_by_hubget_serves_a_second_cache_with_zero_traffic()
     let env = TestEnv::new();
     let team = env.path("team-cache");
     // An earlier, ordinary hubget download fills the team cache.
-    let first = download(
-        &env,
-        &[
-            REPO,
-            "--cache-dir",
-            team.to_str().unwrap(),
-            "--endpoint",
-            hub.hub_url(),
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_success(&first);
+    succeeded(download(&env, None, &team, hub.hub_url(), &[]));
 
     // resolve_from_dirs = "always": the directory resolves and serves; hubsim sees nothing.
     hub.reset_counters();
@@ -307,22 +284,7 @@ fn a_directory_mirror_filled_by_hubget_serves_a_second_cache_with_zero_traffic()
         ),
     ));
     let second = env.path("cache-2");
-    let out = download(
-        &env,
-        &[
-            REPO,
-            "--config",
-            config.to_str().unwrap(),
-            "--cache-dir",
-            second.to_str().unwrap(),
-            "--endpoint",
-            hub.hub_url(),
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_success(&out);
-    let ev = events(&out);
+    let (_, ev) = succeeded(download(&env, Some(&config), &second, hub.hub_url(), &[]));
     assert_eq!(of_kind(&ev, "plan")[0]["resolved_by"], "mirror");
     let done = of_kind(&ev, "file_done");
     for d in &done {
@@ -361,22 +323,7 @@ fn a_directory_mirror_filled_by_hubget_serves_a_second_cache_with_zero_traffic()
         &format!("dirs = {}\n", toml_list(&[team.to_str().unwrap()])),
     ));
     let third = env.path("cache-3");
-    let out = download(
-        &env,
-        &[
-            REPO,
-            "--config",
-            config.to_str().unwrap(),
-            "--cache-dir",
-            third.to_str().unwrap(),
-            "--endpoint",
-            hub.hub_url(),
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_success(&out);
-    let ev = events(&out);
+    let (_, ev) = succeeded(download(&env, Some(&config), &third, hub.hub_url(), &[]));
     assert_ne!(of_kind(&ev, "plan")[0]["resolved_by"], "mirror");
     let done = of_kind(&ev, "file_done");
     assert!(done.iter().all(|d| d["backend"] == "mirror"), "{done:?}");
@@ -407,27 +354,21 @@ fn the_hub_token_reaches_a_mirror_only_when_configured() {
             ),
         ));
         let cache = env.path("cache");
-        let out = download(
+        let mut cmd = download(
             &env,
+            Some(&config),
+            &cache,
+            hub.hub_url(),
             &[
-                REPO,
                 "config.json",
                 "lfs.bin",
-                "--config",
-                config.to_str().unwrap(),
-                "--cache-dir",
-                cache.to_str().unwrap(),
-                "--endpoint",
-                hub.hub_url(),
                 "--backend",
                 "mirror",
                 "--no-fallback",
             ],
-        )
-        .env("HF_TOKEN", &token)
-        .output()
-        .unwrap();
-        assert_success(&out);
+        );
+        cmd.env("HF_TOKEN", &token);
+        let (out, _) = succeeded(cmd);
         let c = mirror.counters();
         assert!(c.total_requests.hub > 0, "the mirror served the run");
         assert_eq!(c.auth_seen.hub, expect, "send_hub_token = {send}");
@@ -450,28 +391,20 @@ fn limit_rate_caps_mirror_endpoint_downloads() {
         &format!("endpoints = {}\n", toml_list(&[good.hub_url()])),
     ));
     let cache = env.path("cache");
-    let out = download(
+    let (_, ev) = succeeded(download(
         &env,
+        Some(&config),
+        &cache,
+        &dead_url(),
         &[
-            REPO,
             "lfs.bin",
-            "--config",
-            config.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--endpoint",
-            &dead_url(),
             "--backend",
             "mirror",
             "--no-fallback",
             "--limit-rate",
             "1M",
         ],
-    )
-    .output()
-    .unwrap();
-    assert_success(&out);
-    let ev = events(&out);
+    ));
     let done = of_kind(&ev, "file_done");
     let rate = done[0]["bytes"].as_f64().unwrap() / done[0]["secs"].as_f64().unwrap();
     let cap = 1024.0 * 1024.0;
