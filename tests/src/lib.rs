@@ -174,6 +174,18 @@ impl Run {
             .collect()
     }
 
+    /// The first `fallback` event; panics (showing stdout) when there is none or it moved the
+    /// file away from another backend than `from`.
+    pub fn fallback_from(&self, from: &str) -> serde_json::Value {
+        let fb = self
+            .of("fallback")
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no fallback event:\n{}", self.stdout));
+        assert_eq!(fb["from"], from, "{}", self.stdout);
+        fb
+    }
+
     /// The last line of stdout.
     pub fn last_line(&self) -> &str {
         self.stdout.lines().last().unwrap_or("")

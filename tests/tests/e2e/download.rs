@@ -794,16 +794,9 @@ fn a_stalled_backend_is_cancelled_and_another_completes() {
     );
     let r = dl.run(&[TINY, "xet-a.bin", "--stall-timeout", "2", "--json"]);
     r.ok();
-    let fb = r.of("fallback");
-    assert_eq!(fb[0]["from"], "lfs", "{}", r.stdout);
-    assert!(
-        fb[0]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("stalled"),
-        "{}",
-        r.stdout
-    );
+    let fb = r.fallback_from("lfs");
+    let message = fb["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("stalled"), "{fb}");
     assert_eq!(r.of("file_done")[0]["backend"], "xet");
     assert!(r.secs >= 2.0 && r.secs < 30.0, "took {}s", r.secs);
     assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
@@ -1145,17 +1138,10 @@ fn a_call_that_ignores_cancellation_is_abandoned_not_joined() {
         &[("HUBGET_PLUGIN_DIR", plugins.to_str().unwrap())],
     );
     r.ok();
-    let fb = r.of("fallback");
-    assert_eq!(fb[0]["from"], "faulty", "{}", r.stdout);
-    assert_eq!(fb[0]["to"], "lfs");
-    assert!(
-        fb[0]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("ignored cancellation"),
-        "{}",
-        r.stdout
-    );
+    let fb = r.fallback_from("faulty");
+    assert_eq!(fb["to"], "lfs");
+    let message = fb["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("ignored cancellation"), "{fb}");
     assert_eq!(r.of("file_done")[0]["backend"], "lfs");
     // Stall (1 s) + grace (3 s), not the plugin's 60 s sleep.
     assert!(r.secs >= 1.0 && r.secs < 20.0, "took {}s", r.secs);

@@ -53,9 +53,7 @@ fn a_stopped_cas_falls_back_to_lfs() {
     dl.sim.stop_cas();
     let r = dl.run(&[TINY, "xet-a.bin", "--backend", "xet", "--json"]);
     r.ok();
-    let fb = r.of("fallback");
-    assert_eq!(fb[0]["from"], "xet", "{}", r.stdout);
-    assert_eq!(fb[0]["to"], "lfs", "{}", r.stdout);
+    assert_eq!(r.fallback_from("xet")["to"], "lfs", "{}", r.stdout);
     assert_eq!(r.of("file_done")[0]["backend"], "lfs");
     assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
     assert!(r.secs < 60.0, "took {} s", r.secs);
@@ -75,9 +73,8 @@ fn cas_errors_fall_back_to_lfs() {
     );
     let r = dl.run(&[TINY, "xet-a.bin", "--backend", "xet", "--json"]);
     r.ok();
-    let fb = r.of("fallback");
-    assert_eq!(fb[0]["from"], "xet", "{}", r.stdout);
-    assert_eq!(fb[0]["error"]["kind"], "server", "{}", r.stdout);
+    let fb = r.fallback_from("xet");
+    assert_eq!(fb["error"]["kind"], "server", "{fb}");
     assert_eq!(r.of("file_done")[0]["backend"], "lfs");
     assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
 }
@@ -107,10 +104,9 @@ fn a_flipped_byte_in_a_xorb_range_is_caught_and_falls_back() {
     let r = dl.run(&[TINY, "xet-a.bin", "--backend", "xet", "--json"]);
     r.ok();
     assert!(dl.sim.faults().fired_total() > 0, "the fault fired");
-    let fb = r.of("fallback");
-    assert_eq!(fb[0]["from"], "xet", "{}", r.stdout);
-    assert_eq!(fb[0]["to"], "lfs", "{}", r.stdout);
-    assert_eq!(fb[0]["error"]["kind"], "integrity", "{}", r.stdout);
+    let fb = r.fallback_from("xet");
+    assert_eq!(fb["to"], "lfs", "{fb}");
+    assert_eq!(fb["error"]["kind"], "integrity", "{fb}");
     assert_eq!(r.of("file_done")[0]["backend"], "lfs");
     assert_eq!(r.of("file_done")[0]["sha256"], xet.sha256);
     assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
@@ -303,18 +299,10 @@ fn the_stall_watchdog_stops_a_stuck_xet_transfer_and_lfs_completes() {
             "--json",
         ]);
         r.ok();
-        let fb = r.of("fallback");
-        assert_eq!(fb[0]["from"], "xet", "{config:?}: {}", r.stdout);
-        assert!(
-            fb[0]["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("stalled"),
-            "{config:?}: {}",
-            r.stdout
-        );
+        let fb = r.fallback_from("xet");
+        let message = fb["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("stalled"), "{config:?}: {fb}");
         // The backend honoured the cancel (the host did not have to abandon the call).
-        let message = fb[0]["error"]["message"].as_str().unwrap_or_default();
         assert!(!message.contains("ignored cancellation"), "{message}");
         assert_eq!(r.of("file_done")[0]["backend"], "lfs");
         assert!(r.secs < 30.0, "{config:?}: took {} s", r.secs);
