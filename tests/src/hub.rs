@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hubsim::{FixtureSpec, HubSim, HubSimHandle};
+use hubsim::{FileInfo, FixtureSpec, HubSim, HubSimHandle, Shaping};
 use serde_json::Value;
 
 use crate::{Run, TestEnv, bin_dir};
@@ -46,6 +46,15 @@ files = [
     spec
 }
 
+/// `acme/resume`'s 8 MiB file on lfs alone: `acme/resume big.bin --backend lfs --no-fallback`.
+pub const BIG_LFS: &[&str] = &[
+    "acme/resume",
+    "big.bin",
+    "--backend",
+    "lfs",
+    "--no-fallback",
+];
+
 /// A hubsim, a test environment, and `hubget download` runs against them.
 pub struct Dl {
     pub sim: HubSimHandle,
@@ -71,6 +80,14 @@ impl Dl {
         }
     }
 
+    /// A hubsim with [`fixtures`] whose answers together move at most `bytes_per_sec`.
+    pub fn shaped(bytes_per_sec: u64) -> Self {
+        Self::with(HubSim::builder().fixtures(fixtures()).shape(Shaping {
+            rate_total: Some(bytes_per_sec),
+            ..Shaping::default()
+        }))
+    }
+
     /// `$HF_HOME/hub`.
     pub fn cache(&self) -> PathBuf {
         self.env.hf_home().join("hub")
@@ -82,6 +99,25 @@ impl Dl {
 
     pub fn head(&self, repo: &str) -> String {
         self.sim.info().repo(repo).expect("repo").head.clone()
+    }
+
+    /// What hubsim serves as `path` of `repo` at its head.
+    pub fn file(&self, repo: &str, path: &str) -> FileInfo {
+        let info = self.sim.info();
+        let repo = info.repo(repo).expect("repo");
+        repo.file(path).expect("file").clone()
+    }
+
+    /// The `blobs/` folder of a model repository in the cache.
+    pub fn blobs(&self, repo: &str) -> PathBuf {
+        self.repo_dir(&format!("models--{}", repo.replace('/', "--")))
+            .join("blobs")
+    }
+
+    /// [`assert_cache_layout`] of `only` at the head of `repo`.
+    #[track_caller]
+    pub fn assert_landed(&self, repo: &str, only: &[&str]) {
+        assert_cache_layout(self, repo, &self.head(repo), Some(only));
     }
 
     /// `hubget download <args>` with the first-party plugins of `target/debug`.

@@ -174,14 +174,19 @@ impl Run {
             .collect()
     }
 
+    /// The first event of one kind; panics (showing stdout) when there is none.
+    #[track_caller]
+    pub fn first(&self, kind: &str) -> serde_json::Value {
+        self.of(kind)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no {kind} event:\n{}", self.stdout))
+    }
+
     /// The first `fallback` event; panics (showing stdout) when there is none or it moved the
     /// file away from another backend than `from`.
     pub fn fallback_from(&self, from: &str) -> serde_json::Value {
-        let fb = self
-            .of("fallback")
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("no fallback event:\n{}", self.stdout));
+        let fb = self.first("fallback");
         assert_eq!(fb["from"], from, "{}", self.stdout);
         fb
     }
@@ -195,6 +200,26 @@ impl Run {
     pub fn error_line(&self) -> Option<&str> {
         self.stderr.lines().find(|l| l.starts_with("error: "))
     }
+}
+
+/// `hubget download acme/tiny` on the test plugin `faulty` alone.
+pub const TINY_ON_FAULTY: &[&str] = &[
+    "download",
+    "acme/tiny",
+    "--backend",
+    "faulty",
+    "--no-fallback",
+];
+
+/// The entry of plugin `name` in the output of `hubget plugins --json`.
+#[track_caller]
+pub fn plugin_entry<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doc["plugins"]
+        .as_array()
+        .expect("plugins array")
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no plugin `{name}` in {doc:#}"))
 }
 
 /// An isolated environment to run `hubget` in. Everything lives in one temp dir that is removed
@@ -264,6 +289,15 @@ impl TestEnv {
         target
     }
 
+    /// A fresh environment with the test plugin `faulty` installed and `table` as the body of
+    /// its `[plugins.faulty]` table in `<env>/config.toml` (see [`Self::hubget_configured`]).
+    pub fn with_faulty(table: &str) -> Self {
+        let env = Self::new();
+        env.install_plugin(&test_plugin("faulty"), "faulty");
+        env.write_config(&format!("[plugins.faulty]\n{table}\n"));
+        env
+    }
+
     /// Writes `toml` to `<env>/config.toml` (pass it with `--config`); returns the path.
     pub fn write_config(&self, toml: &str) -> PathBuf {
         let path = self.path("config.toml");
@@ -314,6 +348,20 @@ impl TestEnv {
             cmd.env(k, v);
         }
         Run::from_output(cmd.output().expect("run hubget"))
+    }
+
+    /// Runs `hubget --config <env>/config.toml <args>` (the file [`Self::write_config`] writes)
+    /// with extra environment variables.
+    pub fn hubget_configured_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let config = self.path("config.toml");
+        let mut all = vec![OsStr::new("--config"), config.as_os_str()];
+        all.extend(args.iter().map(OsStr::new));
+        self.hubget_with_env(all, env)
+    }
+
+    /// Runs `hubget --config <env>/config.toml <args>`.
+    pub fn hubget_configured(&self, args: &[&str]) -> Run {
+        self.hubget_configured_env(args, &[])
     }
 
     /// Runs `hubget <args>`.

@@ -3,7 +3,7 @@
 //! the token never shown, and clear errors (file and key named) for unknown keys in the main
 //! config and in a plugin's table, and for unknown backend names.
 
-use hubget_tests::{TestEnv, test_plugin};
+use hubget_tests::{TINY_ON_FAULTY, TestEnv, plugin_entry};
 use serde_json::Value;
 
 fn setting<'a>(doc: &'a Value, key: &str) -> (&'a Value, &'a str) {
@@ -220,7 +220,7 @@ fn an_unknown_key_in_the_config_file_is_a_clear_error() {
     let env = TestEnv::new();
     let config =
         env.write_config("[hub]\nendpoint = \"http://x.test\"\n\n[download]\nmax_wrokers = 4\n");
-    let run = env.hubget(["--config", config.to_str().unwrap(), "plugins"]);
+    let run = env.hubget_configured(&["plugins"]);
     run.code_is(2);
     let error = run.error_line().expect("error line");
     assert!(error.contains(config.to_str().unwrap()), "{error}");
@@ -232,33 +232,19 @@ fn an_unknown_key_in_the_config_file_is_a_clear_error() {
 
 #[test]
 fn an_unknown_key_in_a_plugin_table_is_a_clear_error_naming_table_key_and_file() {
-    let env = TestEnv::new();
-    env.install_plugin(&test_plugin("faulty"), "faulty");
-    let config = env.write_config("[plugins.faulty]\nlog = \"x\"\nsleep_msec = 5\n");
-    let run = env.hubget([
-        "--config",
-        config.to_str().unwrap(),
-        "download",
-        "acme/tiny",
-        "--backend",
-        "faulty",
-        "--no-fallback",
-    ]);
+    let env = TestEnv::with_faulty("log = \"x\"\nsleep_msec = 5");
+    let config = env.path("config.toml");
+    let run = env.hubget_configured(TINY_ON_FAULTY);
     run.code_is(2);
     let error = run.error_line().expect("error line");
     assert!(error.contains("[plugins.faulty]"), "{error}");
     assert!(error.contains("sleep_msec"), "{error}");
     assert!(error.contains(config.to_str().unwrap()), "{error}");
     // `hubget plugins` shows the same problem in place of the capabilities and still succeeds.
-    let run = env.hubget(["--config", config.to_str().unwrap(), "plugins", "--json"]);
+    let run = env.hubget_configured(&["plugins", "--json"]);
     run.ok();
     let doc = run.json();
-    let faulty = doc["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "faulty")
-        .unwrap();
+    let faulty = plugin_entry(&doc, "faulty");
     assert!(
         faulty["error"].as_str().unwrap().contains("sleep_msec"),
         "{faulty}"
@@ -291,8 +277,8 @@ fn an_unknown_backend_name_is_a_usage_error_listing_the_loaded_backends() {
 #[test]
 fn a_table_for_a_plugin_that_is_not_loaded_is_warned_about() {
     let env = TestEnv::new();
-    let config = env.write_config("[plugins.mirorr]\nendpoints = []\n");
-    let run = env.hubget(["--config", config.to_str().unwrap(), "plugins"]);
+    env.write_config("[plugins.mirorr]\nendpoints = []\n");
+    let run = env.hubget_configured(&["plugins"]);
     run.ok();
     let warning = run
         .stderr

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use hubget_tests::Run;
 use hubget_tests::hub::{
-    Dl, TINY, assert_cache_layout, checkpoint, fixtures, poll, sha256_file, wait,
+    BIG_LFS, Dl, TINY, assert_cache_layout, checkpoint, poll, sha256_file, wait,
 };
-use hubsim::{Fault, FaultAction, FixtureSpec, HubSim, Origin, Shaping};
+use hubsim::{Fault, FaultAction, FixtureSpec, HubSim, Origin};
 use serde_json::Value;
 
 #[test]
@@ -266,28 +266,10 @@ fn tag_and_commit_sha_revisions() {
 #[test]
 fn resume_after_sigkill_fetches_only_the_rest() {
     // 8 MiB at 2 MiB/s: about 4 s, time enough to kill it midway.
-    let dl = Dl::with(HubSim::builder().fixtures(fixtures()).shape(Shaping {
-        rate_total: Some(2 * 1024 * 1024),
-        ..Shaping::default()
-    }));
-    let f = dl
-        .sim
-        .info()
-        .repo("acme/resume")
-        .unwrap()
-        .file("big.bin")
-        .unwrap()
-        .clone();
-    let blobs = dl.repo_dir("models--acme--resume").join("blobs");
-    let args = [
-        "acme/resume",
-        "big.bin",
-        "--backend",
-        "lfs",
-        "--no-fallback",
-        "--connections",
-        "1",
-    ];
+    let dl = Dl::shaped(2 * 1024 * 1024);
+    let f = dl.file("acme/resume", "big.bin");
+    let blobs = dl.blobs("acme/resume");
+    let args = [BIG_LFS, &["--connections", "1"]].concat();
     let started = Instant::now();
     let mut child = dl.spawn(&args, &[]);
     let reached = poll(Duration::from_secs(20), || {
@@ -327,12 +309,7 @@ fn resume_after_sigkill_fetches_only_the_rest() {
         "second run moved {second}, rest was {rest} (cp {cp}, first run {first_run_bytes})"
     );
     assert_eq!(r.of("file_start")[0]["offset"], cp);
-    assert_cache_layout(
-        &dl,
-        "acme/resume",
-        &dl.head("acme/resume"),
-        Some(&["big.bin"]),
-    );
+    dl.assert_landed("acme/resume", &["big.bin"]);
 }
 
 /// The `written` ranges of a resume state (`[[start, end], ...]`), if any.
@@ -369,19 +346,9 @@ struct Killed {
 /// request stalled, so ranges past the checkpoint complete; SIGKILLs hubget once the state
 /// records at least 3 MiB of them.
 fn kill_with_ranges_past_the_checkpoint() -> Killed {
-    let dl = Dl::with(HubSim::builder().fixtures(fixtures()).shape(Shaping {
-        rate_total: Some(2 * 1024 * 1024),
-        ..Shaping::default()
-    }));
-    let f = dl
-        .sim
-        .info()
-        .repo("acme/resume")
-        .unwrap()
-        .file("big.bin")
-        .unwrap()
-        .clone();
-    let blobs = dl.repo_dir("models--acme--resume").join("blobs");
+    let dl = Dl::shaped(2 * 1024 * 1024);
+    let f = dl.file("acme/resume", "big.bin");
+    let blobs = dl.blobs("acme/resume");
     dl.sim.faults().add(Fault::new(
         Origin::Cdn,
         &f.sha256,
@@ -390,15 +357,7 @@ fn kill_with_ranges_past_the_checkpoint() -> Killed {
             after_bytes: None,
         },
     ));
-    let args = vec![
-        "acme/resume",
-        "big.bin",
-        "--backend",
-        "lfs",
-        "--no-fallback",
-        "--connections",
-        "4",
-    ];
+    let args = [BIG_LFS, &["--connections", "4"]].concat();
     let started = Instant::now();
     let mut child = dl.spawn(&args, &[]);
     let reached = poll(Duration::from_secs(20), || {
@@ -466,12 +425,7 @@ fn resume_after_sigkill_fetches_only_the_holes_between_parallel_ranges() {
         "{}",
         r.stdout
     );
-    assert_cache_layout(
-        &dl,
-        "acme/resume",
-        &dl.head("acme/resume"),
-        Some(&["big.bin"]),
-    );
+    dl.assert_landed("acme/resume", &["big.bin"]);
 }
 
 #[test]
@@ -521,65 +475,32 @@ fn a_corrupted_written_range_is_caught_by_verification_and_fetched_again_from_ze
         r.stdout
     );
     assert!(!data.exists(), "the bad partial is gone");
-    assert_cache_layout(
-        &dl,
-        "acme/resume",
-        &dl.head("acme/resume"),
-        Some(&["big.bin"]),
-    );
+    dl.assert_landed("acme/resume", &["big.bin"]);
 }
 
 #[test]
 fn a_second_verification_failure_on_the_only_backend_never_lands() {
     let dl = Dl::new();
-    let f = dl
-        .sim
-        .info()
-        .repo("acme/resume")
-        .unwrap()
-        .file("big.bin")
-        .unwrap()
-        .clone();
+    let f = dl.file("acme/resume", "big.bin");
     // Every CDN answer has a flipped byte: both attempts fail the check.
     dl.sim.faults().add(
         Fault::new(Origin::Cdn, "/lfs/", FaultAction::FlipByte { offset: None }).times(10_000),
     );
-    let r = dl.run(&[
-        "acme/resume",
-        "big.bin",
-        "--backend",
-        "lfs",
-        "--no-fallback",
-        "--json",
-    ]);
+    let r = dl.run(&[BIG_LFS, &["--json"]].concat());
     assert_eq!(r.code, Some(5), "integrity failure: {}", r.stderr);
     assert_eq!(r.of("retry").len(), 1, "retried once: {}", r.stdout);
-    let blobs = dl.repo_dir("models--acme--resume").join("blobs");
+    let blobs = dl.blobs("acme/resume");
     assert!(!blobs.join(&f.sha256).exists(), "nothing unverified lands");
 }
 
 #[test]
 fn a_one_time_flipped_byte_from_a_bad_proxy_is_retried_and_lands() {
     let dl = Dl::new();
-    let f = dl
-        .sim
-        .info()
-        .repo("acme/resume")
-        .unwrap()
-        .file("big.bin")
-        .unwrap()
-        .clone();
+    let f = dl.file("acme/resume", "big.bin");
     dl.sim
         .faults()
         .add(Fault::new(Origin::Cdn, "/lfs/", FaultAction::FlipByte { offset: None }).times(1));
-    let r = dl.run(&[
-        "acme/resume",
-        "big.bin",
-        "--backend",
-        "lfs",
-        "--no-fallback",
-        "--json",
-    ]);
+    let r = dl.run(&[BIG_LFS, &["--json"]].concat());
     r.ok();
     assert_eq!(r.of("retry").len(), 1, "{}", r.stdout);
     assert_eq!(r.of("file_done")[0]["sha256"], f.sha256.as_str());
@@ -587,19 +508,9 @@ fn a_one_time_flipped_byte_from_a_bad_proxy_is_retried_and_lands() {
 
 #[test]
 fn ctrl_c_keeps_the_partial_file_and_exits_130() {
-    let dl = Dl::with(HubSim::builder().fixtures(fixtures()).shape(Shaping {
-        rate_total: Some(1024 * 1024),
-        ..Shaping::default()
-    }));
-    let f = dl
-        .sim
-        .info()
-        .repo("acme/resume")
-        .unwrap()
-        .file("big.bin")
-        .unwrap()
-        .clone();
-    let blobs = dl.repo_dir("models--acme--resume").join("blobs");
+    let dl = Dl::shaped(1024 * 1024);
+    let f = dl.file("acme/resume", "big.bin");
+    let blobs = dl.blobs("acme/resume");
     let started = Instant::now();
     let child = dl.spawn(
         &[
@@ -773,14 +684,7 @@ fn when_every_backend_corrupts_the_error_names_each_check() {
 fn a_stalled_backend_is_cancelled_and_another_completes() {
     let dl = Dl::new();
     let head = dl.head(TINY);
-    let xet = dl
-        .sim
-        .info()
-        .repo(TINY)
-        .unwrap()
-        .file("xet-a.bin")
-        .unwrap()
-        .clone();
+    let xet = dl.file(TINY, "xet-a.bin");
     dl.sim.faults().add(
         Fault::new(
             Origin::Cdn,
@@ -805,14 +709,7 @@ fn a_stalled_backend_is_cancelled_and_another_completes() {
 #[test]
 fn rate_limit_retry_after_is_honoured() {
     let dl = Dl::new();
-    let lfs = dl
-        .sim
-        .info()
-        .repo(TINY)
-        .unwrap()
-        .file("lfs.bin")
-        .unwrap()
-        .clone();
+    let lfs = dl.file(TINY, "lfs.bin");
     dl.sim.faults().add(Fault::new(
         Origin::Cdn,
         &lfs.sha256,
@@ -878,14 +775,7 @@ fn backend_retries_are_reported_and_the_download_goes_on() {
 fn an_announced_retry_wait_longer_than_the_stall_timeout_is_not_a_stall() {
     let dl = Dl::new();
     let head = dl.head(TINY);
-    let lfs = dl
-        .sim
-        .info()
-        .repo(TINY)
-        .unwrap()
-        .file("lfs.bin")
-        .unwrap()
-        .clone();
+    let lfs = dl.file(TINY, "lfs.bin");
     // lfs waits the 3 s Retry-After; the stall timeout is 2 s.
     dl.sim.faults().add(Fault::new(
         Origin::Cdn,
@@ -1178,16 +1068,7 @@ fn done_rate(r: &Run) -> f64 {
 fn limit_rate_caps_the_whole_run_for_lfs_and_says_which_backends_ignore_it() {
     let dl = Dl::new();
     // 8 MiB over 8 connections, capped at 2 MiB/s for the run: about 4 s, not 8 connections' worth.
-    let r = dl.run(&[
-        "acme/resume",
-        "big.bin",
-        "--backend",
-        "lfs",
-        "--no-fallback",
-        "--limit-rate",
-        "2M",
-        "--json",
-    ]);
+    let r = dl.run(&[BIG_LFS, &["--limit-rate", "2M", "--json"]].concat());
     r.ok();
     let rate = done_rate(&r);
     let cap = 2.0 * 1024.0 * 1024.0;

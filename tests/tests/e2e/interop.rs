@@ -5,9 +5,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hubsim::{HubSim, Origin, Shaping};
+use hubsim::Origin;
 
-use hubget_tests::hub::{Dl, TINY, assert_cache_layout, fixtures, python, venv_python, wait};
+use hubget_tests::hub::{Dl, TINY, assert_cache_layout, python, venv_python, wait};
 
 const PY_SNAPSHOT: &str = r#"
 import hashlib, json, os, sys
@@ -104,10 +104,7 @@ fn hubget_offline_reads_what_python_downloaded() {
 #[test]
 fn two_hubget_processes_on_one_repo_both_succeed_with_one_blob_each() {
     // A shaped link so that the two runs overlap.
-    let dl = Dl::with(HubSim::builder().fixtures(fixtures()).shape(Shaping {
-        rate_total: Some(8 * 1024 * 1024),
-        ..Shaping::default()
-    }));
+    let dl = Dl::shaped(8 * 1024 * 1024);
     let started = Instant::now();
     let a = dl.spawn(&[TINY, "--json"], &[]);
     let b = dl.spawn(&[TINY, "--json"], &[]);
@@ -169,14 +166,7 @@ fn python_holding(lock: &std::path::Path, secs: f64) -> std::process::Child {
 #[test]
 fn python_file_locks_exclude_hubget_with_a_bounded_wait() {
     let dl = Dl::new();
-    let lfs = dl
-        .sim
-        .info()
-        .repo(TINY)
-        .unwrap()
-        .file("lfs.bin")
-        .unwrap()
-        .clone();
+    let lfs = dl.file(TINY, "lfs.bin");
     let lock_of = |dl: &Dl| {
         dl.cache()
             .join(".locks/models--acme--tiny")

@@ -15,7 +15,9 @@ use hubget_plugin_api::{
     ResolveRequest,
 };
 use hubget_tests::plugins::{build_example_hello, build_example_statichttp, test_example};
-use hubget_tests::{TestEnv, first_party_plugin, system_library, test_plugin};
+use hubget_tests::{
+    TINY_ON_FAULTY, TestEnv, first_party_plugin, plugin_entry, system_library, test_plugin,
+};
 use serde_json::Value;
 
 fn plugin_names(doc: &Value) -> Vec<String> {
@@ -181,12 +183,7 @@ fn duplicate_plugin_names_keep_the_first_and_report_the_rest() {
         dup.starts_with("duplicate of ") && dup.contains("libhubget_faulty.so"),
         "{dup}"
     );
-    let lfs = doc["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "lfs")
-        .unwrap();
+    let lfs = plugin_entry(&doc, "lfs");
     assert_eq!(lfs["origin"], "HUBGET_PLUGIN_DIR", "first one wins");
     let dup = failure_for(&doc, "target/debug/libhubget_lfs.so");
     assert!(dup.starts_with("duplicate of "), "{dup}");
@@ -266,18 +263,8 @@ fn world_writable_plugin_dirs_and_files_are_skipped_with_a_warning() {
 
 #[test]
 fn a_panic_in_resolve_is_a_structured_error_with_exit_code_1() {
-    let env = TestEnv::new();
-    env.install_plugin(&test_plugin("faulty"), "faulty");
-    let config = env.write_config("[plugins.faulty]\npanic_in = \"resolve\"\n");
-    let run = env.hubget([
-        "--config",
-        config.to_str().unwrap(),
-        "download",
-        "acme/tiny",
-        "--backend",
-        "faulty",
-        "--no-fallback",
-    ]);
+    let env = TestEnv::with_faulty("panic_in = \"resolve\"");
+    let run = env.hubget_configured(TINY_ON_FAULTY);
     run.code_is(1);
     let error = run
         .error_line()
@@ -305,8 +292,8 @@ fn a_panic_in_resolve_is_a_structured_error_with_exit_code_1() {
 }
 
 /// A temp env with the faulty plugin (table `faulty_table`) first and the example `hello`
-/// backend second, serving a directory holding `a.txt` = "hello"; returns the env and its config.
-fn faulty_then_hello(faulty_table: &str) -> (TestEnv, std::path::PathBuf) {
+/// backend second, serving a directory holding `a.txt` = "hello".
+fn faulty_then_hello(faulty_table: &str) -> TestEnv {
     let hello = build_example_hello(false);
     let env = TestEnv::new();
     env.install_plugin(&test_plugin("faulty"), "faulty");
@@ -314,31 +301,20 @@ fn faulty_then_hello(faulty_table: &str) -> (TestEnv, std::path::PathBuf) {
     let root = env.path("served");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("a.txt"), "hello").unwrap();
-    let config = env.write_config(&format!(
+    env.write_config(&format!(
         "[backends]\norder = [\"faulty\", \"hello\"]\n\n[plugins.faulty]\n{faulty_table}\n\
          files = {{ \"a.txt\" = \"hello\" }}\n\n[plugins.hello]\nroot = {:?}\n",
         root.to_str().unwrap()
     ));
-    (env, config)
+    env
 }
 
 #[test]
 fn a_panic_in_fetch_hands_the_file_to_the_next_backend_and_the_download_completes() {
-    let (env, config) = faulty_then_hello("panic_in = \"fetch\"");
-    let run = env.hubget([
-        "--config",
-        config.to_str().unwrap(),
-        "download",
-        "acme/tiny",
-        "--json",
-    ]);
+    let env = faulty_then_hello("panic_in = \"fetch\"");
+    let run = env.hubget_configured(&["download", "acme/tiny", "--json"]);
     run.ok();
-    let events = run.events();
-    let fallback = events
-        .iter()
-        .find(|e| e["event"] == "fallback")
-        .unwrap_or_else(|| panic!("no fallback event:\n{}", run.stdout));
-    assert_eq!(fallback["from"], "faulty");
+    let fallback = run.fallback_from("faulty");
     assert_eq!(fallback["to"], "hello");
     assert_eq!(fallback["error"]["kind"], "panic");
     let message = fallback["error"]["message"].as_str().unwrap();
@@ -346,10 +322,7 @@ fn a_panic_in_fetch_hands_the_file_to_the_next_backend_and_the_download_complete
         message.contains("plugin `faulty` panicked in fetch"),
         "{message}"
     );
-    let done = events
-        .iter()
-        .find(|e| e["event"] == "file_done")
-        .expect("file_done");
+    let done = run.first("file_done");
     assert_eq!(done["backend"], "hello");
     let landed = std::path::PathBuf::from(done["local_path"].as_str().unwrap());
     assert_eq!(std::fs::read_to_string(landed).unwrap(), "hello");
@@ -357,20 +330,8 @@ fn a_panic_in_fetch_hands_the_file_to_the_next_backend_and_the_download_complete
 
 #[test]
 fn a_panic_in_fetch_with_no_fallback_is_a_structured_error_with_exit_code_1() {
-    let env = TestEnv::new();
-    env.install_plugin(&test_plugin("faulty"), "faulty");
-    let config = env.write_config(
-        "[plugins.faulty]\npanic_in = \"fetch\"\nfiles = { \"a.txt\" = \"hello\" }\n",
-    );
-    let run = env.hubget([
-        "--config",
-        config.to_str().unwrap(),
-        "download",
-        "acme/tiny",
-        "--backend",
-        "faulty",
-        "--no-fallback",
-    ]);
+    let env = TestEnv::with_faulty("panic_in = \"fetch\"\nfiles = { \"a.txt\" = \"hello\" }");
+    let run = env.hubget_configured(TINY_ON_FAULTY);
     run.code_is(1);
     assert!(
         run.stderr
@@ -386,15 +347,9 @@ fn a_panic_in_fetch_with_no_fallback_is_a_structured_error_with_exit_code_1() {
 
 #[test]
 fn a_panic_in_resolve_passes_to_the_next_backend_that_can_resolve() {
-    let (env, config) = faulty_then_hello("panic_in = \"resolve\"");
-    let run = env.hubget_with_env(
-        [
-            "--config",
-            config.to_str().unwrap(),
-            "download",
-            "acme/tiny",
-            "--json",
-        ],
+    let env = faulty_then_hello("panic_in = \"resolve\"");
+    let run = env.hubget_configured_env(
+        &["download", "acme/tiny", "--json"],
         &[("RUST_LOG", "info")],
     );
     run.ok();
@@ -403,50 +358,33 @@ fn a_panic_in_resolve_passes_to_the_next_backend_that_can_resolve() {
         "the panic is reported: {}",
         run.stderr
     );
-    let events = run.events();
-    let plan = events.iter().find(|e| e["event"] == "plan").expect("plan");
+    let plan = run.first("plan");
     assert_eq!(plan["resolved_by"], "hello");
     // The backend whose resolve panicked still serves the file: one panic does not end it.
-    let done = events
-        .iter()
-        .find(|e| e["event"] == "file_done")
-        .expect("file_done");
+    let done = run.first("file_done");
     assert_eq!(done["backend"], "faulty", "{}", run.stdout);
 }
 
 #[test]
 fn a_panic_in_new_backend_skips_that_backend_and_the_host_goes_on() {
-    let env = TestEnv::new();
-    env.install_plugin(&test_plugin("faulty"), "faulty");
-    let config = env.write_config("[plugins.faulty]\npanic_in = \"new_backend\"\n");
-    let run = env.hubget(["--config", config.to_str().unwrap(), "plugins", "--json"]);
+    let env = TestEnv::with_faulty("panic_in = \"new_backend\"");
+    let run = env.hubget_configured(&["plugins", "--json"]);
     run.ok();
     let doc = run.json();
-    let faulty = doc["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "faulty")
-        .unwrap();
+    let faulty = plugin_entry(&doc, "faulty");
     let error = faulty["error"]
         .as_str()
         .expect("an error instead of capabilities");
     assert!(error.contains("panicked in new_backend"), "{error}");
     assert!(faulty["capabilities"].is_null());
-    let lfs = doc["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "lfs")
-        .unwrap();
+    let lfs = plugin_entry(&doc, "lfs");
     assert!(lfs["capabilities"].is_object(), "the others still work");
 }
 
 #[test]
 fn log_records_emitted_in_a_plugin_reach_the_host_stderr() {
-    let env = TestEnv::new();
-    env.install_plugin(&test_plugin("faulty"), "faulty");
-    let config = env.write_config("[plugins.faulty]\nlog = \"marker-7f3a\"\n");
+    let env = TestEnv::with_faulty("log = \"marker-7f3a\"");
+    let config = env.path("config.toml");
     let args = ["--config", config.to_str().unwrap(), "plugins"];
     let run = env.hubget_with_env(args, &[("RUST_LOG", "info")]);
     run.ok();
@@ -654,12 +592,10 @@ fn a_fetch_that_ignores_cancel_can_be_abandoned_by_the_host() {
 
 #[test]
 fn a_plugin_that_hangs_while_starting_is_reported_and_skipped() {
-    let env = TestEnv::new();
-    env.install_plugin(&test_plugin("faulty"), "faulty");
-    let config = env.write_config("[plugins.faulty]\nhang_in_new_backend_ms = 60000\n");
+    let env = TestEnv::with_faulty("hang_in_new_backend_ms = 60000");
     let started = std::time::Instant::now();
-    let run = env.hubget_with_env(
-        ["--config", config.to_str().unwrap(), "plugins", "--json"],
+    let run = env.hubget_configured_env(
+        &["plugins", "--json"],
         &[("HUBGET_PLUGIN_LOAD_TIMEOUT_SECS", "1")],
     );
     run.ok();
@@ -668,22 +604,12 @@ fn a_plugin_that_hangs_while_starting_is_reported_and_skipped() {
         "not waited for"
     );
     let doc = run.json();
-    let faulty = doc["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "faulty")
-        .unwrap();
+    let faulty = plugin_entry(&doc, "faulty");
     let error = faulty["error"]
         .as_str()
         .expect("an error instead of capabilities");
     assert!(error.contains("did not answer within 1 s"), "{error}");
-    let lfs = doc["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "lfs")
-        .unwrap();
+    let lfs = plugin_entry(&doc, "lfs");
     assert!(lfs["capabilities"].is_object(), "the others still work");
 }
 
@@ -783,20 +709,13 @@ fn a_source_without_git_downloads_through_the_statichttp_example() {
         &[("config.json", b"{\"a\":1}"), ("sub/w.bin", &weights)],
     );
     let server = StaticServer::start(&served);
-    let config = env.write_config(&format!(
+    env.write_config(&format!(
         "[backends]\norder = [\"statichttp\"]\n[plugins.statichttp]\nbase_url = {:?}\n",
         server.url
     ));
     let download = |revision: &str| {
-        let run = env.hubget([
-            "--config",
-            config.to_str().unwrap(),
-            "download",
-            "acme/tiny",
-            "--revision",
-            revision,
-            "--json",
-        ]);
+        let run =
+            env.hubget_configured(&["download", "acme/tiny", "--revision", revision, "--json"]);
         run.ok();
         run.events()
     };

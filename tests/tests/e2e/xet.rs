@@ -83,14 +83,7 @@ fn cas_errors_fall_back_to_lfs() {
 fn a_flipped_byte_in_a_xorb_range_is_caught_and_falls_back() {
     let dl = Dl::new();
     let head = dl.head(TINY);
-    let xet = dl
-        .sim
-        .info()
-        .repo(TINY)
-        .unwrap()
-        .file("xet-a.bin")
-        .unwrap()
-        .clone();
+    let xet = dl.file(TINY, "xet-a.bin");
     // Every xorb range the CAS serves has one byte flipped (the download protocol carries no
     // chunk hash: the host's sha256 is the guard).
     dl.sim.faults().add(
