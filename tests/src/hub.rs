@@ -46,6 +46,21 @@ files = [
     spec
 }
 
+/// `acme/big` of hubsim's default set: one 8 MiB Xet file, `big.bin`, of random bytes.
+pub const BIG_XET: &str = "acme/big";
+
+/// [`fixtures`] and [`BIG_XET`].
+pub fn fixtures_with_big_xet() -> FixtureSpec {
+    let mut spec = fixtures();
+    let big = FixtureSpec::default_set(8)
+        .repos
+        .into_iter()
+        .find(|r| r.id == BIG_XET)
+        .expect("acme/big in the default set");
+    spec.repos.push(big);
+    spec
+}
+
 /// `acme/resume`'s 8 MiB file on lfs alone: `acme/resume big.bin --backend lfs --no-fallback`.
 pub const BIG_LFS: &[&str] = &[
     "acme/resume",
@@ -82,7 +97,12 @@ impl Dl {
 
     /// A hubsim with [`fixtures`] whose answers together move at most `bytes_per_sec`.
     pub fn shaped(bytes_per_sec: u64) -> Self {
-        Self::with(HubSim::builder().fixtures(fixtures()).shape(Shaping {
+        Self::shaped_with(fixtures(), bytes_per_sec)
+    }
+
+    /// A hubsim with `spec` whose answers together move at most `bytes_per_sec`.
+    pub fn shaped_with(spec: FixtureSpec, bytes_per_sec: u64) -> Self {
+        Self::with(HubSim::builder().fixtures(spec).shape(Shaping {
             rate_total: Some(bytes_per_sec),
             ..Shaping::default()
         }))
@@ -120,12 +140,15 @@ impl Dl {
         assert_cache_layout(self, repo, &self.head(repo), Some(only));
     }
 
-    /// `hubget download <args>` with the first-party plugins of `target/debug`.
+    /// `hubget download <args>` with the plugins of the environment's plugin folder (see
+    /// [`TestEnv::install_plugin`]) and the first-party plugins of `target/debug`.
     pub fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> std::process::Command {
         let mut cmd = self.env.command();
+        let plugin_dirs = std::env::join_paths([self.env.plugin_dir(), bin_dir()])
+            .expect("plugin folders without a path separator");
         cmd.arg("download")
             .args(args)
-            .env("HUBGET_PLUGIN_DIR", bin_dir())
+            .env("HUBGET_PLUGIN_DIR", plugin_dirs)
             .env("HF_ENDPOINT", self.sim.hub_url());
         for (k, v) in extra_env {
             cmd.env(k, v);
@@ -144,8 +167,43 @@ impl Dl {
         self.run_env(args, &[])
     }
 
+    /// `hubget download <args> --config <file holding toml>`.
+    pub fn run_config(&self, toml: &str, args: &[&str]) -> Run {
+        let config = self.env.write_config(toml);
+        let config = config.to_str().expect("a UTF-8 temp path");
+        self.run(&[args, &["--config", config]].concat())
+    }
+
     pub fn spawn(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Child {
         self.command(args, extra_env).spawn().expect("spawn hubget")
+    }
+
+    /// Starts `hubget download <args>` and SIGKILLs it as soon as `until` holds (polled for up to
+    /// 30 s); panics unless `until` held and the process died of the signal.
+    #[track_caller]
+    pub fn kill_when(&self, args: &[&str], until: impl FnMut() -> bool) -> Run {
+        let started = Instant::now();
+        let mut child = self.spawn(args, &[]);
+        let reached = poll(Duration::from_secs(30), until);
+        child.kill().expect("SIGKILL");
+        let killed = wait(child, started);
+        assert!(reached, "the condition to kill at never held: {killed:?}");
+        assert_eq!(killed.code, None, "killed by a signal: {killed:?}");
+        killed
+    }
+
+    /// [`Self::kill_when`] the resume state of `f` (in the cache folder of `args[0]`, the repo)
+    /// records a checkpoint past a quarter of the file; returns the checkpoint the state kept,
+    /// short of the file's end.
+    #[track_caller]
+    pub fn kill_past_a_quarter(&self, args: &[&str], f: &FileInfo) -> u64 {
+        let blobs = self.blobs(args[0]);
+        self.kill_when(args, || {
+            checkpoint(&blobs, &f.sha256).is_some_and(|c| c >= f.size / 4)
+        });
+        let cp = checkpoint(&blobs, &f.sha256).expect("state survives the kill");
+        assert!(cp < f.size, "killed before the end");
+        cp
     }
 }
 

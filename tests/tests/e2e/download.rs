@@ -270,17 +270,7 @@ fn resume_after_sigkill_fetches_only_the_rest() {
     let f = dl.file("acme/resume", "big.bin");
     let blobs = dl.blobs("acme/resume");
     let args = [BIG_LFS, &["--connections", "1"]].concat();
-    let started = Instant::now();
-    let mut child = dl.spawn(&args, &[]);
-    let reached = poll(Duration::from_secs(20), || {
-        checkpoint(&blobs, &f.sha256).is_some_and(|c| c >= f.size / 4)
-    });
-    child.kill().expect("SIGKILL");
-    let killed = wait(child, started);
-    assert!(reached, "no checkpoint reached 25%: {killed:?}");
-    assert_eq!(killed.code, None, "killed by a signal");
-    let cp = checkpoint(&blobs, &f.sha256).expect("state survives the kill");
-    assert!(cp < f.size, "killed before the end");
+    let cp = dl.kill_past_a_quarter(&args, &f);
     // The partial is hubget's own name: huggingface_hub < 1.18 resumes `<etag>.incomplete` by
     // appending, which would land our unverified bytes past the checkpoint.
     let names: Vec<String> = std::fs::read_dir(&blobs)
@@ -358,19 +348,13 @@ fn kill_with_ranges_past_the_checkpoint() -> Killed {
         },
     ));
     let args = [BIG_LFS, &["--connections", "4"]].concat();
-    let started = Instant::now();
-    let mut child = dl.spawn(&args, &[]);
-    let reached = poll(Duration::from_secs(20), || {
+    dl.kill_when(&args, || {
         let w: u64 = written_ranges(&blobs, &f.sha256)
             .iter()
             .map(|(a, b)| b - a)
             .sum();
         w >= 3 * 1024 * 1024
     });
-    child.kill().expect("SIGKILL");
-    let killed = wait(child, started);
-    assert!(reached, "no 3 MiB of written ranges recorded: {killed:?}");
-    assert_eq!(killed.code, None, "killed by a signal");
     dl.sim.faults().clear();
     let cp = checkpoint(&blobs, &f.sha256).expect("state survives the kill");
     let written = written_ranges(&blobs, &f.sha256);
@@ -1010,22 +994,10 @@ fn a_call_that_ignores_cancellation_is_abandoned_not_joined() {
     let head = dl.head(TINY);
     dl.env
         .install_plugin(&hubget_tests::test_plugin("faulty"), "faulty");
-    let config = dl.env.write_config(
+    let r = dl.run_config(
         "[backends]\norder = [\"faulty\", \"lfs\"]\n\n[plugins.faulty]\n\
          features = [\"non-xet-files\"]\nsleep_ms = 60000\nignore_cancel = true\n",
-    );
-    let plugins = dl.env.plugin_dir();
-    let r = dl.run_env(
-        &[
-            TINY,
-            "config.json",
-            "--config",
-            config.to_str().unwrap(),
-            "--stall-timeout",
-            "1",
-            "--json",
-        ],
-        &[("HUBGET_PLUGIN_DIR", plugins.to_str().unwrap())],
+        &[TINY, "config.json", "--stall-timeout", "1", "--json"],
     );
     r.ok();
     let fb = r.fallback_from("faulty");
@@ -1107,21 +1079,9 @@ fn limit_rate_caps_the_whole_run_for_lfs_and_says_which_backends_ignore_it() {
     // A backend that does not say it honours the cap (a test plugin here) is named in a warning.
     dl.env
         .install_plugin(&hubget_tests::test_plugin("faulty"), "faulty");
-    let config = dl.env.write_config(
+    let r = dl.run_config(
         "[backends]\norder = [\"lfs\", \"faulty\"]\n\n[plugins.faulty]\nfeatures = [\"non-xet-files\"]\n",
-    );
-    let plugins = dl.env.plugin_dir();
-    let r = dl.run_env(
-        &[
-            TINY,
-            "config.json",
-            "--config",
-            config.to_str().unwrap(),
-            "--limit-rate",
-            "50M",
-            "--json",
-        ],
-        &[("HUBGET_PLUGIN_DIR", plugins.to_str().unwrap())],
+        &[TINY, "config.json", "--limit-rate", "50M", "--json"],
     );
     r.ok();
     let w = r.of("warning");

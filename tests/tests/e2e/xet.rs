@@ -3,12 +3,10 @@
 //! bridge), other files fall back to lfs, a stopped CAS or a corrupt xorb range falls back, and an
 //! interrupted download (by xet or by lfs) resumes through xet with only the rest fetched.
 
-use std::time::{Duration, Instant};
-
-use hubsim::{Fault, FaultAction, HubSim, Origin, Shaping, Storage};
+use hubsim::{Fault, FaultAction, HubSim, Origin, Storage};
 use serde_json::Value;
 
-use hubget_tests::hub::{Dl, TINY, assert_cache_layout, checkpoint, fixtures, poll, wait};
+use hubget_tests::hub::{BIG_XET, Dl, TINY, assert_cache_layout, fixtures_with_big_xet};
 
 /// `file_done` events by path.
 fn done_by_path(events: &[Value]) -> std::collections::BTreeMap<String, Value> {
@@ -132,49 +130,15 @@ fn an_interrupted_download_resumes_through_xet_with_only_the_rest() {
     // acme/big: 8 MiB of random Xet data at 2 MiB/s, about 4 s: time enough to kill it midway.
     // The first run uses lfs; the resume then goes through xet's ranged segments from lfs's
     // checkpoint.
-    let mut spec = fixtures();
-    let big = hubsim::FixtureSpec::default_set(8)
-        .repos
-        .into_iter()
-        .find(|r| r.id == "acme/big")
-        .expect("acme/big in the default set");
-    spec.repos.push(big);
-    let dl = Dl::with(HubSim::builder().fixtures(spec).shape(Shaping {
-        rate_total: Some(2 * 1024 * 1024),
-        ..Shaping::default()
-    }));
-    let repo = dl.sim.info().repo("acme/big").unwrap().clone();
-    let f = repo
-        .files
-        .iter()
-        .find(|f| f.storage == Storage::Xet)
-        .expect("a Xet file")
-        .clone();
-    let blobs = dl.repo_dir("models--acme--big").join("blobs");
-    let first = [
-        "acme/big",
-        f.path.as_str(),
-        "--backend",
-        "lfs",
-        "--no-fallback",
-        "--connections",
-        "1",
-    ];
-    let started = Instant::now();
-    let mut child = dl.spawn(&first, &[]);
-    let reached = poll(Duration::from_secs(30), || {
-        checkpoint(&blobs, &f.sha256).is_some_and(|c| c >= f.size / 4)
-    });
-    child.kill().expect("SIGKILL");
-    let killed = wait(child, started);
-    assert!(reached, "no checkpoint reached 25%: {killed:?}");
-    let cp = checkpoint(&blobs, &f.sha256).expect("state survives the kill");
-    assert!(cp < f.size, "killed before the end");
+    let dl = Dl::shaped_with(fixtures_with_big_xet(), 2 * 1024 * 1024);
+    let f = dl.file(BIG_XET, "big.bin");
+    let first = [BIG_XET, "big.bin", "--backend", "lfs", "--no-fallback"];
+    let cp = dl.kill_past_a_quarter(&[&first[..], &["--connections", "1"]].concat(), &f);
     dl.sim.reset_counters();
 
     let r = dl.run(&[
-        "acme/big",
-        f.path.as_str(),
+        BIG_XET,
+        "big.bin",
         "--backend",
         "xet",
         "--no-fallback",
@@ -193,51 +157,19 @@ fn an_interrupted_download_resumes_through_xet_with_only_the_rest() {
         c.bytes_from(Origin::Cas)
     );
     assert_eq!(c.bytes_from(Origin::Cdn), 0, "nothing from the CDN");
-    assert_cache_layout(&dl, "acme/big", &repo.head, Some(&[f.path.as_str()]));
+    dl.assert_landed(BIG_XET, &["big.bin"]);
 }
 
 #[test]
 fn an_interrupted_xet_download_resumes_with_only_the_rest() {
     // acme/big (8 MiB, random) at 2 MiB/s, fetched by xet alone in 1 MiB segments one at a time,
     // so its checkpoint advances while it runs; killed midway, then resumed.
-    let mut spec = fixtures();
-    let big = hubsim::FixtureSpec::default_set(8)
-        .repos
-        .into_iter()
-        .find(|r| r.id == "acme/big")
-        .expect("acme/big in the default set");
-    spec.repos.push(big);
-    let dl = Dl::with(HubSim::builder().fixtures(spec).shape(Shaping {
-        rate_total: Some(2 * 1024 * 1024),
-        ..Shaping::default()
-    }));
+    let dl = Dl::shaped_with(fixtures_with_big_xet(), 2 * 1024 * 1024);
     dl.env
         .write_default_config("[plugins.xet]\nsegment_mib = 1\nparallel_segments = 1\n");
-    let repo = dl.sim.info().repo("acme/big").unwrap().clone();
-    let f = repo
-        .files
-        .iter()
-        .find(|f| f.storage == Storage::Xet)
-        .expect("a Xet file")
-        .clone();
-    let blobs = dl.repo_dir("models--acme--big").join("blobs");
-    let args = [
-        "acme/big",
-        f.path.as_str(),
-        "--backend",
-        "xet",
-        "--no-fallback",
-    ];
-    let started = Instant::now();
-    let mut child = dl.spawn(&args, &[]);
-    let reached = poll(Duration::from_secs(30), || {
-        checkpoint(&blobs, &f.sha256).is_some_and(|c| c >= f.size / 4)
-    });
-    child.kill().expect("SIGKILL");
-    let killed = wait(child, started);
-    assert!(reached, "no checkpoint reached 25%: {killed:?}");
-    let cp = checkpoint(&blobs, &f.sha256).expect("state survives the kill");
-    assert!(cp < f.size, "killed before the end");
+    let f = dl.file(BIG_XET, "big.bin");
+    let args = [BIG_XET, "big.bin", "--backend", "xet", "--no-fallback"];
+    let cp = dl.kill_past_a_quarter(&args, &f);
     dl.sim.reset_counters();
 
     let r = dl.run(&[&args[..], &["--json"]].concat());
@@ -258,7 +190,7 @@ fn an_interrupted_xet_download_resumes_with_only_the_rest() {
         "less than the whole file"
     );
     assert_eq!(c.bytes_from(Origin::Cdn), 0, "nothing from the CDN");
-    assert_cache_layout(&dl, "acme/big", &repo.head, Some(&[f.path.as_str()]));
+    dl.assert_landed(BIG_XET, &["big.bin"]);
 }
 
 #[test]
@@ -309,29 +241,12 @@ fn a_slow_link_does_not_trip_the_stall_watchdog() {
     // written, so 8 segments started together would show nothing for 8 s; the backend starts
     // with a few segments and adds more only while they finish fast, so progress shows every
     // few seconds and a 6 s stall timeout never fires.
-    let mut spec = fixtures();
-    let big = hubsim::FixtureSpec::default_set(8)
-        .repos
-        .into_iter()
-        .find(|r| r.id == "acme/big")
-        .expect("acme/big in the default set");
-    spec.repos.push(big);
-    let dl = Dl::with(HubSim::builder().fixtures(spec).shape(Shaping {
-        rate_total: Some(1024 * 1024),
-        ..Shaping::default()
-    }));
+    let dl = Dl::shaped_with(fixtures_with_big_xet(), 1024 * 1024);
     dl.env
         .write_default_config("[plugins.xet]\nsegment_mib = 1\n");
-    let repo = dl.sim.info().repo("acme/big").unwrap().clone();
-    let f = repo
-        .files
-        .iter()
-        .find(|f| f.storage == Storage::Xet)
-        .expect("a Xet file")
-        .clone();
     let r = dl.run(&[
-        "acme/big",
-        f.path.as_str(),
+        BIG_XET,
+        "big.bin",
         "--backend",
         "xet",
         "--no-fallback",
@@ -342,7 +257,7 @@ fn a_slow_link_does_not_trip_the_stall_watchdog() {
     r.ok();
     assert!(r.of("fallback").is_empty(), "{}", r.stdout);
     assert_eq!(r.of("file_done")[0]["backend"], "xet");
-    assert_cache_layout(&dl, "acme/big", &repo.head, Some(&[f.path.as_str()]));
+    dl.assert_landed(BIG_XET, &["big.bin"]);
 }
 
 /// A minimal HTTP forward proxy on 127.0.0.1 (one request per connection), counting the
@@ -466,14 +381,9 @@ fn every_xet_request_goes_through_the_hosts_proxy_and_bandwidth_cap() {
     );
 
     // The bandwidth cap holds for Xet traffic too, with no warning.
-    let big = hubsim::FixtureSpec::default_set(8)
-        .repos
-        .into_iter()
-        .filter(|r| r.id == "acme/big")
-        .collect::<Vec<_>>();
-    let dl = Dl::with(HubSim::builder().fixtures(hubsim::FixtureSpec { repos: big }));
+    let dl = Dl::with(HubSim::builder().fixtures(fixtures_with_big_xet()));
     let r = dl.run(&[
-        "acme/big",
+        BIG_XET,
         "big.bin",
         "--backend",
         "xet",
