@@ -123,9 +123,7 @@ impl Dl {
 
     /// What hubsim serves as `path` of `repo` at its head.
     pub fn file(&self, repo: &str, path: &str) -> FileInfo {
-        let info = self.sim.info();
-        let repo = info.repo(repo).expect("repo");
-        repo.file(path).expect("file").clone()
+        self.sim.info().file(repo, path)
     }
 
     /// The `blobs/` folder of a model repository in the cache.

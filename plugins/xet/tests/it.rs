@@ -114,13 +114,7 @@ fn sha256_of(path: &Path) -> String {
 
 /// The expected sha256 of a file at `main`, from hubsim's own fixture info.
 fn expected_sha(sim: &HubSim, repo: &str, path: &str) -> String {
-    sim.info()
-        .repo(repo)
-        .unwrap()
-        .file(path)
-        .unwrap()
-        .sha256
-        .clone()
+    sim.info().file(repo, path).sha256
 }
 
 #[test]

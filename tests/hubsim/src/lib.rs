@@ -119,6 +119,11 @@ impl RepoInfo {
         self.files.iter().find(|f| f.path == path)
     }
 
+    /// The bytes of all its files at the head.
+    pub fn size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
     /// A commit by sha.
     pub fn commit(&self, sha: &str) -> Option<&CommitInfo> {
         self.commits.iter().find(|c| c.sha == sha)
@@ -150,6 +155,17 @@ impl SimInfo {
     /// A repo by id (any type).
     pub fn repo(&self, id: &str) -> Option<&RepoInfo> {
         self.repos.iter().find(|r| r.id == id)
+    }
+
+    /// `path` at the head of repo `id`; panics when either is not a fixture.
+    #[track_caller]
+    pub fn file(&self, id: &str, path: &str) -> FileInfo {
+        let repo = self
+            .repo(id)
+            .unwrap_or_else(|| panic!("no fixture repo {id}"));
+        repo.file(path)
+            .unwrap_or_else(|| panic!("no {path} in fixture repo {id}"))
+            .clone()
     }
 }
 

@@ -94,14 +94,7 @@ fn verify_finds_a_flipped_byte_and_repair_fetches_only_that_file() {
         dl.sim.reset_counters();
         let repaired = cache(&dl, &["verify", TINY, "--repair"]);
         repaired.code_is(0);
-        let size = dl
-            .sim
-            .info()
-            .repo(TINY)
-            .unwrap()
-            .file("lfs.bin")
-            .unwrap()
-            .size;
+        let size = dl.sim.info().file(TINY, "lfs.bin").size;
         let c = dl.sim.counters();
         let moved = c.bytes_from(Origin::Cdn) + c.bytes_from(Origin::Cas);
         assert_eq!(moved, size, "{writer:?}: only the bad file moved");
@@ -186,14 +179,7 @@ fn ls_lists_both_tools_caches_and_counts_a_shared_blob_once() {
         .iter()
         .map(|r| r["size_on_disk"].as_u64().unwrap())
         .sum();
-    let shared = dl
-        .sim
-        .info()
-        .repo(TWIN)
-        .unwrap()
-        .file(SHARED_PATH)
-        .unwrap()
-        .size;
+    let shared = dl.sim.info().file(TWIN, SHARED_PATH).size;
     assert_eq!(
         doc["size_on_disk"].as_u64().unwrap(),
         sum - shared,

@@ -3,7 +3,7 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use super::common::{client, following, sha256};
+use super::common::{client, following, get_bytes, sha256};
 
 struct Kill(Child);
 impl Drop for Kill {
@@ -70,12 +70,7 @@ fn serve_writes_info_and_serves_until_killed() {
     let w = repo.file("w.bin").unwrap();
     assert!(w.xet_hash.is_some());
     for f in &repo.files {
-        let b = following()
-            .get(format!("{}/me/cli/resolve/main/{}", info.hub_url, f.path))
-            .send()
-            .unwrap()
-            .bytes()
-            .unwrap();
+        let b = get_bytes(&format!("{}/me/cli/resolve/main/{}", info.hub_url, f.path));
         assert_eq!(sha256(&b), f.sha256);
     }
     let r = client()

@@ -34,6 +34,26 @@ pub fn following() -> reqwest::blocking::Client {
         .expect("client")
 }
 
+/// The JSON body of `GET url` (redirects not followed).
+#[track_caller]
+pub fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
+    client()
+        .get(url)
+        .send()
+        .and_then(|r| r.json())
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// The body of `GET url`, redirects followed.
+#[track_caller]
+pub fn get_bytes(url: &str) -> bytes::Bytes {
+    following()
+        .get(url)
+        .send()
+        .and_then(|r| r.bytes())
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
 /// sha256 hex.
 pub fn sha256(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use hubsim::{Fault, FaultAction, Origin};
 
-use super::common::{client, following, sha256, tiny};
+use super::common::{client, following, get_bytes, get_json, sha256, tiny};
 use super::xet::xet_download;
 
 #[test]
@@ -53,13 +53,7 @@ fn status_and_rate_limited_for_n_requests() {
 #[test]
 fn cut_after_bytes_drops_the_connection() {
     let sim = tiny();
-    let f = sim
-        .info()
-        .repo("acme/tiny")
-        .unwrap()
-        .file("lfs.bin")
-        .unwrap()
-        .clone();
+    let f = sim.info().file("acme/tiny", "lfs.bin");
     sim.faults().add(Fault::new(
         Origin::Cdn,
         &f.sha256,
@@ -79,13 +73,7 @@ fn cut_after_bytes_drops_the_connection() {
 #[test]
 fn flip_byte_keeps_length_but_changes_content() {
     let sim = tiny();
-    let f = sim
-        .info()
-        .repo("acme/tiny")
-        .unwrap()
-        .file("lfs.bin")
-        .unwrap()
-        .clone();
+    let f = sim.info().file("acme/tiny", "lfs.bin");
     sim.faults().add(Fault::new(
         Origin::Cdn,
         "/lfs/",
@@ -93,20 +81,10 @@ fn flip_byte_keeps_length_but_changes_content() {
             offset: Some(12345),
         },
     ));
-    let body = following()
-        .get(format!("{}/acme/tiny/resolve/main/lfs.bin", sim.hub_url()))
-        .send()
-        .unwrap()
-        .bytes()
-        .unwrap();
+    let body = get_bytes(&format!("{}/acme/tiny/resolve/main/lfs.bin", sim.hub_url()));
     assert_eq!(body.len() as u64, f.size);
     assert_ne!(sha256(&body), f.sha256);
-    let good = following()
-        .get(format!("{}/acme/tiny/resolve/main/lfs.bin", sim.hub_url()))
-        .send()
-        .unwrap()
-        .bytes()
-        .unwrap();
+    let good = get_bytes(&format!("{}/acme/tiny/resolve/main/lfs.bin", sim.hub_url()));
     let diff: Vec<usize> = (0..body.len()).filter(|&i| body[i] != good[i]).collect();
     assert_eq!(diff, vec![12345]);
 }
@@ -114,13 +92,7 @@ fn flip_byte_keeps_length_but_changes_content() {
 #[test]
 fn flip_byte_in_a_xorb_range_corrupts_hf_xet_output_silently() {
     let sim = tiny();
-    let f = sim
-        .info()
-        .repo("acme/tiny")
-        .unwrap()
-        .file("xet-a.bin")
-        .unwrap()
-        .clone();
+    let f = sim.info().file("acme/tiny", "xet-a.bin");
     let id = sim.faults().add(Fault::new(
         Origin::Cas,
         "/v1/fetch_term",
@@ -193,13 +165,7 @@ fn wrong_content_length_is_seen_by_the_client() {
 #[test]
 fn stop_and_restart_the_cas() {
     let sim = tiny();
-    let f = sim
-        .info()
-        .repo("acme/tiny")
-        .unwrap()
-        .file("xet-a.bin")
-        .unwrap()
-        .clone();
+    let f = sim.info().file("acme/tiny", "xet-a.bin");
     sim.stop_cas();
     std::thread::sleep(Duration::from_millis(100));
     let err = client().get(format!("{}/health", sim.cas_url())).send();
@@ -223,7 +189,7 @@ fn faults_over_the_control_route() {
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["ids"].as_array().unwrap().len(), 2);
-    let list: Vec<hubsim::ActiveFault> = c.get(&ctl).send().unwrap().json().unwrap();
+    let list: Vec<hubsim::ActiveFault> = get_json(&ctl);
     assert_eq!(list.len(), 2);
     assert_eq!(
         c.get(format!(
@@ -273,13 +239,7 @@ fn faults_over_the_control_route() {
 #[test]
 fn ignore_range_answers_200_with_the_whole_body() {
     let sim = tiny();
-    let f = sim
-        .info()
-        .repo("acme/tiny")
-        .unwrap()
-        .file("lfs.bin")
-        .unwrap()
-        .clone();
+    let f = sim.info().file("acme/tiny", "lfs.bin");
     let url = format!("{}/lfs/{}", sim.cdn_url(), f.sha256);
     let id = sim
         .faults()

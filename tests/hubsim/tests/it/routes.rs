@@ -3,7 +3,7 @@
 use hubsim::{Origin, Storage};
 use serde_json::Value;
 
-use super::common::{client, following, sha256, shared};
+use super::common::{client, following, get_json, sha256, shared};
 
 fn hdr<'a>(r: &'a reqwest::blocking::Response, k: &str) -> &'a str {
     r.headers()
@@ -157,15 +157,10 @@ fn revisions_branches_with_slash_tags_prs_and_shas() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    let info: Value = c
-        .get(format!(
-            "{}/api/models/acme/tiny/revision/dev%2Ffeature",
-            sim.hub_url()
-        ))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let info: Value = get_json(&format!(
+        "{}/api/models/acme/tiny/revision/dev%2Ffeature",
+        sim.hub_url()
+    ));
     assert_eq!(info["sha"], repo.branches["dev/feature"].as_str());
 }
 
@@ -276,12 +271,7 @@ fn model_dataset_space_info() {
     let sim = shared();
     let c = client();
     let h = sim.hub_url();
-    let v: Value = c
-        .get(format!("{h}/api/models/acme/tiny?blobs=true"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let v: Value = get_json(&format!("{h}/api/models/acme/tiny?blobs=true"));
     let repo = sim.info().repo("acme/tiny").unwrap();
     assert_eq!(v["id"], "acme/tiny");
     assert_eq!(v["sha"], repo.head.as_str());
@@ -292,19 +282,9 @@ fn model_dataset_space_info() {
         lfs["lfs"]["sha256"],
         repo.file("lfs.bin").unwrap().sha256.as_str()
     );
-    let v: Value = c
-        .get(format!("{h}/api/datasets/acme/many-small"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let v: Value = get_json(&format!("{h}/api/datasets/acme/many-small"));
     assert_eq!(v["id"], "acme/many-small");
-    let v: Value = c
-        .get(format!("{h}/api/spaces/acme/space/revision/main"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let v: Value = get_json(&format!("{h}/api/spaces/acme/space/revision/main"));
     assert_eq!(
         v["sha"],
         sim.info().repo("acme/space").unwrap().head.as_str()
@@ -368,31 +348,16 @@ fn tree_is_recursive_and_paginated_with_link_next() {
     assert_eq!(dirs, 7); // data + 6 parts
     assert!(pages >= 4);
     // Non-recursive listing of a sub-folder; LFS/Xet entries carry lfs + xetHash.
-    let v: Vec<Value> = c
-        .get(format!(
-            "{}/api/models/acme/tiny/tree/main/sub",
-            sim.hub_url()
-        ))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let v: Vec<Value> = get_json(&format!(
+        "{}/api/models/acme/tiny/tree/main/sub",
+        sim.hub_url()
+    ));
     assert_eq!(v.len(), 1);
     assert_eq!(v[0]["type"], "directory");
     assert_eq!(v[0]["path"], "sub/dir");
-    let v: Vec<Value> = c
-        .get(format!("{}/api/models/acme/tiny/tree/main", sim.hub_url()))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let v: Vec<Value> = get_json(&format!("{}/api/models/acme/tiny/tree/main", sim.hub_url()));
     let xet = v.iter().find(|e| e["path"] == "w.safetensors").unwrap();
-    let fi = sim
-        .info()
-        .repo("acme/tiny")
-        .unwrap()
-        .file("w.safetensors")
-        .unwrap();
+    let fi = sim.info().file("acme/tiny", "w.safetensors");
     assert_eq!(xet["xetHash"], fi.xet_hash.as_deref().unwrap());
     assert_eq!(xet["lfs"]["oid"], fi.sha256.as_str());
     assert_eq!(xet["oid"], fi.git_oid.as_str());
@@ -573,12 +538,7 @@ fn counters_see_token_on_hub_but_never_on_cdn() {
         .unwrap()
         .bytes()
         .unwrap();
-    let f = sim
-        .info()
-        .repo("acme/tiny")
-        .unwrap()
-        .file("lfs.bin")
-        .unwrap();
+    let f = sim.info().file("acme/tiny", "lfs.bin");
     assert_eq!(sha256(&body), f.sha256);
     let c = sim.counters();
     assert_eq!(c.requests_to(Origin::Hub, "resolve"), 1);

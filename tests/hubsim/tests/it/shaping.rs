@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use hubsim::{FixtureSpec, HubSim, Shaping};
 
-use super::common::{following, sha256};
+use super::common::{following, get_bytes, sha256};
 
 #[test]
 fn per_connection_and_total_caps_and_latency() {
@@ -16,17 +16,11 @@ fn per_connection_and_total_caps_and_latency() {
         },
     ))
     .unwrap();
-    let f = sim
-        .info()
-        .repo("acme/tiny")
-        .unwrap()
-        .file("lfs.bin")
-        .unwrap()
-        .clone();
+    let f = sim.info().file("acme/tiny", "lfs.bin");
     let url = format!("{}/lfs/{}", sim.cdn_url(), f.sha256);
     // One connection: 4 MiB at 8 MiB/s = 0.5 s (+ latency).
     let t = Instant::now();
-    let b = following().get(&url).send().unwrap().bytes().unwrap();
+    let b = get_bytes(&url);
     let one = t.elapsed();
     assert_eq!(sha256(&b), f.sha256);
     assert!(
@@ -37,9 +31,7 @@ fn per_connection_and_total_caps_and_latency() {
     // Two connections at once: 8 MiB under a 12 MiB/s total cap >= ~0.65 s.
     let t = Instant::now();
     std::thread::scope(|s| {
-        let hs: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| following().get(&url).send().unwrap().bytes().unwrap().len()))
-            .collect();
+        let hs: Vec<_> = (0..2).map(|_| s.spawn(|| get_bytes(&url).len())).collect();
         for h in hs {
             assert_eq!(h.join().unwrap() as u64, f.size);
         }

@@ -42,13 +42,7 @@ pub fn xet_download(sim: &HubSimHandle, hash: &str, size: u64) -> Result<Vec<u8>
 fn hf_xet_downloads_through_the_counting_proxy() {
     let sim = tiny();
     for name in ["xet-a.bin", "w.safetensors"] {
-        let f = sim
-            .info()
-            .repo("acme/tiny")
-            .unwrap()
-            .file(name)
-            .unwrap()
-            .clone();
+        let f = sim.info().file("acme/tiny", name);
         let data = xet_download(&sim, f.xet_hash.as_deref().unwrap(), f.size).unwrap();
         assert_eq!(sha256(&data), f.sha256, "{name}");
     }
@@ -64,13 +58,7 @@ fn hf_xet_downloads_through_the_counting_proxy() {
         c.requests
     );
     // Random content is incompressible; the compressible file shrinks: CAS bytes lie between.
-    let xa = sim
-        .info()
-        .repo("acme/tiny")
-        .unwrap()
-        .file("xet-a.bin")
-        .unwrap()
-        .size;
+    let xa = sim.info().file("acme/tiny", "xet-a.bin").size;
     let fetched = c.bytes_by_route["cas:fetch_term"];
     assert!(
         fetched > xa && fetched < xa + 4 * 1024 * 1024,
