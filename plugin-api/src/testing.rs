@@ -37,6 +37,7 @@ use abi_stable::std_types::{RArc, ROption, RResult, RString, RVec};
 
 use crate::interface::{Progress, ProgressSink, ProgressSink_TO};
 use crate::protocol::{FetchOptions, RangeWritten, RetryNote, merge_ranges};
+use crate::sdk::BackendPlugin;
 use crate::types::{
     CancelToken, EventKind, FetchBatch, FetchItem, FileDone, FileOutcome, ManifestFile,
     PluginError, ProgressEvent, RepoType,
@@ -158,6 +159,27 @@ pub fn file(path: &str, size: u64) -> ManifestFile {
     }
 }
 
+/// An item to fetch into `partial`, which already holds the file's first `offset` bytes.
+pub fn item(file: &ManifestFile, partial: &Path, offset: u64) -> FetchItem {
+    FetchItem {
+        file: file.clone(),
+        partial_path: partial.display().to_string().into(),
+        offset,
+    }
+}
+
+/// A batch of model `repo_id` at `commit` (revision `main`) holding `items`, without options.
+pub fn batch(repo_id: &str, commit: &str, items: Vec<FetchItem>) -> FetchBatch {
+    FetchBatch {
+        repo_type: RepoType::MODEL,
+        repo_id: repo_id.into(),
+        commit: commit.into(),
+        revision: "main".into(),
+        items: RVec::from(items),
+        options_json: RString::new(),
+    }
+}
+
 /// Builds a [`FetchBatch`] the way the host prepares one: each item's partial file exists in a
 /// work directory and holds the bytes the host already has.
 pub struct BatchBuilder {
@@ -170,14 +192,7 @@ impl BatchBuilder {
     /// A batch of model `repo_id` at `commit` (revision `main`), with partial files in `work`.
     pub fn new(repo_id: &str, commit: &str, work: &Path) -> Self {
         Self {
-            batch: FetchBatch {
-                repo_type: RepoType::MODEL,
-                repo_id: repo_id.into(),
-                commit: commit.into(),
-                revision: "main".into(),
-                items: RVec::new(),
-                options_json: RString::new(),
-            },
+            batch: batch(repo_id, commit, Vec::new()),
             work: work.to_path_buf(),
             options: FetchOptions::default(),
         }
@@ -202,11 +217,8 @@ impl BatchBuilder {
             .work
             .join(format!("{}.partial", self.batch.items.len()));
         std::fs::write(&partial, prefix).expect("write the partial file");
-        self.batch.items.push(FetchItem {
-            file,
-            partial_path: partial.display().to_string().into(),
-            offset: prefix.len() as u64,
-        });
+        let offset = prefix.len() as u64;
+        self.batch.items.push(item(&file, &partial, offset));
         self
     }
 
@@ -222,6 +234,15 @@ impl BatchBuilder {
         self.batch.options_json = self.options.to_json().into();
         self.batch
     }
+}
+
+/// `plugin.fetch(batch)` with a progress sink nobody reads and a token nobody cancels.
+pub fn fetch_unobserved(plugin: &impl BackendPlugin, batch: &FetchBatch) -> Vec<FileOutcome> {
+    plugin.fetch(
+        batch,
+        &RecordingProgress::new().progress(),
+        &CancelToken::new(),
+    )
 }
 
 /// A token that cancels itself after `delay` (from a helper thread).

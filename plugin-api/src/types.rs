@@ -394,6 +394,13 @@ pub struct Manifest {
     pub extra_json: RString,
 }
 
+impl Manifest {
+    /// The file at `path`, if the revision has one.
+    pub fn file(&self, path: &str) -> Option<&ManifestFile> {
+        self.files.iter().find(|f| f.path.as_str() == path)
+    }
+}
+
 /// One file to fetch, with the partial file the host prepared.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug)]

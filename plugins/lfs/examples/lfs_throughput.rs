@@ -74,12 +74,7 @@ fn main() {
             &cancel,
         )
         .expect("resolve");
-    let f = manifest
-        .files
-        .iter()
-        .find(|f| f.path.as_str() == file)
-        .expect("file in the manifest")
-        .clone();
+    let f = manifest.file(&file).expect("file in the manifest").clone();
     let dir = tempfile::tempdir().expect("temp dir");
     let partial = dir.path().join("partial");
     std::fs::write(&partial, b"").expect("partial");

@@ -4,12 +4,14 @@
 
 use std::path::Path;
 
-use abi_stable::std_types::{ROption, RString, RVec};
+use abi_stable::std_types::{ROption, RString};
 use hubget_lfs::Backend;
 use hubget_plugin_api::sdk::BackendPlugin;
-use hubget_plugin_api::testing::{RecordingProgress, done, error as err};
+use hubget_plugin_api::testing::{
+    BatchBuilder, RecordingProgress, done, error as err, fetch_unobserved,
+};
 use hubget_plugin_api::{
-    CancelToken, ErrorKind, EventKind, FetchBatch, FetchItem, HostSettings, ManifestFile,
+    CancelToken, ErrorKind, EventKind, FetchBatch, HostSettings, Manifest, ManifestFile,
     PluginError, RepoType, ResolveRequest,
 };
 use hubsim::{HubSim, HubSimHandle, Origin, Storage};
@@ -45,6 +47,15 @@ fn resolve(b: &Backend, repo: &str, rev: &str) -> Result<hubget_plugin_api::Mani
     )
 }
 
+/// The LFS files of a manifest (those with a sha256).
+fn lfs_files(m: &Manifest) -> Vec<ManifestFile> {
+    m.files
+        .iter()
+        .filter(|f| f.sha256.is_some())
+        .cloned()
+        .collect()
+}
+
 /// A batch of `files`, each with a partial file in `dir` holding `prefix(file)` bytes of
 /// `content(file)`.
 fn batch(
@@ -54,28 +65,14 @@ fn batch(
     dir: &Path,
     prefix: impl Fn(&ManifestFile) -> (u64, Vec<u8>),
 ) -> FetchBatch {
-    let items = files
+    let builder = BatchBuilder::new(repo, commit, dir);
+    files
         .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let path = dir.join(format!("{i}.part"));
+        .fold(builder, |b, f| {
             let (offset, bytes) = prefix(f);
-            std::fs::write(&path, &bytes[..offset as usize]).unwrap();
-            FetchItem {
-                file: f.clone(),
-                partial_path: path.to_str().unwrap().into(),
-                offset,
-            }
+            b.item(f.clone(), &bytes[..offset as usize])
         })
-        .collect::<Vec<_>>();
-    FetchBatch {
-        repo_type: RepoType::MODEL,
-        repo_id: repo.into(),
-        commit: commit.into(),
-        revision: "main".into(),
-        items: RVec::from(items),
-        options_json: RString::new(),
-    }
+        .build()
 }
 
 fn sha256_of(path: &str) -> String {
@@ -187,12 +184,7 @@ fn resume_moves_only_the_rest_and_checkpoints_advance() {
     let sim = start();
     let b = backend(&sim, true, "connections = 3\nrange_size_mib = 1");
     let m = resolve(&b, "acme/tiny", "main").unwrap();
-    let f = m
-        .files
-        .iter()
-        .find(|f| f.path.as_str() == "lfs.bin")
-        .unwrap()
-        .clone();
+    let f = m.file("lfs.bin").unwrap().clone();
     let content = reqwest_get(&format!(
         "{}/lfs/{}",
         sim.cdn_url(),
@@ -258,22 +250,13 @@ fn without_the_batch_api_lfs_files_come_through_resolve() {
     let sim = start();
     let b = backend(&sim, true, "use_batch_api = false");
     let m = resolve(&b, "acme/tiny", "main").unwrap();
-    let files: Vec<ManifestFile> = m
-        .files
-        .iter()
-        .filter(|f| f.sha256.is_some())
-        .cloned()
-        .collect();
+    let files = lfs_files(&m);
     let dir = tempfile::tempdir().unwrap();
     let fb = batch("acme/tiny", m.commit.as_str(), &files, dir.path(), |_| {
         (0, vec![])
     });
     sim.reset_counters();
-    let out = b.fetch(
-        &fb,
-        &RecordingProgress::new().progress(),
-        &CancelToken::new(),
-    );
+    let out = fetch_unobserved(&b, &fb);
     for (o, item) in out.iter().zip(fb.items.iter()) {
         assert_eq!(done(o).source.as_str(), sim.cdn_url());
         assert_eq!(
@@ -300,22 +283,12 @@ fn errors_are_classified_per_file() {
     assert_eq!(e.kind, ErrorKind::NOT_FOUND);
 
     let m = resolve(&anon, "acme/tiny", "main").unwrap();
-    let good = m
-        .files
-        .iter()
-        .find(|f| f.path.as_str() == "config.json")
-        .unwrap()
-        .clone();
+    let good = m.file("config.json").unwrap().clone();
     let missing_regular = ManifestFile {
         path: "missing.txt".into(),
         ..good.clone()
     };
-    let lfs = m
-        .files
-        .iter()
-        .find(|f| f.path.as_str() == "lfs.bin")
-        .unwrap()
-        .clone();
+    let lfs = m.file("lfs.bin").unwrap().clone();
     let missing_lfs = ManifestFile {
         path: "gone.bin".into(),
         sha256: ROption::RSome("0".repeat(64).into()),
@@ -329,11 +302,7 @@ fn errors_are_classified_per_file() {
         dir.path(),
         |_| (0, vec![]),
     );
-    let out = anon.fetch(
-        &fb,
-        &RecordingProgress::new().progress(),
-        &CancelToken::new(),
-    );
+    let out = fetch_unobserved(&anon, &fb);
     done(&out[0]);
     assert_eq!(err(&out[1]).kind, ErrorKind::NOT_FOUND);
     assert!(err(&out[1]).message.contains("missing.txt"));
@@ -354,24 +323,10 @@ fn errors_are_classified_per_file() {
         dir.path(),
         |_| (0, vec![]),
     );
-    for o in anon
-        .fetch(
-            &fb,
-            &RecordingProgress::new().progress(),
-            &CancelToken::new(),
-        )
-        .iter()
-    {
+    for o in fetch_unobserved(&anon, &fb).iter() {
         assert_eq!(err(o).kind, ErrorKind::AUTH, "{}", err(o));
     }
-    for o in authed
-        .fetch(
-            &fb,
-            &RecordingProgress::new().progress(),
-            &CancelToken::new(),
-        )
-        .iter()
-    {
+    for o in fetch_unobserved(&authed, &fb).iter() {
         done(o);
     }
 }
@@ -403,14 +358,7 @@ fn offline_and_cancelled_fetches_do_no_network() {
         "",
     )
     .unwrap();
-    for o in offline
-        .fetch(
-            &fb,
-            &RecordingProgress::new().progress(),
-            &CancelToken::new(),
-        )
-        .iter()
-    {
+    for o in fetch_unobserved(&offline, &fb).iter() {
         assert_eq!(err(o).kind, ErrorKind::UNSUPPORTED);
     }
     assert_eq!(
@@ -424,12 +372,7 @@ fn a_refused_href_is_refreshed_and_the_download_continues() {
     let sim = start();
     let b = backend(&sim, false, "connections = 1");
     let m = resolve(&b, "acme/tiny", "main").unwrap();
-    let f = m
-        .files
-        .iter()
-        .find(|f| f.path.as_str() == "lfs.bin")
-        .unwrap()
-        .clone();
+    let f = m.file("lfs.bin").unwrap().clone();
     let dir = tempfile::tempdir().unwrap();
     let fb = batch(
         "acme/tiny",
@@ -469,13 +412,7 @@ fn retries_inside_the_download_reach_the_host_as_retry_events() {
     let sim = start();
     let b = backend(&sim, false, "connections = 1");
     let m = resolve(&b, "acme/tiny", "main").unwrap();
-    let pick = |path: &str| {
-        m.files
-            .iter()
-            .find(|f| f.path.as_str() == path)
-            .unwrap()
-            .clone()
-    };
+    let pick = |path: &str| m.file(path).unwrap().clone();
     let files = [pick("config.json"), pick("lfs.bin")];
     let dir = tempfile::tempdir().unwrap();
     let fb = batch("acme/tiny", m.commit.as_str(), &files, dir.path(), |_| {
@@ -535,12 +472,7 @@ fn without_a_batch_api_at_the_endpoint_files_come_through_resolve() {
     let sim = start();
     let b = backend(&sim, false, "");
     let m = resolve(&b, "acme/tiny", "main").unwrap();
-    let files: Vec<ManifestFile> = m
-        .files
-        .iter()
-        .filter(|f| f.sha256.is_some())
-        .cloned()
-        .collect();
+    let files = lfs_files(&m);
     let dir = tempfile::tempdir().unwrap();
     let fb = batch("acme/tiny", m.commit.as_str(), &files, dir.path(), |_| {
         (0, vec![])
@@ -551,11 +483,7 @@ fn without_a_batch_api_at_the_endpoint_files_come_through_resolve() {
         hubsim::FaultAction::Status { code: 404 },
     ));
     sim.reset_counters();
-    let out = b.fetch(
-        &fb,
-        &RecordingProgress::new().progress(),
-        &CancelToken::new(),
-    );
+    let out = fetch_unobserved(&b, &fb);
     for (o, item) in out.iter().zip(fb.items.iter()) {
         assert_eq!(done(o).extra_json.as_str(), r#"{"via":"resolve"}"#);
         assert_eq!(

@@ -4,12 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use abi_stable::std_types::{ROption, RString, RVec};
+use abi_stable::std_types::{ROption, RString};
 use hubget_plugin_api::sdk::BackendPlugin;
-use hubget_plugin_api::testing::{RecordingProgress, done as ok, error as err};
+use hubget_plugin_api::testing::{RecordingProgress, batch, done as ok, error as err, item};
 use hubget_plugin_api::{
-    CancelToken, ErrorKind, FetchBatch, FetchItem, HostSettings, ManifestFile, PluginError,
-    RepoType, ResolveRequest,
+    CancelToken, ErrorKind, HostSettings, ManifestFile, PluginError, RepoType, ResolveRequest,
 };
 use hubget_xet::Backend;
 use hubsim::{
@@ -74,9 +73,7 @@ fn resolve(backend: &Backend, repo: &str) -> hubget_plugin_api::Manifest {
 
 fn file<'a>(manifest: &'a hubget_plugin_api::Manifest, path: &str) -> &'a ManifestFile {
     manifest
-        .files
-        .iter()
-        .find(|f| f.path.as_str() == path)
+        .file(path)
         .unwrap_or_else(|| panic!("{path} in the manifest"))
 }
 
@@ -85,25 +82,6 @@ fn partial(dir: &Path, name: &str, prefix: &[u8]) -> PathBuf {
     let path = dir.join(format!("{name}.incomplete"));
     std::fs::write(&path, prefix).unwrap();
     path
-}
-
-fn item(file: &ManifestFile, path: &Path, offset: u64) -> FetchItem {
-    FetchItem {
-        file: file.clone(),
-        partial_path: path.display().to_string().into(),
-        offset,
-    }
-}
-
-fn batch(repo: &str, commit: &str, items: Vec<FetchItem>) -> FetchBatch {
-    FetchBatch {
-        repo_type: RepoType::MODEL,
-        repo_id: repo.into(),
-        commit: commit.into(),
-        revision: "main".into(),
-        items: RVec::from(items),
-        options_json: RString::new(),
-    }
 }
 
 fn sha256_of(path: &Path) -> String {

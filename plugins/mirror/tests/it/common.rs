@@ -5,9 +5,9 @@ use std::sync::Mutex;
 
 use hubget_mirror::Mirror;
 use hubget_plugin_api::sdk::BackendPlugin;
-use hubget_plugin_api::std_types::{ROption, RString, RVec};
-use hubget_plugin_api::testing::RecordingProgress;
-use hubget_plugin_api::{FetchBatch, FetchItem, HostSettings, ManifestFile, Progress, RepoType};
+use hubget_plugin_api::std_types::{ROption, RString};
+use hubget_plugin_api::testing::{BatchBuilder, RecordingProgress};
+use hubget_plugin_api::{FetchBatch, HostSettings, ManifestFile, Progress};
 
 /// A progress handle and the recorder behind it.
 pub fn progress() -> (Progress, RecordingProgress) {
@@ -52,27 +52,13 @@ pub fn batch(
     work: &Path,
     files: &[(ManifestFile, &[u8], u64)],
 ) -> FetchBatch {
-    let items: Vec<FetchItem> = files
+    let builder = BatchBuilder::new(repo, commit, work);
+    files
         .iter()
-        .enumerate()
-        .map(|(i, (file, content, offset))| {
-            let partial = work.join(format!("{i}.partial"));
-            std::fs::write(&partial, &content[..*offset as usize]).unwrap();
-            FetchItem {
-                file: file.clone(),
-                partial_path: partial.display().to_string().into(),
-                offset: *offset,
-            }
+        .fold(builder, |b, (file, content, offset)| {
+            b.item(file.clone(), &content[..*offset as usize])
         })
-        .collect();
-    FetchBatch {
-        repo_type: RepoType::MODEL,
-        repo_id: repo.into(),
-        commit: commit.into(),
-        revision: "main".into(),
-        items: RVec::from(items),
-        options_json: RString::new(),
-    }
+        .build()
 }
 
 /// Writes a Hugging Face cache layout by hand: blobs, snapshot symlinks, refs.

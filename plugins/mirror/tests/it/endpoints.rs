@@ -127,11 +127,7 @@ fn resolve_and_fetch_fail_over_from_a_dead_endpoint() {
     let manifest = m.resolve(&req(), &CancelToken::new()).unwrap();
     let repo = good.info().repo(REPO).unwrap();
     assert_eq!(manifest.commit.as_str(), repo.head);
-    let lfs = manifest
-        .files
-        .iter()
-        .find(|f| f.path.as_str() == "lfs.bin")
-        .unwrap();
+    let lfs = manifest.file("lfs.bin").unwrap();
     let want = repo.file("lfs.bin").unwrap();
     assert_eq!(lfs.size, want.size);
     assert_eq!(
