@@ -6,9 +6,12 @@ use std::time::{Duration, Instant};
 
 use abi_stable::std_types::{ROption, RString};
 use hubget_plugin_api::sdk::BackendPlugin;
-use hubget_plugin_api::testing::{RecordingProgress, batch, done as ok, error as err, item};
+use hubget_plugin_api::testing::{
+    RecordingProgress, batch, done as ok, error as err, fetch_unobserved, item,
+};
 use hubget_plugin_api::{
-    CancelToken, ErrorKind, HostSettings, ManifestFile, PluginError, RepoType, ResolveRequest,
+    CancelToken, ErrorKind, HostSettings, Manifest, ManifestFile, PluginError, RepoType,
+    ResolveRequest,
 };
 use hubget_xet::Backend;
 use hubsim::{
@@ -59,7 +62,7 @@ fn backend(sim: &HubSim, config: &str) -> Backend {
     Backend::new(settings, config).expect("backend starts")
 }
 
-fn resolve(backend: &Backend, repo: &str) -> hubget_plugin_api::Manifest {
+fn resolve(backend: &Backend, repo: &str) -> Manifest {
     let request = ResolveRequest {
         repo_type: RepoType::MODEL,
         repo_id: repo.into(),
@@ -71,13 +74,31 @@ fn resolve(backend: &Backend, repo: &str) -> hubget_plugin_api::Manifest {
         .expect("resolve works")
 }
 
-fn file<'a>(manifest: &'a hubget_plugin_api::Manifest, path: &str) -> &'a ManifestFile {
+fn file<'a>(manifest: &'a Manifest, path: &str) -> &'a ManifestFile {
     manifest
         .file(path)
         .unwrap_or_else(|| panic!("{path} in the manifest"))
 }
 
 /// A partial file holding `prefix` (the host creates it before `fetch`).
+/// Downloads acme/big's `big.bin` whole into `dir`: the true bytes (checked against the
+/// manifest's sha256) and what a whole file costs from the CAS.
+fn whole_big_file(
+    sim: &HubSim,
+    backend: &Backend,
+    manifest: &Manifest,
+    dir: &Path,
+) -> (Vec<u8>, u64) {
+    let big = file(manifest, "big.bin");
+    let path = partial(dir, "full", b"");
+    sim.reset_counters();
+    let fb = batch("acme/big", &manifest.commit, vec![item(big, &path, 0)]);
+    ok(&fetch_unobserved(backend, &fb)[0]);
+    assert_eq!(sha256_of(&path), big.sha256.as_ref().unwrap().as_str());
+    let cas = sim.counters().bytes_from(Origin::Cas);
+    (std::fs::read(&path).unwrap(), cas)
+}
+
 fn partial(dir: &Path, name: &str, prefix: &[u8]) -> PathBuf {
     let path = dir.join(format!("{name}.incomplete"));
     std::fs::write(&path, prefix).unwrap();
@@ -369,20 +390,8 @@ fn resume_from_an_offset_fetches_only_the_rest() {
     let backend = backend(&sim, "");
     let manifest = resolve(&backend, "acme/big");
     let big = file(&manifest, "big.bin");
-
-    // A first full download gives the true bytes (and the CAS bytes of a whole file).
     let dir = tempfile::tempdir().unwrap();
-    let full_path = partial(dir.path(), "full", b"");
-    sim.reset_counters();
-    let outcomes = backend.fetch(
-        &batch("acme/big", &manifest.commit, vec![item(big, &full_path, 0)]),
-        &RecordingProgress::new().progress(),
-        &CancelToken::new(),
-    );
-    ok(&outcomes[0]);
-    let full_cas_bytes = sim.counters().bytes_from(Origin::Cas);
-    let full = std::fs::read(&full_path).unwrap();
-    assert_eq!(sha256_of(&full_path), big.sha256.as_ref().unwrap().as_str());
+    let (full, full_cas_bytes) = whole_big_file(&sim, &backend, &manifest, dir.path());
 
     // The host kept the first 6 MiB; the backend must write only the rest.
     let offset = 6 * MIB + 123;
@@ -543,10 +552,9 @@ fn a_stopped_cas_is_a_retryable_network_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = partial(dir.path(), "x", b"");
     let started = Instant::now();
-    let outcomes = backend.fetch(
+    let outcomes = fetch_unobserved(
+        &backend,
         &batch("acme/tiny", &manifest.commit, vec![item(xet_a, &path, 0)]),
-        &RecordingProgress::new().progress(),
-        &CancelToken::new(),
     );
     let e = err(&outcomes[0]);
     assert!(e.retryable, "{e}");
@@ -574,10 +582,9 @@ fn cas_server_errors_are_retryable_server_errors() {
     );
     let dir = tempfile::tempdir().unwrap();
     let path = partial(dir.path(), "x", b"");
-    let outcomes = backend.fetch(
+    let outcomes = fetch_unobserved(
+        &backend,
         &batch("acme/tiny", &manifest.commit, vec![item(xet_a, &path, 0)]),
-        &RecordingProgress::new().progress(),
-        &CancelToken::new(),
     );
     let e = err(&outcomes[0]);
     assert!(e.retryable, "{e}");
@@ -602,18 +609,7 @@ fn written_ranges_are_not_fetched_again() {
     let manifest = resolve(&backend, "acme/big");
     let big = file(&manifest, "big.bin");
     let dir = tempfile::tempdir().unwrap();
-
-    // The true bytes, and what a whole file costs from the CAS.
-    let full_path = partial(dir.path(), "full", b"");
-    sim.reset_counters();
-    let outcomes = backend.fetch(
-        &batch("acme/big", &manifest.commit, vec![item(big, &full_path, 0)]),
-        &RecordingProgress::new().progress(),
-        &CancelToken::new(),
-    );
-    ok(&outcomes[0]);
-    let full_cas = sim.counters().bytes_from(Origin::Cas);
-    let truth = std::fs::read(&full_path).unwrap();
+    let (truth, full_cas) = whole_big_file(&sim, &backend, &manifest, dir.path());
 
     // An earlier run wrote 2..6 MiB (past a zero checkpoint): the host names it in the options.
     let (a, b) = (2 * MIB as usize, 6 * MIB as usize);
