@@ -73,6 +73,9 @@ struct Fake {
     peak: AtomicUsize,
     /// Each call sleeps this long before working (to make calls overlap).
     delay: StdMutex<Duration>,
+    /// What `resolve` answers: `None` refuses (unsupported), `Some(None)` hangs, ignoring
+    /// cancellation.
+    resolves: Option<Option<Manifest>>,
 }
 
 impl Fake {
@@ -95,7 +98,16 @@ impl Fake {
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             delay: StdMutex::new(Duration::ZERO),
+            resolves: None,
         })
+    }
+
+    /// A backend that resolves to `answer`, or hangs in resolve when there is none.
+    fn resolver(name: &str, answer: Option<Manifest>) -> Arc<Self> {
+        let mut fake = Arc::into_inner(Self::new(name, &HashMap::new(), Mode::Serve)).unwrap();
+        fake.caps.features = Features::RESOLVE;
+        fake.resolves = Some(answer);
+        Arc::new(fake)
     }
 
     /// Modes for the next calls on `path` (then the default).
@@ -124,7 +136,13 @@ impl Transport for Fake {
         _req: ResolveRequest,
         _cancel: CancelToken,
     ) -> BoxFuture<'_, Result<Manifest, PluginError>> {
-        Box::pin(async { Err(PluginError::unsupported("no")) })
+        Box::pin(async move {
+            match &self.resolves {
+                None => Err(PluginError::unsupported("no")),
+                Some(Some(m)) => Ok(m.clone()),
+                Some(None) => std::future::pending().await,
+            }
+        })
     }
     fn fetch(
         &self,
@@ -614,24 +632,36 @@ async fn a_backend_that_keeps_failing_gets_no_more_files() {
     assert_landed(&s);
 }
 
-#[tokio::test]
-async fn resume_hands_the_backend_the_checkpoint_offset() {
-    let s = setup(&["big.bin"]);
-    let f = &s.plan.files[0].file;
+/// Leaves `path` of the setup as an interrupted download would: its partial holds the first
+/// `have` bytes and its resume state a checkpoint at `checkpoint`.
+fn interrupted(s: &Setup, path: &str, have: usize, checkpoint: u64) {
+    let f = &s
+        .plan
+        .files
+        .iter()
+        .find(|p| p.file.path == path)
+        .unwrap()
+        .file;
     let partial = s.target.partial(f).unwrap();
     let etag = etag_of(f).unwrap();
     partial.prepare(&etag, f.size, COMMIT).unwrap();
-    std::fs::write(&partial.data, &s.content["big.bin"][..1_000_000]).unwrap();
-    partial
-        .checkpoint(&ResumeState {
-            version: 1,
-            etag,
-            size: f.size,
-            commit: COMMIT.into(),
-            checkpoint: 900_000,
-            written: Vec::new(),
-        })
-        .unwrap();
+    std::fs::write(&partial.data, &s.content[path][..have]).unwrap();
+    let state = ResumeState {
+        version: 1,
+        etag,
+        size: f.size,
+        commit: COMMIT.into(),
+        checkpoint,
+        written: Vec::new(),
+    };
+    partial.checkpoint(&state).unwrap();
+}
+
+#[tokio::test]
+async fn resume_hands_the_backend_the_checkpoint_offset() {
+    let s = setup(&["big.bin"]);
+    interrupted(&s, "big.bin", 1_000_000, 900_000);
+    let f = &s.plan.files[0].file;
     // Re-plan: the status shows the resumable prefix.
     let req = PlanRequest {
         repo_id: "acme/tiny".into(),
@@ -736,21 +766,7 @@ async fn complete_files_are_not_fetched_again() {
 #[tokio::test]
 async fn a_backend_without_resume_gets_offset_zero() {
     let s = setup(&["big.bin"]);
-    let f = &s.plan.files[0].file;
-    let partial = s.target.partial(f).unwrap();
-    let etag = etag_of(f).unwrap();
-    partial.prepare(&etag, f.size, COMMIT).unwrap();
-    std::fs::write(&partial.data, &s.content["big.bin"][..500_000]).unwrap();
-    partial
-        .checkpoint(&ResumeState {
-            version: 1,
-            etag,
-            size: f.size,
-            commit: COMMIT.into(),
-            checkpoint: 500_000,
-            written: Vec::new(),
-        })
-        .unwrap();
+    interrupted(&s, "big.bin", 500_000, 500_000);
     let fake = Fake::new("whole", &s.content, Mode::Serve);
     let mut no_resume = Arc::try_unwrap(fake).ok().unwrap();
     no_resume.caps.features = Features::NON_XET_FILES;
@@ -836,60 +852,10 @@ async fn force_download_fetches_again_despite_the_blob() {
     assert_eq!(sum.done[0].backend, "a");
 }
 
-/// A backend that resolves (or hangs in resolve, ignoring cancellation).
-struct Resolver {
-    name: String,
-    caps: Capabilities,
-    answer: Option<Manifest>,
-}
-
-impl Transport for Resolver {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn capabilities(&self) -> &Capabilities {
-        &self.caps
-    }
-    fn resolve(
-        &self,
-        _req: ResolveRequest,
-        _cancel: CancelToken,
-    ) -> BoxFuture<'_, Result<Manifest, PluginError>> {
-        Box::pin(async move {
-            match &self.answer {
-                Some(m) => Ok(m.clone()),
-                None => std::future::pending().await,
-            }
-        })
-    }
-    fn fetch(
-        &self,
-        _batch: FetchBatch,
-        _progress: Progress,
-        _cancel: CancelToken,
-    ) -> BoxFuture<'_, Vec<FileOutcome>> {
-        Box::pin(async { Vec::new() })
-    }
-}
-
 #[tokio::test]
 async fn a_stuck_resolve_is_abandoned_and_the_next_backend_resolves() {
-    let caps = Capabilities {
-        repo_types: RVec::from(vec![RepoType::MODEL]),
-        features: Features::RESOLVE,
-        max_batch_files: 0,
-        extra_json: "".into(),
-    };
-    let stuck: Arc<dyn Transport> = Arc::new(Resolver {
-        name: "stuck".into(),
-        caps: caps.clone(),
-        answer: None,
-    });
-    let good: Arc<dyn Transport> = Arc::new(Resolver {
-        name: "good".into(),
-        caps,
-        answer: Some(manifest(&content())),
-    });
+    let stuck: Arc<dyn Transport> = Fake::resolver("stuck", None);
+    let good: Arc<dyn Transport> = Fake::resolver("good", Some(manifest(&content())));
     let req = PlanRequest {
         repo_id: "acme/tiny".into(),
         ..PlanRequest::default()
