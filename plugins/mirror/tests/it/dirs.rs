@@ -2,7 +2,9 @@
 
 use hubget_plugin_api::sdk::BackendPlugin;
 use hubget_plugin_api::std_types::RResult;
-use hubget_plugin_api::{CancelToken, ErrorKind, Features, RepoType, ResolveRequest};
+use hubget_plugin_api::{
+    CancelToken, ErrorKind, Features, FetchBatch, ManifestFile, RepoType, ResolveRequest,
+};
 
 use crate::common::*;
 
@@ -34,6 +36,28 @@ fn team_cache(root: &std::path::Path) -> FakeCache {
     .unwrap();
     cache.set_ref(REPO, "main", C1);
     cache
+}
+
+/// A directory mirror (online) over a [`team_cache`], and a work folder for partial files.
+struct Served {
+    cache: tempfile::TempDir,
+    work: tempfile::TempDir,
+    m: hubget_mirror::Mirror,
+}
+
+impl Served {
+    fn new() -> Self {
+        let cache = tempfile::tempdir().unwrap();
+        team_cache(cache.path());
+        let m = mirror(&dirs_config(&[cache.path()], ""), false);
+        let work = tempfile::tempdir().unwrap();
+        Self { cache, work, m }
+    }
+
+    /// A batch of the repo at `commit`, partial files in the work folder.
+    fn batch(&self, commit: &str, files: &[(ManifestFile, &[u8], u64)]) -> FetchBatch {
+        batch(REPO, commit, self.work.path(), files)
+    }
 }
 
 fn req(revision: &str) -> ResolveRequest {
@@ -175,15 +199,10 @@ fn online_directories_decline_to_resolve_unless_configured() {
 
 #[test]
 fn fetch_copies_from_the_offset_without_truncating() {
-    let tmp = tempfile::tempdir().unwrap();
-    team_cache(tmp.path());
-    let work = tempfile::tempdir().unwrap();
-    let m = mirror(&dirs_config(&[tmp.path()], ""), false);
+    let s = Served::new();
     let w = weights();
-    let b = batch(
-        REPO,
+    let b = s.batch(
         C1,
-        work.path(),
         &[
             (
                 mfile("model.bin", w.len() as u64, "", Some(SHA_W)),
@@ -194,7 +213,7 @@ fn fetch_copies_from_the_offset_without_truncating() {
         ],
     );
     let (p, rec) = progress();
-    let out = fetch(&m, &b, &p);
+    let out = fetch(&s.m, &b, &p);
     assert_eq!(out.len(), 2);
     for (i, o) in out.iter().enumerate() {
         assert_eq!(o.index as usize, i);
@@ -202,12 +221,12 @@ fn fetch_copies_from_the_offset_without_truncating() {
             RResult::ROk(d) => d,
             RResult::RErr(e) => panic!("item {i}: {e}"),
         };
-        assert_eq!(done.source.as_str(), tmp.path().display().to_string());
+        assert_eq!(done.source.as_str(), s.cache.path().display().to_string());
         assert_eq!(done.bytes_transferred, 0, "no network bytes");
     }
-    assert_eq!(std::fs::read(work.path().join("0.partial")).unwrap(), w);
+    assert_eq!(std::fs::read(s.work.path().join("0.partial")).unwrap(), w);
     assert_eq!(
-        std::fs::read(work.path().join("1.partial")).unwrap(),
+        std::fs::read(s.work.path().join("1.partial")).unwrap(),
         b"{\"a\":1}"
     );
     assert_eq!(
@@ -222,36 +241,26 @@ fn fetch_copies_from_the_offset_without_truncating() {
 #[test]
 fn fetch_finds_blobs_by_hash_across_commits() {
     // The manifest (from the Hub) is at C2, the cache only holds C1: the blob names match.
-    let tmp = tempfile::tempdir().unwrap();
-    team_cache(tmp.path());
-    let work = tempfile::tempdir().unwrap();
-    let m = mirror(&dirs_config(&[tmp.path()], ""), false);
-    let b = batch(
-        REPO,
+    let s = Served::new();
+    let b = s.batch(
         C2,
-        work.path(),
         &[(mfile("renamed.json", 7, OID_CFG, None), b"{\"a\":1}", 0)],
     );
     let (p, _) = progress();
-    let out = fetch(&m, &b, &p);
+    let out = fetch(&s.m, &b, &p);
     assert!(out[0].result.is_ok(), "{:?}", out[0].result);
     assert_eq!(
-        std::fs::read(work.path().join("0.partial")).unwrap(),
+        std::fs::read(s.work.path().join("0.partial")).unwrap(),
         b"{\"a\":1}"
     );
 }
 
 #[test]
 fn files_a_directory_lacks_are_not_found() {
-    let tmp = tempfile::tempdir().unwrap();
-    team_cache(tmp.path());
-    let work = tempfile::tempdir().unwrap();
-    let m = mirror(&dirs_config(&[tmp.path()], ""), false);
+    let s = Served::new();
     let other_oid = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
-    let b = batch(
-        REPO,
+    let b = s.batch(
         C1,
-        work.path(),
         &[
             // Not in the cache at all.
             (mfile("absent.txt", 3, other_oid, None), b"abc", 0),
@@ -264,7 +273,7 @@ fn files_a_directory_lacks_are_not_found() {
         ],
     );
     let (p, _) = progress();
-    let out = fetch(&m, &b, &p);
+    let out = fetch(&s.m, &b, &p);
     for o in &out {
         match &o.result {
             RResult::RErr(e) => assert_eq!(e.kind, ErrorKind::NOT_FOUND, "item {}: {e}", o.index),
@@ -273,7 +282,7 @@ fn files_a_directory_lacks_are_not_found() {
     }
     // Nothing was written to the partial files.
     assert_eq!(
-        std::fs::metadata(work.path().join("1.partial"))
+        std::fs::metadata(s.work.path().join("1.partial"))
             .unwrap()
             .len(),
         0
@@ -282,21 +291,16 @@ fn files_a_directory_lacks_are_not_found() {
 
 #[test]
 fn a_cancelled_fetch_stops() {
-    let tmp = tempfile::tempdir().unwrap();
-    team_cache(tmp.path());
-    let work = tempfile::tempdir().unwrap();
-    let m = mirror(&dirs_config(&[tmp.path()], ""), false);
+    let s = Served::new();
     let w = weights();
-    let b = batch(
-        REPO,
+    let b = s.batch(
         C1,
-        work.path(),
         &[(mfile("model.bin", w.len() as u64, "", Some(SHA_W)), &w, 0)],
     );
     let (p, _) = progress();
     let cancel = CancelToken::new();
     cancel.cancel();
-    let out = m.fetch(&b, &p, &cancel);
+    let out = s.m.fetch(&b, &p, &cancel);
     match &out[0].result {
         RResult::RErr(e) => assert_eq!(e.kind, ErrorKind::CANCELLED),
         RResult::ROk(_) => panic!("fetched despite the cancel token"),
@@ -306,14 +310,9 @@ fn a_cancelled_fetch_stops() {
 #[test]
 fn plain_files_in_a_snapshot_are_served_and_left_to_the_host_to_verify() {
     // A cache written without symlinks (Windows without Developer Mode) holds plain copies.
-    let tmp = tempfile::tempdir().unwrap();
-    team_cache(tmp.path());
-    let work = tempfile::tempdir().unwrap();
-    let m = mirror(&dirs_config(&[tmp.path()], ""), false);
-    let b = batch(
-        REPO,
+    let s = Served::new();
+    let b = s.batch(
         C1,
-        work.path(),
         &[(
             mfile(
                 "copied.txt",
@@ -326,7 +325,10 @@ fn plain_files_in_a_snapshot_are_served_and_left_to_the_host_to_verify() {
         )],
     );
     let (p, _) = progress();
-    let out = fetch(&m, &b, &p);
+    let out = fetch(&s.m, &b, &p);
     assert!(out[0].result.is_ok(), "{:?}", out[0].result);
-    assert_eq!(std::fs::read(work.path().join("0.partial")).unwrap(), b"x");
+    assert_eq!(
+        std::fs::read(s.work.path().join("0.partial")).unwrap(),
+        b"x"
+    );
 }
