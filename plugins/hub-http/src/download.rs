@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::try_join_all;
 use hubget_plugin_api::protocol::{RangeWritten, RetryNote};
 use hubget_plugin_api::{
-    CancelToken, ErrorKind, HostSettings, PluginError, Progress, ProgressEvent,
+    CancelToken, ErrorKind, FetchItem, HostSettings, PluginError, Progress, ProgressEvent,
 };
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, HeaderMap, HeaderValue, RANGE};
 use reqwest::{StatusCode, Url};
@@ -177,6 +177,23 @@ pub struct PartialTarget<'a> {
     pub offset: u64,
     /// The file's size.
     pub size: u64,
+}
+
+impl<'a> PartialTarget<'a> {
+    /// Bytes `offset..size` of the partial file at `path`.
+    pub fn new(path: &'a Path, offset: u64, size: u64) -> Self {
+        Self { path, offset, size }
+    }
+
+    /// The partial file the host prepared for `item`, from `offset` (the item's own offset, or
+    /// further when the plugin knows more of the file is on disk).
+    pub fn of(item: &'a FetchItem, offset: u64) -> Self {
+        Self::new(
+            Path::new(item.partial_path.as_str()),
+            offset,
+            item.file.size,
+        )
+    }
 }
 
 /// What a finished download did.

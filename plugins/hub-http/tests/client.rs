@@ -56,6 +56,15 @@ fn ok(body: &str) -> String {
     )
 }
 
+/// What asking `api` for the manifest of acme/tiny at main fails with.
+async fn tiny_manifest_error(api: &hubget_hub_http::HubApi) -> hubget_plugin_api::PluginError {
+    let model = hubget_plugin_api::RepoType::MODEL;
+    let cancel = CancelToken::new();
+    api.manifest(model, "acme/tiny", "main", &cancel)
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_keep_credentials_and_origin_headers_on_their_origin() {
     let (cdn, cdn_seen) = server(|_| ok("bytes")).await;
@@ -229,15 +238,7 @@ async fn an_oversized_metadata_answer_is_refused() {
         ok(&body)
     })
     .await;
-    let e = hub(&base)
-        .manifest(
-            hubget_plugin_api::RepoType::MODEL,
-            "acme/tiny",
-            "main",
-            &CancelToken::new(),
-        )
-        .await
-        .unwrap_err();
+    let e = tiny_manifest_error(&hub(&base)).await;
     assert_eq!(e.kind, ErrorKind::PROTOCOL, "{e}");
     assert!(e.message.contains("larger than 64 MiB"), "{e}");
 }
@@ -252,16 +253,8 @@ async fn the_metadata_cap_comes_from_the_settings() {
         ..HostSettings::default()
     };
     let client = HttpClient::new(&settings).unwrap();
-    let e = hubget_hub_http::HubApi::new(&settings.endpoint, None, client)
-        .unwrap()
-        .manifest(
-            hubget_plugin_api::RepoType::MODEL,
-            "acme/tiny",
-            "main",
-            &CancelToken::new(),
-        )
-        .await
-        .unwrap_err();
+    let api = hubget_hub_http::HubApi::new(&settings.endpoint, None, client).unwrap();
+    let e = tiny_manifest_error(&api).await;
     assert_eq!(e.kind, ErrorKind::PROTOCOL, "{e}");
     assert!(e.message.contains("larger than 1 MiB"), "{e}");
     assert!(e.message.contains("max_metadata_mib"), "{e}");
@@ -282,15 +275,7 @@ async fn a_tree_whose_next_page_repeats_is_refused() {
         }
     })
     .await;
-    let e = hub(&base)
-        .manifest(
-            hubget_plugin_api::RepoType::MODEL,
-            "acme/tiny",
-            "main",
-            &CancelToken::new(),
-        )
-        .await
-        .unwrap_err();
+    let e = tiny_manifest_error(&hub(&base)).await;
     assert!(e.message.contains("repeats a page"), "{e}");
     assert!(seen.lock().unwrap().len() <= 3, "stopped at once");
 }

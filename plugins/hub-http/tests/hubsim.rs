@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use hubget_hub_http::reqwest::Url;
 use hubget_hub_http::{
-    DownloadOptions, Event, HttpClient, HubApi, LfsObject, PartialTarget, RetryPolicy, Source,
-    download_to_partial,
+    DownloadOptions, Downloaded, Event, HttpClient, HubApi, LfsObject, PartialTarget, RetryPolicy,
+    Source, download_to_partial,
 };
 use hubget_plugin_api::protocol::RetryNote;
 use hubget_plugin_api::{CancelToken, ErrorKind, HostSettings, PluginError, RepoType};
@@ -96,6 +96,18 @@ struct Seen {
 }
 
 impl Seen {
+    /// [`download_to_partial`] with this record as its event sink.
+    async fn download(
+        &self,
+        client: &HttpClient,
+        source: &Source,
+        target: PartialTarget<'_>,
+        opts: &DownloadOptions,
+        cancel: &CancelToken,
+    ) -> Result<Downloaded, PluginError> {
+        download_to_partial(client, source, target, opts, &self.sink(), cancel).await
+    }
+
     /// The download's event sink, recording everything.
     fn sink(&self) -> impl Fn(Event) + Sync + '_ {
         |event| match event {
@@ -289,20 +301,16 @@ async fn auth_and_not_found_are_classified() {
         .resolve_url(RepoType::MODEL, "acme/tiny", "main", "missing.bin")
         .unwrap();
     let seen = Seen::default();
-    let e = download_to_partial(
-        anon.client(),
-        &Source::new(url),
-        PartialTarget {
-            path: &path,
-            offset: 0,
-            size: 10,
-        },
-        &opts(4, MIB),
-        &seen.sink(),
-        &cancel,
-    )
-    .await
-    .unwrap_err();
+    let e = seen
+        .download(
+            anon.client(),
+            &Source::new(url),
+            PartialTarget::new(&path, 0, 10),
+            &opts(4, MIB),
+            &cancel,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NOT_FOUND, "{e}");
     assert!(e.message.contains("EntryNotFound"), "{}", e.message);
     assert!(
@@ -432,19 +440,15 @@ async fn download_lfs(
     };
     let seen = Seen::default();
     let t = Instant::now();
-    let r = download_to_partial(
-        api.client(),
-        &source,
-        PartialTarget {
-            path: &path,
-            offset,
-            size: f.size,
-        },
-        o,
-        &seen.sink(),
-        cancel,
-    )
-    .await;
+    let r = seen
+        .download(
+            api.client(),
+            &source,
+            PartialTarget::new(&path, offset, f.size),
+            o,
+            cancel,
+        )
+        .await;
     *seen.elapsed.lock().unwrap() = t.elapsed();
     if r.is_ok() {
         assert_eq!(sha256_file(&path), f.sha256, "content after download");
@@ -535,20 +539,12 @@ async fn written_ranges_are_skipped_and_finished_ranges_reach_the_hook() {
     let mut source = Source::new(url);
     source.credential = api.credential().cloned();
     let seen = Seen::default();
-    let done = download_to_partial(
-        api.client(),
-        &source,
-        PartialTarget {
-            path: &path,
-            offset,
-            size,
-        },
-        &o,
-        &seen.sink(),
-        &cancel,
-    )
-    .await
-    .unwrap();
+    let target = PartialTarget::new(&path, offset, size);
+    let client = api.client();
+    let done = seen
+        .download(client, &source, target, &o, &cancel)
+        .await
+        .unwrap();
     assert_eq!(sha256_file(&path), f.sha256, "content after download");
     let holes = hubget_hub_http::holes(offset, size, &written);
     let missing: u64 = holes.iter().map(|h| h.end - h.start).sum();
@@ -573,20 +569,10 @@ async fn written_ranges_are_skipped_and_finished_ranges_reach_the_hook() {
     sim.reset_counters();
     let seen = Seen::default();
     let o = opts(4, 256 * 1024).with_written(std::iter::once(offset..size).collect());
-    let done = download_to_partial(
-        api.client(),
-        &source,
-        PartialTarget {
-            path: &path,
-            offset,
-            size,
-        },
-        &o,
-        &seen.sink(),
-        &cancel,
-    )
-    .await
-    .unwrap();
+    let done = seen
+        .download(client, &source, target, &o, &cancel)
+        .await
+        .unwrap();
     assert_eq!(done.bytes_transferred, 0);
     assert_eq!(sim.counters().bytes_from(Origin::Cdn), 0);
     assert_eq!(seen.checkpoints.lock().unwrap().clone(), vec![size]);
@@ -616,20 +602,16 @@ async fn small_download_is_one_request_and_regular_files_come_from_the_hub() {
     let seen = Seen::default();
     let mut source = Source::new(url);
     source.credential = api.credential().cloned();
-    let done = download_to_partial(
-        api.client(),
-        &source,
-        PartialTarget {
-            path: &path,
-            offset: 0,
-            size: cfg.size,
-        },
-        &opts(4, MIB),
-        &seen.sink(),
-        &cancel,
-    )
-    .await
-    .unwrap();
+    let done = seen
+        .download(
+            api.client(),
+            &source,
+            PartialTarget::new(&path, 0, cfg.size),
+            &opts(4, MIB),
+            &cancel,
+        )
+        .await
+        .unwrap();
     assert_eq!(done.origin, sim.hub_url());
     assert_eq!(sha256_file(&path), cfg.sha256);
 }
@@ -654,20 +636,16 @@ async fn resolve_redirect_keeps_the_token_on_the_hub_only() {
     source.credential = api.credential().cloned();
     sim.reset_counters();
     let seen = Seen::default();
-    let done = download_to_partial(
-        api.client(),
-        &source,
-        PartialTarget {
-            path: &path,
-            offset: 0,
-            size: f.size,
-        },
-        &opts(3, 512 * 1024),
-        &seen.sink(),
-        &cancel,
-    )
-    .await
-    .unwrap();
+    let done = seen
+        .download(
+            api.client(),
+            &source,
+            PartialTarget::new(&path, 0, f.size),
+            &opts(3, 512 * 1024),
+            &cancel,
+        )
+        .await
+        .unwrap();
     assert_eq!(sha256_file(&path), f.sha256);
     assert_eq!(
         done.origin,
@@ -889,20 +867,16 @@ async fn a_server_that_ignores_range_still_yields_the_right_file() {
         std::fs::write(&path, &body[..offset as usize]).unwrap();
         let seen = Seen::default();
         let before = requests.load(Ordering::SeqCst);
-        let done = download_to_partial(
-            &client,
-            &Source::new(url.clone()),
-            PartialTarget {
-                path: &path,
-                offset,
-                size: body.len() as u64,
-            },
-            &opts(connections, 256 * 1024),
-            &seen.sink(),
-            &cancel,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("offset {offset}: {e}"));
+        let done = seen
+            .download(
+                &client,
+                &Source::new(url.clone()),
+                PartialTarget::new(&path, offset, body.len() as u64),
+                &opts(connections, 256 * 1024),
+                &cancel,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("offset {offset}: {e}"));
         assert_eq!(std::fs::read(&path).unwrap(), body, "offset {offset}");
         let rest = body.len() as u64 - offset;
         assert_eq!(

@@ -269,11 +269,7 @@ impl Fetcher<'_> {
                 }
                 to.send(event);
             };
-            let target = PartialTarget {
-                path: std::path::Path::new(item.partial_path.as_str()),
-                offset,
-                size: item.file.size,
-            };
+            let target = PartialTarget::of(item, offset);
             let result =
                 download_to_partial(self.hub.client(), &source, target, &opts, &events, cancel)
                     .await;

@@ -7,7 +7,6 @@
 //! prefix (a later range may be complete while an earlier one has a hole).
 
 use std::ops::Range;
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -82,11 +81,7 @@ pub fn download(
     };
     let mut source = Source::new(leg.url);
     source.credential = leg.api.credential().cloned();
-    let target = PartialTarget {
-        path: Path::new(item.partial_path.as_str()),
-        offset,
-        size: item.file.size,
-    };
+    let target = PartialTarget::of(item, offset);
     let result = runtime.block_on(download_to_partial(
         leg.api.client(),
         &source,

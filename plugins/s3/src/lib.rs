@@ -348,11 +348,7 @@ impl Backend {
             .with_written(options.written_for(index, item.offset, item.file.size));
         let to = ItemEvents { progress, index };
         let events = |e| to.send(e);
-        let target = PartialTarget {
-            path: std::path::Path::new(item.partial_path.as_str()),
-            offset: item.offset,
-            size: item.file.size,
-        };
+        let target = PartialTarget::of(item, item.offset);
         let done = download_to_partial(&self.http, &source, target, &opts, &events, cancel)
             .await
             .map_err(|e| e.context(&object))?;
