@@ -176,6 +176,20 @@ mod tests {
         }
     }
 
+    /// Streams what `open` opens into a fresh 10-byte `w.bin` (nothing on disk) with nobody
+    /// watching, until `cancel`.
+    fn stream_fresh<R: Read>(
+        open: impl FnOnce() -> Result<R, PluginError> + Send + 'static,
+        cancel: &CancelToken,
+    ) -> Result<u64, PluginError> {
+        let work = tempfile::tempdir().unwrap();
+        let batch = BatchBuilder::new("acme/tiny", "c", work.path())
+            .item(file("w.bin", 10), b"")
+            .build();
+        let progress = RecordingProgress::new().progress();
+        stream_to_partial(open, &batch.items[0], 0, &progress, cancel)
+    }
+
     #[test]
     fn writes_from_the_offset_and_checkpoints_the_end() {
         let work = tempfile::tempdir().unwrap();
@@ -202,19 +216,8 @@ mod tests {
 
     #[test]
     fn a_hung_reader_is_left_behind_on_cancel() {
-        let work = tempfile::tempdir().unwrap();
-        let batch = BatchBuilder::new("acme/tiny", "c", work.path())
-            .item(file("w.bin", 10), b"")
-            .build();
         let t = Instant::now();
-        let e = stream_to_partial(
-            || Ok(Hung),
-            &batch.items[0],
-            0,
-            &RecordingProgress::new().progress(),
-            &cancel_after(Duration::from_millis(200)),
-        )
-        .unwrap_err();
+        let e = stream_fresh(|| Ok(Hung), &cancel_after(Duration::from_millis(200))).unwrap_err();
         assert_eq!(e.kind, ErrorKind::CANCELLED);
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     }
@@ -243,43 +246,23 @@ mod tests {
 
     #[test]
     fn a_source_that_hangs_before_its_first_byte_is_left_behind_on_cancel() {
-        let work = tempfile::tempdir().unwrap();
-        let batch = BatchBuilder::new("acme/tiny", "c", work.path())
-            .item(file("w.bin", 10), b"")
-            .build();
         let t = Instant::now();
-        let e = stream_to_partial(
-            || -> Result<&[u8], PluginError> {
-                // A server that accepts the connection and never answers.
-                std::thread::sleep(Duration::from_secs(3600));
-                Ok(b"")
-            },
-            &batch.items[0],
-            0,
-            &RecordingProgress::new().progress(),
-            &cancel_after(Duration::from_millis(200)),
-        )
-        .unwrap_err();
+        let never_answers = || -> Result<&[u8], PluginError> {
+            // A server that accepts the connection and never answers.
+            std::thread::sleep(Duration::from_secs(3600));
+            Ok(b"")
+        };
+        let e = stream_fresh(never_answers, &cancel_after(Duration::from_millis(200))).unwrap_err();
         assert_eq!(e.kind, ErrorKind::CANCELLED);
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     }
 
     #[test]
     fn an_open_error_is_returned_as_is() {
-        let work = tempfile::tempdir().unwrap();
-        let batch = BatchBuilder::new("acme/tiny", "c", work.path())
-            .item(file("w.bin", 10), b"")
-            .build();
-        let e = stream_to_partial(
-            || -> Result<&[u8], PluginError> {
-                Err(PluginError::new(ErrorKind::NOT_FOUND, "GET /w.bin: 404"))
-            },
-            &batch.items[0],
-            0,
-            &RecordingProgress::new().progress(),
-            &CancelToken::new(),
-        )
-        .unwrap_err();
+        let not_found = || -> Result<&[u8], PluginError> {
+            Err(PluginError::new(ErrorKind::NOT_FOUND, "GET /w.bin: 404"))
+        };
+        let e = stream_fresh(not_found, &CancelToken::new()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NOT_FOUND);
     }
 }
