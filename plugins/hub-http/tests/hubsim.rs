@@ -714,8 +714,11 @@ async fn server_errors_and_cut_connections_recover() {
     assert_eq!(sim.faults().fired(ids[0]), 1);
 
     // A fault that never ends exhausts the attempts and is classified.
-    let forever =
-        vec![Fault::new(Origin::Cdn, "/lfs/", FaultAction::Status { code: 502 }).times(1000)];
+    let forever = vec![Fault::always(
+        Origin::Cdn,
+        "/lfs/",
+        FaultAction::Status { code: 502 },
+    )];
     let (r, _, _dir, _, _) = download_lfs(&sim, 0, &opts(4, 512 * 1024), &cancel, forever).await;
     let e = r.unwrap_err();
     assert_eq!(

@@ -572,14 +572,11 @@ fn cas_server_errors_are_retryable_server_errors() {
     let backend = backend(&sim, "");
     let manifest = resolve(&backend, "acme/tiny");
     let xet_a = file(&manifest, "xet-a.bin");
-    sim.faults().add(
-        Fault::new(
-            Origin::Cas,
-            "reconstructions",
-            FaultAction::Status { code: 503 },
-        )
-        .times(1000),
-    );
+    sim.faults().add(Fault::always(
+        Origin::Cas,
+        "reconstructions",
+        FaultAction::Status { code: 503 },
+    ));
     let dir = tempfile::tempdir().unwrap();
     let path = partial(dir.path(), "x", b"");
     let outcomes = fetch_unobserved(

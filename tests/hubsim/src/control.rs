@@ -110,6 +110,11 @@ impl Fault {
         }
     }
 
+    /// A fault for every request matching `origin` + `path_contains`.
+    pub fn always(origin: Origin, path_contains: impl Into<String>, action: FaultAction) -> Self {
+        Self::new(origin, path_contains, action).times(u32::MAX)
+    }
+
     /// Affect `n` requests instead of one.
     pub fn times(mut self, n: u32) -> Self {
         self.times = n;

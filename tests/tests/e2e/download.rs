@@ -171,12 +171,7 @@ fn include_exclude_and_single_file() {
     let head = dl.head(TINY);
     dl.run(&[TINY, "--include", "*.json", "--include", "sub/"])
         .ok();
-    assert_cache_layout(
-        &dl,
-        TINY,
-        &head,
-        Some(&["config.json", "sub/dir/notes.txt"]),
-    );
+    dl.assert_landed(TINY, &["config.json", "sub/dir/notes.txt"]);
     let snap = dl
         .repo_dir("models--acme--tiny")
         .join("snapshots")
@@ -196,12 +191,7 @@ fn include_exclude_and_single_file() {
     let dl = Dl::new();
     dl.run(&[TINY, "--exclude", "*.bin", "--exclude", "*.safetensors"])
         .ok();
-    assert_cache_layout(
-        &dl,
-        TINY,
-        &head,
-        Some(&["README.md", "config.json", "sub/dir/notes.txt"]),
-    );
+    dl.assert_landed(TINY, &["README.md", "config.json", "sub/dir/notes.txt"]);
 
     // One file: the last line is the file itself; globs are ignored with a warning.
     let dl = Dl::new();
@@ -214,7 +204,7 @@ fn include_exclude_and_single_file() {
         .join("lfs.bin");
     assert_eq!(r.last_line(), file.display().to_string());
     assert!(r.stderr.contains("ignored"), "{}", r.stderr);
-    assert_cache_layout(&dl, TINY, &head, Some(&["lfs.bin"]));
+    dl.assert_landed(TINY, &["lfs.bin"]);
 
     // A file the revision does not have: exit 3 and the .no_exist marker.
     let r = dl.run(&[TINY, "nope.txt"]);
@@ -467,9 +457,11 @@ fn a_second_verification_failure_on_the_only_backend_never_lands() {
     let dl = Dl::new();
     let f = dl.file("acme/resume", "big.bin");
     // Every CDN answer has a flipped byte: both attempts fail the check.
-    dl.sim.faults().add(
-        Fault::new(Origin::Cdn, "/lfs/", FaultAction::FlipByte { offset: None }).times(10_000),
-    );
+    dl.sim.faults().add(Fault::always(
+        Origin::Cdn,
+        "/lfs/",
+        FaultAction::FlipByte { offset: None },
+    ));
     let r = dl.run(&[BIG_LFS, &["--json"]].concat());
     assert_eq!(r.code, Some(5), "integrity failure: {}", r.stderr);
     assert_eq!(r.of("retry").len(), 1, "retried once: {}", r.stdout);
@@ -533,18 +525,13 @@ fn ctrl_c_keeps_the_partial_file_and_exits_130() {
 #[test]
 fn corruption_never_lands_and_the_next_backend_completes() {
     let dl = Dl::new();
-    let head = dl.head(TINY);
-    let info = dl.sim.info().repo(TINY).unwrap().clone();
-    let xet = info.file("xet-a.bin").unwrap().clone();
+    let xet = dl.file(TINY, "xet-a.bin");
     // lfs gets a flipped byte from the CDN; xet (through the CAS) serves it right.
-    dl.sim.faults().add(
-        Fault::new(
-            Origin::Cdn,
-            &xet.sha256,
-            FaultAction::FlipByte { offset: Some(1000) },
-        )
-        .times(100),
-    );
+    dl.sim.faults().add(Fault::always(
+        Origin::Cdn,
+        &xet.sha256,
+        FaultAction::FlipByte { offset: Some(1000) },
+    ));
     let r = dl.run(&[TINY, "xet-a.bin", "--json"]);
     r.ok();
     let fallback = r.of("fallback");
@@ -559,7 +546,7 @@ fn corruption_never_lands_and_the_next_backend_completes() {
     );
     assert_eq!(r.of("file_done")[0]["backend"], "xet");
     assert!(dl.sim.counters().bytes_from(Origin::Cas) > 0);
-    assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+    dl.assert_landed(TINY, &["xet-a.bin"]);
 }
 
 /// A config where plugins try each request once (faults that fire every time fail fast).
@@ -571,36 +558,34 @@ fn quick(dl: &Dl) -> String {
 #[test]
 fn wrong_length_and_truncated_bodies_never_land() {
     let dl = Dl::new();
-    let head = dl.head(TINY);
-    let info = dl.sim.info().repo(TINY).unwrap().clone();
-    let xet = info.file("xet-a.bin").unwrap().clone();
+    let xet = dl.file(TINY, "xet-a.bin");
     // Wrong length (body shorter than declared): lfs gives up, xet completes.
     let fault = FaultAction::WrongContentLength { delta: 5000 };
     dl.sim
         .faults()
-        .add(Fault::new(Origin::Cdn, &xet.sha256, fault).times(1000));
+        .add(Fault::always(Origin::Cdn, &xet.sha256, fault));
     let r = dl.run(&[TINY, "xet-a.bin", "--json", "--config", &quick(&dl)]);
     r.ok();
     assert_eq!(r.of("file_done")[0]["backend"], "xet", "{}", r.stdout);
-    assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+    dl.assert_landed(TINY, &["xet-a.bin"]);
     // Truncated bodies (the connection cut after 100 kB, every time): whichever backend ends up
     // delivering it (lfs resumes ranges, xet reconstructs), what lands is verified.
     let dl = Dl::new();
     let fault = FaultAction::CutAfter { bytes: 100_000 };
     dl.sim
         .faults()
-        .add(Fault::new(Origin::Cdn, &xet.sha256, fault).times(1000));
+        .add(Fault::always(Origin::Cdn, &xet.sha256, fault));
     dl.run(&[TINY, "xet-a.bin", "--json", "--config", &quick(&dl)])
         .ok();
-    assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+    dl.assert_landed(TINY, &["xet-a.bin"]);
     // A truncated LFS file that every backend gets from the same CDN (lfs, and xet for a file not
     // stored in Xet): exit 5 or 1, never lands.
-    let lfs = info.file("lfs.bin").unwrap().clone();
+    let lfs = dl.file(TINY, "lfs.bin");
     let dl = Dl::new();
     let fault = FaultAction::WrongContentLength { delta: -1000 };
     dl.sim
         .faults()
-        .add(Fault::new(Origin::Cdn, &lfs.sha256, fault).times(1000));
+        .add(Fault::always(Origin::Cdn, &lfs.sha256, fault));
     let r = dl.run(&[TINY, "lfs.bin", "--config", &quick(&dl)]);
     assert_ne!(r.code, Some(0), "{}", r.stderr);
     // Both backends were tried (their failures are grouped when the messages agree, listed
@@ -624,20 +609,18 @@ fn wrong_length_and_truncated_bodies_never_land() {
 fn when_every_backend_corrupts_the_error_names_each_check() {
     let dl = Dl::new();
     let head = dl.head(TINY);
-    let info = dl.sim.info().repo(TINY).unwrap().clone();
-    let xet = info.file("xet-a.bin").unwrap().clone();
+    let xet = dl.file(TINY, "xet-a.bin");
     // Every backend corrupts: exit 5, each failure named, nothing in blobs/ or snapshots/.
-    dl.sim.faults().add(
-        Fault::new(
-            Origin::Cdn,
-            &xet.sha256,
-            FaultAction::FlipByte { offset: Some(1000) },
-        )
-        .times(1000),
-    );
-    dl.sim
-        .faults()
-        .add(Fault::new(Origin::Cas, "", FaultAction::FlipByte { offset: None }).times(1000));
+    dl.sim.faults().add(Fault::always(
+        Origin::Cdn,
+        &xet.sha256,
+        FaultAction::FlipByte { offset: Some(1000) },
+    ));
+    dl.sim.faults().add(Fault::always(
+        Origin::Cas,
+        "",
+        FaultAction::FlipByte { offset: None },
+    ));
     let r = dl.run(&[TINY, "xet-a.bin"]);
     r.code_is(5);
     assert!(
@@ -667,19 +650,15 @@ fn when_every_backend_corrupts_the_error_names_each_check() {
 #[test]
 fn a_stalled_backend_is_cancelled_and_another_completes() {
     let dl = Dl::new();
-    let head = dl.head(TINY);
     let xet = dl.file(TINY, "xet-a.bin");
-    dl.sim.faults().add(
-        Fault::new(
-            Origin::Cdn,
-            &xet.sha256,
-            FaultAction::Stall {
-                secs: 120.0,
-                after_bytes: Some(64 * 1024),
-            },
-        )
-        .times(100),
-    );
+    dl.sim.faults().add(Fault::always(
+        Origin::Cdn,
+        &xet.sha256,
+        FaultAction::Stall {
+            secs: 120.0,
+            after_bytes: Some(64 * 1024),
+        },
+    ));
     let r = dl.run(&[TINY, "xet-a.bin", "--stall-timeout", "2", "--json"]);
     r.ok();
     let fb = r.fallback_from("lfs");
@@ -687,7 +666,7 @@ fn a_stalled_backend_is_cancelled_and_another_completes() {
     assert!(message.contains("stalled"), "{fb}");
     assert_eq!(r.of("file_done")[0]["backend"], "xet");
     assert!(r.secs >= 2.0 && r.secs < 30.0, "took {}s", r.secs);
-    assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+    dl.assert_landed(TINY, &["xet-a.bin"]);
 }
 
 #[test]
@@ -712,7 +691,6 @@ fn rate_limit_retry_after_is_honoured() {
 #[test]
 fn backend_retries_are_reported_and_the_download_goes_on() {
     let dl = Dl::new();
-    let head = dl.head(TINY);
     dl.sim
         .faults()
         .add(Fault::new(Origin::Cdn, "/lfs/", FaultAction::Status { code: 503 }).times(2));
@@ -752,13 +730,12 @@ fn backend_retries_are_reported_and_the_download_goes_on() {
     let events = r.events();
     let at = |kind: &str| events.iter().position(|e| e["event"] == kind).unwrap();
     assert!(at("backend_retry") < at("file_done"));
-    assert_cache_layout(&dl, TINY, &head, Some(&["lfs.bin"]));
+    dl.assert_landed(TINY, &["lfs.bin"]);
 }
 
 #[test]
 fn an_announced_retry_wait_longer_than_the_stall_timeout_is_not_a_stall() {
     let dl = Dl::new();
-    let head = dl.head(TINY);
     let lfs = dl.file(TINY, "lfs.bin");
     // lfs waits the 3 s Retry-After; the stall timeout is 2 s.
     dl.sim.faults().add(Fault::new(
@@ -779,7 +756,7 @@ fn an_announced_retry_wait_longer_than_the_stall_timeout_is_not_a_stall() {
         r.stdout
     );
     assert_eq!(r.of("file_done")[0]["backend"], "lfs");
-    assert_cache_layout(&dl, TINY, &head, Some(&["lfs.bin"]));
+    dl.assert_landed(TINY, &["lfs.bin"]);
 }
 
 #[test]
@@ -991,7 +968,6 @@ fn a_call_that_ignores_cancellation_is_abandoned_not_joined() {
     // The test plugin `faulty` sleeps 60 s in fetch without looking at the cancel token; it
     // resolves nothing, so lfs resolves against hubsim and takes the file over.
     let dl = Dl::new();
-    let head = dl.head(TINY);
     dl.env
         .install_plugin(&hubget_tests::test_plugin("faulty"), "faulty");
     let r = dl.run_config(
@@ -1007,7 +983,7 @@ fn a_call_that_ignores_cancellation_is_abandoned_not_joined() {
     assert_eq!(r.of("file_done")[0]["backend"], "lfs");
     // Stall (1 s) + grace (3 s), not the plugin's 60 s sleep.
     assert!(r.secs >= 1.0 && r.secs < 20.0, "took {}s", r.secs);
-    assert_cache_layout(&dl, TINY, &head, Some(&["config.json"]));
+    dl.assert_landed(TINY, &["config.json"]);
 }
 
 #[test]

@@ -206,9 +206,11 @@ fn lfs_resumes_when_the_cdn_ignores_range() {
         let home = Home::new();
         let content = plant_partial(&home, &sim, offset);
         sim.faults().clear();
-        let id = sim.faults().add(
-            hubsim::Fault::new(Origin::Cdn, "/lfs/", hubsim::FaultAction::IgnoreRange).times(1000),
-        );
+        let id = sim.faults().add(hubsim::Fault::always(
+            Origin::Cdn,
+            "/lfs/",
+            hubsim::FaultAction::IgnoreRange,
+        ));
         sim.reset_counters();
         let (code, ev, stderr) = home.download(&sim, &[REPO, "lfs.bin"]);
         assert_eq!(code, Some(0), "offset {offset}: {stderr}");

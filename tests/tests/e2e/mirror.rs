@@ -109,9 +109,11 @@ fn dead_url() -> String {
 fn first_endpoint_failing_second_serves_everything() {
     let failing = sim();
     let good = sim();
-    failing
-        .faults()
-        .add(Fault::new(Origin::Hub, "", FaultAction::Status { code: 503 }).times(10_000));
+    failing.faults().add(Fault::always(
+        Origin::Hub,
+        "",
+        FaultAction::Status { code: 503 },
+    ));
     let dead = dead_url();
     let env = TestEnv::new();
     let config = env.write_config(&mirror_config(
@@ -212,16 +214,13 @@ fn first_endpoint_dying_mid_run_the_run_completes() {
 fn a_mirror_serving_corrupted_bytes_is_caught_and_the_next_backend_serves_the_file() {
     let hub = sim();
     let bad_mirror = sim();
-    bad_mirror.faults().add(
-        Fault::new(
-            Origin::Cdn,
-            "/lfs/",
-            FaultAction::FlipByte {
-                offset: Some(12_345),
-            },
-        )
-        .times(10_000),
-    );
+    bad_mirror.faults().add(Fault::always(
+        Origin::Cdn,
+        "/lfs/",
+        FaultAction::FlipByte {
+            offset: Some(12_345),
+        },
+    ));
     let env = TestEnv::new();
     let config = env.write_config(&mirror_config(
         &["mirror", "lfs"],

@@ -47,34 +47,29 @@ fn backend_xet_on_a_mixed_repo_serves_xet_files_from_the_cas_and_the_rest_from_t
 #[test]
 fn a_stopped_cas_falls_back_to_lfs() {
     let dl = Dl::new();
-    let head = dl.head(TINY);
     dl.sim.stop_cas();
     let r = dl.run(&[TINY, "xet-a.bin", "--backend", "xet", "--json"]);
     r.ok();
     assert_eq!(r.fallback_from("xet")["to"], "lfs", "{}", r.stdout);
     assert_eq!(r.of("file_done")[0]["backend"], "lfs");
-    assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+    dl.assert_landed(TINY, &["xet-a.bin"]);
     assert!(r.secs < 60.0, "took {} s", r.secs);
 }
 
 #[test]
 fn cas_errors_fall_back_to_lfs() {
     let dl = Dl::new();
-    let head = dl.head(TINY);
-    dl.sim.faults().add(
-        Fault::new(
-            Origin::Cas,
-            "reconstructions",
-            FaultAction::Status { code: 500 },
-        )
-        .times(10_000),
-    );
+    dl.sim.faults().add(Fault::always(
+        Origin::Cas,
+        "reconstructions",
+        FaultAction::Status { code: 500 },
+    ));
     let r = dl.run(&[TINY, "xet-a.bin", "--backend", "xet", "--json"]);
     r.ok();
     let fb = r.fallback_from("xet");
     assert_eq!(fb["error"]["kind"], "server", "{fb}");
     assert_eq!(r.of("file_done")[0]["backend"], "lfs");
-    assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+    dl.assert_landed(TINY, &["xet-a.bin"]);
 }
 
 #[test]
@@ -84,14 +79,11 @@ fn a_flipped_byte_in_a_xorb_range_is_caught_and_falls_back() {
     let xet = dl.file(TINY, "xet-a.bin");
     // Every xorb range the CAS serves has one byte flipped (the download protocol carries no
     // chunk hash: the host's sha256 is the guard).
-    dl.sim.faults().add(
-        Fault::new(
-            Origin::Cas,
-            "fetch_term",
-            FaultAction::FlipByte { offset: None },
-        )
-        .times(10_000),
-    );
+    dl.sim.faults().add(Fault::always(
+        Origin::Cas,
+        "fetch_term",
+        FaultAction::FlipByte { offset: None },
+    ));
     let r = dl.run(&[TINY, "xet-a.bin", "--backend", "xet", "--json"]);
     r.ok();
     assert!(dl.sim.faults().fired_total() > 0, "the fault fired");
@@ -100,18 +92,15 @@ fn a_flipped_byte_in_a_xorb_range_is_caught_and_falls_back() {
     assert_eq!(fb["error"]["kind"], "integrity", "{fb}");
     assert_eq!(r.of("file_done")[0]["backend"], "lfs");
     assert_eq!(r.of("file_done")[0]["sha256"], xet.sha256);
-    assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+    dl.assert_landed(TINY, &["xet-a.bin"]);
 
     // With no other backend, the corrupt file never lands.
     let dl = Dl::new();
-    dl.sim.faults().add(
-        Fault::new(
-            Origin::Cas,
-            "fetch_term",
-            FaultAction::FlipByte { offset: None },
-        )
-        .times(10_000),
-    );
+    dl.sim.faults().add(Fault::always(
+        Origin::Cas,
+        "fetch_term",
+        FaultAction::FlipByte { offset: None },
+    ));
     let r = dl.run(&[TINY, "xet-a.bin", "--backend", "xet", "--no-fallback"]);
     assert_ne!(r.code, Some(0), "{}", r.stderr);
     let root = dl.repo_dir("models--acme--tiny");
@@ -201,19 +190,15 @@ fn the_stall_watchdog_stops_a_stuck_xet_transfer_and_lfs_completes() {
         if !config.is_empty() {
             dl.env.write_default_config(config);
         }
-        let head = dl.head(TINY);
         // Every xorb range stalls for two minutes after 64 KiB.
-        dl.sim.faults().add(
-            Fault::new(
-                Origin::Cas,
-                "fetch_term",
-                FaultAction::Stall {
-                    secs: 120.0,
-                    after_bytes: Some(64 * 1024),
-                },
-            )
-            .times(10_000),
-        );
+        dl.sim.faults().add(Fault::always(
+            Origin::Cas,
+            "fetch_term",
+            FaultAction::Stall {
+                secs: 120.0,
+                after_bytes: Some(64 * 1024),
+            },
+        ));
         let r = dl.run(&[
             TINY,
             "xet-a.bin",
@@ -231,7 +216,7 @@ fn the_stall_watchdog_stops_a_stuck_xet_transfer_and_lfs_completes() {
         assert!(!message.contains("ignored cancellation"), "{message}");
         assert_eq!(r.of("file_done")[0]["backend"], "lfs");
         assert!(r.secs < 30.0, "{config:?}: took {} s", r.secs);
-        assert_cache_layout(&dl, TINY, &head, Some(&["xet-a.bin"]));
+        dl.assert_landed(TINY, &["xet-a.bin"]);
     }
 }
 

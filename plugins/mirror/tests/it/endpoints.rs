@@ -172,8 +172,11 @@ fn a_failing_endpoint_is_marked_down_and_skipped() {
         bad.info().repo(REPO).unwrap().head,
         good.info().repo(REPO).unwrap().head
     );
-    bad.faults()
-        .add(Fault::new(Origin::Hub, "", FaultAction::Status { code: 503 }).times(1000));
+    bad.faults().add(Fault::always(
+        Origin::Hub,
+        "",
+        FaultAction::Status { code: 503 },
+    ));
     let m = mirror_with(
         settings(None),
         &endpoints(&[bad.hub_url(), good.hub_url()], "cooldown_secs = 600"),
@@ -218,9 +221,11 @@ fn a_download_cut_mid_file_continues_on_the_next_endpoint() {
         "/lfs/",
         FaultAction::CutAfter { bytes: 1 << 20 },
     ));
-    dying
-        .faults()
-        .add(Fault::new(Origin::Cdn, "", FaultAction::Status { code: 503 }).times(1000));
+    dying.faults().add(Fault::always(
+        Origin::Cdn,
+        "",
+        FaultAction::Status { code: 503 },
+    ));
     let mut s = settings(None);
     s.connections_per_file = 1; // one stream, so the cut leaves a clean 1 MiB prefix
     let m = mirror_with(s, &endpoints(&[dying.hub_url(), good.hub_url()], ""));
@@ -500,17 +505,14 @@ fn an_endpoint_killed_mid_download_continues_byte_exact_on_the_next() {
 fn a_stalled_endpoint_times_out_on_its_own_timeout_and_fails_over() {
     let stalled = sim();
     let good = sim();
-    stalled.faults().add(
-        Fault::new(
-            Origin::Cdn,
-            "/lfs/",
-            FaultAction::Stall {
-                secs: 30.0,
-                after_bytes: Some(100_000),
-            },
-        )
-        .times(100),
-    );
+    stalled.faults().add(Fault::always(
+        Origin::Cdn,
+        "/lfs/",
+        FaultAction::Stall {
+            secs: 30.0,
+            after_bytes: Some(100_000),
+        },
+    ));
     let toml = format!(
         "endpoints = [{{ url = {:?}, timeout_secs = 1 }}, {:?}]\n",
         stalled.hub_url(),
