@@ -49,6 +49,9 @@ files = [
 /// `acme/big` of hubsim's default set: one 8 MiB Xet file, `big.bin`, of random bytes.
 pub const BIG_XET: &str = "acme/big";
 
+/// [`BIG_XET`]'s file on xet alone: `acme/big big.bin --backend xet --no-fallback`.
+pub const BIG_ON_XET: &[&str] = &["acme/big", "big.bin", "--backend", "xet", "--no-fallback"];
+
 /// [`fixtures`] and [`BIG_XET`].
 pub fn fixtures_with_big_xet() -> FixtureSpec {
     let mut spec = fixtures();
@@ -126,10 +129,35 @@ impl Dl {
         self.sim.info().file(repo, path)
     }
 
+    /// The cache folder of a model repository.
+    pub fn model_dir(&self, repo: &str) -> PathBuf {
+        self.repo_dir(&format!("models--{}", repo.replace('/', "--")))
+    }
+
     /// The `blobs/` folder of a model repository in the cache.
     pub fn blobs(&self, repo: &str) -> PathBuf {
-        self.repo_dir(&format!("models--{}", repo.replace('/', "--")))
-            .join("blobs")
+        self.model_dir(repo).join("blobs")
+    }
+
+    /// `path` in the snapshot of a model repository's head, in the cache.
+    pub fn snapshot_file(&self, repo: &str, path: &str) -> PathBuf {
+        self.model_dir(repo)
+            .join("snapshots")
+            .join(self.head(repo))
+            .join(path)
+    }
+
+    /// Neither a blob of `path` (a Xet or LFS file of `repo`) nor its snapshot link exists; a
+    /// partial file with its resume state may stay for the next run.
+    #[track_caller]
+    pub fn assert_never_landed(&self, repo: &str, path: &str) {
+        let f = self.file(repo, path);
+        assert!(
+            !self.blobs(repo).join(&f.sha256).exists(),
+            "a blob of {path}"
+        );
+        let link = self.snapshot_file(repo, path);
+        assert!(!link.exists(), "{} exists", link.display());
     }
 
     /// [`assert_cache_layout`] of `only` at the head of `repo`.

@@ -608,7 +608,6 @@ fn wrong_length_and_truncated_bodies_never_land() {
 #[test]
 fn when_every_backend_corrupts_the_error_names_each_check() {
     let dl = Dl::new();
-    let head = dl.head(TINY);
     let xet = dl.file(TINY, "xet-a.bin");
     // Every backend corrupts: exit 5, each failure named, nothing in blobs/ or snapshots/.
     dl.sim.faults().add(Fault::always(
@@ -629,22 +628,7 @@ fn when_every_backend_corrupts_the_error_names_each_check() {
         r.stderr
     );
     assert!(r.stderr.contains("sha256 mismatch"), "{}", r.stderr);
-    let root = dl.repo_dir("models--acme--tiny");
-    let blobs: Vec<_> = std::fs::read_dir(root.join("blobs"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    // (A partial file with its resume state may stay for the next run; it never becomes a blob.)
-    assert!(
-        blobs.iter().all(|n| n.to_string_lossy() != xet.sha256),
-        "{blobs:?}"
-    );
-    assert!(
-        !root
-            .join("snapshots")
-            .join(&head)
-            .join("xet-a.bin")
-            .exists()
-    );
+    dl.assert_never_landed(TINY, "xet-a.bin");
 }
 
 #[test]
@@ -673,13 +657,12 @@ fn a_stalled_backend_is_cancelled_and_another_completes() {
 fn rate_limit_retry_after_is_honoured() {
     let dl = Dl::new();
     let lfs = dl.file(TINY, "lfs.bin");
-    dl.sim.faults().add(Fault::new(
-        Origin::Cdn,
-        &lfs.sha256,
-        FaultAction::RateLimited {
-            retry_after_secs: 2,
-        },
-    ));
+    let rate_limited = FaultAction::RateLimited {
+        retry_after_secs: 2,
+    };
+    dl.sim
+        .faults()
+        .add(Fault::new(Origin::Cdn, &lfs.sha256, rate_limited));
     let r = dl.run(&[TINY, "lfs.bin", "--json"]);
     r.ok();
     assert!(r.secs >= 2.0, "waited {}s, Retry-After was 2s", r.secs);
@@ -738,13 +721,12 @@ fn an_announced_retry_wait_longer_than_the_stall_timeout_is_not_a_stall() {
     let dl = Dl::new();
     let lfs = dl.file(TINY, "lfs.bin");
     // lfs waits the 3 s Retry-After; the stall timeout is 2 s.
-    dl.sim.faults().add(Fault::new(
-        Origin::Cdn,
-        &lfs.sha256,
-        FaultAction::RateLimited {
-            retry_after_secs: 3,
-        },
-    ));
+    let rate_limited = FaultAction::RateLimited {
+        retry_after_secs: 3,
+    };
+    dl.sim
+        .faults()
+        .add(Fault::new(Origin::Cdn, &lfs.sha256, rate_limited));
     let r = dl.run(&[TINY, "lfs.bin", "--stall-timeout", "2", "--json"]);
     r.ok();
     assert!(r.secs >= 3.0, "waited {}s, Retry-After was 3s", r.secs);

@@ -11,7 +11,7 @@ use hubsim::{HubSim, Origin};
 use serde_json::Value;
 
 use hubget_tests::hub::{
-    Dl, SHARED_PATH, TINY, TWIN, hashes, hf_ok, python, store_entry, twin_fixtures,
+    Dl, SHARED_PATH, TINY, TWIN, hashes, hf_ok, python, sha256_file, store_entry, twin_fixtures,
 };
 
 fn dl() -> Dl {
@@ -122,15 +122,8 @@ fn hubget_publishes_xet_files_and_a_second_repo_moves_zero_bytes_for_the_identic
             format!("models--acme--twin/blobs/{sha}"),
         ]
     );
-    let local = dl
-        .repo_dir("models--acme--twin")
-        .join("snapshots")
-        .join(dl.head(TWIN))
-        .join(SHARED_PATH);
-    assert_eq!(
-        hubget::verify::sha256_hex(&std::fs::read(local).unwrap()),
-        sha
-    );
+    let local = dl.snapshot_file(TWIN, SHARED_PATH);
+    assert_eq!(sha256_file(&local), sha);
 
     // The human summary line says what the store saved.
     let dl2 = dl;
@@ -202,15 +195,8 @@ print(json.dumps({"root": snapshot_download("acme/twin")}))
     // `hf cache rm` of one repo keeps the other's files intact.
     hf_ok(&dl, &["cache", "rm", &format!("model/{TINY}"), "--yes"]);
     assert!(!dl.repo_dir("models--acme--tiny").exists());
-    let twin_file = dl
-        .repo_dir("models--acme--twin")
-        .join("snapshots")
-        .join(dl.head(TWIN))
-        .join(SHARED_PATH);
-    assert_eq!(
-        hubget::verify::sha256_hex(&std::fs::read(&twin_file).unwrap()),
-        sha
-    );
+    let twin_file = dl.snapshot_file(TWIN, SHARED_PATH);
+    assert_eq!(sha256_file(&twin_file), sha);
     hf_ok(&dl, &["cache", "verify", TWIN]);
     // hubget finds the twin complete: nothing moves.
     dl.sim.reset_counters();
@@ -252,15 +238,8 @@ fn a_bad_entry_is_never_linked_nor_deleted_and_the_file_is_downloaded() {
         data,
         "the bad entry is left alone"
     );
-    let local = dl
-        .repo_dir("models--acme--twin")
-        .join("snapshots")
-        .join(dl.head(TWIN))
-        .join(SHARED_PATH);
-    assert_eq!(
-        hubget::verify::sha256_hex(&std::fs::read(local).unwrap()),
-        sha
-    );
+    let local = dl.snapshot_file(TWIN, SHARED_PATH);
+    assert_eq!(sha256_file(&local), sha);
     // The repo keeps its own verified copy, not a link to the bad entry.
     assert!(
         std::fs::symlink_metadata(repo_blob(&dl, "models--acme--twin", &sha))
@@ -302,10 +281,7 @@ fn disabled_store_keeps_per_repo_blobs_and_local_dirs_copy_from_the_store() {
     assert_eq!(wire_bytes(&dl), 0);
     let file = out.join(SHARED_PATH);
     assert!(std::fs::symlink_metadata(&file).unwrap().is_file());
-    assert_eq!(
-        hubget::verify::sha256_hex(&std::fs::read(&file).unwrap()),
-        sha
-    );
+    assert_eq!(sha256_file(&file), sha);
     assert!(store_entry(&dl, &xet_hash).is_file());
 }
 
@@ -317,15 +293,8 @@ fn removing_a_repo_by_hand_keeps_the_other_repos_files() {
     let (_, sha) = hashes(&dl, TINY, "xet-a.bin");
     // As docs/download.md describes: delete the repo folder.
     std::fs::remove_dir_all(dl.repo_dir("models--acme--tiny")).unwrap();
-    let twin_file = dl
-        .repo_dir("models--acme--twin")
-        .join("snapshots")
-        .join(dl.head(TWIN))
-        .join(SHARED_PATH);
-    assert_eq!(
-        hubget::verify::sha256_hex(&std::fs::read(&twin_file).unwrap()),
-        sha
-    );
+    let twin_file = dl.snapshot_file(TWIN, SHARED_PATH);
+    assert_eq!(sha256_file(&twin_file), sha);
     hf_ok(&dl, &["cache", "verify", TWIN]);
     // And tiny comes back from the store without a download of that file.
     dl.sim.reset_counters();

@@ -6,7 +6,9 @@
 use hubsim::{Fault, FaultAction, HubSim, Origin, Storage};
 use serde_json::Value;
 
-use hubget_tests::hub::{BIG_XET, Dl, TINY, assert_cache_layout, fixtures_with_big_xet};
+use hubget_tests::hub::{
+    BIG_ON_XET, BIG_XET, Dl, TINY, assert_cache_layout, fixtures_with_big_xet,
+};
 
 /// `file_done` events by path.
 fn done_by_path(events: &[Value]) -> std::collections::BTreeMap<String, Value> {
@@ -75,7 +77,6 @@ fn cas_errors_fall_back_to_lfs() {
 #[test]
 fn a_flipped_byte_in_a_xorb_range_is_caught_and_falls_back() {
     let dl = Dl::new();
-    let head = dl.head(TINY);
     let xet = dl.file(TINY, "xet-a.bin");
     // Every xorb range the CAS serves has one byte flipped (the download protocol carries no
     // chunk hash: the host's sha256 is the guard).
@@ -103,15 +104,22 @@ fn a_flipped_byte_in_a_xorb_range_is_caught_and_falls_back() {
     ));
     let r = dl.run(&[TINY, "xet-a.bin", "--backend", "xet", "--no-fallback"]);
     assert_ne!(r.code, Some(0), "{}", r.stderr);
-    let root = dl.repo_dir("models--acme--tiny");
-    assert!(!root.join("blobs").join(&xet.sha256).exists());
-    assert!(
-        !root
-            .join("snapshots")
-            .join(&head)
-            .join("xet-a.bin")
-            .exists()
-    );
+    dl.assert_never_landed(TINY, "xet-a.bin");
+}
+
+/// Resumes acme/big on xet alone after a kill left a checkpoint at `cp`: checks that the run
+/// started there, that xet finished it with nothing from the CDN and that the file landed;
+/// returns the CAS bytes it moved and the bytes that were missing.
+fn resume_on_xet(dl: &Dl, cp: u64) -> (u64, u64) {
+    let r = dl.run(&[BIG_ON_XET, &["--json"]].concat());
+    r.ok();
+    assert_eq!(r.of("file_start")[0]["offset"], cp, "{}", r.stdout);
+    assert_eq!(r.of("file_done")[0]["backend"], "xet");
+    let c = dl.sim.counters();
+    assert_eq!(c.bytes_from(Origin::Cdn), 0, "nothing from the CDN");
+    dl.assert_landed(BIG_XET, &["big.bin"]);
+    let size = dl.file(BIG_XET, "big.bin").size;
+    (c.bytes_from(Origin::Cas), size - cp)
 }
 
 #[test]
@@ -125,28 +133,13 @@ fn an_interrupted_download_resumes_through_xet_with_only_the_rest() {
     let cp = dl.kill_past_a_quarter(&[&first[..], &["--connections", "1"]].concat(), &f);
     dl.sim.reset_counters();
 
-    let r = dl.run(&[
-        BIG_XET,
-        "big.bin",
-        "--backend",
-        "xet",
-        "--no-fallback",
-        "--json",
-    ]);
-    r.ok();
-    assert_eq!(r.of("file_start")[0]["offset"], cp, "{}", r.stdout);
-    assert_eq!(r.of("file_done")[0]["backend"], "xet");
-    let c = dl.sim.counters();
-    let rest = f.size - cp;
+    let (cas, rest) = resume_on_xet(&dl, cp);
     // Random data is stored uncompressed: the CAS serves about the rest (plus chunk headers and
     // the partial first chunk), far less than the whole file.
     assert!(
-        c.bytes_from(Origin::Cas) < rest + 256 * 1024,
-        "second run moved {} CAS bytes, the rest was {rest}",
-        c.bytes_from(Origin::Cas)
+        cas < rest + 256 * 1024,
+        "second run moved {cas} CAS bytes, the rest was {rest}"
     );
-    assert_eq!(c.bytes_from(Origin::Cdn), 0, "nothing from the CDN");
-    dl.assert_landed(BIG_XET, &["big.bin"]);
 }
 
 #[test]
@@ -157,29 +150,17 @@ fn an_interrupted_xet_download_resumes_with_only_the_rest() {
     dl.env
         .write_default_config("[plugins.xet]\nsegment_mib = 1\nparallel_segments = 1\n");
     let f = dl.file(BIG_XET, "big.bin");
-    let args = [BIG_XET, "big.bin", "--backend", "xet", "--no-fallback"];
-    let cp = dl.kill_past_a_quarter(&args, &f);
+    let cp = dl.kill_past_a_quarter(BIG_ON_XET, &f);
     dl.sim.reset_counters();
 
-    let r = dl.run(&[&args[..], &["--json"]].concat());
-    r.ok();
-    assert_eq!(r.of("file_start")[0]["offset"], cp, "{}", r.stdout);
-    assert_eq!(r.of("file_done")[0]["backend"], "xet");
-    let c = dl.sim.counters();
-    let rest = f.size - cp;
+    let (cas, rest) = resume_on_xet(&dl, cp);
     // Each 1 MiB segment fetches the chunk it starts in (Xet chunks are up to 128 KiB) whole.
     let segments = rest.div_ceil(1024 * 1024);
     assert!(
-        c.bytes_from(Origin::Cas) < rest + (segments + 2) * 128 * 1024,
-        "second run moved {} CAS bytes, the rest was {rest}",
-        c.bytes_from(Origin::Cas)
+        cas < rest + (segments + 2) * 128 * 1024,
+        "second run moved {cas} CAS bytes, the rest was {rest}"
     );
-    assert!(
-        c.bytes_from(Origin::Cas) < f.size,
-        "less than the whole file"
-    );
-    assert_eq!(c.bytes_from(Origin::Cdn), 0, "nothing from the CDN");
-    dl.assert_landed(BIG_XET, &["big.bin"]);
+    assert!(cas < f.size, "less than the whole file");
 }
 
 #[test]
@@ -229,16 +210,7 @@ fn a_slow_link_does_not_trip_the_stall_watchdog() {
     let dl = Dl::shaped_with(fixtures_with_big_xet(), 1024 * 1024);
     dl.env
         .write_default_config("[plugins.xet]\nsegment_mib = 1\n");
-    let r = dl.run(&[
-        BIG_XET,
-        "big.bin",
-        "--backend",
-        "xet",
-        "--no-fallback",
-        "--stall-timeout",
-        "6",
-        "--json",
-    ]);
+    let r = dl.run(&[BIG_ON_XET, &["--stall-timeout", "6", "--json"]].concat());
     r.ok();
     assert!(r.of("fallback").is_empty(), "{}", r.stdout);
     assert_eq!(r.of("file_done")[0]["backend"], "xet");
@@ -367,16 +339,7 @@ fn every_xet_request_goes_through_the_hosts_proxy_and_bandwidth_cap() {
 
     // The bandwidth cap holds for Xet traffic too, with no warning.
     let dl = Dl::with(HubSim::builder().fixtures(fixtures_with_big_xet()));
-    let r = dl.run(&[
-        BIG_XET,
-        "big.bin",
-        "--backend",
-        "xet",
-        "--no-fallback",
-        "--limit-rate",
-        "2M",
-        "--json",
-    ]);
+    let r = dl.run(&[BIG_ON_XET, &["--limit-rate", "2M", "--json"]].concat());
     r.ok();
     assert!(r.of("warning").is_empty(), "{}", r.stdout);
     let done = &r.of("file_done")[0];
