@@ -14,6 +14,7 @@ use crate::error::{HostError, causes_hint, group_causes};
 use crate::retry::RetryPolicy;
 pub use crate::store::FileStatus;
 use crate::store::Target;
+use crate::store::local_dir::{LocalDir, LocalMetadata};
 use crate::store::paths::{UnsafePath, validate_repo_path};
 use crate::transport::Transport;
 
@@ -375,14 +376,7 @@ pub fn offline_plan(req: &PlanRequest, target: &Target) -> Result<Plan, HostErro
         }
         Target::LocalDir(l) => {
             let files = l.metadata_files();
-            let commit = files
-                .first()
-                .map(|(_, m, _)| m.commit.clone())
-                .filter(|s| is_commit_sha(s))
-                .ok_or_else(|| HostError::OfflineMiss {
-                    what: what.clone(),
-                    cache_dir: l.root.clone(),
-                })?;
+            let commit = local_dir_commit(l, &files, &what)?;
             let files = files.into_iter().map(|(p, _, size)| (p, size)).collect();
             (commit, files, l.root.clone())
         }
@@ -429,6 +423,23 @@ pub fn offline_plan(req: &PlanRequest, target: &Target) -> Result<Plan, HostErro
         refused: Vec::new(),
         manifest_files: files,
     })
+}
+
+/// The commit a `--local-dir` download recorded in the metadata of its `files` (see
+/// [`LocalDir::metadata_files`]); none is an offline miss of `what`.
+pub fn local_dir_commit(
+    l: &LocalDir,
+    files: &[(String, LocalMetadata, u64)],
+    what: &str,
+) -> Result<String, HostError> {
+    files
+        .first()
+        .map(|(_, m, _)| m.commit.clone())
+        .filter(|s| is_commit_sha(s))
+        .ok_or_else(|| HostError::OfflineMiss {
+            what: what.to_owned(),
+            cache_dir: l.root.clone(),
+        })
 }
 
 /// Whether `s` is a full 40-hex commit sha.

@@ -26,7 +26,7 @@ use crate::cli::{
 use crate::commands::download::human_bytes;
 use crate::commands::{open_transports, print_stdout};
 use crate::error::HostError;
-use crate::plan::{PlanRequest, is_commit_sha, resolve_plan};
+use crate::plan::{PlanRequest, is_commit_sha, local_dir_commit, resolve_plan};
 use crate::settings::{Env, Overrides, Settings};
 use crate::store::Target;
 use crate::store::cache::repo_folder_name;
@@ -587,14 +587,7 @@ fn recorded(
         }
         Target::LocalDir(l) => {
             let meta = l.metadata_files();
-            let commit = meta
-                .first()
-                .map(|(_, m, _)| m.commit.clone())
-                .filter(|s| is_commit_sha(s))
-                .ok_or_else(|| HostError::OfflineMiss {
-                    what: what.clone(),
-                    cache_dir: l.root.clone(),
-                })?;
+            let commit = local_dir_commit(l, &meta, &what)?;
             let expected = meta
                 .iter()
                 .filter(|(p, _, _)| selected(p, &spec.files))

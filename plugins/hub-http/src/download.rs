@@ -220,15 +220,23 @@ impl From<PluginError> for Stop {
     }
 }
 
-struct Shared<'a> {
+/// What every pass over one file shares: where its bytes come from and go, and who hears of
+/// them.
+#[derive(Clone, Copy)]
+struct Job<'a> {
     client: &'a HttpClient,
     source: &'a Source,
     file: &'a File,
     path: &'a Path,
     size: u64,
-    offset: u64,
     opts: &'a DownloadOptions,
     events: EventSink<'a>,
+}
+
+/// One pass over the ranges of a file, from `offset`, shared by its workers.
+struct Shared<'a> {
+    job: Job<'a>,
+    offset: u64,
     /// The ranges and how many bytes of each are written (contiguously from its start).
     ranges: Vec<Range<u64>>,
     done: Vec<AtomicU64>,
@@ -259,7 +267,11 @@ impl Shared<'_> {
             }
         }
         // Everything planned is written: what follows the last range was written before.
-        if self.skipped_tail { self.size } else { mark }
+        if self.skipped_tail {
+            self.job.size
+        } else {
+            mark
+        }
     }
 
     fn maybe_checkpoint(&self, force: bool) {
@@ -275,7 +287,7 @@ impl Shared<'_> {
             self.last_checkpoint.store(mark, Ordering::Release);
             *at = Instant::now();
             drop(at);
-            (self.events)(Event::Checkpoint(mark));
+            (self.job.events)(Event::Checkpoint(mark));
         }
     }
 
@@ -297,7 +309,7 @@ impl Shared<'_> {
                 && done > self.reported[i].load(Ordering::Acquire)
             {
                 self.reported[i].store(done, Ordering::Release);
-                (self.events)(Event::RangeWritten(range.start..range.start + done));
+                (self.job.events)(Event::RangeWritten(range.start..range.start + done));
             }
         }
         if due {
@@ -378,18 +390,16 @@ pub async fn download_to_partial(
             origin: origin_of(&source.url),
         });
     }
-    let mut shared = Shared::new(
+    let job = Job {
         client,
         source,
-        &file,
-        partial_path,
+        file: &file,
+        path: partial_path,
         size,
-        offset,
         opts,
         events,
-        ranges,
-        opts.written.clone(),
-    );
+    };
+    let mut shared = Shared::new(job, offset, ranges, opts.written.clone());
     let first = cancellable(cancel, run(&shared, cancel))
         .await
         .inspect_err(|_| shared.maybe_checkpoint(true))?;
@@ -417,18 +427,7 @@ pub async fn download_to_partial(
             .collect();
         // Resume after the contiguous prefix the parallel pass wrote.
         let mark = shared.low_watermark();
-        shared = Shared::new(
-            client,
-            source,
-            &file,
-            partial_path,
-            size,
-            mark,
-            opts,
-            events,
-            std::iter::once(mark..size).collect(),
-            covered,
-        );
+        shared = Shared::new(job, mark, std::iter::once(mark..size).collect(), covered);
         shared.net.store(net_before, Ordering::Release);
         match cancellable(cancel, run(&shared, cancel))
             .await
@@ -467,41 +466,23 @@ pub async fn download_to_partial(
 }
 
 impl<'a> Shared<'a> {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        client: &'a HttpClient,
-        source: &'a Source,
-        file: &'a File,
-        path: &'a Path,
-        size: u64,
-        offset: u64,
-        opts: &'a DownloadOptions,
-        events: EventSink<'a>,
-        ranges: Vec<Range<u64>>,
-        covered: Vec<Range<u64>>,
-    ) -> Self {
+    fn new(job: Job<'a>, offset: u64, ranges: Vec<Range<u64>>, covered: Vec<Range<u64>>) -> Self {
         let done = ranges.iter().map(|_| AtomicU64::new(0)).collect();
-        let skipped_tail = ranges.last().is_none_or(|r| r.end < size);
+        let skipped_tail = ranges.last().is_none_or(|r| r.end < job.size);
         let reported = ranges.iter().map(|_| AtomicU64::new(0)).collect();
         Self {
             skipped_tail,
             reported,
             last_ranges_at: Mutex::new(Instant::now()),
-            client,
-            source,
-            file,
-            path,
-            size,
+            job,
             offset,
-            opts,
-            events,
             ranges,
             done,
             covered,
             net: AtomicU64::new(0),
             last_checkpoint: AtomicU64::new(offset),
             last_checkpoint_at: Mutex::new(Instant::now()),
-            origin: Mutex::new(origin_of(&source.url)),
+            origin: Mutex::new(origin_of(&job.source.url)),
             started: Instant::now(),
         }
     }
@@ -510,7 +491,7 @@ impl<'a> Shared<'a> {
 /// Runs the workers over the ranges of `shared`.
 async fn run(shared: &Shared<'_>, cancel: &CancelToken) -> Result<(), Stop> {
     let next = &AtomicUsize::new(0);
-    let workers = (shared.opts.connections.max(1) as usize).min(shared.ranges.len());
+    let workers = (shared.job.opts.connections.max(1) as usize).min(shared.ranges.len());
     let worker = |_| async move {
         loop {
             let i = next.fetch_add(1, Ordering::AcqRel);
@@ -527,7 +508,7 @@ async fn run(shared: &Shared<'_>, cancel: &CancelToken) -> Result<(), Stop> {
 /// Fetches range `i` to its end, retrying and resuming.
 async fn fetch_range(shared: &Shared<'_>, i: usize, cancel: &CancelToken) -> Result<(), Stop> {
     let range = &shared.ranges[i];
-    let policy = &shared.opts.retry;
+    let policy = &shared.job.opts.retry;
     let mut failures = 0u32;
     loop {
         let before = shared.done[i].load(Ordering::Acquire);
@@ -556,7 +537,7 @@ async fn fetch_range(shared: &Shared<'_>, i: usize, cancel: &CancelToken) -> Res
         };
         let note = RetryNote::new(error.message, wait, failures + 1, policy.max_attempts);
         log::info!("range {}-{}: {note}", pos, range.end - 1);
-        (shared.events)(Event::Retry(note));
+        (shared.job.events)(Event::Retry(note));
         sleep(cancel, wait).await?;
     }
 }
@@ -583,16 +564,16 @@ async fn fetch_once(
     cancel: &CancelToken,
 ) -> Result<(), Stop> {
     let range = &shared.ranges[i];
-    let whole = pos == 0 && range.end == shared.size;
+    let whole = pos == 0 && range.end == shared.job.size;
     let request = range_request(shared, pos, range.end, whole)?;
-    let answer = shared.client.send(&request, cancel).await?;
+    let answer = shared.job.client.send(&request, cancel).await?;
     let context = answer.context();
     *shared.origin.lock().unwrap_or_else(|e| e.into_inner()) = origin_of(&answer.url);
     let status = answer.response.status();
     let window = Window {
         pos,
         end: range.end,
-        size: shared.size,
+        size: shared.job.size,
         whole,
         single: shared.ranges.len() == 1,
     };
@@ -602,9 +583,9 @@ async fn fetch_once(
 
 /// The GET for bytes `pos..end` of the source (no `Range` header for the whole file).
 fn range_request(shared: &Shared<'_>, pos: u64, end: u64, whole: bool) -> Result<Request, Stop> {
-    let mut request =
-        Request::get(shared.source.url.clone()).credential(shared.source.credential.clone());
-    request.origin_headers = shared.source.headers.clone();
+    let mut request = Request::get(shared.job.source.url.clone())
+        .credential(shared.job.source.credential.clone());
+    request.origin_headers = shared.job.source.headers.clone();
     if !whole {
         let value = format!("bytes={pos}-{}", end - 1);
         request.headers.insert(
@@ -734,7 +715,7 @@ async fn copy_body(
     let mut last_flush = Instant::now();
     let flush = |file_bytes: &mut u64, net_bytes: &mut u64| {
         if *file_bytes > 0 || *net_bytes > 0 {
-            (shared.events)(Event::Bytes {
+            (shared.job.events)(Event::Bytes {
                 file: *file_bytes,
                 network: *net_bytes,
             });
@@ -753,7 +734,7 @@ async fn copy_body(
             Err(e) => break Err(classify_transport(&e, context)),
         };
         let n = chunk.len() as u64;
-        shared.client.throttle(n).await;
+        shared.job.client.throttle(n).await;
         shared.net.fetch_add(n, Ordering::AcqRel);
         pending_net += n;
         let mut data = &chunk[..];
@@ -764,8 +745,8 @@ async fn copy_body(
         }
         let room = (end - at).min(data.len() as u64) as usize;
         if room > 0 {
-            if let Err(e) = write_at(shared.file, &data[..room], at) {
-                break Err(io(shared.path, "cannot write the partial file", &e));
+            if let Err(e) = write_at(shared.job.file, &data[..room], at) {
+                break Err(io(shared.job.path, "cannot write the partial file", &e));
             }
             pending_file += shared.fresh(at, at + room as u64);
             at += room as u64;
@@ -931,18 +912,17 @@ mod tests {
                 marks.lock().unwrap().push(n)
             }
         };
-        let shared = Shared::new(
-            &client,
-            &source,
-            &file,
-            &path,
-            30,
-            5,
-            &opts,
-            &record,
-            crate::ranges::split_ranges(5, 30, 10),
-            vec![0..2, 20..25],
-        );
+        let job = Job {
+            client: &client,
+            source: &source,
+            file: &file,
+            path: &path,
+            size: 30,
+            opts: &opts,
+            events: &record,
+        };
+        let ranges = crate::ranges::split_ranges(5, 30, 10);
+        let shared = Shared::new(job, 5, ranges, vec![0..2, 20..25]);
         assert_eq!(shared.low_watermark(), 5);
         shared.done[1].store(10, Ordering::Release);
         assert_eq!(
