@@ -217,12 +217,7 @@ mod tests {
 
     impl Backend for Fake {
         fn capabilities(&self) -> Capabilities {
-            Capabilities {
-                repo_types: RVec::from(vec![RepoType::MODEL]),
-                features: Features::RESOLVE,
-                max_batch_files: 0,
-                extra_json: RString::new(),
-            }
+            Capabilities::new(&[RepoType::MODEL], Features::RESOLVE)
         }
         fn resolve(
             &self,

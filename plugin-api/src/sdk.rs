@@ -63,12 +63,8 @@
 //!
 //! impl BackendPlugin for Shelf {
 //!     fn capabilities(&self) -> Capabilities {
-//!         Capabilities {
-//!             repo_types: vec![RepoType::MODEL, RepoType::DATASET].into(),
-//!             features: Features::NON_XET_FILES | Features::RESUME | Features::LOCAL,
-//!             max_batch_files: 0,
-//!             extra_json: "".into(),
-//!         }
+//!         let features = Features::NON_XET_FILES | Features::RESUME | Features::LOCAL;
+//!         Capabilities::new(&[RepoType::MODEL, RepoType::DATASET], features)
 //!     }
 //!
 //!     // `resolve` and `call` keep their defaults (UNSUPPORTED): another backend resolves.
@@ -390,12 +386,7 @@ impl<P: BackendPlugin> Backend for Guarded<P> {
                     "{}",
                     panic_error(self.name, "capabilities", payload.as_ref())
                 );
-                Capabilities {
-                    repo_types: RVec::new(),
-                    features: crate::types::Features::empty(),
-                    max_batch_files: 0,
-                    extra_json: RString::new(),
-                }
+                Capabilities::new(&[], crate::types::Features::empty())
             }
         }
     }

@@ -173,6 +173,8 @@ impl RepoType {
     /// A kernel repository (`/api/kernels`, URL prefix `kernels/`; since 1.1). Older hosts and
     /// plugins see an unknown type: list it in `Capabilities::repo_types` only if you serve it.
     pub const KERNEL: Self = Self(3);
+    /// Every type this version knows, in order.
+    pub const ALL: [Self; 4] = [Self::MODEL, Self::DATASET, Self::SPACE, Self::KERNEL];
 
     /// `model`, `dataset`, `space`, `kernel`, or `repo-type-<n>` for unknown values.
     pub fn name(self) -> std::borrow::Cow<'static, str> {
@@ -313,6 +315,30 @@ pub struct Capabilities {
     pub max_batch_files: u32,
     /// Anything else, as a JSON object (or empty).
     pub extra_json: RString,
+}
+
+impl Capabilities {
+    /// Serves `repo_types` with `features`; no batch size preference, no extra facts.
+    pub fn new(repo_types: &[RepoType], features: Features) -> Self {
+        Self {
+            repo_types: RVec::from(repo_types.to_vec()),
+            features,
+            max_batch_files: 0,
+            extra_json: RString::new(),
+        }
+    }
+
+    /// Asks for at most `n` files per `fetch` call.
+    pub fn with_max_batch_files(mut self, n: u32) -> Self {
+        self.max_batch_files = n;
+        self
+    }
+
+    /// Adds facts for `hubget plugins` and the host (a JSON object).
+    pub fn with_extra(mut self, extra: &serde_json::Value) -> Self {
+        self.extra_json = extra.to_string().into();
+        self
+    }
 }
 
 /// Static facts about a plugin, read before any backend is created.

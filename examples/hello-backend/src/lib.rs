@@ -157,15 +157,9 @@ fn git_blob_sha1(path: &Path) -> std::io::Result<(u64, String)> {
 
 impl BackendPlugin for Hello {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            repo_types: RVec::from(vec![RepoType::MODEL, RepoType::DATASET, RepoType::SPACE]),
-            features: Features::RESOLVE
-                | Features::RESUME
-                | Features::NON_XET_FILES
-                | Features::LOCAL,
-            max_batch_files: 0,
-            extra_json: RString::new(),
-        }
+        let repo_types = [RepoType::MODEL, RepoType::DATASET, RepoType::SPACE];
+        let local = Features::RESUME | Features::NON_XET_FILES | Features::LOCAL;
+        Capabilities::new(&repo_types, Features::RESOLVE | local)
     }
 
     fn resolve(

@@ -217,12 +217,11 @@ impl<R: Read> Read for Skip<R> {
 
 impl BackendPlugin for StaticHttp {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            repo_types: RVec::from(vec![RepoType::MODEL, RepoType::DATASET, RepoType::SPACE]),
-            features: Features::RESOLVE | Features::RESUME | Features::NON_XET_FILES,
-            max_batch_files: 0,
-            extra_json: RString::new(),
-        }
+        let repo_types = [RepoType::MODEL, RepoType::DATASET, RepoType::SPACE];
+        Capabilities::new(
+            &repo_types,
+            Features::RESOLVE | Features::RESUME | Features::NON_XET_FILES,
+        )
     }
 
     fn resolve(

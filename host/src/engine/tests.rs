@@ -5,7 +5,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use abi_stable::std_types::{ROption, RVec};
+use abi_stable::std_types::ROption;
 use hubget_plugin_api::{
     Capabilities, EventKind, FetchBatch, FileDone, FileOutcome, Manifest, Progress, ProgressEvent,
     RepoType, ResolveRequest,
@@ -82,12 +82,10 @@ impl Fake {
     fn new(name: &str, content: &HashMap<String, Vec<u8>>, default: Mode) -> Arc<Self> {
         Arc::new(Self {
             name: name.into(),
-            caps: Capabilities {
-                repo_types: RVec::from(vec![RepoType::MODEL]),
-                features: Features::NON_XET_FILES | Features::RESUME,
-                max_batch_files: 0,
-                extra_json: "".into(),
-            },
+            caps: Capabilities::new(
+                &[RepoType::MODEL],
+                Features::NON_XET_FILES | Features::RESUME,
+            ),
             content: content.clone(),
             mode: StdMutex::new(HashMap::new()),
             default,

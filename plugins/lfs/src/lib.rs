@@ -18,7 +18,7 @@ pub mod fetch;
 
 use hubget_hub_http::{DownloadOptions, HttpClient, HubApi};
 use hubget_plugin_api::sdk::BackendPlugin;
-use hubget_plugin_api::std_types::{RResult, RString, RVec};
+use hubget_plugin_api::std_types::RResult;
 use hubget_plugin_api::{
     CancelToken, Capabilities, Features, FetchBatch, FileOutcome, HostSettings, Manifest,
     PluginError, Progress, RepoType, ResolveRequest,
@@ -75,30 +75,21 @@ impl Backend {
 
 impl BackendPlugin for Backend {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            repo_types: RVec::from(vec![
-                RepoType::MODEL,
-                RepoType::DATASET,
-                RepoType::SPACE,
-                RepoType::KERNEL,
-            ]),
-            features: Features::RESOLVE
-                | Features::RESUME
-                | Features::PARALLEL_RANGES
-                | Features::NON_XET_FILES
-                | Features::RATE_LIMIT,
-            max_batch_files: MAX_BATCH_FILES,
-            extra_json: RString::from(
-                serde_json::json!({
-                    "connections": self.opts.connections,
-                    "range_size": self.opts.range_size,
-                    "batch_api": self.config.use_batch_api,
-                    "xet_files": "plain bytes over the LFS bridge",
-                    (hubget_plugin_api::protocol::RESOLVES_VIA): self.settings.endpoint,
-                })
-                .to_string(),
-            ),
-        }
+        let features = Features::RESOLVE
+            | Features::RESUME
+            | Features::PARALLEL_RANGES
+            | Features::NON_XET_FILES
+            | Features::RATE_LIMIT;
+        let extra = serde_json::json!({
+            "connections": self.opts.connections,
+            "range_size": self.opts.range_size,
+            "batch_api": self.config.use_batch_api,
+            "xet_files": "plain bytes over the LFS bridge",
+            (hubget_plugin_api::protocol::RESOLVES_VIA): self.settings.endpoint,
+        });
+        Capabilities::new(&RepoType::ALL, features)
+            .with_max_batch_files(MAX_BATCH_FILES)
+            .with_extra(&extra)
     }
 
     fn resolve(

@@ -77,7 +77,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hubget_plugin_api::sdk::{BackendPlugin, parse_config};
-use hubget_plugin_api::std_types::{RResult, RString, RVec};
+use hubget_plugin_api::std_types::{RResult, RString};
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, Features, FetchBatch, FetchItem, FileDone, FileOutcome,
     HostSettings, Manifest, PluginError, Progress, RepoType, ResolveRequest,
@@ -324,17 +324,7 @@ impl BackendPlugin for Mirror {
             "resolve_from_dirs": format!("{:?}", self.resolve_from_dirs).to_lowercase(),
             "resolve_from_endpoints": self.resolve_from_endpoints,
         });
-        Capabilities {
-            repo_types: RVec::from(vec![
-                RepoType::MODEL,
-                RepoType::DATASET,
-                RepoType::SPACE,
-                RepoType::KERNEL,
-            ]),
-            features,
-            max_batch_files: 0,
-            extra_json: RString::from(extra.to_string()),
-        }
+        Capabilities::new(&RepoType::ALL, features).with_extra(&extra)
     }
 
     fn resolve(

@@ -534,17 +534,9 @@ impl BackendPlugin for Backend {
         if let Some(loc) = &self.location {
             extra[hubget_plugin_api::protocol::RESOLVES_VIA] = loc.url_of("").into();
         }
-        Capabilities {
-            repo_types: RVec::from(vec![
-                RepoType::MODEL,
-                RepoType::DATASET,
-                RepoType::SPACE,
-                RepoType::KERNEL,
-            ]),
-            features,
-            max_batch_files: 32,
-            extra_json: RString::from(extra.to_string()),
-        }
+        Capabilities::new(&RepoType::ALL, features)
+            .with_max_batch_files(32)
+            .with_extra(&extra)
     }
 
     fn resolve(

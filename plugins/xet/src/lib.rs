@@ -30,7 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hubget_hub_http::{HttpClient, HubApi, XetToken, cancellable, is_xet_hash};
 use hubget_plugin_api::sdk::BackendPlugin;
-use hubget_plugin_api::std_types::{RResult, RString, RVec};
+use hubget_plugin_api::std_types::{RResult, RString};
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, Features, FetchBatch, FileOutcome, HostSettings,
     Manifest, PluginError, Progress, RepoType, ResolveRequest,
@@ -574,26 +574,15 @@ fn unix_now() -> u64 {
 
 impl BackendPlugin for Backend {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            repo_types: RVec::from(vec![
-                RepoType::MODEL,
-                RepoType::DATASET,
-                RepoType::SPACE,
-                RepoType::KERNEL,
-            ]),
-            features: Features::RESOLVE
-                | Features::RESUME
-                | Features::XET
-                | Features::NON_XET_FILES
-                | Features::RATE_LIMIT,
-            max_batch_files: 0,
-            extra_json: RString::from(
-                serde_json::json!({
-                    (hubget_plugin_api::protocol::RESOLVES_VIA): self.settings.endpoint,
-                })
-                .to_string(),
-            ),
-        }
+        let features = Features::RESOLVE
+            | Features::RESUME
+            | Features::XET
+            | Features::NON_XET_FILES
+            | Features::RATE_LIMIT;
+        let extra = serde_json::json!({
+            (hubget_plugin_api::protocol::RESOLVES_VIA): self.settings.endpoint,
+        });
+        Capabilities::new(&RepoType::ALL, features).with_extra(&extra)
     }
 
     fn resolve(

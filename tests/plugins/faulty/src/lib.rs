@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hubget_plugin_api::sdk::{BackendPlugin, parse_config};
-use hubget_plugin_api::std_types::{RResult, RString, RVec};
+use hubget_plugin_api::std_types::{RResult, RString};
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, Features, FetchBatch, FileDone, FileOutcome,
     HostSettings, Manifest, ManifestFile, PluginError, Progress, ProgressEvent, RepoType,
@@ -194,12 +194,7 @@ impl BackendPlugin for Faulty {
             Some(names) => names.iter().filter_map(|n| RepoType::parse(n)).collect(),
             None => vec![RepoType::MODEL, RepoType::DATASET, RepoType::SPACE],
         };
-        Capabilities {
-            repo_types: RVec::from(repo_types),
-            features,
-            max_batch_files: 0,
-            extra_json: RString::new(),
-        }
+        Capabilities::new(&repo_types, features)
     }
 
     fn resolve(
