@@ -118,8 +118,8 @@ use serde::de::DeserializeOwned;
 use crate::interface::{Backend, Backend_TO, BackendBox, Progress};
 use crate::settings::HostSettings;
 use crate::types::{
-    CancelToken, Capabilities, ErrorKind, FetchBatch, FileOutcome, HostContext, LogFn, Manifest,
-    PluginError, PluginInfo, ResolveRequest,
+    CancelToken, Capabilities, ErrorKind, FetchBatch, FetchItem, FileDone, FileOutcome,
+    HostContext, LogFn, Manifest, PluginError, PluginInfo, ResolveRequest,
 };
 
 /// What a backend implements. Methods take references and return plain Rust types; the SDK
@@ -180,6 +180,19 @@ pub fn guard<T>(
         Ok(result) => result,
         Err(payload) => Err(panic_error(plugin, method, payload.as_ref())),
     }
+}
+
+/// One outcome per item of `batch`, in order: what `fetch_one(index, item)` returns for each
+/// (for a plugin that fetches one file at a time).
+pub fn fetch_each(
+    batch: &FetchBatch,
+    mut fetch_one: impl FnMut(u32, &FetchItem) -> Result<FileDone, PluginError>,
+) -> Vec<FileOutcome> {
+    FileOutcome::in_order(
+        (0..)
+            .zip(batch.items.iter())
+            .map(|(i, item)| fetch_one(i, item)),
+    )
 }
 
 /// Completes `outcomes` so that every item of a batch of `len` has exactly one outcome: items

@@ -471,6 +471,21 @@ pub struct FileOutcome {
     pub result: abi_stable::std_types::RResult<FileDone, PluginError>,
 }
 
+impl FileOutcome {
+    /// The outcome of item `index`.
+    pub fn new(index: u32, result: Result<FileDone, PluginError>) -> Self {
+        Self {
+            index,
+            result: result.into(),
+        }
+    }
+
+    /// One outcome per item, the `i`-th result for item `i`.
+    pub fn in_order(results: impl IntoIterator<Item = Result<FileDone, PluginError>>) -> Vec<Self> {
+        (0..).zip(results).map(|(i, r)| Self::new(i, r)).collect()
+    }
+}
+
 /// A file that a backend finished writing (the host still verifies it).
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, Default)]

@@ -21,8 +21,8 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
-use hubget_plugin_api::sdk::{BackendPlugin, parse_config, stream_to_partial};
-use hubget_plugin_api::std_types::{ROption, RResult, RString, RVec};
+use hubget_plugin_api::sdk::{BackendPlugin, fetch_each, parse_config, stream_to_partial};
+use hubget_plugin_api::std_types::{ROption, RString, RVec};
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, EventKind, Features, FetchBatch, FetchItem, FileDone,
     FileOutcome, HostSettings, Manifest, ManifestFile, PluginError, Progress, ProgressEvent,
@@ -220,15 +220,7 @@ impl BackendPlugin for Hello {
         progress: &Progress,
         cancel: &CancelToken,
     ) -> Vec<FileOutcome> {
-        batch
-            .items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| FileOutcome {
-                index: i as u32,
-                result: RResult::from(self.fetch_one(i as u32, item, progress, cancel)),
-            })
-            .collect()
+        fetch_each(batch, |i, item| self.fetch_one(i, item, progress, cancel))
     }
 }
 

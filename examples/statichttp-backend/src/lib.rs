@@ -31,8 +31,8 @@
 
 use std::io::Read;
 
-use hubget_plugin_api::sdk::{BackendPlugin, parse_config, stream_to_partial};
-use hubget_plugin_api::std_types::{ROption, RResult, RString, RVec};
+use hubget_plugin_api::sdk::{BackendPlugin, fetch_each, parse_config, stream_to_partial};
+use hubget_plugin_api::std_types::{ROption, RString, RVec};
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, EventKind, Features, FetchBatch, FileDone, FileOutcome,
     HostSettings, Manifest, ManifestFile, PluginError, Progress, ProgressEvent, RepoType,
@@ -291,12 +291,9 @@ impl BackendPlugin for StaticHttp {
         cancel: &CancelToken,
     ) -> Vec<FileOutcome> {
         // One outcome per item, whatever happens.
-        (0..batch.items.len() as u32)
-            .map(|index| FileOutcome {
-                index,
-                result: RResult::from(self.fetch_one(batch, index, progress, cancel)),
-            })
-            .collect()
+        fetch_each(batch, |index, _| {
+            self.fetch_one(batch, index, progress, cancel)
+        })
     }
 }
 

@@ -157,8 +157,7 @@ fn resolve_lists_sha256_files_under_a_content_addressed_commit() {
     let v1 = resolve(&b, "acme/tiny", "v1").unwrap();
     assert_eq!(v1.commit.len(), 40);
     assert!(v1.commit.bytes().all(|c| c.is_ascii_hexdigit()));
-    let w = v1.file("w.bin")
-        .unwrap();
+    let w = v1.file("w.bin").unwrap();
     assert_eq!(w.size, WEIGHTS.len() as u64);
     assert!(w.git_oid.is_empty(), "no git here");
     assert_eq!(w.sha256.as_ref().unwrap().as_str(), sha256_hex(WEIGHTS));

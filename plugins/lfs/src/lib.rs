@@ -18,7 +18,6 @@ pub mod fetch;
 
 use hubget_hub_http::{DownloadOptions, HttpClient, HubApi};
 use hubget_plugin_api::sdk::BackendPlugin;
-use hubget_plugin_api::std_types::RResult;
 use hubget_plugin_api::{
     CancelToken, Capabilities, Features, FetchBatch, FileOutcome, HostSettings, Manifest,
     PluginError, Progress, RepoType, ResolveRequest,
@@ -126,26 +125,12 @@ impl BackendPlugin for Backend {
             self.runtime
                 .block_on(fetcher.fetch(batch, progress, cancel))
         };
-        results
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| FileOutcome {
-                index: i as u32,
-                result: match r {
-                    Ok(done) => RResult::ROk(done),
-                    Err(e) => RResult::RErr(e),
-                },
-            })
-            .collect()
+        FileOutcome::in_order(results)
     }
-}
-
-fn new(settings: HostSettings, config: &str) -> Result<Backend, PluginError> {
-    Backend::new(settings, config)
 }
 
 hubget_plugin_api::export_plugin! {
     name: "lfs",
     description: "Hub files over HTTP: Git LFS batch API, parallel ranges, resume",
-    constructor: new,
+    constructor: Backend::new,
 }

@@ -77,7 +77,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hubget_plugin_api::sdk::{BackendPlugin, parse_config};
-use hubget_plugin_api::std_types::{RResult, RString};
+use hubget_plugin_api::std_types::RString;
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, Features, FetchBatch, FetchItem, FileDone, FileOutcome,
     HostSettings, Manifest, PluginError, Progress, RepoType, ResolveRequest,
@@ -355,10 +355,7 @@ impl BackendPlugin for Mirror {
                             let Some(item) = items.get(i) else { break };
                             let index = i as u32;
                             let result = self.fetch_one(batch, index, item, progress, cancel);
-                            done.push(FileOutcome {
-                                index,
-                                result: RResult::from(result),
-                            });
+                            done.push(FileOutcome::new(index, result));
                         }
                         done
                     })
@@ -374,12 +371,8 @@ impl BackendPlugin for Mirror {
     }
 }
 
-fn new(settings: HostSettings, config: &str) -> Result<Mirror, PluginError> {
-    Mirror::new(settings, config)
-}
-
 hubget_plugin_api::export_plugin! {
     name: "mirror",
     description: "Hub-compatible mirror endpoints with failover, and directory mirrors",
-    constructor: new,
+    constructor: Mirror::new,
 }

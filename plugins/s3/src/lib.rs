@@ -560,9 +560,9 @@ impl BackendPlugin for Backend {
     ) -> Vec<FileOutcome> {
         let Some(loc) = &self.location else {
             return (0..batch.items.len() as u32)
-                .map(|index| FileOutcome {
-                    index,
-                    result: Err(PluginError::unsupported("no [plugins.s3] url configured")).into(),
+                .map(|index| {
+                    let e = PluginError::unsupported("no [plugins.s3] url configured");
+                    FileOutcome::new(index, Err(e))
                 })
                 .collect();
         };
@@ -574,10 +574,7 @@ impl BackendPlugin for Backend {
                     .fetch_one(loc, batch, index, options, progress, cancel)
                     .await
                     .map_err(|e| e.context(batch.items[index as usize].file.path.as_str()));
-                FileOutcome {
-                    index,
-                    result: r.into(),
-                }
+                FileOutcome::new(index, r)
             }
         });
         self.runtime.block_on(
@@ -617,12 +614,8 @@ impl BackendPlugin for Backend {
     }
 }
 
-fn new(settings: HostSettings, config: &str) -> Result<Backend, PluginError> {
-    Backend::new(settings, config)
-}
-
 hubget_plugin_api::export_plugin! {
     name: "s3",
     description: "An S3-compatible object store seeded with `hubget export` (reads and exports)",
-    constructor: new,
+    constructor: Backend::new,
 }

@@ -30,7 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hubget_hub_http::{HttpClient, HubApi, XetToken, cancellable, is_xet_hash};
 use hubget_plugin_api::sdk::BackendPlugin;
-use hubget_plugin_api::std_types::{RResult, RString};
+use hubget_plugin_api::std_types::RString;
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, Features, FetchBatch, FileOutcome, HostSettings,
     Manifest, PluginError, Progress, RepoType, ResolveRequest,
@@ -659,52 +659,37 @@ impl BackendPlugin for Backend {
                 }
             };
             if let Some(e) = refusal {
-                outcomes.push(FileOutcome {
-                    index,
-                    result: RResult::RErr(e),
-                });
+                outcomes.push(FileOutcome::new(index, Err(e)));
             }
         }
         if !plain.is_empty() {
             let fetched = self
                 .runtime()
                 .block_on(self.fetch_plain(batch, &plain, &options, progress, cancel));
-            outcomes.extend(fetched.into_iter().map(|(index, result)| FileOutcome {
-                index,
-                result: result.into(),
-            }));
+            outcomes.extend(fetched.into_iter().map(|(i, r)| FileOutcome::new(i, r)));
         }
         if jobs.is_empty() {
             outcomes.sort_by_key(|o| o.index);
             return outcomes;
         }
         if cancel.is_cancelled() {
-            outcomes.extend(jobs.iter().map(|j| FileOutcome {
-                index: j.index,
-                result: RResult::RErr(PluginError::cancelled()),
-            }));
+            let cancelled = |j: &Job| FileOutcome::new(j.index, Err(PluginError::cancelled()));
+            outcomes.extend(jobs.iter().map(cancelled));
             return outcomes;
         }
         let results = self
             .runtime()
             .block_on(self.fetch_xet(batch, jobs, progress, cancel));
-        outcomes.extend(results.into_iter().map(|(index, result)| FileOutcome {
-            index,
-            result: result.into(),
-        }));
+        outcomes.extend(results.into_iter().map(|(i, r)| FileOutcome::new(i, r)));
         outcomes.sort_by_key(|o| o.index);
         outcomes
     }
 }
 
-fn new(settings: HostSettings, config: &str) -> Result<Backend, PluginError> {
-    Backend::new(settings, config)
-}
-
 hubget_plugin_api::export_plugin! {
     name: "xet",
     description: "Xet-backed files from the Xet CAS, only the chunks not on disk (opt-in; other files fall back)",
-    constructor: new,
+    constructor: Backend::new,
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hubget_plugin_api::sdk::{BackendPlugin, parse_config};
-use hubget_plugin_api::std_types::{RResult, RString};
+use hubget_plugin_api::std_types::RString;
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, Features, FetchBatch, FileDone, FileOutcome,
     HostSettings, Manifest, ManifestFile, PluginError, Progress, ProgressEvent, RepoType,
@@ -262,15 +262,9 @@ impl BackendPlugin for Faulty {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        batch
-            .items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| FileOutcome {
-                index: i as u32,
-                result: RResult::from(self.fetch_one(i as u32, item, progress, cancel)),
-            })
-            .collect()
+        hubget_plugin_api::sdk::fetch_each(batch, |i, item| {
+            self.fetch_one(i, item, progress, cancel)
+        })
     }
 
     fn call(&self, method: &str, request_json: &str) -> Result<String, PluginError> {
