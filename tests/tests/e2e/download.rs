@@ -522,16 +522,21 @@ fn ctrl_c_keeps_the_partial_file_and_exits_130() {
     );
 }
 
-#[test]
-fn corruption_never_lands_and_the_next_backend_completes() {
+/// A hubsim whose CDN answers every request for acme/tiny's `xet-a.bin` with `action` (lfs
+/// gets it, xet reads the CAS).
+fn xet_a_broken_on_the_cdn(action: FaultAction) -> Dl {
     let dl = Dl::new();
     let xet = dl.file(TINY, "xet-a.bin");
+    dl.sim
+        .faults()
+        .add(Fault::always(Origin::Cdn, &xet.sha256, action));
+    dl
+}
+
+#[test]
+fn corruption_never_lands_and_the_next_backend_completes() {
     // lfs gets a flipped byte from the CDN; xet (through the CAS) serves it right.
-    dl.sim.faults().add(Fault::always(
-        Origin::Cdn,
-        &xet.sha256,
-        FaultAction::FlipByte { offset: Some(1000) },
-    ));
+    let dl = xet_a_broken_on_the_cdn(FaultAction::FlipByte { offset: Some(1000) });
     let r = dl.run(&[TINY, "xet-a.bin", "--json"]);
     r.ok();
     let fallback = r.of("fallback");
@@ -607,14 +612,8 @@ fn wrong_length_and_truncated_bodies_never_land() {
 
 #[test]
 fn when_every_backend_corrupts_the_error_names_each_check() {
-    let dl = Dl::new();
-    let xet = dl.file(TINY, "xet-a.bin");
     // Every backend corrupts: exit 5, each failure named, nothing in blobs/ or snapshots/.
-    dl.sim.faults().add(Fault::always(
-        Origin::Cdn,
-        &xet.sha256,
-        FaultAction::FlipByte { offset: Some(1000) },
-    ));
+    let dl = xet_a_broken_on_the_cdn(FaultAction::FlipByte { offset: Some(1000) });
     dl.sim.faults().add(Fault::always(
         Origin::Cas,
         "",
@@ -633,16 +632,10 @@ fn when_every_backend_corrupts_the_error_names_each_check() {
 
 #[test]
 fn a_stalled_backend_is_cancelled_and_another_completes() {
-    let dl = Dl::new();
-    let xet = dl.file(TINY, "xet-a.bin");
-    dl.sim.faults().add(Fault::always(
-        Origin::Cdn,
-        &xet.sha256,
-        FaultAction::Stall {
-            secs: 120.0,
-            after_bytes: Some(64 * 1024),
-        },
-    ));
+    let dl = xet_a_broken_on_the_cdn(FaultAction::Stall {
+        secs: 120.0,
+        after_bytes: Some(64 * 1024),
+    });
     let r = dl.run(&[TINY, "xet-a.bin", "--stall-timeout", "2", "--json"]);
     r.ok();
     let fb = r.fallback_from("lfs");
@@ -653,16 +646,23 @@ fn a_stalled_backend_is_cancelled_and_another_completes() {
     dl.assert_landed(TINY, &["xet-a.bin"]);
 }
 
-#[test]
-fn rate_limit_retry_after_is_honoured() {
+/// A hubsim whose CDN answers the first request for acme/tiny's `lfs.bin` with a 429 asking to
+/// retry after `secs`; and that file.
+fn lfs_rate_limited_once(secs: u64) -> (Dl, hubsim::FileInfo) {
     let dl = Dl::new();
     let lfs = dl.file(TINY, "lfs.bin");
     let rate_limited = FaultAction::RateLimited {
-        retry_after_secs: 2,
+        retry_after_secs: secs,
     };
     dl.sim
         .faults()
         .add(Fault::new(Origin::Cdn, &lfs.sha256, rate_limited));
+    (dl, lfs)
+}
+
+#[test]
+fn rate_limit_retry_after_is_honoured() {
+    let (dl, lfs) = lfs_rate_limited_once(2);
     let r = dl.run(&[TINY, "lfs.bin", "--json"]);
     r.ok();
     assert!(r.secs >= 2.0, "waited {}s, Retry-After was 2s", r.secs);
@@ -718,15 +718,8 @@ fn backend_retries_are_reported_and_the_download_goes_on() {
 
 #[test]
 fn an_announced_retry_wait_longer_than_the_stall_timeout_is_not_a_stall() {
-    let dl = Dl::new();
-    let lfs = dl.file(TINY, "lfs.bin");
     // lfs waits the 3 s Retry-After; the stall timeout is 2 s.
-    let rate_limited = FaultAction::RateLimited {
-        retry_after_secs: 3,
-    };
-    dl.sim
-        .faults()
-        .add(Fault::new(Origin::Cdn, &lfs.sha256, rate_limited));
+    let (dl, _) = lfs_rate_limited_once(3);
     let r = dl.run(&[TINY, "lfs.bin", "--stall-timeout", "2", "--json"]);
     r.ok();
     assert!(r.secs >= 3.0, "waited {}s, Retry-After was 3s", r.secs);
