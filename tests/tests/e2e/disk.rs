@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hubsim::{Fault, FaultAction, FixtureSpec, HubSim, HubSimHandle, Origin, Shaping};
+use hubget_tests::Run;
+use hubget_tests::hub::{Dl, checkpoint, poll, wait};
+use hubsim::{Fault, FaultAction, FixtureSpec, HubSim, Origin, Shaping};
 use serde_json::Value;
 
 const REPO: &str = "acme/tiny";
@@ -112,55 +114,23 @@ impl Drop for Tmpfs {
     }
 }
 
-fn sim(shape: Shaping) -> HubSimHandle {
-    HubSim::start_blocking(
+/// A hubsim with acme/tiny shaped by `shape`, and an environment to run `hubget` in.
+fn dl(shape: Shaping) -> Dl {
+    Dl::with(
         HubSim::builder()
             .fixtures(FixtureSpec::minimal())
             .shape(shape),
     )
-    .expect("hubsim")
 }
 
-/// Runs `hubget download <args> --json --backend lfs` with the cache in `cache`.
-fn spawn(sim: &HubSim, home: &Path, cache: &Path, args: &[&str]) -> Child {
-    Command::new(hubget_tests::hubget_exe())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("HF_HOME", home.join("hf"))
-        .env("XDG_CONFIG_HOME", home.join("xdg"))
-        .env("XDG_CACHE_HOME", home.join("xdg-cache"))
-        .env("HUBGET_PLUGIN_DIR", hubget_tests::bin_dir())
-        .env("RUST_LOG", "info")
-        .arg("download")
-        .args(args)
-        .args(["--endpoint", sim.hub_url()])
-        .arg("--cache-dir")
-        .arg(cache)
-        .args(["--backend", "lfs", "--json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run hubget")
+/// `hubget download <args> --backend lfs --json` arguments with the cache in `cache`.
+fn into<'a>(cache: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
+    let cache = cache.to_str().expect("a UTF-8 temp path");
+    [args, &["--cache-dir", cache, "--backend", "lfs", "--json"]].concat()
 }
 
-fn finish(child: Child) -> (Option<i32>, Vec<Value>, String) {
-    let out = child.wait_with_output().expect("wait for hubget");
-    let events = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .collect();
-    (
-        out.status.code(),
-        events,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn events<'a>(all: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    all.iter().filter(|e| e["event"] == kind).collect()
-}
+/// Info-level logs (the tests read what hubget says about the disk).
+const INFO: &[(&str, &str)] = &[("RUST_LOG", "info")];
 
 /// The entries of `blobs/` other than partial files and their state.
 fn installed_blobs(cache: &Path) -> Vec<String> {
@@ -174,17 +144,18 @@ fn installed_blobs(cache: &Path) -> Vec<String> {
 }
 
 /// The disk-full `error` event and `done` with exit code 7.
-fn assert_disk_full_events(ev: &[Value], stderr: &str) -> String {
-    let error = events(ev, "error")
+fn assert_disk_full_events(r: &Run) -> String {
+    let error = r
+        .of("error")
         .into_iter()
         .find(|e| e["path"].is_null())
-        .unwrap_or_else(|| panic!("no command error event: {ev:?}\n{stderr}"));
+        .unwrap_or_else(|| panic!("no command error event: {r:?}"));
     assert_eq!(error["kind"], "disk-full", "{error}");
     assert!(
         error["hint"].as_str().unwrap_or("").contains("--cache-dir"),
         "{error}"
     );
-    let done = ev.last().expect("events");
+    let done = r.events().pop().expect("events");
     assert_eq!(done["event"], "done", "{done}");
     assert_eq!(done["exit_code"], EXIT_DISK_FULL, "{done}");
     error["message"].as_str().unwrap_or("").to_owned()
@@ -192,33 +163,29 @@ fn assert_disk_full_events(ev: &[Value], stderr: &str) -> String {
 
 #[test]
 fn disk_full_before_the_transfer_fails_fast_and_fetches_nothing() {
-    let sim = sim(Shaping::default());
+    let dl = dl(Shaping::default());
+    let sim = &dl.sim;
     let fs = Tmpfs::new("2m");
-    let home = tempfile::tempdir().unwrap();
     let cache = fs.path.join("cache");
     let size = sim.info().repo(REPO).unwrap().file("lfs.bin").unwrap().size;
     assert!(size > 2 * MIB, "lfs.bin must not fit in the tmpfs");
 
     // --dry-run: the shortfall is a warning, exit 0.
-    let (code, ev, stderr) = finish(spawn(
-        &sim,
-        home.path(),
-        &cache,
-        &[REPO, "lfs.bin", "--dry-run"],
-    ));
-    assert_eq!(code, Some(0), "{stderr}");
+    let r = dl.run_env(&into(&cache, &[REPO, "lfs.bin", "--dry-run"]), INFO);
+    r.code_is(0);
     assert!(
-        events(&ev, "warning").iter().any(|w| w["message"]
+        r.of("warning").iter().any(|w| w["message"]
             .as_str()
             .unwrap_or("")
             .starts_with("not enough free space in ")),
-        "{ev:?}"
+        "{}",
+        r.stdout
     );
 
     sim.reset_counters();
-    let (code, ev, stderr) = finish(spawn(&sim, home.path(), &cache, &[REPO, "lfs.bin"]));
-    assert_eq!(code, Some(EXIT_DISK_FULL), "{stderr}");
-    let message = assert_disk_full_events(&ev, &stderr);
+    let r = dl.run_env(&into(&cache, &[REPO, "lfs.bin"]), INFO);
+    r.code_is(EXIT_DISK_FULL);
+    let message = assert_disk_full_events(&r);
     let expected = format!(
         "not enough free space in {}: 4.0 MiB still to fetch, ",
         cache.display()
@@ -226,11 +193,12 @@ fn disk_full_before_the_transfer_fails_fast_and_fetches_nothing() {
     assert!(message.starts_with(&expected), "{message}");
     assert!(message.ends_with(" free"), "{message}");
     assert!(
-        stderr.contains(&format!("error: {expected}")),
-        "one clear error line: {stderr}"
+        r.stderr.contains(&format!("error: {expected}")),
+        "one clear error line: {}",
+        r.stderr
     );
-    assert!(stderr.contains("hint: free space in "), "{stderr}");
-    assert!(events(&ev, "file_start").is_empty(), "{ev:?}");
+    assert!(r.stderr.contains("hint: free space in "), "{}", r.stderr);
+    assert!(r.of("file_start").is_empty(), "{}", r.stdout);
     let c = sim.counters();
     assert_eq!(c.bytes_from(Origin::Cdn), 0, "nothing came from the CDN");
     assert!(
@@ -248,12 +216,12 @@ fn disk_full_before_the_transfer_fails_fast_and_fetches_nothing() {
 fn disk_filled_during_the_transfer_stops_keeps_the_prefix_and_resumes() {
     // 1 MiB/s, and a 6 s pause after 2 MiB: the transfer cannot finish before the test has
     // seen a checkpoint and filled the disk.
-    let sim = sim(Shaping {
+    let dl = dl(Shaping {
         rate_per_conn: Some(MIB),
         ..Shaping::default()
     });
+    let sim = &dl.sim;
     let fs = Tmpfs::new("6m");
-    let home = tempfile::tempdir().unwrap();
     let cache = fs.path.join("cache");
     let tiny = sim.info().repo(REPO).unwrap();
     let f = tiny.file(FILE).unwrap().clone();
@@ -273,39 +241,31 @@ fn disk_filled_during_the_transfer_stops_keeps_the_prefix_and_resumes() {
         .join(FOLDER)
         .join("blobs")
         .join(format!("{}.hubget-partial.json", f.sha256));
-    let child = spawn(&sim, home.path(), &cache, &[REPO, FILE, "-x", "1"]);
+    let started = Instant::now();
+    let child = dl.spawn(&into(&cache, &[REPO, FILE, "-x", "1"]), INFO);
     // The preflight passed (4 MiB < 6 MiB); wait for a persisted checkpoint, then another
     // process fills the disk.
-    let t0 = Instant::now();
-    let checkpoint = loop {
-        let cp = std::fs::read_to_string(&state)
-            .ok()
-            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-            .and_then(|v| v["checkpoint"].as_u64())
-            .unwrap_or(0);
-        if cp > 0 {
-            break cp;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "no checkpoint was persisted"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let blobs = cache.join(FOLDER).join("blobs");
+    let persisted = || checkpoint(&blobs, &f.sha256).filter(|&cp| cp > 0);
+    assert!(
+        poll(Duration::from_secs(30), || persisted().is_some()),
+        "no checkpoint was persisted"
+    );
+    let checkpoint = persisted().unwrap();
     assert!(checkpoint < f.size);
     let filler = fs.fill("filler");
     assert!(filler > 0);
 
-    let (code, ev, stderr) = finish(child);
-    assert_eq!(code, Some(EXIT_DISK_FULL), "{stderr}");
-    let message = assert_disk_full_events(&ev, &stderr);
+    let r = wait(child, started);
+    r.code_is(EXIT_DISK_FULL);
+    let message = assert_disk_full_events(&r);
     assert!(
         message.starts_with(&format!("disk full: no space left in {}", cache.display())),
         "{message}"
     );
     assert!(message.contains("No space left on device"), "{message}");
     // Not sprayed: xet could serve the file too, but got no call; no retry, one CDN request.
-    let plan = events(&ev, "plan");
+    let plan = r.of("plan");
     assert!(
         plan[0]["backends"]
             .as_array()
@@ -316,12 +276,11 @@ fn disk_filled_during_the_transfer_stops_keeps_the_prefix_and_resumes() {
         plan[0]
     );
     assert!(
-        events(&ev, "file_start")
-            .iter()
-            .all(|s| s["backend"] == "lfs"),
-        "{ev:?}"
+        r.of("file_start").iter().all(|s| s["backend"] == "lfs"),
+        "{}",
+        r.stdout
     );
-    assert!(events(&ev, "retry").is_empty(), "{ev:?}");
+    assert!(r.of("retry").is_empty(), "{}", r.stdout);
     let c = sim.counters();
     let cdn_requests = c.log.iter().filter(|l| l.origin == Origin::Cdn).count();
     assert_eq!(cdn_requests, 1, "one CDN request, no retry: {:?}", c.log);
@@ -349,10 +308,10 @@ fn disk_filled_during_the_transfer_stops_keeps_the_prefix_and_resumes() {
     std::fs::remove_file(fs.path.join("filler")).unwrap();
     sim.faults().clear();
     sim.reset_counters();
-    let (code, ev, stderr) = finish(spawn(&sim, home.path(), &cache, &[REPO, FILE, "-x", "1"]));
-    assert_eq!(code, Some(0), "{stderr}");
-    let start = events(&ev, "file_start");
-    assert_eq!(start.len(), 1, "{ev:?}");
+    let r = dl.run_env(&into(&cache, &[REPO, FILE, "-x", "1"]), INFO);
+    r.code_is(0);
+    let start = r.of("file_start");
+    assert_eq!(start.len(), 1, "{}", r.stdout);
     let offset = start[0]["offset"].as_u64().unwrap();
     assert_eq!(offset, kept, "resumed from the kept checkpoint");
     assert_eq!(
@@ -360,7 +319,7 @@ fn disk_filled_during_the_transfer_stops_keeps_the_prefix_and_resumes() {
         f.size - offset,
         "only what was missing moved"
     );
-    let done = events(&ev, "file_done");
+    let done = r.of("file_done");
     assert_eq!(done[0]["sha256"], f.sha256.as_str());
     assert_eq!(installed_blobs(&cache), vec![f.sha256.clone()]);
     let linked = cache

@@ -3,89 +3,30 @@
 //! a partial file (only the rest moves; also when the CDN ignores `Range`), 404/401 classified
 //! into exit codes, the token rule.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 
-use hubsim::{FixtureSpec, HubSim, HubSimHandle, Origin, Storage};
-use serde_json::Value;
+use hubget_tests::Run;
+use hubget_tests::hub::{Dl, fixtures};
+use hubsim::{FixtureSpec, HubSim, Origin, Storage};
 
 const REPO: &str = "acme/tiny";
 
-fn sim() -> HubSimHandle {
-    let spec = FixtureSpec::minimal().repo(
-        FixtureSpec::default_set(1)
+/// A hubsim with acme/tiny and acme/private, and an environment to run `hubget` in.
+fn dl() -> Dl {
+    let mut spec = FixtureSpec::minimal();
+    spec.repos.extend(
+        fixtures()
             .repos
             .into_iter()
-            .find(|r| r.id == "acme/private")
-            .expect("acme/private in the default set"),
+            .filter(|r| r.id == "acme/private"),
     );
-    HubSim::start_blocking(HubSim::builder().fixtures(spec)).expect("hubsim")
+    Dl::with(HubSim::builder().fixtures(spec))
 }
 
-/// `target/debug`, where `cargo build --workspace` put `hubget` and the plugins.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/debug/deps/..")
-        .to_path_buf()
-}
-
-/// An isolated home with its own cache.
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("temp home"),
-        }
-    }
-
-    fn cache(&self) -> PathBuf {
-        self.dir.path().join("cache")
-    }
-
-    /// Runs `hubget download <args> --json --backend lfs --no-fallback` against `sim`.
-    fn download(&self, sim: &HubSim, args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
-        let mut cmd =
-            Command::new(bin_dir().join(format!("hubget{}", std::env::consts::EXE_SUFFIX)));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("HF_HOME", self.dir.path().join("hf"))
-            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
-            .env("XDG_CACHE_HOME", self.dir.path().join("xdg-cache"))
-            .env("HUBGET_PLUGIN_DIR", bin_dir())
-            .env("RUST_LOG", "info")
-            .arg("download")
-            .args(args)
-            .args(["--endpoint", sim.hub_url()])
-            .arg("--cache-dir")
-            .arg(self.cache())
-            .args(["--backend", "lfs", "--no-fallback", "--json"])
-            .stdin(Stdio::null());
-        let out = cmd.output().expect("run hubget");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let events = stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .collect();
-        (
-            out.status.code(),
-            events,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn snapshot(&self, repo_folder: &str, commit: &str, path: &str) -> PathBuf {
-        self.cache()
-            .join(repo_folder)
-            .join("snapshots")
-            .join(commit)
-            .join(path)
-    }
+/// `hubget download <args> --backend lfs --no-fallback --json`, logging at info.
+fn on_lfs(dl: &Dl, args: &[&str]) -> Run {
+    let lfs_only = ["--backend", "lfs", "--no-fallback", "--json"];
+    dl.run_env(&[args, &lfs_only].concat(), &[("RUST_LOG", "info")])
 }
 
 /// The bytes hubsim serves for `f` (CDN for LFS/Xet files, `resolve` for regular ones).
@@ -105,24 +46,20 @@ fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn events<'a>(all: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    all.iter().filter(|e| e["event"] == kind).collect()
-}
-
 #[test]
 fn lfs_snapshot_of_regular_lfs_and_xet_files() {
-    let sim = sim();
-    let home = Home::new();
-    let (code, ev, stderr) = home.download(&sim, &[REPO]);
-    assert_eq!(code, Some(0), "{stderr}");
+    let dl = dl();
+    let sim = &dl.sim;
+    let r = on_lfs(&dl, &[REPO]);
+    r.ok();
     let tiny = sim.info().repo(REPO).unwrap();
     for kind in [Storage::Regular, Storage::Lfs, Storage::Xet] {
         assert!(tiny.files.iter().any(|f| f.storage == kind));
     }
-    let done = events(&ev, "file_done");
-    assert_eq!(done.len(), tiny.files.len(), "{stderr}");
+    let done = r.of("file_done");
+    assert_eq!(done.len(), tiny.files.len(), "{}", r.stderr);
     for f in &tiny.files {
-        let path = home.snapshot("models--acme--tiny", &tiny.head, &f.path);
+        let path = dl.snapshot_file(REPO, &f.path);
         assert!(
             read(&path) == expected(&sim, &tiny.head, f),
             "{} content",
@@ -152,11 +89,12 @@ fn lfs_snapshot_of_regular_lfs_and_xet_files() {
 
 /// Puts the first `offset` bytes of `lfs.bin` in the cache as an interrupted run left them,
 /// with the host's resume state; returns the whole content.
-fn plant_partial(home: &Home, sim: &HubSim, offset: usize) -> Vec<u8> {
+fn plant_partial(dl: &Dl, offset: usize) -> Vec<u8> {
+    let sim = &dl.sim;
     let tiny = sim.info().repo(REPO).unwrap();
     let f = tiny.file("lfs.bin").unwrap();
     let content = expected(sim, &tiny.head, f);
-    let blobs = home.cache().join("models--acme--tiny").join("blobs");
+    let blobs = dl.blobs(REPO);
     std::fs::create_dir_all(&blobs).unwrap();
     let partial = blobs.join(format!("{}.hubget-partial", f.sha256));
     std::fs::write(&partial, &content[..offset]).unwrap();
@@ -173,38 +111,40 @@ fn plant_partial(home: &Home, sim: &HubSim, offset: usize) -> Vec<u8> {
 
 #[test]
 fn lfs_resumes_from_a_partial_file() {
-    let sim = sim();
-    let home = Home::new();
+    let dl = dl();
+    let sim = &dl.sim;
     let tiny = sim.info().repo(REPO).unwrap();
     let f = tiny.file("lfs.bin").unwrap();
     // The first 1.5 MiB are on disk from an interrupted run, with the host's resume state.
     let offset = 3 * 512 * 1024;
-    let content = plant_partial(&home, &sim, offset);
+    let content = plant_partial(&dl, offset);
     sim.reset_counters();
-    let (code, ev, stderr) = home.download(&sim, &[REPO, "lfs.bin"]);
-    assert_eq!(code, Some(0), "{stderr}");
+    let r = on_lfs(&dl, &[REPO, "lfs.bin"]);
+    r.ok();
     let rest = f.size - offset as u64;
-    let done = events(&ev, "file_done");
-    assert_eq!(done[0]["bytes_transferred"], rest, "{stderr}");
+    let done = r.of("file_done");
+    assert_eq!(done[0]["bytes_transferred"], rest, "{}", r.stderr);
     assert_eq!(
         sim.counters().bytes_from(Origin::Cdn),
         rest,
         "only the rest moved"
     );
-    assert!(read(&home.snapshot("models--acme--tiny", &tiny.head, "lfs.bin")) == content);
-    let start = events(&ev, "file_start");
+    assert!(read(&dl.snapshot_file(REPO, "lfs.bin")) == content);
+    let start = r.of("file_start");
     assert_eq!(start[0]["offset"], offset as u64);
 }
 
 #[test]
 fn lfs_resumes_when_the_cdn_ignores_range() {
-    let sim = sim();
+    let dl = dl();
+    let sim = &dl.sim;
     let tiny = sim.info().repo(REPO).unwrap();
     let f = tiny.file("lfs.bin").unwrap();
     // 1 MiB left: one range request; 2.5 MiB left: parallel ranges (8 connections by default).
     for (offset, parallel) in [(3 * 1024 * 1024 + 100, false), (3 * 512 * 1024, true)] {
-        let home = Home::new();
-        let content = plant_partial(&home, &sim, offset);
+        // A fresh cache each round.
+        let _ = std::fs::remove_dir_all(dl.cache());
+        let content = plant_partial(&dl, offset);
         sim.faults().clear();
         let id = sim.faults().add(hubsim::Fault::always(
             Origin::Cdn,
@@ -212,14 +152,14 @@ fn lfs_resumes_when_the_cdn_ignores_range() {
             hubsim::FaultAction::IgnoreRange,
         ));
         sim.reset_counters();
-        let (code, ev, stderr) = home.download(&sim, &[REPO, "lfs.bin"]);
-        assert_eq!(code, Some(0), "offset {offset}: {stderr}");
+        let r = on_lfs(&dl, &[REPO, "lfs.bin"]);
+        assert_eq!(r.code, Some(0), "offset {offset}: {}", r.stderr);
         assert!(
-            read(&home.snapshot("models--acme--tiny", &tiny.head, "lfs.bin")) == content,
+            read(&dl.snapshot_file(REPO, "lfs.bin")) == content,
             "offset {offset}: content"
         );
-        assert_eq!(events(&ev, "file_start")[0]["offset"], offset as u64);
-        let done = events(&ev, "file_done");
+        assert_eq!(r.of("file_start")[0]["offset"], offset as u64);
+        let done = r.of("file_done");
         assert_eq!(done[0]["backend"], "lfs");
         let transferred = done[0]["bytes_transferred"].as_u64().unwrap();
         assert!(
@@ -227,8 +167,9 @@ fn lfs_resumes_when_the_cdn_ignores_range() {
             "offset {offset}: {transferred} network bytes"
         );
         assert!(
-            events(&ev, "fallback").is_empty() && events(&ev, "retry").is_empty(),
-            "offset {offset}: handled inside the backend\n{stderr}"
+            r.of("fallback").is_empty() && r.of("retry").is_empty(),
+            "offset {offset}: handled inside the backend\n{}",
+            r.stderr
         );
         let c = sim.counters();
         let asked: Vec<_> = c
@@ -249,8 +190,9 @@ fn lfs_resumes_when_the_cdn_ignores_range() {
                 "offset {offset}: parallel ranges first, then one connection ({fired} requests)"
             );
             assert!(
-                stderr.contains("ignores Range"),
-                "offset {offset}: the switch to one connection is logged\n{stderr}"
+                r.stderr.contains("ignores Range"),
+                "offset {offset}: the switch to one connection is logged\n{}",
+                r.stderr
             );
         } else {
             assert_eq!(fired, 1, "offset {offset}: one request, the prefix skipped");
@@ -282,39 +224,52 @@ fn raw_get(url: &str) -> Vec<u8> {
 
 #[test]
 fn lfs_classifies_not_found_and_auth() {
-    let sim = sim();
-    let home = Home::new();
-    let (code, ev, stderr) = home.download(&sim, &[REPO, "no-such-file.bin"]);
-    assert_eq!(code, Some(3), "missing file → not found\n{stderr}");
+    let dl = dl();
+    let sim = &dl.sim;
+    let r = on_lfs(&dl, &[REPO, "no-such-file.bin"]);
+    assert_eq!(r.code, Some(3), "missing file → not found\n{}", r.stderr);
     assert!(
-        events(&ev, "error")
-            .iter()
-            .any(|e| e["kind"] == "not-found"),
-        "{ev:?}"
+        r.of("error").iter().any(|e| e["kind"] == "not-found"),
+        "{}",
+        r.stdout
     );
-    let (code, _, stderr) = home.download(&sim, &[REPO, "--revision", "no-such-branch"]);
-    assert_eq!(code, Some(3), "missing revision → not found\n{stderr}");
+    let r = on_lfs(&dl, &[REPO, "--revision", "no-such-branch"]);
+    assert_eq!(
+        r.code,
+        Some(3),
+        "missing revision → not found\n{}",
+        r.stderr
+    );
 
-    let (code, ev, stderr) = home.download(&sim, &["acme/private"]);
-    assert_eq!(code, Some(4), "private without a token → auth\n{stderr}");
+    let r = on_lfs(&dl, &["acme/private"]);
+    assert_eq!(
+        r.code,
+        Some(4),
+        "private without a token → auth\n{}",
+        r.stderr
+    );
     assert!(
-        events(&ev, "error").iter().any(|e| e["kind"] == "auth"),
-        "{ev:?}"
+        r.of("error").iter().any(|e| e["kind"] == "auth"),
+        "{}",
+        r.stdout
     );
 
     sim.reset_counters();
-    let (code, _, stderr) = home.download(&sim, &["acme/private", "--token", sim.token()]);
-    assert_eq!(code, Some(0), "{stderr}");
+    let r = on_lfs(&dl, &["acme/private", "--token", sim.token()]);
+    r.ok();
     let c = sim.counters();
     assert!(c.auth_seen.hub, "the token went to the Hub");
     assert!(!c.auth_seen.cdn, "and never to the CDN");
-    assert!(!stderr.contains(sim.token()), "the token is never printed");
+    assert!(
+        !r.stderr.contains(sim.token()),
+        "the token is never printed"
+    );
 }
 
 #[test]
 fn lfs_recovers_from_server_errors_and_cut_connections() {
-    let sim = sim();
-    let home = Home::new();
+    let dl = dl();
+    let sim = &dl.sim;
     let tiny = sim.info().repo(REPO).unwrap();
     let f = tiny.file("lfs.bin").unwrap();
     let content = expected(&sim, &tiny.head, f);
@@ -327,18 +282,15 @@ fn lfs_recovers_from_server_errors_and_cut_connections() {
             .add(hubsim::Fault::new(Origin::Cdn, "/lfs/", action).times(2));
     }
     sim.reset_counters();
-    let (code, ev, stderr) = home.download(&sim, &[REPO, "lfs.bin"]);
-    assert_eq!(code, Some(0), "{stderr}");
+    let r = on_lfs(&dl, &[REPO, "lfs.bin"]);
+    r.ok();
     assert_eq!(
         sim.faults().fired_total(),
         4,
         "every fault met the download"
     );
-    assert!(read(&home.snapshot("models--acme--tiny", &tiny.head, "lfs.bin")) == content);
-    let done = events(&ev, "file_done");
+    assert!(read(&dl.snapshot_file(REPO, "lfs.bin")) == content);
+    let done = r.of("file_done");
     assert_eq!(done[0]["backend"], "lfs");
-    assert!(
-        events(&ev, "fallback").is_empty(),
-        "recovered inside the backend"
-    );
+    assert!(r.of("fallback").is_empty(), "recovered inside the backend");
 }
