@@ -169,11 +169,15 @@ impl Dl {
     /// `hubget download <args>` with the plugins of the environment's plugin folder (see
     /// [`TestEnv::install_plugin`]) and the first-party plugins of `target/debug`.
     pub fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> std::process::Command {
+        self.hubget_command(&[&["download"], args].concat(), extra_env)
+    }
+
+    /// `hubget <args>` (any command) against the hubsim, with the plugins of [`Self::command`].
+    pub fn hubget_command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Command {
         let mut cmd = self.env.command();
         let plugin_dirs = std::env::join_paths([self.env.plugin_dir(), bin_dir()])
             .expect("plugin folders without a path separator");
-        cmd.arg("download")
-            .args(args)
+        cmd.args(args)
             .env("HUBGET_PLUGIN_DIR", plugin_dirs)
             .env("HF_ENDPOINT", self.sim.hub_url());
         for (k, v) in extra_env {
@@ -187,6 +191,13 @@ impl Dl {
         let started = Instant::now();
         let out = self.command(args, extra_env).output().expect("run hubget");
         Run::from(out, started)
+    }
+
+    /// Runs `hubget <args>` (any command) against the hubsim.
+    pub fn hubget(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
+        let started = Instant::now();
+        let out = self.hubget_command(args, extra_env).output();
+        Run::from(out.expect("run hubget"), started)
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
@@ -292,10 +303,25 @@ pub fn assert_cache_layout(dl: &Dl, repo: &str, commit: &str, only: Option<&[&st
     );
 }
 
+/// The resume state hubget keeps beside the partial file of `etag` in `blobs`, if any.
+pub fn resume_state(blobs: &Path, etag: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(blobs.join(format!("{etag}.hubget-partial.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// The checkpoint recorded in the resume state of `etag`, if any.
 pub fn checkpoint(blobs: &Path, etag: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(blobs.join(format!("{etag}.hubget-partial.json"))).ok()?;
-    serde_json::from_str::<Value>(&text).ok()?["checkpoint"].as_u64()
+    resume_state(blobs, etag)?["checkpoint"].as_u64()
+}
+
+/// The `written` ranges recorded in the resume state of `etag` (`[[start, end], ...]`), if any.
+pub fn written_ranges(blobs: &Path, etag: &str) -> Vec<(u64, u64)> {
+    let state = resume_state(blobs, etag).unwrap_or_default();
+    let ranges = state["written"].as_array().cloned().unwrap_or_default();
+    ranges
+        .iter()
+        .filter_map(|r| Some((r[0].as_u64()?, r[1].as_u64()?)))
+        .collect()
 }
 
 /// The virtualenv with the pinned Python client (hubsim's, shared with its fidelity check).

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use hubget_tests::Run;
 use hubget_tests::hub::{
-    BIG_LFS, Dl, TINY, assert_cache_layout, checkpoint, poll, sha256_file, wait,
+    BIG_LFS, Dl, TINY, assert_cache_layout, checkpoint, poll, sha256_file, wait, written_ranges,
 };
 use hubsim::{Fault, FaultAction, FixtureSpec, HubSim, Origin};
-use serde_json::Value;
 
 #[test]
 fn snapshot_lands_in_the_huggingface_cache_layout() {
@@ -290,25 +289,6 @@ fn resume_after_sigkill_fetches_only_the_rest() {
     );
     assert_eq!(r.of("file_start")[0]["offset"], cp);
     dl.assert_landed("acme/resume", &["big.bin"]);
-}
-
-/// The `written` ranges of a resume state (`[[start, end], ...]`), if any.
-fn written_ranges(blobs: &Path, etag: &str) -> Vec<(u64, u64)> {
-    let Ok(text) = std::fs::read_to_string(blobs.join(format!("{etag}.hubget-partial.json")))
-    else {
-        return Vec::new();
-    };
-    let Ok(state) = serde_json::from_str::<Value>(&text) else {
-        return Vec::new();
-    };
-    state["written"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|r| Some((r[0].as_u64()?, r[1].as_u64()?)))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// What [`kill_with_ranges_past_the_checkpoint`] leaves: the sim, the file, the blobs dir, the

@@ -41,30 +41,16 @@ fn run(dl: &Dl, gw: &S3Gateway, args: &[&str], extra: &[(&str, &str)]) -> hubget
 
 fn export(dl: &Dl, gw: &S3Gateway, to: &str, files: &[&str]) -> Vec<Value> {
     let cfg = config(dl, gw, None, &["lfs"]);
-    let mut args = vec!["--json", "--config", cfg.as_str()];
-    args.extend_from_slice(files);
-    let out = dl
-        .env
-        .command()
-        .arg("export")
-        .args(["--to", to, TINY])
-        .args(&args)
-        .env("HUBGET_PLUGIN_DIR", hubget_tests::bin_dir())
-        .env("HF_ENDPOINT", dl.sim.hub_url())
-        .envs(env(gw))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "export failed\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    let args = [
+        &["export", "--to", to, TINY, "--json", "--config", &cfg],
+        files,
+    ]
+    .concat();
+    let vars = env(gw);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = dl.hubget(&args, &vars);
+    r.ok();
+    r.events()
 }
 
 /// The `file_done` events of the upload (source is the object, not the cache).
