@@ -8,13 +8,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hubget_plugin_api::std_types::{ROption, RString, RVec};
-use hubget_plugin_api::{CancelToken, ErrorKind, Manifest, ManifestFile, PluginError, RepoType};
+use hubget_plugin_api::{
+    CancelToken, ErrorKind, FetchBatch, FetchItem, Manifest, ManifestFile, PluginError, RepoType,
+};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LINK};
 use reqwest::{Method, Url};
 use serde::{Deserialize, Serialize};
 
 use crate::client::{Credential, HttpClient, Request};
+use crate::download::Source;
 use crate::error::{classify, protocol};
 use crate::retry::with_retry;
 
@@ -313,6 +316,19 @@ impl HubApi {
             encode_component(revision),
             encode_path(path)
         ))
+    }
+
+    /// The resolve URL of `item` of `batch`, at the batch's commit.
+    pub fn item_url(&self, batch: &FetchBatch, item: &FetchItem) -> Result<Url, PluginError> {
+        let (repo, commit) = (batch.repo_id.as_str(), batch.commit.as_str());
+        self.resolve_url(batch.repo_type, repo, commit, item.file.path.as_str())
+    }
+
+    /// [`Self::item_url`] as a download source carrying this endpoint's credential.
+    pub fn item_source(&self, batch: &FetchBatch, item: &FetchItem) -> Result<Source, PluginError> {
+        let mut source = Source::new(self.item_url(batch, item)?);
+        source.credential = self.credential().cloned();
+        Ok(source)
     }
 
     /// A `GET` of `url` with this endpoint's credential, sent with retries; returns the

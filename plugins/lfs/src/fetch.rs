@@ -233,17 +233,7 @@ impl Fetcher<'_> {
         loop {
             let (source, via) = match &route {
                 Route::Failed(e) => return Err(e.clone()),
-                Route::Resolve => {
-                    let url = self.hub.resolve_url(
-                        batch.repo_type,
-                        batch.repo_id.as_str(),
-                        batch.commit.as_str(),
-                        item.file.path.as_str(),
-                    )?;
-                    let mut source = Source::new(url);
-                    source.credential = self.hub.credential().cloned();
-                    (source, "resolve")
-                }
+                Route::Resolve => (self.hub.item_source(batch, item)?, "resolve"),
                 Route::Batch(action) => {
                     if action
                         .expires_at

@@ -244,12 +244,7 @@ impl Pool {
         let mut last: Option<PluginError> = None;
         for endpoint in self.candidates() {
             cancel.check()?;
-            let url = endpoint.api.resolve_url(
-                batch.repo_type,
-                batch.repo_id.as_str(),
-                batch.commit.as_str(),
-                item.file.path.as_str(),
-            )?;
+            let url = endpoint.api.item_url(batch, item)?;
             crate::dir::announce(
                 progress,
                 index,

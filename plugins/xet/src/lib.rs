@@ -488,7 +488,7 @@ impl Backend {
         cancel: &CancelToken,
     ) -> Vec<(u32, Result<hubget_plugin_api::FileDone, PluginError>)> {
         use hubget_hub_http::download::{
-            DownloadOptions, ItemEvents, PartialTarget, Source, download_to_partial,
+            DownloadOptions, ItemEvents, PartialTarget, download_to_partial,
         };
         let opts = DownloadOptions::from_settings(&self.settings);
         let one = |index: u32| {
@@ -500,14 +500,7 @@ impl Backend {
                     hubget_plugin_api::EventKind::STARTED,
                     "",
                 ));
-                let url = self.hub.resolve_url(
-                    batch.repo_type,
-                    batch.repo_id.as_str(),
-                    batch.commit.as_str(),
-                    item.file.path.as_str(),
-                )?;
-                let mut source = Source::new(url);
-                source.credential = self.hub.credential().cloned();
+                let source = self.hub.item_source(batch, item)?;
                 let opts =
                     opts.with_written(options.written_for(index, item.offset, item.file.size));
                 let to = ItemEvents { progress, index };

@@ -61,7 +61,7 @@ fn lfs_snapshot_of_regular_lfs_and_xet_files() {
     for f in &tiny.files {
         let path = dl.snapshot_file(REPO, &f.path);
         assert!(
-            read(&path) == expected(&sim, &tiny.head, f),
+            read(&path) == expected(sim, &tiny.head, f),
             "{} content",
             f.path
         );
@@ -272,7 +272,7 @@ fn lfs_recovers_from_server_errors_and_cut_connections() {
     let sim = &dl.sim;
     let tiny = sim.info().repo(REPO).unwrap();
     let f = tiny.file("lfs.bin").unwrap();
-    let content = expected(&sim, &tiny.head, f);
+    let content = expected(sim, &tiny.head, f);
     let faults = [
         hubsim::FaultAction::Status { code: 503 },
         hubsim::FaultAction::CutAfter { bytes: 200_000 },
