@@ -898,6 +898,12 @@ def med(runs, key):
     return statistics.median(vals) if vals else None
 
 
+def medians(case, *keys):
+    """Per key, each tool's median over its successful runs of `case`: one dict per key."""
+    runs = {k: ok_runs(v) for k, v in case["tools"].items()}
+    return [{tool: med(v, key) for tool, v in runs.items()} for key in keys]
+
+
 def spread(runs, key, scale=1.0, digits=2):
     vals = [x[key] * scale for x in runs if x.get(key) is not None]
     if not vals:
@@ -946,10 +952,7 @@ def goals(R):
     c1 = R["cases"].get("1")
     if c1:
         size = c1["size_bytes"]
-        t = {k: ok_runs(v) for k, v in c1["tools"].items()}
-        thr = {k: med(v, "throughput_Bps") for k, v in t.items()}
-        rss = {k: med(v, "rss_mib") for k, v in t.items()}
-        wall = {k: med(v, "wall_s") for k, v in t.items()}
+        thr, rss = medians(c1, "throughput_Bps", "rss_mib")
         lfs = thr.get("hubget-lfs")
         if lfs:
             f = lfs / cap
@@ -974,10 +977,7 @@ def goals(R):
         if not c:
             continue
         where = f"{label}, {c['size_bytes'] / 2**20:.0f} MiB"
-        t = {k: ok_runs(v) for k, v in c["tools"].items()}
-        thr = {k: med(v, "throughput_Bps") for k, v in t.items()}
-        rss = {k: med(v, "rss_mib") for k, v in t.items()}
-        wall = {k: med(v, "wall_s") for k, v in t.items()}
+        thr, rss, wall = medians(c, "throughput_Bps", "rss_mib", "wall_s")
         x = thr.get("hubget-xet")
         if x:
             f = x / cap
@@ -1038,11 +1038,7 @@ def goals(R):
                     "≤ missing", None, "")
     # Issues 13 and 15: the realistic shapes.
     def files_case(c, where):
-        t = {k: ok_runs(v) for k, v in c["tools"].items()}
-        thr = {k: med(v, "throughput_Bps") for k, v in t.items()}
-        wthr = {k: med(v, "wire_Bps") for k, v in t.items()}
-        wall = {k: med(v, "wall_s") for k, v in t.items()}
-        rss = {k: med(v, "rss_mib") for k, v in t.items()}
+        thr, wthr, wall, rss = medians(c, "throughput_Bps", "wire_Bps", "wall_s", "rss_mib")
         big = c["size_bytes"] >= 1000 * 2**20
         if thr.get("hubget-lfs"):
             f, want = thr["hubget-lfs"] / cap, 0.95 if big else 0.92
@@ -1091,9 +1087,7 @@ def goals(R):
 
     c11 = R["cases"].get("11")
     if c11:
-        t = {k: ok_runs(v) for k, v in c11["tools"].items()}
-        wall = {k: med(v, "wall_s") for k, v in t.items() if v}
-        cpu = {k: med(v, "cpu_s") for k, v in t.items() if v}
+        wall, cpu = medians(c11, "wall_s", "cpu_s")
         where = f"case 11, unshaped loopback, {c11['size_bytes'] / 2**20:.0f} MiB safetensors"
         if wall.get("hubget-xet") and wall.get("hf-xet"):
             q = wall["hubget-xet"] / wall["hf-xet"]
