@@ -107,11 +107,8 @@ content = {{ kind = "random", size = {size_mib * 1024 * 1024}, seed = 6 }}
 
 
 def sha256_file(path):
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def timed(cmd, env):

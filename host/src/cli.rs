@@ -59,7 +59,7 @@ pub enum CacheCommand {
     /// `hf://...` addresses, or commit hashes.
     Rm(CacheRmArgs),
     /// Remove detached revisions, stale partial downloads and unreferenced shared blobs.
-    Prune(CachePruneArgs),
+    Prune(RemovalArgs),
 }
 
 /// `--cache-dir`, for the cache commands that need nothing else.
@@ -132,20 +132,14 @@ pub struct CacheRmArgs {
     #[arg(long, visible_alias = "type", value_name = "TYPE",
           value_parser = ["model", "dataset", "space", "kernel"])]
     pub repo_type: Option<String>,
-    /// Show what would be removed, and remove nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Do not ask for confirmation (needed when stdin is not a terminal).
-    #[arg(short, long)]
-    pub yes: bool,
-    /// The cache.
+    /// The cache, and how to remove.
     #[command(flatten)]
-    pub cache: CacheDirArg,
+    pub removal: RemovalArgs,
 }
 
-/// `hubget cache prune`.
+/// `hubget cache prune`, and what `cache rm` shares with it.
 #[derive(Debug, Args)]
-pub struct CachePruneArgs {
+pub struct RemovalArgs {
     /// Show what would be removed, and remove nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -20,8 +20,8 @@ use hubget_plugin_api::{CancelToken, ManifestFile, RepoType};
 use serde_json::{Value, json};
 
 use crate::cli::{
-    CacheCommand, CacheDirArg, CacheLsArgs, CachePruneArgs, CacheRmArgs, CacheVerifyArgs,
-    DownloadArgs, HfUri, RepoSpec,
+    CacheCommand, CacheDirArg, CacheLsArgs, CacheRmArgs, CacheVerifyArgs, DownloadArgs, HfUri,
+    RemovalArgs, RepoSpec,
 };
 use crate::commands::download::human_bytes;
 use crate::commands::{open_transports, print_stdout};
@@ -39,7 +39,7 @@ pub fn run(env: &Env, config: Option<PathBuf>, command: &CacheCommand) -> Result
     match command {
         CacheCommand::Ls(args) => ls(&cache_dir(env, config, &args.cache)?, args),
         CacheCommand::Verify(args) => verify(env, config, args),
-        CacheCommand::Rm(args) => rm(&cache_dir(env, config, &args.cache)?, args),
+        CacheCommand::Rm(args) => rm(&cache_dir(env, config, &args.removal.cache)?, args),
         CacheCommand::Prune(args) => prune(&cache_dir(env, config, &args.cache)?, args),
     }
 }
@@ -955,10 +955,11 @@ fn rm(root: &Path, args: &CacheRmArgs) -> Result<(), HostError> {
         }
         plan_repo_removal(&shared, repo, commits, &mut removal);
     }
-    finish(root, removal, args.dry_run, args.yes)
+    finish(root, removal, &args.removal)
 }
 
-fn finish(root: &Path, removal: Removal, dry_run: bool, yes: bool) -> Result<(), HostError> {
+fn finish(root: &Path, removal: Removal, how: &RemovalArgs) -> Result<(), HostError> {
+    let RemovalArgs { dry_run, yes, .. } = *how;
     if removal.lines.is_empty() && removal.incomplete.is_empty() && removal.shared.is_empty() {
         return print_stdout("Nothing to delete.\n");
     }
@@ -990,7 +991,7 @@ fn finish(root: &Path, removal: Removal, dry_run: bool, yes: bool) -> Result<(),
     ))
 }
 
-fn prune(root: &Path, args: &CachePruneArgs) -> Result<(), HostError> {
+fn prune(root: &Path, args: &RemovalArgs) -> Result<(), HostError> {
     let scan = scan_or_explain(root)?;
     let shared = SharedBlobs::new(root);
     let mut removal = Removal::default();
@@ -1043,7 +1044,7 @@ fn prune(root: &Path, args: &CachePruneArgs) -> Result<(), HostError> {
             removal.shared.insert(entry);
         }
     }
-    finish(root, removal, args.dry_run, args.yes)
+    finish(root, removal, args)
 }
 
 #[cfg(test)]

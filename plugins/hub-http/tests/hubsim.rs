@@ -134,21 +134,6 @@ async fn partial_with_prefix(
     path
 }
 
-async fn cdn_bytes(sim: &HubSim, sha: &str) -> Vec<u8> {
-    let url = format!("{}/lfs/{sha}", sim.cdn_url());
-    let client = HttpClient::new(&HostSettings::default()).unwrap();
-    let body = client
-        .reqwest()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    body.to_vec()
-}
-
 async fn start() -> HubSim {
     HubSim::builder().start().await.expect("hubsim starts")
 }
@@ -411,8 +396,8 @@ async fn download_lfs(
     Vec<u64>,
 ) {
     let api = api(sim, true);
-    let f = file(sim.info().repo("acme/tiny").unwrap(), "lfs.bin").clone();
-    let content = cdn_bytes(sim, &f.sha256).await;
+    let f = sim.info().file("acme/tiny", "lfs.bin");
+    let content = sim.content("acme/tiny", "lfs.bin");
     let dir = tempfile::tempdir().unwrap();
     let path = partial_with_prefix(dir.path(), Some(&content), offset).await;
     let href = api
@@ -515,8 +500,8 @@ async fn written_ranges_are_skipped_and_finished_ranges_reach_the_hook() {
     let sim = start().await;
     let cancel = CancelToken::new();
     let api = api(&sim, true);
-    let f = file(sim.info().repo("acme/tiny").unwrap(), "lfs.bin").clone();
-    let content = cdn_bytes(&sim, &f.sha256).await;
+    let f = sim.info().file("acme/tiny", "lfs.bin");
+    let content = sim.content("acme/tiny", "lfs.bin");
     let size = f.size;
     assert!(size > 2 * MIB, "lfs.bin is big enough for several ranges");
     let offset = 100_000;

@@ -56,6 +56,11 @@ fn lfs_files(m: &Manifest) -> Vec<ManifestFile> {
         .collect()
 }
 
+/// A batch of `files` of `repo` at `commit`, nothing on disk yet.
+fn fresh_batch(repo: &str, commit: &str, files: &[ManifestFile], dir: &Path) -> FetchBatch {
+    batch(repo, commit, files, dir, |_| (0, vec![]))
+}
+
 /// A batch of `files`, each with a partial file in `dir` holding `prefix(file)` bytes of
 /// `content(file)`.
 fn batch(
@@ -120,9 +125,7 @@ fn snapshot_of_regular_lfs_and_xet_files_uses_one_batch_request() {
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    let fb = batch("acme/tiny", &tiny.head, &m.files, dir.path(), |_| {
-        (0, vec![])
-    });
+    let fb = fresh_batch("acme/tiny", &tiny.head, &m.files, dir.path());
     sim.reset_counters();
     let rec = RecordingProgress::new();
     let out = b.fetch(&fb, &rec.progress(), &CancelToken::new());
@@ -185,11 +188,7 @@ fn resume_moves_only_the_rest_and_checkpoints_advance() {
     let b = backend(&sim, true, "connections = 3\nrange_size_mib = 1");
     let m = resolve(&b, "acme/tiny", "main").unwrap();
     let f = m.file("lfs.bin").unwrap().clone();
-    let content = reqwest_get(&format!(
-        "{}/lfs/{}",
-        sim.cdn_url(),
-        f.sha256.as_ref().unwrap()
-    ));
+    let content = sim.content("acme/tiny", "lfs.bin").to_vec();
     let offset = MIB + MIB / 2 + 7;
     let dir = tempfile::tempdir().unwrap();
     let fb = batch(
@@ -226,25 +225,6 @@ fn resume_moves_only_the_rest_and_checkpoints_advance() {
     );
 }
 
-fn reqwest_get(url: &str) -> Vec<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let c = hubget_hub_http::HttpClient::new(&HostSettings::default()).unwrap();
-        c.reqwest()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
-            .to_vec()
-    })
-}
-
 #[test]
 fn without_the_batch_api_lfs_files_come_through_resolve() {
     let sim = start();
@@ -252,9 +232,7 @@ fn without_the_batch_api_lfs_files_come_through_resolve() {
     let m = resolve(&b, "acme/tiny", "main").unwrap();
     let files = lfs_files(&m);
     let dir = tempfile::tempdir().unwrap();
-    let fb = batch("acme/tiny", m.commit.as_str(), &files, dir.path(), |_| {
-        (0, vec![])
-    });
+    let fb = fresh_batch("acme/tiny", m.commit.as_str(), &files, dir.path());
     sim.reset_counters();
     let out = fetch_unobserved(&b, &fb);
     for (o, item) in out.iter().zip(fb.items.iter()) {
@@ -295,12 +273,11 @@ fn errors_are_classified_per_file() {
         ..lfs.clone()
     };
     let dir = tempfile::tempdir().unwrap();
-    let fb = batch(
+    let fb = fresh_batch(
         "acme/tiny",
         m.commit.as_str(),
         &[good, missing_regular, lfs, missing_lfs],
         dir.path(),
-        |_| (0, vec![]),
     );
     let out = fetch_unobserved(&anon, &fb);
     done(&out[0]);
@@ -316,13 +293,7 @@ fn errors_are_classified_per_file() {
     // A private repo's files without a token.
     let authed = backend(&sim, true, "");
     let pm = resolve(&authed, "acme/private", "main").unwrap();
-    let fb = batch(
-        "acme/private",
-        pm.commit.as_str(),
-        &pm.files,
-        dir.path(),
-        |_| (0, vec![]),
-    );
+    let fb = fresh_batch("acme/private", pm.commit.as_str(), &pm.files, dir.path());
     for o in fetch_unobserved(&anon, &fb).iter() {
         assert_eq!(err(o).kind, ErrorKind::AUTH, "{}", err(o));
     }
@@ -337,9 +308,7 @@ fn offline_and_cancelled_fetches_do_no_network() {
     let b = backend(&sim, false, "");
     let m = resolve(&b, "acme/tiny", "main").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let fb = batch("acme/tiny", m.commit.as_str(), &m.files, dir.path(), |_| {
-        (0, vec![])
-    });
+    let fb = fresh_batch("acme/tiny", m.commit.as_str(), &m.files, dir.path());
     sim.reset_counters();
     let cancel = CancelToken::new();
     cancel.cancel();
@@ -374,12 +343,11 @@ fn a_refused_href_is_refreshed_and_the_download_continues() {
     let m = resolve(&b, "acme/tiny", "main").unwrap();
     let f = m.file("lfs.bin").unwrap().clone();
     let dir = tempfile::tempdir().unwrap();
-    let fb = batch(
+    let fb = fresh_batch(
         "acme/tiny",
         m.commit.as_str(),
         std::slice::from_ref(&f),
         dir.path(),
-        |_| (0, vec![]),
     );
     sim.faults().add(hubsim::Fault::new(
         Origin::Cdn,
@@ -415,9 +383,7 @@ fn retries_inside_the_download_reach_the_host_as_retry_events() {
     let pick = |path: &str| m.file(path).unwrap().clone();
     let files = [pick("config.json"), pick("lfs.bin")];
     let dir = tempfile::tempdir().unwrap();
-    let fb = batch("acme/tiny", m.commit.as_str(), &files, dir.path(), |_| {
-        (0, vec![])
-    });
+    let fb = fresh_batch("acme/tiny", m.commit.as_str(), &files, dir.path());
     let id = sim.faults().add(
         hubsim::Fault::new(
             Origin::Cdn,
@@ -474,9 +440,7 @@ fn without_a_batch_api_at_the_endpoint_files_come_through_resolve() {
     let m = resolve(&b, "acme/tiny", "main").unwrap();
     let files = lfs_files(&m);
     let dir = tempfile::tempdir().unwrap();
-    let fb = batch("acme/tiny", m.commit.as_str(), &files, dir.path(), |_| {
-        (0, vec![])
-    });
+    let fb = fresh_batch("acme/tiny", m.commit.as_str(), &files, dir.path());
     sim.faults().add(hubsim::Fault::new(
         Origin::Hub,
         "objects/batch",

@@ -20,11 +20,8 @@ EXTRA_REVS = {"acme/tiny": ["dev/feature", "refs/pr/1", "v1.0"], "acme/evolving"
 
 
 def sha256_file(path):
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def control(info, method, route):

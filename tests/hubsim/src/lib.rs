@@ -311,7 +311,7 @@ impl HubSimBuilder {
         });
         let hub_ctx = Arc::new(net::OriginCtx {
             origin: Origin::Hub,
-            router: hub::hub_router(state),
+            router: hub::hub_router(state.clone()),
             counters: counters.clone(),
             faults: faults.clone(),
             per_conn: None,
@@ -322,6 +322,7 @@ impl HubSimBuilder {
         let hub = net::spawn_origin(hub_l, hub_ctx).await?;
         Ok(HubSim {
             info,
+            state,
             counters,
             faults,
             cas,
@@ -360,6 +361,7 @@ impl CasControl {
 /// A running simulator. Dropping it stops every server.
 pub struct HubSim {
     info: SimInfo,
+    state: Arc<hub::HubState>,
     counters: control::CounterTable,
     faults: Faults,
     cas: Arc<CasControl>,
@@ -426,6 +428,18 @@ impl HubSim {
     /// URLs and every fixture (the same JSON the binary writes with `--info`).
     pub fn info(&self) -> &SimInfo {
         &self.info
+    }
+
+    /// The bytes of `path` at the head of repo `id`, as the servers serve them; panics when
+    /// either is not a fixture.
+    #[track_caller]
+    pub fn content(&self, id: &str, path: &str) -> bytes::Bytes {
+        let repo = self.state.store.repos.values().find(|r| r.id == id);
+        let repo = repo.unwrap_or_else(|| panic!("no fixture repo {id}"));
+        let file = repo.head().files.get(path);
+        file.unwrap_or_else(|| panic!("no {path} in fixture repo {id}"))
+            .data
+            .clone()
     }
 
     /// The fault table.

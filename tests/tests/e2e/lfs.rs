@@ -29,19 +29,6 @@ fn on_lfs(dl: &Dl, args: &[&str]) -> Run {
     dl.run_env(&[args, &lfs_only].concat(), &[("RUST_LOG", "info")])
 }
 
-/// The bytes hubsim serves for `f` (CDN for LFS/Xet files, `resolve` for regular ones).
-fn expected(sim: &HubSim, commit: &str, f: &hubsim::FileInfo) -> Vec<u8> {
-    if f.storage == Storage::Regular {
-        raw_get(&format!(
-            "{}/{REPO}/resolve/{commit}/{}",
-            sim.hub_url(),
-            f.path
-        ))
-    } else {
-        raw_get(&format!("{}/lfs/{}", sim.cdn_url(), f.sha256))
-    }
-}
-
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -61,7 +48,7 @@ fn lfs_snapshot_of_regular_lfs_and_xet_files() {
     for f in &tiny.files {
         let path = dl.snapshot_file(REPO, &f.path);
         assert!(
-            read(&path) == expected(sim, &tiny.head, f),
+            read(&path) == sim.content(REPO, &f.path),
             "{} content",
             f.path
         );
@@ -93,7 +80,7 @@ fn plant_partial(dl: &Dl, offset: usize) -> Vec<u8> {
     let sim = &dl.sim;
     let tiny = sim.info().repo(REPO).unwrap();
     let f = tiny.file("lfs.bin").unwrap();
-    let content = expected(sim, &tiny.head, f);
+    let content = sim.content(REPO, &f.path);
     let blobs = dl.blobs(REPO);
     std::fs::create_dir_all(&blobs).unwrap();
     let partial = blobs.join(format!("{}.hubget-partial", f.sha256));
@@ -106,7 +93,7 @@ fn plant_partial(dl: &Dl, offset: usize) -> Vec<u8> {
         state.to_string(),
     )
     .unwrap();
-    content
+    content.to_vec()
 }
 
 #[test]
@@ -200,28 +187,6 @@ fn lfs_resumes_when_the_cdn_ignores_range() {
     }
 }
 
-/// A plain HTTP/1.1 GET of a public URL (no token), for expected contents.
-fn raw_get(url: &str) -> Vec<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (host, path) = url
-            .strip_prefix("http://")
-            .and_then(|u| u.split_once('/'))
-            .expect("http URL");
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-        let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.unwrap();
-        let at = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        buf.split_off(at)
-    })
-}
-
 #[test]
 fn lfs_classifies_not_found_and_auth() {
     let dl = dl();
@@ -272,7 +237,7 @@ fn lfs_recovers_from_server_errors_and_cut_connections() {
     let sim = &dl.sim;
     let tiny = sim.info().repo(REPO).unwrap();
     let f = tiny.file("lfs.bin").unwrap();
-    let content = expected(sim, &tiny.head, f);
+    let content = sim.content(REPO, &f.path);
     let faults = [
         hubsim::FaultAction::Status { code: 503 },
         hubsim::FaultAction::CutAfter { bytes: 200_000 },
