@@ -28,22 +28,27 @@ pub fn fixtures() -> FixtureSpec {
         ]
         .contains(&r.id.as_str())
     });
-    let resume = FixtureSpec::from_toml(
+    let resume = one_commit(
+        "acme/resume",
+        "model",
+        "one big LFS file",
         r#"
-[[repos]]
-id = "acme/resume"
-type = "model"
-[[repos.commits]]
-message = "one big LFS file"
-files = [
   { path = "big.bin", storage = "lfs", content = { kind = "random", size = 8388608, seed = 77 } },
-  { path = "config.json", content = { kind = "text", text = "{}\n" } },
-]
-"#,
-    )
-    .expect("resume spec");
+  { path = "config.json", content = { kind = "text", text = "{}\n" } },"#,
+    );
     spec.repos.extend(resume.repos);
     spec
+}
+
+/// A fixture set of one repository of `kind` (`model`, `dataset`, ...) with one commit;
+/// `files` is the TOML of its file entries (`{ path = ..., content = ... },` each).
+#[track_caller]
+pub fn one_commit(id: &str, kind: &str, message: &str, files: &str) -> FixtureSpec {
+    let toml = format!(
+        "[[repos]]\nid = {id:?}\ntype = {kind:?}\n[[repos.commits]]\nmessage = {message:?}\n\
+         files = [{files}\n]\n"
+    );
+    FixtureSpec::from_toml(&toml).unwrap_or_else(|e| panic!("fixture {id}: {e}\n{toml}"))
 }
 
 /// `acme/big` of hubsim's default set: one 8 MiB Xet file, `big.bin`, of random bytes.
@@ -364,21 +369,14 @@ const OWN_SIZE: u64 = 1024 * 1024 + 5;
 
 pub fn twin_fixtures() -> FixtureSpec {
     let mut spec = fixtures();
-    let twin = FixtureSpec::from_toml(&format!(
+    let files = format!(
         r#"
-[[repos]]
-id = "{TWIN}"
-type = "model"
-[[repos.commits]]
-message = "a file identical to acme/tiny's xet-a.bin, and one of its own"
-files = [
   {{ path = "{SHARED_PATH}", storage = "xet", content = {{ kind = "random", size = 3146505, seed = 1002 }} }},
   {{ path = "{OWN_PATH}", storage = "xet", content = {{ kind = "random", size = {OWN_SIZE}, seed = 4242 }} }},
-  {{ path = "config.json", content = {{ kind = "text", text = "{{}}\n" }} }},
-]
-"#
-    ))
-    .expect("twin spec");
+  {{ path = "config.json", content = {{ kind = "text", text = "{{}}\n" }} }},"#
+    );
+    let message = "a file identical to acme/tiny's xet-a.bin, and one of its own";
+    let twin = one_commit(TWIN, "model", message, &files);
     spec.repos.extend(twin.repos);
     spec
 }

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use hubget_tests::Run;
 use hubget_tests::hub::{
-    BIG_LFS, Dl, TINY, assert_cache_layout, checkpoint, poll, sha256_file, wait, written_ranges,
+    BIG_LFS, Dl, TINY, assert_cache_layout, checkpoint, one_commit, poll, sha256_file, wait,
+    written_ranges,
 };
-use hubsim::{Fault, FaultAction, FixtureSpec, HubSim, Origin};
+use hubsim::{Fault, FaultAction, HubSim, Origin};
 
 #[test]
 fn snapshot_lands_in_the_huggingface_cache_layout() {
@@ -64,21 +65,11 @@ fn snapshot_lands_in_the_huggingface_cache_layout() {
 
 #[test]
 fn a_kernel_repository_downloads_from_an_hf_address() {
-    let spec = FixtureSpec::from_toml(
-        r##"
-[[repos]]
-id = "acme/flash"
-type = "kernel"
-[[repos.commits]]
-message = "a kernel build"
-files = [
+    let files = r##"
   { path = "README.md", content = { kind = "text", text = "# flash\n" } },
   { path = "build/torch-cuda/_ops.py", content = { kind = "text", text = "ops = 1\n" } },
-  { path = "build/torch-cuda/kernel.so", storage = "lfs", content = { kind = "random", size = 300000, seed = 5 } },
-]
-"##,
-    )
-    .expect("kernel spec");
+  { path = "build/torch-cuda/kernel.so", storage = "lfs", content = { kind = "random", size = 300000, seed = 5 } },"##;
+    let spec = one_commit("acme/flash", "kernel", "a kernel build", files);
     let dl = Dl::with(HubSim::builder().fixtures(spec));
     let head = dl.head("acme/flash");
     // Type, revision and a folder in one argument, as the hf CLI takes them.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use hubsim::{FixtureSpec, HubSim, Origin};
 use serde_json::Value;
 
-use hubget_tests::hub::Dl;
+use hubget_tests::hub::{Dl, one_commit};
 
 const MIB: u64 = 1024 * 1024;
 const EVOLVING: &str = "acme/evolving";
@@ -21,43 +21,33 @@ fn specs() -> FixtureSpec {
     let mut spec = FixtureSpec::default_set(1);
     // acme/evolving: model.bin (Xet, 24 MiB) at v1, and with 3 MiB changed at main.
     spec.repos.retain(|r| r.id == EVOLVING);
-    let extra = FixtureSpec::from_toml(&format!(
+    let (twenty, eight, five, two, one) = (20 * MIB, 8 * MIB, 5 * MIB, 2 * MIB, MIB);
+    let pair = format!(
         r#"
-[[repos]]
-id = "{PAIR}"
-type = "model"
-[[repos.commits]]
-message = "two files that differ in 1 MiB of 20 MiB"
-files = [
   {{ path = "a.bin", storage = "xet", content = {{ kind = "random", size = {twenty}, seed = 6001 }} }},
-  {{ path = "b.bin", storage = "xet", content = {{ kind = "random", size = {twenty}, seed = 6001, patches = [{{ offset = {five}, len = {one}, seed = 6002 }}] }} }},
-]
-
-[[repos]]
-id = "{BASE}"
-type = "model"
-[[repos.commits]]
-message = "base weights"
-files = [
-  {{ path = "w.bin", storage = "xet", content = {{ kind = "random", size = {eight}, seed = 6100 }} }},
-]
-
-[[repos]]
-id = "{DERIVED}"
-type = "model"
-[[repos.commits]]
-message = "a fine-tune that changed 1 MiB"
-files = [
-  {{ path = "w.bin", storage = "xet", content = {{ kind = "random", size = {eight}, seed = 6100, patches = [{{ offset = {two}, len = {one}, seed = 6101 }}] }} }},
-]
-"#,
-        twenty = 20 * MIB,
-        eight = 8 * MIB,
-        five = 5 * MIB,
-        two = 2 * MIB,
-        one = MIB,
-    ))
-    .expect("reuse fixtures");
+  {{ path = "b.bin", storage = "xet", content = {{ kind = "random", size = {twenty}, seed = 6001, patches = [{{ offset = {five}, len = {one}, seed = 6002 }}] }} }},"#
+    );
+    let base = format!(
+        r#"
+  {{ path = "w.bin", storage = "xet", content = {{ kind = "random", size = {eight}, seed = 6100 }} }},"#
+    );
+    let derived = format!(
+        r#"
+  {{ path = "w.bin", storage = "xet", content = {{ kind = "random", size = {eight}, seed = 6100, patches = [{{ offset = {two}, len = {one}, seed = 6101 }}] }} }},"#
+    );
+    let mut extra = one_commit(
+        PAIR,
+        "model",
+        "two files that differ in 1 MiB of 20 MiB",
+        &pair,
+    );
+    extra
+        .repos
+        .extend(one_commit(BASE, "model", "base weights", &base).repos);
+    let fine_tune = "a fine-tune that changed 1 MiB";
+    extra
+        .repos
+        .extend(one_commit(DERIVED, "model", fine_tune, &derived).repos);
     spec.repos.extend(extra.repos);
     spec
 }
