@@ -179,33 +179,22 @@ mod tests {
         assert_eq!(got.unwrap(), 3);
         assert_eq!(retries, 2);
 
-        let mut calls = 0;
-        let got: Result<(), _> = with_retry(
-            &p,
-            &cancel,
-            |_, _, _| {},
-            |_| {
-                calls += 1;
-                async { Err(PluginError::new(ErrorKind::NOT_FOUND, "404")) }
-            },
-        )
-        .await;
-        assert_eq!(got.unwrap_err().kind, ErrorKind::NOT_FOUND);
-        assert_eq!(calls, 1);
-
-        let mut calls = 0;
-        let got: Result<(), _> = with_retry(
-            &p,
-            &cancel,
-            |_, _, _| {},
-            |_| {
-                calls += 1;
-                async { Err(retryable()) }
-            },
-        )
-        .await;
-        assert_eq!(got.unwrap_err().kind, ErrorKind::SERVER);
-        assert_eq!(calls, p.max_attempts);
+        // Every attempt fails with `error`: what `with_retry` returns, and how many calls it made.
+        let always = |error: PluginError| {
+            let (p, cancel) = (&p, &cancel);
+            async move {
+                let mut calls = 0;
+                let attempt = |_| {
+                    calls += 1;
+                    std::future::ready(Err::<(), _>(error.clone()))
+                };
+                let got = with_retry(p, cancel, |_, _, _| {}, attempt).await;
+                (got.unwrap_err().kind, calls)
+            }
+        };
+        let not_found = PluginError::new(ErrorKind::NOT_FOUND, "404");
+        assert_eq!(always(not_found).await, (ErrorKind::NOT_FOUND, 1));
+        assert_eq!(always(retryable()).await, (ErrorKind::SERVER, p.max_attempts));
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
