@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use hubget_plugin_api::sdk::BackendPlugin;
 use hubget_plugin_api::testing::{
-    BatchBuilder, RecordingProgress, assert_one_outcome_per_item, cancel_after, done, error, file,
+    BatchBuilder, RecordingProgress, assert_one_outcome_per_item, cancel_after, done, error,
+    fetch_unobserved, file,
 };
 use hubget_plugin_api::{CancelToken, ErrorKind, HostSettings, Manifest, RepoType, ResolveRequest};
 use hubget_statichttp::StaticHttp;
@@ -87,12 +88,7 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Publishes `files` as `<repo>/<revision>` the way the backend expects.
-fn publish(
-    map: &mut HashMap<String, Vec<u8>>,
-    repo: &str,
-    revision: &str,
-    files: &[(&str, &[u8])],
-) {
+fn publish(map: &mut HashMap<String, Vec<u8>>, repo: &str, revision: &str, files: Files<'_>) {
     let index: Vec<_> = files
         .iter()
         .map(|(p, d)| serde_json::json!({"path": p, "size": d.len(), "sha256": sha256_hex(d)}))
@@ -106,6 +102,23 @@ fn publish(
     for (p, d) in files {
         map.insert(format!("/{repo}/{revision}/files/{p}"), d.to_vec());
     }
+}
+
+/// Files of one snapshot: `(path, bytes)`.
+type Files<'a> = &'a [(&'a str, &'a [u8])];
+
+/// A server holding each `(revision, files)` of acme/tiny as [`publish`] lays them out.
+fn serve_tiny(revisions: &[(&str, Files<'_>)]) -> Server {
+    let mut map = HashMap::new();
+    for (revision, files) in revisions {
+        publish(&mut map, "acme/tiny", revision, files);
+    }
+    serve(map)
+}
+
+/// A batch of acme/tiny at revision `v1`, partial files in `work`.
+fn v1_batch(work: &Path) -> BatchBuilder {
+    BatchBuilder::new("acme/tiny", &"a".repeat(40), work).revision("v1")
 }
 
 fn backend(base: &str) -> StaticHttp {
@@ -132,26 +145,11 @@ const WEIGHTS: &[u8] = &[7u8; 300_000];
 
 #[test]
 fn resolve_lists_sha256_files_under_a_content_addressed_commit() {
-    let mut map = HashMap::new();
-    publish(
-        &mut map,
-        "acme/tiny",
-        "v1",
-        &[("config.json", b"{}"), ("w.bin", WEIGHTS)],
-    );
-    publish(
-        &mut map,
-        "acme/tiny",
-        "v1-copy",
-        &[("w.bin", WEIGHTS), ("config.json", b"{}")],
-    );
-    publish(
-        &mut map,
-        "acme/tiny",
-        "v2",
-        &[("config.json", b"{\"a\":1}"), ("w.bin", WEIGHTS)],
-    );
-    let server = serve(map);
+    let server = serve_tiny(&[
+        ("v1", &[("config.json", b"{}"), ("w.bin", WEIGHTS)]),
+        ("v1-copy", &[("w.bin", WEIGHTS), ("config.json", b"{}")]),
+        ("v2", &[("config.json", b"{\"a\":1}"), ("w.bin", WEIGHTS)]),
+    ]);
     let b = backend(&server.base);
 
     let v1 = resolve(&b, "acme/tiny", "v1").unwrap();
@@ -176,18 +174,10 @@ fn resolve_lists_sha256_files_under_a_content_addressed_commit() {
 
 #[test]
 fn fetch_writes_every_item_and_resumes_with_a_range_request() {
-    let mut map = HashMap::new();
-    publish(
-        &mut map,
-        "acme/tiny",
-        "v1",
-        &[("config.json", b"{}"), ("w.bin", WEIGHTS)],
-    );
-    let server = serve(map);
+    let server = serve_tiny(&[("v1", &[("config.json", b"{}"), ("w.bin", WEIGHTS)])]);
     let b = backend(&server.base);
     let work = tempfile::tempdir().unwrap();
-    let batch = BatchBuilder::new("acme/tiny", &"a".repeat(40), work.path())
-        .revision("v1")
+    let batch = v1_batch(work.path())
         .item(file("config.json", 2), b"")
         .item(file("w.bin", WEIGHTS.len() as u64), &WEIGHTS[..100_000])
         .build();
@@ -215,13 +205,10 @@ fn fetch_writes_every_item_and_resumes_with_a_range_request() {
 
 #[test]
 fn a_hung_server_is_left_behind_on_cancel_and_finished_items_stay_done() {
-    let mut map = HashMap::new();
-    publish(&mut map, "acme/tiny", "v1", &[("config.json", b"{}")]);
-    let server = serve(map);
+    let server = serve_tiny(&[("v1", &[("config.json", b"{}")])]);
     let b = backend(&server.base);
     let work = tempfile::tempdir().unwrap();
-    let batch = BatchBuilder::new("acme/tiny", &"a".repeat(40), work.path())
-        .revision("v1")
+    let batch = v1_batch(work.path())
         .item(file("config.json", 2), b"")
         .item(file("hang", 10), b"")
         .build();
@@ -254,9 +241,7 @@ fn without_base_url_the_backend_loads_but_says_what_to_set() {
 
 #[test]
 fn the_hub_token_is_never_sent() {
-    let mut map = HashMap::new();
-    publish(&mut map, "acme/tiny", "v1", &[("config.json", b"{}")]);
-    let server = serve(map);
+    let server = serve_tiny(&[("v1", &[("config.json", b"{}")])]);
     let b = StaticHttp::new(
         HostSettings {
             token: Some("hf_secret".into()),
@@ -267,17 +252,10 @@ fn the_hub_token_is_never_sent() {
     .unwrap();
     resolve(&b, "acme/tiny", "v1").unwrap();
     let work = tempfile::tempdir().unwrap();
-    let batch = BatchBuilder::new("acme/tiny", &"a".repeat(40), work.path())
-        .revision("v1")
+    let batch = v1_batch(work.path())
         .item(file("config.json", 2), b"")
         .build();
-    done(
-        &b.fetch(
-            &batch,
-            &RecordingProgress::new().progress(),
-            &CancelToken::new(),
-        )[0],
-    );
+    done(&fetch_unobserved(&b, &batch)[0]);
     let seen = server.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen.iter().all(|r| !r.authorization), "{seen:?}");
