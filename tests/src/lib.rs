@@ -202,6 +202,12 @@ impl Run {
     }
 }
 
+/// Panics, showing `text`, unless it contains `needle`.
+#[track_caller]
+pub fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+}
+
 /// `hubget download acme/tiny` on the test plugin `faulty` alone.
 pub const TINY_ON_FAULTY: &[&str] = &[
     "download",

@@ -194,7 +194,10 @@ mod tests {
         };
         let not_found = PluginError::new(ErrorKind::NOT_FOUND, "404");
         assert_eq!(always(not_found).await, (ErrorKind::NOT_FOUND, 1));
-        assert_eq!(always(retryable()).await, (ErrorKind::SERVER, p.max_attempts));
+        assert_eq!(
+            always(retryable()).await,
+            (ErrorKind::SERVER, p.max_attempts)
+        );
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]

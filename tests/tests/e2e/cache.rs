@@ -7,9 +7,9 @@ use std::process::Stdio;
 use hubsim::{HubSim, Origin};
 use serde_json::Value;
 
-use hubget_tests::Run;
 use hubget_tests::hub::{Dl, TINY};
 use hubget_tests::hub::{SHARED_PATH, TWIN, hashes, hf_ok, store_entry, twin_fixtures};
+use hubget_tests::{Run, assert_contains};
 
 fn dl() -> Dl {
     Dl::with(HubSim::builder().fixtures(twin_fixtures()))
@@ -98,11 +98,7 @@ fn verify_finds_a_flipped_byte_and_repair_fetches_only_that_file() {
         let c = dl.sim.counters();
         let moved = c.bytes_from(Origin::Cdn) + c.bytes_from(Origin::Cas);
         assert_eq!(moved, size, "{writer:?}: only the bad file moved");
-        assert!(
-            repaired.stdout.contains("OK: 6 file(s) verified"),
-            "{}",
-            repaired.stdout
-        );
+        assert_contains(&repaired.stdout, "OK: 6 file(s) verified");
         // And the Python client accepts the result.
         hf_ok(&dl, &["cache", "verify", TINY]);
     }
@@ -124,12 +120,8 @@ fn verify_reports_missing_and_extra_files_and_repairs_the_missing_one() {
     assert_eq!(doc["missing"], serde_json::json!(["README.md"]));
     assert_eq!(doc["extra"], serde_json::json!(["stray.txt"]));
     let text = cache(&dl, &["verify", TINY]);
-    assert!(
-        text.stdout.contains("missing  README.md"),
-        "{}",
-        text.stdout
-    );
-    assert!(text.stderr.contains("hint:"), "{}", text.stderr);
+    assert_contains(&text.stdout, "missing  README.md");
+    assert_contains(&text.stderr, "hint:");
     std::fs::remove_file(snapshot.join("stray.txt")).unwrap();
     cache(&dl, &["verify", TINY, "--repair"]).code_is(0);
     assert!(snapshot.join("README.md").is_file());
@@ -200,8 +192,8 @@ fn ls_lists_both_tools_caches_and_counts_a_shared_blob_once() {
     ));
     assert_eq!(revs["revisions"][0]["revision"], dl.head(TWIN).as_str());
     let text = cache(&dl, &["ls"]);
-    assert!(text.stdout.contains("model/acme/tiny"), "{}", text.stdout);
-    assert!(text.stdout.contains("Found 2 repo(s)"), "{}", text.stdout);
+    assert_contains(&text.stdout, "model/acme/tiny");
+    assert_contains(&text.stdout, "Found 2 repo(s)");
     cache(&dl, &["ls", "-f", "colour=red"]).code_is(2);
 }
 
@@ -219,7 +211,7 @@ fn rm_keeps_what_another_repo_uses_and_prune_removes_detached_and_stale_data() {
     let dry = cache(&dl, &["rm", TINY, "--dry-run"]);
     dry.code_is(0);
     assert!(dl.repo_dir("models--acme--tiny").is_dir());
-    assert!(dry.stdout.contains("model/acme/tiny"), "{}", dry.stdout);
+    assert_contains(&dry.stdout, "model/acme/tiny");
 
     cache(&dl, &["rm", TINY, "--yes"]).code_is(0);
     assert!(!dl.repo_dir("models--acme--tiny").exists());
@@ -236,7 +228,7 @@ fn rm_keeps_what_another_repo_uses_and_prune_removes_detached_and_stale_data() {
     let stale = tiny.join("blobs").join("0123.incomplete");
     std::fs::write(&stale, b"half").unwrap();
     let dry = cache(&dl, &["prune", "--dry-run"]);
-    assert!(dry.stdout.contains(&feature), "{}", dry.stdout);
+    assert_contains(&dry.stdout, &feature);
     cache(&dl, &["prune", "--yes"]).code_is(0);
     assert!(!tiny.join("snapshots").join(&feature).exists());
     assert!(

@@ -3,7 +3,7 @@
 //! the token never shown, and clear errors (file and key named) for unknown keys in the main
 //! config and in a plugin's table, and for unknown backend names.
 
-use hubget_tests::{TINY_ON_FAULTY, TestEnv, plugin_entry};
+use hubget_tests::{TINY_ON_FAULTY, TestEnv, assert_contains, plugin_entry};
 use serde_json::Value;
 
 fn setting<'a>(doc: &'a Value, key: &str) -> (&'a Value, &'a str) {
@@ -227,7 +227,7 @@ fn an_unknown_key_in_the_config_file_is_a_clear_error() {
     assert!(error.contains("line 5"), "{error}");
     assert!(error.contains("key `download.max_wrokers`"), "{error}");
     assert!(error.contains("expected one of"), "{error}");
-    assert!(run.stderr.contains("hint: "), "{}", run.stderr);
+    assert_contains(&run.stderr, "hint: ");
 }
 
 #[test]
@@ -261,11 +261,7 @@ fn an_unknown_backend_name_is_a_usage_error_listing_the_loaded_backends() {
     for name in ["lfs", "xet", "mirror"] {
         assert!(error.contains(name), "{error}");
     }
-    assert!(
-        run.stderr.contains("hint: run `hubget plugins`"),
-        "{}",
-        run.stderr
-    );
+    assert_contains(&run.stderr, "hint: run `hubget plugins`");
     // --no-fallback without a backend is a usage error too.
     env.hubget(["download", "acme/tiny", "--no-fallback"])
         .code_is(2);

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hubget_tests::Run;
 use hubget_tests::hub::{Dl, checkpoint, poll, wait};
+use hubget_tests::{Run, assert_contains};
 use hubsim::{Fault, FaultAction, FixtureSpec, HubSim, Origin, Shaping};
 use serde_json::Value;
 
@@ -197,7 +197,7 @@ fn disk_full_before_the_transfer_fails_fast_and_fetches_nothing() {
         "one clear error line: {}",
         r.stderr
     );
-    assert!(r.stderr.contains("hint: free space in "), "{}", r.stderr);
+    assert_contains(&r.stderr, "hint: free space in ");
     assert!(r.of("file_start").is_empty(), "{}", r.stdout);
     let c = sim.counters();
     assert_eq!(c.bytes_from(Origin::Cdn), 0, "nothing came from the CDN");

@@ -7,11 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hubget_tests::Run;
 use hubget_tests::hub::{
     BIG_LFS, Dl, TINY, assert_cache_layout, checkpoint, one_commit, poll, sha256_file, wait,
     written_ranges,
 };
+use hubget_tests::{Run, assert_contains};
 use hubsim::{Fault, FaultAction, HubSim, Origin};
 
 #[test]
@@ -193,7 +193,7 @@ fn include_exclude_and_single_file() {
         .join(&head)
         .join("lfs.bin");
     assert_eq!(r.last_line(), file.display().to_string());
-    assert!(r.stderr.contains("ignored"), "{}", r.stderr);
+    assert_contains(&r.stderr, "ignored");
     dl.assert_landed(TINY, &["lfs.bin"]);
 
     // A file the revision does not have: exit 3 and the .no_exist marker.
@@ -597,7 +597,7 @@ fn when_every_backend_corrupts_the_error_names_each_check() {
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("sha256 mismatch"), "{}", r.stderr);
+    assert_contains(&r.stderr, "sha256 mismatch");
     dl.assert_never_landed(TINY, "xet-a.bin");
 }
 
@@ -757,7 +757,7 @@ fn private_and_gated_repos_without_token_are_auth_errors_with_a_hint() {
     // A gated repo resolves without a token, but its files are refused: exit 4 and the hint too.
     let r = dl.run(&["acme/gated"]);
     r.code_is(4);
-    assert!(r.stderr.contains("hint:"), "{}", r.stderr);
+    assert_contains(&r.stderr, "hint:");
     let token = dl.sim.token().to_owned();
     dl.run_env(&["acme/gated"], &[("HF_TOKEN", &token)]).ok();
     dl.run_env(&["acme/private"], &[("HF_TOKEN", &token)]).ok();
@@ -800,11 +800,7 @@ fn path_traversal_entries_are_refused_and_nothing_lands_outside() {
     let dl = Dl::new();
     let r = dl.run(&["evil/traversal"]);
     assert_ne!(r.code, Some(0), "a refused entry is a failed file");
-    assert!(
-        r.stderr.contains("refusing repository entry"),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, "refusing repository entry");
     // Refused by name: the rest of the download goes on.
     let head = dl.head("evil/traversal");
     assert!(
@@ -864,11 +860,7 @@ fn offline_hit_makes_no_request_and_miss_names_the_cache() {
 
     let r = dl.run(&[TINY, "--offline", "--revision", "v1.0"]);
     r.code_is(6);
-    assert!(
-        r.stderr.contains(&dl.cache().display().to_string()),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, &dl.cache().display().to_string());
     let r = dl.run(&["acme/private", "--offline"]);
     r.code_is(6);
     let r = dl.run(&[TINY, "nope.txt", "--offline"]);
@@ -996,7 +988,7 @@ fn limit_rate_caps_the_whole_run_for_lfs_and_says_which_backends_ignore_it() {
     assert!((0.85 * cap..=1.1 * cap).contains(&rate), "{rate}");
     let r = dl.run(&["acme/resume", "--limit-rate", "fast"]);
     r.code_is(2);
-    assert!(r.stderr.contains("limit_rate"), "{}", r.stderr);
+    assert_contains(&r.stderr, "limit_rate");
 
     // A backend that does not say it honours the cap (a test plugin here) is named in a warning.
     dl.env
@@ -1040,7 +1032,7 @@ fn an_unreachable_hub_is_resolved_once_per_endpoint_and_fails_within_seconds() {
             err.contains("lfs, xet") && err.contains("cannot connect"),
             "one cause for both backends of that endpoint: {err}"
         );
-        assert!(r.stderr.contains("hint: check the network"), "{}", r.stderr);
+        assert_contains(&r.stderr, "hint: check the network");
         assert!(secs < 8.0, "{endpoint}: {secs:.1} s before the error");
         // The Hub was asked once per attempt of one backend, not by each backend in turn.
         let asked = r.stderr.matches("could not resolve").count();

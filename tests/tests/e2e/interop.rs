@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use hubsim::Origin;
 
+use hubget_tests::assert_contains;
 use hubget_tests::hub::{Dl, TINY, assert_cache_layout, python, venv_python, wait};
 
 const PY_SNAPSHOT: &str = r#"
@@ -174,7 +175,7 @@ fn python_file_locks_exclude_hubget_with_a_bounded_wait() {
         "hubget did not wait for Python's lock ({}s)",
         r.secs
     );
-    assert!(r.stderr.contains("waiting for lock"), "{}", r.stderr);
+    assert_contains(&r.stderr, "waiting for lock");
     py.wait().unwrap();
 
     // Held longer than lock_timeout_secs: a clear error naming the lock, nothing fetched.

@@ -16,7 +16,8 @@ use hubget_plugin_api::{
 };
 use hubget_tests::plugins::{build_example_hello, build_example_statichttp, test_example};
 use hubget_tests::{
-    TINY_ON_FAULTY, TestEnv, first_party_plugin, plugin_entry, system_library, test_plugin,
+    TINY_ON_FAULTY, TestEnv, assert_contains, first_party_plugin, plugin_entry, system_library,
+    test_plugin,
 };
 use serde_json::Value;
 
@@ -73,11 +74,7 @@ fn first_party_plugins_and_the_example_load_and_are_listed() {
     // The human listing names them too.
     let text = env.hubget(["plugins"]);
     text.ok();
-    assert!(
-        text.stdout.contains("hello 0.1.0 (plugin-api 1.0.0)"),
-        "{}",
-        text.stdout
-    );
+    assert_contains(&text.stdout, "hello 0.1.0 (plugin-api 1.0.0)");
 }
 
 #[test]
@@ -135,15 +132,11 @@ fn broken_files_each_get_a_one_line_reason_and_do_not_stop_the_others() {
         .filter(|l| l.contains("libhubget_garbage.so") || l.contains("libhubget_wronglayout.so"))
         .collect();
     assert_eq!(listed.len(), 2, "{}", text.stdout);
-    assert!(text.stderr.contains("skipping plugin"), "{}", text.stderr);
+    assert_contains(&text.stderr, "skipping plugin");
     // The full layout report is available at debug level only.
     assert!(!text.stderr.contains("--- Type Layout ---"));
     let debug = env.hubget_with_env(["plugins"], &[("RUST_LOG", "debug")]);
-    assert!(
-        debug.stderr.contains("--- Type Layout ---"),
-        "{}",
-        debug.stderr
-    );
+    assert_contains(&debug.stderr, "--- Type Layout ---");
 }
 
 #[test]
@@ -203,7 +196,7 @@ fn world_writable_plugin_dirs_and_files_are_skipped_with_a_warning() {
         "{doc:#}"
     );
     assert!(failure_for(&doc, "libhubget_faulty.so").contains("world-writable"));
-    assert!(run.stderr.contains("world-writable"), "{}", run.stderr);
+    assert_contains(&run.stderr, "world-writable");
 
     std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(env.plugin_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -279,11 +272,7 @@ fn a_panic_in_resolve_is_a_structured_error_with_exit_code_1() {
         "{error}"
     );
     assert!(error.ends_with("(panic)"), "{error}");
-    assert!(
-        run.stderr.contains("hint: this is a bug in the plugin"),
-        "{}",
-        run.stderr
-    );
+    assert_contains(&run.stderr, "hint: this is a bug in the plugin");
     // The panic did not take the process down through abi_stable's FFI guard.
     assert!(
         !run.stderr
@@ -333,11 +322,9 @@ fn a_panic_in_fetch_with_no_fallback_is_a_structured_error_with_exit_code_1() {
     let env = TestEnv::with_faulty("panic_in = \"fetch\"\nfiles = { \"a.txt\" = \"hello\" }");
     let run = env.hubget_configured(TINY_ON_FAULTY);
     run.code_is(1);
-    assert!(
-        run.stderr
-            .contains("faulty (panic): plugin `faulty` panicked in fetch"),
-        "{}",
-        run.stderr
+    assert_contains(
+        &run.stderr,
+        "faulty (panic): plugin `faulty` panicked in fetch",
     );
     assert!(
         !run.stderr
@@ -402,11 +389,7 @@ fn log_records_emitted_in_a_plugin_reach_the_host_stderr() {
     assert!(!quiet.stderr.contains("marker-7f3a"), "{}", quiet.stderr);
     // -v raises the level like RUST_LOG does.
     let verbose = env.hubget(["-v", "--config", config.to_str().unwrap(), "plugins"]);
-    assert!(
-        verbose.stderr.contains("new_backend: marker-7f3a"),
-        "{}",
-        verbose.stderr
-    );
+    assert_contains(&verbose.stderr, "new_backend: marker-7f3a");
 }
 
 // ---- library level: the host's BackendHandle with a real plugin ----

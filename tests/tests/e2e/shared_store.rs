@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use hubsim::{HubSim, Origin};
 use serde_json::Value;
 
+use hubget_tests::assert_contains;
 use hubget_tests::hub::{
     Dl, SHARED_PATH, TINY, TWIN, hashes, hf_ok, python, sha256_file, store_entry, twin_fixtures,
 };
@@ -133,11 +134,7 @@ fn hubget_publishes_xet_files_and_a_second_repo_moves_zero_bytes_for_the_identic
     dl2.run(&[TINY, "xet-a.bin", "--cache-dir", &cache]).ok();
     let r = dl2.run(&[TWIN, "--cache-dir", &cache]);
     r.ok();
-    assert!(
-        r.stderr.contains("1 file reused, 3.0 MiB not downloaded"),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, "1 file reused, 3.0 MiB not downloaded");
 }
 
 #[test]

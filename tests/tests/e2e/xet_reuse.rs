@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use hubsim::{FixtureSpec, HubSim, Origin};
 use serde_json::Value;
 
+use hubget_tests::assert_contains;
 use hubget_tests::hub::{Dl, one_commit};
 
 const MIB: u64 = 1024 * 1024;
@@ -115,11 +116,9 @@ fn the_summary_says_what_chunk_reuse_saved() {
     xet(&dl, &[BASE]);
     let r = dl.run(&[DERIVED, "--backend", "xet", "--no-fallback"]);
     r.ok();
-    assert!(
-        r.stderr
-            .contains("taken from chunks already on disk, not downloaded"),
-        "{}",
-        r.stderr
+    assert_contains(
+        &r.stderr,
+        "taken from chunks already on disk, not downloaded",
     );
 }
 
