@@ -210,6 +210,15 @@ impl Resolver<'_> {
         Ok(setting)
     }
 
+    /// [`Self::pick`] for a key only the config file sets.
+    fn file<T: serde::de::DeserializeOwned + serde::Serialize>(
+        &mut self,
+        key: &Key,
+        file: Option<T>,
+    ) -> Result<Setting<T>, HostError> {
+        self.pick(key, None, None, file)
+    }
+
     /// Records what `config show` prints for `key` (when it is not the raw value).
     fn show(&mut self, key: &Key, value: serde_json::Value, source: &Source) {
         self.shown.insert(key.path(), (value, source.to_string()));
@@ -271,8 +280,8 @@ impl Settings {
         };
         let from_env = |key: &Key| key.from_env(env);
 
-        let plugin_dirs = r.pick(&keys::PLUGIN_DIRS, None, None, f.plugin_dirs.clone())?;
-        let backend_order = r.pick(&keys::backends::order, None, None, f.backends.order.clone())?;
+        let plugin_dirs = r.file(&keys::PLUGIN_DIRS, f.plugin_dirs.clone())?;
+        let backend_order = r.file(&keys::backends::order, f.backends.order.clone())?;
 
         let key = &keys::hub::endpoint;
         let mut endpoint = r.pick(
@@ -361,26 +370,27 @@ impl Settings {
             None => Setting::new(true, Source::Default),
         };
 
+        use keys::{download as kd, network as kn};
         let (fd, fnw) = (&f.download, &f.network);
         let max_workers = r.pick(
-            &keys::download::max_workers,
+            &kd::max_workers,
             overrides.max_workers,
             None,
             fd.max_workers,
         )?;
         let stall_timeout_secs = r.pick(
-            &keys::download::stall_timeout_secs,
+            &kd::stall_timeout_secs,
             overrides.stall_timeout_secs,
             None,
             fd.stall_timeout_secs,
         )?;
         let connections_per_file = r.pick(
-            &keys::download::connections_per_file,
+            &kd::connections_per_file,
             overrides.connections_per_file,
             None,
             fd.connections_per_file,
         )?;
-        let key = &keys::download::limit_rate;
+        let key = &kd::limit_rate;
         let limit_rate_text = r.pick(
             key,
             overrides.limit_rate.clone(),
@@ -397,22 +407,12 @@ impl Settings {
             limit_rate_text.source.clone(),
         );
         r.show(key, limit_rate.value.into(), &limit_rate.source);
-        let range_size_mib = r.pick(
-            &keys::download::range_size_mib,
-            None,
-            None,
-            fd.range_size_mib,
-        )?;
-        let max_attempts = r.pick(&keys::download::max_attempts, None, None, fd.max_attempts)?;
-        let lock_timeout_secs = r.pick(
-            &keys::download::lock_timeout_secs,
-            None,
-            None,
-            fd.lock_timeout_secs,
-        )?;
+        let range_size_mib = r.file(&kd::range_size_mib, fd.range_size_mib)?;
+        let max_attempts = r.file(&kd::max_attempts, fd.max_attempts)?;
+        let lock_timeout_secs = r.file(&kd::lock_timeout_secs, fd.lock_timeout_secs)?;
         // Empty strings in the file (the defaults) mean "none".
-        let key = &keys::network::proxy;
-        let proxy_text = r.pick(key, None, None, fnw.proxy.clone())?;
+        let key = &kn::proxy;
+        let proxy_text = r.file(key, fnw.proxy.clone())?;
         let proxy = Setting::new(non_empty(Some(proxy_text.value)), proxy_text.source);
         r.show(
             key,
@@ -424,8 +424,8 @@ impl Settings {
             ),
             &proxy.source,
         );
-        let key = &keys::network::ca_bundle;
-        let ca_text = r.pick(key, None, None, fnw.ca_bundle.clone())?;
+        let key = &kn::ca_bundle;
+        let ca_text = r.file(key, fnw.ca_bundle.clone())?;
         let ca_bundle = Setting::new(
             non_empty(Some(ca_text.value)).map(|p| expand_home(&p, env)),
             ca_text.source,
@@ -435,24 +435,9 @@ impl Settings {
             serde_json::json!(ca_bundle.value.as_ref().map(|p| p.display().to_string())),
             &ca_bundle.source,
         );
-        let connect_timeout_secs = r.pick(
-            &keys::network::connect_timeout_secs,
-            None,
-            None,
-            fnw.connect_timeout_secs,
-        )?;
-        let read_timeout_secs = r.pick(
-            &keys::network::read_timeout_secs,
-            None,
-            None,
-            fnw.read_timeout_secs,
-        )?;
-        let max_metadata_mib = r.pick(
-            &keys::network::max_metadata_mib,
-            None,
-            None,
-            fnw.max_metadata_mib,
-        )?;
+        let connect_timeout_secs = r.file(&kn::connect_timeout_secs, fnw.connect_timeout_secs)?;
+        let read_timeout_secs = r.file(&kn::read_timeout_secs, fnw.read_timeout_secs)?;
+        let max_metadata_mib = r.file(&kn::max_metadata_mib, fnw.max_metadata_mib)?;
 
         positive(&max_workers, "max_workers")?;
         positive(&stall_timeout_secs, "stall_timeout_secs")?;
