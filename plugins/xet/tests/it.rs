@@ -99,6 +99,24 @@ fn whole_big_file(
     (std::fs::read(&path).unwrap(), cas)
 }
 
+/// acme/tiny (hubsim's minimal set), unshaped: the hubsim, the backend with `config` against
+/// it, and the repository's manifest.
+fn tiny_repo(config: &str) -> (HubSimHandle, Backend, Manifest) {
+    started(FixtureSpec::minimal(), "acme/tiny", config)
+}
+
+/// acme/big (one 8 MiB Xet file, `big.bin`) beside acme/tiny, as [`tiny_repo`].
+fn big_repo(config: &str) -> (HubSimHandle, Backend, Manifest) {
+    started(with_big(8), "acme/big", config)
+}
+
+fn started(spec: FixtureSpec, repo: &str, config: &str) -> (HubSimHandle, Backend, Manifest) {
+    let sim = start(spec, Shaping::default());
+    let backend = backend(&sim, config);
+    let manifest = resolve(&backend, repo);
+    (sim, backend, manifest)
+}
+
 fn partial(dir: &Path, name: &str, prefix: &[u8]) -> PathBuf {
     let path = dir.join(format!("{name}.incomplete"));
     std::fs::write(&path, prefix).unwrap();
@@ -118,9 +136,7 @@ fn expected_sha(sim: &HubSim, repo: &str, path: &str) -> String {
 
 #[test]
 fn xet_files_arrive_byte_exact_from_the_cas_and_other_files_from_the_hub() {
-    let sim = start(FixtureSpec::minimal(), Shaping::default());
-    let backend = backend(&sim, "");
-    let manifest = resolve(&backend, "acme/tiny");
+    let (sim, backend, manifest) = tiny_repo("");
     let xet_a = file(&manifest, "xet-a.bin");
     let weights = file(&manifest, "w.safetensors");
     let lfs = file(&manifest, "lfs.bin");
@@ -219,9 +235,7 @@ fn xet_files_arrive_byte_exact_from_the_cas_and_other_files_from_the_hub() {
 
 #[test]
 fn one_batch_mixes_a_fresh_file_and_a_resumed_one() {
-    let sim = start(FixtureSpec::minimal(), Shaping::default());
-    let backend = backend(&sim, "");
-    let manifest = resolve(&backend, "acme/tiny");
+    let (sim, backend, manifest) = tiny_repo("");
     let xet_a = file(&manifest, "xet-a.bin");
     let weights = file(&manifest, "w.safetensors");
     let dir = tempfile::tempdir().unwrap();
@@ -283,9 +297,7 @@ fn fetch_with_token(
     use hubget_xet::cas::Cas;
     use hubget_xet::fetch::{Job, Tuning, fetch};
 
-    let sim = start(FixtureSpec::minimal(), Shaping::default());
-    let backend = backend(&sim, "");
-    let manifest = resolve(&backend, "acme/tiny");
+    let (sim, _, manifest) = tiny_repo("");
     let xet_a = file(&manifest, "xet-a.bin");
     let dir = tempfile::tempdir().unwrap();
     let path = partial(dir.path(), "x", b"");
@@ -363,9 +375,7 @@ fn a_cas_token_far_from_expiry_is_used_as_it_is() {
 
 #[test]
 fn a_file_with_a_redacted_xet_hash_comes_from_the_hub_without_a_cas_token() {
-    let sim = start(FixtureSpec::minimal(), Shaping::default());
-    let backend = backend(&sim, "");
-    let manifest = resolve(&backend, "acme/tiny");
+    let (sim, backend, manifest) = tiny_repo("");
     let mut redacted = file(&manifest, "xet-a.bin").clone();
     redacted.xet_hash = ROption::RSome("*".repeat(64).into());
     let dir = tempfile::tempdir().unwrap();
@@ -386,9 +396,7 @@ fn a_file_with_a_redacted_xet_hash_comes_from_the_hub_without_a_cas_token() {
 
 #[test]
 fn resume_from_an_offset_fetches_only_the_rest() {
-    let sim = start(with_big(8), Shaping::default());
-    let backend = backend(&sim, "");
-    let manifest = resolve(&backend, "acme/big");
+    let (sim, backend, manifest) = big_repo("");
     let big = file(&manifest, "big.bin");
     let dir = tempfile::tempdir().unwrap();
     let (full, full_cas_bytes) = whole_big_file(&sim, &backend, &manifest, dir.path());
@@ -436,10 +444,8 @@ fn resume_from_an_offset_fetches_only_the_rest() {
 
 #[test]
 fn large_files_are_fetched_as_parallel_ranged_segments() {
-    let sim = start(with_big(8), Shaping::default());
     // 1 MiB segments: the 8 MiB file is 8 ranged streams, 3 at a time.
-    let backend = backend(&sim, "segment_mib = 1\nparallel_segments = 3\n");
-    let manifest = resolve(&backend, "acme/big");
+    let (sim, backend, manifest) = big_repo("segment_mib = 1\nparallel_segments = 3\n");
     let big = file(&manifest, "big.bin");
     let dir = tempfile::tempdir().unwrap();
     let path = partial(dir.path(), "big", b"");
@@ -544,9 +550,7 @@ fn cancellation_returns_promptly() {
 
 #[test]
 fn a_stopped_cas_is_a_retryable_network_error() {
-    let sim = start(FixtureSpec::minimal(), Shaping::default());
-    let backend = backend(&sim, "");
-    let manifest = resolve(&backend, "acme/tiny");
+    let (sim, backend, manifest) = tiny_repo("");
     let xet_a = file(&manifest, "xet-a.bin");
     sim.stop_cas();
     let dir = tempfile::tempdir().unwrap();
@@ -568,9 +572,7 @@ fn a_stopped_cas_is_a_retryable_network_error() {
 
 #[test]
 fn cas_server_errors_are_retryable_server_errors() {
-    let sim = start(FixtureSpec::minimal(), Shaping::default());
-    let backend = backend(&sim, "");
-    let manifest = resolve(&backend, "acme/tiny");
+    let (sim, backend, manifest) = tiny_repo("");
     let xet_a = file(&manifest, "xet-a.bin");
     sim.faults().add(Fault::always(
         Origin::Cas,
@@ -601,9 +603,7 @@ fn a_bad_config_table_is_a_config_error() {
 
 #[test]
 fn written_ranges_are_not_fetched_again() {
-    let sim = start(with_big(8), Shaping::default());
-    let backend = backend(&sim, "reuse = false\n");
-    let manifest = resolve(&backend, "acme/big");
+    let (sim, backend, manifest) = big_repo("reuse = false\n");
     let big = file(&manifest, "big.bin");
     let dir = tempfile::tempdir().unwrap();
     let (truth, full_cas) = whole_big_file(&sim, &backend, &manifest, dir.path());
