@@ -1212,20 +1212,18 @@ def render(R):
         L.append(f"### Case 3: revision update (`{EVOLVING}`: {c3['file_bytes'] / 2**20:.0f} MiB Xet file, "
                  f"{c3['changed_bytes'] / 2**20:.0f} MiB changed; old commit first, then main, same cache)")
         L.append("")
-        L.append("| tool | update wall s | update bytes hub / cdn / cas (MB) | of the file | first download s | first bytes cdn + cas (MB) |")
-        L.append("|---|---|---|---|---|---|")
-        for tool, runs in c3["tools"].items():
-            ok = ok_runs(runs)
-            if not ok:
-                L.append(f"| {TOOL_LABEL[tool]} | {not_measured(runs)} | | | | |")
-                continue
+
+        def update_row(ok):
             net = statistics.median(x["bytes"]["cdn"] + x["bytes"]["cas"] for x in ok)
             fnet = statistics.median(x["first"]["bytes"]["cdn"] + x["first"]["bytes"]["cas"] for x in ok)
             fw = statistics.median(x["first"]["wall_s"] for x in ok)
-            L.append(f"| {TOOL_LABEL[tool]} | {spread(ok, 'wall_s')} | {bytes_med(ok, 'hub') / 1e6:.2f} / "
-                     f"{bytes_med(ok, 'cdn') / 1e6:.2f} / {bytes_med(ok, 'cas') / 1e6:.2f} | "
-                     f"{net / c3['file_bytes']:.2f} | {fw:.2f} | {fnet / 1e6:.1f} |")
-        L.append("")
+            return [spread(ok, "wall_s"),
+                    f"{bytes_med(ok, 'hub') / 1e6:.2f} / {bytes_med(ok, 'cdn') / 1e6:.2f} / "
+                    f"{bytes_med(ok, 'cas') / 1e6:.2f}",
+                    f"{net / c3['file_bytes']:.2f}", f"{fw:.2f}", f"{fnet / 1e6:.1f}"]
+
+        tool_table(L, c3["tools"], ["update wall s", "update bytes hub / cdn / cas (MB)", "of the file",
+                                    "first download s", "first bytes cdn + cas (MB)"], update_row)
 
     c4 = R["cases"].get("4")
     if c4:
@@ -1238,21 +1236,17 @@ def render(R):
                  "`.incomplete` file or not. \"re-fetched\" = both runs' bytes minus the file size (data that "
                  "crossed the link twice). Bytes are CDN + CAS bytes counted by hubsim.")
         L.append("")
-        L.append("| tool | sent before kill (MB) | on disk (MB) | checkpoint (MB) | missing (MB) | second run (MB) | "
-                 "second ≤ missing | re-fetched (MB) | second run s |")
-        L.append("|---|---|---|---|---|---|---|---|---|")
-        for tool, runs in c4["tools"].items():
-            ok = ok_runs(runs)
-            if not ok:
-                L.append(f"| {TOOL_LABEL[tool]} | {not_measured(runs)} | | | | | | | |")
-                continue
+
+        def resume_row(ok):
             sent1 = statistics.median(x["first_bytes"]["cdn"] + x["first_bytes"]["cas"] for x in ok)
             good = sum(1 for x in ok if x["second_bytes"] <= x["missing_bytes"])
-            L.append(f"| {TOOL_LABEL[tool]} | {sent1 / 1e6:.0f} | {spread(ok, 'on_disk_bytes', 1e-6, 0)} | "
-                     f"{spread(ok, 'trusted_bytes', 1e-6, 0)} | {spread(ok, 'missing_bytes', 1e-6, 0)} | "
-                     f"{spread(ok, 'second_bytes', 1e-6, 0)} | {good} of {len(ok)} runs | "
-                     f"{spread(ok, 'refetched_bytes', 1e-6, 0)} | {spread(ok, 'wall_s')} |")
-        L.append("")
+            mb = lambda key: spread(ok, key, 1e-6, 0)  # noqa: E731
+            return [f"{sent1 / 1e6:.0f}", mb("on_disk_bytes"), mb("trusted_bytes"), mb("missing_bytes"),
+                    mb("second_bytes"), f"{good} of {len(ok)} runs", mb("refetched_bytes"), spread(ok, "wall_s")]
+
+        tool_table(L, c4["tools"], ["sent before kill (MB)", "on disk (MB)", "checkpoint (MB)", "missing (MB)",
+                                    "second run (MB)", "second ≤ missing", "re-fetched (MB)", "second run s"],
+                   resume_row)
 
     c5 = R["cases"].get("5")
     if c5:
