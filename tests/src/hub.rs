@@ -14,8 +14,8 @@ use crate::{Run, TestEnv, bin_dir};
 /// The small model repository most tests download.
 pub const TINY: &str = "acme/tiny";
 
-/// acme/tiny, acme/private, acme/gated, acme/space, evil/traversal (from the default set) and acme/resume (one 8 MiB
-/// LFS file, for resume tests).
+/// acme/tiny, acme/private, acme/gated, acme/space, evil/traversal (from the default set) and
+/// acme/resume (one 8 MiB LFS file, for resume tests).
 pub fn fixtures() -> FixtureSpec {
     let mut spec = FixtureSpec::default_set(1);
     spec.repos.retain(|r| {
@@ -96,6 +96,7 @@ impl Dl {
         Self::with(HubSim::builder().fixtures(fixtures()))
     }
 
+    /// A hubsim started from `builder` and a fresh [`TestEnv`].
     pub fn with(builder: hubsim::HubSimBuilder) -> Self {
         Self {
             sim: HubSim::start_blocking(builder).expect("hubsim"),
@@ -121,10 +122,12 @@ impl Dl {
         self.env.hf_home().join("hub")
     }
 
+    /// A repository's folder in the cache (`models--acme--tiny`, `datasets--...`).
     pub fn repo_dir(&self, folder: &str) -> PathBuf {
         self.cache().join(folder)
     }
 
+    /// The commit `main` of `repo` points to.
     pub fn head(&self, repo: &str) -> String {
         self.sim.info().repo(repo).expect("repo").head.clone()
     }
@@ -192,6 +195,7 @@ impl Dl {
         cmd
     }
 
+    /// Runs `hubget download <args>` with extra environment variables.
     pub fn run_env(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
         let started = Instant::now();
         let out = self.command(args, extra_env).output().expect("run hubget");
@@ -205,6 +209,7 @@ impl Dl {
         Run::from(out.expect("run hubget"), started)
     }
 
+    /// Runs `hubget download <args>`.
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_env(args, &[])
     }
@@ -216,6 +221,7 @@ impl Dl {
         self.run(&[args, &["--config", config]].concat())
     }
 
+    /// Starts `hubget download <args>` without waiting (see [`wait`]).
     pub fn spawn(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Child {
         self.command(args, extra_env).spawn().expect("spawn hubget")
     }
@@ -361,12 +367,12 @@ pub fn python(dl: &Dl, script: &str, env: &[(&str, &str)]) -> Value {
 
 /// A repository holding `xet-a.bin` of acme/tiny under another path ([`SHARED_PATH`]).
 pub const TWIN: &str = "acme/twin";
-/// `xet-a.bin` of acme/tiny (3 MiB + 777, seed 1002), under another path.
-/// `xet-a.bin` of acme/tiny in acme/twin.
+/// Where acme/twin holds `xet-a.bin` of acme/tiny (3 MiB + 777 bytes, seed 1002).
 pub const SHARED_PATH: &str = "copy/xet-a.bin";
 const OWN_PATH: &str = "own.bin";
 const OWN_SIZE: u64 = 1024 * 1024 + 5;
 
+/// [`fixtures`] and [`TWIN`].
 pub fn twin_fixtures() -> FixtureSpec {
     let mut spec = fixtures();
     let files = format!(
@@ -388,10 +394,12 @@ pub fn hashes(dl: &Dl, repo: &str, path: &str) -> (String, String) {
     (f.xet_hash.clone().expect("a Xet file"), f.sha256.clone())
 }
 
+/// The shared store's entry for a Xet file (`blobs/<2 hex>/<xet hash>` under the cache).
 pub fn store_entry(dl: &Dl, xet_hash: &str) -> PathBuf {
     dl.cache().join("blobs").join(&xet_hash[..2]).join(xet_hash)
 }
 
+/// Runs the pinned `hf` CLI in `dl`'s environment (same `HF_HOME`, the hubsim as the Hub).
 pub fn hf(dl: &Dl, args: &[&str]) -> std::process::Output {
     let python = hubsim::python::venv_python().expect("the pinned Python client");
     let hf = python.parent().unwrap().join("hf");
@@ -407,6 +415,7 @@ pub fn hf(dl: &Dl, args: &[&str]) -> std::process::Output {
         .expect("run hf")
 }
 
+/// [`hf`], panicking (with its output) unless it succeeds; returns stdout and stderr.
 #[track_caller]
 pub fn hf_ok(dl: &Dl, args: &[&str]) -> String {
     let out = hf(dl, args);
