@@ -214,12 +214,7 @@ pub fn outcomes_for(
     slots
         .into_iter()
         .enumerate()
-        .map(|(i, slot)| {
-            slot.unwrap_or_else(|| FileOutcome {
-                index: i as u32,
-                result: RResult::RErr(error.clone()),
-            })
-        })
+        .map(|(i, slot)| slot.unwrap_or_else(|| FileOutcome::new(i as u32, Err(error.clone()))))
         .collect()
 }
 

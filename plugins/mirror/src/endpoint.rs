@@ -244,7 +244,7 @@ impl Pool {
         let mut last: Option<PluginError> = None;
         for endpoint in self.candidates() {
             cancel.check()?;
-            let url = endpoint.api.item_url(batch, item)?;
+            let source = endpoint.api.item_source(batch, item)?;
             crate::dir::announce(
                 progress,
                 index,
@@ -253,7 +253,7 @@ impl Pool {
             let leg = Leg {
                 api: &endpoint.api,
                 opts: &endpoint.opts,
-                url,
+                source,
                 offset,
                 already: &written,
                 balance,

@@ -14,7 +14,6 @@ use hubget_hub_http::HubApi;
 use hubget_hub_http::download::{
     DownloadOptions, Event, ItemEvents, PartialTarget, Source, download_to_partial,
 };
-use hubget_hub_http::reqwest::Url;
 use hubget_plugin_api::{CancelToken, FetchItem, PluginError, ProgressEvent};
 
 /// What one attempt fetches, and from where.
@@ -24,8 +23,8 @@ pub struct Leg<'a> {
     pub api: &'a HubApi,
     /// How the endpoint's downloads are split and retried.
     pub opts: &'a DownloadOptions,
-    /// A `resolve` URL of the endpoint.
-    pub url: Url,
+    /// The file's `resolve` URL at the endpoint, with the endpoint's credential.
+    pub source: Source,
     /// Every byte before it is on disk.
     pub offset: u64,
     /// Ranges past `offset` already on disk: not fetched again.
@@ -79,8 +78,7 @@ pub fn download(
         }
         other => to.send(other),
     };
-    let mut source = Source::new(leg.url);
-    source.credential = leg.api.credential().cloned();
+    let source = leg.source;
     let target = PartialTarget::of(item, offset);
     let result = runtime.block_on(download_to_partial(
         leg.api.client(),
