@@ -443,25 +443,19 @@ def big_file(r, tool):
     return next(x for x in r.sim.repo(big_repo(tool))["files"] if x["path"] == BIG_FILE)
 
 
-def case_big(r, runs, size, tools, repo_of=big_repo, label="1"):
-    res = {t: [] for t in tools}
-    timeout = max(120, 20 * size / (r.args.rate_per_conn or 40e6))
+def alternating(runs, tools):
+    """(run index, tool) pairs for `runs` runs, the tools' order reversed every other run so
+    that no tool always runs first (on a cold or a warm machine)."""
     for i in range(runs):
-        order = tools if i % 2 == 0 else list(reversed(tools))
-        for tool in order:
-            home = r.fresh_home(f"big{label}-{tool}")
-            cmd, env, cache = r.command(tool, home, repo_of(tool), [BIG_FILE])
-            rec = r.timed(cmd, env, timeout)
-            if "error" not in rec:
-                f = next(x for x in r.sim.repo(repo_of(tool))["files"] if x["path"] == BIG_FILE)
-                err = verify_files(cache, [f])
-                if err:
-                    rec["error"] = err
-            rec["throughput_Bps"] = size / rec["wall_s"]
-            log(f"case {label} run {i + 1} {tool:14} " + fmt_rec(rec, r.args.rate_total))
-            res[tool].append(rec)
-            rm(home)
-    return {"size_bytes": size, "tools": res}
+        for tool in tools if i % 2 == 0 else list(reversed(tools)):
+            yield i, tool
+
+
+def case_big(r, runs, size, tools, repo_of=big_repo, label="1"):
+    """The big file alone, each tool from the repository `repo_of(tool)` names."""
+    res = case_files(r, runs, label, repo_of, [BIG_FILE], tools)
+    assert res["size_bytes"] == size, (res["size_bytes"], size)
+    return {"size_bytes": size, "tools": res["tools"]}
 
 
 def wire(rec):
@@ -469,28 +463,29 @@ def wire(rec):
 
 
 def case_files(r, runs, label, repo, files, tools):
-    """Downloads `files` of `repo` (the whole snapshot when empty) with each tool, fresh cache each
-    run; file bytes and wire bytes (CDN + CAS) per second."""
-    sel = [f for f in r.sim.repo(repo)["files"] if not files or f["path"] in files]
-    total = sum(f["size"] for f in sel)
+    """Downloads `files` of `repo` (the whole snapshot when empty; `repo` may be a function of the
+    tool) with each tool, fresh cache each run; file bytes and wire bytes (CDN + CAS) per second."""
+    repo_of = repo if callable(repo) else (lambda _tool: repo)
+    sel_of = {t: [f for f in r.sim.repo(repo_of(t))["files"] if not files or f["path"] in files]
+              for t in tools}
+    total = sum(f["size"] for f in sel_of[tools[0]])
     res = {t: [] for t in tools}
     timeout = max(120, 20 * total / (r.args.rate_per_conn or 40e6))
-    for i in range(runs):
-        order = tools if i % 2 == 0 else list(reversed(tools))
-        for tool in order:
-            home = r.fresh_home(f"c{label}-{tool}")
-            cmd, env, cache = r.command(tool, home, repo, files)
-            rec = r.timed(cmd, env, timeout)
-            if "error" not in rec:
-                err = verify_files(cache, sel)
-                if err:
-                    rec["error"] = err
-            rec["throughput_Bps"] = total / rec["wall_s"]
-            rec["wire_Bps"] = wire(rec) / rec["wall_s"]
-            log(f"case {label} run {i + 1} {tool:14} " + fmt_rec(rec, r.args.rate_total))
-            res[tool].append(rec)
-            rm(home)
-    return {"repo": repo, "files": len(sel), "size_bytes": total, "tools": res}
+    for i, tool in alternating(runs, tools):
+        home = r.fresh_home(f"c{label}-{tool}")
+        cmd, env, cache = r.command(tool, home, repo_of(tool), files)
+        rec = r.timed(cmd, env, timeout)
+        if "error" not in rec:
+            err = verify_files(cache, sel_of[tool])
+            if err:
+                rec["error"] = err
+        rec["throughput_Bps"] = total / rec["wall_s"]
+        rec["wire_Bps"] = wire(rec) / rec["wall_s"]
+        log(f"case {label} run {i + 1} {tool:14} " + fmt_rec(rec, r.args.rate_total))
+        res[tool].append(rec)
+        rm(home)
+    return {"repo": repo_of(tools[0]), "files": len(sel_of[tools[0]]), "size_bytes": total,
+            "tools": res}
 
 
 CASE11_TOOLS = ["hubget-lfs", "hubget-xet", "hf-xet"]
@@ -544,26 +539,24 @@ def case_sharing(r, runs, size_mib):
     out = {}
     for sid, what, first, second, distinct in sharing_scenarios(size_mib):
         res = {t: [] for t in CASE8_TOOLS}
-        for i in range(runs):
-            order = CASE8_TOOLS if i % 2 == 0 else list(reversed(CASE8_TOOLS))
-            for tool in order:
-                home = r.fresh_home(f"share-{sid}-{tool}")
-                first_rec = None
-                if first:
-                    cmd, env, _ = r.command(tool, home, first[0], revision=first[1], fallback=True)
-                    first_rec = r.timed(cmd, env, 600)
-                cmd, env, cache = r.command(tool, home, second[0], revision=second[1], fallback=True)
-                rec = r.timed(cmd, env, 600)
-                if first_rec and "error" in first_rec:
-                    rec["error"] = "first download failed: " + first_rec["error"]
-                elif "error" not in rec:
-                    err = verify_files(cache, r.sim.repo(second[0])["files"])
-                    if err:
-                        rec["error"] = err
-                rec["first"] = first_rec
-                log(f"case 8 {sid} run {i + 1} {tool:14} {fmt_rec(rec, None)}")
-                res[tool].append(rec)
-                rm(home)
+        for i, tool in alternating(runs, CASE8_TOOLS):
+            home = r.fresh_home(f"share-{sid}-{tool}")
+            first_rec = None
+            if first:
+                cmd, env, _ = r.command(tool, home, first[0], revision=first[1], fallback=True)
+                first_rec = r.timed(cmd, env, 600)
+            cmd, env, cache = r.command(tool, home, second[0], revision=second[1], fallback=True)
+            rec = r.timed(cmd, env, 600)
+            if first_rec and "error" in first_rec:
+                rec["error"] = "first download failed: " + first_rec["error"]
+            elif "error" not in rec:
+                err = verify_files(cache, r.sim.repo(second[0])["files"])
+                if err:
+                    rec["error"] = err
+            rec["first"] = first_rec
+            log(f"case 8 {sid} run {i + 1} {tool:14} {fmt_rec(rec, None)}")
+            res[tool].append(rec)
+            rm(home)
         out[sid] = {"what": what, "distinct_bytes": distinct, "tools": res}
     return out
 
@@ -572,20 +565,18 @@ def case_small(r, runs):
     repo = r.sim.repo(SMALL_REPO)
     total = sum(x["size"] for x in repo["files"])
     res = {t: [] for t in CASE2_TOOLS}
-    for i in range(runs):
-        order = CASE2_TOOLS if i % 2 == 0 else list(reversed(CASE2_TOOLS))
-        for tool in order:
-            home = r.fresh_home(f"small-{tool}")
-            cmd, env, cache = r.command(tool, home, SMALL_REPO, repo_type="dataset")
-            rec = r.timed(cmd, env, 600)
-            if "error" not in rec:
-                err = verify_files(cache, repo["files"])
-                if err:
-                    rec["error"] = err
-            rec["files_per_s"] = len(repo["files"]) / rec["wall_s"]
-            log(f"case 2 run {i + 1} {tool:14} " + fmt_rec(rec, None))
-            res[tool].append(rec)
-            rm(home)
+    for i, tool in alternating(runs, CASE2_TOOLS):
+        home = r.fresh_home(f"small-{tool}")
+        cmd, env, cache = r.command(tool, home, SMALL_REPO, repo_type="dataset")
+        rec = r.timed(cmd, env, 600)
+        if "error" not in rec:
+            err = verify_files(cache, repo["files"])
+            if err:
+                rec["error"] = err
+        rec["files_per_s"] = len(repo["files"]) / rec["wall_s"]
+        log(f"case 2 run {i + 1} {tool:14} " + fmt_rec(rec, None))
+        res[tool].append(rec)
+        rm(home)
     return {"files": len(repo["files"]), "total_bytes": total, "tools": res}
 
 
@@ -593,26 +584,24 @@ def case_update(r, runs):
     repo = r.sim.repo(EVOLVING)
     old, new = repo["commits"][0], repo["commits"][-1]
     res = {t: [] for t in CASE3_TOOLS}
-    for i in range(runs):
-        order = CASE3_TOOLS if i % 2 == 0 else list(reversed(CASE3_TOOLS))
-        for tool in order:
-            home = r.fresh_home(f"update-{tool}")
-            cmd, env, cache = r.command(tool, home, EVOLVING, revision=old["sha"], fallback=True)
-            first = r.timed(cmd, env, 600)
-            cmd, env, cache = r.command(tool, home, EVOLVING, fallback=True)
-            rec = r.timed(cmd, env, 600)
-            if "error" in first:
-                rec["error"] = "first (old commit) download failed: " + first["error"]
-            elif "error" not in rec:
-                err = verify_files(os.path.join(cache, f"models--{EVOLVING.replace('/', '--')}", "snapshots", new["sha"]),
-                                   new["files"])
-                if err:
-                    rec["error"] = err
-            rec["first"] = first
-            log(f"case 3 run {i + 1} {tool:14} old: {first['wall_s']:.2f} s {fmt_bytes(first['bytes'])}; "
-                f"update: " + fmt_rec(rec, None))
-            res[tool].append(rec)
-            rm(home)
+    for i, tool in alternating(runs, CASE3_TOOLS):
+        home = r.fresh_home(f"update-{tool}")
+        cmd, env, cache = r.command(tool, home, EVOLVING, revision=old["sha"], fallback=True)
+        first = r.timed(cmd, env, 600)
+        cmd, env, cache = r.command(tool, home, EVOLVING, fallback=True)
+        rec = r.timed(cmd, env, 600)
+        if "error" in first:
+            rec["error"] = "first (old commit) download failed: " + first["error"]
+        elif "error" not in rec:
+            err = verify_files(os.path.join(cache, f"models--{EVOLVING.replace('/', '--')}", "snapshots", new["sha"]),
+                               new["files"])
+            if err:
+                rec["error"] = err
+        rec["first"] = first
+        log(f"case 3 run {i + 1} {tool:14} old: {first['wall_s']:.2f} s {fmt_bytes(first['bytes'])}; "
+            f"update: " + fmt_rec(rec, None))
+        res[tool].append(rec)
+        rm(home)
     big = next(x for x in new["files"] if x["path"] == "model.bin")
     return {"file_bytes": big["size"], "changed_bytes": 3 * 1024 * 1024, "tools": res}
 
@@ -620,68 +609,66 @@ def case_update(r, runs):
 def case_resume(r, runs, size):
     res = {t: [] for t in CASE4_TOOLS}
     timeout = max(120, 20 * size / (r.args.rate_per_conn or 40e6))
-    for i in range(runs):
-        order = CASE4_TOOLS if i % 2 == 0 else list(reversed(CASE4_TOOLS))
-        for tool in order:
-            home = r.fresh_home(f"resume-{tool}")
-            f = big_file(r, tool)
-            cmd, env, cache = r.command(tool, home, big_repo(tool), [BIG_FILE])
-            # first run: killed with SIGKILL once hubsim has sent half of the file
-            r.sim.reset()
-            p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                 start_new_session=True)
-            t0 = time.monotonic()
-            killed_at = None
-            while p.poll() is None and time.monotonic() - t0 < timeout:
-                b = r.sim.bytes()
-                if b["cdn"] + b["cas"] >= size // 2:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    killed_at = time.monotonic() - t0
-                    break
-                time.sleep(0.02)
-            p.wait()
-            time.sleep(0.3)  # let hubsim count what was in flight
-            b1 = r.sim.bytes()
-            rec = {"killed_after_s": killed_at, "first_bytes": b1}
-            part = find_partial(cache)
-            rec["partial"] = None
-            if part:
-                st = os.stat(part)
-                rec["partial"] = {"len": st.st_size, "allocated": min(st.st_blocks * 512, st.st_size)}
-                state = next((part + x for x in (".json", ".hubget.json") if os.path.exists(part + x)), None)
-                if state:
-                    with open(state) as sf:
-                        rec["partial"]["checkpoint"] = json.load(sf).get("checkpoint")
-            if killed_at is None:
-                rec.update(wall_s=float("nan"), error="the first run ended before half of the file was sent",
-                           bytes=b1)
-            else:
-                second = r.timed(cmd, env, timeout)
-                rec.update({k: v for k, v in second.items()})
-                if "error" not in rec:
-                    err = verify_files(cache, [f])
-                    if err:
-                        rec["error"] = err
-            # "trusted": what the client itself will resume from (hubget: the host's checkpoint;
-            # others: the partial file's length). "on disk": what the first run got onto the disk
-            # (allocated blocks of the partial, at most what hubsim sent) -- the bytes that are no
-            # longer missing, whether or not the client trusts them.
-            p_ = rec["partial"] or {}
-            sent1 = b1["cdn"] + b1["cas"]
-            trusted = p_.get("checkpoint") if p_ else (0 if tool.startswith("hubget") else None)
-            on_disk = min(p_.get("allocated", 0), p_.get("len", 0), sent1) if p_ else 0
-            rec["trusted_bytes"] = trusted
-            rec["on_disk_bytes"] = on_disk
-            rec["missing_bytes"] = size - on_disk
-            sent2 = rec["bytes"]["cdn"] + rec["bytes"]["cas"]
-            rec["second_bytes"] = sent2
-            rec["refetched_bytes"] = sent1 + sent2 - size
-            log(f"case 4 run {i + 1} {tool:14} killed at {fmt_mb(sent1)} sent, {fmt_mb(on_disk)} on disk, "
-                f"{fmt_mb(trusted or 0)} checkpointed; second run {fmt_mb(sent2)} in {rec['wall_s']:.2f} s "
-                f"(missing {fmt_mb(size - on_disk)})"
-                + (f" ERROR {rec['error']}" if "error" in rec else ""))
-            res[tool].append(rec)
-            rm(home)
+    for i, tool in alternating(runs, CASE4_TOOLS):
+        home = r.fresh_home(f"resume-{tool}")
+        f = big_file(r, tool)
+        cmd, env, cache = r.command(tool, home, big_repo(tool), [BIG_FILE])
+        # first run: killed with SIGKILL once hubsim has sent half of the file
+        r.sim.reset()
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             start_new_session=True)
+        t0 = time.monotonic()
+        killed_at = None
+        while p.poll() is None and time.monotonic() - t0 < timeout:
+            b = r.sim.bytes()
+            if b["cdn"] + b["cas"] >= size // 2:
+                os.killpg(p.pid, signal.SIGKILL)
+                killed_at = time.monotonic() - t0
+                break
+            time.sleep(0.02)
+        p.wait()
+        time.sleep(0.3)  # let hubsim count what was in flight
+        b1 = r.sim.bytes()
+        rec = {"killed_after_s": killed_at, "first_bytes": b1}
+        part = find_partial(cache)
+        rec["partial"] = None
+        if part:
+            st = os.stat(part)
+            rec["partial"] = {"len": st.st_size, "allocated": min(st.st_blocks * 512, st.st_size)}
+            state = next((part + x for x in (".json", ".hubget.json") if os.path.exists(part + x)), None)
+            if state:
+                with open(state) as sf:
+                    rec["partial"]["checkpoint"] = json.load(sf).get("checkpoint")
+        if killed_at is None:
+            rec.update(wall_s=float("nan"), error="the first run ended before half of the file was sent",
+                       bytes=b1)
+        else:
+            second = r.timed(cmd, env, timeout)
+            rec.update({k: v for k, v in second.items()})
+            if "error" not in rec:
+                err = verify_files(cache, [f])
+                if err:
+                    rec["error"] = err
+        # "trusted": what the client itself will resume from (hubget: the host's checkpoint;
+        # others: the partial file's length). "on disk": what the first run got onto the disk
+        # (allocated blocks of the partial, at most what hubsim sent) -- the bytes that are no
+        # longer missing, whether or not the client trusts them.
+        p_ = rec["partial"] or {}
+        sent1 = b1["cdn"] + b1["cas"]
+        trusted = p_.get("checkpoint") if p_ else (0 if tool.startswith("hubget") else None)
+        on_disk = min(p_.get("allocated", 0), p_.get("len", 0), sent1) if p_ else 0
+        rec["trusted_bytes"] = trusted
+        rec["on_disk_bytes"] = on_disk
+        rec["missing_bytes"] = size - on_disk
+        sent2 = rec["bytes"]["cdn"] + rec["bytes"]["cas"]
+        rec["second_bytes"] = sent2
+        rec["refetched_bytes"] = sent1 + sent2 - size
+        log(f"case 4 run {i + 1} {tool:14} killed at {fmt_mb(sent1)} sent, {fmt_mb(on_disk)} on disk, "
+            f"{fmt_mb(trusted or 0)} checkpointed; second run {fmt_mb(sent2)} in {rec['wall_s']:.2f} s "
+            f"(missing {fmt_mb(size - on_disk)})"
+            + (f" ERROR {rec['error']}" if "error" in rec else ""))
+        res[tool].append(rec)
+        rm(home)
     return {"size_bytes": size, "tools": res}
 
 
@@ -764,33 +751,32 @@ def case_s3(r, runs, size):
                        capture_output=True, timeout=1200)
         f = big_file(r, "hubget-lfs")
         key = f"bench/models--{BIG_LFS_REPO.replace('/', '--')}/blobs/{f['sha256']}"
-        for i in range(runs):
-            for tool in (["hubget-s3", "aws-s3-cp"] if i % 2 == 0 else ["aws-s3-cp", "hubget-s3"]):
-                home = r.fresh_home(f"s3-{tool}")
-                if tool == "hubget-s3":
-                    cfg = os.path.join(home, "node.toml")
-                    with open(cfg, "w") as fh:
-                        fh.write(f'[backends]\norder = ["s3"]\n[plugins.s3]\nurl = "s3://hubget/bench"\n'
-                                 f'endpoint = "{endpoint}"\n')
-                    env = dict(r.env_hubget(home), **creds)
-                    cache = os.path.join(home, "cache")
-                    cmd = [HUBGET, "download", BIG_LFS_REPO, BIG_FILE, "--cache-dir", cache, "--config", cfg,
-                           "--endpoint", "http://127.0.0.1:9", "--quiet"]
-                else:
-                    cache = os.path.join(home, "out")
-                    os.makedirs(cache)
-                    env = dict(os.environ, HOME=home, **creds)
-                    cmd = [aws, "s3", "cp", f"s3://hubget/{key}", os.path.join(cache, BIG_FILE),
-                           "--endpoint-url", endpoint, "--only-show-errors"]
-                rec = r.timed(cmd, env, 600)
-                if "error" not in rec:
-                    p = find(cache, BIG_FILE) or os.path.join(cache, BIG_FILE)
-                    if not os.path.exists(p) or sha256_file(p) != f["sha256"]:
-                        rec["error"] = "wrong or missing file"
-                rec["throughput_Bps"] = size / rec["wall_s"]
-                log(f"case 10 run {i + 1} {tool:14} " + fmt_rec(rec, None))
-                res[tool].append(rec)
-                rm(home)
+        for i, tool in alternating(runs, ["hubget-s3", "aws-s3-cp"]):
+            home = r.fresh_home(f"s3-{tool}")
+            if tool == "hubget-s3":
+                cfg = os.path.join(home, "node.toml")
+                with open(cfg, "w") as fh:
+                    fh.write(f'[backends]\norder = ["s3"]\n[plugins.s3]\nurl = "s3://hubget/bench"\n'
+                             f'endpoint = "{endpoint}"\n')
+                env = dict(r.env_hubget(home), **creds)
+                cache = os.path.join(home, "cache")
+                cmd = [HUBGET, "download", BIG_LFS_REPO, BIG_FILE, "--cache-dir", cache, "--config", cfg,
+                       "--endpoint", "http://127.0.0.1:9", "--quiet"]
+            else:
+                cache = os.path.join(home, "out")
+                os.makedirs(cache)
+                env = dict(os.environ, HOME=home, **creds)
+                cmd = [aws, "s3", "cp", f"s3://hubget/{key}", os.path.join(cache, BIG_FILE),
+                       "--endpoint-url", endpoint, "--only-show-errors"]
+            rec = r.timed(cmd, env, 600)
+            if "error" not in rec:
+                p = find(cache, BIG_FILE) or os.path.join(cache, BIG_FILE)
+                if not os.path.exists(p) or sha256_file(p) != f["sha256"]:
+                    rec["error"] = "wrong or missing file"
+            rec["throughput_Bps"] = size / rec["wall_s"]
+            log(f"case 10 run {i + 1} {tool:14} " + fmt_rec(rec, None))
+            res[tool].append(rec)
+            rm(home)
     finally:
         gw.terminate()
         try:
@@ -941,10 +927,14 @@ def goals(R):
     shape = R["shape"]
     cap = shape["rate_total"]
 
-    def add(issue, goal, measured, target, met, margin):
+    def margin(value, bound):
+        """How far `value` is from `bound`, in percent of the bound."""
+        return f"{(value - bound) / bound * 100:+.0f}%"
+
+    def add(issue, goal, measured, target, met, by):
         out.append({"issue": issue, "goal": goal, "measured": measured, "target": target,
                     "verdict": ("met" if met else "missed") if met is not None else "not measured",
-                    "margin": margin})
+                    "margin": by})
 
     c1 = R["cases"].get("1")
     if c1:
@@ -954,13 +944,13 @@ def goals(R):
         if lfs:
             f = lfs / cap
             add("5, 8", "lfs throughput ≥ 0.9 of the total cap (case 1)", f"{f:.2f}", "0.90", f >= 0.9,
-                f"{(f - 0.9) / 0.9 * 100:+.0f}%")
+                margin(f, 0.9))
             singles = {k: thr[k] for k in ("curl", "hf-http") if thr.get(k)}
             if singles:
                 best = max(singles, key=singles.get)
                 ratio = lfs / singles[best]
                 add("5, 8", f"lfs ≥ 3× the single-connection peers (fastest: {best})", f"{ratio:.2f}×", "3×",
-                    ratio >= 3, f"{(ratio - 3) / 3 * 100:+.0f}%")
+                    ratio >= 3, margin(ratio, 3))
             if rss.get("hubget-lfs") is not None:
                 mb = rss["hubget-lfs"] * 1.048576
                 add("5", "lfs peak RSS < 100 MB (case 1)", f"{mb:.0f} MB", "100 MB", mb < 100,
@@ -979,16 +969,16 @@ def goals(R):
         if x:
             f = x / cap
             add("6, 8", f"xet throughput ≥ 0.8 of the total cap ({where})", f"{f:.2f}", "0.80", f >= 0.8,
-                f"{(f - 0.8) / 0.8 * 100:+.0f}%")
+                margin(f, 0.8))
             if wall.get("hf-xet"):
                 ratio = wall["hubget-xet"] / wall["hf-xet"]
                 add("6, 8", f"xet wall time ≤ 0.6× the Python client's ({where})",
                     f"{ratio:.2f}× ({wall['hubget-xet']:.2f} vs {wall['hf-xet']:.2f} s)", "0.60×",
-                    ratio <= 0.6, f"{(ratio - 0.6) / 0.6 * 100:+.0f}%")
+                    ratio <= 0.6, margin(ratio, 0.6))
             if rss.get("hubget-xet") and rss.get("hf-xet"):
                 ratio = rss["hubget-xet"] / rss["hf-xet"]
                 add("6, 8", f"xet peak RSS ≤ 0.5× the Python client's ({where})", f"{ratio:.2f}× ({rss['hubget-xet']:.0f} vs "
-                    f"{rss['hf-xet']:.0f} MiB)", "0.50×", ratio <= 0.5, f"{(ratio - 0.5) / 0.5 * 100:+.0f}%")
+                    f"{rss['hf-xet']:.0f} MiB)", "0.50×", ratio <= 0.5, margin(ratio, 0.5))
         else:
             add("6, 8", f"xet throughput ≥ 0.8 of the total cap ({where})",
                 not_measured(c["tools"].get("hubget-xet", [])), "0.80", None, "")
@@ -998,7 +988,7 @@ def goals(R):
         if g and p:
             ratio = p / g
             add("8", "many small files ≥ 2× faster than the Python client (case 2)", f"{ratio:.2f}×", "2×",
-                ratio >= 2, f"{(ratio - 2) / 2 * 100:+.0f}%")
+                ratio >= 2, margin(ratio, 2))
         else:
             add("8", "many small files ≥ 2× faster than the Python client", not_measured(c2["tools"]["hubget"]),
                 "2×", None, "")
@@ -1040,23 +1030,23 @@ def goals(R):
         if thr.get("hubget-lfs"):
             f, want = thr["hubget-lfs"] / cap, 0.95 if big else 0.92
             add("13", f"lfs ≥ {want} of the cap ({where})", f"{f:.2f}", f"{want}", f >= want,
-                f"{(f - want) / want * 100:+.0f}%")
+                margin(f, want))
             if wall.get("aria2c-x16"):
                 q = wall["hubget-lfs"] / wall["aria2c-x16"]
                 add("13", f"lfs wall ≤ 0.95× aria2c -x16 ({where})", f"{q:.2f}×", "0.95×", q <= 0.95,
-                    f"{(q - 0.95) / 0.95 * 100:+.0f}%")
+                    margin(q, 0.95))
         if wthr.get("hubget-xet"):
             f = wthr["hubget-xet"] / cap
             add("15", f"xet wire bytes ≥ 0.9 of the cap ({where})", f"{f:.2f}", "0.90", f >= 0.9,
-                f"{(f - 0.9) / 0.9 * 100:+.0f}%")
+                margin(f, 0.9))
             if wall.get("hubget-lfs"):
                 q = wall["hubget-xet"] / wall["hubget-lfs"]
                 add("15", f"xet wall ≤ 0.8× hubget lfs ({where})", f"{q:.2f}×", "0.80×", q <= 0.8,
-                    f"{(q - 0.8) / 0.8 * 100:+.0f}%")
+                    margin(q, 0.8))
             if wall.get("hf-xet"):
                 q = wall["hubget-xet"] / wall["hf-xet"]
                 add("15", f"xet wall ≤ 0.5× hf download (hf_xet) ({where})", f"{q:.2f}×", "0.50×", q <= 0.5,
-                    f"{(q - 0.5) / 0.5 * 100:+.0f}%")
+                    margin(q, 0.5))
             if rss.get("hubget-xet") is not None:
                 add("15", f"xet peak RSS ≤ 150 MiB ({where})", f"{rss['hubget-xet']:.0f} MiB", "150 MiB",
                     rss["hubget-xet"] <= 150, f"{rss['hubget-xet'] - 150:+.0f} MiB")
@@ -1077,7 +1067,7 @@ def goals(R):
                 moved = statistics.median(wire(x) for x in runs)
                 add("15", f"xet moves ≤ 1.3× the differing bytes: {sc['what']} (case 8)",
                     f"{moved / 2**20:.1f} MiB", f"{bound / 2**20:.1f} MiB", moved <= bound,
-                    f"{(moved - bound) / bound * 100:+.0f}%")
+                    margin(moved, bound))
             else:
                 add("15", f"xet moves ≤ 1.3× the differing bytes: {sc['what']} (case 8)",
                     not_measured(sc["tools"].get("hubget-xet", [])), f"{bound / 2**20:.1f} MiB", None, "")
@@ -1089,13 +1079,13 @@ def goals(R):
         if wall.get("hubget-xet") and wall.get("hf-xet"):
             q = wall["hubget-xet"] / wall["hf-xet"]
             add("15", f"xet wall ≤ 0.8× hf download (hf_xet) ({where})", f"{q:.2f}×", "0.80×", q <= 0.8,
-                f"{(q - 0.8) / 0.8 * 100:+.0f}%")
+                margin(q, 0.8))
         if cpu.get("hubget-xet") and cpu.get("hf-xet") and c11.get("sha256_cpu_s"):
             sha = statistics.median(c11["sha256_cpu_s"])
             bound = cpu["hf-xet"] + sha
             add("15", f"xet CPU ≤ hf_xet's + our sha256 ({where})",
                 f"{cpu['hubget-xet']:.1f} s", f"{bound:.1f} s ({cpu['hf-xet']:.1f} + {sha:.1f})",
-                cpu["hubget-xet"] <= bound, f"{(cpu['hubget-xet'] - bound) / bound * 100:+.0f}%")
+                cpu["hubget-xet"] <= bound, margin(cpu["hubget-xet"], bound))
 
     c9 = R["cases"].get("9")
     if c9:

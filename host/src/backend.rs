@@ -231,11 +231,7 @@ mod tests {
             if cancel.is_cancelled() {
                 return RResult::RErr(PluginError::cancelled());
             }
-            RResult::ROk(Manifest {
-                commit: RString::from("0".repeat(40)),
-                files: RVec::new(),
-                extra_json: RString::new(),
-            })
+            RResult::ROk(Manifest::new("0".repeat(40), Vec::new()))
         }
         fn fetch(
             &self,

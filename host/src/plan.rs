@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hubget_plugin_api::{
-    CancelToken, ErrorKind, Features, Manifest, ManifestFile, PluginError, RepoType, ResolveRequest,
+    CancelToken, ErrorKind, Features, Manifest, ManifestFile, PluginError, RepoType,
+    ResolveRequest, is_commit_sha,
 };
 
 use crate::error::{HostError, causes_hint, group_causes};
@@ -442,11 +443,6 @@ pub fn local_dir_commit(
         })
 }
 
-/// Whether `s` is a full 40-hex commit sha.
-pub fn is_commit_sha(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 /// Asks each backend with `RESOLVE` and the repo type, in order; the first success wins.
 /// Retryable errors are retried a few times on the same backend; other errors pass to the next.
 /// A backend that does not answer within `timeout` is cancelled, abandoned after a short grace,
@@ -769,11 +765,7 @@ mod tests {
         for (i, f) in files.iter_mut().enumerate() {
             f.git_oid = format!("{i}").repeat(40).as_str().into();
         }
-        let manifest = Manifest {
-            commit: "d".repeat(40).as_str().into(),
-            files: files.into(),
-            extra_json: "".into(),
-        };
+        let manifest = Manifest::new("d".repeat(40), files);
         let req = PlanRequest::default();
         let cache = Target::cache(dir.path(), RepoType::MODEL, "evil/x");
         let plan = build_plan(manifest.clone(), "t", &req, &cache).unwrap();
@@ -795,11 +787,7 @@ mod tests {
         let target = Target::cache(dir.path(), RepoType::MODEL, "evil/x");
         let mut files = vec![mf("ok.txt"), mf("../../evil")];
         files[0].git_oid = "a".repeat(40).as_str().into();
-        let manifest = Manifest {
-            commit: "d".repeat(40).as_str().into(),
-            files: files.into(),
-            extra_json: "".into(),
-        };
+        let manifest = Manifest::new("d".repeat(40), files);
         let req = PlanRequest::default();
         // The hostile entry is refused by name; the safe one is still planned.
         let plan = build_plan(manifest.clone(), "t", &req, &target).unwrap();
@@ -821,12 +809,5 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().next().is_none(),
             "nothing written"
         );
-    }
-
-    #[test]
-    fn commit_shas_are_recognised() {
-        assert!(is_commit_sha(&"a".repeat(40)));
-        assert!(!is_commit_sha("main"));
-        assert!(!is_commit_sha(&"g".repeat(40)));
     }
 }

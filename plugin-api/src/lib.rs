@@ -79,7 +79,7 @@ pub use settings::HostSettings;
 pub use types::{
     CancelToken, Capabilities, ErrorKind, EventKind, Features, FetchBatch, FetchItem, FileDone,
     FileOutcome, HostContext, LogFn, Manifest, ManifestFile, PluginError, PluginInfo,
-    ProgressEvent, RepoType, ResolveRequest,
+    ProgressEvent, RepoType, ResolveRequest, is_commit_sha,
 };
 
 /// Re-exported so plugins and the host use the same abi_stable types (`RString`, `RVec`, ...).

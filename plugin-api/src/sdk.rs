@@ -53,11 +53,7 @@
 //!         let copied = std::io::copy(&mut from, &mut to).map_err(io)?;
 //!         // A local copy moves no network bytes (and the capabilities say LOCAL).
 //!         progress.on_event(ProgressEvent::bytes(index, copied, 0));
-//!         Ok(FileDone {
-//!             bytes_transferred: 0,
-//!             source: source.display().to_string().into(),
-//!             extra_json: "".into(),
-//!         })
+//!         Ok(FileDone::new(0, source.display().to_string()))
 //!     }
 //! }
 //!

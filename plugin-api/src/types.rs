@@ -116,6 +116,14 @@ impl PluginError {
         Self::new(ErrorKind::UNSUPPORTED, message)
     }
 
+    /// The error of a network backend asked to work in offline mode (`UNSUPPORTED`, so the host
+    /// moves on to the next backend).
+    pub fn offline(backend: &str) -> Self {
+        Self::unsupported(format!(
+            "offline mode: the {backend} backend needs the network"
+        ))
+    }
+
     /// Shorthand for [`ErrorKind::CANCELLED`].
     pub fn cancelled() -> Self {
         Self::new(ErrorKind::CANCELLED, "cancelled by the host")
@@ -199,6 +207,16 @@ impl RepoType {
         }
     }
 
+    /// huggingface_hub's folder name for a repository of this type (its `repo_folder_name`):
+    /// `models--org--name`, the same in the cache, a directory mirror and an object-store export.
+    /// A type this interface version does not know folds to `models`.
+    pub fn cache_folder(self, repo_id: &str) -> String {
+        std::iter::once(self.plural().unwrap_or("models"))
+            .chain(repo_id.split('/'))
+            .collect::<Vec<_>>()
+            .join("--")
+    }
+
     /// The prefix of `resolve` URLs: `""`, `datasets/`, `spaces/`, `kernels/`.
     pub fn url_prefix(self) -> Option<&'static str> {
         match self {
@@ -220,6 +238,11 @@ impl RepoType {
             _ => None,
         }
     }
+}
+
+/// Whether `s` is a full commit id: 40 hex digits (a branch or tag name is not).
+pub fn is_commit_sha(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl fmt::Debug for RepoType {
@@ -421,6 +444,21 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest of `files` at `commit`, with no extra facts.
+    pub fn new(commit: impl Into<RString>, files: Vec<ManifestFile>) -> Self {
+        Self {
+            commit: commit.into(),
+            files: RVec::from(files),
+            extra_json: RString::new(),
+        }
+    }
+
+    /// Adds facts for the host's report (a JSON object).
+    pub fn with_extra(mut self, extra: &serde_json::Value) -> Self {
+        self.extra_json = extra.to_string().into();
+        self
+    }
+
     /// The file at `path`, if the revision has one.
     pub fn file(&self, path: &str) -> Option<&ManifestFile> {
         self.files.iter().find(|f| f.path.as_str() == path)
@@ -497,6 +535,23 @@ pub struct FileDone {
     pub source: RString,
     /// Anything else, as a JSON object (or empty).
     pub extra_json: RString,
+}
+
+impl FileDone {
+    /// `bytes_transferred` bytes received from `source` (an endpoint, a directory, or empty).
+    pub fn new(bytes_transferred: u64, source: impl Into<RString>) -> Self {
+        Self {
+            bytes_transferred,
+            source: source.into(),
+            extra_json: RString::new(),
+        }
+    }
+
+    /// Adds facts for the host's report (a JSON object).
+    pub fn with_extra(mut self, extra: &serde_json::Value) -> Self {
+        self.extra_json = extra.to_string().into();
+        self
+    }
 }
 
 /// The kind of a progress event.
@@ -642,5 +697,30 @@ impl fmt::Debug for CancelToken {
         f.debug_struct("CancelToken")
             .field("cancelled", &self.is_cancelled())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_shas_are_recognised() {
+        assert!(is_commit_sha(&"a".repeat(40)));
+        assert!(is_commit_sha(&"A0".repeat(20)));
+        assert!(!is_commit_sha("main"));
+        assert!(!is_commit_sha(&"a".repeat(39)));
+        assert!(!is_commit_sha(&"g".repeat(40)));
+    }
+
+    #[test]
+    fn cache_folders_are_huggingface_hubs() {
+        assert_eq!(RepoType::MODEL.cache_folder("gpt2"), "models--gpt2");
+        assert_eq!(
+            RepoType::DATASET.cache_folder("acme/tiny"),
+            "datasets--acme--tiny"
+        );
+        assert_eq!(RepoType::KERNEL.cache_folder("a/b"), "kernels--a--b");
+        assert_eq!(RepoType(9).cache_folder("a/b"), "models--a--b");
     }
 }

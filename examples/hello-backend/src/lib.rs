@@ -22,11 +22,11 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
 use hubget_plugin_api::sdk::{BackendPlugin, fetch_each, parse_config, stream_to_partial};
-use hubget_plugin_api::std_types::{ROption, RString, RVec};
+use hubget_plugin_api::std_types::ROption;
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, EventKind, Features, FetchBatch, FetchItem, FileDone,
     FileOutcome, HostSettings, Manifest, ManifestFile, PluginError, Progress, ProgressEvent,
-    RepoType, ResolveRequest,
+    RepoType, ResolveRequest, is_commit_sha,
 };
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
@@ -106,11 +106,7 @@ impl Hello {
             progress,
             cancel,
         )?;
-        Ok(FileDone {
-            bytes_transferred: copied,
-            source: RString::from(self.root()?.display().to_string()),
-            extra_json: RString::new(),
-        })
+        Ok(FileDone::new(copied, self.root()?.display().to_string()))
     }
 }
 
@@ -207,11 +203,7 @@ impl BackendPlugin for Hello {
                 .map(|b| format!("{b:02x}"))
                 .collect()
         });
-        Ok(Manifest {
-            commit: RString::from(commit),
-            files: RVec::from(manifest_files),
-            extra_json: RString::new(),
-        })
+        Ok(Manifest::new(commit, manifest_files))
     }
 
     fn fetch(
@@ -227,7 +219,7 @@ impl BackendPlugin for Hello {
 fn new(_settings: HostSettings, config: &str) -> Result<Hello, PluginError> {
     let config: Config = parse_config("hello", config)?;
     if let Some(commit) = &config.commit
-        && (commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()))
+        && !is_commit_sha(commit)
     {
         return Err(PluginError::new(
             ErrorKind::CONFIG,

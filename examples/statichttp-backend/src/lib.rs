@@ -32,7 +32,7 @@
 use std::io::Read;
 
 use hubget_plugin_api::sdk::{BackendPlugin, fetch_each, parse_config, stream_to_partial};
-use hubget_plugin_api::std_types::{ROption, RString, RVec};
+use hubget_plugin_api::std_types::{ROption, RString};
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, EventKind, Features, FetchBatch, FileDone, FileOutcome,
     HostSettings, Manifest, ManifestFile, PluginError, Progress, ProgressEvent, RepoType,
@@ -277,11 +277,7 @@ impl BackendPlugin for StaticHttp {
                 xet_hash: ROption::RNone,
             })
             .collect::<Vec<_>>();
-        Ok(Manifest {
-            commit: commit.into(),
-            files: RVec::from(files),
-            extra_json: RString::new(),
-        })
+        Ok(Manifest::new(commit, files))
     }
 
     fn fetch(
@@ -339,11 +335,7 @@ impl StaticHttp {
                 e.context(format!("GET {url}"))
             }
         })?;
-        Ok(FileDone {
-            bytes_transferred: written,
-            source: url.into(),
-            extra_json: RString::new(),
-        })
+        Ok(FileDone::new(written, url))
     }
 }
 

@@ -16,7 +16,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use hubget_plugin_api::{CancelToken, ManifestFile, RepoType};
+use hubget_plugin_api::{CancelToken, ManifestFile, RepoType, is_commit_sha};
 use serde_json::{Value, json};
 
 use crate::cli::{
@@ -26,10 +26,9 @@ use crate::cli::{
 use crate::commands::download::human_bytes;
 use crate::commands::{open_transports, print_stdout};
 use crate::error::HostError;
-use crate::plan::{PlanRequest, is_commit_sha, local_dir_commit, resolve_plan};
+use crate::plan::{PlanRequest, local_dir_commit, resolve_plan};
 use crate::settings::{Env, Overrides, Settings};
 use crate::store::Target;
-use crate::store::cache::repo_folder_name;
 use crate::store::scan::{Scan, ScannedRepo, files_under, link_target, refs_of, scan};
 use crate::store::shared::SharedBlobs;
 use crate::verify::{Algo, Expected, verify_file};
@@ -917,7 +916,7 @@ fn rm(root: &Path, args: &CacheRmArgs) -> Result<(), HostError> {
             continue;
         }
         let (repo_type, id, revision) = parse_target(target, args.repo_type.as_deref())?;
-        let folder = repo_folder_name(repo_type.unwrap_or(RepoType::MODEL), &id);
+        let folder = repo_type.unwrap_or(RepoType::MODEL).cache_folder(&id);
         let Some(i) = scan.repos.iter().position(|r| r.folder == folder) else {
             missing.push(target.clone());
             continue;

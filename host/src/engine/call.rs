@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use abi_stable::std_types::{RResult, RString};
+use abi_stable::std_types::RResult;
 use hubget_plugin_api::protocol::{FetchOptions, RetryNote};
 use hubget_plugin_api::{
     CancelToken, ErrorKind, Features, FetchBatch, FetchItem, FileDone, ManifestFile, PluginError,
@@ -312,11 +312,10 @@ pub(super) async fn run_call(ctx: &Arc<Ctx>, b: usize, jobs: Vec<Job>) -> Vec<(J
                 && job.file.size > 0
                 && tracks[i].checkpoint.load(Ordering::Relaxed) >= job.file.size
             {
-                let done = FileDone {
-                    bytes_transferred: tracks[i].network.load(Ordering::Relaxed),
-                    source: RString::from(format!("{name} (before its call was abandoned)")),
-                    extra_json: RString::new(),
-                };
+                let done = FileDone::new(
+                    tracks[i].network.load(Ordering::Relaxed),
+                    format!("{name} (before its call was abandoned)"),
+                );
                 let out = finish_file(ctx, &job, &name, done, Some(&tracks[i])).await;
                 if let Outcome::Failed { .. } = out {
                     job.transferred += tracks[i].network.load(Ordering::Relaxed);

@@ -268,11 +268,8 @@ impl Transport for Fake {
                             ));
                         }
                         progress.on_event(ProgressEvent::checkpoint(i as u32, data.len() as u64));
-                        Ok(FileDone {
-                            bytes_transferred: rest.len() as u64,
-                            source: format!("fake://{}", self.name).into(),
-                            extra_json: "".into(),
-                        })
+                        let source = format!("fake://{}", self.name);
+                        Ok(FileDone::new(rest.len() as u64, source))
                     }
                 };
                 out.push(FileOutcome {
@@ -323,11 +320,7 @@ fn manifest(content: &HashMap<String, Vec<u8>>) -> Manifest {
         })
         .collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    Manifest {
-        commit: COMMIT.into(),
-        files: files.into(),
-        extra_json: "".into(),
-    }
+    Manifest::new(COMMIT, files)
 }
 
 fn opts() -> EngineOptions {

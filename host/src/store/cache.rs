@@ -48,18 +48,10 @@ pub struct CacheRepo {
     pub shared: Option<SharedBlobs>,
 }
 
-/// huggingface_hub's `repo_folder_name`: `models--org--name`.
-pub fn repo_folder_name(repo_type: RepoType, repo_id: &str) -> String {
-    let plural = repo_type.plural().unwrap_or("models");
-    let mut parts = vec![plural.to_owned()];
-    parts.extend(repo_id.split('/').map(str::to_owned));
-    parts.join("--")
-}
-
 impl CacheRepo {
     /// The folder of `repo_id` in `cache_dir`.
     pub fn new(cache_dir: &Path, repo_type: RepoType, repo_id: &str) -> Self {
-        let folder = repo_folder_name(repo_type, repo_id);
+        let folder = repo_type.cache_folder(repo_id);
         Self {
             cache_dir: cache_dir.to_path_buf(),
             root: cache_dir.join(&folder),
@@ -315,7 +307,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = CacheRepo::new(dir.path(), RepoType::DATASET, "org/name");
         assert_eq!(repo.folder, "datasets--org--name");
-        assert_eq!(repo_folder_name(RepoType::MODEL, "gpt2"), "models--gpt2");
+        assert_eq!(RepoType::MODEL.cache_folder("gpt2"), "models--gpt2");
         let commit = "a".repeat(40);
         std::fs::create_dir_all(repo.root.join("blobs")).unwrap();
         std::fs::write(repo.blob_path("e1"), b"x").unwrap();

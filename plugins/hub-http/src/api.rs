@@ -7,9 +7,10 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hubget_plugin_api::std_types::{ROption, RString, RVec};
+use hubget_plugin_api::std_types::{ROption, RString};
 use hubget_plugin_api::{
     CancelToken, ErrorKind, FetchBatch, FetchItem, Manifest, ManifestFile, PluginError, RepoType,
+    ResolveRequest, is_commit_sha,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LINK};
@@ -419,13 +420,24 @@ impl HubApi {
         let url = self.join(&format!("{base}/revision/{}", encode_component(revision)))?;
         let context = crate::request_context(&Method::GET, &url);
         let (_, info): (_, RevisionInfo) = self.get_json(url, cancel).await?;
-        if info.sha.len() != 40 || !info.sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_commit_sha(&info.sha) {
             return Err(protocol(
                 &context,
                 format!("`sha` is not a commit id: {:?}", info.sha),
             ));
         }
         Ok(info.sha.to_ascii_lowercase())
+    }
+
+    /// [`Self::manifest`] of the repository and revision a host's resolve request names.
+    pub async fn manifest_for(
+        &self,
+        request: &ResolveRequest,
+        cancel: &CancelToken,
+    ) -> Result<Manifest, PluginError> {
+        let (repo_id, revision) = (request.repo_id.as_str(), request.revision.as_str());
+        self.manifest(request.repo_type, repo_id, revision, cancel)
+            .await
     }
 
     /// Resolves `revision` into its commit and every file of it: the revision API for the
@@ -485,11 +497,7 @@ impl HubApi {
                 None => break,
             }
         }
-        Ok(Manifest {
-            commit: commit.into(),
-            files: RVec::from(files),
-            extra_json: RString::new(),
-        })
+        Ok(Manifest::new(commit, files))
     }
 
     /// A Xet CAS read token (`GET /api/{type}s/{repo}/xet-read-token/{rev}`, JSON body

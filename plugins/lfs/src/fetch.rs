@@ -25,7 +25,6 @@ use hubget_hub_http::{
     download_to_partial,
 };
 use hubget_plugin_api::protocol::{FetchOptions, RetryNote};
-use hubget_plugin_api::std_types::RString;
 use hubget_plugin_api::{
     CancelToken, ErrorKind, EventKind, FetchBatch, FetchItem, FileDone, PluginError, Progress,
     ProgressEvent,
@@ -266,11 +265,8 @@ impl Fetcher<'_> {
             match result {
                 Ok(done) => {
                     total_net += done.bytes_transferred;
-                    return Ok(FileDone {
-                        bytes_transferred: total_net,
-                        source: done.origin.into(),
-                        extra_json: RString::from(format!("{{\"via\":\"{via}\"}}")),
-                    });
+                    let extra = serde_json::json!({ "via": via });
+                    return Ok(FileDone::new(total_net, done.origin).with_extra(&extra));
                 }
                 // A signed href that stopped working: ask again once, continue from the prefix.
                 Err(e)

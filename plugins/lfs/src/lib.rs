@@ -66,10 +66,6 @@ impl Backend {
             runtime,
         })
     }
-
-    fn offline_error() -> PluginError {
-        PluginError::unsupported("offline mode: the lfs backend needs the network")
-    }
 }
 
 impl BackendPlugin for Backend {
@@ -97,14 +93,10 @@ impl BackendPlugin for Backend {
         cancel: &CancelToken,
     ) -> Result<Manifest, PluginError> {
         if self.settings.offline {
-            return Err(Self::offline_error());
+            return Err(PluginError::offline("lfs"));
         }
-        self.runtime.block_on(self.hub.manifest(
-            request.repo_type,
-            request.repo_id.as_str(),
-            request.revision.as_str(),
-            cancel,
-        ))
+        self.runtime
+            .block_on(self.hub.manifest_for(request, cancel))
     }
 
     fn fetch(
@@ -114,7 +106,7 @@ impl BackendPlugin for Backend {
         cancel: &CancelToken,
     ) -> Vec<FileOutcome> {
         let results = if self.settings.offline {
-            vec![Err(Self::offline_error()); batch.items.len()]
+            vec![Err(PluginError::offline("lfs")); batch.items.len()]
         } else {
             let fetcher = fetch::Fetcher {
                 hub: &self.hub,

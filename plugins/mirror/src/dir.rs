@@ -94,7 +94,9 @@ pub fn repo_folder(repo_type: RepoType, repo_id: &str) -> Result<String, MirrorE
         value: repo_id.to_owned(),
         why,
     };
-    let plural = repo_type.plural().ok_or(bad("unknown repo type"))?;
+    if repo_type.plural().is_none() {
+        return Err(bad("unknown repo type"));
+    }
     let parts: Vec<&str> = repo_id.split('/').collect();
     if parts.len() > 2 {
         return Err(bad("more than one `/`"));
@@ -105,7 +107,7 @@ pub fn repo_folder(repo_type: RepoType, repo_id: &str) -> Result<String, MirrorE
     {
         return Err(bad("empty, `.` or `..` part, or a backslash"));
     }
-    Ok(format!("{plural}--{}", parts.join("--")))
+    Ok(repo_type.cache_folder(repo_id))
 }
 
 /// Joins a `/`-separated relative path under `base`, refusing anything that could leave it.
@@ -224,11 +226,7 @@ impl DirMirror {
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let extra = serde_json::json!({ "mirror_dir": self.root.display().to_string() });
-        Ok(Manifest {
-            commit: RString::from(commit),
-            files: files.into(),
-            extra_json: RString::from(extra.to_string()),
-        })
+        Ok(Manifest::new(commit, files).with_extra(&extra))
     }
 
     /// The file in this cache that holds `file`'s content, if any: `blobs/<sha256>` or

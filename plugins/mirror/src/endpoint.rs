@@ -273,11 +273,8 @@ impl Pool {
                         served_by.push(endpoint.label.clone());
                     }
                     let extra = serde_json::json!({ "endpoints": served_by });
-                    return Ok(FileDone {
-                        bytes_transferred: network,
-                        source: RString::from(endpoint.label.clone()),
-                        extra_json: RString::from(extra.to_string()),
-                    });
+                    let source = endpoint.label.as_str();
+                    return Ok(FileDone::new(network, source).with_extra(&extra));
                 }
                 Err(e) if e.kind == ErrorKind::CANCELLED => return Err(e),
                 Err(e) => {

@@ -77,7 +77,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hubget_plugin_api::sdk::{BackendPlugin, parse_config};
-use hubget_plugin_api::std_types::RString;
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, Features, FetchBatch, FetchItem, FileDone, FileOutcome,
     HostSettings, Manifest, PluginError, Progress, RepoType, ResolveRequest,
@@ -261,11 +260,7 @@ impl Mirror {
                     let copied = item.file.size.saturating_sub(item.offset);
                     let extra =
                         serde_json::json!({ "method": method.name(), "copied_bytes": copied });
-                    return Ok(FileDone {
-                        bytes_transferred: 0,
-                        source: RString::from(source),
-                        extra_json: RString::from(extra.to_string()),
-                    });
+                    return Ok(FileDone::new(0, source).with_extra(&extra));
                 }
                 Err(MirrorError::Cancelled) => return Err(MirrorError::Cancelled.into()),
                 Err(e) => {

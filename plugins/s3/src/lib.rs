@@ -33,11 +33,11 @@ use hubget_hub_http::download::{
 use hubget_hub_http::{HttpClient, is_xet_hash};
 use hubget_plugin_api::protocol::{FetchOptions, export};
 use hubget_plugin_api::sdk::BackendPlugin;
-use hubget_plugin_api::std_types::{ROption, RString, RVec};
+use hubget_plugin_api::std_types::{ROption, RString};
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, EventKind, Features, FetchBatch, FileDone, FileOutcome,
     HostSettings, Manifest, ManifestFile, PluginError, Progress, ProgressEvent, RepoType,
-    ResolveRequest,
+    ResolveRequest, is_commit_sha,
 };
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
@@ -248,15 +248,15 @@ impl Backend {
         let Some(loc) = &self.location else {
             return Err(PluginError::unsupported("no [plugins.s3] url configured"));
         };
-        let folder = repo_folder(req.repo_type, req.repo_id.as_str());
+        let folder = req.repo_type.cache_folder(req.repo_id.as_str());
         let revision = req.revision.as_str();
-        let commit = if is_sha(revision) {
+        let commit = if is_commit_sha(revision) {
             revision.to_owned()
         } else {
             let key = export::ref_key(&folder, revision);
             let text = self.read_text(loc, &key).await?;
             let commit = text.trim().to_owned();
-            if !is_sha(&commit) {
+            if !is_commit_sha(&commit) {
                 return Err(PluginError::new(
                     ErrorKind::PROTOCOL,
                     format!("{}: not a commit sha", loc.url_of(&key)),
@@ -289,13 +289,8 @@ impl Backend {
                 },
             })
             .collect();
-        Ok(Manifest {
-            commit: commit.into(),
-            files: RVec::from(files),
-            extra_json: RString::from(
-                serde_json::json!({ "object_store": loc.url_of("") }).to_string(),
-            ),
-        })
+        let extra = serde_json::json!({ "object_store": loc.url_of("") });
+        Ok(Manifest::new(commit, files).with_extra(&extra))
     }
 
     async fn fetch_one(
@@ -316,7 +311,7 @@ impl Backend {
             .into_option()
             .unwrap_or_else(|| item.file.git_oid.to_string())
             .to_ascii_lowercase();
-        let folder = repo_folder(batch.repo_type, batch.repo_id.as_str());
+        let folder = batch.repo_type.cache_folder(batch.repo_id.as_str());
         let key = export::blob_key(&folder, &etag);
         let object = loc.url_of(&key);
         let store = self.store(&loc.bucket)?;
@@ -352,11 +347,9 @@ impl Backend {
         let done = download_to_partial(&self.http, &source, target, &opts, &events, cancel)
             .await
             .map_err(|e| e.context(&object))?;
-        Ok(FileDone {
-            bytes_transferred: done.bytes_transferred,
-            source: RString::from(format!("s3://{}", loc.bucket)),
-            extra_json: RString::from(serde_json::json!({ "object": object }).to_string()),
-        })
+        let extra = serde_json::json!({ "object": object });
+        let source = format!("s3://{}", loc.bucket);
+        Ok(FileDone::new(done.bytes_transferred, source).with_extra(&extra))
     }
 
     async fn put_blob(&self, req: export::Blob) -> Result<export::Uploaded, PluginError> {
@@ -506,18 +499,6 @@ fn one_line(e: &dyn std::fmt::Display) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn is_sha(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// huggingface_hub's repository folder name: `models--org--name`.
-fn repo_folder(repo_type: RepoType, repo_id: &str) -> String {
-    std::iter::once(repo_type.plural().unwrap_or("models"))
-        .chain(repo_id.split('/'))
-        .collect::<Vec<_>>()
-        .join("--")
 }
 
 impl BackendPlugin for Backend {

@@ -21,7 +21,6 @@ use std::time::Duration;
 use hubget_hub_http::reqwest::header::{HeaderValue, RANGE};
 use hubget_hub_http::{Request, cancellable, with_retry};
 use hubget_plugin_api::protocol::{RangeWritten, RetryNote};
-use hubget_plugin_api::std_types::RString;
 use hubget_plugin_api::{
     CancelToken, ErrorKind, EventKind, FileDone, PluginError, Progress, ProgressEvent,
 };
@@ -328,18 +327,15 @@ pub async fn fetch(
         .into_iter()
         .map(|t| {
             let result = match t.result {
-                Some(Ok(_)) => Ok(FileDone {
-                    bytes_transferred: t.segments.wire.load(Ordering::SeqCst),
-                    source: RString::from(source.clone()),
-                    extra_json: RString::from(
-                        serde_json::json!({
-                            "via": "xet-cas",
-                            "offset": t.job.offset,
-                            (hubget_plugin_api::protocol::LOCAL_BYTES): t.job.local,
-                        })
-                        .to_string(),
-                    ),
-                }),
+                Some(Ok(_)) => {
+                    let extra = serde_json::json!({
+                        "via": "xet-cas",
+                        "offset": t.job.offset,
+                        (hubget_plugin_api::protocol::LOCAL_BYTES): t.job.local,
+                    });
+                    let wire = t.segments.wire.load(Ordering::SeqCst);
+                    Ok(FileDone::new(wire, source.as_str()).with_extra(&extra))
+                }
                 Some(Err(e)) => Err(e),
                 None if was_cancelled => Err(PluginError::cancelled()),
                 None => Err(PluginError::new(

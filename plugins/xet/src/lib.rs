@@ -30,7 +30,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hubget_hub_http::{HttpClient, HubApi, XetToken, cancellable, is_xet_hash};
 use hubget_plugin_api::sdk::BackendPlugin;
-use hubget_plugin_api::std_types::RString;
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, Features, FetchBatch, FileOutcome, HostSettings,
     Manifest, PluginError, Progress, RepoType, ResolveRequest,
@@ -83,10 +82,6 @@ impl Backend {
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
         &self.runtime
-    }
-
-    fn offline_error() -> PluginError {
-        PluginError::unsupported("offline mode: the xet backend needs the network")
     }
 
     /// A CAS token for the repository at `revision`, from the cache or the Hub.
@@ -152,7 +147,7 @@ impl Backend {
         let Some(index) = &self.index else {
             return fetch::fetch(&cas, jobs, &self.tuning, progress, cancel).await;
         };
-        let folder = repo_folder(batch.repo_type, repo_id);
+        let folder = batch.repo_type.cache_folder(repo_id);
         self.rebuild_repo_index(index, &folder, &cas, cancel).await;
         let mut entries = HashMap::new();
         for job in &jobs {
@@ -510,11 +505,11 @@ impl Backend {
                     download_to_partial(self.hub.client(), &source, target, &opts, &events, cancel)
                         .await
                         .map_err(|e| e.context(item.file.path.as_str()))?;
-                Ok(hubget_plugin_api::FileDone {
-                    bytes_transferred: done.bytes_transferred,
-                    source: RString::from(done.origin),
-                    extra_json: RString::from("{\"via\":\"resolve\"}"),
-                })
+                let extra = serde_json::json!({ "via": "resolve" });
+                Ok(
+                    hubget_plugin_api::FileDone::new(done.bytes_transferred, done.origin)
+                        .with_extra(&extra),
+                )
             }
         };
         futures_util::future::join_all(indices.iter().map(|&i| async move { (i, one(i).await) }))
@@ -550,15 +545,6 @@ fn phases(jobs: Vec<Job>, entries: &HashMap<String, reuse::FileChunks>) -> Vec<V
     out
 }
 
-/// huggingface_hub's repository folder name: `models--org--name`.
-fn repo_folder(repo_type: RepoType, repo_id: &str) -> String {
-    let plural = repo_type.plural().unwrap_or("models");
-    std::iter::once(plural)
-        .chain(repo_id.split('/'))
-        .collect::<Vec<_>>()
-        .join("--")
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -584,18 +570,10 @@ impl BackendPlugin for Backend {
         cancel: &CancelToken,
     ) -> Result<Manifest, PluginError> {
         if self.settings.offline {
-            return Err(Self::offline_error());
+            return Err(PluginError::offline("xet"));
         }
-        self.runtime().block_on(async {
-            self.hub
-                .manifest(
-                    request.repo_type,
-                    request.repo_id.as_str(),
-                    request.revision.as_str(),
-                    cancel,
-                )
-                .await
-        })
+        self.runtime()
+            .block_on(self.hub.manifest_for(request, cancel))
     }
 
     fn fetch(
@@ -618,13 +596,13 @@ impl BackendPlugin for Backend {
                 .into_option()
                 .filter(|h| is_xet_hash(h));
             let refusal = match hash {
-                None if self.settings.offline => Some(Self::offline_error()),
+                None if self.settings.offline => Some(PluginError::offline("xet")),
                 None => {
                     // Not stored in Xet: a plain Hub file, fetched as Xet-enabled clients do.
                     plain.push(index);
                     None
                 }
-                Some(_) if self.settings.offline => Some(Self::offline_error()),
+                Some(_) if self.settings.offline => Some(PluginError::offline("xet")),
                 Some(_) if item.offset > item.file.size => Some(PluginError::new(
                     ErrorKind::OTHER,
                     format!(

@@ -531,27 +531,15 @@ fn control_router(state: Arc<ControlState>) -> Router {
         )
         .route(
             "/_hubsim/reset-counters",
-            post(|State(s): Ctl| async move {
-                s.counters.reset();
-                StatusCode::NO_CONTENT
-            }),
+            post(no_content(|s| s.counters.reset())),
         )
         .route(
             "/_hubsim/faults",
             get(|State(s): Ctl| async move { axum::Json(s.faults.list()) })
                 .post(|State(s): Ctl, body: axum::body::Bytes| async move { add_faults(&s, &body) })
-                .delete(|State(s): Ctl| async move {
-                    s.faults.clear();
-                    StatusCode::NO_CONTENT
-                }),
+                .delete(no_content(|s| s.faults.clear())),
         )
-        .route(
-            "/_hubsim/stop-cas",
-            post(|State(s): Ctl| async move {
-                s.cas.stop();
-                StatusCode::NO_CONTENT
-            }),
-        )
+        .route("/_hubsim/stop-cas", post(no_content(|s| s.cas.stop())))
         .route(
             "/_hubsim/start-cas",
             post(|State(s): Ctl| async move {
@@ -562,6 +550,16 @@ fn control_router(state: Arc<ControlState>) -> Router {
             }),
         )
         .with_state(state)
+}
+
+/// A control handler that does `action` and answers `204 No Content`.
+fn no_content(
+    action: fn(&ControlState),
+) -> impl Fn(Ctl) -> std::future::Ready<StatusCode> + Clone + Send + Sync + 'static {
+    move |State(s): Ctl| {
+        action(&s);
+        std::future::ready(StatusCode::NO_CONTENT)
+    }
 }
 
 /// `POST /_hubsim/faults` with one [`Fault`] or an array; answers `{"ids":[..]}`.

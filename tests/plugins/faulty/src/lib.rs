@@ -169,11 +169,7 @@ impl Faulty {
         file.write_all(&bytes[offset..]).map_err(io)?;
         let written = (bytes.len() - offset) as u64;
         progress.on_event(ProgressEvent::bytes(index, written, written));
-        Ok(FileDone {
-            bytes_transferred: written,
-            source: RString::from("faulty"),
-            extra_json: RString::new(),
-        })
+        Ok(FileDone::new(written, "faulty"))
     }
 }
 
@@ -206,22 +202,19 @@ impl BackendPlugin for Faulty {
             panic!("faulty: deliberate panic in resolve of {}", request.repo_id);
         }
         cancel.check()?;
-        Ok(Manifest {
-            commit: RString::from(self.config.commit.clone().unwrap_or_else(|| "f".repeat(40))),
-            files: self
-                .config
-                .files
-                .iter()
-                .map(|(path, content)| ManifestFile {
-                    path: path.as_str().into(),
-                    size: content.len() as u64,
-                    git_oid: RString::from(git_blob_sha1(content.as_bytes())),
-                    sha256: hubget_plugin_api::std_types::ROption::RNone,
-                    xet_hash: hubget_plugin_api::std_types::ROption::RNone,
-                })
-                .collect(),
-            extra_json: RString::new(),
-        })
+        let commit = self.config.commit.clone().unwrap_or_else(|| "f".repeat(40));
+        let files = self
+            .config
+            .files
+            .iter()
+            .map(|(path, content)| ManifestFile {
+                path: path.as_str().into(),
+                size: content.len() as u64,
+                git_oid: RString::from(git_blob_sha1(content.as_bytes())),
+                sha256: hubget_plugin_api::std_types::ROption::RNone,
+                xet_hash: hubget_plugin_api::std_types::ROption::RNone,
+            });
+        Ok(Manifest::new(commit, files.collect()))
     }
 
     fn fetch(
