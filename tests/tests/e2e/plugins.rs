@@ -11,8 +11,8 @@ use hubget::loader::{ORIGIN_ENV, PluginDir};
 use hubget::{BackendHandle, Registry};
 use hubget_plugin_api::std_types::{ROption, RString};
 use hubget_plugin_api::{
-    CancelToken, ErrorKind, FetchBatch, FetchItem, HostSettings, ManifestFile, RepoType,
-    ResolveRequest,
+    API_VERSION, CancelToken, ErrorKind, FetchBatch, FetchItem, HostSettings, ManifestFile,
+    RepoType, ResolveRequest,
 };
 use hubget_tests::plugins::{build_example_hello, build_example_statichttp, test_example};
 use hubget_tests::{
@@ -55,7 +55,7 @@ fn first_party_plugins_and_the_example_load_and_are_listed() {
     assert_eq!(doc["failures"].as_array().unwrap().len(), 0, "{doc:#}");
     let plugins = doc["plugins"].as_array().unwrap();
     for p in plugins {
-        assert_eq!(p["interface_version"], "1.0.0", "{p}");
+        assert_eq!(p["interface_version"], API_VERSION, "{p}");
         assert!(!p["version"].as_str().unwrap().is_empty(), "{p}");
         assert!(Path::new(p["path"].as_str().unwrap()).is_absolute(), "{p}");
         let repo_types = p["capabilities"]["repo_types"]
@@ -74,7 +74,10 @@ fn first_party_plugins_and_the_example_load_and_are_listed() {
     // The human listing names them too.
     let text = env.hubget(["plugins"]);
     text.ok();
-    assert_contains(&text.stdout, "hello 0.1.0 (plugin-api 1.0.0)");
+    assert_contains(
+        &text.stdout,
+        &format!("hello 0.1.0 (plugin-api {API_VERSION})"),
+    );
 }
 
 #[test]
@@ -105,6 +108,12 @@ fn broken_files_each_get_a_one_line_reason_and_do_not_stop_the_others() {
     assert!(
         not_plugin.starts_with("not a hubget plugin"),
         "{not_plugin}"
+    );
+    // It claims plugin-api 1.0.0: an older 1.x passes the host's version check (the v1 layout
+    // is frozen), so what refuses it is the layout check.
+    assert_ne!(
+        API_VERSION, "1.0.0",
+        "the host is newer than the plugin here"
     );
     let layout = failure_for(&doc, "libhubget_wronglayout.so");
     assert!(layout.contains("interface layout differs"), "{layout}");
