@@ -240,11 +240,6 @@ impl RepoType {
     }
 }
 
-/// Whether `s` is a full commit id: 40 hex digits (a branch or tag name is not).
-pub fn is_commit_sha(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 impl fmt::Debug for RepoType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())
@@ -463,6 +458,11 @@ impl Manifest {
     pub fn file(&self, path: &str) -> Option<&ManifestFile> {
         self.files.iter().find(|f| f.path.as_str() == path)
     }
+}
+
+/// Whether `s` is a full commit id: 40 hex digits (a branch or tag name is not).
+pub fn is_commit_sha(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// One file to fetch, with the partial file the host prepared.

@@ -31,8 +31,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hubget_hub_http::{HttpClient, HubApi, XetToken, cancellable, is_xet_hash};
 use hubget_plugin_api::sdk::BackendPlugin;
 use hubget_plugin_api::{
-    CancelToken, Capabilities, ErrorKind, Features, FetchBatch, FileOutcome, HostSettings,
-    Manifest, PluginError, Progress, RepoType, ResolveRequest,
+    CancelToken, Capabilities, ErrorKind, Features, FetchBatch, FileDone, FileOutcome,
+    HostSettings, Manifest, PluginError, Progress, RepoType, ResolveRequest,
 };
 
 use crate::config::Config;
@@ -127,7 +127,7 @@ impl Backend {
         jobs: Vec<Job>,
         progress: &Progress,
         cancel: &CancelToken,
-    ) -> Vec<(u32, Result<hubget_plugin_api::FileDone, PluginError>)> {
+    ) -> Vec<(u32, Result<FileDone, PluginError>)> {
         let repo_id = batch.repo_id.as_str();
         let commit = batch.commit.as_str();
         let token = match cancellable(cancel, self.token(batch.repo_type, repo_id, commit, cancel))
@@ -455,11 +455,7 @@ impl Backend {
 
     /// Records the end of each planned job: its index entry stays (it is a fact about its
     /// hash), and files waiting for it go on.
-    fn finish_reuse(
-        &self,
-        plans: Vec<Planned>,
-        results: &[(u32, Result<hubget_plugin_api::FileDone, PluginError>)],
-    ) {
+    fn finish_reuse(&self, plans: Vec<Planned>, results: &[(u32, Result<FileDone, PluginError>)]) {
         for p in plans {
             let ok = results.iter().any(|(i, r)| *i == p.index && r.is_ok());
             if let (Some(index), true) = (&self.index, ok) {
@@ -481,7 +477,7 @@ impl Backend {
         options: &hubget_plugin_api::protocol::FetchOptions,
         progress: &Progress,
         cancel: &CancelToken,
-    ) -> Vec<(u32, Result<hubget_plugin_api::FileDone, PluginError>)> {
+    ) -> Vec<(u32, Result<FileDone, PluginError>)> {
         use hubget_hub_http::download::{
             DownloadOptions, ItemEvents, PartialTarget, download_to_partial,
         };
@@ -506,10 +502,7 @@ impl Backend {
                         .await
                         .map_err(|e| e.context(item.file.path.as_str()))?;
                 let extra = serde_json::json!({ "via": "resolve" });
-                Ok(
-                    hubget_plugin_api::FileDone::new(done.bytes_transferred, done.origin)
-                        .with_extra(&extra),
-                )
+                Ok(FileDone::new(done.bytes_transferred, done.origin).with_extra(&extra))
             }
         };
         futures_util::future::join_all(indices.iter().map(|&i| async move { (i, one(i).await) }))
