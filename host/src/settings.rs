@@ -716,6 +716,12 @@ fn sends_in_clear(url: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The settings the environment `vars` alone gives (no flag, no config file).
+    fn from_env<const N: usize>(vars: [(&str, &str); N]) -> Settings {
+        let (none, env) = (Overrides::default(), Env::from_pairs(vars));
+        Settings::resolve(&none, &env, &LoadedConfig::default()).unwrap()
+    }
+
     #[test]
     fn a_token_over_plain_http_to_another_host_is_refused_unless_allowed() {
         assert!(sends_in_clear("http://hub.example"));
@@ -800,12 +806,7 @@ mod tests {
 
         let s = Settings::resolve(&Overrides::default(), &Env::default(), &cfg).unwrap();
         assert_eq!(s.endpoint.value, "http://file");
-        let s = Settings::resolve(
-            &Overrides::default(),
-            &Env::default(),
-            &LoadedConfig::default(),
-        )
-        .unwrap();
+        let s = from_env([]);
         assert_eq!(s.endpoint.value, "https://huggingface.co");
         assert_eq!(s.endpoint.source, Source::Default);
         assert_eq!(s.max_workers.value, 8);
@@ -814,30 +815,17 @@ mod tests {
 
     #[test]
     fn cache_and_home_follow_huggingface_hub() {
-        let none = Overrides::default();
-        let s = Settings::resolve(
-            &none,
-            &Env::from_pairs([("HOME", "/h")]),
-            &LoadedConfig::default(),
-        )
-        .unwrap();
+        let s = from_env([("HOME", "/h")]);
         assert_eq!(s.cache_dir.value, Path::new("/h/.cache/huggingface/hub"));
-        let s = Settings::resolve(
-            &none,
-            &Env::from_pairs([("HF_HOME", "/hf")]),
-            &LoadedConfig::default(),
-        )
-        .unwrap();
+        let s = from_env([("HF_HOME", "/hf")]);
         assert_eq!(s.cache_dir.value, Path::new("/hf/hub"));
         assert!(s.cache_dir.source.to_string().contains("HF_HOME"));
-        let env = Env::from_pairs([("HF_HOME", "/hf"), ("HUGGINGFACE_HUB_CACHE", "/legacy")]);
-        let s = Settings::resolve(&none, &env, &LoadedConfig::default()).unwrap();
+        let s = from_env([("HF_HOME", "/hf"), ("HUGGINGFACE_HUB_CACHE", "/legacy")]);
         assert_eq!(s.cache_dir.value, Path::new("/legacy"));
-        let env = Env::from_pairs([
+        let s = from_env([
             ("HF_HUB_CACHE", "/new"),
             ("HUGGINGFACE_HUB_CACHE", "/legacy"),
         ]);
-        let s = Settings::resolve(&none, &env, &LoadedConfig::default()).unwrap();
         assert_eq!(s.cache_dir.value, Path::new("/new"));
     }
 
@@ -851,12 +839,7 @@ mod tests {
             ("0", false),
             ("no", false),
         ] {
-            let s = Settings::resolve(
-                &Overrides::default(),
-                &Env::from_pairs([("HF_HUB_OFFLINE", v)]),
-                &LoadedConfig::default(),
-            )
-            .unwrap();
+            let s = from_env([("HF_HUB_OFFLINE", v)]);
             assert_eq!(s.offline.value, want, "HF_HUB_OFFLINE={v}");
         }
     }

@@ -31,6 +31,7 @@ use crate::settings::{Env, Overrides, Settings};
 use crate::store::Target;
 use crate::store::scan::{Scan, ScannedRepo, files_under, link_target, refs_of, scan};
 use crate::store::shared::SharedBlobs;
+use crate::store::walk;
 use crate::verify::{Algo, Expected, verify_file};
 
 /// Runs `hubget cache ...`.
@@ -124,35 +125,23 @@ impl Filter {
             ),
         };
         let e = expr.replace(' ', "");
-        if let Some(t) = e.strip_prefix("type=") {
-            return RepoType::parse(t)
+        let Some(at) = e.find(['=', '~', '>', '<']) else {
+            return Err(bad("unknown filter"));
+        };
+        let (field, op, value) = (&e[..at], &e[at..=at], &e[at + 1..]);
+        let size = || parse_size(value).ok_or_else(|| bad("bad size"));
+        let age = || parse_age(value).ok_or_else(|| bad("bad age"));
+        match (field, op) {
+            ("type", "=") => RepoType::parse(value)
                 .map(Filter::Type)
-                .ok_or_else(|| bad("unknown type"));
+                .ok_or_else(|| bad("unknown type")),
+            ("name", "~") => Ok(Filter::Name(value.to_ascii_lowercase())),
+            ("size", ">") => size().map(Filter::SizeAbove),
+            ("size", "<") => size().map(Filter::SizeBelow),
+            ("modified", ">") => age().map(Filter::OlderThan),
+            ("modified", "<") => age().map(Filter::NewerThan),
+            _ => Err(bad("unknown filter")),
         }
-        if let Some(n) = e.strip_prefix("name~") {
-            return Ok(Filter::Name(n.to_ascii_lowercase()));
-        }
-        if let Some(v) = e.strip_prefix("size>") {
-            return parse_size(v)
-                .map(Filter::SizeAbove)
-                .ok_or_else(|| bad("bad size"));
-        }
-        if let Some(v) = e.strip_prefix("size<") {
-            return parse_size(v)
-                .map(Filter::SizeBelow)
-                .ok_or_else(|| bad("bad size"));
-        }
-        if let Some(v) = e.strip_prefix("modified>") {
-            return parse_age(v)
-                .map(Filter::OlderThan)
-                .ok_or_else(|| bad("bad age"));
-        }
-        if let Some(v) = e.strip_prefix("modified<") {
-            return parse_age(v)
-                .map(Filter::NewerThan)
-                .ok_or_else(|| bad("bad age"));
-        }
-        Err(bad("unknown filter"))
     }
 
     fn keeps(&self, row: &Row, now: SystemTime) -> bool {
@@ -738,22 +727,10 @@ fn parse_target(
 
 /// The blobs a revision links (the repo-level paths: `blobs/<etag>`).
 fn revision_blobs(snapshot: &Path) -> HashSet<PathBuf> {
-    let mut out = HashSet::new();
-    let mut stack = vec![snapshot.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            } else if let Some(blob) = link_target(&p) {
-                out.insert(blob);
-            }
-        }
-    }
-    out
+    walk::files(snapshot, false)
+        .flatten()
+        .filter_map(|(_, e)| link_target(e.path()))
+        .collect()
 }
 
 /// Plans the removal of `commits` of `repo` (all of them: the whole folder).
@@ -1060,6 +1037,37 @@ mod tests {
         assert_eq!(parse_age("7"), None);
         assert!(Filter::parse("type=kernel").is_ok());
         assert!(Filter::parse("colour=red").is_err());
+    }
+
+    #[test]
+    fn filters_read_field_operator_value() {
+        let day = Duration::from_secs(86_400);
+        let parsed = |e: &str| Filter::parse(e).unwrap();
+        assert!(matches!(
+            parsed("type = dataset"),
+            Filter::Type(RepoType::DATASET)
+        ));
+        assert!(matches!(parsed("name~BERT>2"), Filter::Name(n) if n == "bert>2"));
+        assert!(matches!(
+            parsed("size>1GB"),
+            Filter::SizeAbove(1_000_000_000)
+        ));
+        assert!(matches!(parsed("size<2KiB"), Filter::SizeBelow(2048)));
+        assert!(matches!(parsed("modified>7d"), Filter::OlderThan(d) if d == 7 * day));
+        assert!(matches!(parsed("modified<1d"), Filter::NewerThan(d) if d == day));
+        for (bad, why) in [
+            ("size", "unknown filter"),
+            ("size=1GB", "unknown filter"),
+            ("name>x", "unknown filter"),
+            ("type=car", "unknown type"),
+            ("size>lots", "bad size"),
+            ("modified<soon", "bad age"),
+        ] {
+            let Err(e) = Filter::parse(bad) else {
+                panic!("{bad} should not parse")
+            };
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

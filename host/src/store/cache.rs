@@ -199,32 +199,14 @@ impl CacheRepo {
 
     /// Every file linked in `snapshots/<commit>`, with its size (relative `/` paths, sorted).
     pub fn snapshot_files(&self, commit: &str) -> std::io::Result<Vec<(String, u64)>> {
-        let dir = self.snapshot_dir(commit);
         let mut out = Vec::new();
-        walk(&dir, "", &mut out)?;
+        for file in super::walk::files(&self.snapshot_dir(commit), true) {
+            let (rel, entry) = file?;
+            out.push((rel, entry.metadata()?.len()));
+        }
         out.sort();
         Ok(out)
     }
-}
-
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let path = entry.path();
-        // Follow symlinks: a dangling one (blob missing) is not a cached file.
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_dir() => walk(&path, &rel, out)?,
-            Ok(m) => out.push((rel, m.len())),
-            Err(_) => {}
-        }
-    }
-    Ok(())
 }
 
 /// Whether a symlink error means the filesystem (or the user's rights) has no symlinks.

@@ -138,36 +138,15 @@ impl LocalDir {
     /// Every file with metadata whose file exists with its size: `(path, metadata, size)`,
     /// sorted by path.
     pub fn metadata_files(&self) -> Vec<(String, LocalMetadata, u64)> {
-        let mut out = Vec::new();
-        let mut stack = vec![(self.download_dir(), String::new())];
-        while let Some((dir, prefix)) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let rel = if prefix.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{prefix}/{name}")
-                };
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push((e.path(), rel));
-                } else if let Some(path) = rel.strip_suffix(".metadata")
-                    && let Some(meta) = self.read_metadata(path)
-                    && let Ok(size) = self.file_path(path).and_then(|p| {
-                        std::fs::metadata(p)
-                            .map(|m| m.len())
-                            .map_err(|_| UnsafePath {
-                                path: path.to_owned(),
-                                reason: "missing",
-                            })
-                    })
-                {
-                    out.push((path.to_owned(), meta, size));
-                }
-            }
-        }
+        let mut out: Vec<_> = super::walk::files(&self.download_dir(), false)
+            .flatten()
+            .filter_map(|(rel, _)| {
+                let path = rel.strip_suffix(".metadata")?;
+                let meta = self.read_metadata(path)?;
+                let size = std::fs::metadata(self.file_path(path).ok()?).ok()?.len();
+                Some((path.to_owned(), meta, size))
+            })
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }

@@ -1,6 +1,6 @@
 //! Where files land: the Hugging Face cache ([`cache`]) or a local directory ([`local_dir`]),
 //! durably ([`durable`]), partial files and locks, the validation of untrusted repository paths ([`paths`]) and the
-//! free space of the target filesystem ([`space`]).
+//! free space of the target filesystem ([`space`]); [`walk`] lists the files below a folder.
 
 pub mod cache;
 pub mod durable;
@@ -10,6 +10,7 @@ pub mod paths;
 pub mod scan;
 pub mod shared;
 pub mod space;
+pub mod walk;
 
 use std::path::{Path, PathBuf};
 

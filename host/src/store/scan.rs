@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use hubget_plugin_api::RepoType;
 
+use super::walk;
 use crate::resume::PARTIAL_SUFFIX;
 
 /// A scanned cache directory.
@@ -138,9 +139,7 @@ fn scan_repo(
     if let Ok(snapshots) = std::fs::read_dir(path.join("snapshots")) {
         for snap in snapshots.flatten() {
             let commit = snap.file_name().to_string_lossy().into_owned();
-            let mut files = Vec::new();
-            walk_snapshot(&snap.path(), "", &mut files);
-            files.sort();
+            let files = files_under(&snap.path(), &[]);
             let size_on_disk = sum_unique(files.iter().map(|(_, b, _)| b.clone()));
             let last_modified = latest(files.iter().map(|(_, b, _)| b.as_path()));
             revisions.push(ScannedRevision {
@@ -202,35 +201,26 @@ fn repo_blobs(repo: &Path) -> Vec<PathBuf> {
 
 /// A repository folder's refs: `refs/<name>` (nested, as `refs/pr/1`) → commit.
 pub fn refs_of(repo: &Path) -> BTreeMap<String, String> {
-    let mut refs = BTreeMap::new();
-    read_refs(&repo.join("refs"), "", &mut refs);
-    refs
-}
-
-fn read_refs(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let full = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        if e.path().is_dir() {
-            read_refs(&e.path(), &full, out);
-        } else if let Ok(commit) = std::fs::read_to_string(e.path()) {
-            out.insert(full, commit.trim().to_owned());
-        }
-    }
+    walk::files(&repo.join("refs"), true)
+        .flatten()
+        .filter_map(|(name, e)| {
+            let commit = std::fs::read_to_string(e.path()).ok()?;
+            Some((name, commit.trim().to_owned()))
+        })
+        .collect()
 }
 
 /// Every file under `dir` (links followed; dangling ones skipped): relative `/` path, the file
 /// it resolves to, size; sorted. `skip` names top-level folders to leave out.
 pub fn files_under(dir: &Path, skip: &[&str]) -> Vec<(String, PathBuf, u64)> {
-    let mut out = Vec::new();
-    walk_snapshot(dir, "", &mut out);
+    let mut out: Vec<_> = walk::files(dir, true)
+        .flatten()
+        .filter_map(|(rel, e)| {
+            let size = e.metadata().ok()?.len();
+            let blob = std::fs::canonicalize(e.path()).unwrap_or_else(|_| e.path().to_owned());
+            Some((rel, blob, size))
+        })
+        .collect();
     out.retain(|(p, _, _)| {
         !skip
             .iter()
@@ -256,30 +246,6 @@ pub fn link_target(path: &Path) -> Option<PathBuf> {
         }
     }
     Some(out)
-}
-
-fn walk_snapshot(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf, u64)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let path = e.path();
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_dir() => walk_snapshot(&path, &rel, out),
-            Ok(m) => {
-                let blob = std::fs::canonicalize(&path).unwrap_or(path);
-                out.push((rel, blob, m.len()));
-            }
-            // A dangling link (its blob is gone) is not a cached file.
-            Err(_) => {}
-        }
-    }
 }
 
 #[cfg(unix)]

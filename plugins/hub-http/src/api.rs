@@ -855,32 +855,18 @@ mod tests {
             size: 1,
         };
         let now = Instant::now();
-        let a = batch_result(
-            response.objects.iter().find(|o| o.oid == "a"),
-            &obj("a"),
-            "c",
-            now,
-        )
-        .unwrap();
+        let result_of = |oid: &str| {
+            let object = response.objects.iter().find(|o| o.oid == oid);
+            batch_result(object, &obj(oid), "c", now)
+        };
+        let a = result_of("a").unwrap();
         assert_eq!(a.href.as_str(), "http://cdn/lfs/a?sig=1");
         assert_eq!(a.headers["x-sig"], "s");
         assert!(a.expires_at.unwrap() > now);
         assert!(!format!("{a:?}").contains("sig=1"));
-        let b = batch_result(
-            response.objects.iter().find(|o| o.oid == "b"),
-            &obj("b"),
-            "c",
-            now,
-        )
-        .unwrap_err();
+        let b = result_of("b").unwrap_err();
         assert_eq!((b.kind, b.http_status), (ErrorKind::NOT_FOUND, 404));
-        let c = batch_result(
-            response.objects.iter().find(|o| o.oid == "c"),
-            &obj("c"),
-            "c",
-            now,
-        )
-        .unwrap_err();
+        let c = result_of("c").unwrap_err();
         assert_eq!(c.kind, ErrorKind::PROTOCOL);
         let d = batch_result(None, &obj("d"), "c", now).unwrap_err();
         assert_eq!(d.kind, ErrorKind::PROTOCOL);
