@@ -202,6 +202,23 @@ impl Run {
     }
 }
 
+/// The rate of a `file_done` event: file bytes over its seconds from start to verified.
+pub fn done_rate(file_done: &serde_json::Value) -> f64 {
+    file_done["bytes"].as_f64().unwrap() / file_done["secs"].as_f64().unwrap()
+}
+
+/// Panics unless `rate` (bytes/s) honours a `--limit-rate` of `cap`: at most 10% over it, and
+/// not throttled far below it. The lower bound is loose (0.75) because the measured time also
+/// holds start-up and verification, on a shared machine where the suite runs many servers at
+/// once; the cap's accuracy (±5% over 30 s) is the benchmark's to measure (bench case 9).
+#[track_caller]
+pub fn assert_rate_capped(rate: f64, cap: f64) {
+    assert!(
+        (0.75 * cap..=1.1 * cap).contains(&rate),
+        "measured {rate:.0} B/s against a cap of {cap} B/s"
+    );
+}
+
 /// Panics, showing `text`, unless it contains `needle`.
 #[track_caller]
 pub fn assert_contains(text: &str, needle: &str) {

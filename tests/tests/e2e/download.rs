@@ -11,7 +11,7 @@ use hubget_tests::hub::{
     BIG_LFS, Dl, TINY, assert_cache_layout, checkpoint, one_commit, poll, sha256_file, wait,
     written_ranges,
 };
-use hubget_tests::{Run, assert_contains};
+use hubget_tests::{assert_contains, assert_rate_capped, done_rate};
 use hubsim::{Fault, FaultAction, HubSim, Origin};
 
 #[test]
@@ -945,24 +945,13 @@ fn spaces_land_in_their_own_cache_folder() {
 }
 
 /// The rate a `file_done` event shows (file bytes over seconds to verified).
-fn done_rate(r: &Run) -> f64 {
-    let done = &r.of("file_done")[0];
-    done["bytes"].as_f64().unwrap() / done["secs"].as_f64().unwrap()
-}
-
 #[test]
 fn limit_rate_caps_the_whole_run_for_lfs_and_says_which_backends_ignore_it() {
     let dl = Dl::new();
     // 8 MiB over 8 connections, capped at 2 MiB/s for the run: about 4 s, not 8 connections' worth.
     let r = dl.run(&[BIG_LFS, &["--limit-rate", "2M", "--json"]].concat());
     r.ok();
-    let rate = done_rate(&r);
-    let cap = 2.0 * 1024.0 * 1024.0;
-    assert!(
-        (0.85 * cap..=1.1 * cap).contains(&rate),
-        "measured {:.0} B/s against a cap of {cap} B/s",
-        rate
-    );
+    assert_rate_capped(done_rate(&r.first("file_done")), 2.0 * 1024.0 * 1024.0);
     assert!(
         r.of("warning").is_empty(),
         "lfs honours the cap: {}",
@@ -983,9 +972,7 @@ fn limit_rate_caps_the_whole_run_for_lfs_and_says_which_backends_ignore_it() {
         &[("HUBGET_LIMIT_RATE", "4M")],
     );
     r.ok();
-    let rate = done_rate(&r);
-    let cap = 4.0 * 1024.0 * 1024.0;
-    assert!((0.85 * cap..=1.1 * cap).contains(&rate), "{rate}");
+    assert_rate_capped(done_rate(&r.first("file_done")), 4.0 * 1024.0 * 1024.0);
     let r = dl.run(&["acme/resume", "--limit-rate", "fast"]);
     r.code_is(2);
     assert_contains(&r.stderr, "limit_rate");

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hubget_tests::TestEnv;
+use hubget_tests::{TestEnv, assert_rate_capped, done_rate};
 use hubsim::{Fault, FaultAction, FixtureSpec, HubSim, HubSimHandle, Origin, Shaping};
 use serde_json::Value;
 
@@ -398,12 +398,7 @@ fn limit_rate_caps_mirror_endpoint_downloads() {
         ],
     ));
     let done = of_kind(&ev, "file_done");
-    let rate = done[0]["bytes"].as_f64().unwrap() / done[0]["secs"].as_f64().unwrap();
-    let cap = 1024.0 * 1024.0;
-    assert!(
-        (0.85 * cap..=1.1 * cap).contains(&rate),
-        "measured {rate:.0} B/s against {cap} B/s"
-    );
+    assert_rate_capped(done_rate(done[0]), 1024.0 * 1024.0);
     assert!(
         of_kind(&ev, "warning").is_empty(),
         "the mirror honours the cap"
