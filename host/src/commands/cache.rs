@@ -29,7 +29,10 @@ use crate::error::HostError;
 use crate::plan::{PlanRequest, local_dir_commit, resolve_plan};
 use crate::settings::{Env, Overrides, Settings};
 use crate::store::Target;
-use crate::store::scan::{Scan, ScannedRepo, files_under, link_target, refs_of, scan};
+use crate::store::remove::{CacheRemover, Entry};
+use crate::store::scan::{
+    Scan, ScannedRepo, SnapshotLink, files_under, refs_of, scan, snapshot_link,
+};
 use crate::store::shared::SharedBlobs;
 use crate::store::walk;
 use crate::verify::{Algo, Expected, verify_file};
@@ -504,6 +507,19 @@ fn check(settings: &Settings, spec: &RepoSpec, target: &Target) -> Result<Report
             report.missing.push(path.clone());
             continue;
         };
+        if let Target::Cache(c) = target
+            && let SnapshotLink::Outside(to) =
+                snapshot_link(&c.root, &c.snapshot_dir(&commit).join(path))
+        {
+            report.bad.push((
+                path.clone(),
+                format!(
+                    "a link out of the repository's blobs (to {}); only the link will go",
+                    to.display()
+                ),
+            ));
+            continue;
+        }
         let Some(expect) = expect else {
             report.unverifiable.push(path.clone());
             continue;
@@ -565,8 +581,10 @@ fn recorded(
                 .filter(|(p, _, _)| selected(p, &spec.files))
                 .map(|(p, resolved, _)| {
                     let link = c.snapshot_dir(&commit).join(p);
-                    let etag = link_target(&link)
-                        .and_then(|b| b.file_name().map(|n| n.to_string_lossy().into_owned()));
+                    let etag = match snapshot_link(&c.root, &link) {
+                        SnapshotLink::Blob(name) => Some(name),
+                        SnapshotLink::File | SnapshotLink::Outside(_) => None,
+                    };
                     (p.clone(), etag.and_then(|e| expect_for(&e, resolved)))
                 })
                 .collect();
@@ -620,30 +638,53 @@ fn repair(
     report: &Report,
 ) -> Result<Vec<String>, HostError> {
     for (path, _) in &report.bad {
-        let remove = match target {
+        match target {
             Target::Cache(c) => {
+                // The snapshot link, and the repo blob behind it when it is one of the repo's
+                // own (a file, or a link into the shared store: only that link goes, the entry
+                // stays for the repos that use it). A link anywhere else goes as a link.
                 let link = c.snapshot_dir(&report.commit).join(path);
-                // The repo blob behind the link: a file, or a link into the shared store (only
-                // that link goes; the entry stays for the repos that use it).
-                let blob = link_target(&link).unwrap_or(link.clone());
-                let _ = std::fs::remove_file(&link);
-                blob
+                let blob = snapshot_link(&c.root, &link);
+                let folder = c.folder.clone();
+                let mut remover = CacheRemover::open(&c.cache_dir).map_err(|e| {
+                    HostError::io(
+                        format!("cannot open the cache {}", c.cache_dir.display()),
+                        e,
+                    )
+                })?;
+                let gone = |e| HostError::io(format!("cannot remove the bad file {path}"), e);
+                remover
+                    .remove(Entry::SnapshotFile {
+                        folder: &folder,
+                        commit: &report.commit,
+                        path,
+                    })
+                    .map_err(gone)?;
+                if let SnapshotLink::Blob(name) = blob {
+                    remover
+                        .remove(Entry::Blob {
+                            folder: &folder,
+                            name: &name,
+                        })
+                        .map_err(gone)?;
+                }
             }
             Target::LocalDir(l) => {
                 if let Ok(meta) = l.metadata_path(path) {
                     let _ = std::fs::remove_file(meta);
                 }
-                l.file_path(path)
-                    .map_err(|e| HostError::Other(e.to_string()))?
+                let remove = l
+                    .file_path(path)
+                    .map_err(|e| HostError::Other(e.to_string()))?;
+                if let Err(e) = std::fs::remove_file(&remove)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    return Err(HostError::Io {
+                        context: format!("cannot remove the bad file {}", remove.display()),
+                        source: e,
+                    });
+                }
             }
-        };
-        if let Err(e) = std::fs::remove_file(&remove)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(HostError::Io {
-                context: format!("cannot remove the bad file {}", remove.display()),
-                source: e,
-            });
         }
     }
     let files: Vec<String> = report
@@ -677,21 +718,40 @@ fn repair(
 
 // ---------------------------------------------------------------------------------- rm/prune
 
-/// What `rm` or `prune` removes.
+/// What `rm` or `prune` removes, by names inside the cache (see [`CacheRemover`]).
 #[derive(Default)]
 struct Removal {
     /// Whole repository folders.
-    repos: Vec<PathBuf>,
+    repos: Vec<String>,
     /// (repo folder, commit) of single revisions.
-    revisions: Vec<(PathBuf, String)>,
-    /// Incomplete downloads.
-    incomplete: Vec<PathBuf>,
+    revisions: Vec<(String, String)>,
+    /// Incomplete downloads: (repo folder, file name in `blobs/`, its download lock).
+    incomplete: Vec<(String, String, PathBuf)>,
     /// Shared store entries to sweep afterwards (removed only if nothing links to them).
     shared: BTreeSet<PathBuf>,
-    /// Lines to show.
+    /// Lines to show: one per item, and the files each takes with it.
     lines: Vec<String>,
+    /// How many of `lines` are items (the rest list their files).
+    items: usize,
     /// Bytes expected to be freed.
     bytes: u64,
+}
+
+impl Removal {
+    fn item(&mut self, line: String) {
+        self.items += 1;
+        self.lines.push(line);
+    }
+
+    fn files_of(&mut self, revision: &crate::store::scan::ScannedRevision) {
+        for (path, _, _) in &revision.files {
+            self.lines.push(format!(
+                "    {}/{}",
+                revision.commit,
+                crate::output::escape_name(path)
+            ));
+        }
+    }
 }
 
 /// Parses an `rm` target into (type, repo id, revision).
@@ -725,12 +785,25 @@ fn parse_target(
     Ok((repo_type.or(Some(RepoType::MODEL)), id, revision))
 }
 
-/// The blobs a revision links (the repo-level paths: `blobs/<etag>`).
-fn revision_blobs(snapshot: &Path) -> HashSet<PathBuf> {
-    walk::files(snapshot, false)
-        .flatten()
-        .filter_map(|(_, e)| link_target(e.path()))
-        .collect()
+/// The names (in `<repo>/blobs`) of the blobs a revision links. A link anywhere else is
+/// reported once and never followed: only the link itself goes with its snapshot.
+fn revision_blobs(repo: &Path, snapshot: &Path) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for (rel, e) in walk::files(snapshot, false).flatten() {
+        match snapshot_link(repo, e.path()) {
+            SnapshotLink::Blob(name) => {
+                out.insert(name);
+            }
+            SnapshotLink::File => {}
+            SnapshotLink::Outside(to) => log::warn!(
+                "{}/{} links outside the repository's blobs (to {}): only the link will go",
+                snapshot.display(),
+                crate::output::escape_name(&rel),
+                to.display()
+            ),
+        }
+    }
+    out
 }
 
 /// Plans the removal of `commits` of `repo` (all of them: the whole folder).
@@ -741,22 +814,24 @@ fn plan_repo_removal(
     removal: &mut Removal,
 ) {
     let all = repo.revisions.iter().all(|r| commits.contains(&r.commit));
+    let blobs_dir = repo.path.join("blobs");
     let doomed: HashSet<PathBuf> = if all {
-        std::fs::read_dir(repo.path.join("blobs"))
+        std::fs::read_dir(&blobs_dir)
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default()
     } else {
-        let kept: HashSet<PathBuf> = repo
+        let kept: HashSet<String> = repo
             .revisions
             .iter()
             .filter(|r| !commits.contains(&r.commit))
-            .flat_map(|r| revision_blobs(&r.snapshot))
+            .flat_map(|r| revision_blobs(&repo.path, &r.snapshot))
             .collect();
         repo.revisions
             .iter()
             .filter(|r| commits.contains(&r.commit))
-            .flat_map(|r| revision_blobs(&r.snapshot))
+            .flat_map(|r| revision_blobs(&repo.path, &r.snapshot))
             .filter(|b| !kept.contains(b))
+            .map(|b| blobs_dir.join(b))
             .collect()
     };
     for blob in &doomed {
@@ -780,16 +855,26 @@ fn plan_repo_removal(
         }
     }
     if all {
-        removal.lines.push(format!(
+        removal.item(format!(
             "{} ({} revision(s))",
             repo.cache_id(),
             repo.revisions.len()
         ));
-        removal.repos.push(repo.path.clone());
+        for r in &repo.revisions {
+            removal.files_of(r);
+        }
+        removal.repos.push(repo.folder.clone());
     } else {
-        for c in commits {
-            removal.lines.push(format!("{} @ {c}", repo.cache_id()));
-            removal.revisions.push((repo.path.clone(), c.clone()));
+        for r in repo
+            .revisions
+            .iter()
+            .filter(|r| commits.contains(&r.commit))
+        {
+            removal.item(format!("{} @ {}", repo.cache_id(), r.commit));
+            removal.files_of(r);
+            removal
+                .revisions
+                .push((repo.folder.clone(), r.commit.clone()));
         }
     }
 }
@@ -819,48 +904,63 @@ fn confirm(yes: bool) -> Result<bool, HostError> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-fn execute(root: &Path, removal: &Removal) -> Result<u64, HostError> {
-    let io = |what: &Path, e: std::io::Error| HostError::Io {
-        context: format!("cannot remove {}", what.display()),
-        source: e,
-    };
-    for repo in &removal.repos {
-        std::fs::remove_dir_all(repo).map_err(|e| io(repo, e))?;
-        if let Some(folder) = repo.file_name() {
-            let _ = std::fs::remove_dir_all(root.join(".locks").join(folder));
-        }
+/// Deletes what `removal` names, through [`CacheRemover`] only; returns the bytes swept from the
+/// shared store and what the remover refused.
+fn execute(root: &Path, removal: &Removal) -> Result<(u64, Vec<String>), HostError> {
+    let mut remover = CacheRemover::open(root)
+        .map_err(|e| HostError::io(format!("cannot open the cache {}", root.display()), e))?;
+    let io = |e: std::io::Error| HostError::io("cannot delete", e);
+    for folder in &removal.repos {
+        remover.remove(Entry::Repo { folder }).map_err(io)?;
     }
-    for (repo, commit) in &removal.revisions {
-        let snapshot = repo.join("snapshots").join(commit);
-        let mine = revision_blobs(&snapshot);
-        std::fs::remove_dir_all(&snapshot).map_err(|e| io(&snapshot, e))?;
+    for (folder, commit) in &removal.revisions {
+        let repo = root.join(folder);
+        let mine = revision_blobs(&repo, &repo.join("snapshots").join(commit));
+        if !remover
+            .remove(Entry::Snapshot { folder, commit })
+            .map_err(io)?
+        {
+            continue;
+        }
         // Blobs no remaining snapshot links.
-        let kept: HashSet<PathBuf> = std::fs::read_dir(repo.join("snapshots"))
+        let kept: HashSet<String> = std::fs::read_dir(repo.join("snapshots"))
             .map(|d| {
                 d.flatten()
-                    .flat_map(|s| revision_blobs(&s.path()))
+                    .flat_map(|s| revision_blobs(&repo, &s.path()))
                     .collect()
             })
             .unwrap_or_default();
-        for blob in mine.difference(&kept) {
-            let _ = std::fs::remove_file(blob);
+        for name in mine.difference(&kept) {
+            remover.remove(Entry::Blob { folder, name }).map_err(io)?;
         }
         // Refs that pointed at it.
-        for (name, c) in refs_of(repo) {
+        for (name, c) in refs_of(&repo) {
             if c == *commit {
-                let _ = std::fs::remove_file(repo.join("refs").join(name));
+                remover
+                    .remove(Entry::Ref {
+                        folder,
+                        name: &name,
+                    })
+                    .map_err(io)?;
             }
         }
     }
-    for file in &removal.incomplete {
-        let _ = std::fs::remove_file(file);
+    for (folder, name, lock) in &removal.incomplete {
+        // Deleted under its download's lock, taken now: a download that started since the scan
+        // keeps its partial file.
+        let Ok(Some(_held)) = crate::store::lock::try_lock(lock) else {
+            log::warn!("{folder}/blobs/{name} is being downloaded; kept");
+            continue;
+        };
+        remover.remove(Entry::Blob { folder, name }).map_err(io)?;
     }
     let shared = SharedBlobs::new(root);
     let mut swept = 0;
     for entry in &removal.shared {
         swept += shared.sweep(entry).unwrap_or(0);
     }
-    Ok(swept)
+    let refused = remover.refused().iter().map(ToString::to_string).collect();
+    Ok((swept, refused))
 }
 
 fn rm(root: &Path, args: &CacheRmArgs) -> Result<(), HostError> {
@@ -922,10 +1022,8 @@ fn rm(root: &Path, args: &CacheRmArgs) -> Result<(), HostError> {
         let repo = &scan.repos[*i];
         if repo.revisions.is_empty() {
             // A folder without snapshots (only blobs or refs): the whole folder goes.
-            removal
-                .lines
-                .push(format!("{} (no revision)", repo.cache_id()));
-            removal.repos.push(repo.path.clone());
+            removal.item(format!("{} (no revision)", repo.cache_id()));
+            removal.repos.push(repo.folder.clone());
             removal.bytes += repo.size_on_disk;
             continue;
         }
@@ -946,7 +1044,7 @@ fn finish(root: &Path, removal: Removal, how: &RemovalArgs) -> Result<(), HostEr
         } else {
             "About to delete"
         },
-        removal.lines.len(),
+        removal.items,
         human_bytes(removal.bytes)
     );
     for l in &removal.lines {
@@ -960,11 +1058,18 @@ fn finish(root: &Path, removal: Removal, how: &RemovalArgs) -> Result<(), HostEr
     if !confirm(yes)? {
         return print_stdout("Nothing deleted.\n");
     }
-    execute(root, &removal)?;
-    print_stdout(&format!(
-        "Deleted; freed about {}.\n",
-        human_bytes(removal.bytes)
-    ))
+    let (_, refused) = execute(root, &removal)?;
+    let mut done = format!("Deleted; freed about {}.\n", human_bytes(removal.bytes));
+    if !refused.is_empty() {
+        done.push_str(&format!(
+            "Left alone {} entr(y/ies) that are not what the cache's layout puts there:\n",
+            refused.len()
+        ));
+        for r in &refused {
+            done.push_str(&format!("  - {r}\n"));
+        }
+    }
+    print_stdout(&done)
 }
 
 fn prune(root: &Path, args: &RemovalArgs) -> Result<(), HostError> {
@@ -1006,17 +1111,17 @@ fn prune(root: &Path, args: &RemovalArgs) -> Result<(), HostError> {
             log::warn!("{} is being downloaded; kept", file.display());
             continue;
         }
-        removal.lines.push(format!("incomplete {}", file.display()));
-        removal.incomplete.push(file.clone());
+        removal.item(format!("incomplete {}", file.display()));
+        removal
+            .incomplete
+            .push((folder, name.unwrap_or_default(), lock));
         removal.bytes += size;
     }
     // Shared store entries no repo links to any more.
     for entry in shared.entries() {
         if shared.live_references(&entry).is_some_and(|r| r.is_empty()) {
             removal.bytes += std::fs::metadata(&entry).map_or(0, |m| m.len());
-            removal
-                .lines
-                .push(format!("unreferenced shared blob {}", entry.display()));
+            removal.item(format!("unreferenced shared blob {}", entry.display()));
             removal.shared.insert(entry);
         }
     }

@@ -1,12 +1,14 @@
 //! Where files land: the Hugging Face cache ([`cache`]) or a local directory ([`local_dir`]),
 //! durably ([`durable`]), partial files and locks, the validation of untrusted repository paths ([`paths`]) and the
-//! free space of the target filesystem ([`space`]); [`walk`] lists the files below a folder.
+//! free space of the target filesystem ([`space`]); [`walk`] lists the files below a folder;
+//! [`remove`] is the only way the cache commands delete.
 
 pub mod cache;
 pub mod durable;
 pub mod local_dir;
 pub mod lock;
 pub mod paths;
+pub mod remove;
 pub mod scan;
 pub mod shared;
 pub mod space;

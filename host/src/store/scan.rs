@@ -230,22 +230,46 @@ pub fn files_under(dir: &Path, skip: &[&str]) -> Vec<(String, PathBuf, u64)> {
     out
 }
 
-/// Where the link at `path` points, joined to its directory and normalised lexically (one
-/// level: a snapshot entry's repo blob, not the shared store entry behind it).
-pub fn link_target(path: &Path) -> Option<PathBuf> {
-    let target = std::fs::read_link(path).ok()?;
-    let joined = path.parent()?.join(target);
-    let mut out = PathBuf::new();
+/// What a snapshot entry stands for, read without following it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotLink {
+    /// A link to `<repo>/blobs/<name>` of its own repository (the layout's only link).
+    Blob(String),
+    /// A regular file in the snapshot (caches written without symlinks).
+    File,
+    /// A link anywhere else (planted, or foreign): where it points, joined to its folder. Never
+    /// to be followed by a deletion.
+    Outside(PathBuf),
+}
+
+/// Reads the snapshot entry `path` of the repository folder `repo`: a link that resolves, by
+/// its text alone, to `<repo>/blobs/<name>` is that blob; any other link is [`SnapshotLink::Outside`].
+pub fn snapshot_link(repo: &Path, path: &Path) -> SnapshotLink {
+    let Ok(target) = std::fs::read_link(path) else {
+        return SnapshotLink::File;
+    };
+    let joined = path
+        .parent()
+        .map_or_else(|| target.clone(), |p| p.join(&target));
+    let mut resolved = PathBuf::new();
     for c in joined.components() {
         match c {
             std::path::Component::ParentDir => {
-                out.pop();
+                resolved.pop();
             }
             std::path::Component::CurDir => {}
-            other => out.push(other),
+            other => resolved.push(other),
         }
     }
-    Some(out)
+    let blobs = repo.join("blobs");
+    let in_blobs =
+        |dir: &Path| dir == blobs || std::fs::canonicalize(&blobs).is_ok_and(|b| b == dir);
+    match (resolved.parent(), resolved.file_name()) {
+        (Some(dir), Some(name)) if in_blobs(dir) => {
+            SnapshotLink::Blob(name.to_string_lossy().into_owned())
+        }
+        _ => SnapshotLink::Outside(resolved),
+    }
 }
 
 #[cfg(unix)]

@@ -29,6 +29,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::remove::{CacheRemover, Entry};
 use crate::verify::{Expected, verify_file};
 
 /// The marker file's name inside `<cache>/blobs`.
@@ -288,13 +289,23 @@ impl SharedBlobs {
         if !self.is_marked() || !entry.starts_with(self.dir()) {
             return Ok(0);
         }
+        let Some(hash) = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|h| self.entry_path(h).as_deref() == Some(entry))
+        else {
+            return Ok(0);
+        };
         let _lock = EntryLock::take(entry)?;
         match self.live_references(entry) {
             Some(live) if live.is_empty() => {
                 let size = std::fs::symlink_metadata(entry)?.len();
-                std::fs::remove_file(entry)?;
-                let _ = std::fs::remove_file(refs_path(entry));
-                Ok(size)
+                let mut remover = CacheRemover::open(&self.cache_dir)?;
+                Ok(if remover.remove(Entry::SharedEntry { hash })? {
+                    size
+                } else {
+                    0
+                })
             }
             _ => Ok(0),
         }

@@ -244,3 +244,131 @@ fn rm_keeps_what_another_repo_uses_and_prune_removes_detached_and_stale_data() {
     let empty = json(&cache(&dl, &["ls", "--json"]));
     assert_eq!(empty["repo_count"], 0);
 }
+
+/// A repo folder by hand in `cache`: `refs/main` on commit `c1` (one real blob), and a detached
+/// commit `c2` whose snapshot holds one real blob and the `planted` links (name, target).
+fn planted_cache(cache: &Path, planted: &[(&str, &Path)]) -> (String, String) {
+    use std::os::unix::fs::symlink;
+    let (c1, c2) = ("1".repeat(40), "2".repeat(40));
+    let repo = cache.join("models--acme--planted");
+    for sub in ["blobs", "refs"] {
+        std::fs::create_dir_all(repo.join(sub)).unwrap();
+    }
+    for (commit, blob) in [(&c1, "e1"), (&c2, "e2")] {
+        std::fs::create_dir_all(repo.join("snapshots").join(commit)).unwrap();
+        std::fs::write(repo.join("blobs").join(blob), blob).unwrap();
+        let link = repo.join("snapshots").join(commit).join("config.json");
+        symlink(format!("../../blobs/{blob}"), link).unwrap();
+    }
+    for (name, target) in planted {
+        symlink(target, repo.join("snapshots").join(&c2).join(name)).unwrap();
+    }
+    std::fs::write(repo.join("refs/main"), &c1).unwrap();
+    (c1, c2)
+}
+
+#[test]
+fn prune_and_rm_never_delete_what_a_planted_snapshot_link_points_at() {
+    for command in [
+        &["prune", "--yes"][..],
+        &[
+            "rm",
+            "acme/planted@2222222222222222222222222222222222222222",
+            "--yes",
+        ],
+    ] {
+        let env = hubget_tests::TestEnv::new();
+        let cache = env.path("cache");
+        let victim = env.home().join(".ssh/authorized_keys");
+        std::fs::create_dir_all(victim.parent().unwrap()).unwrap();
+        std::fs::write(&victim, "ssh-ed25519 AAAA victim").unwrap();
+        // The same file named relatively, climbing out of the cache.
+        let climbing = Path::new("../../../../home/.ssh/authorized_keys");
+        let (c1, c2) = planted_cache(&cache, &[("keys", &victim), ("keys2", climbing)]);
+        let repo = cache.join("models--acme--planted");
+        assert!(repo.join("snapshots").join(&c2).join("keys2").exists());
+
+        let dry = env.hubget_with_env(
+            [&["cache"][..], command, &["--dry-run", "--cache-dir"]]
+                .concat()
+                .iter()
+                .map(|s| s.to_string())
+                .chain([cache.display().to_string()]),
+            &[],
+        );
+        dry.code_is(0);
+
+        let run = env.hubget_with_env(
+            [&["cache"][..], command, &["--cache-dir"]]
+                .concat()
+                .iter()
+                .map(|s| s.to_string())
+                .chain([cache.display().to_string()]),
+            &[],
+        );
+        run.code_is(0);
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "ssh-ed25519 AAAA victim",
+            "{command:?}: {}",
+            run.stderr
+        );
+        assert!(!repo.join("snapshots").join(&c2).exists(), "{command:?}");
+        assert!(!repo.join("blobs/e2").exists(), "c2's own blob goes");
+        assert!(repo.join("blobs/e1").is_file(), "main's blob stays");
+        assert!(repo.join("snapshots").join(&c1).is_dir());
+        assert_contains(&run.stderr, "links outside the repository's blobs");
+        // The confirmation lists the files that go, not only the revision.
+        assert_contains(&dry.stdout, &format!("{c2}/keys"));
+        assert_contains(&dry.stdout, &format!("{c2}/config.json"));
+    }
+}
+
+#[test]
+fn repair_removes_a_planted_link_not_the_file_or_shared_entry_it_points_at() {
+    use std::os::unix::fs::symlink;
+    let dl = dl();
+    fill(&dl, Writer::Hubget, TWIN);
+    let (shared_hash, _) = hashes(&dl, TWIN, SHARED_PATH);
+    let entry = store_entry(&dl, &shared_hash);
+    let entry_bytes = std::fs::read(&entry).unwrap();
+    let victim = dl.env.home().join(".bashrc");
+    std::fs::write(&victim, "export PATH=victim").unwrap();
+    let snapshot = dl
+        .repo_dir("models--acme--twin")
+        .join("snapshots")
+        .join(dl.head(TWIN));
+    // config.json names a file of the user's; own.bin names another file's store entry.
+    std::fs::remove_file(snapshot.join("config.json")).unwrap();
+    symlink(&victim, snapshot.join("config.json")).unwrap();
+    std::fs::remove_file(snapshot.join("own.bin")).unwrap();
+    let rel_entry = Path::new("../../..")
+        .join("blobs")
+        .join(&shared_hash[..2])
+        .join(&shared_hash);
+    symlink(&rel_entry, snapshot.join("own.bin")).unwrap();
+
+    let found = cache(&dl, &["verify", TWIN, "--json"]);
+    found.code_is(8);
+    let bad = json(&found)["bad"].to_string();
+
+    let repaired = cache(&dl, &["verify", TWIN, "--repair"]);
+    repaired.code_is(0);
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "export PATH=victim"
+    );
+    assert_eq!(
+        std::fs::read(&entry).unwrap(),
+        entry_bytes,
+        "the shared entry stays"
+    );
+    assert_eq!(
+        std::fs::read(snapshot.join("own.bin")).unwrap(),
+        dl.sim.content(TWIN, "own.bin")
+    );
+    hf_ok(&dl, &["cache", "verify", TWIN]);
+    assert_contains(&bad, "config.json");
+    assert_contains(&bad, "own.bin");
+    assert_contains(&bad, "a link out of the repository's blobs");
+}
