@@ -211,6 +211,10 @@ pub struct SettingsArgs {
     /// Bandwidth cap for the whole run, e.g. 50M or 500k (bytes/s; k, M, G are 1024-based).
     #[arg(long, value_name = "RATE")]
     pub limit_rate: Option<String>,
+    /// Longest wait for a server's rate-limit window before a request fails, in seconds
+    /// (default 600; the Hub's window is 5 minutes).
+    #[arg(long = "max-rate-limit-wait", value_name = "SECS")]
+    pub max_rate_limit_wait: Option<u64>,
     /// Try this backend first, then the configured order.
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,
@@ -244,6 +248,7 @@ impl SettingsArgs {
             stall_timeout_secs: self.stall_timeout,
             connections_per_file: self.connections,
             limit_rate: self.limit_rate.clone(),
+            max_rate_limit_wait_secs: self.max_rate_limit_wait,
             backend,
             backend_flag,
             no_fallback: self.no_fallback,

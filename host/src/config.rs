@@ -150,6 +150,8 @@ config_keys! {
         lock_timeout_secs: u64 = "600";
         /// Bandwidth cap for the whole run, e.g. "50M" (bytes/s, 1024-based suffixes); empty: none.
         limit_rate: String = r#""""#, flag "--limit-rate", env "HUBGET_LIMIT_RATE";
+        /// Longest wait, in seconds, for a server's rate-limit window (the Hub's is 5 minutes) before a request fails; a wait is shown, never an error.
+        max_rate_limit_wait_secs: u64 = "600", flag "--max-rate-limit-wait", env "HUBGET_MAX_RATE_LIMIT_WAIT";
     }
     network: NetworkSection {
         /// Proxy URL for all requests; empty means the usual HTTPS_PROXY / NO_PROXY variables.

@@ -84,6 +84,8 @@ pub struct Overrides {
     pub connections_per_file: Option<u32>,
     /// `--limit-rate`.
     pub limit_rate: Option<String>,
+    /// `--max-rate-limit-wait`.
+    pub max_rate_limit_wait_secs: Option<u64>,
     /// `--backend` (or `xet` from `--use-xet`).
     pub backend: Option<String>,
     /// The flag that set `backend` (`--backend` or `--use-xet`).
@@ -130,6 +132,8 @@ pub struct Settings {
     pub connections_per_file: Setting<u32>,
     /// The bandwidth cap for the whole run, bytes per second (0: none).
     pub limit_rate: Setting<u64>,
+    /// The longest wait for a server's rate-limit window, in seconds.
+    pub max_rate_limit_wait_secs: Setting<u64>,
     /// Range request size in MiB.
     pub range_size_mib: Setting<u64>,
     /// Attempts per request.
@@ -390,6 +394,24 @@ impl Settings {
             None,
             fd.connections_per_file,
         )?;
+        let key = &kd::max_rate_limit_wait_secs;
+        let max_rate_limit_wait_secs = r.pick(
+            key,
+            overrides.max_rate_limit_wait_secs,
+            match from_env(key) {
+                Some((text, name)) => Some((
+                    text.trim()
+                        .parse::<u64>()
+                        .map_err(|_| HostError::InvalidValue {
+                            name: name.to_owned(),
+                            message: format!("`{text}` is not a number of seconds"),
+                        })?,
+                    name,
+                )),
+                None => None,
+            },
+            fd.max_rate_limit_wait_secs,
+        )?;
         let key = &kd::limit_rate;
         let limit_rate_text = r.pick(
             key,
@@ -473,6 +495,7 @@ impl Settings {
             stall_timeout_secs,
             connections_per_file,
             limit_rate,
+            max_rate_limit_wait_secs,
             range_size_mib,
             max_attempts,
             lock_timeout_secs,
@@ -510,6 +533,7 @@ impl Settings {
             cache_dir: Some(self.cache_dir.value.clone()),
             limit_rate: (self.limit_rate.value > 0).then_some(self.limit_rate.value),
             max_metadata_bytes: self.max_metadata_mib.value.saturating_mul(1024 * 1024),
+            max_rate_limit_wait_secs: self.max_rate_limit_wait_secs.value,
         }
     }
 

@@ -10,6 +10,7 @@
 //! | ranges already written past `offset` | host → plugin | `FetchBatch::options_json`, key `written_ranges` | [`FetchOptions`] |
 //! | a range written to the partial file | plugin → host | `RANGE_WRITTEN` event message | [`RangeWritten`] |
 //! | a retry inside the backend (attempt, wait) | plugin → host | `RETRY` event message | [`RetryNote`] |
+//! | a wait for a server's rate-limit window | plugin → host | `RETRY` event message, its reason | [`RateLimitNote`] |
 //! | the origin a backend resolves through | plugin → host | `Capabilities::extra_json`, key `resolves_via` | [`resolves_via`] |
 //! | the URL schemes a backend exports to | plugin → host | `Capabilities::extra_json`, key `export` | [`export_schemes`] |
 //! | `hubget export` uploads | host → plugin | `Backend::call` methods `export.*` | [`export`] |
@@ -243,6 +244,68 @@ impl RetryNote {
 impl std::fmt::Display for RetryNote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message())
+    }
+}
+
+/// A wait for a server's rate-limit window (the IETF `RateLimit` header fields the Hub sends):
+/// the reason of a [`RetryNote`] whose delay is the wait, so that hosts that do not know this
+/// note still excuse the wait from their stall watchdog and show it as a retry.
+///
+/// Wire format (the note's reason): `rate limited by <origin>: "<bucket>" <remaining> of
+/// <quota> left, window resets in <secs> s` (`of <quota>` omitted when not announced).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitNote {
+    /// `scheme://host[:port]` of the server.
+    pub origin: String,
+    /// The quota's bucket (`api`, `resolvers`, `pages`, ...).
+    pub bucket: String,
+    /// Requests left in the window.
+    pub remaining: u64,
+    /// The window's quota, when announced.
+    pub quota: Option<u64>,
+    /// When the window resets.
+    pub reset_in: Duration,
+}
+
+impl RateLimitNote {
+    const PREFIX: &'static str = "rate limited by ";
+
+    /// The reason text.
+    pub fn reason(&self) -> String {
+        let quota = self.quota.map(|q| format!(" of {q}")).unwrap_or_default();
+        format!(
+            "{}{}: \"{}\" {}{quota} left, window resets in {} s",
+            Self::PREFIX,
+            self.origin,
+            self.bucket,
+            self.remaining,
+            self.reset_in.as_secs_f64().ceil() as u64
+        )
+    }
+
+    /// The `RETRY` event for item `index`: a wait of `reset_in`.
+    pub fn event(&self, index: u32, attempt: u32, max_attempts: u32) -> ProgressEvent {
+        RetryNote::new(self.reason(), self.reset_in, attempt, max_attempts).event(index)
+    }
+
+    /// Decodes the reason of a [`RetryNote`]; `None` for any other reason.
+    pub fn parse(reason: &str) -> Option<Self> {
+        let rest = reason.strip_prefix(Self::PREFIX)?;
+        let (origin, rest) = rest.split_once(": \"")?;
+        let (bucket, rest) = rest.split_once("\" ")?;
+        let (counts, rest) = rest.split_once(" left, window resets in ")?;
+        let secs: u64 = rest.strip_suffix(" s")?.parse().ok()?;
+        let (remaining, quota) = match counts.split_once(" of ") {
+            Some((r, q)) => (r.parse().ok()?, Some(q.parse().ok()?)),
+            None => (counts.parse().ok()?, None),
+        };
+        Some(Self {
+            origin: origin.to_owned(),
+            bucket: bucket.to_owned(),
+            remaining,
+            quota,
+            reset_in: Duration::from_secs(secs),
+        })
     }
 }
 
@@ -496,6 +559,35 @@ mod tests {
         for none in ["", "{}", r#"{"resolves_via":5}"#, r#"{"resolves_via":" "}"#] {
             assert_eq!(resolves_via(none), None, "{none}");
         }
+    }
+
+    #[test]
+    fn rate_limit_note_round_trips_inside_a_retry_note() {
+        let note = RateLimitNote {
+            origin: "http://127.0.0.1:4321".into(),
+            bucket: "resolvers".into(),
+            remaining: 0,
+            quota: Some(3000),
+            reset_in: Duration::from_secs(189),
+        };
+        let event = note.event(3, 1, 1);
+        assert_eq!(event.kind, EventKind::RETRY);
+        let retry = RetryNote::parse(event.message.as_str());
+        assert_eq!(retry.delay, Some(Duration::from_secs(189)));
+        assert_eq!(RateLimitNote::parse(&retry.reason), Some(note.clone()));
+        let unannounced = RateLimitNote {
+            quota: None,
+            ..note
+        };
+        assert_eq!(
+            RateLimitNote::parse(&unannounced.reason()),
+            Some(unannounced)
+        );
+        assert_eq!(RateLimitNote::parse("GET /x: 503"), None);
+        assert_eq!(
+            RateLimitNote::parse("rate limited by x: \"api\" lots left"),
+            None
+        );
     }
 
     #[test]

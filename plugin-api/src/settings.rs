@@ -48,6 +48,11 @@ pub struct HostSettings {
     /// The largest metadata (JSON) answer a backend should read from a server, in bytes (since
     /// 1.1; 64 MiB by default): a hostile server cannot make a backend buffer without bound.
     pub max_metadata_bytes: u64,
+    /// The longest a backend waits for a server's rate-limit window to reset before it gives up
+    /// on a request, in seconds (since 1.1; 600 by default, longer than the Hub's 5-minute
+    /// window). A wait is announced as a `RETRY` event carrying a
+    /// [`RateLimitNote`](crate::protocol::RateLimitNote).
+    pub max_rate_limit_wait_secs: u64,
 }
 
 impl Default for HostSettings {
@@ -67,6 +72,7 @@ impl Default for HostSettings {
             cache_dir: None,
             limit_rate: None,
             max_metadata_bytes: 64 * 1024 * 1024,
+            max_rate_limit_wait_secs: 600,
         }
     }
 }
@@ -88,6 +94,7 @@ impl fmt::Debug for HostSettings {
             .field("cache_dir", &self.cache_dir)
             .field("limit_rate", &self.limit_rate)
             .field("max_metadata_bytes", &self.max_metadata_bytes)
+            .field("max_rate_limit_wait_secs", &self.max_rate_limit_wait_secs)
             .finish()
     }
 }

@@ -24,6 +24,7 @@ use crate::error::HostError;
 use crate::output::{Event, Output, PlanFile, Reporter};
 use crate::plan::{FileStatus, Plan, PlanRequest, offline_plan, resolve_plan};
 use crate::redact::redact;
+use crate::retry::RetryPolicy;
 use crate::settings::{Env, Settings};
 use crate::store::Target;
 use crate::store::shared::SharedBlobs;
@@ -269,6 +270,11 @@ fn engine_options(settings: &Settings, force: bool) -> EngineOptions {
         lock_timeout: Duration::from_secs(settings.lock_timeout_secs.value),
         token: settings.token.value.clone(),
         force,
+        retry: RetryPolicy {
+            // A 429's wait (and a backend's announced rate-limit wait) up to the configured one.
+            max_retry_after: Duration::from_secs(settings.max_rate_limit_wait_secs.value),
+            ..RetryPolicy::default()
+        },
         ..EngineOptions::default()
     }
 }
@@ -276,7 +282,15 @@ fn engine_options(settings: &Settings, force: bool) -> EngineOptions {
 /// How long a backend may take to resolve before the next one is asked: a guard against a
 /// stuck plugin (ten stall timeouts; the plugins' own HTTP timeouts normally answer first).
 fn resolve_timeout(settings: &Settings) -> Duration {
-    Duration::from_secs(settings.stall_timeout_secs.value.max(1).saturating_mul(10))
+    // A resolve may wait out a rate-limit window (the Hub's api bucket) on top.
+    Duration::from_secs(
+        settings
+            .stall_timeout_secs
+            .value
+            .max(1)
+            .saturating_mul(10)
+            .saturating_add(settings.max_rate_limit_wait_secs.value),
+    )
 }
 
 /// Sets the token on Ctrl-C; a second Ctrl-C exits at once (partial files and their last

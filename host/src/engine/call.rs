@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use abi_stable::std_types::RResult;
-use hubget_plugin_api::protocol::{FetchOptions, RetryNote};
+use hubget_plugin_api::protocol::{FetchOptions, RateLimitNote, RetryNote};
 use hubget_plugin_api::{
     CancelToken, ErrorKind, Features, FetchBatch, FetchItem, FileDone, ManifestFile, PluginError,
 };
@@ -418,6 +418,19 @@ fn report_backend_retries(
         *last = Some(Instant::now());
         let note = RetryNote::parse(&message);
         let message = ctx.redact(&message);
+        if let Some(limit) = RateLimitNote::parse(&note.reason) {
+            log::info!("{}: {backend} waits: {message}", job.path);
+            ctx.reporter.emit(Event::RateLimited {
+                path: job.path.clone(),
+                backend: backend.to_owned(),
+                origin: limit.origin,
+                bucket: limit.bucket,
+                remaining: limit.remaining,
+                quota: limit.quota,
+                reset_in_ms: limit.reset_in.as_millis() as u64,
+            });
+            continue;
+        }
         log::info!("{}: {backend} retrying: {message}", job.path);
         ctx.reporter.emit(Event::BackendRetry {
             path: job.path.clone(),

@@ -176,6 +176,19 @@ impl Bars {
                     f.retry_shown = Some(Instant::now());
                 }
             }
+            Event::RateLimited {
+                path,
+                bucket,
+                reset_in_ms,
+                ..
+            } => {
+                if let Some(f) = files.get_mut(path) {
+                    let secs = reset_in_ms.div_ceil(1000);
+                    f.bar
+                        .set_message(format!("{path}  rate limited ({bucket}): waiting {secs} s"));
+                    f.retry_shown = Some(Instant::now());
+                }
+            }
             Event::Retry { path, .. } | Event::Fallback { path, .. } => {
                 if let Some(f) = files.remove(path) {
                     f.bar.finish_and_clear();

@@ -4,7 +4,7 @@
 //!
 //! JSON events (one object per line, every one with `"schema": 1` and `"event"`):
 //! `plan`, `file_start`, `progress` (at most ~4/s per file), `backend_retry` (at most ~1/s per
-//! file), `retry`, `fallback`, `file_done`, `warning`, `error`, `done`. See [`Event`] for the
+//! file), `rate_limited` (a wait for a server's rate-limit window), `retry`, `fallback`, `file_done`, `warning`, `error`, `done`. See [`Event`] for the
 //! fields.
 
 pub mod bars;
@@ -127,6 +127,24 @@ pub enum Event {
         delay_ms: Option<u64>,
         /// The backend's message, redacted.
         message: String,
+    },
+    /// A backend waits for a server's rate-limit window to reset; the download goes on after
+    /// it (a wait, never a failure, up to `--max-rate-limit-wait`).
+    RateLimited {
+        /// Repo path.
+        path: String,
+        /// Backend.
+        backend: String,
+        /// `scheme://host[:port]` of the server.
+        origin: String,
+        /// The quota's bucket (`api`, `resolvers`, ...).
+        bucket: String,
+        /// Requests left in the window.
+        remaining: u64,
+        /// The window's quota, when the server announced it.
+        quota: Option<u64>,
+        /// Milliseconds until the window resets (the wait).
+        reset_in_ms: u64,
     },
     /// A failed attempt will be repeated on the same backend.
     Retry {

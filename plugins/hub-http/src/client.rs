@@ -157,6 +157,8 @@ pub struct HttpClient {
     limiter: Option<std::sync::Arc<crate::rate::RateLimiter>>,
     /// The largest metadata answer read (`HostSettings::max_metadata_bytes`).
     max_metadata_bytes: u64,
+    /// The request quotas of the Hub (and of any origin that announces one), shared by clones.
+    quotas: std::sync::Arc<crate::quota::Quotas>,
 }
 
 impl HttpClient {
@@ -196,8 +198,15 @@ impl HttpClient {
         let inner = builder
             .build()
             .map_err(|e| config("cannot build the HTTP client", &e))?;
+        let hub = Url::parse(&settings.endpoint).ok();
+        let max_wait = Duration::from_secs(settings.max_rate_limit_wait_secs);
         Ok(Self {
             inner,
+            quotas: std::sync::Arc::new(crate::quota::Quotas::new(
+                hub,
+                settings.cache_dir.as_deref(),
+                max_wait,
+            )),
             retry: RetryPolicy::from_settings(settings),
             limiter: settings.limit_rate.map(crate::rate::RateLimiter::shared),
             max_metadata_bytes: settings.max_metadata_bytes.max(1),
@@ -231,11 +240,24 @@ impl HttpClient {
 
     /// Sends `request` once (no retries), following redirects by the origin rules of this
     /// module. Returns the last response whatever its status; transport failures are
-    /// classified. Cancellable.
+    /// classified. Rate limits are waits ([`crate::quota`]), logged as warnings. Cancellable.
     pub async fn send(
         &self,
         request: &Request,
         cancel: &CancelToken,
+    ) -> Result<Answer, PluginError> {
+        self.send_observed(request, cancel, &crate::quota::log_wait)
+            .await
+    }
+
+    /// [`Self::send`], telling `on_wait` of every rate-limit wait before it starts: a hop to a
+    /// metered bucket waits while the shared budget is spent, and a 429 that announces its
+    /// window is waited out and the hop sent again, up to the longest wait in the settings.
+    pub async fn send_observed(
+        &self,
+        request: &Request,
+        cancel: &CancelToken,
+        on_wait: crate::quota::WaitObserver<'_>,
     ) -> Result<Answer, PluginError> {
         let start_origin = request.url.clone();
         let mut method = request.method.clone();
@@ -264,9 +286,13 @@ impl HttpClient {
                 builder = builder.body(body.clone());
             }
             let context = request_context(&method, &url);
-            let response = cancellable(cancel, builder.send())
-                .await?
-                .map_err(|e| classify_transport(&e, &context))?;
+            let response = self
+                .send_metered(builder, &url, cancel, on_wait)
+                .await
+                .map_err(|e| match e {
+                    Metered::Transport(e) => classify_transport(&e, &context),
+                    Metered::Plugin(e) => e,
+                })?;
             let status = response.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
                 return Ok(Answer {
@@ -309,6 +335,61 @@ impl HttpClient {
             &request.context(),
             format!("more than {MAX_REDIRECTS} redirects"),
         ))
+    }
+}
+
+/// Why a metered hop failed.
+enum Metered {
+    Transport(reqwest::Error),
+    Plugin(PluginError),
+}
+
+impl From<PluginError> for Metered {
+    fn from(e: PluginError) -> Self {
+        Metered::Plugin(e)
+    }
+}
+
+impl HttpClient {
+    /// Sends one hop within its bucket's budget: waits while the budget is spent, records what
+    /// the answer announced, and sends again after waiting out a 429 that announced its window.
+    async fn send_metered(
+        &self,
+        builder: reqwest::RequestBuilder,
+        url: &Url,
+        cancel: &CancelToken,
+        on_wait: crate::quota::WaitObserver<'_>,
+    ) -> Result<Response, Metered> {
+        let quotas = &self.quotas;
+        let bucket = quotas.bucket_of(url);
+        let mut waited = Duration::ZERO;
+        loop {
+            let ticket = match bucket {
+                Some(b) => Some(quotas.acquire(url, b, &mut waited, cancel, on_wait).await?),
+                None => None,
+            };
+            let attempt = builder.try_clone().map(|b| b.send()).ok_or_else(|| {
+                PluginError::new(ErrorKind::OTHER, "a request body that cannot be sent twice")
+            })?;
+            let response = match cancellable(cancel, attempt).await? {
+                Ok(r) => r,
+                Err(e) => {
+                    quotas.settle(ticket, url, StatusCode::OK, &HeaderMap::new());
+                    return Err(Metered::Transport(e));
+                }
+            };
+            let status = response.status();
+            let Some((wait, note)) = quotas.settle(ticket, url, status, response.headers()) else {
+                return Ok(response);
+            };
+            if waited + wait > quotas.max_wait() {
+                return Err(quotas.spent(&note).into());
+            }
+            on_wait(&note);
+            drop(response);
+            crate::retry::sleep(cancel, wait).await?;
+            waited += wait;
+        }
     }
 }
 

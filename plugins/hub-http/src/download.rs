@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
-use hubget_plugin_api::protocol::{RangeWritten, RetryNote};
+use hubget_plugin_api::protocol::{RangeWritten, RateLimitNote, RetryNote};
 use hubget_plugin_api::{
     CancelToken, ErrorKind, FetchItem, HostSettings, PluginError, Progress, ProgressEvent,
 };
@@ -566,7 +566,20 @@ async fn fetch_once(
     let range = &shared.ranges[i];
     let whole = pos == 0 && range.end == shared.job.size;
     let request = range_request(shared, pos, range.end, whole)?;
-    let answer = shared.job.client.send(&request, cancel).await?;
+    let on_wait = |note: &RateLimitNote| {
+        log::info!("{}", note.reason());
+        (shared.job.events)(Event::Retry(RetryNote::new(
+            note.reason(),
+            note.reset_in,
+            1,
+            1,
+        )));
+    };
+    let answer = shared
+        .job
+        .client
+        .send_observed(&request, cancel, &on_wait)
+        .await?;
     let context = answer.context();
     *shared.origin.lock().unwrap_or_else(|e| e.into_inner()) = origin_of(&answer.url);
     let status = answer.response.status();

@@ -36,10 +36,12 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The default policy with `max_attempts` from the host settings.
+    /// The default policy with `max_attempts` and the longest rate-limit wait
+    /// (`max_rate_limit_wait_secs`, for a 429's `Retry-After`) from the host settings.
     pub fn from_settings(settings: &HostSettings) -> Self {
         Self {
             max_attempts: settings.max_attempts.max(1),
+            max_retry_after: Duration::from_secs(settings.max_rate_limit_wait_secs),
             ..Self::default()
         }
     }

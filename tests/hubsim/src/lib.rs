@@ -18,6 +18,7 @@ mod fixtures;
 mod hub;
 mod net;
 pub mod python;
+mod quota;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ pub use fixtures::{
     Storage,
 };
 pub use net::Shaping;
+pub use quota::HubProfile;
 
 /// The token that unlocks private and gated repos by default.
 pub const DEFAULT_TOKEN: &str = "hf_hubsim_secret_token";
@@ -214,9 +216,24 @@ pub struct HubSimBuilder {
     shaping: Shaping,
     tree_page_size: usize,
     token: String,
+    hub_profile: Option<HubProfile>,
+    hub_latency_ms: u64,
 }
 
 impl HubSimBuilder {
+    /// Meter the Hub's requests as the Hub does ([`HubProfile`]): quotas per bucket and window,
+    /// the `RateLimit` header fields on every response, 429s without `Retry-After`.
+    pub fn hub_profile(mut self, profile: HubProfile) -> Self {
+        self.hub_profile = Some(profile);
+        self
+    }
+
+    /// Added before each Hub API response, in milliseconds (the real Hub is remote).
+    pub fn hub_latency_ms(mut self, ms: u64) -> Self {
+        self.hub_latency_ms = ms;
+        self
+    }
+
     /// Fixtures to serve (default: [`FixtureSpec::default_set`] with an 8 MiB `acme/big`).
     pub fn fixtures(mut self, spec: FixtureSpec) -> Self {
         self.spec = spec;
@@ -291,6 +308,7 @@ impl HubSimBuilder {
                 total: total.clone(),
                 latency,
                 control: None,
+                quota: None,
             })
         };
         let cas_ctx = shaped_ctx(Origin::Cas, cas::proxy_router(cas_server.http_endpoint())?);
@@ -316,8 +334,12 @@ impl HubSimBuilder {
             faults: faults.clone(),
             per_conn: None,
             total: None,
-            latency: Duration::ZERO,
+            latency: Duration::from_millis(self.hub_latency_ms),
             control: Some(control_router(control_state)),
+            quota: self
+                .hub_profile
+                .clone()
+                .map(|p| Arc::new(quota::QuotaState::new(p))),
         });
         let hub = net::spawn_origin(hub_l, hub_ctx).await?;
         Ok(HubSim {
@@ -387,6 +409,8 @@ impl HubSim {
             shaping: Shaping::default(),
             tree_page_size: 100,
             token: DEFAULT_TOKEN.to_string(),
+            hub_profile: None,
+            hub_latency_ms: 0,
         }
     }
 

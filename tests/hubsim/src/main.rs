@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use hubsim::{FixtureSpec, HubSim, Shaping};
+use hubsim::{FixtureSpec, HubProfile, HubSim, Shaping};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,22 @@ enum Cmd {
         /// Token for private/gated repos.
         #[arg(long, default_value = hubsim::DEFAULT_TOKEN)]
         token: String,
+        /// Meter the Hub as the Hub does: quotas per 5-minute window and bucket (anonymous
+        /// values: 500 api, 3000 resolvers), the `RateLimit` header fields, 429s.
+        #[arg(long)]
+        hub_profile: bool,
+        /// With --hub-profile: the window in seconds, and the quotas per bucket.
+        #[arg(long, default_value_t = 300)]
+        window_secs: u64,
+        /// With --hub-profile: requests per window to /api/ routes.
+        #[arg(long, default_value_t = 500)]
+        api_quota: u64,
+        /// With --hub-profile: requests per window to /resolve/ URLs.
+        #[arg(long, default_value_t = 3000)]
+        resolvers_quota: u64,
+        /// Added before each Hub response, ms (the real Hub is remote).
+        #[arg(long, default_value_t = 0)]
+        hub_latency_ms: u64,
         /// Where to write the info JSON (written atomically when ready).
         #[arg(long)]
         info: PathBuf,
@@ -69,6 +85,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         latency_ms,
         tree_page_size,
         token,
+        hub_profile,
+        window_secs,
+        api_quota,
+        resolvers_quota,
+        hub_latency_ms,
         info,
     } = Cli::parse().cmd;
     let spec = match (spec, realistic_mib) {
@@ -79,7 +100,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             FixtureSpec::default_set(big_mib).with(FixtureSpec::realistic_set(r.unwrap_or(big_mib)))
         }
     };
-    let sim = HubSim::builder()
+    let mut builder = HubSim::builder().hub_latency_ms(hub_latency_ms);
+    if hub_profile {
+        builder = builder.hub_profile(HubProfile {
+            api: Some(api_quota),
+            resolvers: Some(resolvers_quota),
+            window_secs,
+            ..HubProfile::anonymous()
+        });
+    }
+    let sim = builder
         .fixtures(spec)
         .shape(Shaping {
             rate_per_conn,

@@ -86,6 +86,8 @@ pub(crate) struct OriginCtx {
     pub latency: Duration,
     /// Control router (hub only): `/_hubsim/...`, never counted nor faulted.
     pub control: Option<Router>,
+    /// The Hub's request quotas (hub only, with a Hub profile).
+    pub quota: Option<Arc<crate::quota::QuotaState>>,
 }
 
 /// A running origin: stop it to refuse connections and drop the open ones.
@@ -186,7 +188,11 @@ async fn handle(
     if matches!(fault, Some(FaultAction::IgnoreRange)) {
         req.headers_mut().remove(header::RANGE);
     }
+    let verdict = ctx.quota.as_ref().and_then(|q| q.take(req.uri().path()));
     let mut resp = match &fault {
+        _ if verdict.as_ref().is_some_and(|v| !v.allowed) => {
+            plain(StatusCode::TOO_MANY_REQUESTS, "rate limited")
+        }
         Some(FaultAction::Status { code }) => plain(
             StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             "hubsim injected fault",
@@ -215,6 +221,15 @@ async fn handle(
                 .unwrap_or_else(|e| match e {})
         }
     };
+    if let Some(v) = &verdict
+        && let (Ok(limit), Ok(policy)) = (
+            HeaderValue::from_str(&v.limit),
+            HeaderValue::from_str(&v.policy),
+        )
+    {
+        resp.headers_mut().insert("ratelimit", limit);
+        resp.headers_mut().insert("ratelimit-policy", policy);
+    }
     let route = resp
         .extensions()
         .get::<RouteName>()

@@ -9,6 +9,7 @@ mod cache;
 mod config;
 mod disk;
 mod download;
+mod hub_limits;
 mod interop;
 mod lfs;
 mod mirror;
