@@ -12,7 +12,7 @@
 //! Design decisions, all taken to stay interchangeable with huggingface_hub (whose
 //! `utils/_shared_blobs.py` is the reference) while keeping hubget's guarantees:
 //! - Same names, marker, modes, manifest format and lock (flock on the `.lock` file, created with
-//!   `O_NOFOLLOW` and mode 0666), so either tool adds, uses and collects entries while the other
+//!   `O_NOFOLLOW` and mode 0664: group-writable, never world-writable), so either tool adds, uses and collects entries while the other
 //!   runs. A reference is appended (and fsynced) to `.refs` *before* the repo link appears, so a
 //!   concurrent `hf cache rm` never deletes an entry that is about to be used.
 //! - An unmarked `<cache>/blobs` directory with foreign content is never adopted.
@@ -38,6 +38,10 @@ pub const MARKER: &str = ".huggingface-shared-blobs";
 pub const LAYOUT_VERSION: &str = "1";
 /// The environment variable that turns the store off (as in huggingface_hub).
 pub const DISABLE_ENV: &str = "HF_HUB_DISABLE_SHARED_BLOBS";
+
+/// The mode of `.refs` manifests and `.lock` files: group-writable for shared group caches,
+/// as huggingface_hub creates its lock files (0664), never world-writable.
+const SHARED_FILE_MODE: u32 = 0o664;
 
 /// Longest wait for an entry's lock (it is held only for renames and small writes).
 const LOCK_WAIT: Duration = Duration::from_secs(60);
@@ -553,8 +557,11 @@ fn open_nofollow(path: &Path, append: bool, mode: u32) -> std::io::Result<File> 
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        // Other users of a shared cache take the same lock and append the same manifest.
-        let _ = f.set_permissions(std::fs::Permissions::from_mode(mode));
+        // Other users of a shared (group) cache take the same lock and append the same
+        // manifest: group-writable as huggingface_hub makes them, never world-writable.
+        if f.metadata()?.permissions().mode() & 0o7777 != mode {
+            let _ = f.set_permissions(std::fs::Permissions::from_mode(mode));
+        }
     }
     Ok(f)
 }
@@ -574,7 +581,7 @@ fn create_new_nofollow(path: &Path, mode: u32) -> std::io::Result<File> {
 
 /// Appends one reference line to a `.refs` manifest and flushes it to disk.
 fn append_reference(manifest: &Path, reference: &str) -> std::io::Result<()> {
-    let mut f = open_nofollow(manifest, true, 0o666)?;
+    let mut f = open_nofollow(manifest, true, SHARED_FILE_MODE)?;
     f.write_all(format!("{reference}\n").as_bytes())?;
     f.sync_all()
 }
@@ -585,7 +592,7 @@ struct EntryLock(File);
 impl EntryLock {
     fn take(entry: &Path) -> std::io::Result<Self> {
         let path = with_suffix(entry, ".lock");
-        let f = open_nofollow(&path, false, 0o666)?;
+        let f = open_nofollow(&path, false, SHARED_FILE_MODE)?;
         let start = Instant::now();
         loop {
             match f.try_lock() {
@@ -660,6 +667,16 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode & 0o222, 0, "entries are read-only: {mode:o}");
+            // Its manifest and lock: writable by the group that shares the cache, not by all.
+            for side in [refs_path(&entry), with_suffix(&entry, ".lock")] {
+                let mode = std::fs::metadata(&side).unwrap().permissions().mode() & 0o777;
+                assert_eq!(
+                    mode & 0o002,
+                    0,
+                    "{} is world-writable: {mode:o}",
+                    side.display()
+                );
+            }
         }
     }
 

@@ -352,7 +352,6 @@ impl HubApi {
         request: &Request,
         cancel: &CancelToken,
     ) -> Result<(HeaderMap, Bytes), PluginError> {
-        let context = request.context();
         with_retry(
             self.client.retry_policy(),
             cancel,
@@ -368,29 +367,8 @@ impl HubApi {
                     ));
                 }
                 let headers = answer.response.headers().clone();
-                let mut response = answer.response;
-                // A metadata answer is read with a size cap: a hostile server cannot make us
-                // buffer without bound.
-                let cap = self.client.max_metadata_bytes();
-                let mut body = Vec::new();
-                while let Some(chunk) = response
-                    .chunk()
-                    .await
-                    .map_err(|e| crate::error::classify_transport(&e, &context))?
-                {
-                    if (body.len() + chunk.len()) as u64 > cap {
-                        return Err(protocol(
-                            &context,
-                            format!(
-                                "the answer is larger than {} MiB: refusing it \
-                                 (raise `max_metadata_mib` in [network] if this server is trusted)",
-                                cap.div_ceil(1 << 20)
-                            ),
-                        ));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok((headers, Bytes::from(body)))
+                let body = self.client.read_metadata(answer).await?;
+                Ok((headers, body))
             },
         )
         .await

@@ -228,6 +228,33 @@ impl HttpClient {
         self.max_metadata_bytes
     }
 
+    /// Reads a metadata (JSON) answer's body with the size cap, chunk by chunk: a hostile
+    /// server cannot make us buffer without bound, whatever its `Content-Length` says.
+    pub async fn read_metadata(&self, answer: Answer) -> Result<Bytes, PluginError> {
+        let context = answer.context();
+        let cap = self.max_metadata_bytes;
+        let mut response = answer.response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| classify_transport(&e, &context))?
+        {
+            if (body.len() + chunk.len()) as u64 > cap {
+                return Err(crate::error::protocol(
+                    &context,
+                    format!(
+                        "the answer is larger than {} MiB: refusing it \
+                         (raise `max_metadata_mib` in [network] if this server is trusted)",
+                        cap.div_ceil(1 << 20)
+                    ),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
+    }
+
     /// The retry policy from the settings.
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry

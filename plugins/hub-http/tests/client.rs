@@ -279,3 +279,46 @@ async fn a_tree_whose_next_page_repeats_is_refused() {
     assert!(e.message.contains("repeats a page"), "{e}");
     assert!(seen.lock().unwrap().len() <= 3, "stopped at once");
 }
+
+#[tokio::test]
+async fn an_endless_metadata_answer_is_refused_at_the_cap_not_read_whole() {
+    // A server that streams JSON-ish bytes for ever (chunked, no length).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut tmp = [0u8; 4096];
+                let _ = sock.read(&mut tmp).await;
+                let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let piece = vec![b' '; 64 * 1024];
+                let chunk = [
+                    format!("{:x}\r\n", piece.len()).into_bytes(),
+                    piece,
+                    b"\r\n".to_vec(),
+                ]
+                .concat();
+                while sock.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    let settings = HostSettings {
+        max_metadata_bytes: 1024 * 1024,
+        ..HostSettings::default()
+    };
+    let client = HttpClient::new(&settings).unwrap();
+    let cancel = CancelToken::new();
+    let answer = client.send(&Request::get(url), &cancel).await.unwrap();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        client.read_metadata(answer),
+    )
+    .await
+    .expect("the read ends at the cap");
+    let err = read.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PROTOCOL);
+    assert!(err.message.contains("larger than 1 MiB"), "{err}");
+}

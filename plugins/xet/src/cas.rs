@@ -197,17 +197,8 @@ impl Cas {
                     &context,
                 ));
             }
-            let body = answer
-                .response
-                .bytes()
-                .await
-                .map_err(|e| hubget_hub_http::classify_transport(&e, &context))?;
-            if body.len() as u64 > self.client().max_metadata_bytes() {
-                return Err(PluginError::new(
-                    ErrorKind::PROTOCOL,
-                    format!("{context}: the reconstruction is larger than the metadata limit"),
-                ));
-            }
+            // Read with the metadata cap, chunk by chunk (never whole first).
+            let body = self.client().read_metadata(answer).await?;
             return serde_json::from_slice(&body).map_err(|e| {
                 PluginError::new(
                     ErrorKind::PROTOCOL,
