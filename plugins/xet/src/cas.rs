@@ -21,7 +21,7 @@ use hubget_hub_http::{HubApi, Request, XetToken};
 use hubget_plugin_api::{CancelToken, ErrorKind, PluginError, RepoType};
 use serde::Deserialize;
 use xet_core_structures::xorb_object::{
-    XORB_CHUNK_HEADER_LENGTH, deserialize_chunk_to_writer, parse_chunk_header,
+    CompressionScheme, XORB_CHUNK_HEADER_LENGTH, parse_chunk_header,
 };
 
 /// A token is renewed when it has fewer than this many seconds left.
@@ -277,16 +277,22 @@ impl TermWriter {
             raw.clear();
         }
         let corrupt = |e: xet_core_structures::CoreError| FeedError::Corrupt(e.to_string());
-        let start = self.pos;
+        // Decoded bytes are written out whenever this much is buffered: memory per term stays
+        // bounded whatever the data's compression ratio.
+        const FLUSH: usize = 4 * 1024 * 1024;
+        let mut start = self.pos;
+        let mut written = 0u64;
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         let mut at = 0;
+        let mut result = Ok(());
         while !self.done() && self.pending.len() - at >= XORB_CHUNK_HEADER_LENGTH {
-            let header: [u8; XORB_CHUNK_HEADER_LENGTH] = self.pending
+            let raw_header: [u8; XORB_CHUNK_HEADER_LENGTH] = self.pending
                 [at..at + XORB_CHUNK_HEADER_LENGTH]
                 .try_into()
                 .expect("header length");
-            let header = parse_chunk_header(header).map_err(corrupt)?;
+            let header =
+                parse_chunk_header(raw_header).map_err(|e| header_error(&raw_header, e))?;
             let len = XORB_CHUNK_HEADER_LENGTH + header.get_compressed_length() as usize;
             if self.pending.len() - at < len {
                 break;
@@ -298,10 +304,24 @@ impl TermWriter {
                 continue;
             }
             let before = out.len();
-            deserialize_chunk_to_writer(&mut &self.pending[at..at + len], &mut out)
+            // The declared length (validated against the chunk size limit) bounds the decoder:
+            // a chunk that would decode to more is refused before it does.
+            let declared = u64::from(header.get_uncompressed_length());
+            let mut body = &self.pending[at + XORB_CHUNK_HEADER_LENGTH..at + len];
+            let mut bounded = Bounded {
+                out: &mut out,
+                left: declared,
+            };
+            let n = header
+                .get_compression_scheme()
+                .and_then(|scheme| scheme.decompress_from_reader(&mut body, &mut bounded))
                 .map_err(corrupt)?;
+            if n != declared {
+                return Err(FeedError::Corrupt(format!(
+                    "a chunk decodes to {n} bytes, its header says {declared}"
+                )));
+            }
             at += len;
-            let n = (out.len() - before) as u64;
             self.decoded += n;
             if self.next_chunk >= self.term.end && self.decoded != self.unpacked {
                 return Err(FeedError::Corrupt(format!(
@@ -317,19 +337,71 @@ impl TermWriter {
             let kept = (n - skip).min(self.end - self.pos);
             out.truncate(before + kept as usize);
             self.pos += kept;
+            if out.len() >= FLUSH {
+                result = write(start, &out);
+                if result.is_err() {
+                    break;
+                }
+                written += out.len() as u64;
+                start += out.len() as u64;
+                out.clear();
+            }
         }
         self.pending.drain(..at);
-        let written = out.len() as u64;
-        let result = if out.is_empty() {
-            Ok(0)
-        } else {
-            write(start, &out)
-                .map(|()| written)
-                .map_err(FeedError::Write)
-        };
+        if result.is_ok() && !out.is_empty() {
+            result = write(start, &out);
+            written += out.len() as u64;
+        }
+        out.clear();
         self.out = out;
-        result
+        result.map(|()| written).map_err(FeedError::Write)
     }
+}
+
+/// A writer that refuses to take more than `left` bytes.
+struct Bounded<'a> {
+    out: &'a mut Vec<u8>,
+    left: u64,
+}
+
+impl std::io::Write for Bounded<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(std::io::Error::other(
+                "the chunk decodes to more than its header says",
+            ));
+        }
+        self.left -= buf.len() as u64;
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Why a chunk header was refused: a version or compression scheme this client does not know
+/// is the same on every attempt (unsupported: the file goes to the next backend at once);
+/// anything else is corrupt data (retried).
+fn header_error(
+    raw: &[u8; XORB_CHUNK_HEADER_LENGTH],
+    e: xet_core_structures::CoreError,
+) -> FeedError {
+    if matches!(e, xet_core_structures::CoreError::ChunkHeaderParse) {
+        return FeedError::Corrupt(e.to_string());
+    }
+    // Header layout: version, compressed length (3 bytes), scheme, uncompressed length (3).
+    if raw[0] > 0 {
+        return FeedError::Unsupported(format!(
+            "chunk header version {} (this client reads version 0)",
+            raw[0]
+        ));
+    }
+    if CompressionScheme::try_from(raw[4]).is_err() {
+        return FeedError::Unsupported(format!("unknown chunk compression scheme {}", raw[4]));
+    }
+    FeedError::Corrupt(e.to_string())
 }
 
 /// Why fed bytes could not be written.
@@ -338,6 +410,9 @@ pub enum FeedError {
     /// The bytes are not valid chunks, or do not add up to the term.
     #[error("corrupt xorb data: {0}")]
     Corrupt(String),
+    /// The data is in a format this client does not read (the same on every attempt).
+    #[error("unsupported xorb data: {0}")]
+    Unsupported(String),
     /// Writing the decoded bytes failed.
     #[error(transparent)]
     Write(std::io::Error),
@@ -434,10 +509,77 @@ mod tests {
     fn garbage_instead_of_chunks_is_corrupt() {
         let (t, s) = term(0, 1, 1000);
         let mut w = TermWriter::new(&t, &s, 0, 0, 1000);
-        let garbage = vec![0xFFu8; 64];
+        // A version-0 LZ4 header with impossible lengths, then noise.
+        let mut garbage = vec![0, 0xFF, 0xFF, 0xFF, 1, 0xFF, 0xFF, 0xFF];
+        garbage.extend_from_slice(&[0xFFu8; 56]);
         assert!(matches!(
             run(&mut w, &garbage, 64, 1000),
             Err(FeedError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn an_unknown_header_version_or_compression_scheme_is_unsupported_not_corrupt() {
+        for (byte, value, what) in [(0, 1u8, "version 1"), (4, 7u8, "scheme 7")] {
+            let (mut raw, _) = xorb(1);
+            raw[byte] = value;
+            let (t, s) = term(0, 1, 1000);
+            let mut w = TermWriter::new(&t, &s, 0, 0, 1000);
+            match run(&mut w, &raw, 4096, 1000) {
+                Err(FeedError::Unsupported(why)) => assert!(why.contains(what), "{why}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunk_that_decodes_past_its_declared_length_is_refused() {
+        let (mut raw, _) = xorb(1);
+        // Declare 10 bytes where the chunk holds 1000 (uncompressed length, bytes 5..8).
+        raw[5..8].copy_from_slice(&[10, 0, 0]);
+        let (t, s) = term(0, 1, 10);
+        let mut w = TermWriter::new(&t, &s, 0, 0, 10);
+        assert!(matches!(
+            run(&mut w, &raw, 4096, 10),
+            Err(FeedError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn highly_compressible_data_is_written_in_bounded_pieces() {
+        // 512 KiB of LZ4 chunks of zeros decode to far more than they weigh on the wire.
+        let (mut raw, mut chunks) = (Vec::new(), 0u32);
+        while raw.len() < 512 * 1024 {
+            serialize_chunk(&vec![0u8; 64 * 1024], &mut raw, CompressionScheme::LZ4).unwrap();
+            chunks += 1;
+        }
+        let size = u64::from(chunks) * 64 * 1024;
+        assert!(size > 32 * 1024 * 1024, "{size}");
+        let term = WireTerm {
+            hash: "0".repeat(64),
+            unpacked_length: size,
+            range: ChunkRange {
+                start: 0,
+                end: chunks,
+            },
+        };
+        let source = FetchInfo {
+            range: ChunkRange {
+                start: 0,
+                end: chunks,
+            },
+            url: String::new(),
+            url_range: UrlRange { start: 0, end: 0 },
+        };
+        let mut w = TermWriter::new(&term, &source, 0, 0, size);
+        let (mut largest, mut total) = (0usize, 0u64);
+        w.feed(&mut raw, &mut |_, bytes| {
+            largest = largest.max(bytes.len());
+            total += bytes.len() as u64;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(total, size);
+        assert!(largest <= 4 * 1024 * 1024 + 64 * 1024, "{largest}");
     }
 }

@@ -533,6 +533,11 @@ async fn fetch_term(
         FeedError::Corrupt(why) => {
             PluginError::new(ErrorKind::PROTOCOL, format!("{context}: {why}")).retryable(true)
         }
+        // The same on every attempt: no retry, the host hands the file to the next backend.
+        FeedError::Unsupported(why) => PluginError::new(
+            ErrorKind::UNSUPPORTED,
+            format!("{context}: {why}: this Xet file cannot be read here"),
+        ),
         FeedError::Write(e) => PluginError::new(ErrorKind::IO, format!("writing: {e}")),
     };
     loop {
