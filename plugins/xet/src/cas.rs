@@ -9,16 +9,18 @@
 //!   (`xet_core_structures::xorb_object::deserialize_chunk`), drops the chunks before the term
 //!   and the bytes before the requested offset, and writes the rest at its place in the file.
 //!
-//! The CAS token is the Hub's short-lived Xet read token; [`Cas`] renews it from the Hub before
-//! it expires and once when the CAS answers 401.
+//! The CAS token is the Hub's short-lived Xet read token ([`crate::token`]); [`Cas`] has it
+//! renewed before it expires and once when the CAS answers 401.
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use hubget_hub_http::reqwest::header::{AUTHORIZATION, HeaderValue, RANGE};
 use hubget_hub_http::{HubApi, Request, XetToken};
 use hubget_plugin_api::{CancelToken, ErrorKind, PluginError, RepoType};
+
+use crate::token::Tokens;
 use serde::Deserialize;
 use xet_core_structures::xorb_object::{
     CompressionScheme, XORB_CHUNK_HEADER_LENGTH, parse_chunk_header,
@@ -91,12 +93,12 @@ impl Reconstruction {
     }
 }
 
-/// The CAS of one repository revision: its URL and a token that is renewed when needed.
+/// The CAS of one repository revision: its URL and the backend's shared token for it.
 pub struct Cas {
     hub: HubApi,
-    repo: (RepoType, String, String),
+    tokens: Arc<Tokens>,
+    key: crate::token::Key,
     url: String,
-    token: Mutex<XetToken>,
 }
 
 impl std::fmt::Debug for Cas {
@@ -109,7 +111,7 @@ impl std::fmt::Debug for Cas {
 
 impl Cas {
     /// The CAS named by `token` (from the Hub's xet-read-token route of `repo_id` at
-    /// `revision`).
+    /// `revision`), with a token store of its own.
     pub fn new(
         hub: HubApi,
         repo_type: RepoType,
@@ -117,11 +119,23 @@ impl Cas {
         revision: &str,
         token: XetToken,
     ) -> Self {
+        let key = crate::token::key(repo_type, repo_id, revision);
+        let tokens = Arc::new(Tokens::seeded(hub.clone(), key.clone(), token.clone()));
+        Self::shared(hub, tokens, key, &token)
+    }
+
+    /// The CAS named by `token`, renewing through the backend's shared `tokens`.
+    pub fn shared(
+        hub: HubApi,
+        tokens: Arc<Tokens>,
+        key: crate::token::Key,
+        token: &XetToken,
+    ) -> Self {
         Self {
             hub,
-            repo: (repo_type, repo_id.to_owned(), revision.to_owned()),
+            tokens,
+            key,
             url: token.cas_url.trim_end_matches('/').to_owned(),
-            token: Mutex::new(token),
         }
     }
 
@@ -135,25 +149,18 @@ impl Cas {
         self.hub.client()
     }
 
-    /// The current token, renewed from the Hub first when it is about to expire (or `force`).
-    async fn bearer(&self, force: bool, cancel: &CancelToken) -> Result<String, PluginError> {
-        let (token, exp) = {
-            let t = self.token.lock().unwrap_or_else(|e| e.into_inner());
-            (t.access_token.clone(), t.exp)
-        };
-        if !force && exp > crate::unix_now() + RENEW_BEFORE_SECS {
-            return Ok(token);
-        }
-        let (repo_type, repo_id, revision) = &self.repo;
-        let fresh = self
-            .hub
-            .xet_read_token(*repo_type, repo_id, revision, cancel)
+    /// The current token, renewed (single-flight, shared) when it is about to expire or when
+    /// the CAS refused `refused`.
+    async fn bearer(
+        &self,
+        refused: Option<&str>,
+        cancel: &CancelToken,
+    ) -> Result<String, PluginError> {
+        self.tokens
+            .get(&self.key, RENEW_BEFORE_SECS, refused, cancel)
             .await
-            .map_err(|e| e.context("renewing the Xet CAS token"))?;
-        log::debug!("renewed the Xet CAS token (expires at {})", fresh.exp);
-        let access = fresh.access_token.clone();
-        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
-        Ok(access)
+            .map(|t| t.access_token)
+            .map_err(|e| e.context("renewing the Xet CAS token"))
     }
 
     /// The terms of file `hash` for bytes `range` (the whole file when `None`). A 401 renews
@@ -169,9 +176,9 @@ impl Cas {
             self.url
         ))
         .map_err(|e| PluginError::new(ErrorKind::CONFIG, format!("CAS URL: {e}")))?;
-        let mut renewed = false;
+        let mut refused: Option<String> = None;
         loop {
-            let token = self.bearer(renewed, cancel).await?;
+            let token = self.bearer(refused.as_deref(), cancel).await?;
             let mut request = Request::get(url.clone());
             let mut auth = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|e| PluginError::new(ErrorKind::PROTOCOL, format!("CAS token: {e}")))?;
@@ -186,8 +193,8 @@ impl Cas {
             let answer = self.client().send(&request, cancel).await?;
             let context = answer.context();
             let status = answer.response.status();
-            if status.as_u16() == 401 && !renewed {
-                renewed = true;
+            if status.as_u16() == 401 && refused.is_none() {
+                refused = Some(token);
                 continue;
             }
             if !status.is_success() {

@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod fetch;
 pub mod reuse;
+pub mod token;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -45,7 +46,8 @@ const TOKEN_MIN_LIFETIME_SECS: u64 = 120;
 pub struct Backend {
     settings: HostSettings,
     hub: HubApi,
-    tokens: Mutex<HashMap<(u32, String, String), XetToken>>,
+    /// CAS tokens, one per repository and revision, shared by every call.
+    tokens: std::sync::Arc<token::Tokens>,
     tuning: fetch::Tuning,
     /// The chunk index next to the Hugging Face cache (None: reuse is off, or the host did not
     /// say where the cache is).
@@ -71,8 +73,8 @@ impl Backend {
             .map(reuse::ChunkIndex::new);
         Ok(Self {
             settings,
+            tokens: std::sync::Arc::new(token::Tokens::new(hub.clone())),
             hub,
-            tokens: Mutex::new(HashMap::new()),
             tuning: config.tuning(),
             index,
             fetched: Mutex::new(Vec::new()),
@@ -84,7 +86,7 @@ impl Backend {
         &self.runtime
     }
 
-    /// A CAS token for the repository at `revision`, from the cache or the Hub.
+    /// A CAS token for the repository at `revision`: the backend's, or one from the Hub.
     async fn token(
         &self,
         repo_type: RepoType,
@@ -92,33 +94,10 @@ impl Backend {
         revision: &str,
         cancel: &CancelToken,
     ) -> Result<XetToken, PluginError> {
-        let key = (repo_type.0, repo_id.to_owned(), revision.to_owned());
-        let now = unix_now();
-        if let Some(t) = self
-            .tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            && t.exp > now + TOKEN_MIN_LIFETIME_SECS
-        {
-            return Ok(t.clone());
-        }
-        let token = self
-            .hub
-            .xet_read_token(repo_type, repo_id, revision, cancel)
-            .await
-            .map_err(|e| e.context("getting a Xet CAS token"))?;
-        if token.cas_url.trim().is_empty() || token.access_token.is_empty() {
-            return Err(PluginError::new(
-                ErrorKind::PROTOCOL,
-                "the xet-read-token answer has no casUrl or accessToken",
-            ));
-        }
+        let key = token::key(repo_type, repo_id, revision);
         self.tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, token.clone());
-        Ok(token)
+            .get(&key, TOKEN_MIN_LIFETIME_SECS, None, cancel)
+            .await
     }
 
     async fn fetch_xet(
@@ -137,12 +116,11 @@ impl Backend {
             Ok(t) => t,
             Err(e) => return jobs.iter().map(|j| (j.index, Err(e.clone()))).collect(),
         };
-        let cas = cas::Cas::new(
+        let cas = cas::Cas::shared(
             self.hub.clone(),
-            batch.repo_type,
-            repo_id,
-            commit,
-            token.clone(),
+            self.tokens.clone(),
+            token::key(batch.repo_type, repo_id, commit),
+            &token,
         );
         let Some(index) = &self.index else {
             return fetch::fetch(&cas, jobs, &self.tuning, progress, cancel).await;

@@ -293,12 +293,28 @@ fn fetch_with_token(
     expires_in: u64,
     refuse: Option<u16>,
 ) -> Vec<hubsim::RequestRecord> {
+    let (sim, _, manifest) = tiny_repo("");
+    let tuning = hubget_xet::fetch::Tuning::new(4 * MIB, 4);
+    fetch_file_with_token(
+        (&sim, &manifest, "acme/tiny", "xet-a.bin"),
+        tuning,
+        (access_token, expires_in),
+        refuse,
+    )
+}
+
+/// [`fetch_with_token`] for any `(sim, manifest, repo, path)`, in segments of `tuning`.
+fn fetch_file_with_token(
+    (sim, manifest, repo, path_in_repo): (&HubSim, &Manifest, &str, &str),
+    tuning: hubget_xet::fetch::Tuning,
+    (access_token, expires_in): (&str, u64),
+    refuse: Option<u16>,
+) -> Vec<hubsim::RequestRecord> {
     use hubget_hub_http::{HttpClient, HubApi, XetToken};
     use hubget_xet::cas::Cas;
-    use hubget_xet::fetch::{Job, Tuning, fetch};
+    use hubget_xet::fetch::{Job, fetch};
 
-    let (sim, _, manifest) = tiny_repo("");
-    let xet_a = file(&manifest, "xet-a.bin");
+    let xet_a = file(manifest, path_in_repo);
     let dir = tempfile::tempdir().unwrap();
     let path = partial(dir.path(), "x", b"");
     let now = std::time::SystemTime::now()
@@ -313,7 +329,7 @@ fn fetch_with_token(
         exp: now + expires_in,
         cas_url: sim.cas_url().to_owned(),
     };
-    let cas = Cas::new(hub, RepoType::MODEL, "acme/tiny", &manifest.commit, token);
+    let cas = Cas::new(hub, RepoType::MODEL, repo, &manifest.commit, token);
     let job = Job {
         index: 0,
         hash: xet_a.xet_hash.as_ref().unwrap().to_string(),
@@ -331,7 +347,6 @@ fn fetch_with_token(
             FaultAction::Status { code },
         ));
     }
-    let tuning = Tuning::new(4 * MIB, 4);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -344,10 +359,7 @@ fn fetch_with_token(
         &CancelToken::new(),
     ));
     results[0].1.as_ref().expect("download works");
-    assert_eq!(
-        sha256_of(&path),
-        expected_sha(&sim, "acme/tiny", "xet-a.bin")
-    );
+    assert_eq!(sha256_of(&path), expected_sha(sim, repo, path_in_repo));
     let c = sim.counters();
     c.log
         .into_iter()
@@ -360,6 +372,24 @@ fn a_cas_token_about_to_expire_is_renewed_from_the_hub_with_the_hub_token() {
     let renewals = fetch_with_token("expiring", 5, None);
     assert!(!renewals.is_empty(), "the token was renewed first");
     assert!(renewals.iter().all(|r| r.auth), "with the Hub token");
+}
+
+#[test]
+fn an_expiring_token_is_renewed_once_for_all_parallel_segments() {
+    // 8 segments of 1 MiB, 4 at a time, each asking the CAS with a token about to expire.
+    let (sim, _, manifest) = big_repo("");
+    let tuning = hubget_xet::fetch::Tuning::new(MIB, 4);
+    let renewals = fetch_file_with_token(
+        (&sim, &manifest, "acme/big", "big.bin"),
+        tuning,
+        ("expiring", 5),
+        None,
+    );
+    assert_eq!(
+        renewals.len(),
+        1,
+        "single-flight renewal, kept for the rest"
+    );
 }
 
 #[test]

@@ -107,6 +107,33 @@ fn a_flipped_byte_in_a_xorb_range_is_caught_and_falls_back() {
     dl.assert_never_landed(TINY, "xet-a.bin");
 }
 
+#[test]
+fn a_chunk_format_this_client_cannot_read_falls_back_at_once() {
+    let dl = Dl::new();
+    let xet = dl.file(TINY, "xet-a.bin");
+    // The first byte of every xorb range is a chunk header's version: 0xFF there is a format
+    // from the future, the same on every attempt.
+    dl.sim.faults().add(Fault::always(
+        Origin::Cas,
+        "fetch_term",
+        FaultAction::FlipByte { offset: Some(0) },
+    ));
+    let r = dl.run(&[TINY, "xet-a.bin", "--backend", "xet", "--json"]);
+    r.ok();
+    let fb = r.fallback_from("xet");
+    assert_eq!(fb["to"], "lfs", "{fb}");
+    assert_eq!(fb["error"]["kind"], "unsupported", "{fb}");
+    hubget_tests::assert_contains(fb["error"]["message"].as_str().unwrap(), "version 255");
+    assert!(r.of("backend_retry").is_empty(), "{}", r.stdout);
+    assert!(r.of("retry").is_empty(), "{}", r.stdout);
+    assert_eq!(
+        dl.sim.faults().fired_total(),
+        1,
+        "one xorb request, no attempt repeated"
+    );
+    assert_eq!(r.of("file_done")[0]["sha256"], xet.sha256);
+}
+
 /// Resumes acme/big on xet alone after a kill left a checkpoint at `cp`: checks that the run
 /// started there, that xet finished it with nothing from the CDN and that the file landed;
 /// returns the CAS bytes it moved and the bytes that were missing.
