@@ -27,9 +27,17 @@ pub fn display_url(url: &str) -> Cow<'_, str> {
         return Cow::Borrowed(url);
     };
     let rest_start = scheme_end + 3;
-    let authority_end = url[rest_start..]
-        .find(['/', '?', '#'])
+    // The authority ends at the first `/` after any `user:pass@` (a password written raw may
+    // hold a `/`), or at the query or fragment.
+    let before_query = url[rest_start..]
+        .find(['?', '#'])
         .map_or(url.len(), |i| rest_start + i);
+    let after_userinfo = url[rest_start..before_query]
+        .rfind('@')
+        .map_or(rest_start, |at| rest_start + at);
+    let authority_end = url[after_userinfo..before_query]
+        .find('/')
+        .map_or(before_query, |i| after_userinfo + i);
     let authority = &url[rest_start..authority_end];
     let query_at = url[authority_end..]
         .find(['?', '#'])
@@ -85,8 +93,10 @@ pub fn redact_urls(text: &str) -> Cow<'_, str> {
 }
 
 fn find_url_start(text: &str) -> Option<usize> {
-    let http = text.find("http://");
-    let https = text.find("https://");
+    // Schemes are case-insensitive (`HTTPS://`); ASCII lowercasing keeps byte offsets.
+    let lower = text.to_ascii_lowercase();
+    let http = lower.find("http://");
+    let https = lower.find("https://");
     match (http, https) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -134,6 +144,16 @@ pub fn redact(text: &str, token: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_redacted_whatever_the_scheme_case_and_a_slash_in_the_password() {
+        let text = "GET HTTPS://cdn.example/x?X-Amz-Signature=abc failed";
+        assert_eq!(redact_urls(text), "GET HTTPS://cdn.example/x?*** failed");
+        let url = "https://user:pa/ss@proxy.example:8080/path?q=1";
+        let shown = display_url(url);
+        assert_eq!(shown, "https://***@proxy.example:8080/path?***");
+        assert!(!redact_urls(&format!("via {url} now")).contains("pa/ss"));
+    }
 
     #[test]
     fn registered_secrets_are_masked() {

@@ -101,7 +101,7 @@ impl CacheRepo {
         }
         let path = join_repo_path(&self.root.join("refs"), revision)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        if std::fs::read_to_string(&path).is_ok_and(|c| c == commit) {
+        if super::untrusted::read_text(&path, super::untrusted::SMALL).is_ok_and(|c| c == commit) {
             return Ok(());
         }
         let parent = path.parent().expect("refs/ parent");
@@ -117,7 +117,7 @@ impl CacheRepo {
     pub fn read_ref(&self, revision: &str) -> Option<String> {
         validate_repo_path(revision).ok()?;
         let path = join_repo_path(&self.root.join("refs"), revision).ok()?;
-        let text = std::fs::read_to_string(path).ok()?;
+        let text = super::untrusted::read_text(&path, super::untrusted::SMALL).ok()?;
         Some(text.trim().to_owned())
     }
 

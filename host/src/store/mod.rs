@@ -1,7 +1,8 @@
 //! Where files land: the Hugging Face cache ([`cache`]) or a local directory ([`local_dir`]),
 //! durably ([`durable`]), partial files and locks, the validation of untrusted repository paths ([`paths`]) and the
 //! free space of the target filesystem ([`space`]); [`walk`] lists the files below a folder;
-//! [`remove`] is the only way the cache commands delete.
+//! [`remove`] is the only way the cache commands delete; [`untrusted`] reads what other users
+//! of a shared cache could have written.
 
 pub mod cache;
 pub mod durable;
@@ -12,6 +13,7 @@ pub mod remove;
 pub mod scan;
 pub mod shared;
 pub mod space;
+pub mod untrusted;
 pub mod walk;
 
 use std::path::{Path, PathBuf};
@@ -146,8 +148,19 @@ impl Target {
                 };
                 let partial = l.partial(&file.path, &etag).map_err(invalid)?;
                 std::fs::create_dir_all(partial.data.parent().expect("parent"))?;
-                // std's copy uses copy_file_range: a reflink on filesystems that share extents.
-                std::fs::copy(&entry, &partial.data)?;
+                // Into the partial opened without following a link planted at its name (a
+                // co-user's link must never be written through); io::copy between files uses
+                // copy_file_range: a reflink on filesystems that share extents.
+                let mut from = std::fs::File::open(&entry)?;
+                let mut to = crate::resume::open_nofollow(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true),
+                    &partial.data,
+                )?;
+                std::io::copy(&mut from, &mut to)?;
+                drop(to);
                 if let Err(e) = verify_file(&partial.data, &expected) {
                     partial.discard();
                     return Ok(Some(Err(Reuse::Bad {

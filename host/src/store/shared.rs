@@ -96,7 +96,7 @@ impl SharedBlobs {
         let dir = self.dir();
         is_dir(&dir)
             && is_regular(&dir.join(MARKER))
-            && std::fs::read_to_string(dir.join(MARKER))
+            && super::untrusted::read_text(&dir.join(MARKER), super::untrusted::SMALL)
                 .is_ok_and(|s| s == format!("{LAYOUT_VERSION}\n"))
     }
 
@@ -253,7 +253,8 @@ impl SharedBlobs {
     /// The repo blobs that still link to `entry` among those its `.refs` manifest lists;
     /// `None` when the manifest is missing or unreadable (never grounds for deletion).
     pub fn live_references(&self, entry: &Path) -> Option<Vec<PathBuf>> {
-        let text = std::fs::read_to_string(refs_path(entry)).ok()?;
+        let text =
+            super::untrusted::read_text(&refs_path(entry), super::untrusted::MANIFEST).ok()?;
         let mut live = Vec::new();
         for line in text.lines() {
             let rel = Path::new(line);
@@ -382,9 +383,12 @@ impl SharedBlobs {
         {
             use std::os::unix::fs::PermissionsExt;
             let want = self.dir_mode();
-            let mode = std::fs::symlink_metadata(dir)?.permissions().mode() & 0o7777;
+            // Through a handle opened without following a link: a link a co-user swapped in
+            // after the check above is refused, never chmod'ed through.
+            let handle = open_no_link(dir, libc::O_DIRECTORY)?;
+            let mode = handle.metadata()?.permissions().mode() & 0o7777;
             if mode != want {
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(want))?;
+                handle.set_permissions(std::fs::Permissions::from_mode(want))?;
             }
         }
         Ok(())
@@ -427,10 +431,11 @@ impl SharedBlobs {
         {
             use std::os::unix::fs::{MetadataExt, PermissionsExt};
             let mode = self.blob_mode();
-            std::fs::set_permissions(blob, std::fs::Permissions::from_mode(mode))?;
+            let handle = open_no_link(blob, 0)?;
+            handle.set_permissions(std::fs::Permissions::from_mode(mode))?;
             let gid = std::fs::metadata(prefix)?.gid();
-            if std::fs::metadata(blob)?.gid() != gid
-                && let Err(e) = std::os::unix::fs::lchown(blob, None, Some(gid))
+            if handle.metadata()?.gid() != gid
+                && let Err(e) = std::os::unix::fs::fchown(&handle, None, Some(gid))
                 && mode & 0o040 != 0
                 && mode & 0o004 == 0
             {
@@ -564,6 +569,17 @@ fn open_nofollow(path: &Path, append: bool, mode: u32) -> std::io::Result<File> 
         }
     }
     Ok(f)
+}
+
+/// Opens `path` read-only without following a link at it (`extra`: more `O_*` flags), for
+/// changing its mode through the handle.
+#[cfg(unix)]
+fn open_no_link(path: &Path, extra: i32) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | extra)
+        .open(path)
 }
 
 fn create_new_nofollow(path: &Path, mode: u32) -> std::io::Result<File> {

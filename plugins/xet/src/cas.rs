@@ -83,6 +83,29 @@ pub struct Reconstruction {
 }
 
 impl Reconstruction {
+    /// Parses a CAS answer and refuses one whose numbers cannot be right: a term or fetch range
+    /// of no chunks (or backwards), a byte range that ends before it starts.
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        let r: Self = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        if let Some(t) = r.terms.iter().find(|t| t.range.start >= t.range.end) {
+            return Err(format!(
+                "a term of xorb {} takes chunks {}..{}",
+                t.hash, t.range.start, t.range.end
+            ));
+        }
+        for (hash, infos) in &r.fetch_info {
+            for f in infos {
+                if f.range.start >= f.range.end || f.url_range.start > f.url_range.end {
+                    return Err(format!(
+                        "xorb {hash}: chunks {}..{} at bytes {}-{}",
+                        f.range.start, f.range.end, f.url_range.start, f.url_range.end
+                    ));
+                }
+            }
+        }
+        Ok(r)
+    }
+
     /// Where the chunks of `term` can be fetched: the fetch range that holds all of them.
     pub fn source_of(&self, term: &WireTerm) -> Option<&FetchInfo> {
         self.fetch_info
@@ -206,10 +229,10 @@ impl Cas {
             }
             // Read with the metadata cap, chunk by chunk (never whole first).
             let body = self.client().read_metadata(answer).await?;
-            return serde_json::from_slice(&body).map_err(|e| {
+            return Reconstruction::parse(&body).map_err(|why| {
                 PluginError::new(
                     ErrorKind::PROTOCOL,
-                    format!("{context}: bad reconstruction: {e}"),
+                    format!("{context}: bad reconstruction: {why}"),
                 )
             });
         }
@@ -510,6 +533,27 @@ mod tests {
             run(&mut w, &raw, 4096, 2001),
             Err(FeedError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn a_reconstruction_with_backwards_ranges_is_refused() {
+        let answer = |chunks: (u32, u32), bytes: (u64, u64)| {
+            serde_json::json!({
+                "offset_into_first_range": 0,
+                "terms": [{"hash": "ab", "unpacked_length": 10, "range": {"start": 0, "end": 1}}],
+                "fetch_info": {"ab": [{
+                    "range": {"start": chunks.0, "end": chunks.1},
+                    "url": "http://x/",
+                    "url_range": {"start": bytes.0, "end": bytes.1}
+                }]}
+            })
+            .to_string()
+        };
+        assert!(Reconstruction::parse(answer((0, 1), (0, 99)).as_bytes()).is_ok());
+        for (chunks, bytes) in [((0, 1), (100, 99)), ((1, 1), (0, 9)), ((2, 1), (0, 9))] {
+            let why = Reconstruction::parse(answer(chunks, bytes).as_bytes()).unwrap_err();
+            assert!(why.contains("xorb ab"), "{why}");
+        }
     }
 
     #[test]

@@ -521,7 +521,20 @@ async fn fetch_term(
     }
     // A 200 is the range itself when its length says so (Xet's own CAS answers V1 terms that
     // way); otherwise the server ignored `Range` and sent the whole object: skip to the range.
-    let wanted = source.url_range.end + 1 - source.url_range.start;
+    let Some(wanted) = source
+        .url_range
+        .end
+        .checked_sub(source.url_range.start)
+        .and_then(|n| n.checked_add(1))
+    else {
+        return Err(PluginError::new(
+            ErrorKind::PROTOCOL,
+            format!(
+                "{context}: the reconstruction names bytes {}-{}, an empty range",
+                source.url_range.start, source.url_range.end
+            ),
+        ));
+    };
     let mut lead = match (status.as_u16(), answer.response.content_length()) {
         (206, _) => 0,
         (_, Some(n)) if n == wanted => 0,

@@ -303,3 +303,30 @@ fn removing_a_repo_by_hand_keeps_the_other_repos_files() {
     );
     assert_eq!(wire_bytes(&dl), 0);
 }
+
+#[test]
+fn a_link_planted_at_a_local_dir_partial_is_never_written_through() {
+    let dl = dl();
+    dl.run(&[TINY, "xet-a.bin"]).ok();
+    let (_, sha) = hashes(&dl, TINY, "xet-a.bin");
+    let out = dl.env.path("out");
+    let victim = dl.env.home().join(".profile");
+    std::fs::create_dir_all(victim.parent().unwrap()).unwrap();
+    std::fs::write(&victim, "the victim's own file").unwrap();
+    // A co-user plants a link where the copy from the store goes.
+    let partial = out
+        .join(".cache/huggingface/download")
+        .join(format!("{SHARED_PATH}.{sha}.hubget-partial"));
+    std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&victim, &partial).unwrap();
+    let _ = dl.run(&[TWIN, SHARED_PATH, "--local-dir", &out.display().to_string()]);
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "the victim's own file"
+    );
+    let landed = out.join(SHARED_PATH);
+    if let Ok(meta) = std::fs::symlink_metadata(&landed) {
+        assert!(meta.is_file(), "the landed file is never the planted link");
+        assert_eq!(sha256_file(&landed), sha);
+    }
+}
