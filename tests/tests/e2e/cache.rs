@@ -229,6 +229,9 @@ fn rm_keeps_what_another_repo_uses_and_prune_removes_detached_and_stale_data() {
     std::fs::write(&stale, b"half").unwrap();
     let dry = cache(&dl, &["prune", "--dry-run"]);
     assert_contains(&dry.stdout, &feature);
+    // A dry run deletes nothing.
+    assert!(tiny.join("snapshots").join(&feature).is_dir(), "dry run");
+    assert!(stale.exists(), "dry run");
     cache(&dl, &["prune", "--yes"]).code_is(0);
     assert!(!tiny.join("snapshots").join(&feature).exists());
     assert!(

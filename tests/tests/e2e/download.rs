@@ -636,9 +636,17 @@ fn rate_limit_retry_after_is_honoured() {
     let (dl, lfs) = lfs_rate_limited_once(2);
     let r = dl.run(&[TINY, "lfs.bin", "--json"]);
     r.ok();
-    assert!(r.secs >= 2.0, "waited {}s, Retry-After was 2s", r.secs);
     let c = dl.sim.counters();
     assert!(c.log.iter().any(|l| l.status == 429), "the 429 was served");
+    // The wait the backend announced is the server's, and the file stayed on lfs.
+    let wait = r.first("backend_retry")["delay_ms"]
+        .as_u64()
+        .expect("delay");
+    assert!(wait >= 2000, "waited {wait} ms, Retry-After was 2 s");
+    assert!(r.secs >= 2.0, "waited {}s, Retry-After was 2s", r.secs);
+    assert!(r.of("fallback").is_empty(), "{}", r.stdout);
+    assert!(r.of("retry").is_empty(), "{}", r.stdout);
+    assert_eq!(r.of("file_done")[0]["backend"], "lfs");
     assert_eq!(r.of("file_done")[0]["sha256"], lfs.sha256.as_str());
 }
 
@@ -812,7 +820,9 @@ fn path_traversal_entries_are_refused_and_nothing_lands_outside() {
         "{}",
         r.stderr
     );
-    let dir = dl.env.path("ld");
+    // Deep enough that `../../evil` from the local dir would still land inside the
+    // environment the walk below covers.
+    let dir = dl.env.path("a/b/c/ld");
     let r = dl.run(&["evil/traversal", "--local-dir", dir.to_str().unwrap()]);
     assert_ne!(r.code, Some(0));
     // Nothing named like the hostile entries anywhere in the environment or at the root.
