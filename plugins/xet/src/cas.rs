@@ -2,9 +2,10 @@
 //! timeouts and bandwidth cap apply): reconstruction queries and xorb range fetches, decoded
 //! chunk by chunk with xet-core's chunk codec.
 //!
-//! * [`Cas::reconstruction`] asks `GET {cas}/v1/reconstructions/{hash}` (with `Range` for a part
-//!   of the file): the terms (xorb, chunk range, unpacked length) and, per xorb, the presigned
-//!   URLs and byte ranges that hold those chunks.
+//! * [`Cas::reconstruction`] asks `GET {cas}/v2/reconstructions/{hash}` as xet-core does (with
+//!   `Range` for a part of the file), and `/v1/` when the CAS has no V2 route (404, 501): the
+//!   terms (xorb, chunk range, unpacked length) and, per xorb, the presigned URLs and byte
+//!   ranges that hold those chunks (V2: one URL per xorb for all its ranges).
 //! * [`TermWriter`] takes the raw bytes of one fetched xorb range, decodes each complete chunk
 //!   (`xet_core_structures::xorb_object::deserialize_chunk`), drops the chunks before the term
 //!   and the bytes before the requested offset, and writes the rest at its place in the file.
@@ -83,10 +84,65 @@ pub struct Reconstruction {
 }
 
 impl Reconstruction {
-    /// Parses a CAS answer and refuses one whose numbers cannot be right: a term or fetch range
-    /// of no chunks (or backwards), a byte range that ends before it starts.
+    /// Parses a V1 CAS answer and refuses one whose numbers cannot be right: a term or fetch
+    /// range of no chunks (or backwards), a byte range that ends before it starts.
     pub fn parse(body: &[u8]) -> Result<Self, String> {
         let r: Self = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        r.checked()
+    }
+
+    /// Parses a V2 answer (per xorb, signed URLs each covering several byte ranges) into the
+    /// same terms and fetch ranges: each range is fetched with its URL and its own single
+    /// `Range` (as xet-core does below its multi-range thresholds; the signed URL serves any
+    /// range of its xorb).
+    pub fn parse_v2(body: &[u8]) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct V2 {
+            #[serde(default)]
+            offset_into_first_range: u64,
+            terms: Vec<WireTerm>,
+            #[serde(default)]
+            xorbs: HashMap<String, Vec<MultiRange>>,
+        }
+        #[derive(Deserialize)]
+        struct MultiRange {
+            url: String,
+            ranges: Vec<RangeDescriptor>,
+        }
+        #[derive(Deserialize)]
+        struct RangeDescriptor {
+            chunks: ChunkRange,
+            bytes: UrlRange,
+        }
+        let v2: V2 = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let fetch_info = v2
+            .xorbs
+            .into_iter()
+            .map(|(hash, fetches)| {
+                let infos = fetches
+                    .into_iter()
+                    .flat_map(|f| {
+                        let url = f.url;
+                        f.ranges.into_iter().map(move |r| FetchInfo {
+                            range: r.chunks,
+                            url: url.clone(),
+                            url_range: r.bytes,
+                        })
+                    })
+                    .collect();
+                (hash, infos)
+            })
+            .collect();
+        Self {
+            offset_into_first_range: v2.offset_into_first_range,
+            terms: v2.terms,
+            fetch_info,
+        }
+        .checked()
+    }
+
+    fn checked(self) -> Result<Self, String> {
+        let r = self;
         if let Some(t) = r.terms.iter().find(|t| t.range.start >= t.range.end) {
             return Err(format!(
                 "a term of xorb {} takes chunks {}..{}",
@@ -122,6 +178,9 @@ pub struct Cas {
     tokens: Arc<Tokens>,
     key: crate::token::Key,
     url: String,
+    /// Set once the CAS answered the V2 route 404 or 501: V1 from then on (shared by the
+    /// backend's calls).
+    v1_only: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Cas {
@@ -144,21 +203,24 @@ impl Cas {
     ) -> Self {
         let key = crate::token::key(repo_type, repo_id, revision);
         let tokens = Arc::new(Tokens::seeded(hub.clone(), key.clone(), token.clone()));
-        Self::shared(hub, tokens, key, &token)
+        Self::shared(hub, tokens, key, &token, Arc::default())
     }
 
-    /// The CAS named by `token`, renewing through the backend's shared `tokens`.
+    /// The CAS named by `token`, renewing through the backend's shared `tokens`; `v1_only` is
+    /// the backend's memory of a CAS without V2 reconstructions.
     pub fn shared(
         hub: HubApi,
         tokens: Arc<Tokens>,
         key: crate::token::Key,
         token: &XetToken,
+        v1_only: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
         Self {
             hub,
             tokens,
             key,
             url: token.cas_url.trim_end_matches('/').to_owned(),
+            v1_only,
         }
     }
 
@@ -186,16 +248,50 @@ impl Cas {
             .map_err(|e| e.context("renewing the Xet CAS token"))
     }
 
-    /// The terms of file `hash` for bytes `range` (the whole file when `None`). A 401 renews
-    /// the token once.
+    /// The terms of file `hash` for bytes `range` (the whole file when `None`), as xet-core
+    /// asks: `GET /v2/reconstructions/{hash}` first (one signed URL per xorb for all of its
+    /// ranges), `/v1/` when the CAS answers V2 with 404 or 501 (remembered for this CAS). A 401
+    /// renews the token once.
     pub async fn reconstruction(
         &self,
         hash: &str,
         range: Option<Range<u64>>,
         cancel: &CancelToken,
     ) -> Result<Reconstruction, PluginError> {
+        use std::sync::atomic::Ordering;
+        if !self.v1_only.load(Ordering::Relaxed) {
+            match self.query(Version::V2, hash, range.clone(), cancel).await? {
+                Some(r) => return Ok(r),
+                None => {
+                    log::debug!("the CAS has no V2 reconstructions: asking V1");
+                    self.v1_only.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        self.query(Version::V1, hash, range, cancel)
+            .await?
+            .ok_or_else(|| {
+                PluginError::new(
+                    ErrorKind::NOT_FOUND,
+                    format!("the CAS has no reconstruction of {hash}"),
+                )
+            })
+    }
+
+    /// One reconstruction query; `None` when the route is missing (404, 501).
+    async fn query(
+        &self,
+        version: Version,
+        hash: &str,
+        range: Option<Range<u64>>,
+        cancel: &CancelToken,
+    ) -> Result<Option<Reconstruction>, PluginError> {
+        let route = match version {
+            Version::V1 => "v1",
+            Version::V2 => "v2",
+        };
         let url = hubget_hub_http::reqwest::Url::parse(&format!(
-            "{}/v1/reconstructions/{hash}",
+            "{}/{route}/reconstructions/{hash}",
             self.url
         ))
         .map_err(|e| PluginError::new(ErrorKind::CONFIG, format!("CAS URL: {e}")))?;
@@ -220,6 +316,9 @@ impl Cas {
                 refused = Some(token);
                 continue;
             }
+            if matches!(status.as_u16(), 404 | 501) {
+                return Ok(None);
+            }
             if !status.is_success() {
                 return Err(hubget_hub_http::classify(
                     status,
@@ -229,7 +328,11 @@ impl Cas {
             }
             // Read with the metadata cap, chunk by chunk (never whole first).
             let body = self.client().read_metadata(answer).await?;
-            return Reconstruction::parse(&body).map_err(|why| {
+            let parsed = match version {
+                Version::V1 => Reconstruction::parse(&body),
+                Version::V2 => Reconstruction::parse_v2(&body),
+            };
+            return parsed.map(Some).map_err(|why| {
                 PluginError::new(
                     ErrorKind::PROTOCOL,
                     format!("{context}: bad reconstruction: {why}"),
@@ -237,6 +340,13 @@ impl Cas {
             });
         }
     }
+}
+
+/// The reconstruction API version of a query.
+#[derive(Debug, Clone, Copy)]
+enum Version {
+    V1,
+    V2,
 }
 
 /// Decodes the fetched bytes of one term and writes its part of `want` into the file.

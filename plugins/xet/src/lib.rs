@@ -48,6 +48,8 @@ pub struct Backend {
     hub: HubApi,
     /// CAS tokens, one per repository and revision, shared by every call.
     tokens: std::sync::Arc<token::Tokens>,
+    /// Whether the CAS answered that it has no V2 reconstructions (V1 from then on).
+    cas_v1_only: std::sync::Arc<std::sync::atomic::AtomicBool>,
     tuning: fetch::Tuning,
     /// The chunk index next to the Hugging Face cache (None: reuse is off, or the host did not
     /// say where the cache is).
@@ -74,6 +76,7 @@ impl Backend {
         Ok(Self {
             settings,
             tokens: std::sync::Arc::new(token::Tokens::new(hub.clone())),
+            cas_v1_only: std::sync::Arc::default(),
             hub,
             tuning: config.tuning(),
             index,
@@ -121,6 +124,7 @@ impl Backend {
             self.tokens.clone(),
             token::key(batch.repo_type, repo_id, commit),
             &token,
+            self.cas_v1_only.clone(),
         );
         let Some(index) = &self.index else {
             return fetch::fetch(&cas, jobs, &self.tuning, progress, cancel).await;

@@ -670,3 +670,40 @@ fn written_ranges_are_not_fetched_again() {
             .all(|r| r.start < r.end && r.end <= big.size)
     );
 }
+
+#[test]
+fn reconstructions_are_asked_on_v2_and_on_v1_when_the_cas_has_no_v2() {
+    let (sim, backend, manifest) = big_repo("");
+    let dir = tempfile::tempdir().unwrap();
+    whole_big_file(&sim, &backend, &manifest, dir.path());
+    let c = sim.counters();
+    assert!(
+        c.requests_to(Origin::Cas, "reconstructions_v2") >= 1,
+        "{c:?}"
+    );
+    assert_eq!(c.requests_to(Origin::Cas, "reconstructions_v1"), 0);
+
+    // A CAS without the V2 route: one V2 query per segment already in flight (one segment
+    // here), then V1 for the rest of the run.
+    let (sim, backend, manifest) = big_repo("segment_mib = 16\n");
+    sim.faults().add(Fault::always(
+        Origin::Cas,
+        "/v2/reconstructions",
+        FaultAction::Status { code: 404 },
+    ));
+    whole_big_file(&sim, &backend, &manifest, dir.path());
+    let c = sim.counters();
+    assert_eq!(c.requests_to(Origin::Cas, "reconstructions_v2"), 1, "{c:?}");
+    assert!(
+        c.requests_to(Origin::Cas, "reconstructions_v1") >= 1,
+        "{c:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    whole_big_file(&sim, &backend, &manifest, dir.path());
+    let c = sim.counters();
+    assert_eq!(
+        c.requests_to(Origin::Cas, "reconstructions_v2"),
+        0,
+        "remembered: {c:?}"
+    );
+}
