@@ -84,6 +84,15 @@ impl Partial {
         self.resumable_ranges(etag, size).0
     }
 
+    /// Every byte a run would not fetch again: the checkpoint plus the ranges known written
+    /// past it (what `--dry-run` and the plan count as done).
+    pub fn good_bytes(&self, etag: &str, size: u64) -> u64 {
+        let (offset, ranges) = self.resumable_ranges(etag, size);
+        ranges
+            .iter()
+            .fold(offset, |n, r| n.saturating_add(r.end - r.start))
+    }
+
     /// The checkpoint a run could resume from and the ranges past it known written (merged,
     /// ascending, each within the data file's length), with the ranges that touch the
     /// checkpoint folded into it.
@@ -293,6 +302,11 @@ mod tests {
         })
         .unwrap();
         assert_eq!(p.resumable("abc", 100), 20);
+        assert_eq!(
+            p.good_bytes("abc", 100),
+            40,
+            "the checkpoint and 30..40, 50..60"
+        );
         let (offset, ranges) = p.prepare_ranges("abc", 100, "c1", true).unwrap();
         assert_eq!((offset, ranges), (20, vec![30..40, 50..60]));
         // Truncated after the last written range; the state says the same.

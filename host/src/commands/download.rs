@@ -293,14 +293,16 @@ fn resolve_timeout(settings: &Settings) -> Duration {
     )
 }
 
-/// Sets the token on Ctrl-C; a second Ctrl-C exits at once (partial files and their last
-/// checkpoints stay on disk either way).
-fn watch_ctrl_c(stop: &CancelToken) {
+/// Sets the token on Ctrl-C, telling the person what happens to their download; a second
+/// Ctrl-C exits at once (partial files and their last checkpoints stay on disk either way).
+fn watch_ctrl_c(stop: &CancelToken, output: Arc<Output>) {
     let stop = stop.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            log::warn!(
-                "interrupted: stopping (partial files are kept for resume; Ctrl-C again to quit now)"
+            log::info!("interrupted by the user");
+            output.notice(
+                "Interrupted: stopping. Partial files are kept; run the same command again to \
+                 resume where it stopped (Ctrl-C again to quit at once).",
             );
             stop.cancel();
         }
@@ -327,7 +329,7 @@ async fn download(
     let target = target.with_shared_blobs(shared);
     let req = plan_request(spec, args);
     let stop = CancelToken::new();
-    watch_ctrl_c(&stop);
+    watch_ctrl_c(&stop, Arc::clone(&output));
 
     if settings.offline.value {
         let plan = offline_plan(&req, &target).map_err(|e| (e, None))?;
@@ -595,14 +597,19 @@ fn status_name(s: FileStatus) -> &'static str {
 }
 
 /// The backend each planned file would go to first (`cache` offline, `None` if none can).
+/// Where each planned file will come from: `cache` for a file already there (complete, or
+/// linked from a blob the cache has), `shared-store` for one taken from the shared blob store
+/// (as their `file_done` events will say), else the first backend that can serve it.
 fn first_backends(plan: &Plan, backends: &[Arc<dyn Transport>]) -> Vec<Option<String>> {
     plan.files
         .iter()
-        .map(|f| {
-            backends
+        .map(|f| match f.status {
+            FileStatus::Complete | FileStatus::Linkable => Some("cache".to_owned()),
+            FileStatus::InSharedStore => Some("shared-store".to_owned()),
+            FileStatus::Partial(_) | FileStatus::Missing => backends
                 .iter()
                 .find(|b| crate::engine::can_serve(b.as_ref(), &f.file, plan.repo_type))
-                .map(|b| b.name().to_owned())
+                .map(|b| b.name().to_owned()),
         })
         .collect()
 }
@@ -740,6 +747,24 @@ mod tests {
             refused: Vec::new(),
             manifest_files: Vec::new(),
         }
+    }
+
+    #[test]
+    fn files_already_on_disk_are_planned_from_the_cache_not_a_backend() {
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let p = plan(&[
+            ("done.bin", 5, &a, FileStatus::Complete),
+            ("store.bin", 5, &b, FileStatus::InSharedStore),
+            ("new.bin", 5, &c, FileStatus::Missing),
+        ]);
+        assert_eq!(
+            first_backends(&p, &[]),
+            [
+                Some("cache".to_owned()),
+                Some("shared-store".to_owned()),
+                None
+            ]
+        );
     }
 
     #[test]

@@ -102,6 +102,11 @@ impl Bars {
         }
     }
 
+    /// Prints `text` above the bars.
+    pub fn println(&self, text: &str) {
+        let _ = self.multi.println(text);
+    }
+
     /// Removes every bar from the terminal.
     pub fn clear(&self) {
         for f in self.files.lock().expect("bars").drain().map(|(_, v)| v) {

@@ -302,6 +302,19 @@ impl Output {
         }
     }
 
+    /// A line for the person at the terminal, on stderr (above the bars when they are shown):
+    /// what hubget is doing about something they did, such as Ctrl-C.
+    pub fn notice(&self, text: &str) {
+        match &self.bars {
+            Some(b) => b.println(text),
+            None => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{text}");
+                let _ = err.flush();
+            }
+        }
+    }
+
     /// Whether JSON output is on.
     pub fn is_json(&self) -> bool {
         self.json.is_some()

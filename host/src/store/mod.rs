@@ -48,7 +48,8 @@ pub enum FileStatus {
     /// Not in the target, but the cache's shared blob store holds an entry of the right size
     /// (it is hashed before it is used).
     InSharedStore,
-    /// A partial file holds this many verified-good bytes.
+    /// A partial file holds this many bytes a run will not fetch again (its checkpoint and
+    /// the ranges known written past it).
     Partial(u64),
     /// Nothing on disk.
     Missing,
@@ -195,7 +196,7 @@ impl Target {
                         FileStatus::Linkable
                     };
                 }
-                match c.partial(&etag).resumable(&etag, file.size) {
+                match c.partial(&etag).good_bytes(&etag, file.size) {
                     0 if self.in_shared_store(file) => FileStatus::InSharedStore,
                     0 => FileStatus::Missing,
                     n => FileStatus::Partial(n),
@@ -207,7 +208,7 @@ impl Target {
                 }
                 match l
                     .partial(&file.path, &etag)
-                    .map(|p| p.resumable(&etag, file.size))
+                    .map(|p| p.good_bytes(&etag, file.size))
                 {
                     Ok(0) if self.in_shared_store(file) => FileStatus::InSharedStore,
                     Ok(0) | Err(_) => FileStatus::Missing,

@@ -487,10 +487,20 @@ fn ctrl_c_keeps_the_partial_file_and_exits_130() {
         blobs.join(format!("{}.hubget-partial", f.sha256)).exists(),
         "partial kept"
     );
-    assert!(
-        checkpoint(&blobs, &f.sha256).is_some_and(|c| c > 0),
-        "state kept"
-    );
+    let kept = checkpoint(&blobs, &f.sha256).expect("state kept");
+    assert!(kept > 0, "state kept");
+    // Said to the person, not as a log record.
+    assert_contains(&r.stderr, "Interrupted: stopping. Partial files are kept");
+    assert!(!r.stderr.contains("WARN"), "{}", r.stderr);
+    // The next run resumes from the kept partial: it starts at the checkpoint and the CDN
+    // serves only the rest.
+    dl.sim.reset_counters();
+    let again = dl.run(&["acme/resume", "big.bin", "--backend", "lfs", "--json"]);
+    again.ok();
+    let offset = again.first("file_start")["offset"].as_u64().unwrap();
+    assert!(offset >= kept, "resumed at {offset}, checkpoint {kept}");
+    assert!(dl.sim.counters().bytes_from(Origin::Cdn) <= f.size - offset);
+    assert_eq!(again.first("file_done")["sha256"], f.sha256.as_str());
 }
 
 /// A hubsim whose CDN answers every request for acme/tiny's `xet-a.bin` with `action` (lfs

@@ -279,6 +279,11 @@ fn disabled_store_keeps_per_repo_blobs_and_local_dirs_copy_from_the_store() {
     let file = out.join(SHARED_PATH);
     assert!(std::fs::symlink_metadata(&file).unwrap().is_file());
     assert_eq!(sha256_file(&file), sha);
+    // A local dir's files are the user's, writable like the LFS and regular ones (the store's
+    // entry is read-only; its mode is not copied).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_ne!(mode & 0o200, 0, "{mode:o}");
     assert!(store_entry(&dl, &xet_hash).is_file());
 }
 
