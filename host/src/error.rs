@@ -119,7 +119,7 @@ pub enum HostError {
     },
 
     /// A backend failed an operation.
-    #[error("backend `{backend}` failed to {operation}: {error}")]
+    #[error("{} failed to {operation}: {error}", backends_named(backend))]
     Backend {
         /// The backend name.
         backend: String,
@@ -301,6 +301,16 @@ impl HostError {
     }
 }
 
+/// `backend `lfs``, or for a list (`lfs, xet`) `backends `lfs` and `xet``.
+fn backends_named(list: &str) -> String {
+    let names: Vec<String> = list.split(", ").map(|n| format!("`{n}`")).collect();
+    match names.as_slice() {
+        [one] => format!("backend {one}"),
+        [init @ .., last] => format!("backends {} and {last}", init.join(", ")),
+        [] => "no backend".to_owned(),
+    }
+}
+
 impl HostError {
     /// An auth error with `message` and the backends' hint, if any.
     pub fn auth(message: impl Into<String>, hint: Option<String>) -> Self {
@@ -403,6 +413,23 @@ pub fn exit_code_for_kind(kind: ErrorKind) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_backend_or_several_are_named_as_a_person_would() {
+        let e = |b: &str| {
+            HostError::backend(b, "resolve", PluginError::new(ErrorKind::NETWORK, "down"))
+                .to_string()
+        };
+        assert_eq!(e("lfs"), "backend `lfs` failed to resolve: down (network)");
+        assert_eq!(
+            e("lfs, xet"),
+            "backends `lfs` and `xet` failed to resolve: down (network)"
+        );
+        assert_eq!(
+            e("lfs, xet, mirror"),
+            "backends `lfs`, `xet` and `mirror` failed to resolve: down (network)"
+        );
+    }
 
     #[test]
     fn exit_codes_follow_the_documented_table() {

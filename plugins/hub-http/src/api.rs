@@ -397,7 +397,13 @@ impl HubApi {
         let base = Self::api_base(repo_type, repo_id)?;
         let url = self.join(&format!("{base}/revision/{}", encode_component(revision)))?;
         let context = crate::request_context(&Method::GET, &url);
-        let (_, info): (_, RevisionInfo) = self.get_json(url, cancel).await?;
+        let (_, info): (_, RevisionInfo) = match self.get_json(url, cancel).await {
+            Ok(answer) => answer,
+            Err(e) if matches!(e.kind, ErrorKind::AUTH | ErrorKind::NOT_FOUND) => {
+                return Err(self.other_types(e, repo_type, repo_id, cancel).await);
+            }
+            Err(e) => return Err(e),
+        };
         if !is_commit_sha(&info.sha) {
             return Err(protocol(
                 &context,
@@ -405,6 +411,50 @@ impl HubApi {
             ));
         }
         Ok(info.sha.to_ascii_lowercase())
+    }
+
+    /// `error` (a repository refused or missing as `repo_type`) saying which other types have a
+    /// repository of that name (`acme/rows` asked as a model, when it is a dataset): one
+    /// request per other type, on this error path only, each tried once.
+    async fn other_types(
+        &self,
+        mut error: PluginError,
+        repo_type: RepoType,
+        repo_id: &str,
+        cancel: &CancelToken,
+    ) -> PluginError {
+        let mut found = Vec::new();
+        for other in RepoType::ALL.into_iter().filter(|t| *t != repo_type) {
+            let Ok(url) = Self::api_base(other, repo_id).and_then(|b| self.join(&b)) else {
+                continue;
+            };
+            let request = Request::get(url).credential(self.credential.clone());
+            if let Ok(answer) = self.client.send(&request, cancel).await
+                && answer.response.status().is_success()
+            {
+                found.push(other);
+            }
+        }
+        if found.is_empty() {
+            return error;
+        }
+        let names: Vec<String> = found
+            .iter()
+            .map(|t| format!("a {t} (--repo-type {t})"))
+            .collect();
+        let note = format!(
+            "; {repo_id} exists as {} on the Hub",
+            names.join(" and as ")
+        );
+        // Before a trailing token hint, which the host prints on its own line.
+        let message = error.message.to_string();
+        let at = message
+            .strip_suffix(')')
+            .and_then(|m| m.rfind(" ("))
+            .filter(|&at| message[at..].contains("token"))
+            .unwrap_or(message.len());
+        error.message = format!("{}{note}{}", &message[..at], &message[at..]).into();
+        error
     }
 
     /// [`Self::manifest`] of the repository and revision a host's resolve request names.

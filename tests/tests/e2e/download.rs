@@ -758,6 +758,21 @@ fn a_refused_repo_names_each_cause_once_and_the_hint_once() {
 }
 
 #[test]
+fn a_repo_asked_as_the_wrong_type_names_the_type_it_has() {
+    let dl = Dl::new();
+    // acme/space is a space: asked as a model, the error says so and how to ask.
+    let r = dl.run(&["acme/space"]);
+    assert_ne!(r.code, Some(0));
+    let error = r.error_line().unwrap_or_default().to_owned();
+    assert_contains(&error, "acme/space exists as a space (--repo-type space)");
+    // The token hint stays on its own line.
+    assert_contains(&r.stderr, "hint: private, gated or missing repository?");
+    // A name that exists nowhere gets no such note.
+    let r = dl.run(&["acme/nope"]);
+    assert!(!r.stderr.contains("exists as"), "{}", r.stderr);
+}
+
+#[test]
 fn private_and_gated_repos_without_token_are_auth_errors_with_a_hint() {
     let dl = Dl::new();
     let r = dl.run(&["acme/private"]);
@@ -1036,7 +1051,7 @@ fn an_unreachable_hub_is_resolved_once_per_endpoint_and_fails_within_seconds() {
             .find(|l| l.starts_with("error: "))
             .unwrap_or_default();
         assert!(
-            err.contains("lfs, xet") && err.contains("cannot connect"),
+            err.contains("backends `lfs` and `xet`") && err.contains("cannot connect"),
             "one cause for both backends of that endpoint: {err}"
         );
         assert_contains(&r.stderr, "hint: check the network");
