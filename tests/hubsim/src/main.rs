@@ -100,6 +100,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             FixtureSpec::default_set(big_mib).with(FixtureSpec::realistic_set(r.unwrap_or(big_mib)))
         }
     };
+    // A stale info file from an earlier run names dead ports: gone before anything waits on it.
+    let _ = std::fs::remove_file(&info);
     let mut builder = HubSim::builder().hub_latency_ms(hub_latency_ms);
     if hub_profile {
         builder = builder.hub_profile(HubProfile {
@@ -137,5 +139,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         _ = term.recv() => {}
     }
     drop(sim);
+    let _ = std::fs::remove_file(&info);
     Ok(())
 }
