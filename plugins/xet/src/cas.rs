@@ -6,9 +6,9 @@
 //!   `Range` for a part of the file), and `/v1/` when the CAS has no V2 route (404, 501): the
 //!   terms (xorb, chunk range, unpacked length) and, per xorb, the presigned URLs and byte
 //!   ranges that hold those chunks (V2: one URL per xorb for all its ranges).
-//! * [`TermWriter`] takes the raw bytes of one fetched xorb range, decodes each complete chunk
-//!   (`xet_core_structures::xorb_object::deserialize_chunk`), drops the chunks before the term
-//!   and the bytes before the requested offset, and writes the rest at its place in the file.
+//! * [`RangeWriter`] takes the raw bytes of one fetched xorb range, decodes each complete chunk
+//!   once (bounded by its header's declared length), passes over the chunks no term needs, and
+//!   writes each chunk to every term it serves, at its place in the file.
 //!
 //! The CAS token is the Hub's short-lived Xet read token ([`crate::token`]); [`Cas`] has it
 //! renewed before it expires and once when the CAS answers 401.
@@ -349,62 +349,106 @@ enum Version {
     V2,
 }
 
-/// Decodes the fetched bytes of one term and writes its part of `want` into the file.
-///
-/// Fed the raw xorb bytes as they arrive; keeps an incomplete trailing chunk for the next feed.
-#[derive(Debug)]
-pub struct TermWriter {
-    /// Index of the next chunk in the fetched range.
-    next_chunk: u32,
+/// One term a fetched range serves: its chunks, and the part of its decoded bytes to write.
+#[derive(Debug, Clone)]
+pub struct Target {
     /// The chunks of the term.
-    term: ChunkRange,
+    pub chunks: ChunkRange,
+    /// Its expected decoded length.
+    pub unpacked: u64,
+    /// Decoded bytes of the term to drop before the first one written.
+    pub skip: u64,
+    /// Where the first written byte goes in the file, and the end of what is wanted.
+    pub pos: u64,
+    /// One past the last file byte wanted.
+    pub end: u64,
     /// Decoded bytes of the term seen so far.
     decoded: u64,
-    /// Its expected decoded length.
-    unpacked: u64,
-    /// Decoded bytes still to drop before the first one written.
-    skip: u64,
-    /// Where the next written byte goes, and the end of what is wanted.
-    pos: u64,
-    end: u64,
-    /// Raw bytes of an incomplete chunk.
-    pending: Vec<u8>,
-    /// Decoded bytes of one feed (kept for the next).
-    out: Vec<u8>,
 }
 
-impl TermWriter {
-    /// A writer for `term`, fetched from `source`; the first `skip` decoded bytes are dropped
-    /// and the rest written from file offset `pos`, up to `end`.
-    pub fn new(term: &WireTerm, source: &FetchInfo, skip: u64, pos: u64, end: u64) -> Self {
+impl Target {
+    /// The part of `term` from file offset `pos` to `end`, `skip` decoded bytes into it.
+    pub fn new(term: &WireTerm, skip: u64, pos: u64, end: u64) -> Self {
         Self {
-            next_chunk: source.range.start,
-            term: term.range,
-            decoded: 0,
+            chunks: term.range,
             unpacked: term.unpacked_length,
             skip,
             pos,
             end,
+            decoded: 0,
+        }
+    }
+
+    /// Where its next byte goes.
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    fn done(&self) -> bool {
+        self.pos >= self.end || self.decoded >= self.unpacked
+    }
+}
+
+/// Decodes the bytes of one fetched xorb range, once, and writes each term it serves (one or
+/// several: the spec's range coalescing) at its place in the file.
+///
+/// Fed the raw xorb bytes as they arrive; keeps an incomplete trailing chunk for the next feed.
+/// A chunk no unfinished term needs is passed over without being decoded.
+#[derive(Debug)]
+pub struct RangeWriter {
+    /// Index of the next chunk in the fetched range.
+    next_chunk: u32,
+    /// The terms served.
+    targets: Vec<Target>,
+    /// Raw bytes of an incomplete chunk.
+    pending: Vec<u8>,
+    /// One decoded chunk (kept for the next).
+    out: Vec<u8>,
+}
+
+/// [`RangeWriter`] for one term.
+pub type TermWriter = RangeWriter;
+
+impl RangeWriter {
+    /// A writer for `term` alone, fetched from `source`; the first `skip` decoded bytes are
+    /// dropped and the rest written from file offset `pos`, up to `end`.
+    pub fn new(term: &WireTerm, source: &FetchInfo, skip: u64, pos: u64, end: u64) -> Self {
+        Self::serving(source, vec![Target::new(term, skip, pos, end)])
+    }
+
+    /// A writer for every term in `targets`, all of whose chunks `source` holds.
+    pub fn serving(source: &FetchInfo, targets: Vec<Target>) -> Self {
+        Self {
+            next_chunk: source.range.start,
+            targets,
             pending: Vec::new(),
             out: Vec::new(),
         }
     }
 
-    /// Whether every chunk of the term has been decoded (or nothing more is wanted).
+    /// Whether every term is written (or nothing more of the range is needed).
     pub fn done(&self) -> bool {
-        self.next_chunk >= self.term.end || self.pos >= self.end
+        self.targets
+            .iter()
+            .all(|t| t.done() || self.next_chunk >= t.chunks.end)
     }
 
-    /// Where the next byte goes.
+    /// Where the next byte of the first term goes.
     pub fn pos(&self) -> u64 {
-        self.pos
+        self.targets.first().map_or(0, |t| t.pos)
     }
 
-    /// Decodes the complete chunks of `pending + raw` and writes what is wanted with one
-    /// `write(at, bytes)`. Returns the bytes written.
+    /// The terms, with how far each got.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// Decodes the complete chunks of `pending + raw` and writes what each term wants, chunk by
+    /// chunk, with `write(at, bytes)`. Returns the bytes written.
     ///
     /// `raw` is taken (left empty, its buffer kept for the next bytes); the writer's own buffers
-    /// are reused from feed to feed, so a term costs a few allocations whatever its size.
+    /// are reused from feed to feed, so a range costs a few allocations whatever its size, and
+    /// memory stays one chunk of decoded bytes whatever the data's compression ratio.
     pub fn feed(
         &mut self,
         raw: &mut Vec<u8>,
@@ -417,13 +461,8 @@ impl TermWriter {
             raw.clear();
         }
         let corrupt = |e: xet_core_structures::CoreError| FeedError::Corrupt(e.to_string());
-        // Decoded bytes are written out whenever this much is buffered: memory per term stays
-        // bounded whatever the data's compression ratio.
-        const FLUSH: usize = 4 * 1024 * 1024;
-        let mut start = self.pos;
         let mut written = 0u64;
         let mut out = std::mem::take(&mut self.out);
-        out.clear();
         let mut at = 0;
         let mut result = Ok(());
         while !self.done() && self.pending.len() - at >= XORB_CHUNK_HEADER_LENGTH {
@@ -439,15 +478,19 @@ impl TermWriter {
             }
             let index = self.next_chunk;
             self.next_chunk += 1;
-            if index < self.term.start {
+            let wanted = self
+                .targets
+                .iter()
+                .any(|t| !t.done() && t.chunks.start <= index && index < t.chunks.end);
+            if !wanted {
                 at += len;
                 continue;
             }
-            let before = out.len();
             // The declared length (validated against the chunk size limit) bounds the decoder:
             // a chunk that would decode to more is refused before it does.
             let declared = u64::from(header.get_uncompressed_length());
             let mut body = &self.pending[at + XORB_CHUNK_HEADER_LENGTH..at + len];
+            out.clear();
             let mut bounded = Bounded {
                 out: &mut out,
                 left: declared,
@@ -462,36 +505,39 @@ impl TermWriter {
                 )));
             }
             at += len;
-            self.decoded += n;
-            if self.next_chunk >= self.term.end && self.decoded != self.unpacked {
-                return Err(FeedError::Corrupt(format!(
-                    "the term decodes to {} bytes, the reconstruction says {}",
-                    self.decoded, self.unpacked
-                )));
-            }
-            let skip = self.skip.min(n);
-            if skip > 0 {
-                out.drain(before..before + skip as usize);
-                self.skip -= skip;
-            }
-            let kept = (n - skip).min(self.end - self.pos);
-            out.truncate(before + kept as usize);
-            self.pos += kept;
-            if out.len() >= FLUSH {
-                result = write(start, &out);
-                if result.is_err() {
-                    break;
+            for t in self.targets.iter_mut() {
+                if t.done() || index < t.chunks.start || index >= t.chunks.end {
+                    continue;
                 }
-                written += out.len() as u64;
-                start += out.len() as u64;
-                out.clear();
+                let from = t.decoded;
+                t.decoded += n;
+                if index + 1 >= t.chunks.end && t.decoded != t.unpacked {
+                    return Err(FeedError::Corrupt(format!(
+                        "the term decodes to {} bytes, the reconstruction says {}",
+                        t.decoded, t.unpacked
+                    )));
+                }
+                // This chunk's bytes of the term, past the skip, up to the end wanted.
+                let lo = t.skip.max(from);
+                if t.decoded <= lo {
+                    continue;
+                }
+                let want = (t.decoded - lo).min(t.end.saturating_sub(t.pos));
+                let slice = &out[(lo - from) as usize..(lo - from + want) as usize];
+                if want > 0 {
+                    result = write(t.pos, slice);
+                    if result.is_err() {
+                        break;
+                    }
+                    written += want;
+                    t.pos += want;
+                }
+            }
+            if result.is_err() {
+                break;
             }
         }
         self.pending.drain(..at);
-        if result.is_ok() && !out.is_empty() {
-            result = write(start, &out);
-            written += out.len() as u64;
-        }
         out.clear();
         self.out = out;
         result.map(|()| written).map_err(FeedError::Write)
@@ -621,6 +667,34 @@ mod tests {
             assert_eq!(w.pos(), 3010);
             assert_eq!(&file[10..], &plain[1000..4000], "piece {piece}");
         }
+    }
+
+    #[test]
+    fn one_range_decoded_once_serves_every_term_that_uses_it() {
+        let (raw, plain) = xorb(5);
+        let (_, source) = term(0, 5, 5000);
+        // Chunks 0..2 at file offset 0, and chunks 1..4 (overlapping) at file offset 2000,
+        // starting 500 bytes into that term.
+        let first = WireTerm {
+            hash: "0".repeat(64),
+            unpacked_length: 2000,
+            range: ChunkRange { start: 0, end: 2 },
+        };
+        let second = WireTerm {
+            hash: "0".repeat(64),
+            unpacked_length: 3000,
+            range: ChunkRange { start: 1, end: 4 },
+        };
+        let targets = vec![
+            Target::new(&first, 0, 0, 2000),
+            Target::new(&second, 500, 2000, 4500),
+        ];
+        let mut w = RangeWriter::serving(&source, targets);
+        let file = run(&mut w, &raw, 700, 4500).unwrap();
+        assert!(w.done());
+        assert_eq!(&file[..2000], &plain[..2000]);
+        assert_eq!(&file[2000..], &plain[1500..4000]);
+        assert_eq!(w.targets()[1].pos(), 4500);
     }
 
     #[test]

@@ -30,10 +30,11 @@ const RETIRED: &[&str] = &[
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Files are fetched in segments of this many MiB (at least 1/512 of the file); each
-    /// segment is one reconstruction query and its xorb ranges.
+    /// The smallest piece (MiB) a file is cut into, one reconstruction query each, when it
+    /// would otherwise use fewer than `parallel_segments` connections (big files are asked per
+    /// 256 MiB window).
     pub segment_mib: u64,
-    /// Segments fetched at the same time by the plugin, over every file and call (the
+    /// Fetch ranges downloaded at the same time by the plugin, over every file and call (the
     /// connections in use).
     pub parallel_segments: usize,
     /// Worker threads of the plugin's runtime (decoding runs on blocking threads beside it);

@@ -1,18 +1,26 @@
-//! Fetching the parts of a batch's Xet files that are not on disk, straight from the CAS.
+//! Fetching the parts of a batch's Xet files that are not on disk, straight from the CAS, the
+//! way xet-core asks for them:
+//! - **one reconstruction query per window** of [`WINDOW`] bytes (the whole file below that),
+//!   not one per segment;
+//! - **every fetch range downloaded once**: the terms of a window are grouped by the xorb range
+//!   that holds their chunks (the spec's range coalescing: several terms, even far apart in the
+//!   file, may use one range), each group is one GET, decoded once and written to every term it
+//!   serves ([`crate::cas::RangeWriter`]);
+//! - the groups of a window are fetched in parallel, [`Tuning::parallel`] at a time over the
+//!   whole batch (the plugin's slots).
 //!
-//! Each file's ranges to fetch are split into segments of [`Tuning::segment`] bytes (a small
-//! file is one segment), [`Tuning::parallel`] at a time over the whole batch. A segment is one
-//! ranged reconstruction query and the xorb ranges it names ([`crate::cas`]), decoded chunk by
-//! chunk and written at its place in the host's partial file as the bytes arrive, so:
+//! Each term written is a span of the file, written in order, so:
 //! - the requests are this plugin's: how many, in what order, over the host's network stack;
-//! - memory in flight is about one feed buffer per segment, whatever the file size;
+//! - memory in flight is about one feed buffer and one decoded chunk per range, whatever the
+//!   file size or the data's compression ratio;
 //! - what is written is known to the byte: `BYTES` (file bytes and wire bytes), `CHECKPOINT`
-//!   (the contiguous prefix), and `RANGE_WRITTEN` for the written part of every segment past it,
+//!   (the contiguous prefix), and `RANGE_WRITTEN` for the written part of every span past it,
 //!   so a kill loses at most the last poll's bytes.
 //!
-//! A failed segment is retried (hub-http's policy, `RETRY` events) from the byte it reached,
-//! with a new reconstruction query (fresh presigned URLs). The host's sha256 check after `fetch`
-//! is the guard on content; here each term's decoded length is checked against the CAS's word.
+//! A failed range is retried (hub-http's policy, `RETRY` events), its terms resuming from the
+//! bytes they reached; after a 403 (expired presigned URL) its window is asked again for a fresh
+//! URL. The host's sha256 check after `fetch` is the guard on content; here each term's decoded
+//! length is checked against the CAS's word.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +33,7 @@ use hubget_plugin_api::{
     CancelToken, ErrorKind, EventKind, FileDone, PluginError, Progress, ProgressEvent,
 };
 
-use crate::cas::{Cas, FeedError, FetchInfo, TermWriter};
+use crate::cas::{Cas, FeedError, FetchInfo, RangeWriter, Reconstruction, Target};
 use crate::error::Error;
 
 /// How often progress is reported and the cancel token polled.
@@ -37,27 +45,23 @@ const FEED_BYTES: usize = 512 * 1024;
 /// A segment in flight is announced as `RANGE_WRITTEN` again once it grew by this much.
 const ANNOUNCE_BYTES: u64 = 256 * 1024;
 
-/// At most this many segments per file (each is one reconstruction request): larger files get
-/// larger segments.
-pub const MAX_SEGMENTS_PER_FILE: u64 = 512;
-
 /// How files are split and fetched: the segment size, and the segment slots of the whole
 /// plugin (shared by every call, so that concurrent calls of the host — one per large file —
 /// together hold at most that many segments, connections and feed buffers).
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// Segment size, bytes.
+    /// The smallest piece a file is cut into (one reconstruction query each), bytes.
     pub segment: u64,
-    /// Segments in flight over the plugin (all of them usable from the start: bytes are
-    /// reported from the first response on, so a slow link shared by many segments still
-    /// shows progress).
+    /// Fetch ranges in flight over the plugin (all of them usable from the start: bytes are
+    /// reported from the first response on, so a slow link shared by many ranges still shows
+    /// progress).
     pub slots: Arc<tokio::sync::Semaphore>,
     /// The number of slots.
     pub parallel: usize,
 }
 
 impl Tuning {
-    /// Segments of `segment` bytes, at most `parallel` at a time.
+    /// Pieces of at least `segment` bytes, at most `parallel` ranges at a time.
     pub fn new(segment: u64, parallel: usize) -> Self {
         Self {
             segment: segment.max(1),
@@ -88,100 +92,124 @@ pub struct Job {
     pub local: u64,
 }
 
-/// The spans of one file after its offset, in order: segments to fetch and spans already on
-/// disk, with the bytes written from the start of each, and the wire bytes of the file.
+/// Bytes of a file one reconstruction query covers (xet-core asks per window of 256 MiB to
+/// 8 GiB).
+pub const WINDOW: u64 = 256 * 1024 * 1024;
+
+/// A part of a file: already on disk (prefilled), or a term being written from its start.
+struct Span {
+    range: std::ops::Range<u64>,
+    prefilled: bool,
+    /// Bytes written from `range.start`.
+    written: AtomicU64,
+    /// The written length last reported as `RANGE_WRITTEN`.
+    announced: AtomicU64,
+}
+
+/// The spans of one file after its offset: what is on disk already, and the terms being
+/// fetched (added as their window's reconstruction is known), with the wire bytes of the file.
 pub struct Segments {
-    spans: Vec<std::ops::Range<u64>>,
-    prefilled: Vec<bool>,
-    written: Vec<AtomicU64>,
-    /// Per span, the written length last reported as `RANGE_WRITTEN`.
-    announced: Vec<AtomicU64>,
+    offset: u64,
+    spans: Mutex<Vec<Arc<Span>>>,
     /// Bytes received from the CAS for this file.
     wire: AtomicU64,
 }
 
 impl Segments {
-    /// `fetch` (within `offset..size`) split into segments of at most `segment` bytes; the gaps
-    /// between them are prefilled spans.
-    fn plan(offset: u64, size: u64, fetch: &[std::ops::Range<u64>], segment: u64) -> Self {
-        let mut spans = Vec::new();
-        let mut prefilled = Vec::new();
+    /// The file from `offset` to `size` with `fetch` (ascending, within it) still to fetch: the
+    /// gaps between those ranges are prefilled spans.
+    fn plan(offset: u64, size: u64, fetch: &[std::ops::Range<u64>]) -> Self {
+        let mut on_disk = Vec::new();
         let mut at = offset;
-        let segment = segment.max(1);
         for r in fetch {
-            let (start, end) = (r.start.max(at), r.end.min(size));
-            if start >= end {
-                continue;
-            }
+            let start = r.start.max(at);
             if start > at {
-                spans.push(at..start);
-                prefilled.push(true);
+                on_disk.push(at..start);
             }
-            let mut s = start;
-            while s < end {
-                let e = end.min(s + segment);
-                spans.push(s..e);
-                prefilled.push(false);
-                s = e;
-            }
-            at = end;
+            at = at.max(r.end.min(size));
         }
         if at < size {
-            spans.push(at..size);
-            prefilled.push(true);
+            on_disk.push(at..size);
         }
-        let written = spans.iter().map(|_| AtomicU64::new(0)).collect();
-        let announced = spans.iter().map(|_| AtomicU64::new(0)).collect();
+        let spans = on_disk
+            .into_iter()
+            .map(|range| {
+                Arc::new(Span {
+                    written: AtomicU64::new(range.end - range.start),
+                    announced: AtomicU64::new(0),
+                    range,
+                    prefilled: true,
+                })
+            })
+            .collect();
         Self {
-            spans,
-            prefilled,
-            written,
-            announced,
+            offset,
+            spans: Mutex::new(spans),
             wire: AtomicU64::new(0),
         }
     }
 
-    /// (bytes written in the fetched spans, bytes of the contiguous prefix, prefilled spans
-    /// counting as written).
+    /// A span to fetch.
+    fn add(&self, range: std::ops::Range<u64>) -> Arc<Span> {
+        let span = Arc::new(Span {
+            range,
+            prefilled: false,
+            written: AtomicU64::new(0),
+            announced: AtomicU64::new(0),
+        });
+        self.spans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(span.clone());
+        span
+    }
+
+    fn all(&self) -> Vec<Arc<Span>> {
+        self.spans.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// (bytes written in the fetched spans, bytes of the contiguous prefix from the offset,
+    /// prefilled spans counting as written).
     fn progress(&self) -> (u64, u64) {
-        let mut total = 0;
-        let mut prefix = 0;
-        let mut contiguous = true;
-        for ((span, w), pre) in self.spans.iter().zip(&self.written).zip(&self.prefilled) {
-            let len = span.end - span.start;
-            let w = if *pre {
-                len
-            } else {
-                let w = w.load(Ordering::SeqCst).min(len);
+        let spans = self.all();
+        let mut total = 0u64;
+        let mut done: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
+        for s in &spans {
+            let len = s.range.end - s.range.start;
+            let w = s.written.load(Ordering::SeqCst).min(len);
+            if !s.prefilled {
                 total += w;
-                w
-            };
-            if contiguous {
-                prefix += w;
-                contiguous = w == len;
+            }
+            if w > 0 {
+                done.push((s.range.start, s.range.start + w));
             }
         }
-        (total, prefix)
+        done.sort_unstable();
+        let mut reach = self.offset;
+        for (a, b) in done {
+            if a > reach {
+                break;
+            }
+            reach = reach.max(b);
+        }
+        (total, reach - self.offset)
     }
 
     /// The written part of every span past `mark` that grew by [`ANNOUNCE_BYTES`] (or
     /// completed) since it was last returned: `span.start..span.start + written`.
     fn newly_written(&self, mark: u64) -> Vec<std::ops::Range<u64>> {
         let mut out = Vec::new();
-        for (i, span) in self.spans.iter().enumerate() {
-            let len = span.end - span.start;
-            let w = if self.prefilled[i] {
-                len
-            } else {
-                self.written[i].load(Ordering::SeqCst).min(len)
-            };
-            let before = self.announced[i].load(Ordering::SeqCst);
+        for s in self.all() {
+            let len = s.range.end - s.range.start;
+            let w = s.written.load(Ordering::SeqCst).min(len);
+            let before = s.announced.load(Ordering::SeqCst);
             let grew = w > before && (w == len || w - before >= ANNOUNCE_BYTES);
-            if grew && span.start + w > mark {
-                self.announced[i].store(w, Ordering::SeqCst);
-                out.push(span.start..span.start + w);
+            if grew && s.range.start + w > mark {
+                s.announced.store(w, Ordering::SeqCst);
+                out.push(s.range.start..s.range.start + w);
             }
         }
+        out.sort_by_key(|r| r.start);
         out
     }
 }
@@ -266,20 +294,13 @@ pub async fn fetch(
     let source = origin(cas.url());
     let tracks: Vec<Track> = jobs
         .iter()
-        .map(|job| {
-            let len: u64 = job.fetch.iter().map(|r| r.end - r.start).sum();
-            let segment = tuning
-                .segment
-                .max(len.div_ceil(MAX_SEGMENTS_PER_FILE))
-                .max(1);
-            Track {
-                job: job.clone(),
-                segments: Arc::new(Segments::plan(job.offset, job.size, &job.fetch, segment)),
-                reported: 0,
-                wire_reported: 0,
-                checkpointed: 0,
-                result: None,
-            }
+        .map(|job| Track {
+            job: job.clone(),
+            segments: Arc::new(Segments::plan(job.offset, job.size, &job.fetch)),
+            reported: 0,
+            wire_reported: 0,
+            checkpointed: 0,
+            result: None,
         })
         .collect();
     let segments: Vec<Arc<Segments>> = tracks.iter().map(|t| t.segments.clone()).collect();
@@ -361,12 +382,13 @@ fn context(job: &Job) -> String {
     format!("xet download of {} ({} bytes)", job.hash, job.size)
 }
 
-/// Fetches every segment of one job; the first failed segment fails the file and stops its
-/// other segments. Returns the file bytes written.
+/// Fetches what one job lacks: window by window, one reconstruction query each, then the
+/// window's fetch ranges in parallel, each downloaded once for every term it serves. The first
+/// failed range fails the file and stops its other ranges. Returns the file bytes written.
 ///
 /// A job queues for at most `tuning.parallel` slots at a time, so that the slots' FIFO queue
 /// interleaves the files of concurrent calls: every file makes progress (the host's stall
-/// watchdog watches each call), none waits for all of another's segments.
+/// watchdog watches each call), none waits for all of another's ranges.
 async fn fetch_job(
     cas: &Cas,
     job: &Job,
@@ -375,6 +397,7 @@ async fn fetch_job(
     progress: &Progress,
     cancel: &CancelToken,
 ) -> Result<u64, PluginError> {
+    use futures_util::stream::{StreamExt, TryStreamExt};
     if job.offset >= job.size || job.fetch.is_empty() {
         return Ok(0);
     }
@@ -392,9 +415,23 @@ async fn fetch_job(
             .map_err(|e| io(std::io::Error::other(e)))?
             .map_err(io)?;
     let file = Arc::new(file);
-    let parts = (0..segments.spans.len())
-        .filter(|&i| !segments.prefilled[i])
-        .map(|i| {
+    let policy = cas.client().retry_policy();
+    let on_retry = |e: &PluginError, n: u32, wait: Duration| {
+        log::info!("{}: {}; retrying in {wait:?}", context(job), e.message);
+        let note = RetryNote::new(e.message.as_str(), wait, n + 1, policy.max_attempts);
+        progress.on_event(note.event(job.index));
+    };
+    let units = futures_util::stream::iter(pieces(job, tuning))
+        .then(|piece| async move {
+            let rec = with_retry(policy, cancel, on_retry, |_| {
+                cas.reconstruction(&job.hash, Some(piece.clone()), cancel)
+            })
+            .await?;
+            let units = plan_units(job, piece, &rec, segments)?;
+            Ok::<_, PluginError>(futures_util::stream::iter(units.into_iter().map(Ok)))
+        })
+        .try_flatten()
+        .map_ok(|unit| {
             let file = file.clone();
             async move {
                 let _permit = tuning
@@ -402,103 +439,231 @@ async fn fetch_job(
                     .acquire()
                     .await
                     .map_err(|_| PluginError::cancelled())?;
-                let policy = cas.client().retry_policy();
-                let on_retry = |e: &PluginError, n: u32, wait: Duration| {
-                    log::info!("{}: {}; retrying in {wait:?}", context(job), e.message);
-                    let note = RetryNote::new(e.message.as_str(), wait, n + 1, policy.max_attempts);
-                    progress.on_event(note.event(job.index));
-                };
                 with_retry(policy, cancel, on_retry, |_| {
-                    fetch_span(cas, job, segments, i, &file, cancel)
+                    fetch_unit(cas, job, &unit, &file, &segments.wire, cancel)
                 })
                 .await
-                .map_err(|mut e| {
-                    e.message = crate::error::redact(&e.message).into();
-                    e.context(context(job))
-                })?;
-                let span = &segments.spans[i];
-                Ok::<u64, PluginError>(span.end - span.start)
             }
-        });
-    use futures_util::stream::{StreamExt, TryStreamExt};
-    let written: Vec<u64> = futures_util::stream::iter(parts)
-        .buffer_unordered(tuning.parallel)
-        .try_collect()
-        .await?;
-    Ok(written.iter().sum())
-}
-
-/// Fetches what is left of span `i` (from the byte it reached): one reconstruction query for
-/// it, then each term's xorb range, decoded and written as it arrives.
-async fn fetch_span(
-    cas: &Cas,
-    job: &Job,
-    segments: &Segments,
-    i: usize,
-    file: &Arc<std::fs::File>,
-    cancel: &CancelToken,
-) -> Result<(), PluginError> {
-    let span = segments.spans[i].clone();
-    let written = &segments.written[i];
-    let from = span.start + written.load(Ordering::SeqCst);
-    if from >= span.end {
-        return Ok(());
-    }
-    let rec = cas
-        .reconstruction(&job.hash, Some(from..span.end), cancel)
-        .await?;
-    let mut skip = rec.offset_into_first_range;
-    let mut pos = from;
-    for term in &rec.terms {
-        if pos >= span.end {
-            break;
-        }
-        let source = rec.source_of(term).ok_or_else(|| {
-            PluginError::new(
-                ErrorKind::PROTOCOL,
-                format!(
-                    "the reconstruction names no fetch range for chunks {}..{} of xorb {}",
-                    term.range.start, term.range.end, term.hash
-                ),
-            )
-        })?;
-        let writer = TermWriter::new(term, source, std::mem::take(&mut skip), pos, span.end);
-        let sink = SpanSink {
-            file: file.clone(),
-            written,
-            span_start: span.start,
-            wire: &segments.wire,
-        };
-        pos = fetch_term(cas, source, writer, &sink, cancel).await?;
-    }
-    if pos < span.end {
+        })
+        .try_buffer_unordered(tuning.parallel);
+    let written: Vec<u64> = units.try_collect().await.map_err(|mut e: PluginError| {
+        e.message = crate::error::redact(&e.message).into();
+        e.context(context(job))
+    })?;
+    let (_, prefix) = segments.progress();
+    if job.offset + prefix < job.size {
         return Err(PluginError::new(
             ErrorKind::PROTOCOL,
             format!(
-                "the reconstruction of bytes {from}..{} ends at {pos}",
-                span.end
+                "{}: the reconstruction left bytes from {} unwritten",
+                context(job),
+                job.offset + prefix
             ),
         ));
     }
-    Ok(())
+    Ok(written.iter().sum())
 }
 
-/// Where one span's bytes go and are counted.
-struct SpanSink<'a> {
+/// The parts of `job`'s file to ask the CAS about, one reconstruction query each: every range
+/// still to fetch, cut into pieces of at most [`WINDOW`] bytes, and of less (down to the
+/// segment size) when the file would otherwise use fewer than `parallel` connections: a fetch
+/// range is one connection, and a piece's ranges start where the piece does, so a file of one
+/// xorb still downloads in parallel, and a resume fetches from where it stopped.
+fn pieces(job: &Job, tuning: &Tuning) -> Vec<std::ops::Range<u64>> {
+    let mut out = Vec::new();
+    for r in &job.fetch {
+        let (start, end) = (r.start.max(job.offset), r.end.min(job.size));
+        if start >= end {
+            continue;
+        }
+        let piece = (end - start)
+            .div_ceil(tuning.parallel as u64)
+            .clamp(tuning.segment.min(WINDOW), WINDOW);
+        let mut at = start;
+        while at < end {
+            let next = (at + piece).min(end);
+            out.push(at..next);
+            at = next;
+        }
+    }
+    out
+}
+
+/// One fetch range of a piece and the terms it serves (each a span of the file).
+struct Unit {
+    /// The piece of the file whose reconstruction named it.
+    piece: std::ops::Range<u64>,
+    /// The xorb the range belongs to.
+    xorb: String,
+    /// The range and its presigned URL (renewed after a 403).
+    source: Mutex<FetchInfo>,
+    /// Per term: its chunks and decoded length, where it starts in the file, and its span.
+    terms: Vec<(crate::cas::WireTerm, u64, Arc<Span>)>,
+}
+
+/// Groups the terms of `piece`'s reconstruction that cover bytes still to fetch by the fetch
+/// range holding their chunks; each term's needed part becomes a span of `segments`.
+fn plan_units(
+    job: &Job,
+    piece: std::ops::Range<u64>,
+    rec: &Reconstruction,
+    segments: &Segments,
+) -> Result<Vec<Unit>, PluginError> {
+    let bytes = piece;
+    let lo = bytes.start.max(job.offset);
+    // Terms tile the window from its start less the part of the first term before it (a CAS
+    // may trim coarsely: several chunks before the start).
+    let mut term_start = bytes
+        .start
+        .checked_sub(rec.offset_into_first_range)
+        .ok_or_else(|| {
+            PluginError::new(
+                ErrorKind::PROTOCOL,
+                format!(
+                    "the reconstruction's first term starts {} bytes before byte {}",
+                    rec.offset_into_first_range, bytes.start
+                ),
+            )
+        })?;
+    let mut units: Vec<Unit> = Vec::new();
+    for term in &rec.terms {
+        let term_end = term_start.saturating_add(term.unpacked_length);
+        let (a, b) = (term_start.max(lo), term_end.min(bytes.end));
+        // The part of a..b still to fetch: from the first byte to fetch to the last.
+        let needed = job.fetch.iter().filter(|r| r.start < b && a < r.end).fold(
+            None,
+            |acc: Option<(u64, u64)>, r| {
+                let (s, e) = (r.start.max(a), r.end.min(b));
+                Some(acc.map_or((s, e), |(x, y)| (x.min(s), y.max(e))))
+            },
+        );
+        if let Some((from, to)) = needed.filter(|(x, y)| x < y) {
+            let source = rec.source_of(term).ok_or_else(|| {
+                PluginError::new(
+                    ErrorKind::PROTOCOL,
+                    format!(
+                        "the reconstruction names no fetch range for chunks {}..{} of xorb {}",
+                        term.range.start, term.range.end, term.hash
+                    ),
+                )
+            })?;
+            let span = segments.add(from..to);
+            let entry = (term.clone(), term_start, span);
+            match units.iter_mut().find(|u| {
+                let theirs = u.source.lock().unwrap_or_else(|e| e.into_inner());
+                u.xorb == term.hash
+                    && theirs.range == source.range
+                    && theirs.url_range == source.url_range
+            }) {
+                Some(u) => u.terms.push(entry),
+                None => units.push(Unit {
+                    piece: bytes.clone(),
+                    xorb: term.hash.clone(),
+                    source: Mutex::new(source.clone()),
+                    terms: vec![entry],
+                }),
+            }
+        }
+        term_start = term_end;
+    }
+    if term_start < bytes.end {
+        return Err(PluginError::new(
+            ErrorKind::PROTOCOL,
+            format!(
+                "the reconstruction of bytes {}..{} ends at {term_start}",
+                bytes.start, bytes.end
+            ),
+        ));
+    }
+    Ok(units)
+}
+
+/// Downloads one fetch range and writes what its terms still lack; returns the file bytes
+/// written. After a 403 (an expired presigned URL), the window is asked again for a fresh URL
+/// for the same range before the retry.
+async fn fetch_unit(
+    cas: &Cas,
+    job: &Job,
+    unit: &Unit,
+    file: &Arc<std::fs::File>,
+    wire: &AtomicU64,
+    cancel: &CancelToken,
+) -> Result<u64, PluginError> {
+    let targets: Vec<Target> = unit
+        .terms
+        .iter()
+        .map(|(term, start, span)| {
+            let pos = span.range.start + span.written.load(Ordering::SeqCst);
+            Target::new(term, pos - start, pos, span.range.end)
+        })
+        .collect();
+    let before: u64 = unit
+        .terms
+        .iter()
+        .map(|(_, _, s)| s.written.load(Ordering::SeqCst))
+        .sum();
+    let source = unit
+        .source
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let writer = RangeWriter::serving(&source, targets);
+    let spans: Vec<Arc<Span>> = unit.terms.iter().map(|(_, _, s)| s.clone()).collect();
+    let sink = RangeSink {
+        file: file.clone(),
+        spans: &spans,
+        wire,
+    };
+    match fetch_range(cas, &source, writer, &sink, cancel).await {
+        Ok(()) => {}
+        Err(e) => {
+            if e.http_status == 403 {
+                refresh_url(cas, job, unit, cancel).await;
+            }
+            return Err(e);
+        }
+    }
+    let after: u64 = spans.iter().map(|s| s.written.load(Ordering::SeqCst)).sum();
+    Ok(after - before)
+}
+
+/// Asks `unit`'s window again and takes the fresh URL of the same fetch range, if the answer
+/// still has it (otherwise the retry uses the old one and fails again as it must).
+async fn refresh_url(cas: &Cas, job: &Job, unit: &Unit, cancel: &CancelToken) {
+    let Ok(rec) = cas
+        .reconstruction(&job.hash, Some(unit.piece.clone()), cancel)
+        .await
+    else {
+        return;
+    };
+    let mut source = unit.source.lock().unwrap_or_else(|e| e.into_inner());
+    let fresh = rec
+        .fetch_info
+        .get(&unit.xorb)
+        .and_then(|infos| infos.iter().find(|f| f.range == source.range));
+    if let Some(f) = fresh {
+        *source = f.clone();
+    }
+}
+
+/// Where one range's bytes go and are counted: the file, and the span of each term served.
+struct RangeSink<'a> {
     file: Arc<std::fs::File>,
-    written: &'a AtomicU64,
-    span_start: u64,
+    spans: &'a [Arc<Span>],
     wire: &'a AtomicU64,
 }
 
-/// Fetches one term's xorb range and writes its decoded bytes; returns where the writer ended.
-async fn fetch_term(
+/// Fetches one xorb range and writes its decoded bytes to every term `writer` serves.
+async fn fetch_range(
     cas: &Cas,
     source: &FetchInfo,
-    mut writer: TermWriter,
-    sink: &SpanSink<'_>,
+    mut writer: RangeWriter,
+    sink: &RangeSink<'_>,
     cancel: &CancelToken,
-) -> Result<u64, PluginError> {
+) -> Result<(), PluginError> {
+    if writer.done() {
+        return Ok(());
+    }
     let url = hubget_hub_http::reqwest::Url::parse(&source.url).map_err(|e| {
         PluginError::new(
             ErrorKind::PROTOCOL,
@@ -519,8 +684,6 @@ async fn fetch_term(
             error
         });
     }
-    // A 200 is the range itself when its length says so (Xet's own CAS answers V1 terms that
-    // way); otherwise the server ignored `Range` and sent the whole object: skip to the range.
     let Some(wanted) = source
         .url_range
         .end
@@ -535,6 +698,8 @@ async fn fetch_term(
             ),
         ));
     };
+    // A 200 is the range itself when its length says so (Xet's own CAS answers V1 terms that
+    // way); otherwise the server ignored `Range` and sent the whole object: skip to the range.
     let mut lead = match (status.as_u16(), answer.response.content_length()) {
         (206, _) => 0,
         (_, Some(n)) if n == wanted => 0,
@@ -574,12 +739,14 @@ async fn fetch_term(
             .await
             .map_err(|e| PluginError::new(ErrorKind::OTHER, format!("decoder thread: {e}")))?;
             (writer, raw) = (w, buf);
+            for (t, span) in writer.targets().iter().zip(sink.spans) {
+                let written = t.pos().saturating_sub(span.range.start);
+                span.written.fetch_max(written, Ordering::SeqCst);
+            }
             r.map_err(corrupt)?;
-            sink.written
-                .store(writer.pos() - sink.span_start, Ordering::SeqCst);
         }
         if writer.done() {
-            return Ok(writer.pos());
+            return Ok(());
         }
         if end {
             return Err(PluginError::new(
@@ -621,35 +788,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn segments_report_the_contiguous_prefix() {
-        let s = Segments::plan(0, 10, &[0..10], 4);
-        assert_eq!(s.spans, vec![0..4, 4..8, 8..10]);
-        s.written[1].store(4, Ordering::SeqCst);
+    fn spans_report_the_contiguous_prefix() {
+        let s = Segments::plan(0, 10, &[0..10]);
+        let spans: Vec<Arc<Span>> = [0..4, 4..8, 8..10].into_iter().map(|r| s.add(r)).collect();
+        spans[1].written.store(4, Ordering::SeqCst);
         assert_eq!(s.progress(), (4, 0));
-        s.written[0].store(3, Ordering::SeqCst);
+        spans[0].written.store(3, Ordering::SeqCst);
         assert_eq!(s.progress(), (7, 3));
-        s.written[0].store(4, Ordering::SeqCst);
-        s.written[2].store(1, Ordering::SeqCst);
+        spans[0].written.store(4, Ordering::SeqCst);
+        spans[2].written.store(1, Ordering::SeqCst);
         assert_eq!(s.progress(), (9, 9));
     }
 
     #[test]
     fn spans_on_disk_count_in_the_prefix_but_not_as_fetched_bytes() {
         // offset 2; 2..5 and 9..12 to fetch; 5..9 and 12..14 are on disk.
-        let s = Segments::plan(2, 14, &[2..5, 9..12], 2);
-        assert_eq!(s.spans, vec![2..4, 4..5, 5..9, 9..11, 11..12, 12..14]);
-        assert_eq!(s.prefilled, vec![false, false, true, false, false, true]);
+        let s = Segments::plan(2, 14, &[2..5, 9..12]);
         assert_eq!(s.progress(), (0, 0));
-        s.written[0].store(2, Ordering::SeqCst);
-        s.written[1].store(1, Ordering::SeqCst);
+        let a = s.add(2..5);
+        let b = s.add(9..12);
+        a.written.store(3, Ordering::SeqCst);
         assert_eq!(
             s.progress(),
             (3, 7),
             "the prefix (from the offset) jumps over the copied span"
         );
         assert_eq!(s.newly_written(11), vec![12..14]);
-        s.written[3].store(2, Ordering::SeqCst);
-        s.written[4].store(1, Ordering::SeqCst);
+        b.written.store(3, Ordering::SeqCst);
         assert_eq!(s.progress(), (6, 12));
         assert!(
             s.newly_written(2).iter().all(|r| r.start < 12),
@@ -658,16 +823,50 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_in_flight_is_announced_as_it_grows() {
+    fn a_span_in_flight_is_announced_as_it_grows() {
         let m = ANNOUNCE_BYTES;
-        let s = Segments::plan(0, 8 * m, &[0..8 * m], 4 * m);
-        s.written[1].store(m / 2, Ordering::SeqCst);
+        let s = Segments::plan(0, 8 * m, &[0..8 * m]);
+        let _first = s.add(0..4 * m);
+        let second = s.add(4 * m..8 * m);
+        second.written.store(m / 2, Ordering::SeqCst);
         assert!(s.newly_written(0).is_empty(), "less than ANNOUNCE_BYTES");
-        s.written[1].store(m + 1, Ordering::SeqCst);
+        second.written.store(m + 1, Ordering::SeqCst);
         assert_eq!(s.newly_written(0), vec![4 * m..5 * m + 1]);
         assert!(s.newly_written(0).is_empty(), "not again until it grows");
-        s.written[1].store(4 * m, Ordering::SeqCst);
+        second.written.store(4 * m, Ordering::SeqCst);
         assert_eq!(s.newly_written(0), vec![4 * m..8 * m], "complete");
+    }
+
+    #[test]
+    fn pieces_are_windows_for_big_files_and_smaller_to_use_the_connections() {
+        let job = |offset, size, fetch: Vec<std::ops::Range<u64>>| Job {
+            index: 0,
+            hash: String::new(),
+            size,
+            path: std::path::PathBuf::new(),
+            offset,
+            fetch,
+            local: 0,
+        };
+        let mib = 1024 * 1024;
+        let tuning = Tuning::new(4 * mib, 12);
+        // A small file: one piece of at least the segment size.
+        assert_eq!(pieces(&job(0, 10, vec![0..10]), &tuning), [0..10]);
+        assert_eq!(
+            pieces(&job(0, 8 * mib, vec![0..8 * mib]), &tuning),
+            [0..4 * mib, 4 * mib..8 * mib]
+        );
+        // A file of 12 windows or more: one query per window.
+        let big = 24 * WINDOW;
+        let p = pieces(&job(0, big, vec![0..big]), &tuning);
+        assert_eq!(p.len(), 24);
+        assert!(p.iter().all(|r| r.end - r.start == WINDOW));
+        // A resumed file and written ranges: pieces start where the missing bytes do.
+        let p = pieces(
+            &job(5 * mib, 8 * mib, vec![5 * mib..6 * mib, 7 * mib..8 * mib]),
+            &tuning,
+        );
+        assert_eq!(p, [5 * mib..6 * mib, 7 * mib..8 * mib]);
     }
 
     #[test]
