@@ -18,6 +18,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION};
 use reqwest::{Method, Response, StatusCode, Url};
 
 use crate::error::{classify_transport, redact_url, request_context};
+pub use crate::origin::{origin_of, same_origin};
 use crate::retry::{RetryPolicy, cancellable};
 
 /// Redirect hops followed per request.
@@ -61,16 +62,6 @@ impl fmt::Debug for Credential {
             self.origin.origin().ascii_serialization()
         )
     }
-}
-
-/// Whether two URLs share scheme, host and port (default ports made explicit).
-pub fn same_origin(a: &Url, b: &Url) -> bool {
-    a.origin() == b.origin()
-}
-
-/// `scheme://host[:port]` of a URL, for reports (`FileDone::source`).
-pub fn origin_of(url: &Url) -> String {
-    url.origin().ascii_serialization()
 }
 
 /// One HTTP request, before redirects.

@@ -30,6 +30,7 @@ pub mod api;
 pub mod client;
 pub mod download;
 pub mod error;
+pub mod origin;
 pub mod quota;
 pub mod ranges;
 pub mod rate;

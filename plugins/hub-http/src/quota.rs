@@ -39,7 +39,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{origin_of, same_origin};
+use crate::origin::{origin_of, same_origin};
 use crate::retry::sleep;
 
 /// How long an in-flight reservation holds budget at most (a request that never reports back).
