@@ -1,7 +1,7 @@
 //! The command line (clap), shaped like `hf download` so that muscle memory carries over.
 //!
 //! `hubget download REPO_ID [FILES]...`, `hubget export`, `hubget plugins [--json]`, `hubget
-//! config show [--json]`, `hubget cache ls|verify|rm|prune`; global `-v/--verbose` (repeatable) and `--config FILE`. `REPO_ID` may also be an
+//! config show [--json]`, `hubget cache ls|verify|rm|prune`, `hubget add|remove|lock|sync`; global `-v/--verbose` (repeatable) and `--config FILE`. `REPO_ID` may also be an
 //! `hf://[type/]owner/name[@revision][/path]` URI (see [`RepoSpec::parse`]).
 
 use std::path::PathBuf;
@@ -45,6 +45,104 @@ pub enum Command {
     /// Inspect, verify and clean the Hugging Face cache (as `hf cache` does).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Declare a repository the project needs in hubget.toml (created in the current directory
+    /// when none is found here or above).
+    Add(AddArgs),
+    /// Remove a repository from hubget.toml.
+    Remove(RemoveArgs),
+    /// Resolve hubget.toml into hubget.lock: each entry's commit and every file's hashes.
+    Lock(LockArgs),
+    /// Make the cache (or each entry's local_dir) hold exactly the files hubget.lock names.
+    Sync(SyncArgs),
+}
+
+/// `--manifest`, for the project commands.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ManifestArg {
+    /// The manifest (default: hubget.toml in the current directory or the nearest above).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+}
+
+/// `hubget add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// `owner/name`, `datasets/owner/name` or an `hf://` address of a repository.
+    pub repo: String,
+    /// model, dataset, space or kernel (for a name without a type prefix).
+    #[arg(long, value_name = "TYPE")]
+    pub repo_type: Option<String>,
+    /// Branch, tag, refs/pr/N or commit to pin (default: main).
+    #[arg(long, value_name = "REV")]
+    pub revision: Option<String>,
+    /// Only files matching (repeatable; fnmatch-style; `dir/` is a folder).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Not files matching (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Sync into this folder (relative to the manifest) instead of the Hugging Face cache.
+    #[arg(long, value_name = "DIR")]
+    pub local_dir: Option<PathBuf>,
+    /// The manifest.
+    #[command(flatten)]
+    pub manifest: ManifestArg,
+}
+
+/// `hubget remove`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The repository, as `hubget add` named it.
+    pub repo: String,
+    /// model, dataset, space or kernel (for a name without a type prefix).
+    #[arg(long, value_name = "TYPE")]
+    pub repo_type: Option<String>,
+    /// The manifest.
+    #[command(flatten)]
+    pub manifest: ManifestArg,
+}
+
+/// `hubget lock`.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Move pins forward: every entry, or only REPO; without it, existing pins stay.
+    #[arg(long, value_name = "REPO", num_args = 0..=1, default_missing_value = "")]
+    pub upgrade: Option<String>,
+    /// The manifest.
+    #[command(flatten)]
+    pub manifest: ManifestArg,
+    /// Settings.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// `hubget sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Fail if hubget.lock is out of date with hubget.toml (instead of relocking).
+    #[arg(long)]
+    pub locked: bool,
+    /// Use hubget.lock as it is, resolving nothing: no Hub API call (implies --locked).
+    #[arg(long)]
+    pub frozen: bool,
+    /// Change nothing; list what is missing, extra or different, and exit 8 if anything is.
+    #[arg(long)]
+    pub check: bool,
+    /// Show what would move, in bytes; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// NDJSON events on stdout (as `hubget download --json`).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// The manifest.
+    #[command(flatten)]
+    pub manifest: ManifestArg,
+    /// Settings.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
 }
 
 /// `hubget cache ...`.

@@ -65,6 +65,24 @@ pub enum HostError {
         extra: usize,
     },
 
+    /// A project file (`hubget.toml`, `hubget.lock`) could not be read, parsed or used.
+    #[error("{}: {message}", path.display())]
+    Project {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the entry.
+        message: String,
+    },
+
+    /// The lock does not hold what the Hub or the target holds (`hubget sync --check`).
+    #[error("{what}: {count} difference(s) from the lock")]
+    Drift {
+        /// The lock file.
+        what: String,
+        /// How many differences were listed.
+        count: usize,
+    },
+
     /// The config file could not be read or parsed.
     #[error("invalid config file {}: {message}", path.display())]
     Config {
@@ -230,7 +248,8 @@ impl HostError {
             Self::OfflineMiss { .. } => EXIT_OFFLINE_MISS,
             Self::Interrupted => EXIT_INTERRUPTED,
             Self::DiskFull { .. } => EXIT_DISK_FULL,
-            Self::VerifyFailed { .. } => EXIT_VERIFY_FAILED,
+            Self::VerifyFailed { .. } | Self::Drift { .. } => EXIT_VERIFY_FAILED,
+            Self::Project { .. } => EXIT_USAGE,
             Self::Backend { error, .. } => exit_code_for_kind(error.kind),
             Self::NoBackend(_) | Self::Io { .. } | Self::NotImplemented(_) | Self::Other(_) => {
                 EXIT_ERROR

@@ -27,6 +27,7 @@ pub mod error;
 pub mod loader;
 pub mod output;
 pub mod plan;
+pub mod project;
 pub mod redact;
 pub mod resume;
 pub mod retry;

@@ -263,7 +263,7 @@ fn plan_request(spec: &RepoSpec, args: &DownloadArgs) -> PlanRequest {
     }
 }
 
-fn engine_options(settings: &Settings, force: bool) -> EngineOptions {
+pub(crate) fn engine_options(settings: &Settings, force: bool) -> EngineOptions {
     EngineOptions {
         max_workers: settings.max_workers.value.max(1),
         stall_timeout: Duration::from_secs(settings.stall_timeout_secs.value.max(1)),
@@ -281,7 +281,7 @@ fn engine_options(settings: &Settings, force: bool) -> EngineOptions {
 
 /// How long a backend may take to resolve before the next one is asked: a guard against a
 /// stuck plugin (ten stall timeouts; the plugins' own HTTP timeouts normally answer first).
-fn resolve_timeout(settings: &Settings) -> Duration {
+pub(crate) fn resolve_timeout(settings: &Settings) -> Duration {
     // A resolve may wait out a rate-limit window (the Hub's api bucket) on top.
     Duration::from_secs(
         settings

@@ -6,6 +6,7 @@ pub mod config;
 pub mod download;
 pub mod export;
 pub mod plugins;
+pub mod project;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,6 +35,10 @@ pub fn run(cli: Cli) -> Result<(), HostError> {
         Command::Plugins(args) => plugins::run(&env, config, &args),
         Command::Config(ConfigCommand::Show(args)) => config::show(&env, config, &args),
         Command::Cache(command) => cache::run(&env, config, &command),
+        Command::Add(args) => project::add(&args),
+        Command::Remove(args) => project::remove(&args),
+        Command::Lock(args) => project::lock(&env, config, &args),
+        Command::Sync(args) => project::sync(&env, config, &args),
     }
 }
 

@@ -14,6 +14,7 @@ mod interop;
 mod lfs;
 mod mirror;
 mod plugins;
+mod project;
 mod s3;
 mod shared_store;
 mod xet;

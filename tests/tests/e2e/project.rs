@@ -1,0 +1,233 @@
+//! Declared models: `hubget add`/`remove` edit hubget.toml, `hubget lock` pins each entry to a
+//! commit and its files' hashes, `hubget sync` makes the cache or a local dir hold exactly that,
+//! moves nothing the second time, checks for drift, and never re-resolves silently.
+
+use std::path::PathBuf;
+
+use hubsim::Origin;
+
+use hubget_tests::hub::{Dl, TINY};
+use hubget_tests::{Run, assert_contains};
+
+/// A project folder with its hubget.toml in `dl`'s environment.
+struct Project<'a> {
+    dl: &'a Dl,
+    manifest: PathBuf,
+}
+
+impl<'a> Project<'a> {
+    fn new(dl: &'a Dl, toml: &str) -> Self {
+        let dir = dl.env.path("project");
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest = dir.join("hubget.toml");
+        std::fs::write(&manifest, toml).unwrap();
+        Self { dl, manifest }
+    }
+
+    /// `hubget <command> <args> --manifest <this project's>`.
+    fn run(&self, command: &str, args: &[&str]) -> Run {
+        let manifest = self.manifest.display().to_string();
+        self.dl.hubget(
+            &[&[command][..], args, &["--manifest", &manifest]].concat(),
+            &[],
+        )
+    }
+
+    fn lock_text(&self) -> String {
+        std::fs::read_to_string(self.manifest.with_file_name("hubget.lock")).unwrap()
+    }
+
+    fn set_lock(&self, text: &str) {
+        std::fs::write(self.manifest.with_file_name("hubget.lock"), text).unwrap();
+    }
+}
+
+#[test]
+fn add_and_remove_keep_the_manifests_comments() {
+    let dl = Dl::new();
+    let p = Project::new(&dl, "# what the service loads\n");
+    p.run("add", &["acme/tiny", "--include", "*.json"]).ok();
+    p.run("add", &["hf://spaces/acme/space"]).ok();
+    let text = std::fs::read_to_string(&p.manifest).unwrap();
+    assert!(text.starts_with("# what the service loads\n"), "{text}");
+    assert_contains(&text, "[repos.\"acme/tiny\"]");
+    assert_contains(&text, "[repos.\"spaces/acme/space\"]");
+    p.run("remove", &["spaces/acme/space"]).ok();
+    let text = std::fs::read_to_string(&p.manifest).unwrap();
+    assert!(
+        text.starts_with("# what the service loads\n") && !text.contains("space"),
+        "{text}"
+    );
+    p.run("remove", &["acme/nope"]).code_is(3);
+}
+
+#[test]
+fn lock_pins_commits_and_sync_fills_then_moves_nothing_and_asks_nothing() {
+    let dl = Dl::new();
+    let p = Project::new(&dl, "[repos.\"acme/tiny\"]\nrevision = \"main\"\n");
+    p.run("lock", &[]).ok();
+    let head = dl.head(TINY);
+    let lock = p.lock_text();
+    assert_contains(&lock, &format!("commit = \"{head}\""));
+    assert_contains(&lock, "path = \"lfs.bin\"");
+    // A sync fills the empty cache with exactly the locked files, verified.
+    let r = p.run("sync", &[]);
+    r.ok();
+    let files: Vec<&str> = dl
+        .sim
+        .info()
+        .repo(TINY)
+        .unwrap()
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .collect();
+    dl.assert_landed(TINY, &files);
+    // A second sync moves no byte and makes no request at all.
+    dl.sim.reset_counters();
+    let again = p.run("sync", &[]);
+    again.ok();
+    let c = dl.sim.counters();
+    assert_eq!(
+        c.total_requests.hub + c.total_requests.cdn + c.total_requests.cas,
+        0,
+        "{c:?}"
+    );
+    assert_contains(&again.stdout, "0 file(s) fetched, 0 B moved");
+    // --check agrees.
+    p.run("sync", &["--check"]).ok();
+}
+
+#[test]
+fn a_pin_stays_until_upgrade_moves_it() {
+    let dl = Dl::new();
+    let p = Project::new(&dl, "[repos.\"acme/tiny\"]\n");
+    p.run("lock", &[]).ok();
+    let head = dl.head(TINY);
+    // As if main had moved on since the lock was made: the lock names an older commit.
+    let info = dl.sim.info().repo(TINY).unwrap().clone();
+    let older = info.tags["v1.0"].clone();
+    p.set_lock(&p.lock_text().replace(&head, &older));
+    p.run("lock", &[]).ok();
+    assert_contains(&p.lock_text(), &format!("commit = \"{older}\""));
+    p.run("lock", &["--upgrade"]).ok();
+    assert_contains(&p.lock_text(), &format!("commit = \"{head}\""));
+    // The one entry named moves; others would stay.
+    p.set_lock(&p.lock_text().replace(&head, &older));
+    p.run("lock", &["--upgrade", "acme/tiny"]).ok();
+    assert_contains(&p.lock_text(), &format!("commit = \"{head}\""));
+}
+
+#[test]
+fn locked_refuses_a_stale_lock_and_a_vanished_commit_is_a_clear_error() {
+    let dl = Dl::new();
+    let p = Project::new(&dl, "[repos.\"acme/tiny\"]\n");
+    p.run("lock", &[]).ok();
+    // The manifest changed since: --locked (and --frozen) refuse, naming the entry.
+    std::fs::write(
+        &p.manifest,
+        "[repos.\"acme/tiny\"]\ninclude = [\"*.json\"]\n",
+    )
+    .unwrap();
+    for flag in ["--locked", "--frozen"] {
+        let r = p.run("sync", &[flag]);
+        r.code_is(2);
+        assert_contains(&r.stderr, "out of date");
+        assert_contains(&r.stderr, "acme/tiny");
+    }
+    // A pinned commit the Hub no longer has: an error naming the entry, nothing re-resolved.
+    p.run("lock", &[]).ok();
+    let head = dl.head(TINY);
+    let gone = "0123456789abcdef0123456789abcdef01234567";
+    p.set_lock(&p.lock_text().replace(&head, gone));
+    let r = p.run("sync", &[]);
+    assert_ne!(r.code, Some(0));
+    assert_contains(&r.stderr, "acme/tiny");
+    assert_contains(
+        &r.stderr,
+        &format!("the pinned commit {gone} is gone from the Hub"),
+    );
+    assert_contains(&p.lock_text(), gone);
+    assert!(
+        !dl.repo_dir("models--acme--tiny")
+            .join("snapshots")
+            .join(gone)
+            .exists()
+    );
+}
+
+#[test]
+fn check_lists_a_missing_file_an_extra_revision_and_a_corrupted_blob() {
+    let dl = Dl::new();
+    let p = Project::new(&dl, "[repos.\"acme/tiny\"]\n");
+    p.run("sync", &[]).ok();
+    let head = dl.head(TINY);
+    let snapshot = dl
+        .repo_dir("models--acme--tiny")
+        .join("snapshots")
+        .join(&head);
+    std::fs::remove_file(snapshot.join("README.md")).unwrap();
+    let info = dl.sim.info().repo(TINY).unwrap().clone();
+    dl.run(&[TINY, "--revision", &info.branches["dev/feature"]])
+        .ok();
+    let lfs = snapshot.join("lfs.bin").canonicalize().unwrap();
+    let mut perms = std::fs::metadata(&lfs).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&lfs, perms).unwrap();
+    let mut data = std::fs::read(&lfs).unwrap();
+    data[10] ^= 1;
+    std::fs::write(&lfs, data).unwrap();
+    dl.sim.reset_counters();
+    let r = p.run("sync", &["--check"]);
+    r.code_is(8);
+    assert_contains(&r.stdout, "missing    acme/tiny: README.md");
+    assert_contains(&r.stdout, "different  acme/tiny: lfs.bin");
+    assert_contains(
+        &r.stdout,
+        &format!(
+            "extra      acme/tiny: revision {}",
+            info.branches["dev/feature"]
+        ),
+    );
+    assert_eq!(
+        dl.sim.counters().total_requests.hub,
+        0,
+        "--check asks nothing"
+    );
+    // And sync repairs what is missing (the corrupted blob is the cache's to repair).
+    p.run("sync", &[]).ok();
+    assert!(snapshot.join("README.md").is_file());
+}
+
+#[test]
+fn a_local_dir_entry_syncs_there_and_frozen_asks_no_hub_api() {
+    let dl = Dl::new();
+    let p = Project::new(
+        &dl,
+        "[repos.\"acme/tiny\"]\ninclude = [\"*.json\", \"*.md\"]\nlocal_dir = \"models/tiny\"\n",
+    );
+    p.run("lock", &[]).ok();
+    dl.sim.reset_counters();
+    p.run("sync", &["--frozen"]).ok();
+    let dir = p.manifest.with_file_name("models/tiny");
+    assert!(dir.join("config.json").is_file());
+    assert!(dir.join("README.md").is_file());
+    assert!(
+        !dir.join("lfs.bin").exists(),
+        "only what the entry includes"
+    );
+    let c = dl.sim.counters();
+    let api: u64 = c
+        .requests
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("hub:")
+                && !k.starts_with("hub:resolve")
+                && !k.starts_with("hub:lfs_batch")
+        })
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(api, 0, "--frozen resolves nothing: {c:?}");
+    assert!(c.requests_to(Origin::Hub, "resolve") >= 1, "{c:?}");
+}
