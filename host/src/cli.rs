@@ -131,6 +131,13 @@ pub struct SyncArgs {
     /// Show what would move, in bytes; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Remove cached revisions of the manifest's repositories that the lock does not name.
+    #[arg(long)]
+    pub prune: bool,
+    /// Also upload exactly the locked files to an object store (`s3://bucket/prefix`), as
+    /// `hubget export` does; the entries sync into the cache first.
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
     /// NDJSON events on stdout (as `hubget download --json`).
     #[arg(long)]
     pub json: bool,

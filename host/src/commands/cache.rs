@@ -1072,6 +1072,37 @@ fn finish(root: &Path, removal: Removal, how: &RemovalArgs) -> Result<(), HostEr
     print_stdout(&done)
 }
 
+/// Removes every revision of the repository folder `folder` except `keep` (with the blobs
+/// only they use, and their refs), through the same safe removal as `cache rm`; returns what
+/// went, one line each.
+pub(crate) fn remove_other_revisions(
+    root: &Path,
+    folder: &str,
+    keep: &str,
+) -> Result<Vec<String>, HostError> {
+    let scan = scan_or_explain(root)?;
+    let Some(repo) = scan.repos.iter().find(|r| r.folder == folder) else {
+        return Ok(Vec::new());
+    };
+    let doomed: BTreeSet<String> = repo
+        .revisions
+        .iter()
+        .map(|r| r.commit.clone())
+        .filter(|c| c != keep)
+        .collect();
+    if doomed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut removal = Removal::default();
+    plan_repo_removal(&SharedBlobs::new(root), repo, &doomed, &mut removal);
+    execute(root, &removal)?;
+    Ok(removal
+        .lines
+        .into_iter()
+        .filter(|l| !l.starts_with(' '))
+        .collect())
+}
+
 fn prune(root: &Path, args: &RemovalArgs) -> Result<(), HostError> {
     let scan = scan_or_explain(root)?;
     let shared = SharedBlobs::new(root);

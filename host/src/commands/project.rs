@@ -10,7 +10,9 @@
 //!   blob store. An entry whose files are all in place costs no request at all. Before
 //!   fetching, the pin is checked against the Hub (the commit must still exist and serve the
 //!   same files), unless `--frozen`, which asks nothing of the Hub's API and lets the backends
-//!   fetch by commit and hash (a bucket or a mirror alone can serve a fleet).
+//!   fetch by commit and hash (a bucket or a mirror alone can serve a fleet). `--to` uploads
+//!   exactly the locked files (as `hubget export`), `--prune` removes the cached revisions of
+//!   the manifest's repositories that the lock does not name (as `hubget cache rm`).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -272,11 +274,12 @@ fn stale(manifest: &Manifest, lock: Option<&Lock>) -> Vec<String> {
     out
 }
 
-/// Where an entry syncs to.
-fn target_of(settings: &Settings, manifest: &Manifest, entry: &Entry) -> Target {
+/// Where an entry syncs to: its `local_dir`, else (or when the sync also uploads, which reads
+/// the cache) the Hugging Face cache.
+fn target_of(settings: &Settings, manifest: &Manifest, entry: &Entry, to_cache: bool) -> Target {
     let target = match &entry.local_dir {
-        Some(dir) => Target::local_dir(&manifest.dir().join(dir)),
-        None => Target::cache(&settings.cache_dir.value, entry.repo_type, &entry.repo_id),
+        Some(dir) if !to_cache => Target::local_dir(&manifest.dir().join(dir)),
+        _ => Target::cache(&settings.cache_dir.value, entry.repo_type, &entry.repo_id),
     };
     let shared = settings
         .shared_blobs
@@ -472,7 +475,7 @@ async fn sync_entries(
     let (mut moved, mut fetched_files) = (0u64, 0usize);
     for entry in &manifest.entries {
         let pin = lock.get(&entry.name).expect("the lock is up to date");
-        let target = target_of(settings, manifest, entry);
+        let target = target_of(settings, manifest, entry, args.to.is_some());
         let plan = plan_of(pin, entry, &target)?;
         if args.check {
             problems.extend(check_entry(pin, &plan, &target));
@@ -521,6 +524,28 @@ async fn sync_entries(
         }
         if let Err(e) = target.write_ref(&pin.revision, &pin.commit) {
             log::warn!("{}: cannot write refs/{}: {e}", entry.name, pin.revision);
+        }
+        if let Some(to) = &args.to {
+            let (url, uploads) =
+                crate::commands::export::upload(settings, &plan, &target, to, output).await?;
+            let sent: u64 = uploads.iter().map(|u| u.bytes_transferred).sum();
+            text.push_str(&format!(
+                "{} @ {}: exported to {url} ({} sent)\n",
+                entry.name,
+                pin.commit,
+                human_bytes(sent)
+            ));
+        }
+        if args.prune
+            && let Target::Cache(c) = &target
+        {
+            for line in crate::commands::cache::remove_other_revisions(
+                &settings.cache_dir.value,
+                &c.folder,
+                &pin.commit,
+            )? {
+                text.push_str(&format!("pruned {line}\n"));
+            }
         }
         text.push_str(&format!(
             "{} @ {}: {} file(s) in place{}\n",

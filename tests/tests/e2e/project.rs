@@ -231,3 +231,111 @@ fn a_local_dir_entry_syncs_there_and_frozen_asks_no_hub_api() {
     assert_eq!(api, 0, "--frozen resolves nothing: {c:?}");
     assert!(c.requests_to(Origin::Hub, "resolve") >= 1, "{c:?}");
 }
+
+#[test]
+fn prune_removes_revisions_the_lock_does_not_name_and_leaves_other_repos_alone() {
+    let dl = Dl::new();
+    let p = Project::new(&dl, "[repos.\"acme/tiny\"]\n");
+    let info = dl.sim.info().repo(TINY).unwrap().clone();
+    let feature = info.branches["dev/feature"].clone();
+    dl.run(&[TINY, "--revision", &feature]).ok();
+    dl.run(&["acme/resume", "config.json"]).ok();
+    let resume = dl.repo_dir("models--acme--resume");
+    let before: Vec<_> = std::fs::read_dir(resume.join("snapshots"))
+        .unwrap()
+        .collect();
+    let r = p.run("sync", &["--prune"]);
+    r.ok();
+    let snapshots = dl.repo_dir("models--acme--tiny").join("snapshots");
+    assert!(
+        snapshots.join(dl.head(TINY)).is_dir(),
+        "the locked revision"
+    );
+    assert!(!snapshots.join(&feature).exists(), "{}", r.stdout);
+    assert_contains(&r.stdout, &format!("pruned model/acme/tiny @ {feature}"));
+    let after: Vec<_> = std::fs::read_dir(resume.join("snapshots"))
+        .unwrap()
+        .collect();
+    assert_eq!(before.len(), after.len(), "another repository stays");
+    hubget_tests::hub::hf_ok(&dl, &["cache", "verify", TINY]);
+}
+
+#[test]
+fn sync_seeds_a_bucket_and_a_frozen_node_syncs_from_it_without_the_hub() {
+    use hubget_tests::s3::S3Gateway;
+    let gw = S3Gateway::start();
+    let dl = Dl::new();
+    let p = Project::new(
+        &dl,
+        "[repos.\"acme/tiny\"]\ninclude = [\"*.json\", \"*.bin\"]\n",
+    );
+    let vars = gw.env();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let to = format!("s3://{}/fleet", hubget_tests::s3::BUCKET);
+    let manifest = p.manifest.display().to_string();
+    let seed_cfg = dl.env.path("seed.toml");
+    std::fs::write(
+        &seed_cfg,
+        format!("[plugins.s3]\nendpoint = \"{}\"\n", gw.endpoint),
+    )
+    .unwrap();
+    let seed = dl.hubget(
+        &[
+            "sync",
+            "--to",
+            &to,
+            "--manifest",
+            &manifest,
+            "--config",
+            seed_cfg.to_str().unwrap(),
+        ],
+        &vars,
+    );
+    seed.ok();
+    assert_contains(&seed.stdout, &format!("exported to {to}"));
+
+    // A node: a fresh cache, the bucket as its only backend, and a Hub that does not answer.
+    let node_cfg = dl.env.path("node.toml");
+    std::fs::write(
+        &node_cfg,
+        format!(
+            "[backends]\norder = [\"s3\"]\n[plugins.s3]\nurl = \"{to}\"\nendpoint = \"{}\"\n",
+            gw.endpoint
+        ),
+    )
+    .unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let node_cache = dl.env.path("node-cache");
+    dl.sim.reset_counters();
+    let node = dl.hubget(
+        &[
+            "sync",
+            "--frozen",
+            "--manifest",
+            &manifest,
+            "--config",
+            node_cfg.to_str().unwrap(),
+            "--endpoint",
+            &dead,
+            "--cache-dir",
+            node_cache.to_str().unwrap(),
+        ],
+        &vars,
+    );
+    node.ok();
+    let c = dl.sim.counters();
+    assert_eq!(c.total_requests.hub + c.total_requests.cdn, 0, "{c:?}");
+    let snap = node_cache
+        .join("models--acme--tiny/snapshots")
+        .join(dl.head(TINY));
+    for f in ["config.json", "lfs.bin", "xet-a.bin"] {
+        assert_eq!(
+            std::fs::read(snap.join(f)).unwrap(),
+            dl.sim.content(TINY, f),
+            "{f}"
+        );
+    }
+}
