@@ -414,17 +414,34 @@ async fn download(
                 log::debug!("cannot write the .no_exist marker for {m}: {e}");
             }
         }
-        return Err((
-            HostError::NotFound(format!(
-                "{} {} at {} ({}) has no file {}",
-                plan.repo_type,
-                plan.repo_id,
-                plan.revision,
-                plan.commit,
-                plan.missing.join(", ")
-            )),
-            None,
-        ));
+        // A folder named without its `/` is a file name (as in `hf download`); say so when the
+        // repository has a folder of that name.
+        let folders: Vec<String> = plan
+            .missing
+            .iter()
+            .filter(|m| {
+                let prefix = format!("{}/", m.trim_end_matches('/'));
+                plan.manifest_files
+                    .iter()
+                    .any(|f| f.path.as_str().starts_with(&prefix))
+            })
+            .map(|m| {
+                let repo = crate::project::manifest::name_of(plan.repo_type, &plan.repo_id);
+                format!("`{m}` is a folder: ask for `{m}/` (hf://{repo}/{m}/)")
+            })
+            .collect();
+        let mut message = format!(
+            "{} {} at {} ({}) has no file {}",
+            plan.repo_type,
+            plan.repo_id,
+            plan.revision,
+            plan.commit,
+            plan.missing.join(", ")
+        );
+        if !folders.is_empty() {
+            message.push_str(&format!("; {}", folders.join("; ")));
+        }
+        return Err((HostError::NotFound(message), None));
     }
     let first = first_backends(&plan, &backends);
     output.emit(plan_event(&plan, &names, &first, args.dry_run));

@@ -84,15 +84,77 @@ fn a_kernel_repository_downloads_from_an_hf_address() {
         "ops = 1\n"
     );
     assert_eq!(
-        std::fs::metadata(snapshot.join("build/torch-cuda/kernel.so"))
-            .unwrap()
-            .len(),
-        300000
+        std::fs::read(snapshot.join("build/torch-cuda/kernel.so")).unwrap(),
+        dl.sim.content("acme/flash", "build/torch-cuda/kernel.so")
     );
     assert!(
         !snapshot.join("README.md").exists(),
         "only the folder asked for"
     );
+}
+
+#[test]
+fn a_dataset_folder_from_an_hf_address_lands_in_the_datasets_folder() {
+    let files = r##"
+  { path = "README.md", content = { kind = "text", text = "# rows\n" } },
+  { path = "data/train/a.txt", content = { kind = "text", text = "a\n" } },
+  { path = "data/validation/b.txt", content = { kind = "text", text = "b\n" } },
+  { path = "data/validation/c.bin", storage = "lfs", content = { kind = "random", size = 70000, seed = 9 } },"##;
+    let spec = one_commit("acme/rows", "dataset", "rows", files);
+    let dl = Dl::with(HubSim::builder().fixtures(spec));
+    let head = dl.head("acme/rows");
+    let r = dl.run(&["hf://datasets/acme/rows/data/validation/"]);
+    r.ok();
+    let snapshot = dl
+        .repo_dir("datasets--acme--rows")
+        .join("snapshots")
+        .join(&head);
+    for f in ["data/validation/b.txt", "data/validation/c.bin"] {
+        assert_eq!(
+            std::fs::read(snapshot.join(f)).unwrap(),
+            dl.sim.content("acme/rows", f),
+            "{f}"
+        );
+    }
+    assert!(
+        !snapshot.join("data/train/a.txt").exists(),
+        "only the folder"
+    );
+    assert!(!snapshot.join("README.md").exists(), "only the folder");
+    assert_eq!(
+        std::fs::read_to_string(dl.repo_dir("datasets--acme--rows").join("refs/main")).unwrap(),
+        head
+    );
+    // The folder named without its `/` is a file name, as in `hf download`; the error says the
+    // repository has a folder of that name and shows the address with the `/`.
+    let r = dl.run(&["hf://datasets/acme/rows/data/validation"]);
+    r.code_is(3);
+    assert_contains(&r.stderr, "data/validation/");
+}
+
+#[test]
+fn a_pull_request_revision_lands_under_its_commit_and_ref() {
+    let dl = Dl::new();
+    let info = dl.sim.info().repo(TINY).unwrap().clone();
+    let pr = info.prs["refs/pr/1"].clone();
+    dl.run(&[TINY, "--revision", "refs/pr/1"]).ok();
+    let repo = dl.repo_dir("models--acme--tiny");
+    // huggingface_hub names the ref file after the revision: `refs/refs/pr/1`.
+    assert_eq!(
+        std::fs::read_to_string(repo.join("refs/refs/pr/1")).unwrap(),
+        pr
+    );
+    let commit = info.commit(&pr).expect("the PR's commit");
+    for f in &commit.files {
+        assert_eq!(
+            std::fs::metadata(repo.join("snapshots").join(&pr).join(&f.path))
+                .unwrap()
+                .len(),
+            f.size,
+            "{}",
+            f.path
+        );
+    }
 }
 
 #[test]

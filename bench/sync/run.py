@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Issue 27 benchmark: what `hubget sync` costs next to `hubget download`.
+
+Setup (one command, nothing from the internet): hubsim (release) with its default set and the
+realistic shapes at --size-mib (default 256: `acme/sharded` is 8 shards of 32 MiB plus index,
+config and tokenizer), unshaped loopback. Runs, each into a fresh cache:
+  * `hubget download acme/sharded` and `hubget sync` of a manifest holding only acme/sharded
+    (lock included), alternating: wall time and the bytes hubsim served;
+  * a manifest of 10 repositories, synced once, then the no-op `hubget sync` (everything in
+    place) --runs times: wall time and the requests it made (goal: under one second, none).
+
+Usage: bench/sync/run.py [--runs 5] [--size-mib 256] [--no-build] [--no-record]
+"""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+REL = os.path.join(ROOT, "target", "release")
+RESULTS = os.path.join(ROOT, "bench", "RESULTS.md")
+BEGIN, END = "<!-- sync:begin -->", "<!-- sync:end -->"
+TEN = [
+    "acme/tiny", "acme/evolving", "datasets/acme/many-small", "spaces/acme/space", "acme/big",
+    "acme/finetune", "acme/shared-base", "acme/shared-derived", "acme/shared-pair",
+    "acme/sharded",
+]
+
+
+def log(msg):
+    print(f"[bench/sync] {msg}", file=sys.stderr, flush=True)
+
+
+def start_hubsim(tmp, size_mib):
+    info = os.path.join(tmp, "info.json")
+    cmd = [os.path.join(REL, "hubsim"), "serve", "--info", info, "--big-mib", "8",
+           "--realistic-mib", str(size_mib)]
+    log("starting hubsim (uploading the fixtures through hf-xet takes a while)")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    while not os.path.exists(info):
+        if proc.poll() is not None or time.time() > deadline:
+            sys.exit("hubsim did not start")
+        time.sleep(0.2)
+    with open(info) as f:
+        return proc, json.load(f)
+
+
+def control(sim, route, method="GET"):
+    req = urllib.request.Request(sim["control_url"] + route, method=method)
+    with urllib.request.urlopen(req) as r:
+        body = r.read()
+    return json.loads(body) if body else None
+
+
+def served(sim):
+    c = control(sim, "/counters")
+    return sum(c["bytes"].values()), sum(c["total_requests"].values())
+
+
+def hubget(args, home, sim, cwd=None):
+    env = dict(os.environ, HOME=home, HF_HOME=os.path.join(home, "hf"),
+               HF_ENDPOINT=sim["hub_url"], HUBGET_PLUGIN_DIR=REL, HF_HUB_DISABLE_PROGRESS_BARS="1")
+    env.pop("HF_TOKEN", None)
+    control(sim, "/reset-counters", "POST")
+    start = time.monotonic()
+    p = subprocess.run([os.path.join(REL, "hubget")] + args, env=env, cwd=cwd,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.monotonic() - start
+    if p.returncode != 0:
+        sys.exit(f"hubget {' '.join(args)} failed: {p.stderr[-2000:]}")
+    nbytes, requests = served(sim)
+    return wall, nbytes, requests
+
+
+def project(tmp, names):
+    d = tempfile.mkdtemp(dir=tmp, prefix="project-")
+    with open(os.path.join(d, "hubget.toml"), "w") as f:
+        for n in names:
+            f.write(f'[repos."{n}"]\n')
+    return d
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args()
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "-p", "hubsim", "-p", "hubget", "-p", "hubget-lfs",
+                        "-p", "hubget-xet", "-p", "hubget-mirror"], cwd=ROOT, check=True)
+    tmp = tempfile.mkdtemp(prefix="bench-sync-")
+    proc, sim = start_hubsim(tmp, args.size_mib)
+    rows = {"download": [], "sync": [], "noop": []}
+    try:
+        for i in range(args.runs):
+            home = tempfile.mkdtemp(dir=tmp)
+            rows["download"].append(hubget(["download", "acme/sharded"], home, sim))
+            shutil.rmtree(home)
+            home = tempfile.mkdtemp(dir=tmp)
+            d = project(tmp, ["acme/sharded"])
+            rows["sync"].append(hubget(["sync"], home, sim, cwd=d))
+            shutil.rmtree(home)
+            log(f"run {i + 1}: download {rows['download'][-1]}, sync {rows['sync'][-1]}")
+        home = tempfile.mkdtemp(dir=tmp)
+        d = project(tmp, TEN)
+        hubget(["sync"], home, sim, cwd=d)
+        for _ in range(args.runs):
+            rows["noop"].append(hubget(["sync"], home, sim, cwd=d))
+        log(f"no-op syncs: {rows['noop']}")
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = lambda k, i: statistics.median(r[i] for r in rows[k])
+    dl_wall, sy_wall, noop = med("download", 0), med("sync", 0), med("noop", 0)
+    dl_bytes, sy_bytes = med("download", 1), med("sync", 1)
+    noop_requests = max(r[2] for r in rows["noop"])
+    verdict = lambda ok: "met" if ok else "MISSED"
+    text = "\n".join([
+        BEGIN,
+        f"### Case 13: `hubget sync` (`bench/sync/run.py`, {datetime.date.today()}, {args.runs} runs, medians)",
+        "",
+        "| what | wall (s) | bytes served | requests |",
+        "| --- | --- | --- | --- |",
+        f"| `hubget download acme/sharded` (fresh cache, {args.size_mib} MiB) | {dl_wall:.2f} | {dl_bytes:.0f} | {med('download', 2):.0f} |",
+        f"| `hubget sync` of a manifest holding acme/sharded (lock included) | {sy_wall:.2f} | {sy_bytes:.0f} | {med('sync', 2):.0f} |",
+        f"| no-op `hubget sync` of a 10-repository manifest | {noop:.3f} | 0 | {noop_requests} (max) |",
+        "",
+        f"Goals: the sync costs no more than the download: {verdict(sy_bytes <= dl_bytes * 1.01)} in bytes "
+        f"({sy_bytes / dl_bytes:.3f}x), wall {sy_wall / dl_wall:.2f}x (lock and the pin's check against the Hub "
+        f"included); a no-op sync of 10 repositories under one second: {verdict(noop < 1.0)} ({noop:.3f} s, "
+        f"{noop_requests} requests).",
+        END,
+    ])
+    print(text)
+    if not args.no_record:
+        with open(RESULTS) as f:
+            old = f.read()
+        if BEGIN in old and END in old:
+            new = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END):]
+        else:
+            new = old.rstrip("\n") + "\n\n" + text + "\n"
+        with open(RESULTS, "w") as f:
+            f.write(new)
+
+
+if __name__ == "__main__":
+    main()
