@@ -280,6 +280,9 @@ pub struct RequestRecord {
     pub bytes: u64,
     /// Whether an `Authorization` header was present.
     pub auth: bool,
+    /// Its value (a test server: tests compare it with the Hub token).
+    #[serde(default)]
+    pub authorization: Option<String>,
     /// `Range` header, if any.
     pub range: Option<String>,
     /// A fault fired on this request.

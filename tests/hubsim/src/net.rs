@@ -172,6 +172,11 @@ async fn handle(
     }
     let method = req.method().clone();
     let auth = req.headers().contains_key(header::AUTHORIZATION);
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let range = req
         .headers()
         .get(header::RANGE)
@@ -270,6 +275,7 @@ async fn handle(
         status: resp.status().as_u16(),
         bytes: 0,
         auth,
+        authorization,
         range,
         faulted: fault.is_some(),
     });

@@ -1055,7 +1055,7 @@ fn limit_rate_caps_the_whole_run_for_lfs_and_says_which_backends_ignore_it() {
         r.stdout
     );
 
-    // The same cap from the environment and the config file; a bad value is a usage error.
+    // The same cap from the environment and from the config file; a bad value is a usage error.
     let r = dl.run_env(
         &[
             "acme/resume",
@@ -1070,6 +1070,20 @@ fn limit_rate_caps_the_whole_run_for_lfs_and_says_which_backends_ignore_it() {
     );
     r.ok();
     assert_rate_capped(done_rate(&r.first("file_done")), 4.0 * 1024.0 * 1024.0);
+    let r = dl.run_config(
+        "[download]\nlimit_rate = \"3M\"\n",
+        &[
+            "acme/resume",
+            "big.bin",
+            "--backend",
+            "lfs",
+            "--no-fallback",
+            "--force-download",
+            "--json",
+        ],
+    );
+    r.ok();
+    assert_rate_capped(done_rate(&r.first("file_done")), 3.0 * 1024.0 * 1024.0);
     let r = dl.run(&["acme/resume", "--limit-rate", "fast"]);
     r.code_is(2);
     assert_contains(&r.stderr, "limit_rate");

@@ -372,3 +372,41 @@ fn every_xet_request_goes_through_the_hosts_proxy_and_bandwidth_cap() {
     let done = &r.of("file_done")[0];
     hubget_tests::assert_rate_capped(hubget_tests::done_rate(done), 2.0 * 1024.0 * 1024.0);
 }
+
+#[test]
+fn the_hub_token_never_reaches_the_cas_or_the_xorb_ranges() {
+    let dl = Dl::new();
+    let token = dl.sim.token().to_owned();
+    dl.run(&[TINY, "--backend", "xet", "--token", &token]).ok();
+    let c = dl.sim.counters();
+    let hub_bearer = format!("Bearer {token}");
+    let cas: Vec<_> = c.log.iter().filter(|l| l.origin == Origin::Cas).collect();
+    assert!(cas.iter().any(|l| l.route == "fetch_term"), "{cas:?}");
+    for l in &cas {
+        assert_ne!(
+            l.authorization.as_deref(),
+            Some(hub_bearer.as_str()),
+            "the Hub token went to the CAS: {}",
+            l.path
+        );
+    }
+    // Reconstruction queries carry the CAS token (another value), xorb ranges none.
+    for l in cas
+        .iter()
+        .filter(|l| l.route.starts_with("reconstructions"))
+    {
+        let value = l.authorization.as_deref().unwrap_or_default();
+        assert!(value.starts_with("Bearer ") && value != hub_bearer, "{l:?}");
+    }
+    assert!(
+        cas.iter()
+            .filter(|l| l.route == "fetch_term")
+            .all(|l| l.authorization.is_none())
+    );
+    // The Hub itself got it (the xet-read-token route), so the comparison means something.
+    assert!(
+        c.log
+            .iter()
+            .any(|l| l.origin == Origin::Hub && l.authorization.as_deref() == Some(&hub_bearer))
+    );
+}
