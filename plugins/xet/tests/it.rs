@@ -742,3 +742,41 @@ fn a_fetch_range_several_terms_use_crosses_the_wire_once() {
         "{xorb_bytes} xorb bytes for a {block}-byte block used three times: {c:?}"
     );
 }
+
+#[test]
+fn a_coarsely_trimmed_answer_is_read_right_and_costs_at_most_the_trim_per_query() {
+    // big.bin resumed at 6 MiB + 123, from a CAS trimming chunk by chunk and from one whose
+    // answers reach 512 KiB further back (several chunks): the same bytes land, and the coarse
+    // CAS costs at most its trim per reconstruction query more.
+    let trim = 512 * 1024;
+    let resume = |sim: &HubSim| {
+        let backend = backend(sim, "reuse = false\n");
+        let manifest = resolve(&backend, "acme/big");
+        let big = file(&manifest, "big.bin");
+        let dir = tempfile::tempdir().unwrap();
+        let full = sim.content("acme/big", "big.bin");
+        let offset = 6 * MIB + 123;
+        let path = partial(dir.path(), "resumed", &full[..offset as usize]);
+        sim.reset_counters();
+        let fb = batch("acme/big", &manifest.commit, vec![item(big, &path, offset)]);
+        ok(&fetch_unobserved(&backend, &fb)[0]);
+        assert_eq!(sha256_of(&path), big.sha256.as_ref().unwrap().as_str());
+        let c = sim.counters();
+        let queries = c.requests_to(Origin::Cas, "reconstructions_v2")
+            + c.requests_to(Origin::Cas, "reconstructions_v1");
+        (
+            c.bytes_by_route.get("cas:fetch_term").copied().unwrap_or(0),
+            queries,
+        )
+    };
+    let fine = start(with_big(8), Shaping::default());
+    let (fine_bytes, _) = resume(&fine);
+    let coarse =
+        HubSim::start_blocking(HubSim::builder().fixtures(with_big(8)).coarse_trim(trim)).unwrap();
+    let (coarse_bytes, queries) = resume(&coarse);
+    assert!(coarse_bytes > fine_bytes, "the coarse CAS did reach back");
+    assert!(
+        coarse_bytes <= fine_bytes + trim * queries + 128 * 1024,
+        "{coarse_bytes} xorb bytes coarse, {fine_bytes} fine, {queries} queries"
+    );
+}

@@ -75,11 +75,16 @@ pub(crate) async fn upload(
 pub(crate) struct Proxy {
     upstream: String,
     client: reqwest::Client,
+    /// Coarse trimming: a ranged reconstruction query is answered for a range starting this
+    /// many bytes earlier, its first term reaching back that far (`offset_into_first_range`
+    /// says so), as the Xet spec allows a CAS to do. 0: trimmed chunk by chunk.
+    coarse_trim: u64,
 }
 
 /// A router that forwards everything to `upstream`, keeping the client's `Host` so the CAS builds
-/// fetch URLs that point back at the proxy.
-pub(crate) fn proxy_router(upstream: &str) -> Result<Router, Error> {
+/// fetch URLs that point back at the proxy; with `coarse_trim`, reconstruction answers start that
+/// many bytes before the range asked for.
+pub(crate) fn proxy_router(upstream: &str, coarse_trim: u64) -> Result<Router, Error> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(64)
@@ -88,6 +93,7 @@ pub(crate) fn proxy_router(upstream: &str) -> Result<Router, Error> {
     let p = Arc::new(Proxy {
         upstream: upstream.trim_end_matches('/').to_string(),
         client,
+        coarse_trim,
     });
     Ok(Router::new().fallback(forward).with_state(p))
 }
@@ -114,15 +120,25 @@ async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response<Body> {
         Err(e) => return bad_gateway(&e.to_string()),
     };
     let mut rb = p.client.request(parts.method.clone(), url);
+    // Coarse trimming of a ranged reconstruction query: ask from earlier, say so in the answer.
+    let widened = coarse_range(&parts, p.coarse_trim);
     for (k, v) in &parts.headers {
         if !hop_by_hop(k) && k != header::CONTENT_LENGTH {
-            rb = rb.header(k, v);
+            match (&widened, k == header::RANGE) {
+                (Some((range, _)), true) => rb = rb.header(k, range.as_str()),
+                _ => rb = rb.header(k, v),
+            }
         }
     }
     let resp = match rb.body(body).send().await {
         Ok(r) => r,
         Err(e) => return bad_gateway(&e.to_string()),
     };
+    if let Some((_, back)) = widened
+        && resp.status().is_success()
+    {
+        return reach_back(resp, back).await;
+    }
     let mut out = Response::builder().status(resp.status());
     for (k, v) in resp.headers() {
         if !hop_by_hop(k) {
@@ -131,6 +147,43 @@ async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response<Body> {
     }
     let stream = resp.bytes_stream().map_err(std::io::Error::other);
     out.body(Body::from_stream(stream))
+        .unwrap_or_else(|e| bad_gateway(&e.to_string()))
+}
+
+/// For a ranged reconstruction query (`bytes=S-E`, S > 0) and a coarse trim: the range to ask
+/// upstream and how many bytes earlier it starts.
+fn coarse_range(parts: &axum::http::request::Parts, trim: u64) -> Option<(String, u64)> {
+    let path = parts.uri.path();
+    if trim == 0
+        || !(path.starts_with("/v1/reconstructions/") || path.starts_with("/v2/reconstructions/"))
+    {
+        return None;
+    }
+    let range = parts.headers.get(header::RANGE)?.to_str().ok()?;
+    let (start, end) = range.strip_prefix("bytes=")?.split_once('-')?;
+    let start: u64 = start.parse().ok()?;
+    let wider = start.saturating_sub(trim);
+    (wider < start).then(|| (format!("bytes={wider}-{end}"), start - wider))
+}
+
+/// The upstream answer for the widened range, its first term reaching `back` bytes further
+/// before the range the client asked for.
+async fn reach_back(resp: reqwest::Response, back: u64) -> Response<Body> {
+    let status = resp.status();
+    let body = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => return bad_gateway(&e.to_string()),
+    };
+    let mut doc: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad_gateway(&e.to_string()),
+    };
+    let offset = doc["offset_into_first_range"].as_u64().unwrap_or(0);
+    doc["offset_into_first_range"] = serde_json::json!(offset + back);
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(doc.to_string()))
         .unwrap_or_else(|e| bad_gateway(&e.to_string()))
 }
 

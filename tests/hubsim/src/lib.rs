@@ -218,9 +218,17 @@ pub struct HubSimBuilder {
     token: String,
     hub_profile: Option<HubProfile>,
     hub_latency_ms: u64,
+    coarse_trim: u64,
 }
 
 impl HubSimBuilder {
+    /// The CAS trims coarsely, as the Xet spec allows: a ranged reconstruction's first term
+    /// starts `bytes` (rounded out to whole chunks by the CAS) before the range asked for.
+    pub fn coarse_trim(mut self, bytes: u64) -> Self {
+        self.coarse_trim = bytes;
+        self
+    }
+
     /// Meter the Hub's requests as the Hub does ([`HubProfile`]): quotas per bucket and window,
     /// the `RateLimit` header fields on every response, 429s without `Retry-After`.
     pub fn hub_profile(mut self, profile: HubProfile) -> Self {
@@ -311,7 +319,10 @@ impl HubSimBuilder {
                 quota: None,
             })
         };
-        let cas_ctx = shaped_ctx(Origin::Cas, cas::proxy_router(cas_server.http_endpoint())?);
+        let cas_ctx = shaped_ctx(
+            Origin::Cas,
+            cas::proxy_router(cas_server.http_endpoint(), self.coarse_trim)?,
+        );
         let cdn_ctx = shaped_ctx(Origin::Cdn, hub::cdn_router(state.clone()));
         let cas_addr = cas_l.local_addr()?;
         let cas_origin = net::spawn_origin(cas_l, cas_ctx.clone()).await?;
@@ -411,6 +422,7 @@ impl HubSim {
             token: DEFAULT_TOKEN.to_string(),
             hub_profile: None,
             hub_latency_ms: 0,
+            coarse_trim: 0,
         }
     }
 

@@ -58,6 +58,10 @@ enum Cmd {
         /// With --hub-profile: requests per window to /resolve/ URLs.
         #[arg(long, default_value_t = 3000)]
         resolvers_quota: u64,
+        /// The CAS trims coarsely: ranged reconstruction answers reach this many bytes before
+        /// the range asked for (the Xet spec allows it; 0: chunk by chunk).
+        #[arg(long, default_value_t = 0)]
+        coarse_trim_bytes: u64,
         /// Added before each Hub response, ms (the real Hub is remote).
         #[arg(long, default_value_t = 0)]
         hub_latency_ms: u64,
@@ -90,6 +94,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         api_quota,
         resolvers_quota,
         hub_latency_ms,
+        coarse_trim_bytes,
         info,
     } = Cli::parse().cmd;
     let spec = match (spec, realistic_mib) {
@@ -102,7 +107,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     // A stale info file from an earlier run names dead ports: gone before anything waits on it.
     let _ = std::fs::remove_file(&info);
-    let mut builder = HubSim::builder().hub_latency_ms(hub_latency_ms);
+    let mut builder = HubSim::builder()
+        .hub_latency_ms(hub_latency_ms)
+        .coarse_trim(coarse_trim_bytes);
     if hub_profile {
         builder = builder.hub_profile(HubProfile {
             api: Some(api_quota),
