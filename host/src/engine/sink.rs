@@ -66,7 +66,11 @@ impl ProgressSink for Sink {
                         event.bytes
                     };
                     track.network.fetch_add(net, Ordering::Relaxed);
-                    self.touch();
+                    // Only bytes of the file are progress: network bytes that complete nothing
+                    // (a chunk trickled for ever) must not keep the watchdog quiet.
+                    if event.bytes > 0 {
+                        self.touch();
+                    }
                 }
                 EventKind::CHECKPOINT => {
                     track.checkpoint.fetch_max(event.bytes, Ordering::Relaxed);

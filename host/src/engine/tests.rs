@@ -47,6 +47,9 @@ enum Mode {
     /// Writes 16 bytes from the offset, checkpoints them, then fails (network): a server that
     /// keeps a download "making progress" a few bytes at a time.
     Trickle,
+    /// Reports network bytes and never a file byte until cancelled: a server that streams
+    /// bytes that never complete anything (a chunk that never ends).
+    WireOnly,
 }
 
 /// The token the engine is told to redact (in backend messages of these tests).
@@ -194,6 +197,13 @@ impl Transport for Fake {
                     }
                     Mode::StallPolite => {
                         while !cancel.is_cancelled() {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(PluginError::cancelled())
+                    }
+                    Mode::WireOnly => {
+                        while !cancel.is_cancelled() {
+                            progress.on_event(ProgressEvent::bytes(i as u32, 0, 100));
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                         Err(PluginError::cancelled())
@@ -493,13 +503,16 @@ fn assert_landed_one(s: &Setup, p: &str) {
 
 #[tokio::test]
 async fn a_stalled_call_is_cancelled_or_abandoned_and_another_backend_completes() {
-    for mode in [Mode::StallPolite, Mode::Hang] {
+    for mode in [Mode::StallPolite, Mode::Hang, Mode::WireOnly] {
         let s = setup(&["big.bin"]);
         let stuck = Fake::new("stuck", &s.content, mode);
         let good = Fake::new("good", &s.content, Mode::Serve);
         let o = opts();
         let t = Instant::now();
-        let (sum, events) = go(&s, vec![stuck, good], &o).await;
+        let (sum, events) =
+            tokio::time::timeout(Duration::from_secs(30), go(&s, vec![stuck, good], &o))
+                .await
+                .unwrap_or_else(|_| panic!("{mode:?}: the watchdog never fired"));
         let took = t.elapsed();
         assert!(sum.error().is_none(), "{mode:?}: {:?}", sum.error());
         assert_eq!(sum.done[0].backend, "good");
