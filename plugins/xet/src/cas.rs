@@ -27,6 +27,9 @@ use xet_core_structures::xorb_object::{
     CompressionScheme, XORB_CHUNK_HEADER_LENGTH, parse_chunk_header,
 };
 
+/// Files per batch reconstruction query (64 hex digits each: the URL stays near 4 KiB).
+const BATCH_FILES: usize = 50;
+
 /// A token is renewed when it has fewer than this many seconds left.
 const RENEW_BEFORE_SECS: u64 = 60;
 
@@ -278,6 +281,42 @@ impl Cas {
             })
     }
 
+    /// The terms of many files in one request (`GET /v1/reconstructions?file_id=..`, the batch
+    /// query xet-core uses), `chunk` files per request; `None` when the CAS has no batch route
+    /// (404, 501). Files the CAS does not know are absent from the answer.
+    pub async fn batch_terms(
+        &self,
+        hashes: &[String],
+        cancel: &CancelToken,
+    ) -> Result<Option<HashMap<String, Vec<WireTerm>>>, PluginError> {
+        #[derive(Deserialize)]
+        struct Batch {
+            #[serde(default)]
+            files: HashMap<String, Vec<WireTerm>>,
+        }
+        let mut out = HashMap::new();
+        for chunk in hashes.chunks(BATCH_FILES) {
+            let query: Vec<String> = chunk.iter().map(|h| format!("file_id={h}")).collect();
+            let url = hubget_hub_http::reqwest::Url::parse(&format!(
+                "{}/v1/reconstructions?{}",
+                self.url,
+                query.join("&")
+            ))
+            .map_err(|e| PluginError::new(ErrorKind::CONFIG, format!("CAS URL: {e}")))?;
+            let Some(body) = self.authorized_get(url, None, cancel).await? else {
+                return Ok(None);
+            };
+            let batch: Batch = serde_json::from_slice(&body).map_err(|e| {
+                PluginError::new(
+                    ErrorKind::PROTOCOL,
+                    format!("bad batch reconstruction: {e}"),
+                )
+            })?;
+            out.extend(batch.files);
+        }
+        Ok(Some(out))
+    }
+
     /// One reconstruction query; `None` when the route is missing (404, 501).
     async fn query(
         &self,
@@ -295,6 +334,26 @@ impl Cas {
             self.url
         ))
         .map_err(|e| PluginError::new(ErrorKind::CONFIG, format!("CAS URL: {e}")))?;
+        let Some(body) = self.authorized_get(url, range, cancel).await? else {
+            return Ok(None);
+        };
+        let parsed = match version {
+            Version::V1 => Reconstruction::parse(&body),
+            Version::V2 => Reconstruction::parse_v2(&body),
+        };
+        parsed.map(Some).map_err(|why| {
+            PluginError::new(ErrorKind::PROTOCOL, format!("bad reconstruction: {why}"))
+        })
+    }
+
+    /// A GET of the CAS API with the token (renewed once on a 401) and an optional `Range`;
+    /// the body read with the metadata cap, or `None` when the route is missing (404, 501).
+    async fn authorized_get(
+        &self,
+        url: hubget_hub_http::reqwest::Url,
+        range: Option<Range<u64>>,
+        cancel: &CancelToken,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
         let mut refused: Option<String> = None;
         loop {
             let token = self.bearer(refused.as_deref(), cancel).await?;
@@ -327,17 +386,11 @@ impl Cas {
                 ));
             }
             // Read with the metadata cap, chunk by chunk (never whole first).
-            let body = self.client().read_metadata(answer).await?;
-            let parsed = match version {
-                Version::V1 => Reconstruction::parse(&body),
-                Version::V2 => Reconstruction::parse_v2(&body),
-            };
-            return parsed.map(Some).map_err(|why| {
-                PluginError::new(
-                    ErrorKind::PROTOCOL,
-                    format!("{context}: bad reconstruction: {why}"),
-                )
-            });
+            return self
+                .client()
+                .read_metadata(answer)
+                .await
+                .map(|b| Some(b.to_vec()));
         }
     }
 }

@@ -190,8 +190,30 @@ impl Backend {
             .filter(|h| !known.contains(h))
             .take(MAX_REBUILDS)
             .collect();
-        for h in missing {
-            self.terms_of(index, cas, &h, cancel).await;
+        if missing.is_empty() {
+            return;
+        }
+        // One batch query for them all (as xet-core asks), so the first byte is not held up
+        // by one query per file; one at a time only on a CAS without the batch route.
+        match cas.batch_terms(&missing, cancel).await {
+            Ok(Some(found)) => {
+                for (hash, terms) in found {
+                    let hash = hash.to_ascii_lowercase();
+                    if !missing.contains(&hash) {
+                        continue;
+                    }
+                    match reuse::from_terms(&hash, terms) {
+                        Ok(e) => index.save(&hash, &e),
+                        Err(e) => log::debug!("{e}"),
+                    }
+                }
+            }
+            Ok(None) => {
+                for h in missing {
+                    self.terms_of(index, cas, &h, cancel).await;
+                }
+            }
+            Err(e) => log::debug!("the reuse index is not rebuilt: {e}"),
         }
     }
 }

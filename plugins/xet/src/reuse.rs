@@ -183,15 +183,22 @@ pub async fn reconstruction(
     cancel: &CancelToken,
 ) -> Result<FileChunks, PluginError> {
     let answer = cas.reconstruction(hash, None, cancel).await?;
-    let context = format!("reconstruction of {hash}");
     if answer.offset_into_first_range != 0 {
         return Err(PluginError::new(
             ErrorKind::PROTOCOL,
-            format!("{context}: a whole-file reconstruction starts inside its first term"),
+            format!(
+                "reconstruction of {hash}: a whole-file reconstruction starts inside its first term"
+            ),
         ));
     }
-    let terms: Vec<Term> = answer
-        .terms
+    from_terms(hash, answer.terms)
+}
+
+/// A file's chunk map from the terms of its whole-file reconstruction (one query, or its entry
+/// in a batch query).
+pub fn from_terms(hash: &str, terms: Vec<crate::cas::WireTerm>) -> Result<FileChunks, PluginError> {
+    let context = format!("reconstruction of {hash}");
+    let terms: Vec<Term> = terms
         .into_iter()
         .map(|t| Term {
             xorb: t.hash.to_ascii_lowercase(),

@@ -293,7 +293,7 @@ pub struct RequestRecord {
 ///
 /// Route names: hub `resolve`, `api_info`, `tree`, `paths_info`, `xet_read_token`, `refs`,
 /// `commits`, `lfs_batch`, `other`; cdn `lfs`, `xet_bridge`, `other`; cas `reconstructions_v2`,
-/// `reconstructions_v1`, `fetch_term`, `get_xorb`, `files`, `telemetry`, `other`.
+/// `reconstructions_v1`, `reconstructions_batch`, `fetch_term`, `get_xorb`, `files`, `telemetry`, `other`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counters {
     /// Requests per `"{origin}:{route}"`, e.g. `"hub:resolve"`, `"cas:fetch_term"`.

@@ -306,6 +306,8 @@ fn guess_route(origin: Origin, path: &str) -> &'static str {
         Origin::Cas => {
             if path.starts_with("/v2/reconstructions") {
                 "reconstructions_v2"
+            } else if path.trim_end_matches('/') == "/v1/reconstructions" {
+                "reconstructions_batch"
             } else if path.starts_with("/v1/reconstructions") {
                 "reconstructions_v1"
             } else if path.starts_with("/v1/fetch_term") {

@@ -136,6 +136,14 @@ fn a_revision_cached_by_lfs_is_indexed_and_reused_by_xet() {
     );
     let moved = cas_bytes(&dl);
     assert!(moved <= 13 * 3 * MIB / 10, "the CAS sent {moved} bytes");
+    // Rebuilt with one batch query (as xet-core asks), not one whole-file query per file.
+    let c = dl.sim.counters();
+    assert_eq!(
+        c.requests_to(Origin::Cas, "reconstructions_batch"),
+        1,
+        "{:?}",
+        c.requests
+    );
 }
 
 #[test]
