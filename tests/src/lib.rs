@@ -41,15 +41,53 @@ pub fn bin_dir() -> PathBuf {
     deps.parent().expect("target/debug").to_path_buf()
 }
 
-/// The `hubget` binary.
+/// The `hubget` binary (refused when it is missing or older than its sources).
 pub fn hubget_exe() -> PathBuf {
     let path = bin_dir().join(format!("hubget{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace` before the tests",
-        path.display()
-    );
+    assert_built(&path, &["host", "plugin-api"]);
     path
+}
+
+/// Panics with the command to run unless `artifact` exists and is newer than every source file
+/// (`.rs`, `Cargo.toml`) under `dirs` and the workspace's `Cargo.toml`: an e2e test must never
+/// run a binary older than the code it tests (`cargo test -p hubget-tests` rebuilds neither the
+/// host nor the plugins).
+#[track_caller]
+pub fn assert_built(artifact: &Path, dirs: &[&str]) {
+    let built = std::fs::metadata(artifact)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run `cargo build --workspace` before the tests",
+                artifact.display()
+            )
+        });
+    let root = workspace_root();
+    let mut sources = vec![root.join("Cargo.toml")];
+    for d in dirs {
+        sources.extend(
+            walkdir::WalkDir::new(root.join(d))
+                .into_iter()
+                .flatten()
+                .filter(|e| e.file_type().is_file())
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy();
+                    name.ends_with(".rs") || name == "Cargo.toml"
+                })
+                .filter(|e| !e.path().components().any(|c| c.as_os_str() == "target"))
+                .map(|e| e.into_path()),
+        );
+    }
+    for src in sources {
+        let changed = std::fs::metadata(&src).and_then(|m| m.modified());
+        if changed.is_ok_and(|t| t > built) {
+            panic!(
+                "{} is older than {}: run `cargo build --workspace` before the tests",
+                artifact.display(),
+                src.display()
+            );
+        }
+    }
 }
 
 /// The file name of a library called `stem` on this platform (`lib<stem>.so`).
@@ -61,14 +99,18 @@ pub fn library_file_name(stem: &str) -> String {
     )
 }
 
-/// A library built into `target/debug` (`lib<stem>.so`); panics with a hint if it is missing.
+/// A library built into `target/debug` (`lib<stem>.so`); panics with a hint if it is missing
+/// or older than its sources.
 pub fn built_library(stem: &str) -> PathBuf {
     let path = bin_dir().join(library_file_name(stem));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace` before the tests",
-        path.display()
-    );
+    let own = match stem.strip_prefix("hubget_") {
+        Some(plugin) => format!("plugins/{plugin}"),
+        None => format!(
+            "tests/plugins/{}",
+            stem.trim_start_matches("test_plugin_").replace('_', "-")
+        ),
+    };
+    assert_built(&path, &[own.as_str(), "plugins/hub-http", "plugin-api"]);
     path
 }
 
