@@ -14,3 +14,19 @@
 
 pub mod lock;
 pub mod manifest;
+
+/// Fuzzing and corpus-replay entry point: `data` as the text of a `hubget.lock` (committed by
+/// others) and of an entry name or `hf://` address.
+#[doc(hidden)]
+pub fn fuzz_project_files(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(lock) = toml::from_str::<lock::Lock>(text) {
+        for repo in &lock.repos {
+            let _ = repo.repo();
+            let _ = repo.manifest();
+        }
+    }
+    let _ = manifest::parse_name(text);
+}

@@ -115,6 +115,21 @@ pub fn join_repo_path(base: &Path, path: &str) -> Result<PathBuf, UnsafePath> {
     Ok(out)
 }
 
+/// Fuzzing and corpus-replay entry point: `data` as a repository path from a server. A path
+/// the validator accepts must join to a place under its base.
+#[doc(hidden)]
+pub fn fuzz_paths(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if validate_repo_path(text).is_ok() {
+        let base = Path::new("/base/dir");
+        let joined = join_repo_path(base, text).expect("an accepted path joins");
+        assert!(joined.starts_with(base), "{text:?} left the base");
+    }
+    let _ = validate_local_dir_path(text);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -597,6 +597,43 @@ impl RangeWriter {
     }
 }
 
+/// Fuzzing and corpus-replay entry point: `data` after its first byte as the bytes of a xorb
+/// range serving two overlapping terms, fed in pieces of 64 × the first byte. Panics only when
+/// an invariant breaks (a write outside what the terms want).
+#[doc(hidden)]
+pub fn fuzz_feed(data: &[u8]) {
+    const MIB: u64 = 1 << 20;
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
+    let source = FetchInfo {
+        range: ChunkRange { start: 0, end: 8 },
+        url: String::new(),
+        url_range: UrlRange { start: 0, end: 0 },
+    };
+    let term = |start, end| WireTerm {
+        hash: String::new(),
+        unpacked_length: MIB,
+        range: ChunkRange { start, end },
+    };
+    let targets = vec![
+        Target::new(&term(0, 4), 0, 0, MIB),
+        Target::new(&term(2, 8), 100, MIB, 2 * MIB),
+    ];
+    let mut w = RangeWriter::serving(&source, targets);
+    let piece = usize::from(split).max(1) * 64;
+    for p in rest.chunks(piece) {
+        let mut raw = p.to_vec();
+        let r = w.feed(&mut raw, &mut |at, bytes| {
+            assert!(at + bytes.len() as u64 <= 2 * MIB, "a write past the terms");
+            Ok(())
+        });
+        if r.is_err() || w.done() {
+            break;
+        }
+    }
+}
+
 /// A writer that refuses to take more than `left` bytes.
 struct Bounded<'a> {
     out: &'a mut Vec<u8>,
