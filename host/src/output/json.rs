@@ -30,13 +30,15 @@ impl JsonWriter {
         }
     }
 
-    /// The JSON line for `event` (without the newline).
+    /// The JSON line for `event` (without the newline), with every registered secret (the Hub
+    /// token, plugins' credentials) masked and URL query strings stripped, whatever field a
+    /// backend's message ended up in.
     pub fn line(event: &Event) -> String {
         let mut value = serde_json::to_value(event).expect("events serialise");
         if let Some(obj) = value.as_object_mut() {
             obj.insert("schema".to_owned(), SCHEMA_VERSION.into());
         }
-        value.to_string()
+        crate::redact::redact_registered(&value.to_string()).into_owned()
     }
 
     /// Writes `event`, unless it is a `progress` event too soon after the previous one.
@@ -78,6 +80,17 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn registered_secrets_never_reach_a_json_line() {
+        crate::redact::register_secret("plugin-secret-4242");
+        let line = JsonWriter::line(&Event::Warning {
+            message: "the store said no to key plugin-secret-4242 at https://s3.example/b?X-Amz-Signature=abc"
+                .into(),
+        });
+        assert!(!line.contains("plugin-secret-4242"), "{line}");
+        assert!(!line.contains("X-Amz-Signature"), "{line}");
     }
 
     #[test]
