@@ -339,3 +339,20 @@ fn sync_seeds_a_bucket_and_a_frozen_node_syncs_from_it_without_the_hub() {
         );
     }
 }
+
+#[test]
+fn a_lock_whose_file_hash_the_hub_no_longer_serves_is_a_clear_error_naming_the_entry() {
+    let dl = Dl::new();
+    let p = Project::new(&dl, "[repos.\"acme/tiny\"]\n");
+    p.run("lock", &[]).ok();
+    let lfs = dl.file(TINY, "lfs.bin");
+    let forged = "f".repeat(64);
+    p.set_lock(&p.lock_text().replace(&lfs.sha256, &forged));
+    let r = p.run("sync", &[]);
+    assert_ne!(r.code, Some(0));
+    assert_contains(&r.stderr, "[repos.\"acme/tiny\"]");
+    assert_contains(&r.stderr, "lfs.bin");
+    assert_contains(&r.stderr, "not what the lock says");
+    assert_contains(&p.lock_text(), &forged);
+    dl.assert_never_landed(TINY, "lfs.bin");
+}
