@@ -700,12 +700,25 @@ async fn fetch_range(
     };
     // A 200 is the range itself when its length says so (Xet's own CAS answers V1 terms that
     // way); otherwise the server ignored `Range` and sent the whole object: skip to the range.
-    let mut lead = match (status.as_u16(), answer.response.content_length()) {
+    let declared = answer.response.content_length();
+    // A 206 is exactly the range asked for: a body of another declared length is refused before
+    // it is read (and the bytes are counted against the range below).
+    if status.as_u16() == 206
+        && let Some(n) = declared.filter(|n| *n != wanted)
+    {
+        return Err(PluginError::new(
+            ErrorKind::PROTOCOL,
+            format!("{context}: the server declares {n} bytes for a range of {wanted}"),
+        )
+        .retryable(true));
+    }
+    let mut lead = match (status.as_u16(), declared) {
         (206, _) => 0,
         (_, Some(n)) if n == wanted => 0,
         _ => source.url_range.start,
     };
     let mut response = answer.response;
+    let mut received = 0u64;
     let mut raw: Vec<u8> = Vec::with_capacity(FEED_BYTES + 64 * 1024);
     let corrupt = |e: FeedError| match e {
         FeedError::Corrupt(why) => {
@@ -728,7 +741,18 @@ async fn fetch_range(
             cas.client().throttle(p.len() as u64).await;
             let skip = lead.min(p.len() as u64);
             lead -= skip;
-            raw.extend_from_slice(&p[skip as usize..]);
+            let body = &p[skip as usize..];
+            // Bytes of the range past its end are not the range's: refuse them.
+            let room = wanted.saturating_sub(received);
+            received += body.len() as u64;
+            raw.extend_from_slice(&body[..body.len().min(room as usize)]);
+            if received > wanted && status.as_u16() == 206 {
+                return Err(PluginError::new(
+                    ErrorKind::PROTOCOL,
+                    format!("{context}: the server sent more than the {wanted} bytes asked for"),
+                )
+                .retryable(true));
+            }
         }
         if raw.len() >= FEED_BYTES || (end && !raw.is_empty()) {
             let (file, mut data) = (sink.file.clone(), std::mem::take(&mut raw));

@@ -410,3 +410,23 @@ fn the_hub_token_never_reaches_the_cas_or_the_xorb_ranges() {
             .any(|l| l.origin == Origin::Hub && l.authorization.as_deref() == Some(&hub_bearer))
     );
 }
+
+#[test]
+fn a_xorb_range_whose_length_is_not_the_ranges_is_refused_and_lfs_serves_the_file() {
+    let dl = Dl::new();
+    let xet = dl.file(TINY, "xet-a.bin");
+    dl.sim.faults().add(Fault::always(
+        Origin::Cas,
+        "fetch_term",
+        FaultAction::WrongContentLength { delta: 100 },
+    ));
+    let r = dl.run(&[TINY, "xet-a.bin", "--backend", "xet", "--json"]);
+    r.ok();
+    let fb = r.fallback_from("xet");
+    hubget_tests::assert_contains(
+        fb["error"]["message"].as_str().unwrap(),
+        "bytes for a range of",
+    );
+    assert_eq!(r.of("file_done")[0]["sha256"], xet.sha256);
+    dl.assert_landed(TINY, &["xet-a.bin"]);
+}
