@@ -93,11 +93,19 @@ impl ChunkIndex {
         is_hash(hash).then(|| self.dir.join(&hash[..2]).join(format!("{hash}.json")))
     }
 
-    /// The entry of `hash`, if any and well-formed.
+    /// The entry of `hash`, if any and well-formed. The index lies under a cache other users
+    /// may write: only a regular file is read, never through a link, never a FIFO or a device,
+    /// at most [`MAX_ENTRY_BYTES`].
     pub fn load(&self, hash: &str) -> Option<FileChunks> {
-        let text = std::fs::read(self.path(hash)?).ok()?;
+        let text = read_regular(&self.path(hash)?, MAX_ENTRY_BYTES).ok()?;
         let mut entry: FileChunks = serde_json::from_slice(&text).ok()?;
-        if entry.terms.iter().map(|t| t.len).sum::<u64>() != entry.size {
+        if entry.terms.iter().any(|t| t.end <= t.start)
+            || entry
+                .terms
+                .iter()
+                .try_fold(0u64, |n, t| n.checked_add(t.len))
+                != Some(entry.size)
+        {
             return None;
         }
         if let Some(lens) = &entry.chunk_lens
@@ -108,12 +116,27 @@ impl ChunkIndex {
         Some(entry)
     }
 
-    /// Writes the entry of `hash` (atomically; best effort).
+    /// Writes the entry of `hash` (atomically; best effort), never through a folder that is a
+    /// link (a co-user's link there would send the write elsewhere).
     pub fn save(&self, hash: &str, entry: &FileChunks) {
         let Some(path) = self.path(hash) else { return };
         let result = (|| -> std::io::Result<()> {
             let dir = path.parent().expect("prefix dir");
             std::fs::create_dir_all(dir)?;
+            let mut at = self.cache_dir.clone();
+            for part in dir
+                .strip_prefix(&self.cache_dir)
+                .unwrap_or(dir)
+                .components()
+            {
+                at.push(part);
+                if std::fs::symlink_metadata(&at)?.file_type().is_symlink() {
+                    return Err(std::io::Error::other(format!(
+                        "{} is a link; the index is not written through it",
+                        at.display()
+                    )));
+                }
+            }
             let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
             serde_json::to_writer(&mut tmp, entry).map_err(std::io::Error::other)?;
             tmp.persist(&path).map_err(|e| e.error)?;
@@ -174,6 +197,32 @@ impl ChunkIndex {
             .filter(|n| is_hash(n))
             .collect()
     }
+}
+
+/// The largest index entry read (a file of 100 GB in 64 KiB chunks needs about 12 MB).
+pub const MAX_ENTRY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The bytes of the regular file at `path`, at most `cap`: no link followed, no FIFO waited on.
+fn read_regular(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() > cap {
+        return Err(std::io::Error::other("not a regular file of a sane size"));
+    }
+    let mut out = Vec::new();
+    file.take(cap + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > cap {
+        return Err(std::io::Error::other("grew past the cap"));
+    }
+    Ok(out)
 }
 
 /// The terms of Xet file `hash` from the CAS (a whole-file reconstruction query).
@@ -572,5 +621,42 @@ mod tests {
         index.drop_entry(&h);
         assert_eq!(index.load(&h), None);
         assert_eq!(index.load("../x"), None);
+        // A term that ends before it starts is refused, not a panic later.
+        let mut backwards = e.clone();
+        backwards.terms[0].end = 0;
+        index.save(&h, &backwards);
+        assert_eq!(index.load(&h), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn planted_links_fifos_and_linked_folders_are_never_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let index = ChunkIndex::new(dir.path());
+        let h = "cd".repeat(32);
+        let path = index.path(&h).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // A link to /dev/zero would be read for ever; a FIFO would block: both refused at once.
+        symlink("/dev/zero", &path).unwrap();
+        assert_eq!(index.load(&h), None);
+        std::fs::remove_file(&path).unwrap();
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(index.load(&h), None);
+        std::fs::remove_file(&path).unwrap();
+        // A prefix folder that is a link: nothing is written through it.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::remove_dir(path.parent().unwrap()).unwrap();
+        symlink(&elsewhere, path.parent().unwrap()).unwrap();
+        let e = FileChunks {
+            size: 40,
+            terms: vec![term('a', 0, 4, 40)],
+            chunk_lens: None,
+        };
+        index.save(&h, &e);
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 }
