@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    hubget_hub_http::quota::fuzz_headers(data);
+    hubget_hub_http::fuzzing::headers(data);
 });

@@ -37,7 +37,7 @@ fn every_committed_fuzz_input_is_parsed_without_a_crash() {
             let _ = hubget_xet::cas::Reconstruction::parse_v2(d);
         }),
         ("chunk_stream", hubget_xet::cas::fuzz_feed),
-        ("rate_limit_headers", hubget_hub_http::quota::fuzz_headers),
+        ("rate_limit_headers", hubget_hub_http::fuzzing::headers),
         ("repo_paths", hubget::store::paths::fuzz_paths),
         ("project_files", hubget::project::fuzz_project_files),
     ];

@@ -30,6 +30,8 @@ pub mod api;
 pub mod client;
 pub mod download;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod origin;
 pub mod quota;
 pub mod ranges;

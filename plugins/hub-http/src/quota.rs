@@ -112,22 +112,6 @@ fn fields(item: &str) -> (Vec<String>, Vec<(String, String)>) {
     (names, params)
 }
 
-/// Fuzzing and corpus-replay entry point: `data` as the value of every header a server sets
-/// that hubget parses (`RateLimit`, `RateLimit-Policy`, `Retry-After`, `Link`).
-#[doc(hidden)]
-pub fn fuzz_headers(data: &[u8]) {
-    let Ok(value) = reqwest::header::HeaderValue::from_bytes(data) else {
-        return;
-    };
-    let mut h = HeaderMap::new();
-    for name in ["ratelimit", "ratelimit-policy", "retry-after", "link"] {
-        h.insert(name, value.clone());
-    }
-    let _ = announced(&h);
-    let _ = crate::error::retry_after(&h);
-    let _ = crate::api::next_link(&h);
-}
-
 /// The Hub bucket a path is metered in.
 pub fn hub_bucket(path: &str) -> &'static str {
     if path.starts_with("/api/") {
