@@ -437,7 +437,7 @@ pub mod export {
         pub files: Vec<File>,
     }
 
-    /// One file of a [`Manifest`].
+    /// One file of a [`Manifest`] (also one file of `hubget.lock`).
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct File {
         /// Path in the repository.
@@ -452,6 +452,30 @@ pub mod export {
         /// Xet hash, for Xet files.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub xet_hash: Option<String>,
+    }
+
+    impl File {
+        /// A manifest file as data.
+        pub fn of(f: &crate::ManifestFile) -> Self {
+            Self {
+                path: f.path.to_string(),
+                size: f.size,
+                git_oid: f.git_oid.to_string(),
+                sha256: f.sha256.as_ref().map(|s| s.to_string()).into_option(),
+                xet_hash: f.xet_hash.as_ref().map(|s| s.to_string()).into_option(),
+            }
+        }
+
+        /// Back to a manifest file (what a backend fetches by).
+        pub fn manifest_file(&self) -> crate::ManifestFile {
+            crate::ManifestFile {
+                path: self.path.as_str().into(),
+                size: self.size,
+                git_oid: self.git_oid.as_str().into(),
+                sha256: self.sha256.as_deref().map(Into::into).into(),
+                xet_hash: self.xet_hash.as_deref().map(Into::into).into(),
+            }
+        }
     }
 
     /// The answer of every export method.

@@ -115,17 +115,7 @@ pub async fn upload(
         repo_folder: folder.clone(),
         manifest: export::Manifest {
             commit: plan.commit.clone(),
-            files: plan
-                .manifest_files
-                .iter()
-                .map(|f| export::File {
-                    path: f.path.to_string(),
-                    size: f.size,
-                    git_oid: f.git_oid.to_string(),
-                    sha256: f.sha256.as_ref().map(|s| s.to_string()).into_option(),
-                    xet_hash: f.xet_hash.as_ref().map(|s| s.to_string()).into_option(),
-                })
-                .collect(),
+            files: plan.manifest_files.iter().map(export::File::of).collect(),
         },
     };
     call(&exporter, export::MANIFEST, &manifest).await?;

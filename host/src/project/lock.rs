@@ -23,8 +23,7 @@
 
 use std::path::Path;
 
-use abi_stable::std_types::ROption;
-use hubget_plugin_api::{Manifest as RepoManifest, ManifestFile};
+use hubget_plugin_api::Manifest as RepoManifest;
 use serde::{Deserialize, Serialize};
 
 use super::manifest::{Entry, parse_name};
@@ -65,49 +64,9 @@ pub struct LockedRepo {
     pub files: Vec<LockedFile>,
 }
 
-/// One selected file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LockedFile {
-    /// The repository path.
-    pub path: String,
-    /// Bytes.
-    pub size: u64,
-    /// The git blob id.
-    pub git_oid: String,
-    /// sha256 (LFS and Xet files).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    /// The Xet file hash.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub xet_hash: Option<String>,
-}
-
-impl LockedFile {
-    /// From a resolved manifest file.
-    pub fn of(f: &ManifestFile) -> Self {
-        Self {
-            path: f.path.to_string(),
-            size: f.size,
-            git_oid: f.git_oid.to_string(),
-            sha256: f.sha256.as_ref().into_option().map(ToString::to_string),
-            xet_hash: f.xet_hash.as_ref().into_option().map(ToString::to_string),
-        }
-    }
-
-    /// As a manifest file (what a backend fetches by).
-    pub fn manifest_file(&self) -> ManifestFile {
-        ManifestFile {
-            path: self.path.as_str().into(),
-            size: self.size,
-            git_oid: self.git_oid.as_str().into(),
-            sha256: self.sha256.as_deref().map(Into::into).into(),
-            xet_hash: match &self.xet_hash {
-                Some(h) => ROption::RSome(h.as_str().into()),
-                None => ROption::RNone,
-            },
-        }
-    }
-}
+/// One selected file: the same codec as an exported manifest's files (path, size, git blob id,
+/// sha256 and Xet hash when there are some).
+pub use hubget_plugin_api::protocol::export::File as LockedFile;
 
 impl LockedRepo {
     /// Whether this pin was made for `entry` as it is now (type, name, revision, patterns).

@@ -33,7 +33,7 @@ use hubget_hub_http::download::{
 use hubget_hub_http::{HttpClient, is_xet_hash};
 use hubget_plugin_api::protocol::{FetchOptions, export};
 use hubget_plugin_api::sdk::BackendPlugin;
-use hubget_plugin_api::std_types::{ROption, RString};
+use hubget_plugin_api::std_types::ROption;
 use hubget_plugin_api::{
     CancelToken, Capabilities, ErrorKind, EventKind, Features, FetchBatch, FileDone, FileOutcome,
     HostSettings, Manifest, ManifestFile, PluginError, Progress, ProgressEvent, RepoType,
@@ -278,15 +278,12 @@ impl Backend {
         let files: Vec<ManifestFile> = m
             .files
             .into_iter()
-            .map(|f| ManifestFile {
-                path: f.path.into(),
-                size: f.size,
-                git_oid: f.git_oid.into(),
-                sha256: f.sha256.map(RString::from).into(),
-                xet_hash: match f.xet_hash.filter(|h| is_xet_hash(h)) {
-                    Some(h) => ROption::RSome(h.into()),
-                    None => ROption::RNone,
-                },
+            .map(|f| {
+                let mut file = f.manifest_file();
+                if !f.xet_hash.as_deref().is_some_and(is_xet_hash) {
+                    file.xet_hash = ROption::RNone;
+                }
+                file
             })
             .collect();
         let extra = serde_json::json!({ "object_store": loc.url_of("") });
