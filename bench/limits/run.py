@@ -27,11 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-REL = os.path.join(ROOT, "target", "release")
-RESULTS = os.path.join(ROOT, "bench", "RESULTS.md")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchlib import REL, ROOT, control, record, start_hubsim  # noqa: E402
+
 BEGIN, END = "<!-- limits:begin -->", "<!-- limits:end -->"
 REPO = "bench/rows"
 
@@ -51,34 +50,17 @@ def spec_toml(files):
     )
 
 
-def start_hubsim(tmp, args):
+def start(tmp, args):
     spec = os.path.join(tmp, "spec.toml")
     with open(spec, "w") as f:
         f.write(spec_toml(args.files))
-    info = os.path.join(tmp, "info.json")
-    cmd = [
-        os.path.join(REL, "hubsim"), "serve", "--spec", spec, "--info", info, "--hub-profile",
-        "--window-secs", str(args.window_secs), "--api-quota", str(args.quota),
-        "--resolvers-quota", str(args.quota), "--hub-latency-ms", str(args.hub_latency_ms),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not os.path.exists(info):
-        if proc.poll() is not None or time.time() > deadline:
-            sys.exit("hubsim did not start")
-        time.sleep(0.2)
-    with open(info) as f:
-        return proc, json.load(f)
-
-
-def counters(sim):
-    with urllib.request.urlopen(sim["control_url"] + "/counters") as r:
-        return json.load(r)
-
-
-def reset(sim):
-    req = urllib.request.Request(sim["control_url"] + "/reset-counters", method="POST")
-    urllib.request.urlopen(req).close()
+    return start_hubsim(
+        ["--spec", spec, "--hub-profile", "--window-secs", str(args.window_secs),
+         "--api-quota", str(args.quota), "--resolvers-quota", str(args.quota),
+         "--hub-latency-ms", str(args.hub_latency_ms)],
+        os.path.join(tmp, "info.json"),
+        timeout=300,
+    )
 
 
 def hub_requests(c):
@@ -111,11 +93,11 @@ def run_tool(tool, sim, args):
     else:
         hf = os.path.join(ROOT, "target", "hubsim-venv", "bin", "hf")
         cmd = [hf, "download", REPO, "--repo-type", "dataset"]
-    reset(sim)
+    control(sim, "/reset-counters", "POST")
     start = time.monotonic()
     p = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.monotonic() - start
-    total, limited, resolves = hub_requests(counters(sim))
+    total, limited, resolves = hub_requests(control(sim, "/counters"))
     files = landed(os.path.join(home, "hf", "hub"))
     if p.returncode != 0:
         log(f"{tool} exited {p.returncode}: {p.stderr.strip().splitlines()[-1:]}")
@@ -161,17 +143,6 @@ def render(rows, args):
     return "\n".join(lines)
 
 
-def record(text):
-    with open(RESULTS) as f:
-        old = f.read()
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    with open(RESULTS, "w") as f:
-        f.write(new)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=1)
@@ -191,7 +162,7 @@ def main():
         sys.exit("the pinned Python client is missing: run the test suite once (it makes "
                  "target/hubsim-venv)")
     with tempfile.TemporaryDirectory() as tmp:
-        proc, sim = start_hubsim(tmp, args)
+        proc, sim = start(tmp, args)
         rows = []
         try:
             for i in range(args.runs):
@@ -207,7 +178,7 @@ def main():
     text = render(rows, args)
     print(text)
     if not args.no_record:
-        record(text)
+        record(BEGIN, END, text)
 
 
 if __name__ == "__main__":

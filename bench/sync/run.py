@@ -21,11 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-REL = os.path.join(ROOT, "target", "release")
-RESULTS = os.path.join(ROOT, "bench", "RESULTS.md")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchlib import REL, ROOT, control, record, start_hubsim  # noqa: E402
+
 BEGIN, END = "<!-- sync:begin -->", "<!-- sync:end -->"
 TEN = [
     "acme/tiny", "acme/evolving", "datasets/acme/many-small", "spaces/acme/space", "acme/big",
@@ -36,28 +35,6 @@ TEN = [
 
 def log(msg):
     print(f"[bench/sync] {msg}", file=sys.stderr, flush=True)
-
-
-def start_hubsim(tmp, size_mib):
-    info = os.path.join(tmp, "info.json")
-    cmd = [os.path.join(REL, "hubsim"), "serve", "--info", info, "--big-mib", "8",
-           "--realistic-mib", str(size_mib)]
-    log("starting hubsim (uploading the fixtures through hf-xet takes a while)")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 900
-    while not os.path.exists(info):
-        if proc.poll() is not None or time.time() > deadline:
-            sys.exit("hubsim did not start")
-        time.sleep(0.2)
-    with open(info) as f:
-        return proc, json.load(f)
-
-
-def control(sim, route, method="GET"):
-    req = urllib.request.Request(sim["control_url"] + route, method=method)
-    with urllib.request.urlopen(req) as r:
-        body = r.read()
-    return json.loads(body) if body else None
 
 
 def served(sim):
@@ -99,7 +76,10 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-p", "hubsim", "-p", "hubget", "-p", "hubget-lfs",
                         "-p", "hubget-xet", "-p", "hubget-mirror"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="bench-sync-")
-    proc, sim = start_hubsim(tmp, args.size_mib)
+    log("starting hubsim (uploading the fixtures through hf-xet takes a while)")
+    proc, sim = start_hubsim(
+        ["--big-mib", "8", "--realistic-mib", str(args.size_mib)], os.path.join(tmp, "info.json")
+    )
     rows = {"download": [], "sync": [], "noop": []}
     try:
         for i in range(args.runs):
@@ -144,14 +124,7 @@ def main():
     ])
     print(text)
     if not args.no_record:
-        with open(RESULTS) as f:
-            old = f.read()
-        if BEGIN in old and END in old:
-            new = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END):]
-        else:
-            new = old.rstrip("\n") + "\n\n" + text + "\n"
-        with open(RESULTS, "w") as f:
-            f.write(new)
+        record(BEGIN, END, text)
 
 
 if __name__ == "__main__":

@@ -16,22 +16,16 @@ import os
 import shutil
 import sys
 import tempfile
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+from benchlib import control, record  # noqa: E402
+
 spec = importlib.util.spec_from_file_location("xet_run", os.path.join(HERE, "run.py"))
 xr = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(xr)
 
-RESULTS = os.path.join(xr.ROOT, "bench", "RESULTS.md")
 BEGIN, END = "<!-- xet-requests:begin -->", "<!-- xet-requests:end -->"
-
-
-def control(info, route, method="GET"):
-    req = urllib.request.Request(info["control_url"] + route, method=method)
-    with urllib.request.urlopen(req) as r:
-        body = r.read()
-    return json.loads(body) if body else None
 
 
 def counted(info):
@@ -103,14 +97,7 @@ def main():
     text = "\n".join(lines)
     print(text)
     if not args.no_record:
-        with open(RESULTS) as f:
-            old = f.read()
-        if BEGIN in old and END in old:
-            new = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END):]
-        else:
-            new = old.rstrip("\n") + "\n\n" + text + "\n"
-        with open(RESULTS, "w") as f:
-            f.write(new)
+        record(BEGIN, END, text)
 
 
 if __name__ == "__main__":
