@@ -731,15 +731,15 @@ struct Removal {
     shared: BTreeSet<PathBuf>,
     /// Lines to show: one per item, and the files each takes with it.
     lines: Vec<String>,
-    /// How many of `lines` are items (the rest list their files).
-    items: usize,
+    /// The items among `lines` (the rest list their files).
+    items: Vec<String>,
     /// Bytes expected to be freed.
     bytes: u64,
 }
 
 impl Removal {
     fn item(&mut self, line: String) {
-        self.items += 1;
+        self.items.push(line.clone());
         self.lines.push(line);
     }
 
@@ -1044,7 +1044,7 @@ fn finish(root: &Path, removal: Removal, how: &RemovalArgs) -> Result<(), HostEr
         } else {
             "About to delete"
         },
-        removal.items,
+        removal.items.len(),
         human_bytes(removal.bytes)
     );
     for l in &removal.lines {
@@ -1096,11 +1096,7 @@ pub(crate) fn remove_other_revisions(
     let mut removal = Removal::default();
     plan_repo_removal(&SharedBlobs::new(root), repo, &doomed, &mut removal);
     execute(root, &removal)?;
-    Ok(removal
-        .lines
-        .into_iter()
-        .filter(|l| !l.starts_with(' '))
-        .collect())
+    Ok(removal.items)
 }
 
 fn prune(root: &Path, args: &RemovalArgs) -> Result<(), HostError> {
