@@ -65,6 +65,9 @@ impl S3Gateway {
             .args([
                 "gateway",
                 "--no-usage-report",
+                // User metadata (`x-amz-meta-*`), as every S3 keeps: the s3 plugin records
+                // the etag it checked on each blob and skips only objects that carry it.
+                "--object-meta",
                 &meta,
                 &format!("127.0.0.1:{port}"),
             ])
@@ -104,6 +107,49 @@ impl S3Gateway {
     /// What the gateway logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+}
+
+impl S3Gateway {
+    /// Writes `data` at `key` of [`BUCKET`] directly (no hubget involved, no metadata), as
+    /// another writer would.
+    pub fn put(&self, key: &str, data: Vec<u8>) {
+        use object_store::ObjectStoreExt;
+        let (rt, store) = self.client();
+        rt.block_on(store.put(&object_store::path::Path::from(key), data.into()))
+            .expect("the put");
+    }
+
+    /// The object at `key` of [`BUCKET`].
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        use object_store::ObjectStoreExt;
+        let (rt, store) = self.client();
+        rt.block_on(async {
+            store
+                .get(&object_store::path::Path::from(key))
+                .await?
+                .bytes()
+                .await
+        })
+        .expect("the get")
+        .to_vec()
+    }
+
+    fn client(&self) -> (tokio::runtime::Runtime, object_store::aws::AmazonS3) {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(BUCKET)
+            .with_region("us-east-1")
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .expect("an S3 client");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        (rt, store)
     }
 }
 

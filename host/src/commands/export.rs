@@ -4,8 +4,9 @@
 //! cache is not fetched again); then every blob of the
 //! plan, the commit's manifest and the ref go to the store through the `call` extension point
 //! of the plugin that advertises the destination's scheme (`export` in its capabilities), so a
-//! third-party store plugin can offer export too. The plugin skips objects that are there with
-//! the right size: a second export moves nothing and an interrupted one resumes.
+//! third-party store plugin can offer export too. Every blob is hashed against the plan before
+//! it is handed over (the cache may have changed since it landed). The plugin skips objects it
+//! knows to be right: a second export moves nothing and an interrupted one resumes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::output::{Event, Output, Reporter};
 use crate::plan::Plan;
 use crate::settings::Settings;
 use crate::store::{Target, etag_of};
+use crate::verify::{Expected, verify_file};
 
 /// Uploads the blobs of `plan` (from the cache `target`), the manifest and the ref to `to`.
 /// Returns the destination URL and one report per blob (also sent as `file_done` events, with
@@ -90,10 +92,32 @@ pub async fn upload(
             offset: 0,
         });
         let (exporter, repo_path) = (Arc::clone(&exporter), pf.file.path.to_string());
+        let expected = Expected::for_file(&pf.file);
         jobs.spawn(async move {
             let started = Instant::now();
-            let json = serde_json::to_string(&request).unwrap_or_default();
-            let answer = exporter.call(export::BLOB, &json).await;
+            // Hashed first: the cache may have changed since it landed (a co-user, a disk
+            // error, an edit through the snapshot link); a bucket is seeded with checked bytes
+            // only.
+            let checked = {
+                let local = PathBuf::from(&request.path);
+                tokio::task::spawn_blocking(move || verify_file(&local, &expected))
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+                    .and_then(|r| r.map_err(std::io::Error::other))
+            };
+            let answer = match checked {
+                Ok(_) => {
+                    let json = serde_json::to_string(&request).unwrap_or_default();
+                    exporter.call(export::BLOB, &json).await
+                }
+                Err(e) => Err(hubget_plugin_api::PluginError::new(
+                    hubget_plugin_api::ErrorKind::INTEGRITY,
+                    format!(
+                        "not exported: the cache's copy does not match its hash ({e}); \
+                         `hubget cache verify --repair` fetches it again"
+                    ),
+                )),
+            };
             (repo_path, request, started, answer)
         });
     }

@@ -2,7 +2,7 @@
 //! durably ([`durable`]), partial files and locks, the validation of untrusted repository paths ([`paths`]) and the
 //! free space of the target filesystem ([`space`]); [`walk`] lists the files below a folder;
 //! [`remove`] is the only way the cache commands delete; [`untrusted`] reads what other users
-//! of a shared cache could have written.
+//! of a shared cache could have written; [`xet_hash`] checks the names of the shared blob store.
 
 pub mod cache;
 pub mod durable;
@@ -15,6 +15,7 @@ pub mod shared;
 pub mod space;
 pub mod untrusted;
 pub mod walk;
+pub mod xet_hash;
 
 use std::path::{Path, PathBuf};
 

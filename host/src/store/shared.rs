@@ -16,9 +16,12 @@
 //!   runs. A reference is appended (and fsynced) to `.refs` *before* the repo link appears, so a
 //!   concurrent `hf cache rm` never deletes an entry that is about to be used.
 //! - An unmarked `<cache>/blobs` directory with foreign content is never adopted.
-//! - hubget verifies every file it publishes (whichever backend moved the bytes), and hashes an
-//!   entry before it links a repo to it: an entry written by another tool or run is trusted for
-//!   nothing but its name. A bad entry is never linked and never deleted (it may belong to
+//! - hubget verifies every file it publishes (whichever backend moved the bytes), checks that
+//!   its content's Xet hash is the name it publishes under (a bucket or mirror manifest may lie
+//!   about it; [`super::xet_hash`]), and hashes an entry before it links a repo to it: an entry
+//!   written by another tool or run is trusted for nothing but its name. An entry whose content
+//!   differs from content proven to hash to its name is replaced (a squatter never keeps the
+//!   real content out). A bad entry is never linked and never deleted by a reader (it may belong to
 //!   another tool's run in progress); the caller downloads as before and says which entry was
 //!   bad.
 //! - Every failure here is a miss, not an error: the repo keeps (or gets) a regular blob.
@@ -161,7 +164,10 @@ impl SharedBlobs {
 
     /// Moves the verified repo blob `blob` (a regular file with `expected`'s content) into the
     /// store and replaces it with a link to the entry; when a good entry exists already, links
-    /// to it and drops `blob`. Best effort: `false` leaves `blob` a regular file.
+    /// to it and drops `blob`. The name is checked first: `blob` goes into the store only when
+    /// its content's Xet hash is `xet_hash` (a manifest may lie), and then it also replaces an
+    /// entry of that name whose content differs (a squatter: the name proves which is right).
+    /// Blocking (it hashes). Best effort: `false` leaves `blob` a regular file.
     pub fn publish(&self, blob: &Path, xet_hash: &str, expected: &Expected) -> bool {
         let (Some(entry), Some(reference)) = (self.entry_path(xet_hash), self.reference(blob))
         else {
@@ -170,6 +176,29 @@ impl SharedBlobs {
         if !self.ensure_marked() {
             return false;
         }
+        // Linking to a good entry needs no proof of the name; anything else does.
+        let good_entry = self.usable_entry(xet_hash, expected.size).is_some()
+            && verify_file(&entry, expected).is_ok();
+        let named_right = !good_entry && {
+            // A panic in the chunker must cost the sharing, not the download.
+            let hashed = std::panic::catch_unwind(|| super::xet_hash::of_file(blob))
+                .unwrap_or_else(|_| Err(std::io::Error::other("the Xet hasher panicked")));
+            match hashed {
+                Ok(actual) if actual == xet_hash => true,
+                Ok(actual) => {
+                    log::warn!(
+                        "not sharing {}: its content's Xet hash is {actual}, not {xet_hash} as \
+                         the manifest says",
+                        blob.display()
+                    );
+                    return false;
+                }
+                Err(e) => {
+                    log::debug!("cannot hash {}: {e}", blob.display());
+                    return false;
+                }
+            }
+        };
         let prefix = entry.parent().expect("prefix dir");
         if let Err(e) = self.ensure_dir(prefix) {
             log::debug!("cannot use {}: {e}", prefix.display());
@@ -181,15 +210,32 @@ impl SharedBlobs {
             let tmp = temporary_link(blob, &entry)?;
             let outcome = (|| {
                 let existing = self.usable_entry(xet_hash, expected.size).is_some();
+                let mut replace = false;
                 if existing && let Err(e) = verify_file(&entry, expected) {
-                    // Not ours to delete: keep the repo's own verified copy.
+                    if !named_right {
+                        // Changed since it was checked: keep the repo's own verified copy.
+                        return Err(std::io::Error::other(format!(
+                            "the existing entry {} does not match ({e})",
+                            entry.display()
+                        )));
+                    }
+                    // Our content hashes to the name and differs from the entry's: the entry
+                    // is the wrong one. Repos linked to it verified it against a manifest
+                    // that lied about this name.
+                    log::warn!(
+                        "replacing {}: its content is not the one its name (the Xet hash) \
+                         stands for ({e})",
+                        entry.display()
+                    );
+                    replace = true;
+                } else if !existing && !named_right {
                     return Err(std::io::Error::other(format!(
-                        "the existing entry {} does not match ({e})",
+                        "the entry {} changed while it was checked",
                         entry.display()
                     )));
                 }
                 append_reference(&refs_path(&entry), &reference)?;
-                if !existing {
+                if !existing || replace {
                     self.prepare_permissions(blob, prefix)?;
                     std::fs::rename(blob, &entry)?;
                     moved = true;
@@ -640,7 +686,10 @@ mod tests {
     use super::*;
     use crate::verify::{Algo, sha256_hex};
 
-    const HASH: &str = "ab00000000000000000000000000000000000000000000000000000000000001";
+    /// The Xet hash of `data`: the name the store files it under.
+    fn name(data: &[u8]) -> String {
+        crate::store::xet_hash::of_reader(data).unwrap()
+    }
 
     fn expected(data: &[u8]) -> Expected {
         Expected {
@@ -664,8 +713,9 @@ mod tests {
         let store = SharedBlobs::new(dir.path());
         let data = b"weights".as_slice();
         let blob = repo_blob(dir.path(), "models--a--one", data);
-        assert!(store.publish(&blob, HASH, &expected(data)));
-        let entry = store.entry_path(HASH).unwrap();
+        let hash = name(data);
+        assert!(store.publish(&blob, &hash, &expected(data)));
+        let entry = store.entry_path(&hash).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("blobs").join(MARKER)).unwrap(),
             "1\n"
@@ -673,7 +723,7 @@ mod tests {
         assert_eq!(std::fs::read(&entry).unwrap(), data);
         assert_eq!(
             std::fs::read_link(&blob).unwrap(),
-            Path::new("../../blobs/ab").join(HASH)
+            Path::new("../../blobs").join(&hash[..2]).join(&hash)
         );
         assert_eq!(std::fs::read(&blob).unwrap(), data);
         let refs = std::fs::read_to_string(refs_path(&entry)).unwrap();
@@ -702,15 +752,17 @@ mod tests {
         let store = SharedBlobs::new(dir.path());
         let data = b"same content".as_slice();
         let first = repo_blob(dir.path(), "models--a--one", data);
-        assert!(store.publish(&first, HASH, &expected(data)));
+        let hash = name(data);
+        let hash = hash.as_str();
+        assert!(store.publish(&first, hash, &expected(data)));
         let second = dir
             .path()
             .join("models--b--two/blobs")
             .join(sha256_hex(data));
         std::fs::create_dir_all(second.parent().unwrap()).unwrap();
-        let entry = store.entry_path(HASH).unwrap();
+        let entry = store.entry_path(hash).unwrap();
         assert!(
-            matches!(store.link_into(&second, HASH, &expected(data)), Reuse::Linked(e) if e == entry)
+            matches!(store.link_into(&second, hash, &expected(data)), Reuse::Linked(e) if e == entry)
         );
         assert_eq!(std::fs::read(&second).unwrap(), data);
         let refs = std::fs::read_to_string(refs_path(&entry)).unwrap();
@@ -724,14 +776,14 @@ mod tests {
             .join(sha256_hex(other));
         std::fs::create_dir_all(third.parent().unwrap()).unwrap();
         assert!(matches!(
-            store.link_into(&third, HASH, &expected(other)),
+            store.link_into(&third, hash, &expected(other)),
             Reuse::Bad { .. }
         ));
         assert!(std::fs::symlink_metadata(&third).is_err());
         assert_eq!(std::fs::read(&entry).unwrap(), data);
         // Wrong size or no entry: a plain miss.
         assert!(matches!(
-            store.link_into(&third, HASH, &expected(b"x")),
+            store.link_into(&third, hash, &expected(b"x")),
             Reuse::Missing
         ));
         let none = "cd".repeat(32);
@@ -742,13 +794,57 @@ mod tests {
     }
 
     #[test]
+    fn a_blob_is_never_shared_under_a_name_its_content_does_not_hash_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedBlobs::new(dir.path());
+        let data = b"what the bucket served".as_slice();
+        let blob = repo_blob(dir.path(), "models--a--one", data);
+        // A manifest gave it the Xet hash of a popular file.
+        let popular = name(b"a popular file");
+        assert!(!store.publish(&blob, &popular, &expected(data)));
+        assert!(std::fs::symlink_metadata(&blob).unwrap().is_file());
+        assert_eq!(std::fs::read(&blob).unwrap(), data);
+        assert!(!store.entry_path(&popular).unwrap().exists());
+    }
+
+    #[test]
+    fn a_squatting_entry_is_replaced_by_content_that_hashes_to_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedBlobs::new(dir.path());
+        let real = b"the real weights".as_slice();
+        let hash = name(real);
+        // Planted: other content (same size) under the real file's name.
+        let fake = b"THE REAL WEIGHTS".as_slice();
+        assert!(store.ensure_marked());
+        let entry = store.entry_path(&hash).unwrap();
+        std::fs::create_dir_all(entry.parent().unwrap()).unwrap();
+        std::fs::write(&entry, fake).unwrap();
+        let blob = repo_blob(dir.path(), "models--a--one", real);
+        assert!(store.publish(&blob, &hash, &expected(real)));
+        assert_eq!(std::fs::read(&entry).unwrap(), real, "the squatter is gone");
+        assert!(std::fs::symlink_metadata(&blob).unwrap().is_symlink());
+        assert_eq!(std::fs::read(&blob).unwrap(), real);
+        // A second repo now links to the real content.
+        let second = dir
+            .path()
+            .join("models--b--two/blobs")
+            .join(sha256_hex(real));
+        std::fs::create_dir_all(second.parent().unwrap()).unwrap();
+        assert!(matches!(
+            store.link_into(&second, &hash, &expected(real)),
+            Reuse::Linked(_)
+        ));
+    }
+
+    #[test]
     fn without_symlinks_blobs_stay_per_repo() {
         let dir = tempfile::tempdir().unwrap();
         let store = SharedBlobs::new(dir.path());
         let data = b"weights".as_slice();
         let blob = repo_blob(dir.path(), "models--a--one", data);
+        let hash = name(data);
         NO_SYMLINKS.with(|f| f.set(true));
-        let published = store.publish(&blob, HASH, &expected(data));
+        let published = store.publish(&blob, &hash, &expected(data));
         NO_SYMLINKS.with(|f| f.set(false));
         assert!(!published);
         assert!(
@@ -757,7 +853,7 @@ mod tests {
         );
         assert_eq!(std::fs::read(&blob).unwrap(), data);
         assert!(
-            store.entry_path(HASH).is_some_and(|e| !e.exists()),
+            store.entry_path(&hash).is_some_and(|e| !e.exists()),
             "nothing moved into the store"
         );
     }
@@ -770,7 +866,7 @@ mod tests {
         let store = SharedBlobs::new(dir.path());
         let data = b"weights".as_slice();
         let blob = repo_blob(dir.path(), "models--a--one", data);
-        assert!(!store.publish(&blob, HASH, &expected(data)));
+        assert!(!store.publish(&blob, &name(data), &expected(data)));
         assert!(std::fs::symlink_metadata(&blob).unwrap().is_file());
         assert!(!dir.path().join("blobs").join(MARKER).exists());
     }

@@ -11,8 +11,10 @@
 //!   `NOT_FOUND` for that file alone, so the Hub serves whatever the bucket lacks. The Hub
 //!   token is never used here: nothing of it can reach the object store.
 //! * **call** implements the export methods (`export.blob`, `export.manifest`, `export.ref`):
-//!   an object of the right size is skipped (a second export moves nothing, an interrupted one
-//!   resumes with the blobs still missing); large blobs go up as multipart uploads with parallel
+//!   an object is skipped when it has the right size and the metadata this plugin writes with
+//!   every blob (the etag the host checked the file against before the upload): a second
+//!   export moves nothing, an interrupted one resumes with the blobs still missing, and an
+//!   object put there by anything else is uploaded again (a wrong one gets repaired); large blobs go up as multipart uploads with parallel
 //!   parts.
 //!
 //! Why `object_store` (Apache Arrow): a maintained, widely used client for S3 and compatibles
@@ -42,7 +44,7 @@ use hubget_plugin_api::{
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
-use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::config::{Config, Location, Resolved};
 
@@ -52,6 +54,9 @@ const MULTIPART_FROM: u64 = 64 * 1024 * 1024;
 const PART_SIZE: usize = 16 * 1024 * 1024;
 /// Parts in flight per upload.
 const PARTS_IN_FLIGHT: usize = 8;
+/// The object metadata (`x-amz-meta-…`) that records the etag the host checked the uploaded
+/// file against: an export skips only objects that carry it (and have the right size).
+const CHECKED_ETAG: &str = "hubget-checked-etag";
 /// How long a presigned GET stays valid (a resumed download asks again).
 const PRESIGN_FOR: Duration = Duration::from_secs(3600);
 
@@ -355,8 +360,22 @@ impl Backend {
         let object = loc.url_of(&key);
         let store = self.store(&loc.bucket)?;
         let path = ObjectPath::from(loc.key(&key));
-        match store.head(&path).await {
-            Ok(meta) if meta.size == req.size => {
+        // Skipped only when the object is one this plugin put after the host had checked the
+        // file against its etag (the metadata says so) and has its size: an object of the
+        // right size from anywhere else (an older export, a hand copy, a corrupt write) is
+        // uploaded again, so a wrong object gets repaired by the next export.
+        let head = object_store::GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match store.get_opts(&path, head).await {
+            Ok(found)
+                if found.meta.size == req.size
+                    && found
+                        .attributes
+                        .get(&object_store::Attribute::Metadata(CHECKED_ETAG.into()))
+                        .is_some_and(|v| v.as_ref() == req.etag) =>
+            {
                 return Ok(export::Uploaded {
                     bytes: 0,
                     skipped: true,
@@ -367,6 +386,11 @@ impl Backend {
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(self.error(e, &object)),
         }
+        let mut attributes = object_store::Attributes::new();
+        attributes.insert(
+            object_store::Attribute::Metadata(CHECKED_ETAG.into()),
+            req.etag.clone().into(),
+        );
         let file = std::path::PathBuf::from(&req.path);
         if req.size < MULTIPART_FROM {
             let data = tokio::fs::read(&file)
@@ -383,13 +407,21 @@ impl Backend {
                     ),
                 ));
             }
+            let opts = object_store::PutOptions {
+                attributes,
+                ..Default::default()
+            };
             store
-                .put(&path, PutPayload::from(data))
+                .put_opts(&path, PutPayload::from(data), opts)
                 .await
                 .map_err(|e| self.error(e, &object))?;
         } else {
+            let opts = object_store::PutMultipartOptions {
+                attributes,
+                ..Default::default()
+            };
             let upload = store
-                .put_multipart(&path)
+                .put_multipart_opts(&path, opts)
                 .await
                 .map_err(|e| self.error(e, &object))?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);

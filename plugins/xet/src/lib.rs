@@ -236,6 +236,9 @@ struct Planned {
     index: u32,
     hash: String,
     entry: reuse::FileChunks,
+    /// Whether `entry` is saved to the index when the file succeeds: not for a file asked for
+    /// again (its own entry may be what made it fail).
+    save: bool,
     done: tokio::sync::watch::Sender<Option<bool>>,
 }
 
@@ -282,10 +285,14 @@ impl Backend {
                     "{}: asked for again in this run; fetching it without reusing chunks",
                     job.hash
                 );
+                // Its own entry may be the one that lied: dropped, and not saved again when
+                // the fetch succeeds (the next run asks the CAS).
+                index.drop_entry(&job.hash);
                 planned.push(Planned {
                     index: job.index,
                     hash: job.hash.clone(),
                     entry,
+                    save: false,
                     done: tx,
                 });
                 continue;
@@ -352,6 +359,7 @@ impl Backend {
                 index: job.index,
                 hash: job.hash.clone(),
                 entry,
+                save: true,
                 done: tx,
             });
         }
@@ -462,7 +470,7 @@ impl Backend {
     fn finish_reuse(&self, plans: Vec<Planned>, results: &[(u32, Result<FileDone, PluginError>)]) {
         for p in plans {
             let ok = results.iter().any(|(i, r)| *i == p.index && r.is_ok());
-            if let (Some(index), true) = (&self.index, ok) {
+            if let (Some(index), true, true) = (&self.index, ok, p.save) {
                 index.save(&p.hash, &p.entry);
             }
             let _ = p.done.send(Some(ok));

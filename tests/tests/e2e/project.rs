@@ -260,72 +260,81 @@ fn prune_removes_revisions_the_lock_does_not_name_and_leaves_other_repos_alone()
     hubget_tests::hub::hf_ok(&dl, &["cache", "verify", TINY]);
 }
 
+/// A bucket seeded by `sync --to` from `p`'s lock, and nodes that sync from it alone.
+struct Fleet<'a> {
+    p: &'a Project<'a>,
+    gw: hubget_tests::s3::S3Gateway,
+    to: String,
+}
+
+impl<'a> Fleet<'a> {
+    /// Seeds the bucket (prefix `fleet`) with `sync --to`.
+    fn seed(p: &'a Project<'a>) -> Self {
+        let gw = hubget_tests::s3::S3Gateway::start();
+        let to = format!("s3://{}/fleet", hubget_tests::s3::BUCKET);
+        let fleet = Self { p, gw, to };
+        let seed_cfg = p.dl.env.path("seed.toml");
+        std::fs::write(
+            &seed_cfg,
+            format!("[plugins.s3]\nendpoint = \"{}\"\n", fleet.gw.endpoint),
+        )
+        .unwrap();
+        let seed = fleet.hubget(&["sync", "--to", &fleet.to], &seed_cfg);
+        seed.ok();
+        assert_contains(&seed.stdout, &format!("exported to {}", fleet.to));
+        fleet
+    }
+
+    fn hubget(&self, args: &[&str], config: &std::path::Path) -> Run {
+        let vars = self.gw.env();
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let manifest = self.p.manifest.display().to_string();
+        let config = config.display().to_string();
+        let args = [args, &["--manifest", &manifest, "--config", &config]].concat();
+        self.p.dl.hubget(&args, &vars)
+    }
+
+    /// `sync --frozen` on a node: a fresh cache `cache`, the bucket as its only backend, and
+    /// a Hub that does not answer.
+    fn node_sync(&self, cache: &std::path::Path) -> Run {
+        let node_cfg = self.p.dl.env.path("node.toml");
+        std::fs::write(
+            &node_cfg,
+            format!(
+                "[backends]\norder = [\"s3\"]\n[plugins.s3]\nurl = \"{}\"\nendpoint = \"{}\"\n",
+                self.to, self.gw.endpoint
+            ),
+        )
+        .unwrap();
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
+        };
+        self.hubget(
+            &[
+                "sync",
+                "--frozen",
+                "--endpoint",
+                &dead,
+                "--cache-dir",
+                cache.to_str().unwrap(),
+            ],
+            &node_cfg,
+        )
+    }
+}
+
 #[test]
 fn sync_seeds_a_bucket_and_a_frozen_node_syncs_from_it_without_the_hub() {
-    use hubget_tests::s3::S3Gateway;
-    let gw = S3Gateway::start();
     let dl = Dl::new();
     let p = Project::new(
         &dl,
         "[repos.\"acme/tiny\"]\ninclude = [\"*.json\", \"*.bin\"]\n",
     );
-    let vars = gw.env();
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let to = format!("s3://{}/fleet", hubget_tests::s3::BUCKET);
-    let manifest = p.manifest.display().to_string();
-    let seed_cfg = dl.env.path("seed.toml");
-    std::fs::write(
-        &seed_cfg,
-        format!("[plugins.s3]\nendpoint = \"{}\"\n", gw.endpoint),
-    )
-    .unwrap();
-    let seed = dl.hubget(
-        &[
-            "sync",
-            "--to",
-            &to,
-            "--manifest",
-            &manifest,
-            "--config",
-            seed_cfg.to_str().unwrap(),
-        ],
-        &vars,
-    );
-    seed.ok();
-    assert_contains(&seed.stdout, &format!("exported to {to}"));
-
-    // A node: a fresh cache, the bucket as its only backend, and a Hub that does not answer.
-    let node_cfg = dl.env.path("node.toml");
-    std::fs::write(
-        &node_cfg,
-        format!(
-            "[backends]\norder = [\"s3\"]\n[plugins.s3]\nurl = \"{to}\"\nendpoint = \"{}\"\n",
-            gw.endpoint
-        ),
-    )
-    .unwrap();
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
-    };
+    let fleet = Fleet::seed(&p);
     let node_cache = dl.env.path("node-cache");
     dl.sim.reset_counters();
-    let node = dl.hubget(
-        &[
-            "sync",
-            "--frozen",
-            "--manifest",
-            &manifest,
-            "--config",
-            node_cfg.to_str().unwrap(),
-            "--endpoint",
-            &dead,
-            "--cache-dir",
-            node_cache.to_str().unwrap(),
-        ],
-        &vars,
-    );
-    node.ok();
+    fleet.node_sync(&node_cache).ok();
     let c = dl.sim.counters();
     assert_eq!(c.total_requests.hub + c.total_requests.cdn, 0, "{c:?}");
     let snap = node_cache
@@ -338,6 +347,65 @@ fn sync_seeds_a_bucket_and_a_frozen_node_syncs_from_it_without_the_hub() {
             "{f}"
         );
     }
+}
+
+#[test]
+fn a_compromised_bucket_with_a_self_consistent_manifest_is_caught_by_the_lock() {
+    let dl = Dl::new();
+    let p = Project::new(&dl, "[repos.\"acme/tiny\"]\ninclude = [\"lfs.bin\"]\n");
+    let fleet = Fleet::seed(&p);
+    // Whoever holds the bucket swaps lfs.bin for other bytes and rewrites the commit's
+    // manifest to match them: the bucket alone cannot tell.
+    let lfs = dl.file(TINY, "lfs.bin");
+    let mut forged = dl.sim.content(TINY, "lfs.bin").to_vec();
+    forged[100] ^= 0xff;
+    let forged_sha = hubget::verify::sha256_hex(&forged);
+    let folder = "fleet/models--acme--tiny";
+    fleet
+        .gw
+        .put(&format!("{folder}/blobs/{forged_sha}"), forged.clone());
+    let manifest_key = format!("{folder}/manifests/{}.json", dl.head(TINY));
+    let manifest = String::from_utf8(fleet.gw.get(&manifest_key)).unwrap();
+    assert_contains(&manifest, &lfs.sha256);
+    fleet.gw.put(
+        &manifest_key,
+        manifest.replace(&lfs.sha256, &forged_sha).into_bytes(),
+    );
+    // And serves the same bytes under the real name too.
+    fleet
+        .gw
+        .put(&format!("{folder}/blobs/{}", lfs.sha256), forged.clone());
+
+    // A node syncing from the lock plans from the lock's hashes (the Hub's, when it was
+    // locked), not from the bucket's manifest: the forged file never lands.
+    let node_cache = dl.env.path("node-cache");
+    let r = fleet.node_sync(&node_cache);
+    assert_ne!(r.code, Some(0), "{}", r.stderr);
+    assert_contains(&r.stderr, "lfs.bin");
+    let landed = walkdir_files(&node_cache);
+    assert!(
+        landed
+            .iter()
+            .all(|f| std::fs::read(f).ok().as_ref() != Some(&forged)),
+        "the forged bytes never land: {landed:?}"
+    );
+    assert!(
+        !node_cache
+            .join("models--acme--tiny/snapshots")
+            .join(dl.head(TINY))
+            .join("lfs.bin")
+            .exists()
+    );
+}
+
+/// Every regular file below `dir`.
+fn walkdir_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect()
 }
 
 #[test]

@@ -6,6 +6,7 @@
 use hubget_tests::s3::{BUCKET, S3Gateway, SECRET_KEY};
 use serde_json::Value;
 
+use hubget_tests::assert_contains;
 use hubget_tests::hub::{Dl, TINY, assert_cache_layout};
 
 /// `[plugins.s3]` pointing at the gateway (reading from `url` when given) and the backend order.
@@ -203,31 +204,36 @@ fn wrong_credentials_name_the_bucket_and_their_source_never_the_secret() {
 }
 
 #[test]
-fn a_corrupt_object_never_lands_and_the_hub_serves_the_file() {
+fn a_corrupt_object_never_lands_the_hub_serves_the_file_and_the_next_export_repairs_it() {
     let dl = Dl::new();
     let gw = S3Gateway::start();
     let to = format!("s3://{BUCKET}/bad");
-    // A cache whose lfs.bin was altered after it landed: the export uploads what is there.
-    dl.run(&[TINY, "lfs.bin"]).ok();
-    let info = dl.sim.info().repo(TINY).unwrap().clone();
-    let lfs = info.file("lfs.bin").unwrap().clone();
-    let blob = dl
-        .repo_dir("models--acme--tiny")
-        .join("blobs")
-        .join(&lfs.sha256);
-    let mut data = std::fs::read(&blob).unwrap();
-    data[1234] ^= 0xff;
-    std::fs::write(&blob, &data).unwrap();
     export(&dl, &gw, &to, &["lfs.bin"]);
+    // Another writer replaces the object with one of the same size and other bytes.
+    let lfs = dl.file(TINY, "lfs.bin");
+    let key = format!("bad/models--acme--tiny/blobs/{}", lfs.sha256);
+    let mut data = dl.sim.content(TINY, "lfs.bin").to_vec();
+    data[1234] ^= 0xff;
+    gw.put(&key, data);
 
     let node = Dl::new();
     let cfg = config(&node, &gw, Some(&to), &["s3", "lfs"]);
-    let r = run(
-        &node,
-        &gw,
-        &[TINY, "lfs.bin", "--config", &cfg, "--json"],
-        &[],
-    );
+    let read = |node: &Dl| {
+        run(
+            node,
+            &gw,
+            &[
+                TINY,
+                "lfs.bin",
+                "--config",
+                &cfg,
+                "--json",
+                "--force-download",
+            ],
+            &[],
+        )
+    };
+    let r = read(&node);
     r.ok();
     let done = &r.of("file_done")[0];
     assert_eq!(done["backend"], "lfs", "{}", r.stdout);
@@ -235,6 +241,45 @@ fn a_corrupt_object_never_lands_and_the_hub_serves_the_file() {
     let fallback = r.of("fallback");
     assert_eq!(fallback[0]["from"], "s3");
     assert_eq!(fallback[0]["error"]["kind"], "integrity");
+
+    // The object has the right size but not the plugin's record of a checked upload: the
+    // next export uploads it again, and the bucket serves the file.
+    let again = export(&dl, &gw, &to, &["lfs.bin"]);
+    let up = uploads(&again);
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0]["bytes_transferred"], lfs.size, "re-uploaded: {up:?}");
+    let r = read(&node);
+    r.ok();
+    assert_eq!(r.of("file_done")[0]["backend"], "s3", "{}", r.stdout);
+}
+
+#[test]
+fn a_cache_blob_that_changed_after_it_landed_is_not_exported() {
+    let dl = Dl::new();
+    let gw = S3Gateway::start();
+    let to = format!("s3://{BUCKET}/changed");
+    dl.run(&[TINY, "lfs.bin"]).ok();
+    let lfs = dl.file(TINY, "lfs.bin");
+    let blob = dl
+        .repo_dir("models--acme--tiny")
+        .join("blobs")
+        .join(&lfs.sha256);
+    let mut data = std::fs::read(&blob).unwrap();
+    data[1234] ^= 0xff;
+    std::fs::write(&blob, &data).unwrap();
+    let cfg = config(&dl, &gw, None, &["lfs"]);
+    let vars = env(&gw);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = dl.hubget(
+        &[
+            "export", "--to", &to, TINY, "lfs.bin", "--json", "--config", &cfg,
+        ],
+        &vars,
+    );
+    assert_ne!(r.code, Some(0), "{}", r.stdout);
+    assert_contains(&r.stderr, "does not match its hash");
+    assert_contains(&r.stderr, "cache verify --repair");
+    assert!(uploads(&r.events()).is_empty(), "nothing went up");
 }
 
 /// A TCP relay in front of the gateway that keeps every byte the client sent, to show what

@@ -202,7 +202,7 @@ print(json.dumps({"root": snapshot_download("acme/twin")}))
 }
 
 #[test]
-fn a_bad_entry_is_never_linked_nor_deleted_and_the_file_is_downloaded() {
+fn a_bad_entry_is_never_linked_and_the_downloaded_file_takes_its_place() {
     let dl = dl();
     dl.run(&[TINY]).ok();
     let (xet_hash, sha) = hashes(&dl, TINY, "xet-a.bin");
@@ -230,19 +230,14 @@ fn a_bad_entry_is_never_linked_nor_deleted_and_the_file_is_downloaded() {
     let done = reused_done(&r.events(), SHARED_PATH);
     assert!(done["reused_from"].is_null());
     assert!(done["bytes_transferred"].as_u64().unwrap() > 0);
-    assert_eq!(
-        std::fs::read(&entry).unwrap(),
-        data,
-        "the bad entry is left alone"
-    );
     let local = dl.snapshot_file(TWIN, SHARED_PATH);
     assert_eq!(sha256_file(&local), sha);
-    // The repo keeps its own verified copy, not a link to the bad entry.
-    assert!(
-        std::fs::symlink_metadata(repo_blob(&dl, "models--acme--twin", &sha))
-            .unwrap()
-            .is_file()
-    );
+    // The download hashes to the entry's name and the entry's content does not: the entry is
+    // replaced (as huggingface_hub's `replace_existing` does), so the real content is not kept
+    // out of the store by a bad copy, and the repo links to it.
+    assert_eq!(sha256_file(&entry), sha, "the bad entry was replaced");
+    assert_links_to_store(&repo_blob(&dl, "models--acme--twin", &sha), &entry);
+    assert_eq!(sha256_file(&dl.snapshot_file(TINY, "xet-a.bin")), sha);
 }
 
 #[test]

@@ -204,6 +204,7 @@ fn a_lying_index_is_caught_retried_without_reuse_and_dropped() {
     std::fs::remove_dir_all(dl.repo_dir("models--acme--derived")).unwrap();
     let derived = xet_hash(&dl, DERIVED, "main", "w.bin");
     let _ = std::fs::remove_file(dl.cache().join("blobs").join(&derived[..2]).join(&derived));
+    assert!(index_file(&dl, &derived).exists());
     let r = dl.run(&[DERIVED, "--backend", "xet", "--no-fallback", "--json"]);
     r.ok();
     let retries = r.of("retry");
@@ -215,6 +216,12 @@ fn a_lying_index_is_caught_retried_without_reuse_and_dropped() {
     );
     assert_eq!(retries[0]["error"]["kind"], "integrity");
     assert!(!path.exists(), "the lying entry is dropped");
+    // So is the retried file's own entry (it may be the one that lied), and the retry that
+    // succeeded does not save it again: the next run asks the CAS.
+    assert!(
+        !index_file(&dl, &derived).exists(),
+        "the retried file's own entry is not saved again"
+    );
     let done = r.of("file_done");
     assert_eq!(done[0]["backend"], "xet");
 }
