@@ -6,6 +6,9 @@
 //! gave up, Ctrl-C), the thread is left to finish on its own and the process can still exit.
 //! If the thread dies, the call fails with a `PANIC` error instead of hanging.
 //!
+//! An isolated plugin's handle sends the same calls to its helper process instead
+//! ([`crate::isolation::client::Helper`]); the engine cannot tell the two apart.
+//!
 //! [`progress_channel`] builds the [`Progress`] sink a `fetch` needs; the host's sink never
 //! panics (a panic there would cross the FFI boundary and end the process).
 
@@ -20,10 +23,20 @@ use hubget_plugin_api::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::isolation::client::Helper;
+
 struct Inner {
     name: String,
-    backend: BackendBox,
+    backend: Imp,
     capabilities: Capabilities,
+}
+
+/// Where the backend runs.
+enum Imp {
+    /// In this process, through the v1 ABI.
+    InProcess(Arc<BackendBox>),
+    /// In a helper process.
+    Isolated(Arc<Helper>),
 }
 
 /// A backend instance created by a plugin's `new_backend`. Cheap to clone; all clones share the
@@ -49,10 +62,30 @@ impl BackendHandle {
         Self {
             inner: Arc::new(Inner {
                 name: name.into(),
-                backend,
+                backend: Imp::InProcess(Arc::new(backend)),
                 capabilities,
             }),
         }
+    }
+
+    /// A backend served by an isolated plugin's helper, started with `capabilities`.
+    pub fn isolated(
+        name: impl Into<String>,
+        capabilities: Capabilities,
+        helper: Arc<Helper>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                backend: Imp::Isolated(helper),
+                capabilities,
+            }),
+        }
+    }
+
+    /// Whether the backend runs in a helper process.
+    pub fn is_isolated(&self) -> bool {
+        matches!(self.inner.backend, Imp::Isolated(_))
     }
 
     /// The plugin name (`lfs`, `xet`, ...).
@@ -71,11 +104,14 @@ impl BackendHandle {
         req: ResolveRequest,
         cancel: CancelToken,
     ) -> Result<Manifest, PluginError> {
-        let inner = Arc::clone(&self.inner);
-        self.run("resolve", move || {
-            inner.backend.resolve(req, cancel).into_result()
-        })
-        .await?
+        match &self.inner.backend {
+            Imp::Isolated(helper) => helper.resolve(req, cancel).await,
+            Imp::InProcess(b) => {
+                let b = Arc::clone(b);
+                self.run("resolve", move || b.resolve(req, cancel).into_result())
+                    .await?
+            }
+        }
     }
 
     /// Fetches a batch on a dedicated thread. Always returns exactly one outcome per item, in
@@ -87,12 +123,14 @@ impl BackendHandle {
         cancel: CancelToken,
     ) -> Vec<FileOutcome> {
         let len = batch.items.len();
-        let inner = Arc::clone(&self.inner);
-        let result = self
-            .run("fetch", move || {
-                inner.backend.fetch(batch, progress, cancel).into_vec()
-            })
-            .await;
+        let result = match &self.inner.backend {
+            Imp::Isolated(helper) => helper.fetch(batch, progress, cancel).await,
+            Imp::InProcess(b) => {
+                let b = Arc::clone(b);
+                self.run("fetch", move || b.fetch(batch, progress, cancel).into_vec())
+                    .await
+            }
+        };
         let name = self.name();
         match result {
             Ok(outcomes) => hubget_plugin_api::sdk::outcomes_for(
@@ -109,13 +147,14 @@ impl BackendHandle {
 
     /// Calls the extension point `method` with a JSON request, on a dedicated thread.
     pub async fn call(&self, method: &str, json: &str) -> Result<String, PluginError> {
-        let inner = Arc::clone(&self.inner);
+        let b = match &self.inner.backend {
+            Imp::Isolated(helper) => return helper.call(method, json).await,
+            Imp::InProcess(b) => Arc::clone(b),
+        };
         let method_owned = method.to_owned();
         let json = json.to_owned();
         self.run("call", move || {
-            inner
-                .backend
-                .call(RStr::from_str(&method_owned), RStr::from_str(&json))
+            b.call(RStr::from_str(&method_owned), RStr::from_str(&json))
                 .into_result()
                 .map(String::from)
         })

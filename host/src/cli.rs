@@ -54,6 +54,9 @@ pub enum Command {
     Lock(LockArgs),
     /// Make the cache (or each entry's local_dir) hold exactly the files hubget.lock names.
     Sync(SyncArgs),
+    /// Internal: serve one isolated plugin over stdin/stdout (started by hubget itself).
+    #[command(name = "__plugin-helper", hide = true)]
+    PluginHelper,
 }
 
 /// `--manifest`, for the project commands.

@@ -10,7 +10,8 @@
 //!   [`resume`] (partial files and their checkpoints) and [`verify`] (size and hash before a
 //!   file lands);
 //! - backends: [`loader`] finds and loads the plugins, [`backend`] wraps each one for the
-//!   engine;
+//!   engine, [`isolation`] serves a plugin from a helper process (crash-contained,
+//!   sandboxed) when the policy says so;
 //! - [`store`]: the Hugging Face cache or `--local-dir` layout, locks, installing verified
 //!   files.
 //!
@@ -24,6 +25,7 @@ pub mod config;
 pub mod engine;
 pub mod env;
 pub mod error;
+pub mod isolation;
 pub mod loader;
 pub mod output;
 pub mod plan;

@@ -16,6 +16,9 @@
 //! After the checks the host calls the plugin's `init` with a [`HostContext`] whose log callback
 //! re-emits the plugin's records through the host's `log` logger under the target
 //! `plugin::<name>::<plugin target>`. Libraries are never unloaded.
+//!
+//! A plugin the [`Policy`] isolates is never opened here: its helper process opens it (with
+//! the same checks, [`Registry::load_one`]) and reports its info ([`crate::isolation`]).
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -34,6 +37,8 @@ use hubget_plugin_api::{
 
 use crate::backend::BackendHandle;
 use crate::error::HostError;
+use crate::isolation::client::Helper;
+use crate::isolation::{Mode, Policy};
 
 /// The host's own version, reported to plugins at `init`.
 pub const HOST_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -44,6 +49,8 @@ pub const ORIGIN_CONFIG: &str = "config";
 pub const ORIGIN_ENV: &str = "HUBGET_PLUGIN_DIR";
 /// Origin label of the running executable's directory.
 pub const ORIGIN_EXE: &str = "executable dir";
+/// Origin label of a plugin a helper process loaded for the host.
+pub const ORIGIN_HELPER: &str = "helper";
 /// Origin label of `<executable dir>/../lib/hubget`, where installs put plugins next to
 /// `bin/hubget` (the Python wheel, the release archive, `make install`-style prefixes).
 pub const ORIGIN_LIB: &str = "install lib dir";
@@ -79,7 +86,16 @@ pub struct LoadedPlugin {
     pub origin: &'static str,
     /// The interface version the library was built against (from abi_stable's header).
     pub interface_version: String,
-    module: PluginModRef,
+    runs: Runs,
+}
+
+/// Where a loaded plugin runs.
+#[derive(Clone)]
+enum Runs {
+    /// Opened in this process.
+    InProcess(PluginModRef),
+    /// Opened by a helper process, which serves it.
+    Isolated(std::sync::Arc<Helper>),
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -89,6 +105,7 @@ impl std::fmt::Debug for LoadedPlugin {
             .field("path", &self.path)
             .field("origin", &self.origin)
             .field("interface_version", &self.interface_version)
+            .field("isolated", &self.isolation().is_some())
             .finish()
     }
 }
@@ -97,6 +114,34 @@ impl LoadedPlugin {
     /// The plugin name (`lfs`, `xet`, ...).
     pub fn name(&self) -> &str {
         self.info.name.as_str()
+    }
+
+    /// For an isolated plugin, what its sandbox enforces ("landlock", or why not); `None`
+    /// for a plugin in process.
+    pub fn isolation(&self) -> Option<&str> {
+        match &self.runs {
+            Runs::Isolated(helper) => Some(helper.hello().sandbox.as_str()),
+            Runs::InProcess(_) => None,
+        }
+    }
+
+    /// Calls the plugin's `new_backend` directly, without a deadline (the helper process
+    /// serving an isolated plugin; its host enforces the deadline).
+    pub fn raw_backend(
+        &self,
+        settings_json: &str,
+        config_toml: &str,
+    ) -> Result<hubget_plugin_api::BackendBox, PluginError> {
+        match &self.runs {
+            Runs::InProcess(module) => {
+                (module.new_backend())(RStr::from_str(settings_json), RStr::from_str(config_toml))
+                    .into_result()
+            }
+            Runs::Isolated(_) => Err(PluginError::new(
+                ErrorKind::UNSUPPORTED,
+                "an isolated plugin is started through its helper",
+            )),
+        }
     }
 
     /// Creates a backend instance from the host settings and the plugin's `[plugins.<name>]`
@@ -112,7 +157,16 @@ impl LoadedPlugin {
     ) -> Result<BackendHandle, HostError> {
         let json = serde_json::to_string(settings)
             .map_err(|e| HostError::Other(format!("cannot encode host settings: {e}")))?;
-        let new_backend = self.module.new_backend();
+        let module = match &self.runs {
+            Runs::InProcess(module) => *module,
+            Runs::Isolated(helper) => {
+                let started = helper
+                    .start(&json, config_toml)
+                    .map(|caps| BackendHandle::isolated(self.name(), caps, helper.clone()));
+                return self.started(started);
+            }
+        };
+        let new_backend = module.new_backend();
         let (name, config) = (self.name().to_owned(), config_toml.to_owned());
         // Starting a backend (and asking its capabilities) has a deadline: a plugin that hangs
         // here is reported and skipped, not waited for.
@@ -128,6 +182,13 @@ impl LoadedPlugin {
                 hubget_plugin_api::PluginError::new(ErrorKind::TIMEOUT, why),
             )
         })?;
+        self.started(started)
+    }
+
+    fn started(
+        &self,
+        started: Result<BackendHandle, PluginError>,
+    ) -> Result<BackendHandle, HostError> {
         match started {
             Ok(handle) => Ok(handle),
             Err(error) if error.kind == ErrorKind::CONFIG => Err(HostError::PluginConfig {
@@ -148,15 +209,28 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Searches `dirs` in order and loads every plugin file found. Never fails: problems are
-    /// recorded in [`failures`](Self::failures) and logged as warnings.
-    pub fn discover(dirs: &[PluginDir]) -> Registry {
+    /// Searches `dirs` in order and loads every plugin file found, each in process or in a
+    /// helper process as `policy` says. Never fails: problems are recorded in
+    /// [`failures`](Self::failures) and logged as warnings.
+    pub fn discover(dirs: &[PluginDir], policy: &Policy) -> Registry {
         let mut registry = Registry::default();
         let mut seen_paths = HashSet::new();
         for dir in dirs {
-            registry.scan_dir(dir, &mut seen_paths);
+            registry.scan_dir(dir, &mut seen_paths, policy);
         }
         registry
+    }
+
+    /// Loads the one library at `path` in this process, with every check (the helper process
+    /// of an isolated plugin).
+    pub fn load_one(path: &Path) -> Result<LoadedPlugin, LoadFailure> {
+        Registry::default()
+            .load_file(path, ORIGIN_HELPER)
+            .map_err(|(reason, detail)| LoadFailure {
+                path: path.to_owned(),
+                reason,
+                detail,
+            })
     }
 
     /// The loaded plugins, in discovery order.
@@ -191,7 +265,7 @@ impl Registry {
         });
     }
 
-    fn scan_dir(&mut self, dir: &PluginDir, seen_paths: &mut HashSet<PathBuf>) {
+    fn scan_dir(&mut self, dir: &PluginDir, seen_paths: &mut HashSet<PathBuf>, policy: &Policy) {
         let meta = match std::fs::metadata(&dir.path) {
             Ok(meta) if meta.is_dir() => meta,
             Ok(_) => {
@@ -302,7 +376,17 @@ impl Registry {
                     continue;
                 }
             }
-            match self.load_file(&canonical, dir.origin) {
+            let name = file
+                .file_name()
+                .and_then(OsStr::to_str)
+                .and_then(plugin_name_from_file)
+                .unwrap_or_default()
+                .to_owned();
+            let loaded = match policy.mode_for(&name, &canonical) {
+                Mode::InProcess => self.load_file(&canonical, dir.origin),
+                Mode::Process => self.load_isolated(&name, &canonical, dir.origin, policy),
+            };
+            match loaded {
                 Ok(plugin) => {
                     log::debug!(
                         "loaded plugin `{}` {} from {} ({})",
@@ -316,6 +400,42 @@ impl Registry {
                 Err((reason, detail)) => self.fail(&file, reason, detail),
             }
         }
+    }
+
+    /// Starts the helper process that loads and serves `path`; `Err((reason, detail))` when
+    /// it cannot, as for a library loaded here.
+    fn load_isolated(
+        &self,
+        name: &str,
+        path: &Path,
+        origin: &'static str,
+        policy: &Policy,
+    ) -> Result<LoadedPlugin, (String, String)> {
+        let spawn = policy.spawn_for(name, path).ok_or_else(|| {
+            (
+                "cannot isolate it: the hubget executable is unknown".to_owned(),
+                String::new(),
+            )
+        })?;
+        let helper = Helper::spawn(name, path, &spawn)?;
+        let hello = helper.hello().clone();
+        let name = hello.info.name.to_string();
+        if let Some(first) = self.get(&name) {
+            return Err((
+                format!(
+                    "duplicate of {} (plugin `{name}` is already loaded from there)",
+                    first.path.display()
+                ),
+                String::new(),
+            ));
+        }
+        Ok(LoadedPlugin {
+            info: hello.info,
+            path: path.to_owned(),
+            origin,
+            interface_version: hello.interface_version,
+            runs: Runs::Isolated(helper),
+        })
     }
 
     /// Loads and checks one library; `Err((reason, detail))` on failure.
@@ -379,7 +499,7 @@ impl Registry {
             path: path.to_owned(),
             origin,
             interface_version,
-            module,
+            runs: Runs::InProcess(module),
         })
     }
 }
@@ -459,7 +579,7 @@ pub fn plugin_file_name(name: &str) -> String {
 
 /// How long a plugin may take to answer `info`, `init`, `new_backend` and `capabilities`
 /// (`HUBGET_PLUGIN_LOAD_TIMEOUT_SECS` overrides it, for tests).
-fn load_deadline() -> Duration {
+pub fn load_deadline() -> Duration {
     std::env::var("HUBGET_PLUGIN_LOAD_TIMEOUT_SECS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())

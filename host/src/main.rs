@@ -11,6 +11,10 @@ use hubget::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, hubget::cli::Command::PluginHelper) {
+        // Its own logger: records go to the host over the pipe.
+        return hubget::commands::plugin_helper::run();
+    }
     init_logging(cli.verbose);
     match hubget::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,7 +19,9 @@ use hubget_plugin_api::HostSettings;
 use crate::config::{KEYS, Key, LoadedConfig, expand_home, keys};
 pub use crate::env::{Env, is_true};
 use crate::error::HostError;
-use crate::loader::{PluginDir, search_path};
+use crate::isolation::protocol::SandboxPolicy;
+use crate::isolation::{Mode, PluginPolicy, Policy};
+use crate::loader::{ORIGIN_EXE, ORIGIN_LIB, PluginDir, search_path};
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,8 +154,17 @@ pub struct Settings {
     pub max_metadata_mib: Setting<u64>,
     /// Whether the Hub token may cross plain http:// to another host.
     pub allow_insecure_http: Setting<bool>,
-    /// `[plugins.<name>]` tables.
+    /// `[plugins.<name>]` tables, without the host's keys (what each plugin sees).
     pub plugin_tables: BTreeMap<String, toml::Table>,
+    /// The host's keys of those tables (isolation, sandbox, memory limit).
+    pub plugin_policies: BTreeMap<String, PluginPolicy>,
+    /// `HUBGET_PLUGIN_ISOLATION`: the mode of every plugin without its own `isolation`.
+    pub default_isolation: Option<Mode>,
+    /// Where isolated plugins may write (the commands set the target's partial-file
+    /// directories; empty: the cache).
+    pub plugin_write_dirs: Vec<PathBuf>,
+    /// The user's home (what the sandbox of isolated plugins keeps them out of).
+    pub home: Option<PathBuf>,
     /// The `User-Agent` backends send.
     pub user_agent: String,
     /// Every config-file key as `config show` prints it (value, source), recorded by `resolve`.
@@ -478,6 +489,17 @@ impl Settings {
             ));
         }
 
+        let (plugin_tables, plugin_policies) = split_host_keys(&f.plugins, env)?;
+        let default_isolation = match env.get("HUBGET_PLUGIN_ISOLATION") {
+            Some(text) if !text.trim().is_empty() => Some(Mode::parse(text.trim()).ok_or_else(
+                || HostError::InvalidValue {
+                    name: "HUBGET_PLUGIN_ISOLATION".to_owned(),
+                    message: format!("`{text}` is neither `process` nor `none`"),
+                },
+            )?),
+            _ => None,
+        };
+
         Ok(Settings {
             config_file: config.path.clone().zip(config.origin),
             plugin_dirs,
@@ -505,7 +527,11 @@ impl Settings {
             read_timeout_secs,
             max_metadata_mib,
             allow_insecure_http,
-            plugin_tables: f.plugins.clone(),
+            plugin_tables,
+            plugin_policies,
+            default_isolation,
+            plugin_write_dirs: Vec::new(),
+            home: Some(env.home()).filter(|h| h.is_absolute()),
             user_agent: format!("hubget/{}", env!("CARGO_PKG_VERSION")),
             shown: r.shown,
         })
@@ -514,6 +540,45 @@ impl Settings {
     /// The directories to search for plugins, in order (see [`search_path`]).
     pub fn plugin_search_path(&self) -> Vec<PluginDir> {
         search_path(&self.plugin_dirs.value, self.env_plugin_dirs.as_deref())
+    }
+
+    /// Which plugins run isolated and how: the per-plugin keys, `HUBGET_PLUGIN_ISOLATION`,
+    /// the install's own plugin directories, and the sandbox (the write roots below, the
+    /// paths under the home an isolated plugin may read).
+    pub fn isolation_policy(&self) -> Policy {
+        let search = self.plugin_search_path();
+        let install_dirs = search
+            .iter()
+            .filter(|d| d.origin == ORIGIN_EXE || d.origin == ORIGIN_LIB)
+            .map(|d| d.path.clone())
+            .collect();
+        let cache = &self.cache_dir.value;
+        let mut write: Vec<PathBuf> = if self.plugin_write_dirs.is_empty() {
+            vec![cache.clone()]
+        } else {
+            self.plugin_write_dirs.clone()
+        };
+        // hubget's state in the cache (rate-limit budgets, plugins' own state).
+        write.push(cache.join(".hubget"));
+        let mut read_in_home: Vec<PathBuf> = vec![cache.clone()];
+        read_in_home.extend(write.iter().cloned());
+        read_in_home.extend(search.into_iter().map(|d| d.path));
+        read_in_home.extend(self.config_path().map(Path::to_path_buf));
+        read_in_home.extend(self.ca_bundle.value.clone());
+        Policy {
+            default: self.default_isolation,
+            plugins: self.plugin_policies.clone(),
+            install_dirs,
+            sandbox: SandboxPolicy {
+                enabled: true,
+                write,
+                home: self.home.clone(),
+                read_in_home,
+            },
+            memory_limit_mib: default_memory_limit_mib(),
+            exe: std::env::current_exe().ok(),
+            deadline: crate::loader::load_deadline(),
+        }
     }
 
     /// The settings handed to every backend.
@@ -734,6 +799,85 @@ fn sends_in_clear(url: &str) -> bool {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     !loopback
+}
+
+/// `[plugins.NAME]` tables by plugin name.
+type PluginTables = BTreeMap<String, toml::Table>;
+
+/// Takes the host's keys ([`crate::isolation::HOST_KEYS`]) out of each `[plugins.NAME]` table.
+fn split_host_keys(
+    tables: &BTreeMap<String, toml::Table>,
+    env: &Env,
+) -> Result<(PluginTables, BTreeMap<String, PluginPolicy>), HostError> {
+    let mut plugin_tables = BTreeMap::new();
+    let mut policies = BTreeMap::new();
+    for (name, table) in tables {
+        let mut table = table.clone();
+        let invalid = |key: &str, message: String| HostError::InvalidValue {
+            name: format!("[plugins.{name}] {key}"),
+            message,
+        };
+        let mut policy = PluginPolicy::default();
+        if let Some(v) = table.remove("isolation") {
+            let text = v.as_str().unwrap_or_default();
+            policy.mode = Some(Mode::parse(text).ok_or_else(|| {
+                invalid(
+                    "isolation",
+                    format!("{v} is neither \"process\" nor \"none\""),
+                )
+            })?);
+        }
+        if let Some(v) = table.remove("sandbox") {
+            policy.sandbox = Some(
+                v.as_bool()
+                    .ok_or_else(|| invalid("sandbox", format!("{v} is not true or false")))?,
+            );
+        }
+        if let Some(v) = table.remove("allow_read") {
+            let list = v
+                .as_array()
+                .ok_or_else(|| invalid("allow_read", format!("{v} is not a list of paths")))?;
+            for item in list {
+                let text = item
+                    .as_str()
+                    .ok_or_else(|| invalid("allow_read", format!("{item} is not a path")))?;
+                policy.allow_read.push(expand_home(Path::new(text), env));
+            }
+        }
+        if let Some(v) = table.remove("memory_limit_mib") {
+            policy.memory_limit_mib = Some(
+                v.as_integer()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| {
+                        invalid("memory_limit_mib", format!("{v} is not a number of MiB"))
+                    })?,
+            );
+        }
+        if policy != PluginPolicy::default() {
+            policies.insert(name.clone(), policy);
+        }
+        plugin_tables.insert(name.clone(), table);
+    }
+    Ok((plugin_tables, policies))
+}
+
+/// A helper's default address-space limit: the machine's memory, and at least 4 GiB (virtual
+/// reservations of threads and allocator arenas count too).
+fn default_memory_limit_mib() -> u64 {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf reads system constants.
+        let (pages, size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && size > 0 {
+            return ((pages as u64).saturating_mul(size as u64) >> 20).max(4096);
+        }
+    }
+    0
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
 //! The data that crosses the plugin boundary. Every type here is part of the frozen v1 layout.
 //!
+//! Every type that crosses the boundary as data also has a serde form (kinds as their numbers),
+//! the one codec an isolated plugin's helper process speaks to the host with.
+//!
 //! Kinds are `#[repr(transparent)]` `u32` newtypes with associated constants, never Rust enums:
 //! adding a variant to an exhaustive enum changes its layout and breaks loading in both
 //! directions. Code that matches on a kind must keep a fallback arm for values it does not know.
@@ -12,7 +15,7 @@ use abi_stable::std_types::{RArc, ROption, RStr, RString, RVec};
 
 /// What went wrong, as an open-ended code. Unknown values are treated like [`ErrorKind::OTHER`].
 #[repr(transparent)]
-#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ErrorKind(pub u32);
 
 impl ErrorKind {
@@ -82,7 +85,7 @@ impl fmt::Display for ErrorKind {
 
 /// A structured error from a plugin. Messages must never contain tokens or signed URLs.
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug, PartialEq)]
+#[derive(StableAbi, Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PluginError {
     /// The class of failure; the host decides retry and fallback from it.
     pub kind: ErrorKind,
@@ -168,7 +171,7 @@ impl std::error::Error for PluginError {}
 
 /// The type of a Hub repository.
 #[repr(transparent)]
-#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct RepoType(pub u32);
 
 impl RepoType {
@@ -254,7 +257,9 @@ impl fmt::Display for RepoType {
 
 /// Optional abilities of a backend, as bit flags. Unknown bits are ignored by the host.
 #[repr(transparent)]
-#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    StableAbi, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Features(pub u64);
 
 impl Features {
@@ -323,7 +328,7 @@ impl fmt::Debug for Features {
 
 /// What a backend can do. Growth goes into `features` bits and `extra_json`, never new fields.
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug)]
+#[derive(StableAbi, Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Capabilities {
     /// The repository types this backend serves.
     pub repo_types: RVec<RepoType>,
@@ -361,7 +366,7 @@ impl Capabilities {
 
 /// Static facts about a plugin, read before any backend is created.
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug)]
+#[derive(StableAbi, Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PluginInfo {
     /// The backend name users type (`--backend NAME`, `[plugins.NAME]`): lowercase, `[a-z0-9_-]`.
     pub name: RString,
@@ -398,7 +403,7 @@ pub struct HostContext {
 
 /// A request to resolve a repository revision into a manifest.
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug)]
+#[derive(StableAbi, Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ResolveRequest {
     /// Model, dataset or space.
     pub repo_type: RepoType,
@@ -412,7 +417,7 @@ pub struct ResolveRequest {
 
 /// One file of a repository at one commit.
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ManifestFile {
     /// The path inside the repository, `/`-separated. Untrusted: the host validates it.
     pub path: RString,
@@ -428,7 +433,7 @@ pub struct ManifestFile {
 
 /// A repository revision resolved to one commit and its files.
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug)]
+#[derive(StableAbi, Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Manifest {
     /// The 40-hex commit sha every file belongs to.
     pub commit: RString,
@@ -467,7 +472,7 @@ pub fn is_commit_sha(s: &str) -> bool {
 
 /// One file to fetch, with the partial file the host prepared.
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug)]
+#[derive(StableAbi, Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FetchItem {
     /// The file, as resolved.
     pub file: ManifestFile,
@@ -480,7 +485,7 @@ pub struct FetchItem {
 
 /// A batch of files of one repository at one commit, fetched by one call.
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug)]
+#[derive(StableAbi, Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FetchBatch {
     /// Model, dataset or space.
     pub repo_type: RepoType,
@@ -501,12 +506,46 @@ pub struct FetchBatch {
 
 /// What happened to one file of a batch.
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug)]
+#[derive(StableAbi, Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FileOutcome {
     /// Index of the item in `FetchBatch::items`.
     pub index: u32,
     /// Success, or why this file failed.
+    #[serde(with = "result_codec")]
     pub result: abi_stable::std_types::RResult<FileDone, PluginError>,
+}
+
+/// The serde form of an `RResult` (`{"ok": ..}` or `{"err": ..}`), for the process boundary of
+/// isolated plugins.
+mod result_codec {
+    use abi_stable::std_types::RResult;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Wire<T, E> {
+        Ok(T),
+        Err(E),
+    }
+
+    pub fn serialize<T: Serialize + Clone, E: Serialize + Clone, S: Serializer>(
+        r: &RResult<T, E>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match r {
+            RResult::ROk(v) => Wire::<&T, &E>::Ok(v).serialize(s),
+            RResult::RErr(e) => Wire::<&T, &E>::Err(e).serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, E: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<RResult<T, E>, D::Error> {
+        Ok(match Wire::<T, E>::deserialize(d)? {
+            Wire::Ok(v) => RResult::ROk(v),
+            Wire::Err(e) => RResult::RErr(e),
+        })
+    }
 }
 
 impl FileOutcome {
@@ -526,7 +565,7 @@ impl FileOutcome {
 
 /// A file that a backend finished writing (the host still verifies it).
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug, Default)]
+#[derive(StableAbi, Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct FileDone {
     /// Bytes received from the network for this file (compressed, deduplicated or resumed
     /// transfers make this differ from the file size).
@@ -556,7 +595,7 @@ impl FileDone {
 
 /// The kind of a progress event.
 #[repr(transparent)]
-#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct EventKind(pub u32);
 
 impl EventKind {
@@ -595,7 +634,7 @@ impl fmt::Debug for EventKind {
 
 /// A progress event for one item of a batch.
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug)]
+#[derive(StableAbi, Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ProgressEvent {
     /// Index of the item in `FetchBatch::items`.
     pub index: u32,

@@ -11,7 +11,7 @@
 //! backend or retry is tried, and partial files keep their verified checkpoints for the next run.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -367,6 +367,14 @@ async fn download(
         });
     }
 
+    // Isolated plugins may write where this target's partial files go, and nowhere else; the
+    // sandbox needs the directory to exist (made now, removed again if the run leaves it
+    // empty, so a mistyped repo leaves no folder behind).
+    let mut settings = settings.clone();
+    let partial_dir = target.partial_dir();
+    let _made = MadeDirs::create(&partial_dir);
+    settings.plugin_write_dirs = vec![partial_dir];
+    let settings = &settings;
     let backends = open_transports(settings).map_err(|e| (e, None))?;
     let names: Vec<String> = backends.iter().map(|b| b.name().to_owned()).collect();
     if settings.limit_rate.value > 0 {
@@ -730,6 +738,32 @@ fn print_dry_run(
         text.push('\n');
     }
     let _ = crate::commands::print_stdout(&text);
+}
+
+/// Directories made for a run and removed when it ends, if they are still empty.
+struct MadeDirs(Vec<PathBuf>);
+
+impl MadeDirs {
+    fn create(dir: &Path) -> Self {
+        let missing: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            log::debug!("cannot create {}: {e}", dir.display());
+        }
+        Self(missing)
+    }
+}
+
+impl Drop for MadeDirs {
+    fn drop(&mut self) {
+        // Deepest first; a directory that holds anything stays.
+        for dir in &self.0 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod config;
 pub mod download;
 pub mod export;
+pub mod plugin_helper;
 pub mod plugins;
 pub mod project;
 
@@ -39,6 +40,9 @@ pub fn run(cli: Cli) -> Result<(), HostError> {
         Command::Remove(args) => project::remove(&args),
         Command::Lock(args) => project::lock(&env, config, &args),
         Command::Sync(args) => project::sync(&env, config, &args),
+        Command::PluginHelper => Err(HostError::Usage(
+            "__plugin-helper is started by hubget itself".to_owned(),
+        )),
     }
 }
 
@@ -46,7 +50,7 @@ pub fn run(cli: Cli) -> Result<(), HostError> {
 /// registered first so that plugin log records never show it.
 pub fn load_plugins(settings: &Settings) -> Registry {
     register_token(settings);
-    let registry = Registry::discover(&settings.plugin_search_path());
+    let registry = Registry::discover(&settings.plugin_search_path(), &settings.isolation_policy());
     // A table for a plugin that is not loaded is most likely a typo in the name.
     for name in settings.plugin_tables.keys() {
         if registry.get(name).is_none() {

@@ -39,7 +39,8 @@ impl LocalDir {
         }
     }
 
-    fn download_dir(&self) -> PathBuf {
+    /// `DIR/.cache/huggingface/download`: metadata, locks and partial files.
+    pub fn download_dir(&self) -> PathBuf {
         self.root
             .join(".cache")
             .join("huggingface")

@@ -254,6 +254,15 @@ impl Target {
         }
     }
 
+    /// The directory the partial files of this target are written in (what an isolated
+    /// plugin's sandbox lets it write).
+    pub fn partial_dir(&self) -> PathBuf {
+        match self {
+            Self::Cache(c) => c.root.join("blobs"),
+            Self::LocalDir(l) => l.download_dir(),
+        }
+    }
+
     /// The folder to print at the end (snapshot folder or local dir).
     pub fn root_path(&self, commit: &str) -> PathBuf {
         match self {

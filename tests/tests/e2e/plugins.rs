@@ -412,10 +412,13 @@ fn faulty_backend(table: &str) -> (tempfile::TempDir, BackendHandle) {
             .join(hubget_tests::library_file_name("hubget_faulty")),
     )
     .unwrap();
-    let registry = Registry::discover(&[PluginDir {
-        path: dir.path().to_path_buf(),
-        origin: ORIGIN_ENV,
-    }]);
+    let registry = Registry::discover(
+        &[PluginDir {
+            path: dir.path().to_path_buf(),
+            origin: ORIGIN_ENV,
+        }],
+        &hubget::isolation::Policy::default(),
+    );
     assert!(registry.failures().is_empty(), "{:?}", registry.failures());
     let plugin = registry.get("faulty").expect("faulty loaded");
     let backend = plugin

@@ -1,0 +1,92 @@
+//! The hidden `__plugin-helper` command: the process that serves one isolated plugin (see
+//! [`crate::isolation`]). Order matters: the temp dir and the sandbox come before the plugin's
+//! library is opened, while this process is still one thread.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use crate::isolation::protocol::{self, FromHelper, ToHelper};
+use crate::isolation::sandbox;
+use crate::isolation::serve::{ForwardLogs, Outbox, serve};
+use crate::loader::Registry;
+
+/// Runs the helper until the host closes its end of the pipe.
+pub fn run() -> ExitCode {
+    // The plugin's own temp dir, inside the sandbox's write roots.
+    let temp = tempfile::Builder::new()
+        .prefix("hubget-plugin-")
+        .tempdir()
+        .ok();
+    if let Some(t) = &temp {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("TMPDIR", t.path()) };
+    }
+    let mut input = std::io::stdin().lock();
+    let Ok(Some(ToHelper::Open {
+        protocol: version,
+        path,
+        max_log_level,
+        memory_limit_mib,
+        mut sandbox,
+    })) = protocol::read::<ToHelper>(&mut input)
+    else {
+        return ExitCode::from(2);
+    };
+    sandbox
+        .write
+        .extend(temp.as_ref().map(|t| t.path().to_owned()));
+    let status = sandbox::enter(&sandbox, memory_limit_mib);
+    let outbox = Outbox::start(std::io::stdout());
+    if version != protocol::VERSION {
+        outbox.send(FromHelper::LoadFailed {
+            reason: format!(
+                "the helper speaks protocol {}, the host {version} (a different hubget install)",
+                protocol::VERSION
+            ),
+            detail: String::new(),
+        });
+        return finish(outbox, 0);
+    }
+    let level = match max_log_level {
+        0 => log::LevelFilter::Off,
+        1 => log::LevelFilter::Error,
+        2 => log::LevelFilter::Warn,
+        3 => log::LevelFilter::Info,
+        4 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    if log::set_boxed_logger(Box::new(ForwardLogs(Mutex::new(outbox.clone())))).is_ok() {
+        log::set_max_level(level);
+    }
+    let plugin = match Registry::load_one(&path) {
+        Ok(plugin) => plugin,
+        Err(failure) => {
+            outbox.send(FromHelper::LoadFailed {
+                reason: failure.reason,
+                detail: failure.detail,
+            });
+            return finish(outbox, 0);
+        }
+    };
+    outbox.send(FromHelper::Hello {
+        protocol: protocol::VERSION,
+        info: plugin.info.clone(),
+        interface_version: plugin.interface_version.clone(),
+        sandbox: status,
+    });
+    serve(
+        &mut input as &mut dyn BufRead,
+        &outbox,
+        |settings, config| plugin.raw_backend(settings, config),
+    );
+    drop(temp);
+    finish(outbox, 0)
+}
+
+/// Lets the writer thread send what is queued, then ends the process (plugin threads with it).
+fn finish(outbox: Outbox, code: i32) -> ExitCode {
+    drop(outbox);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    std::process::exit(code)
+}
