@@ -87,3 +87,26 @@ pub fn test_example(dir: &str) -> Result<(), String> {
         ))
     }
 }
+
+/// A temp env with the faulty test plugin first (its table `faulty_table`, serving `files`)
+/// and the example `hello` backend second, serving a directory with the same files. Both are
+/// third-party plugins there (a temp plugin dir), so both run isolated by default.
+pub fn faulty_then_hello(faulty_table: &str, files: &[(&str, &str)]) -> crate::TestEnv {
+    let hello = build_example_hello(false);
+    let env = crate::TestEnv::new();
+    env.install_plugin(&crate::test_plugin("faulty"), "faulty");
+    env.install_plugin(&hello, "hello");
+    let root = env.path("served");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut table = String::new();
+    for (name, content) in files {
+        std::fs::write(root.join(name), content).unwrap();
+        table.push_str(&format!("{name:?} = {content:?}\n"));
+    }
+    env.write_config(&format!(
+        "[backends]\norder = [\"faulty\", \"hello\"]\n\n[plugins.faulty]\n{faulty_table}\n\n\
+         [plugins.faulty.files]\n{table}\n[plugins.hello]\nroot = {:?}\n",
+        root.to_str().unwrap()
+    ));
+    env
+}

@@ -1,5 +1,6 @@
 //! `hubget plugins [--json]`: every loaded plugin (name, version, interface version, path,
-//! capabilities) and, for each file that failed to load, the one-line reason.
+//! where it runs and how it is sandboxed, capabilities) and, for each file that failed to
+//! load, the one-line reason.
 //!
 //! Capabilities are a backend method, so each plugin gets a backend created with the current
 //! settings and its `[plugins.<name>]` table; if that fails, the error is shown in place of the
@@ -44,6 +45,8 @@ pub fn run(env: &Env, config: Option<PathBuf>, args: &PluginsArgs) -> Result<(),
             "api_version": plugin.info.api_version.as_str(),
             "path": plugin.path.display().to_string(),
             "origin": plugin.origin,
+            "isolation": if plugin.isolation().is_some() { "process" } else { "none" },
+            "sandbox": plugin.isolation(),
             "capabilities": caps.as_ref().ok(),
             "error": caps.as_ref().err(),
         }));
@@ -77,6 +80,13 @@ pub fn run(env: &Env, config: Option<PathBuf>, args: &PluginsArgs) -> Result<(),
         if !description.is_empty() {
             let _ = writeln!(out, "    {description}");
         }
+        let _ = match p["sandbox"].as_str() {
+            Some(sandbox) => writeln!(
+                out,
+                "    runs isolated (a helper process); sandbox: {sandbox}"
+            ),
+            None => writeln!(out, "    runs in hubget's process"),
+        };
         match (&p["capabilities"], p["error"].as_str()) {
             (Value::Object(c), _) => {
                 let list = |v: &Value| {

@@ -104,7 +104,16 @@ impl Helper {
     /// Starts a helper for the plugin file `path` (named `name` by its file name) and waits
     /// for it to load the library. `Err((reason, detail))` as the loader reports failures.
     pub fn spawn(name: &str, path: &Path, spawn: &Spawn) -> Result<Arc<Self>, (String, String)> {
-        let mut child = Command::new(&spawn.exe)
+        // The sandbox allows writing below directories that exist when it is entered.
+        for dir in &spawn.sandbox.write {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let mut command = Command::new(&spawn.exe);
+        // Its own process group: a Ctrl-C at the terminal reaches hubget, which cancels the
+        // helper's calls itself (partial files are then kept as in process).
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command
             .arg(protocol::SUBCOMMAND)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

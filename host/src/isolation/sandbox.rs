@@ -62,7 +62,8 @@ fn landlock(policy: &SandboxPolicy) -> String {
     };
     let abi = ABI::V5;
     let rule = |path: &Path, access: landlock::BitFlags<AccessFs>| {
-        let file = std::fs::metadata(path).ok()?.is_file();
+        // Directory rights apply to directories only (a device such as /dev/null is a file).
+        let file = !std::fs::metadata(path).ok()?.is_dir();
         let access = if file {
             access & AccessFs::from_file(abi)
         } else {

@@ -517,6 +517,12 @@ fn a_one_time_flipped_byte_from_a_bad_proxy_is_retried_and_lands() {
 
 #[test]
 fn ctrl_c_keeps_the_partial_file_and_exits_130() {
+    ctrl_c_keeps_the_partial_file_and_the_next_run_resumes(&[]);
+}
+
+/// Ctrl-C (SIGINT to hubget) mid-download: exit 130, the partial file and its state kept,
+/// and the next run resumes from the checkpoint. `env`: extra variables (the isolation mode).
+pub fn ctrl_c_keeps_the_partial_file_and_the_next_run_resumes(env: &[(&str, &str)]) {
     let dl = Dl::shaped(1024 * 1024);
     let f = dl.file("acme/resume", "big.bin");
     let blobs = dl.blobs("acme/resume");
@@ -530,7 +536,7 @@ fn ctrl_c_keeps_the_partial_file_and_exits_130() {
             "--no-fallback",
             "--json",
         ],
-        &[],
+        env,
     );
     assert!(poll(Duration::from_secs(20), || checkpoint(
         &blobs, &f.sha256
@@ -557,7 +563,10 @@ fn ctrl_c_keeps_the_partial_file_and_exits_130() {
     // The next run resumes from the kept partial: it starts at the checkpoint and the CDN
     // serves only the rest.
     dl.sim.reset_counters();
-    let again = dl.run(&["acme/resume", "big.bin", "--backend", "lfs", "--json"]);
+    let again = dl.run_env(
+        &["acme/resume", "big.bin", "--backend", "lfs", "--json"],
+        env,
+    );
     again.ok();
     let offset = again.first("file_start")["offset"].as_u64().unwrap();
     assert!(offset >= kept, "resumed at {offset}, checkpoint {kept}");

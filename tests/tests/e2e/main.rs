@@ -11,6 +11,7 @@ mod disk;
 mod download;
 mod hub_limits;
 mod interop;
+mod isolation;
 mod lfs;
 mod mirror;
 mod plugins;

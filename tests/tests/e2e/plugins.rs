@@ -289,22 +289,9 @@ fn a_panic_in_resolve_is_a_structured_error_with_exit_code_1() {
     );
 }
 
-/// A temp env with the faulty plugin (table `faulty_table`) first and the example `hello`
-/// backend second, serving a directory holding `a.txt` = "hello".
+/// [`hubget_tests::plugins::faulty_then_hello`] with `a.txt` = "hello".
 fn faulty_then_hello(faulty_table: &str) -> TestEnv {
-    let hello = build_example_hello(false);
-    let env = TestEnv::new();
-    env.install_plugin(&test_plugin("faulty"), "faulty");
-    env.install_plugin(&hello, "hello");
-    let root = env.path("served");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("a.txt"), "hello").unwrap();
-    env.write_config(&format!(
-        "[backends]\norder = [\"faulty\", \"hello\"]\n\n[plugins.faulty]\n{faulty_table}\n\
-         files = {{ \"a.txt\" = \"hello\" }}\n\n[plugins.hello]\nroot = {:?}\n",
-        root.to_str().unwrap()
-    ));
-    env
+    hubget_tests::plugins::faulty_then_hello(faulty_table, &[("a.txt", "hello")])
 }
 
 #[test]

@@ -19,6 +19,11 @@
 //! | `fail_fetch = "kind"` | every fetched item fails with this error kind name (`network`, `not-found`, ...) |
 //! | `barrier = N` | each `fetch` waits (up to 10 s) until N `fetch` calls have been in flight at once (per loaded copy of the library), else fails with `TIMEOUT` (proves concurrency without timing) |
 //!
+//! | `crash_in_fetch = "segfault" \| "abort" \| "stack_overflow" \| "alloc"` | `fetch` writes the first `crash_after` items (default 0), then dies that way (`alloc`: allocates and touches memory without bound); isolation tests only: in process it takes hubget down |
+//! | `max_batch_files = N` | the capability of that name (files per `fetch` call) |
+//! | `crash_after = N` | with `crash_in_fetch`: how many items of the batch are written first |
+//! | `try_read = "path"`, `try_write = "path"` | `new_backend` tries to read / create the file and logs the outcome at warn (`faulty: read <path>: allowed` or `refused (<error>)`) — what the sandbox lets it do |
+//!
 //! `call("echo", json)` answers `json`. The engine's tests may add keys (stall, corruption);
 //! keep each key independent and document it here.
 
@@ -56,6 +61,12 @@ struct Config {
     files: BTreeMap<String, String>,
     fail_fetch: Option<String>,
     barrier: Option<usize>,
+    crash_in_fetch: Option<String>,
+    max_batch_files: Option<u32>,
+    #[serde(default)]
+    crash_after: usize,
+    try_read: Option<String>,
+    try_write: Option<String>,
 }
 
 /// `fetch` calls in flight (per loaded copy of the library).
@@ -190,7 +201,11 @@ impl BackendPlugin for Faulty {
             Some(names) => names.iter().filter_map(|n| RepoType::parse(n)).collect(),
             None => vec![RepoType::MODEL, RepoType::DATASET, RepoType::SPACE],
         };
-        Capabilities::new(&repo_types, features)
+        let caps = Capabilities::new(&repo_types, features);
+        match self.config.max_batch_files {
+            Some(n) => caps.with_max_batch_files(n),
+            None => caps,
+        }
     }
 
     fn resolve(
@@ -255,6 +270,12 @@ impl BackendPlugin for Faulty {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
+        if let Some(how) = &self.config.crash_in_fetch {
+            for (i, item) in batch.items.iter().enumerate().take(self.config.crash_after) {
+                let _ = self.fetch_one(i as u32, item, progress, cancel);
+            }
+            crash(how);
+        }
         hubget_plugin_api::sdk::fetch_each(batch, |i, item| {
             self.fetch_one(i, item, progress, cancel)
         })
@@ -273,8 +294,57 @@ impl BackendPlugin for Faulty {
     }
 }
 
+/// Dies the way `how` says.
+fn crash(how: &str) -> ! {
+    match how {
+        "segfault" => {
+            // SAFETY: none; a deliberate invalid write (the test wants SIGSEGV).
+            unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+            unreachable!("the write above faults")
+        }
+        "stack_overflow" => {
+            fn deeper(n: u64) -> u64 {
+                let pad = std::hint::black_box([n; 512]);
+                // Never false at run time; the compiler cannot know that.
+                if std::hint::black_box(n) == u64::MAX {
+                    return pad[0];
+                }
+                pad[0] + deeper(n + 1) + pad[511]
+            }
+            let n = deeper(0);
+            panic!("no overflow after {n}")
+        }
+        "alloc" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 64 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        _ => std::process::abort(),
+    }
+}
+
+/// Tries to read or write `path`; logs what happened.
+fn probe(what: &str, path: &str) {
+    let result = match what {
+        "read" => std::fs::read(path).map(drop),
+        _ => std::fs::write(path, b"written by the faulty plugin"),
+    };
+    match result {
+        Ok(()) => log::warn!("faulty: {what} {path}: allowed"),
+        Err(e) => log::warn!("faulty: {what} {path}: refused ({e})"),
+    }
+}
+
 fn new(_settings: HostSettings, config: &str) -> Result<Faulty, PluginError> {
     let config: Config = parse_config("faulty", config)?;
+    if let Some(path) = &config.try_read {
+        probe("read", path);
+    }
+    if let Some(path) = &config.try_write {
+        probe("write", path);
+    }
     if let Some(text) = &config.log {
         log::info!("new_backend: {text}");
     }
