@@ -37,7 +37,7 @@ use hubget_plugin_api::{
 
 use crate::backend::BackendHandle;
 use crate::error::HostError;
-use crate::isolation::client::Helper;
+use crate::isolation::client::{Helper, Launching};
 use crate::isolation::{Mode, Policy};
 
 /// The host's own version, reported to plugins at `init`.
@@ -201,6 +201,17 @@ impl LoadedPlugin {
     }
 }
 
+/// A plugin file that passed the trust checks, to be loaded.
+struct Found {
+    /// As found.
+    file: PathBuf,
+    /// Canonical.
+    path: PathBuf,
+    origin: &'static str,
+    /// From the file name.
+    name: String,
+}
+
 /// The result of discovery: loaded plugins (in search order) and the files that failed.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -215,8 +226,54 @@ impl Registry {
     pub fn discover(dirs: &[PluginDir], policy: &Policy) -> Registry {
         let mut registry = Registry::default();
         let mut seen_paths = HashSet::new();
+        let mut found = Vec::new();
         for dir in dirs {
-            registry.scan_dir(dir, &mut seen_paths, policy);
+            registry.scan_dir(dir, &mut seen_paths, &mut found);
+        }
+        // Isolated plugins' helpers start together (each loads its library while the others
+        // do), then every file is taken in search order.
+        let launched: Vec<_> = found
+            .iter()
+            .map(|f| match policy.mode_for(&f.name, &f.path) {
+                Mode::InProcess => None,
+                Mode::Process => Some(
+                    policy
+                        .spawn_for(&f.name, &f.path)
+                        .ok_or_else(|| {
+                            (
+                                "cannot isolate it: the hubget executable is unknown".to_owned(),
+                                String::new(),
+                            )
+                        })
+                        .and_then(|spawn| Helper::launch(&f.name, &f.path, &spawn)),
+                ),
+            })
+            .collect();
+        for (f, launch) in found.into_iter().zip(launched) {
+            let loaded = match launch {
+                None => registry.load_file(&f.path, f.origin),
+                Some(launch) => launch
+                    .and_then(Launching::finish)
+                    .and_then(|helper| registry.isolated(&f.path, f.origin, helper)),
+            };
+            match loaded {
+                Ok(plugin) => {
+                    log::debug!(
+                        "loaded plugin `{}` {} from {} ({}{})",
+                        plugin.name(),
+                        plugin.info.version,
+                        plugin.path.display(),
+                        plugin.origin,
+                        if plugin.isolation().is_some() {
+                            ", isolated"
+                        } else {
+                            ""
+                        }
+                    );
+                    registry.plugins.push(plugin);
+                }
+                Err((reason, detail)) => registry.fail(&f.file, reason, detail),
+            }
         }
         registry
     }
@@ -265,7 +322,14 @@ impl Registry {
         });
     }
 
-    fn scan_dir(&mut self, dir: &PluginDir, seen_paths: &mut HashSet<PathBuf>, policy: &Policy) {
+    /// Lists the plugin files of `dir` that pass the trust checks into `found` (failures are
+    /// recorded).
+    fn scan_dir(
+        &mut self,
+        dir: &PluginDir,
+        seen_paths: &mut HashSet<PathBuf>,
+        found: &mut Vec<Found>,
+    ) {
         let meta = match std::fs::metadata(&dir.path) {
             Ok(meta) if meta.is_dir() => meta,
             Ok(_) => {
@@ -382,42 +446,22 @@ impl Registry {
                 .and_then(plugin_name_from_file)
                 .unwrap_or_default()
                 .to_owned();
-            let loaded = match policy.mode_for(&name, &canonical) {
-                Mode::InProcess => self.load_file(&canonical, dir.origin),
-                Mode::Process => self.load_isolated(&name, &canonical, dir.origin, policy),
-            };
-            match loaded {
-                Ok(plugin) => {
-                    log::debug!(
-                        "loaded plugin `{}` {} from {} ({})",
-                        plugin.name(),
-                        plugin.info.version,
-                        plugin.path.display(),
-                        plugin.origin
-                    );
-                    self.plugins.push(plugin);
-                }
-                Err((reason, detail)) => self.fail(&file, reason, detail),
-            }
+            found.push(Found {
+                file,
+                path: canonical,
+                origin: dir.origin,
+                name,
+            });
         }
     }
 
-    /// Starts the helper process that loads and serves `path`; `Err((reason, detail))` when
-    /// it cannot, as for a library loaded here.
-    fn load_isolated(
+    /// The plugin a helper loaded from `path`, unless its name is taken.
+    fn isolated(
         &self,
-        name: &str,
         path: &Path,
         origin: &'static str,
-        policy: &Policy,
+        helper: std::sync::Arc<Helper>,
     ) -> Result<LoadedPlugin, (String, String)> {
-        let spawn = policy.spawn_for(name, path).ok_or_else(|| {
-            (
-                "cannot isolate it: the hubget executable is unknown".to_owned(),
-                String::new(),
-            )
-        })?;
-        let helper = Helper::spawn(name, path, &spawn)?;
         let hello = helper.hello().clone();
         let name = hello.info.name.to_string();
         if let Some(first) = self.get(&name) {

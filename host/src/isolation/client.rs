@@ -104,6 +104,12 @@ impl Helper {
     /// Starts a helper for the plugin file `path` (named `name` by its file name) and waits
     /// for it to load the library. `Err((reason, detail))` as the loader reports failures.
     pub fn spawn(name: &str, path: &Path, spawn: &Spawn) -> Result<Arc<Self>, (String, String)> {
+        Self::launch(name, path, spawn)?.finish()
+    }
+
+    /// Starts a helper without waiting for it: several load their plugins at once, and
+    /// [`Launching::finish`] collects each.
+    pub fn launch(name: &str, path: &Path, spawn: &Spawn) -> Result<Launching, (String, String)> {
         // The sandbox allows writing below directories that exist when it is entered.
         for dir in &spawn.sandbox.write {
             let _ = std::fs::create_dir_all(dir);
@@ -168,7 +174,56 @@ impl Helper {
                 let _ = tx.send((first, stdout));
             })
             .map_err(|e| (format!("cannot start a thread: {e}"), String::new()))?;
-        let answer = rx.recv_timeout(spawn.deadline);
+        Ok(Launching {
+            name: name.to_owned(),
+            child,
+            stdin,
+            last_words,
+            hello: rx,
+            deadline: std::time::Instant::now() + spawn.deadline,
+            timeout: spawn.deadline,
+        })
+    }
+}
+
+/// A helper started by [`Helper::launch`], loading its plugin.
+pub struct Launching {
+    name: String,
+    child: Child,
+    stdin: ChildStdin,
+    last_words: Arc<Mutex<VecDeque<String>>>,
+    #[allow(clippy::type_complexity)]
+    hello: std::sync::mpsc::Receiver<(
+        std::io::Result<Option<FromHelper>>,
+        BufReader<std::process::ChildStdout>,
+    )>,
+    deadline: std::time::Instant,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Launching {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launching")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Launching {
+    /// Waits (until the load deadline) for the helper's hello; the running helper.
+    pub fn finish(self) -> Result<Arc<Helper>, (String, String)> {
+        let Self {
+            name,
+            mut child,
+            stdin,
+            last_words,
+            hello: rx,
+            deadline,
+            timeout,
+        } = self;
+        let name = name.as_str();
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let answer = rx.recv_timeout(left);
         let (first, stdout) = match answer {
             Ok(x) => x,
             Err(_) => {
@@ -177,7 +232,7 @@ impl Helper {
                 return Err((
                     format!(
                         "the helper did not load the plugin within {} s; killed",
-                        spawn.deadline.as_secs()
+                        timeout.as_secs()
                     ),
                     String::new(),
                 ));
@@ -216,14 +271,14 @@ impl Helper {
                 ));
             }
         };
-        let helper = Arc::new(Self {
+        let helper = Arc::new(Helper {
             name: name.to_owned(),
             child: Mutex::new(child),
             stdin: Mutex::new(stdin),
             state: Mutex::default(),
             last_words,
             next_id: AtomicU64::new(START_ID + 1),
-            deadline: spawn.deadline,
+            deadline: timeout,
             hello,
         });
         let weak = Arc::downgrade(&helper);
@@ -233,7 +288,9 @@ impl Helper {
             .map_err(|e| (format!("cannot start a thread: {e}"), String::new()))?;
         Ok(helper)
     }
+}
 
+impl Helper {
     /// What the helper reported when it loaded the plugin.
     pub fn hello(&self) -> &Hello {
         &self.hello
