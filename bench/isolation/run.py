@@ -111,7 +111,17 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in rows.items()}
     verdict = lambda ok: "met" if ok else "MISSED"
+    spread = lambda c, m: f"{min(rows[(c, m)]):.2f}-{max(rows[(c, m)]):.2f}"
     ratio = {c: med[(c, "process")] / med[(c, "none")] for c in ("big", "small")}
+
+    def judged(case):
+        """met / MISSED, or unresolved when the runs spread wider than the goal."""
+        lo = max(min(rows[(case, m)]) for m in MODES)
+        hi = min(max(rows[(case, m)]) for m in MODES)
+        noisy = max((max(rows[(case, m)]) - min(rows[(case, m)])) / med[(case, m)] for m in MODES) > 0.06
+        if noisy and lo <= hi:
+            return f"not resolved by these runs (ratio {ratio[case]:.2f}, the runs spread wider than 3%)"
+        return verdict(ratio[case] <= 1.03)
     extra_ms = {c: (med[(c, "process")] - med[(c, "none")]) * 1000 for c in ("plugins", "cached")}
     lines = [
         BEGIN,
@@ -122,17 +132,19 @@ def main():
         "(`HUBGET_PLUGIN_ISOLATION`), alternating, each download into a fresh cache; hubsim shaped as "
         "bench/run's default (40 MB/s per connection, 200 MB/s total, 20 ms latency).",
         "",
-        "| case | in process | isolated | isolated / in process |",
+        "| case | in process (min-max) | isolated (min-max) | isolated / in process |",
         "| --- | --- | --- | --- |",
-        f"| {args.size_mib} MiB LFS file (`{BIG}`) | {med[('big', 'none')]:.2f} s | {med[('big', 'process')]:.2f} s | {ratio['big']:.3f} |",
-        f"| 301 small files (`{SMALL}`) | {med[('small', 'none')]:.2f} s | {med[('small', 'process')]:.2f} s | {ratio['small']:.3f} |",
+        f"| {args.size_mib} MiB LFS file (`{BIG}`) | {med[('big', 'none')]:.2f} s ({spread('big', 'none')}) | {med[('big', 'process')]:.2f} s ({spread('big', 'process')}) | {ratio['big']:.3f} |",
+        f"| 301 small files (`{SMALL}`) | {med[('small', 'none')]:.2f} s ({spread('small', 'none')}) | {med[('small', 'process')]:.2f} s ({spread('small', 'process')}) | {ratio['small']:.3f} |",
         f"| `hubget plugins` (4 plugins started) | {med[('plugins', 'none')] * 1000:.0f} ms | {med[('plugins', 'process')] * 1000:.0f} ms | +{extra_ms['plugins']:.0f} ms |",
         f"| download of a cached file (start-up + resolve) | {med[('cached', 'none')] * 1000:.0f} ms | {med[('cached', 'process')] * 1000:.0f} ms | +{extra_ms['cached']:.0f} ms |",
         "",
-        f"Goals: wall within 3% -- big file {verdict(ratio['big'] <= 1.03)}, small files "
-        f"{verdict(ratio['small'] <= 1.03)}; start-up under 20 ms more -- "
+        f"Goals: wall within 3% -- big file {judged('big')}, small files "
+        f"{judged('small')}; start-up under 20 ms more -- "
         f"{verdict(extra_ms['cached'] < 20)} for a run (every plugin of the default order is started "
-        f"in its own helper), {verdict(extra_ms['plugins'] < 20)} for `hubget plugins`.",
+        f"in its own helper), {verdict(extra_ms['plugins'] < 20)} for `hubget plugins`. Where the "
+        "min-max ranges of the two modes overlap, the ratio is within this shared 2-core machine's "
+        "noise, not a gain or a loss.",
         END,
     ]
     text = "\n".join(lines)
