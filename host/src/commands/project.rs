@@ -404,9 +404,15 @@ async fn confirm_pin(
 
 /// Runs `hubget sync`.
 pub fn sync(env: &Env, config: Option<PathBuf>, args: &SyncArgs) -> Result<(), HostError> {
-    let settings = Settings::load(&args.settings.overrides(config), env)?;
+    let mut settings = Settings::load(&args.settings.overrides(config), env)?;
     crate::commands::register_token(&settings);
     let manifest = Manifest::load(&manifest_path(&args.manifest, true)?)?;
+    // Isolated plugins may write where the entries' partial files go.
+    settings.plugin_write_dirs = manifest
+        .entries
+        .iter()
+        .map(|e| target_of(&settings, &manifest, e, args.to.is_some()).partial_dir())
+        .collect();
     let path = lock_path(&manifest);
     let lock = Lock::load(&path)?;
     let out_of_date = stale(&manifest, lock.as_ref());

@@ -673,6 +673,14 @@ fn publish(root: &Path, repo: &str, revision: &str, files: &[(&str, &[u8])]) {
 
 #[test]
 fn a_source_without_git_downloads_through_the_statichttp_example() {
+    // In both modes: isolated (the default for a plugin outside hubget's install) and in
+    // process; the plugin is the same binary.
+    for mode in ["process", "none"] {
+        statichttp_revisions(mode);
+    }
+}
+
+fn statichttp_revisions(mode: &str) {
     let lib = build_example_statichttp();
     let env = TestEnv::new();
     env.install_plugin(&lib, "statichttp");
@@ -692,9 +700,15 @@ fn a_source_without_git_downloads_through_the_statichttp_example() {
     );
     let server = StaticServer::start(&served);
     env.write_config(&format!(
-        "[backends]\norder = [\"statichttp\"]\n[plugins.statichttp]\nbase_url = {:?}\n",
+        "[backends]\norder = [\"statichttp\"]\n[plugins.statichttp]\nbase_url = {:?}\n\
+         isolation = {mode:?}\n",
         server.url
     ));
+    let listed = env.hubget_configured(&["plugins", "--json"]);
+    assert_eq!(
+        plugin_entry(&listed.json(), "statichttp")["isolation"],
+        mode
+    );
     let download = |revision: &str| {
         let run =
             env.hubget_configured(&["download", "acme/tiny", "--revision", revision, "--json"]);

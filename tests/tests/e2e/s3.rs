@@ -391,3 +391,41 @@ fn the_hub_token_never_reaches_the_object_store_and_a_killed_download_resumes() 
         "the Hub token reached the object store"
     );
 }
+
+#[test]
+fn the_s3_plugin_isolated_exports_and_a_node_reads_the_bucket() {
+    let dl = Dl::new();
+    let gw = S3Gateway::start();
+    let to = format!("s3://{BUCKET}/isolated");
+    let isolated = [("HUBGET_PLUGIN_ISOLATION", "process")];
+    let cfg = config(&dl, &gw, None, &["lfs"]);
+    let vars = env(&gw);
+    let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend_from_slice(&isolated);
+    let listed = dl.hubget(&["plugins", "--json", "--config", &cfg], &all);
+    listed.ok();
+    assert_eq!(
+        hubget_tests::plugin_entry(&listed.json(), "s3")["isolation"],
+        "process"
+    );
+    let exported = dl.hubget(
+        &["export", "--to", &to, TINY, "--json", "--config", &cfg],
+        &all,
+    );
+    exported.ok();
+    assert_eq!(uploads(&exported.events()).len(), blobs_of_tiny(&dl));
+
+    let node = Dl::new();
+    let cfg = config(&node, &gw, Some(&to), &["s3"]);
+    node.sim.reset_counters();
+    let r = run(&node, &gw, &[TINY, "--config", &cfg, "--json"], &isolated);
+    r.ok();
+    assert!(
+        r.of("file_done").iter().all(|d| d["backend"] == "s3"),
+        "{}",
+        r.stdout
+    );
+    assert_cache_layout(&node, TINY, &dl.head(TINY), None);
+    let c = node.sim.counters();
+    assert_eq!(c.total_requests.cdn + c.total_requests.cas, 0);
+}
