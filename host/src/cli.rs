@@ -531,6 +531,17 @@ pub struct HfUri {
     pub path: String,
 }
 
+/// The fuzz entry point of repository addresses (`hf://...`, `owner/name`, with types,
+/// revisions and paths): `data` as the download argument.
+pub fn fuzz_address(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = HfUri::parse(text);
+    let _ = RepoSpec::parse(text, &[], None, None);
+    let _ = RepoSpec::parse(text, &[], Some("dataset"), Some("main"));
+}
+
 impl HfUri {
     /// Parses what follows `hf://`; the error says what is wrong.
     pub fn parse(body: &str) -> Result<HfUri, String> {

@@ -489,6 +489,43 @@ pub mod export {
         pub object: String,
     }
 
+    impl Manifest {
+        /// Reads a manifest object's text for `commit`: the one decoder of what a bucket holds
+        /// (malformed JSON, or a manifest naming another commit, is an error that says so).
+        pub fn parse(text: &str, commit: &str) -> Result<Self, String> {
+            let m: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            if m.commit != commit {
+                return Err(format!("names commit {}", m.commit));
+            }
+            Ok(m)
+        }
+    }
+
+    /// Reads a ref object's text: the 40-hex commit it names (whitespace around it allowed).
+    pub fn parse_ref(text: &str) -> Result<String, String> {
+        let commit = text.trim();
+        if crate::is_commit_sha(commit) {
+            Ok(commit.to_owned())
+        } else {
+            Err("not a commit sha".to_owned())
+        }
+    }
+
+    /// The fuzz entry point of the export layout's decoders: `data` as a ref and as a
+    /// manifest (hubget's `fuzz/bucket` target and its corpus replay).
+    #[doc(hidden)]
+    pub fn fuzz_bucket(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        let _ = parse_ref(text);
+        let _ = Manifest::parse(text, &"0".repeat(40));
+        if let Ok(m) = serde_json::from_str::<Manifest>(text) {
+            let _ = Manifest::parse(text, &m.commit)
+                .map(|m| m.files.iter().map(File::manifest_file).count());
+        }
+    }
+
     /// The blob key of a file: `<repo folder>/blobs/<etag>`.
     pub fn blob_key(repo_folder: &str, etag: &str) -> String {
         format!("{repo_folder}/blobs/{etag}")

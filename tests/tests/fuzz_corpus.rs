@@ -31,7 +31,7 @@ fn replay(target: &str, entry: Entry) -> usize {
 
 #[test]
 fn every_committed_fuzz_input_is_parsed_without_a_crash() {
-    let targets: [(&str, Entry); 5] = [
+    let targets: [(&str, Entry); 10] = [
         ("reconstruction", |d| {
             let _ = hubget_xet::cas::Reconstruction::parse(d);
             let _ = hubget_xet::cas::Reconstruction::parse_v2(d);
@@ -40,6 +40,13 @@ fn every_committed_fuzz_input_is_parsed_without_a_crash() {
         ("rate_limit_headers", hubget_hub_http::fuzzing::headers),
         ("repo_paths", hubget::store::paths::fuzz_paths),
         ("project_files", hubget::project::fuzz_project_files),
+        ("metadata_json", hubget_hub_http::fuzzing::metadata_json),
+        ("content_range", hubget_hub_http::fuzzing::content_range),
+        ("chunk_index", |d| {
+            let _ = hubget_xet::reuse::parse_entry(d);
+        }),
+        ("bucket", hubget_plugin_api::protocol::export::fuzz_bucket),
+        ("addresses", hubget::cli::fuzz_address),
     ];
     for (target, entry) in targets {
         assert!(replay(target, entry) > 0, "fuzz/corpus/{target} is empty");

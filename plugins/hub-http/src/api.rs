@@ -644,6 +644,24 @@ fn encode_repo(repo_id: &str) -> Result<String, PluginError> {
         .join("/"))
 }
 
+/// The fuzz entry point of the answers parsed here ([`crate::fuzzing::metadata_json`]).
+pub(crate) fn fuzz_metadata(data: &[u8]) {
+    if let Ok(entries) = serde_json::from_slice::<Vec<TreeEntry>>(data) {
+        for entry in entries {
+            let _ = manifest_file(entry, "fuzz");
+        }
+    }
+    if let Ok(response) = serde_json::from_slice::<BatchResponse>(data) {
+        for found in &response.objects {
+            let object = LfsObject {
+                oid: found.oid.clone(),
+                size: 1,
+            };
+            let _ = batch_result(Some(found), &object, "fuzz", Instant::now());
+        }
+    }
+}
+
 fn manifest_file(entry: TreeEntry, context: &str) -> Result<ManifestFile, PluginError> {
     let sha256 = match &entry.lfs {
         Some(lfs) => {

@@ -542,7 +542,7 @@ async fn fetch_range(shared: &Shared<'_>, i: usize, cancel: &CancelToken) -> Res
     }
 }
 
-fn parse_content_range(value: &HeaderValue) -> Option<(u64, u64, Option<u64>)> {
+pub(crate) fn parse_content_range(value: &HeaderValue) -> Option<(u64, u64, Option<u64>)> {
     let rest = value.to_str().ok()?.trim().strip_prefix("bytes ")?;
     let (span, total) = rest.split_once('/')?;
     let (first, last) = span.split_once('-')?;

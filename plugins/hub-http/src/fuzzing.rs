@@ -17,3 +17,16 @@ pub fn headers(data: &[u8]) {
     let _ = crate::error::retry_after(&h);
     let _ = crate::api::next_link(&h);
 }
+
+/// `data` as a tree / paths-info page and as a Git LFS batch answer: parsed and checked as the
+/// API client does.
+pub fn metadata_json(data: &[u8]) {
+    crate::api::fuzz_metadata(data);
+}
+
+/// `data` as a `Content-Range` header value.
+pub fn content_range(data: &[u8]) {
+    if let Ok(value) = HeaderValue::from_bytes(data) {
+        let _ = crate::download::parse_content_range(&value);
+    }
+}

@@ -260,37 +260,13 @@ impl Backend {
         } else {
             let key = export::ref_key(&folder, revision);
             let text = self.read_text(loc, &key).await?;
-            let commit = text.trim().to_owned();
-            if !is_commit_sha(&commit) {
-                return Err(PluginError::new(
-                    ErrorKind::PROTOCOL,
-                    format!("{}: not a commit sha", loc.url_of(&key)),
-                ));
-            }
-            commit
+            export::parse_ref(&text).map_err(|e| {
+                PluginError::new(ErrorKind::PROTOCOL, format!("{}: {e}", loc.url_of(&key)))
+            })?
         };
         let key = export::manifest_key(&folder, &commit);
         let text = self.read_text(loc, &key).await?;
-        let m: export::Manifest = serde_json::from_str(&text).map_err(|e| {
-            PluginError::new(ErrorKind::PROTOCOL, format!("{}: {e}", loc.url_of(&key)))
-        })?;
-        if m.commit != commit {
-            return Err(PluginError::new(
-                ErrorKind::PROTOCOL,
-                format!("{}: names commit {}", loc.url_of(&key), m.commit),
-            ));
-        }
-        let files: Vec<ManifestFile> = m
-            .files
-            .into_iter()
-            .map(|f| {
-                let mut file = f.manifest_file();
-                if !f.xet_hash.as_deref().is_some_and(is_xet_hash) {
-                    file.xet_hash = ROption::RNone;
-                }
-                file
-            })
-            .collect();
+        let files = manifest_files(&text, &commit, &loc.url_of(&key))?;
         let extra = serde_json::json!({ "object_store": loc.url_of("") });
         Ok(Manifest::new(commit, files).with_extra(&extra))
     }
@@ -480,6 +456,27 @@ impl Backend {
             object,
         })
     }
+}
+
+/// A manifest object's files (through plugin-api's decoder); a Xet hash that is not one is
+/// dropped. `object` names it in errors.
+fn manifest_files(
+    text: &str,
+    commit: &str,
+    object: &str,
+) -> Result<Vec<ManifestFile>, PluginError> {
+    let m = export::Manifest::parse(text, commit)
+        .map_err(|e| PluginError::new(ErrorKind::PROTOCOL, format!("{object}: {e}")))?;
+    Ok(m.files
+        .into_iter()
+        .map(|f| {
+            let mut file = f.manifest_file();
+            if !f.xet_hash.as_deref().is_some_and(is_xet_hash) {
+                file.xet_hash = ROption::RNone;
+            }
+            file
+        })
+        .collect())
 }
 
 /// A file as a stream of 8 MiB chunks.

@@ -98,22 +98,7 @@ impl ChunkIndex {
     /// at most [`MAX_ENTRY_BYTES`].
     pub fn load(&self, hash: &str) -> Option<FileChunks> {
         let text = read_regular(&self.path(hash)?, MAX_ENTRY_BYTES).ok()?;
-        let mut entry: FileChunks = serde_json::from_slice(&text).ok()?;
-        if entry.terms.iter().any(|t| t.end <= t.start)
-            || entry
-                .terms
-                .iter()
-                .try_fold(0u64, |n, t| n.checked_add(t.len))
-                != Some(entry.size)
-        {
-            return None;
-        }
-        if let Some(lens) = &entry.chunk_lens
-            && !entry.lens_fit(lens)
-        {
-            entry.chunk_lens = None;
-        }
-        Some(entry)
+        parse_entry(&text)
     }
 
     /// Writes the entry of `hash` (atomically; best effort), never through a folder that is a
@@ -268,6 +253,28 @@ pub fn from_terms(hash: &str, terms: Vec<crate::cas::WireTerm>) -> Result<FileCh
         terms,
         chunk_lens: None,
     })
+}
+
+/// An index entry from its file's bytes; `None` unless well-formed (terms that run forward and
+/// add up to the size; chunk lengths that do not fit are dropped). Also the fuzz entry point
+/// of the index format.
+pub fn parse_entry(text: &[u8]) -> Option<FileChunks> {
+    let mut entry: FileChunks = serde_json::from_slice(text).ok()?;
+    if entry.terms.iter().any(|t| t.end <= t.start)
+        || entry
+            .terms
+            .iter()
+            .try_fold(0u64, |n, t| n.checked_add(t.len))
+            != Some(entry.size)
+    {
+        return None;
+    }
+    if let Some(lens) = &entry.chunk_lens
+        && !entry.lens_fit(lens)
+    {
+        entry.chunk_lens = None;
+    }
+    Some(entry)
 }
 
 /// The chunk lengths of `path` per term of `entry`, by Xet's content-defined chunker; `None`

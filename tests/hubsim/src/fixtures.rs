@@ -97,6 +97,15 @@ pub enum Content {
         /// Seed.
         seed: u64,
     },
+    /// Highly compressible bytes: zeros with a seeded 8-byte value every 4 KiB, so every Xet
+    /// chunk is distinct (no dedup) yet compresses about 100x: the worst case for the memory a
+    /// client spends decoding (a small wire feed decodes to many bytes).
+    Sparse {
+        /// Size in bytes.
+        size: u64,
+        /// Seed.
+        seed: u64,
+    },
     /// A valid safetensors file shaped like a real checkpoint: a JSON header, then 55% bf16
     /// weights drawn from a normal distribution (std 0.02; the CAS's byte-grouping codecs
     /// compress them), 15% bf16 weights of another layer, 15% fp32 norms around 1.0, 15%
@@ -641,6 +650,16 @@ impl Content {
                 seed,
                 patches,
             } => safetensors(*size, *seed, patches),
+            Content::Sparse { size, seed } => {
+                let mut v = vec![0u8; *size as usize];
+                let mut rng = SplitMix(*seed);
+                for at in (0..v.len()).step_by(4096) {
+                    let r = rng.next().to_le_bytes();
+                    let n = r.len().min(v.len() - at);
+                    v[at..at + n].copy_from_slice(&r[..n]);
+                }
+                v
+            }
             Content::Compressible { size, seed } => {
                 let mut v = Vec::with_capacity(*size as usize + 4);
                 let mut rng = SplitMix(*seed);

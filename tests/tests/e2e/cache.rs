@@ -375,3 +375,69 @@ fn repair_removes_a_planted_link_not_the_file_or_shared_entry_it_points_at() {
     assert_contains(&bad, "own.bin");
     assert_contains(&bad, "a link out of the repository's blobs");
 }
+
+#[test]
+fn prune_collects_unreferenced_entries_and_stale_partials_but_keeps_a_locked_one() {
+    let dl = dl();
+    fill(&dl, Writer::Hubget, TINY);
+    fill(&dl, Writer::Hubget, TWIN);
+    let (xet_hash, _) = hashes(&dl, TWIN, SHARED_PATH);
+    let entry = store_entry(&dl, &xet_hash);
+    assert!(entry.is_file());
+    // Both repos removed by hand (as `rm -rf` would): the shared entry is referenced by no one.
+    for folder in ["models--acme--tiny", "models--acme--twin"] {
+        std::fs::remove_dir_all(dl.repo_dir(folder)).unwrap();
+    }
+    // What an interrupted download of another repo left: hubget's own partial and state
+    // files, and a partial another download still holds.
+    let blobs = dl.repo_dir("models--acme--other").join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let stale = blobs.join("e1.hubget-partial");
+    let stale_state = blobs.join("e1.hubget-partial.json");
+    let busy = blobs.join("e2.hubget-partial");
+    for f in [&stale, &stale_state, &busy] {
+        std::fs::write(f, b"half").unwrap();
+    }
+    let lock = dl.cache().join(".locks/models--acme--other/e2.lock");
+    let _held = hubget::store::lock::try_lock(&lock)
+        .unwrap()
+        .expect("the lock is free");
+
+    let dry = cache(&dl, &["prune", "--dry-run"]);
+    dry.ok();
+    assert_contains(&dry.stdout, "e1.hubget-partial");
+    assert!(
+        entry.exists() && stale.exists(),
+        "a dry run deletes nothing"
+    );
+    cache(&dl, &["prune", "--yes"]).ok();
+    assert!(
+        !entry.exists(),
+        "the unreferenced shared entry is collected"
+    );
+    assert!(
+        !stale.exists() && !stale_state.exists(),
+        "stale partial and state go"
+    );
+    assert!(busy.exists(), "a partial another download holds is kept");
+}
+
+#[test]
+fn rm_of_repo_at_a_revision_or_a_commit_removes_that_revision_only() {
+    let dl = dl();
+    fill(&dl, Writer::Hubget, TINY);
+    let info = dl.sim.info().repo(TINY).unwrap().clone();
+    let feature = info.branches["dev/feature"].clone();
+    let snapshots = dl.repo_dir("models--acme--tiny").join("snapshots");
+    for by in ["dev/feature", feature.as_str()] {
+        dl.run(&[TINY, "--revision", "dev/feature"]).ok();
+        assert!(snapshots.join(&feature).is_dir());
+        cache(&dl, &["rm", &format!("{TINY}@{by}"), "--yes"]).ok();
+        assert!(
+            !snapshots.join(&feature).exists(),
+            "{by}: that revision goes"
+        );
+        assert!(snapshots.join(&info.head).is_dir(), "{by}: main stays");
+        hf_ok(&dl, &["cache", "verify", TINY]);
+    }
+}

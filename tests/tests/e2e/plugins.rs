@@ -745,3 +745,51 @@ fn statichttp_revisions(mode: &str) {
         .collect();
     assert_eq!(moved, ["config.json"], "{v2:#?}");
 }
+
+#[test]
+fn plugin_dirs_are_relative_to_the_config_file_and_a_relative_env_entry_is_ignored() {
+    let env = TestEnv::new();
+    // `plugin_dirs = ["my-plugins"]` in <env>/conf/config.toml means <env>/conf/my-plugins,
+    // whatever the working directory (the env's root here).
+    let conf = env.path("conf");
+    let mine = conf.join("my-plugins");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::copy(
+        test_plugin("faulty"),
+        mine.join(hubget_tests::library_file_name("hubget_faulty")),
+    )
+    .unwrap();
+    let config = conf.join("config.toml");
+    std::fs::write(&config, "plugin_dirs = [\"my-plugins\"]\n").unwrap();
+    let run = env.hubget(["--config", config.to_str().unwrap(), "plugins", "--json"]);
+    run.ok();
+    let doc = run.json();
+    let faulty = plugin_entry(&doc, "faulty");
+    assert_eq!(faulty["origin"], "config");
+    let path = std::path::PathBuf::from(faulty["path"].as_str().unwrap());
+    assert_eq!(
+        path.parent().unwrap(),
+        std::fs::canonicalize(&mine).unwrap()
+    );
+
+    // A relative HUBGET_PLUGIN_DIR entry is never searched (it would depend on the working
+    // directory), even when it names a directory holding a plugin, and the user is told.
+    let rel = env.path("rel");
+    std::fs::create_dir_all(&rel).unwrap();
+    std::fs::copy(
+        test_plugin("faulty"),
+        rel.join(hubget_tests::library_file_name("hubget_faulty")),
+    )
+    .unwrap();
+    let run = env.hubget_with_env(["plugins", "--json"], &[("HUBGET_PLUGIN_DIR", "rel")]);
+    run.ok();
+    assert!(
+        !plugin_names(&run.json()).contains(&"faulty".to_owned()),
+        "{}",
+        run.stdout
+    );
+    assert_contains(
+        &run.stderr,
+        "HUBGET_PLUGIN_DIR entry rel is relative; it is ignored",
+    );
+}
