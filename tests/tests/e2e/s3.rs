@@ -11,12 +11,16 @@ use hubget_tests::hub::{Dl, TINY, assert_cache_layout};
 
 /// `[plugins.s3]` pointing at the gateway (reading from `url` when given) and the backend order.
 fn config(dl: &Dl, gw: &S3Gateway, url: Option<&str>, order: &[&str]) -> String {
+    config_at(dl, &gw.endpoint, url, order)
+}
+
+/// [`config`] with the store at `endpoint` (a relay in front of the gateway).
+fn config_at(dl: &Dl, endpoint: &str, url: Option<&str>, order: &[&str]) -> String {
     let order: Vec<String> = order.iter().map(|b| format!("{b:?}")).collect();
     let url = url.map(|u| format!("url = \"{u}\"\n")).unwrap_or_default();
     let text = format!(
-        "[backends]\norder = [{}]\n\n[plugins.s3]\n{url}endpoint = \"{}\"\n",
+        "[backends]\norder = [{}]\n\n[plugins.s3]\n{url}endpoint = \"{endpoint}\"\n",
         order.join(", "),
-        gw.endpoint
     );
     let path = dl.env.path(&format!("s3-{}.toml", rand_name()));
     std::fs::write(&path, text).unwrap();
@@ -41,12 +45,14 @@ fn run(dl: &Dl, gw: &S3Gateway, args: &[&str], extra: &[(&str, &str)]) -> hubget
 }
 
 fn export(dl: &Dl, gw: &S3Gateway, to: &str, files: &[&str]) -> Vec<Value> {
-    let cfg = config(dl, gw, None, &["lfs"]);
-    let args = [
-        &["export", "--to", to, TINY, "--json", "--config", &cfg],
-        files,
-    ]
-    .concat();
+    export_at(dl, gw, &gw.endpoint, to, &[&[TINY], files].concat())
+}
+
+/// `hubget export --to TO ARGS...` (a repository and its files) with the store at `endpoint`
+/// (a relay in front of the gateway).
+fn export_at(dl: &Dl, gw: &S3Gateway, endpoint: &str, to: &str, args: &[&str]) -> Vec<Value> {
+    let cfg = config_at(dl, endpoint, None, &["lfs"]);
+    let args = [&["export", "--to", to, "--json", "--config", &cfg], args].concat();
     let vars = env(gw);
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let r = dl.hubget(&args, &vars);
@@ -63,6 +69,21 @@ fn uploads(events: &[Value]) -> Vec<&Value> {
                 && e["source"].as_str().is_some_and(|s| s.starts_with("s3://"))
         })
         .collect()
+}
+
+/// The bytes of acme/tiny's distinct blobs.
+fn blob_bytes_of_tiny(dl: &Dl) -> u64 {
+    let info = dl.sim.info().repo(TINY).unwrap().clone();
+    let mut seen = std::collections::BTreeMap::new();
+    for f in &info.files {
+        let etag = if f.storage == hubsim::Storage::Regular {
+            f.git_oid.clone()
+        } else {
+            f.sha256.clone()
+        };
+        seen.insert(etag, f.size);
+    }
+    seen.values().sum()
 }
 
 fn blobs_of_tiny(dl: &Dl) -> usize {
@@ -88,15 +109,24 @@ fn export_once_then_a_node_without_the_hub_reads_the_bucket_byte_exact() {
     let dl = Dl::new();
     let gw = S3Gateway::start();
     let to = format!("s3://{BUCKET}/team");
-    let first = export(&dl, &gw, &to, &[]);
+    // Counted at the store, not from hubget's own report.
+    let store = Recorder::start(&gw.endpoint);
+    let first = export_at(&dl, &gw, &store.endpoint, &to, &[TINY]);
     let up = uploads(&first);
     assert_eq!(up.len(), blobs_of_tiny(&dl), "one upload per blob");
     assert!(up.iter().all(|u| u["bytes_transferred"] == u["bytes"]));
-    // A second export moves nothing.
-    let again = export(&dl, &gw, &to, &[]);
+    assert_eq!(
+        blob_puts(&store.puts()),
+        (blobs_of_tiny(&dl), blob_bytes_of_tiny(&dl)),
+        "every blob reached the store once"
+    );
+    // A second export moves nothing: no blob reaches the store again.
+    let before = store.puts().len();
+    let again = export_at(&dl, &gw, &store.endpoint, &to, &[TINY]);
     let up = uploads(&again);
     assert!(!up.is_empty());
     assert!(up.iter().all(|u| u["bytes_transferred"] == 0), "{up:?}");
+    assert_eq!(blob_puts(&store.puts()[before..]), (0, 0));
 
     // A node with the Hub unreachable: everything from the bucket, in the HF cache layout.
     let node = Dl::new();
@@ -156,12 +186,21 @@ fn what_the_bucket_lacks_comes_from_the_hub_and_an_interrupted_export_resumes() 
     );
     assert_cache_layout(&node, TINY, &dl.head(TINY), None);
 
-    // The whole export again: only what is missing goes up.
-    let rest = export(&dl, &gw, &to, &[]);
+    // The whole export again: only what is missing goes up, counted at the store.
+    let store = Recorder::start(&gw.endpoint);
+    let rest = export_at(&dl, &gw, &store.endpoint, &to, &[TINY]);
     let up = uploads(&rest);
     let skipped = up.iter().filter(|u| u["bytes_transferred"] == 0).count();
     assert_eq!(skipped, 1, "config.json is there already: {up:?}");
     assert_eq!(up.len(), blobs_of_tiny(&dl));
+    let config_size = dl.file(TINY, "config.json").size;
+    assert_eq!(
+        blob_puts(&store.puts()),
+        (
+            blobs_of_tiny(&dl) - 1,
+            blob_bytes_of_tiny(&dl) - config_size
+        )
+    );
 }
 
 #[test]
@@ -282,23 +321,40 @@ fn a_cache_blob_that_changed_after_it_landed_is_not_exported() {
     assert!(uploads(&r.events()).is_empty(), "nothing went up");
 }
 
-/// A TCP relay in front of the gateway that keeps every byte the client sent, to show what
-/// reached the object store.
+/// A TCP relay in front of the gateway that keeps every byte the client sent (per
+/// connection), to show what reached the object store; optionally slowed.
 struct Recorder {
     endpoint: String,
-    sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+/// One PUT that reached the store: its path and body length.
+#[derive(Debug)]
+struct Put {
+    path: String,
+    bytes: u64,
 }
 
 impl Recorder {
     fn start(upstream: &str) -> Self {
+        Self::throttled(upstream, None)
+    }
+
+    /// A relay passing at most `bytes_per_sec` from the client (None: as fast as it can).
+    fn throttled(upstream: &str, bytes_per_sec: Option<u64>) -> Self {
         let upstream = upstream.trim_start_matches("http://").to_owned();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>> = Default::default();
+        let sent: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
         let keep = sent.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let (upstream, keep) = (upstream.clone(), keep.clone());
+                let slot = {
+                    let mut all = keep.lock().unwrap();
+                    all.push(Vec::new());
+                    all.len() - 1
+                };
                 std::thread::spawn(move || {
                     use std::io::{Read, Write};
                     let Ok(server) = std::net::TcpStream::connect(&upstream) else {
@@ -316,7 +372,12 @@ impl Recorder {
                         if n == 0 {
                             break;
                         }
-                        keep.lock().unwrap().extend_from_slice(&buf[..n]);
+                        keep.lock().unwrap()[slot].extend_from_slice(&buf[..n]);
+                        if let Some(rate) = bytes_per_sec {
+                            std::thread::sleep(std::time::Duration::from_secs_f64(
+                                n as f64 / rate as f64,
+                            ));
+                        }
                         if s_write.write_all(&buf[..n]).is_err() {
                             break;
                         }
@@ -327,6 +388,53 @@ impl Recorder {
         });
         Self { endpoint, sent }
     }
+
+    /// Every PUT request the store received (request line and `content-length`), in order
+    /// per connection; bodies are skipped by their length.
+    fn puts(&self) -> Vec<Put> {
+        let mut out = Vec::new();
+        for stream in self.sent.lock().unwrap().iter() {
+            let mut at = 0;
+            while let Some(end) = find(&stream[at..], b"\r\n\r\n").map(|e| at + e) {
+                let head = String::from_utf8_lossy(&stream[at..end]).to_string();
+                let length: u64 = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                let mut line = head.lines().next().unwrap_or("").split(' ');
+                if line.next() == Some("PUT") {
+                    out.push(Put {
+                        path: line.next().unwrap_or("").to_owned(),
+                        bytes: length,
+                    });
+                }
+                at = end + 4 + length as usize;
+                if at >= stream.len() {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Everything the client sent, all connections.
+    fn all(&self) -> Vec<u8> {
+        self.sent.lock().unwrap().concat()
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The PUTs of blobs (not manifests or refs): how many, and their bytes.
+fn blob_puts(puts: &[Put]) -> (usize, u64) {
+    let blobs: Vec<&Put> = puts.iter().filter(|p| p.path.contains("/blobs/")).collect();
+    (blobs.len(), blobs.iter().map(|p| p.bytes).sum())
 }
 
 #[test]
@@ -384,7 +492,7 @@ fn the_hub_token_never_reaches_the_object_store_and_a_killed_download_resumes() 
     assert!(start["offset"].as_u64().unwrap() > 0, "resumed: {start}");
     assert_eq!(r.of("file_done")[0]["sha256"], lfs.sha256.as_str());
 
-    let sent = String::from_utf8_lossy(&recorder.sent.lock().unwrap()).into_owned();
+    let sent = String::from_utf8_lossy(&recorder.all()).into_owned();
     assert!(sent.contains("GET "), "the recorder saw the traffic");
     assert!(
         !sent.contains(token),
@@ -428,4 +536,88 @@ fn the_s3_plugin_isolated_exports_and_a_node_reads_the_bucket() {
     assert_cache_layout(&node, TINY, &dl.head(TINY), None);
     let c = node.sim.counters();
     assert_eq!(c.total_requests.cdn + c.total_requests.cas, 0);
+}
+
+#[test]
+fn a_multipart_export_killed_mid_upload_leaves_no_object_and_the_next_export_completes_it() {
+    // A blob past the multipart threshold (64 MiB): it goes up in 16 MiB parts.
+    const BIG: &str = "acme/multipart";
+    let size = 80 * 1024 * 1024;
+    let spec = hubget_tests::hub::one_commit(
+        BIG,
+        "model",
+        "one big LFS file",
+        &format!(
+            r#"{{ path = "big.bin", storage = "lfs", content = {{ kind = "random", size = {size}, seed = 77 }} }},"#
+        ),
+    );
+    let dl = Dl::with(hubsim::HubSim::builder().fixtures(spec));
+    let gw = S3Gateway::start();
+    let to = format!("s3://{BUCKET}/fleet");
+    let big = dl.file(BIG, "big.bin");
+
+    // The export goes through a relay slowed to 16 MB/s and is killed once parts are going up.
+    let slow = Recorder::throttled(&gw.endpoint, Some(16_000_000));
+    let cfg = config_at(&dl, &slow.endpoint, None, &["lfs"]);
+    let vars = env(&gw);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut child = dl
+        .hubget_command(&["export", "--to", &to, BIG, "--config", &cfg], &vars)
+        .spawn()
+        .unwrap();
+    let parts_going_up = hubget_tests::hub::poll(std::time::Duration::from_secs(60), || {
+        slow.puts()
+            .iter()
+            .filter(|p| p.path.contains("partNumber="))
+            .count()
+            >= 2
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        parts_going_up,
+        "the upload was multipart: {:?}",
+        slow.puts()
+    );
+
+    // An unfinished multipart upload is no object: a node finds nothing to read for it.
+    let node = Dl::with(hubsim::HubSim::builder().fixtures(hubget_tests::hub::one_commit(
+        BIG,
+        "model",
+        "one big LFS file",
+        &format!(
+            r#"{{ path = "big.bin", storage = "lfs", content = {{ kind = "random", size = {size}, seed = 77 }} }},"#
+        ),
+    )));
+    let node_cfg = config(&node, &gw, Some(&to), &["s3", "lfs"]);
+    let r = run(&node, &gw, &[BIG, "--config", &node_cfg, "--json"], &[]);
+    r.ok();
+    assert_eq!(r.first("file_done")["backend"], "lfs", "{}", r.stdout);
+
+    // The next export uploads the blob whole (the cache still holds it; nothing is fetched
+    // again) and completes; the node then reads it from the bucket, byte-exact.
+    let store = Recorder::start(&gw.endpoint);
+    dl.sim.reset_counters();
+    let again = export_at(&dl, &gw, &store.endpoint, &to, &[BIG]);
+    assert_eq!(dl.sim.counters().bytes_from(hubsim::Origin::Cdn), 0);
+    let up = uploads(&again);
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0]["bytes_transferred"], size);
+    let parts: u64 = store
+        .puts()
+        .iter()
+        .filter(|p| p.path.contains("partNumber="))
+        .map(|p| p.bytes)
+        .sum();
+    assert_eq!(parts, size, "every byte went up in parts");
+    let r = run(
+        &node,
+        &gw,
+        &[BIG, "--config", &node_cfg, "--json", "--force-download"],
+        &[],
+    );
+    r.ok();
+    let done = r.first("file_done");
+    assert_eq!(done["backend"], "s3", "{}", r.stdout);
+    assert_eq!(done["sha256"], big.sha256.as_str());
 }
