@@ -219,7 +219,9 @@ mod tests {
         let t = Instant::now();
         let e = stream_fresh(|| Ok(Hung), &cancel_after(Duration::from_millis(200))).unwrap_err();
         assert_eq!(e.kind, ErrorKind::CANCELLED);
-        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // The reader never returns; coming back at all is the behaviour (a generous bound a
+        // loaded machine keeps, far below the hour the reader would take).
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     }
 
     #[test]
@@ -254,7 +256,7 @@ mod tests {
         };
         let e = stream_fresh(never_answers, &cancel_after(Duration::from_millis(200))).unwrap_err();
         assert_eq!(e.kind, ErrorKind::CANCELLED);
-        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     }
 
     #[test]
