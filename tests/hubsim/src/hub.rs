@@ -102,7 +102,7 @@ impl HubState {
             _ => Err(hub_error(
                 StatusCode::UNAUTHORIZED,
                 "RepoNotFound",
-                "Repository not found. If you are trying to access a private or gated repo, make sure you are authenticated.",
+                crate::REPO_NOT_FOUND,
                 None,
             )),
         }

@@ -43,6 +43,10 @@ pub use fixtures::{
 pub use net::Shaping;
 pub use quota::HubProfile;
 
+/// The message of the Hub's 401 for a repository that does not exist or is not visible (the
+/// real Hub's wording, which clients show).
+pub const REPO_NOT_FOUND: &str = "Repository not found. If you are trying to access a private or gated repo, make sure you are authenticated.";
+
 /// The token that unlocks private and gated repos by default.
 pub const DEFAULT_TOKEN: &str = "hf_hubsim_secret_token";
 

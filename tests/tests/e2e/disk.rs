@@ -187,8 +187,9 @@ fn disk_full_before_the_transfer_fails_fast_and_fetches_nothing() {
     r.code_is(EXIT_DISK_FULL);
     let message = assert_disk_full_events(&r);
     let expected = format!(
-        "not enough free space in {}: 4.0 MiB still to fetch, ",
-        cache.display()
+        "not enough free space in {}: {} still to fetch, ",
+        cache.display(),
+        hubget::commands::download::human_bytes(size)
     );
     assert!(message.starts_with(&expected), "{message}");
     assert!(message.ends_with(" free"), "{message}");
