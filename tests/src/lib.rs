@@ -263,13 +263,14 @@ pub fn done_rate(file_done: &serde_json::Value) -> f64 {
 }
 
 /// Panics unless `rate` (bytes/s) honours a `--limit-rate` of `cap`: at most 10% over it, and
-/// not throttled far below it. The lower bound is loose (0.75) because the measured time also
-/// holds start-up and verification, on a shared machine where the suite runs many servers at
-/// once; the cap's accuracy (±5% over 30 s) is the benchmark's to measure (bench case 9).
+/// not throttled far below it. The lower bound is loose (half the cap) because the measured
+/// time also holds start-up and verification, on a loaded 2-core machine where the suite runs
+/// many servers at once; the cap's accuracy (±5% over 30 s) is the benchmark's to measure
+/// (bench case 9).
 #[track_caller]
 pub fn assert_rate_capped(rate: f64, cap: f64) {
     assert!(
-        (0.75 * cap..=1.1 * cap).contains(&rate),
+        (0.5 * cap..=1.1 * cap).contains(&rate),
         "measured {rate:.0} B/s against a cap of {cap} B/s"
     );
 }

@@ -6,7 +6,7 @@
 use hubget_tests::s3::{BUCKET, S3Gateway, SECRET_KEY};
 use serde_json::Value;
 
-use hubget_tests::assert_contains;
+use hubget_tests::{assert_contains, assert_rate_capped, done_rate};
 use hubget_tests::hub::{Dl, TINY, assert_cache_layout};
 
 /// `[plugins.s3]` pointing at the gateway (reading from `url` when given) and the backend order.
@@ -621,3 +621,25 @@ fn a_multipart_export_killed_mid_upload_leaves_no_object_and_the_next_export_com
     assert_eq!(done["backend"], "s3", "{}", r.stdout);
     assert_eq!(done["sha256"], big.sha256.as_str());
 }
+
+#[test]
+fn the_bandwidth_cap_holds_on_the_s3_backend() {
+    let dl = Dl::new();
+    let gw = S3Gateway::start();
+    let to = format!("s3://{BUCKET}/capped");
+    export(&dl, &gw, &to, &["lfs.bin"]);
+    let node = Dl::new();
+    let cfg = config(&node, &gw, Some(&to), &["s3"]);
+    let cap = 2.0 * 1024.0 * 1024.0;
+    let r = run(
+        &node,
+        &gw,
+        &[TINY, "lfs.bin", "--config", &cfg, "--limit-rate", "2M", "--json"],
+        &[],
+    );
+    r.ok();
+    let done = r.first("file_done");
+    assert_eq!(done["backend"], "s3", "{}", r.stdout);
+    assert_rate_capped(done_rate(&done), cap);
+}
+
