@@ -6,8 +6,8 @@
 use hubget_tests::s3::{BUCKET, S3Gateway, SECRET_KEY};
 use serde_json::Value;
 
-use hubget_tests::{assert_contains, assert_rate_capped, done_rate};
 use hubget_tests::hub::{Dl, TINY, assert_cache_layout};
+use hubget_tests::{assert_contains, assert_rate_capped, done_rate};
 
 /// `[plugins.s3]` pointing at the gateway (reading from `url` when given) and the backend order.
 fn config(dl: &Dl, gw: &S3Gateway, url: Option<&str>, order: &[&str]) -> String {
@@ -634,7 +634,15 @@ fn the_bandwidth_cap_holds_on_the_s3_backend() {
     let r = run(
         &node,
         &gw,
-        &[TINY, "lfs.bin", "--config", &cfg, "--limit-rate", "2M", "--json"],
+        &[
+            TINY,
+            "lfs.bin",
+            "--config",
+            &cfg,
+            "--limit-rate",
+            "2M",
+            "--json",
+        ],
         &[],
     );
     r.ok();
@@ -642,4 +650,3 @@ fn the_bandwidth_cap_holds_on_the_s3_backend() {
     assert_eq!(done["backend"], "s3", "{}", r.stdout);
     assert_rate_capped(done_rate(&done), cap);
 }
-
