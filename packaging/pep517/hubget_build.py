@@ -10,10 +10,13 @@ maturin's own backend. The profile follows maturin's: `--profile NAME` in `MATUR
 or in the `build-args` config setting (release otherwise).
 """
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 
 import maturin
 
@@ -56,8 +59,44 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     return maturin.build_wheel(wheel_directory, config_settings, metadata_directory)
 
 
+# What maturin's sdist lacks for a wheel with plugins: the plugin crates (workspace members
+# it does not know), hubsim (the plugins' tests' dev-dependency: cargo reads its manifest) and
+# this backend.
+SDIST_EXTRA = ["packaging/pep517", "plugins/lfs", "plugins/xet", "plugins/mirror", "plugins/s3",
+               "plugins/hub-http", "tests/hubsim"]
+
+
 def build_sdist(sdist_directory, config_settings=None):
-    return maturin.build_sdist(sdist_directory, config_settings)
+    """maturin's sdist (the binary's crates), completed with the plugins' crates (added to the
+    workspace's members) and this backend, so that a wheel built from it is the same wheel."""
+    name = maturin.build_sdist(sdist_directory, config_settings)
+    path = os.path.join(sdist_directory, name)
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(path) as t:
+            t.extractall(tmp, filter="data")
+        (top,) = os.listdir(tmp)
+        root = os.path.join(tmp, top)
+        for extra in SDIST_EXTRA:
+            src = os.path.join(ROOT, extra)
+            for dirpath, dirnames, files in os.walk(src):
+                dirnames[:] = [d for d in dirnames if d not in ("target", "__pycache__", ".venv")]
+                for f in files:
+                    rel = os.path.relpath(os.path.join(dirpath, f), ROOT)
+                    os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+                    shutil.copy2(os.path.join(ROOT, rel), os.path.join(root, rel))
+        manifest = os.path.join(root, "Cargo.toml")
+        with open(manifest) as f:
+            text = f.read()
+        members = re.search(r"^members = \[(.*?)\]", text, re.M | re.S)
+        have = re.findall(r'"([^"]+)"', members.group(1)) if members else []
+        wanted = have + [m for m in SDIST_EXTRA[1:] if m not in have]
+        listed = ", ".join(f'"{m}"' for m in wanted)
+        text = text.replace(members.group(0), f"members = [{listed}]") if members else text
+        with open(manifest, "w") as f:
+            f.write(text)
+        with tarfile.open(path, "w:gz") as t:
+            t.add(root, arcname=top)
+    return name
 
 
 def get_requires_for_build_wheel(config_settings=None):
