@@ -54,6 +54,11 @@ def _stage_plugins(config_settings):
         os.chmod(os.path.join(lib, name), 0o755)
 
 
+def _ensure_data_dir():
+    """maturin refuses to run without pyproject's `data` directory (even for metadata only)."""
+    os.makedirs(STAGE, exist_ok=True)
+
+
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     _stage_plugins(config_settings)
     return maturin.build_wheel(wheel_directory, config_settings, metadata_directory)
@@ -69,6 +74,7 @@ SDIST_EXTRA = ["packaging/pep517", "plugins/lfs", "plugins/xet", "plugins/mirror
 def build_sdist(sdist_directory, config_settings=None):
     """maturin's sdist (the binary's crates), completed with the plugins' crates (added to the
     workspace's members) and this backend, so that a wheel built from it is the same wheel."""
+    _ensure_data_dir()
     name = maturin.build_sdist(sdist_directory, config_settings)
     path = os.path.join(sdist_directory, name)
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,4 +114,5 @@ def get_requires_for_build_sdist(config_settings=None):
 
 
 def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    _ensure_data_dir()
     return maturin.prepare_metadata_for_build_wheel(metadata_directory, config_settings)
