@@ -1,5 +1,5 @@
 //! The hidden `__plugin-helper` command: the process that serves one isolated plugin (see
-//! [`crate::isolation`]). Order matters: the temp dir and the sandbox come before the plugin's
+//! [`crate::isolation`]). Order matters: `TMPDIR` and the sandbox come before the plugin's
 //! library is opened, while this process is still one thread.
 
 use std::io::BufRead;
@@ -13,15 +13,6 @@ use crate::loader::Registry;
 
 /// Runs the helper until the host closes its end of the pipe.
 pub fn run() -> ExitCode {
-    // The plugin's own temp dir, inside the sandbox's write roots.
-    let temp = tempfile::Builder::new()
-        .prefix("hubget-plugin-")
-        .tempdir()
-        .ok();
-    if let Some(t) = &temp {
-        // SAFETY: no other thread exists yet.
-        unsafe { std::env::set_var("TMPDIR", t.path()) };
-    }
     let mut input = std::io::stdin().lock();
     let Ok(Some(ToHelper::Open {
         protocol: version,
@@ -29,13 +20,15 @@ pub fn run() -> ExitCode {
         max_log_level,
         memory_limit_mib,
         mut sandbox,
+        temp_dir,
     })) = protocol::read::<ToHelper>(&mut input)
     else {
         return ExitCode::from(2);
     };
-    sandbox
-        .write
-        .extend(temp.as_ref().map(|t| t.path().to_owned()));
+    // The plugin's own temp dir (the host made it and removes it), inside the write roots.
+    // SAFETY: no other thread exists yet.
+    unsafe { std::env::set_var("TMPDIR", &temp_dir) };
+    sandbox.write.push(temp_dir);
     let status = sandbox::enter(&sandbox, memory_limit_mib);
     let outbox = Outbox::start(std::io::stdout());
     if version != protocol::VERSION {
@@ -46,7 +39,7 @@ pub fn run() -> ExitCode {
             ),
             detail: String::new(),
         });
-        return finish(outbox, 0);
+        return finish(outbox);
     }
     let level = match max_log_level {
         0 => log::LevelFilter::Off,
@@ -66,7 +59,7 @@ pub fn run() -> ExitCode {
                 reason: failure.reason,
                 detail: failure.detail,
             });
-            return finish(outbox, 0);
+            return finish(outbox);
         }
     };
     outbox.send(FromHelper::Hello {
@@ -80,13 +73,12 @@ pub fn run() -> ExitCode {
         &outbox,
         |settings, config| plugin.raw_backend(settings, config),
     );
-    drop(temp);
-    finish(outbox, 0)
+    finish(outbox)
 }
 
 /// Lets the writer thread send what is queued, then ends the process (plugin threads with it).
-fn finish(outbox: Outbox, code: i32) -> ExitCode {
+fn finish(outbox: Outbox) -> ExitCode {
     drop(outbox);
     std::thread::sleep(std::time::Duration::from_millis(50));
-    std::process::exit(code)
+    std::process::exit(0)
 }

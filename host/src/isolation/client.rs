@@ -81,6 +81,8 @@ struct State {
 /// A running helper serving one plugin. Dropping the last handle kills it.
 pub struct Helper {
     name: String,
+    /// The plugin's temp dir: removed once the helper is gone (crashed, killed or dropped).
+    temp: Mutex<Option<tempfile::TempDir>>,
     child: Mutex<Child>,
     stdin: Mutex<ChildStdin>,
     state: Mutex<State>,
@@ -114,6 +116,11 @@ impl Helper {
         for dir in &spawn.sandbox.write {
             let _ = std::fs::create_dir_all(dir);
         }
+        // The plugin's temp dir: made here and removed with the helper, however it ends.
+        let temp = tempfile::Builder::new()
+            .prefix("hubget-plugin-")
+            .tempdir()
+            .map_err(|e| (format!("cannot make a temp dir: {e}"), String::new()))?;
         let mut command = Command::new(&spawn.exe);
         // Its own process group: a Ctrl-C at the terminal reaches hubget, which cancels the
         // helper's calls itself (partial files are then kept as in process).
@@ -148,6 +155,7 @@ impl Helper {
             max_log_level: log::max_level() as usize as u8,
             memory_limit_mib: spawn.memory_limit_mib,
             sandbox: spawn.sandbox.clone(),
+            temp_dir: temp.path().to_owned(),
         };
         if let Err(e) = protocol::write(&mut stdin, &open) {
             let _ = child.kill();
@@ -176,6 +184,7 @@ impl Helper {
             .map_err(|e| (format!("cannot start a thread: {e}"), String::new()))?;
         Ok(Launching {
             name: name.to_owned(),
+            temp,
             child,
             stdin,
             last_words,
@@ -189,6 +198,7 @@ impl Helper {
 /// A helper started by [`Helper::launch`], loading its plugin.
 pub struct Launching {
     name: String,
+    temp: tempfile::TempDir,
     child: Child,
     stdin: ChildStdin,
     last_words: Arc<Mutex<VecDeque<String>>>,
@@ -214,6 +224,7 @@ impl Launching {
     pub fn finish(self) -> Result<Arc<Helper>, (String, String)> {
         let Self {
             name,
+            temp,
             mut child,
             stdin,
             last_words,
@@ -273,6 +284,7 @@ impl Launching {
         };
         let helper = Arc::new(Helper {
             name: name.to_owned(),
+            temp: Mutex::new(Some(temp)),
             child: Mutex::new(child),
             stdin: Mutex::new(stdin),
             state: Mutex::default(),
@@ -463,11 +475,19 @@ impl Helper {
             state.kill_reason.get_or_insert_with(|| why.to_owned());
         }
         log::warn!("plugin `{}`: killing its helper process: {why}", self.name);
-        let _ = self
-            .child
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .kill();
+        {
+            // Reaped here (a SIGKILL'd process goes at once), so that its temp dir goes now,
+            // even if hubget exits before the reader thread notices.
+            let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        drop(
+            self.temp
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
     }
 
     /// The helper is gone: records why and fails every call in flight.
@@ -506,6 +526,13 @@ impl Helper {
         if state.kill_reason.is_none() {
             log::warn!("{}", error.message);
         }
+        // Nothing of a dead helper's temp dir is of use any more.
+        drop(
+            self.temp
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         state.dead = Some(error.clone());
         for (_, pending) in state.pending.drain() {
             pending.fail(error.clone());
@@ -518,6 +545,12 @@ impl Drop for Helper {
         let child = self.child.get_mut().unwrap_or_else(PoisonError::into_inner);
         let _ = child.kill();
         let _ = child.wait();
+        drop(
+            self.temp
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
     }
 }
 

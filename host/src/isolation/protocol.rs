@@ -56,6 +56,9 @@ pub enum ToHelper {
         memory_limit_mib: u64,
         /// The sandbox.
         sandbox: SandboxPolicy,
+        /// The plugin's temp dir (`TMPDIR`; writable in the sandbox). The host made it and
+        /// removes it when the helper is gone, however it ended.
+        temp_dir: PathBuf,
     },
     /// `new_backend(settings, config)`.
     NewBackend {

@@ -25,8 +25,23 @@ fn crash_mid_batch(how: &str) -> (TestEnv, Run) {
         &format!("crash_in_fetch = {how:?}\ncrash_after = 2\nmemory_limit_mib = 1024"),
         &FILES,
     );
-    let run = env.hubget_configured(&["download", "acme/files", "--json"]);
+    let run = run_leaving_no_temp_dir(&env, &["download", "acme/files", "--json"]);
     (env, run)
+}
+
+/// Runs `hubget <args>` with its own `TMPDIR`, and checks that the helpers' temp dirs are gone
+/// afterwards, however the helpers ended.
+fn run_leaving_no_temp_dir(env: &TestEnv, args: &[&str]) -> Run {
+    let tmp = env.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let run = env.hubget_configured_env(args, &[("TMPDIR", tmp.to_str().unwrap())]);
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "temp dirs left behind: {left:?}");
+    run
 }
 
 /// Every file of [`FILES`] the run asked for landed once, from `hello`, with its content;
@@ -109,9 +124,9 @@ fn a_crashed_plugin_stays_failed_for_the_run() {
 fn a_helper_that_ignores_cancellation_is_killed_and_its_files_fall_back() {
     let env = faulty_then_hello("sleep_ms = 120000\nignore_cancel = true", &FILES[..1]);
     let started = Instant::now();
-    let run = env.hubget_configured_env(
+    let run = run_leaving_no_temp_dir(
+        &env,
         &["download", "acme/files", "--json", "--stall-timeout", "2"],
-        &[],
     );
     assert_all_from_hello(&run, 1);
     assert_contains(&crash_message(&run), "ignored cancellation");
