@@ -840,13 +840,8 @@ fn log_fn_for(plugin: &str) -> LogFn {
 /// plugin code across the FFI boundary.
 fn emit(plugin: &str, level: u8, target: &str, message: &str) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        let level = match level {
-            1 => log::Level::Error,
-            2 => log::Level::Warn,
-            3 => log::Level::Info,
-            4 => log::Level::Debug,
-            5 => log::Level::Trace,
-            _ => return,
+        let Some(level) = crate::isolation::protocol::log_level(level) else {
+            return;
         };
         if level > log::max_level() {
             return;

@@ -41,14 +41,8 @@ pub fn run() -> ExitCode {
         });
         return finish(outbox);
     }
-    let level = match max_log_level {
-        0 => log::LevelFilter::Off,
-        1 => log::LevelFilter::Error,
-        2 => log::LevelFilter::Warn,
-        3 => log::LevelFilter::Info,
-        4 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    };
+    let level = protocol::log_level(max_log_level.min(5))
+        .map_or(log::LevelFilter::Off, |l| l.to_level_filter());
     if log::set_boxed_logger(Box::new(ForwardLogs(Mutex::new(outbox.clone())))).is_ok() {
         log::set_max_level(level);
     }
@@ -76,9 +70,9 @@ pub fn run() -> ExitCode {
     finish(outbox)
 }
 
-/// Lets the writer thread send what is queued, then ends the process (plugin threads with it).
+/// Waits until the writer thread has sent what is queued, then ends the process (plugin
+/// threads with it).
 fn finish(outbox: Outbox) -> ExitCode {
-    drop(outbox);
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    outbox.flush();
     std::process::exit(0)
 }

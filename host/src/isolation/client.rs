@@ -618,13 +618,8 @@ impl Helper {
 
 /// Re-emits a record the helper forwarded (already under `plugin::<name>::...`), redacted.
 fn relog(level: u8, target: &str, message: &str) {
-    let level = match level {
-        1 => log::Level::Error,
-        2 => log::Level::Warn,
-        3 => log::Level::Info,
-        4 => log::Level::Debug,
-        5 => log::Level::Trace,
-        _ => return,
+    let Some(level) = protocol::log_level(level) else {
+        return;
     };
     if level > log::max_level() {
         return;

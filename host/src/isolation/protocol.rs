@@ -163,6 +163,19 @@ pub enum FromHelper {
     },
 }
 
+/// The `log` level of a level number as plugin-api's log callback and [`FromHelper::Log`]
+/// carry it (1 error .. 5 trace); `None` for 0 (off) and unknown numbers.
+pub fn log_level(n: u8) -> Option<log::Level> {
+    match n {
+        1 => Some(log::Level::Error),
+        2 => Some(log::Level::Warn),
+        3 => Some(log::Level::Info),
+        4 => Some(log::Level::Debug),
+        5 => Some(log::Level::Trace),
+        _ => None,
+    }
+}
+
 /// Writes one message as a line and flushes.
 pub fn write<T: Serialize>(out: &mut impl Write, message: &T) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;

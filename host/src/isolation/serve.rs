@@ -20,7 +20,15 @@ use super::protocol::{self, FromHelper, ToHelper};
 
 /// Where the helper's messages go: the writer thread.
 #[derive(Clone)]
-pub struct Outbox(Sender<FromHelper>);
+pub struct Outbox(Sender<Queued>);
+
+/// What the writer thread is handed.
+enum Queued {
+    /// A message to send.
+    Message(Box<FromHelper>),
+    /// Everything queued before it is sent: say so.
+    Flush(Sender<()>),
+}
 
 impl Outbox {
     /// Starts the writer thread on `out`. It ends when every sender is gone.
@@ -35,21 +43,43 @@ impl Outbox {
 
     /// Queues one message.
     pub fn send(&self, message: FromHelper) {
-        let _ = self.0.send(message);
+        let _ = self.0.send(Queued::Message(Box::new(message)));
+    }
+
+    /// Returns once every message queued before has been written.
+    pub fn flush(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.0.send(Queued::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
     }
 }
 
-fn write_all(mut out: impl Write, rx: &Receiver<FromHelper>) {
+fn write_all(mut out: impl Write, rx: &Receiver<Queued>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        for message in merge_bytes(batch) {
+        let mut flushed = Vec::new();
+        let messages = batch
+            .into_iter()
+            .filter_map(|q| match q {
+                Queued::Message(m) => Some(*m),
+                Queued::Flush(done) => {
+                    flushed.push(done);
+                    None
+                }
+            })
+            .collect();
+        for message in merge_bytes(messages) {
             if protocol::write(&mut out, &message).is_err() {
                 // The host is gone: nothing left to serve.
                 std::process::exit(0);
             }
+        }
+        for done in flushed {
+            let _ = done.send(());
         }
     }
 }
