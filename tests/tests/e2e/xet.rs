@@ -230,10 +230,11 @@ fn the_stall_watchdog_stops_a_stuck_xet_transfer_and_lfs_completes() {
 
 #[test]
 fn a_slow_link_does_not_trip_the_stall_watchdog() {
-    // 8 MiB at 1 MiB/s in 1 MiB segments. The stream API shows progress only when a term is
-    // written, so 8 segments started together would show nothing for 8 s; the backend starts
-    // with a few segments and adds more only while they finish fast, so progress shows every
-    // few seconds and a 6 s stall timeout never fires.
+    // 8 MiB at 1 MiB/s in 1 MiB segments, all 8 in flight at once (128 KiB/s each). A backend
+    // that showed progress only when a segment completes would show nothing for 8 s and trip
+    // the 6 s stall timeout; the xet backend announces each segment's written prefix every
+    // 256 KiB (`RANGE_WRITTEN`), so progress shows after about 2 s: the timeout keeps a 3x
+    // margin on a loaded machine and still catches the regression.
     let dl = Dl::shaped_with(fixtures_with_big_xet(), 1024 * 1024);
     dl.env
         .write_default_config("[plugins.xet]\nsegment_mib = 1\n");
