@@ -53,8 +53,13 @@ fn specs() -> FixtureSpec {
     spec
 }
 
-fn dl() -> Dl {
-    Dl::with(HubSim::builder().fixtures(specs()))
+/// A hubsim serving only `repos` of [`specs`]: each test uploads through hf-xet just the
+/// repositories it uses.
+fn dl(repos: &[&str]) -> Dl {
+    let mut spec = specs();
+    spec.repos.retain(|r| repos.contains(&r.id.as_str()));
+    assert_eq!(spec.repos.len(), repos.len(), "unknown repo in {repos:?}");
+    Dl::with(HubSim::builder().fixtures(spec))
 }
 
 /// Bytes the CAS sent since the last reset (xorb ranges and reconstruction answers).
@@ -99,7 +104,7 @@ fn xet_hash(dl: &Dl, repo: &str, rev: &str, path: &str) -> String {
 
 #[test]
 fn a_revision_update_moves_little_more_than_the_changed_bytes() {
-    let dl = dl();
+    let dl = dl(&[EVOLVING]);
     xet(&dl, &[EVOLVING, "model.bin", "--revision", "v1"]);
     dl.sim.reset_counters();
     xet(&dl, &[EVOLVING, "model.bin"]);
@@ -112,7 +117,7 @@ fn a_revision_update_moves_little_more_than_the_changed_bytes() {
 
 #[test]
 fn the_summary_says_what_chunk_reuse_saved() {
-    let dl = dl();
+    let dl = dl(&[BASE, DERIVED]);
     xet(&dl, &[BASE]);
     let r = dl.run(&[DERIVED, "--backend", "xet", "--no-fallback"]);
     r.ok();
@@ -124,7 +129,7 @@ fn the_summary_says_what_chunk_reuse_saved() {
 
 #[test]
 fn a_revision_cached_by_lfs_is_indexed_and_reused_by_xet() {
-    let dl = dl();
+    let dl = dl(&[EVOLVING]);
     dl.run(&[EVOLVING, "model.bin", "--revision", "v1"]).ok();
     let v1 = xet_hash(&dl, EVOLVING, "v1", "model.bin");
     assert!(!index_file(&dl, &v1).exists(), "lfs writes no chunk index");
@@ -148,7 +153,7 @@ fn a_revision_cached_by_lfs_is_indexed_and_reused_by_xet() {
 
 #[test]
 fn two_near_identical_files_of_one_snapshot_share_their_chunks() {
-    let dl = dl();
+    let dl = dl(&[PAIR]);
     xet(&dl, &[PAIR]);
     let moved = cas_bytes(&dl);
     assert!(
@@ -159,7 +164,7 @@ fn two_near_identical_files_of_one_snapshot_share_their_chunks() {
 
 #[test]
 fn a_file_near_identical_to_another_repos_moves_only_the_difference() {
-    let dl = dl();
+    let dl = dl(&[BASE, DERIVED]);
     xet(&dl, &[BASE]);
     dl.sim.reset_counters();
     let events = xet(&dl, &[DERIVED]);
@@ -184,7 +189,7 @@ fn a_file_near_identical_to_another_repos_moves_only_the_difference() {
 
 #[test]
 fn a_lying_index_is_caught_retried_without_reuse_and_dropped() {
-    let dl = dl();
+    let dl = dl(&[BASE, DERIVED]);
     xet(&dl, &[BASE]);
     let base = xet_hash(&dl, BASE, "main", "w.bin");
     // Make the base's index lie consistently: swap the first and last chunk lengths of its
@@ -228,7 +233,7 @@ fn a_lying_index_is_caught_retried_without_reuse_and_dropped() {
 
 #[test]
 fn a_stale_index_whose_blob_is_gone_costs_a_full_fetch_and_no_error() {
-    let dl = dl();
+    let dl = dl(&[BASE, DERIVED]);
     xet(&dl, &[BASE]);
     let base = xet_hash(&dl, BASE, "main", "w.bin");
     assert!(index_file(&dl, &base).exists());
