@@ -13,6 +13,14 @@ REL = os.path.join(ROOT, "target", "release")
 RESULTS = os.path.join(ROOT, "bench", "RESULTS.md")
 
 
+def build_release(*packages):
+    """`cargo build --release` of hubsim, hubget and the given plugin packages."""
+    cmd = ["cargo", "build", "--release", "-p", "hubsim", "-p", "hubget"]
+    for p in packages:
+        cmd += ["-p", p]
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
 def start_hubsim(args, info, timeout=900):
     """Starts `hubsim serve --info INFO ARGS...`; returns (process, the info JSON)."""
     cmd = [os.path.join(REL, "hubsim"), "serve", "--info", info] + list(args)

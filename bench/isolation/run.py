@@ -25,7 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchlib import REL, ROOT, record, start_hubsim  # noqa: E402
+from benchlib import REL, build_release, record, start_hubsim  # noqa: E402
 
 BEGIN, END = "<!-- isolation:begin -->", "<!-- isolation:end -->"
 BIG, SMALL, TINY = "acme/big-lfs", "acme/many-small", "acme/tiny"
@@ -79,8 +79,7 @@ def main():
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "-p", "hubsim", "-p", "hubget", "-p", "hubget-lfs",
-                        "-p", "hubget-xet", "-p", "hubget-mirror", "-p", "hubget-s3"], cwd=ROOT, check=True)
+        build_release("hubget-lfs", "hubget-xet", "hubget-mirror", "hubget-s3")
     tmp = tempfile.mkdtemp(prefix="bench-isolation-")
     with open(os.path.join(tmp, "spec.toml"), "w") as f:
         f.write(spec(args.size_mib))

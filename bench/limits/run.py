@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchlib import REL, ROOT, control, record, start_hubsim  # noqa: E402
+from benchlib import REL, ROOT, build_release, control, record, start_hubsim  # noqa: E402
 
 BEGIN, END = "<!-- limits:begin -->", "<!-- limits:end -->"
 REPO = "bench/rows"
@@ -155,9 +155,7 @@ def main():
     args = ap.parse_args()
     if not args.no_build:
         log("building hubsim, hubget and its plugins (release)")
-        subprocess.run(["cargo", "build", "--release", "-p", "hubsim", "-p", "hubget",
-                        "-p", "hubget-lfs", "-p", "hubget-xet", "-p", "hubget-mirror"],
-                       cwd=ROOT, check=True)
+        build_release("hubget-lfs", "hubget-xet", "hubget-mirror")
     if not os.path.exists(os.path.join(ROOT, "target", "hubsim-venv", "bin", "hf")):
         sys.exit("the pinned Python client is missing: run the test suite once (it makes "
                  "target/hubsim-venv)")

@@ -13,7 +13,6 @@ Usage: bench/sync/run.py [--runs 5] [--size-mib 256] [--no-build] [--no-record]
 """
 import argparse
 import datetime
-import json
 import os
 import shutil
 import statistics
@@ -23,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchlib import REL, ROOT, control, record, start_hubsim  # noqa: E402
+from benchlib import REL, build_release, control, record, start_hubsim  # noqa: E402
 
 BEGIN, END = "<!-- sync:begin -->", "<!-- sync:end -->"
 TEN = [
@@ -73,8 +72,7 @@ def main():
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "-p", "hubsim", "-p", "hubget", "-p", "hubget-lfs",
-                        "-p", "hubget-xet", "-p", "hubget-mirror"], cwd=ROOT, check=True)
+        build_release("hubget-lfs", "hubget-xet", "hubget-mirror")
     tmp = tempfile.mkdtemp(prefix="bench-sync-")
     log("starting hubsim (uploading the fixtures through hf-xet takes a while)")
     proc, sim = start_hubsim(

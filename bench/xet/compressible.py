@@ -16,14 +16,13 @@ import hashlib
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
-from benchlib import REL, ROOT, control, record, start_hubsim  # noqa: E402
+from benchlib import REL, build_release, control, record, start_hubsim  # noqa: E402
 from run import timed  # noqa: E402  (GNU time: wall, peak RSS KiB, CPU s)
 
 BEGIN, END = "<!-- xet-compressible:begin -->", "<!-- xet-compressible:end -->"
@@ -43,8 +42,7 @@ def main():
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "-p", "hubsim", "-p", "hubget", "-p", "hubget-xet"],
-                       cwd=ROOT, check=True)
+        build_release("hubget-xet")
     tmp = tempfile.mkdtemp(prefix="bench-xet-sparse-")
     spec = os.path.join(tmp, "spec.toml")
     with open(spec, "w") as f:

@@ -83,11 +83,6 @@ impl BackendHandle {
         }
     }
 
-    /// Whether the backend runs in a helper process.
-    pub fn is_isolated(&self) -> bool {
-        matches!(self.inner.backend, Imp::Isolated(_))
-    }
-
     /// The plugin name (`lfs`, `xet`, ...).
     pub fn name(&self) -> &str {
         &self.inner.name

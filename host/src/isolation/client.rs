@@ -103,14 +103,9 @@ impl std::fmt::Debug for Helper {
 }
 
 impl Helper {
-    /// Starts a helper for the plugin file `path` (named `name` by its file name) and waits
-    /// for it to load the library. `Err((reason, detail))` as the loader reports failures.
-    pub fn spawn(name: &str, path: &Path, spawn: &Spawn) -> Result<Arc<Self>, (String, String)> {
-        Self::launch(name, path, spawn)?.finish()
-    }
-
-    /// Starts a helper without waiting for it: several load their plugins at once, and
-    /// [`Launching::finish`] collects each.
+    /// Starts a helper for the plugin file `path` (named `name` by its file name) without
+    /// waiting for it: several load their plugins at once, and [`Launching::finish`] collects
+    /// each. `Err((reason, detail))` as the loader reports failures.
     pub fn launch(name: &str, path: &Path, spawn: &Spawn) -> Result<Launching, (String, String)> {
         // The sandbox allows writing below directories that exist when it is entered.
         for dir in &spawn.sandbox.write {
