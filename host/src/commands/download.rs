@@ -404,6 +404,13 @@ async fn download(
         p = resolve_plan(&backends, &req, &target, &stop, resolve_timeout(settings)) => p.map_err(|e| (e, None))?,
         _ = wait_cancelled(&stop) => return Err((HostError::Interrupted, None)),
     };
+    // Xet hashes the Hub itself listed name shared-store entries as they are; those of another
+    // source (a bucket, a mirror) are proven against the content before they name one.
+    let target = if resolved_through_the_hub(&plan, &backends, settings) {
+        target.trusting_shared_names()
+    } else {
+        target
+    };
     for w in &plan.warnings {
         log::warn!("{w}");
         output.emit(Event::Warning { message: w.clone() });
@@ -738,6 +745,27 @@ fn print_dry_run(
         text.push('\n');
     }
     let _ = crate::commands::print_stdout(&text);
+}
+
+/// Whether the backend that resolved `plan` did so through the configured Hub (its
+/// `resolves_via` origin is the endpoint).
+fn resolved_through_the_hub(
+    plan: &Plan,
+    backends: &[Arc<dyn crate::transport::Transport>],
+    settings: &Settings,
+) -> bool {
+    let hub = settings
+        .endpoint
+        .value
+        .trim_end_matches('/')
+        .to_ascii_lowercase();
+    backends
+        .iter()
+        .find(|b| b.name() == plan.resolved_by)
+        .and_then(|b| {
+            hubget_plugin_api::protocol::resolves_via(b.capabilities().extra_json.as_str())
+        })
+        .is_some_and(|origin| origin == hub)
 }
 
 /// Directories made for a run and removed when it ends, if they are still empty.

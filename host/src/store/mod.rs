@@ -102,6 +102,14 @@ impl Target {
         self
     }
 
+    /// The shared blob store taking the Xet hashes of this target's manifest as given (see
+    /// [`SharedBlobs::trusting_names`]).
+    #[must_use]
+    pub fn trusting_shared_names(self) -> Self {
+        let shared = self.shared().cloned().map(SharedBlobs::trusting_names);
+        self.with_shared_blobs(shared)
+    }
+
     fn shared(&self) -> Option<&SharedBlobs> {
         match self {
             Self::Cache(c) => c.shared.as_ref(),

@@ -53,6 +53,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct SharedBlobs {
     cache_dir: PathBuf,
+    /// Whether names are proven (the blob's Xet hash computed) before a new entry is made;
+    /// off when the manifest's Xet hashes come from the Hub itself.
+    check_names: bool,
 }
 
 /// What an attempt to take a file from the store found.
@@ -81,7 +84,18 @@ impl SharedBlobs {
     pub fn new(cache_dir: &Path) -> Self {
         Self {
             cache_dir: cache_dir.to_path_buf(),
+            check_names: true,
         }
+    }
+
+    /// This store taking the names it is given for new entries without hashing the content
+    /// again: for files whose Xet hashes the Hub itself listed (a resolve through the Hub),
+    /// where a second read of every file would buy nothing. Replacing an entry whose content
+    /// differs still needs the proof.
+    #[must_use]
+    pub fn trusting_names(mut self) -> Self {
+        self.check_names = false;
+        self
     }
 
     /// `<cache>/blobs`.
@@ -176,10 +190,11 @@ impl SharedBlobs {
         if !self.ensure_marked() {
             return false;
         }
-        // Linking to a good entry needs no proof of the name; anything else does.
-        let good_entry = self.usable_entry(xet_hash, expected.size).is_some()
-            && verify_file(&entry, expected).is_ok();
-        let named_right = !good_entry && {
+        // Linking to a good entry needs no proof of the name; a new entry does (unless the
+        // names are trusted), and so does replacing an entry whose content differs.
+        let found = self.usable_entry(xet_hash, expected.size).is_some();
+        let good_entry = found && verify_file(&entry, expected).is_ok();
+        let named_right = !good_entry && (self.check_names || found) && {
             // A panic in the chunker must cost the sharing, not the download.
             let hashed = std::panic::catch_unwind(|| super::xet_hash::of_file(blob))
                 .unwrap_or_else(|_| Err(std::io::Error::other("the Xet hasher panicked")));
@@ -228,7 +243,7 @@ impl SharedBlobs {
                         entry.display()
                     );
                     replace = true;
-                } else if !existing && !named_right {
+                } else if !existing && !named_right && self.check_names {
                     return Err(std::io::Error::other(format!(
                         "the entry {} changed while it was checked",
                         entry.display()
@@ -834,6 +849,31 @@ mod tests {
             store.link_into(&second, &hash, &expected(real)),
             Reuse::Linked(_)
         ));
+    }
+
+    #[test]
+    fn a_store_trusting_names_publishes_without_hashing_but_replaces_only_with_proof() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedBlobs::new(dir.path()).trusting_names();
+        // Taken as named (the Hub listed the name): no second read of the file.
+        let data = b"weights the Hub listed".as_slice();
+        let blob = repo_blob(dir.path(), "models--a--one", data);
+        let listed = name(b"whatever the Hub says");
+        assert!(store.publish(&blob, &listed, &expected(data)));
+        assert_eq!(
+            std::fs::read(store.entry_path(&listed).unwrap()).unwrap(),
+            data
+        );
+        // An entry whose content differs is replaced only by content proven to hash to the
+        // name: this blob does not, so the entry stays and the repo keeps its own copy.
+        let other = b"WEIGHTS THE HUB LISTED".as_slice();
+        let second = repo_blob(dir.path(), "models--b--two", other);
+        assert!(!store.publish(&second, &listed, &expected(other)));
+        assert_eq!(
+            std::fs::read(store.entry_path(&listed).unwrap()).unwrap(),
+            data
+        );
+        assert!(std::fs::symlink_metadata(&second).unwrap().is_file());
     }
 
     #[test]
