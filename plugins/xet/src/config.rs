@@ -30,12 +30,12 @@ const RETIRED: &[&str] = &[
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// The smallest piece (MiB) a file is cut into, one reconstruction query each, when it
-    /// would otherwise use fewer than `parallel_segments` connections (big files are asked per
-    /// 256 MiB window).
-    pub segment_mib: u64,
-    /// Fetch ranges downloaded at the same time by the plugin, over every file and call (the
-    /// connections in use).
+    /// The bytes (MiB) of a file the first reconstruction query covers; the second covers twice
+    /// that, the later ones 32 times that (xet-core's 256 MiB, 512 MiB, 8 GiB by default).
+    pub window_mib: u64,
+    /// The most fetch ranges downloaded at the same time by the plugin, over every file and
+    /// call (the connections in use); the plugin starts with fewer and adds more while
+    /// throughput grows.
     pub parallel_segments: usize,
     /// Worker threads of the plugin's runtime (decoding runs on blocking threads beside it);
     /// default: the number of CPUs, between 2 and 8.
@@ -48,7 +48,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            segment_mib: 4,
+            window_mib: crate::fetch::WINDOW / MIB,
             parallel_segments: 12,
             threads: None,
             reuse: true,
@@ -60,6 +60,16 @@ impl Config {
     /// Parses the table (empty text gives the defaults) and checks the values.
     pub fn parse(toml_text: &str) -> Result<Self, PluginError> {
         let config: Self = hubget_plugin_api::sdk::parse_config("xet", toml_text).map_err(|e| {
+            if e.message.contains("`segment_mib`") {
+                return PluginError::new(
+                    ErrorKind::CONFIG,
+                    format!(
+                        "{} (hint: files are no longer cut into segments; each reconstruction \
+                         query covers a window, set with `window_mib`)",
+                        e.message
+                    ),
+                );
+            }
             match RETIRED
                 .iter()
                 .find(|k| e.message.contains(&format!("`{k}`")))
@@ -86,8 +96,8 @@ impl Config {
                 format!("invalid [plugins.xet] table (key `{key}`): {why}"),
             ))
         };
-        if self.segment_mib == 0 {
-            return invalid("segment_mib", "must be at least 1");
+        if self.window_mib == 0 {
+            return invalid("window_mib", "must be at least 1");
         }
         if self.parallel_segments == 0 {
             return invalid("parallel_segments", "must be at least 1");
@@ -98,9 +108,9 @@ impl Config {
         Ok(())
     }
 
-    /// How files are split and fetched.
+    /// How files are asked and fetched.
     pub fn tuning(&self) -> crate::fetch::Tuning {
-        crate::fetch::Tuning::new(self.segment_mib * MIB, self.parallel_segments)
+        crate::fetch::Tuning::new(self.window_mib * MIB, self.parallel_segments)
     }
 
     /// Worker threads for the plugin runtime.
@@ -119,11 +129,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_table_sets_segments_and_reuse() {
+    fn the_table_sets_windows_connections_and_reuse() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
-        let c = Config::parse("segment_mib = 8\nparallel_segments = 3\nreuse = false\n").unwrap();
-        assert_eq!(c.tuning().segment, 8 * MIB);
-        assert_eq!(c.tuning().slots.available_permits(), 3);
+        assert_eq!(Config::default().tuning().window, 256 * MIB);
+        let c = Config::parse("window_mib = 8\nparallel_segments = 3\nreuse = false\n").unwrap();
+        assert_eq!(c.tuning().window, 8 * MIB);
+        assert_eq!(c.tuning().concurrency.max(), 3);
         assert!(!c.reuse);
     }
 
@@ -133,8 +144,8 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::CONFIG);
         assert!(e.message.contains("buffer_size"), "{}", e.message);
         assert!(!e.message.contains("hint"), "{}", e.message);
-        let e = Config::parse("segment_mib = 0\n").unwrap_err();
-        assert!(e.message.contains("segment_mib"), "{}", e.message);
+        let e = Config::parse("window_mib = 0\n").unwrap_err();
+        assert!(e.message.contains("window_mib"), "{}", e.message);
         let e = Config::parse("parallel_segments = 0\n").unwrap_err();
         assert!(e.message.contains("parallel_segments"), "{}", e.message);
     }
@@ -144,5 +155,7 @@ mod tests {
         let e = Config::parse("buffer_mib = 64\n").unwrap_err();
         assert_eq!(e.kind, ErrorKind::CONFIG);
         assert!(e.message.contains("delete the key"), "{}", e.message);
+        let e = Config::parse("segment_mib = 4\n").unwrap_err();
+        assert!(e.message.contains("window_mib"), "{}", e.message);
     }
 }

@@ -1,13 +1,17 @@
 //! Fetching the parts of a batch's Xet files that are not on disk, straight from the CAS, the
 //! way xet-core asks for them:
-//! - **one reconstruction query per window** of [`WINDOW`] bytes (the whole file below that),
-//!   not one per segment;
+//! - **few reconstruction queries**: a file whose whole-file reconstruction is already known
+//!   (the reuse planner asked for it) asks none; otherwise one per window, the windows growing
+//!   as xet-core's do ([`windows`]: the first [`Tuning::window`] bytes, then twice that, then
+//!   32 times that, i.e. 256 MiB, 512 MiB, 8 GiB by default), the next window asked while the
+//!   current one downloads;
 //! - **every fetch range downloaded once**: the terms of a window are grouped by the xorb range
 //!   that holds their chunks (the spec's range coalescing: several terms, even far apart in the
 //!   file, may use one range), each group is one GET, decoded once and written to every term it
-//!   serves ([`crate::cas::RangeWriter`]);
-//! - the groups of a window are fetched in parallel, [`Tuning::parallel`] at a time over the
-//!   whole batch (the plugin's slots).
+//!   serves ([`crate::cas::RangeWriter`]), and read to its end;
+//! - the groups are fetched in parallel, as many at a time as the plugin's adaptive
+//!   concurrency allows ([`crate::concurrency`]: shared by every call, bounded by
+//!   `parallel_segments`).
 //!
 //! Each term written is a span of the file, written in order, so:
 //! - the requests are this plugin's: how many, in what order, over the host's network stack;
@@ -18,9 +22,9 @@
 //!   so a kill loses at most the last poll's bytes.
 //!
 //! A failed range is retried (hub-http's policy, `RETRY` events), its terms resuming from the
-//! bytes they reached; after a 403 (expired presigned URL) its window is asked again for a fresh
-//! URL. The host's sha256 check after `fetch` is the guard on content; here each term's decoded
-//! length is checked against the CAS's word.
+//! bytes they reached; after a 403 (expired presigned URL) the file bytes its terms cover are
+//! asked again for a fresh URL. The host's sha256 check after `fetch` is the guard on content;
+//! here each term's decoded length is checked against the CAS's word.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +38,7 @@ use hubget_plugin_api::{
 };
 
 use crate::cas::{Cas, FeedError, FetchInfo, RangeWriter, Reconstruction, Target};
+use crate::concurrency::Concurrency;
 use crate::error::Error;
 
 /// How often progress is reported and the cancel token polled.
@@ -42,31 +47,30 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// Raw xorb bytes gathered before they are decoded and written (on a blocking thread).
 const FEED_BYTES: usize = 512 * 1024;
 
+/// Bytes of a range left unread after its last wanted chunk that are read anyway (the
+/// connection is kept); past that, the connection is dropped.
+const DRAIN_BYTES: u64 = 256 * 1024;
+
 /// A segment in flight is announced as `RANGE_WRITTEN` again once it grew by this much.
 const ANNOUNCE_BYTES: u64 = 256 * 1024;
 
-/// How files are split and fetched: the segment size, and the segment slots of the whole
-/// plugin (shared by every call, so that concurrent calls of the host — one per large file —
-/// together hold at most that many segments, connections and feed buffers).
+/// How files are asked and fetched: the first window, and the plugin's adaptive limit on
+/// ranges in flight (shared by every call, so that concurrent calls of the host — one per large
+/// file — together hold at most `parallel_segments` connections and feed buffers).
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// The smallest piece a file is cut into (one reconstruction query each), bytes.
-    pub segment: u64,
-    /// Fetch ranges in flight over the plugin (all of them usable from the start: bytes are
-    /// reported from the first response on, so a slow link shared by many ranges still shows
-    /// progress).
-    pub slots: Arc<tokio::sync::Semaphore>,
-    /// The number of slots.
-    pub parallel: usize,
+    /// Bytes of a file the first reconstruction query covers ([`windows`]).
+    pub window: u64,
+    /// Ranges in flight over the plugin.
+    pub concurrency: Arc<Concurrency>,
 }
 
 impl Tuning {
-    /// Pieces of at least `segment` bytes, at most `parallel` ranges at a time.
-    pub fn new(segment: u64, parallel: usize) -> Self {
+    /// A first window of `window` bytes, at most `parallel` ranges at a time.
+    pub fn new(window: u64, parallel: usize) -> Self {
         Self {
-            segment: segment.max(1),
-            slots: Arc::new(tokio::sync::Semaphore::new(parallel.max(1))),
-            parallel: parallel.max(1),
+            window: window.max(1),
+            concurrency: Arc::new(Concurrency::new(parallel)),
         }
     }
 }
@@ -90,11 +94,16 @@ pub struct Job {
     pub fetch: Vec<std::ops::Range<u64>>,
     /// Bytes copied from chunks already on disk (reported as `local_bytes`).
     pub local: u64,
+    /// The file's whole-file reconstruction when it was asked already (by the reuse planner, in
+    /// this call): the download then asks none.
+    pub known: Option<Arc<Reconstruction>>,
 }
 
-/// Bytes of a file one reconstruction query covers (xet-core asks per window of 256 MiB to
-/// 8 GiB).
+/// The default first window: xet-core asks 256 MiB first, then 512 MiB, then up to 8 GiB.
 pub const WINDOW: u64 = 256 * 1024 * 1024;
+
+/// The windows of a file past the second are this many first windows (8 GiB by default).
+const LAST_WINDOW_FACTOR: u64 = 32;
 
 /// A part of a file: already on disk (prefilled), or a term being written from its start.
 struct Span {
@@ -327,6 +336,7 @@ pub async fn fetch(
         loop {
             interval.tick().await;
             shared.report(progress);
+            tuning.concurrency.tick(std::time::Instant::now());
         }
     };
     let was_cancelled = tokio::select! {
@@ -382,12 +392,13 @@ fn context(job: &Job) -> String {
     format!("xet download of {} ({} bytes)", job.hash, job.size)
 }
 
-/// Fetches what one job lacks: window by window, one reconstruction query each, then the
-/// window's fetch ranges in parallel, each downloaded once for every term it serves. The first
-/// failed range fails the file and stops its other ranges. Returns the file bytes written.
+/// Fetches what one job lacks: from its known whole-file reconstruction, or window by window
+/// (one reconstruction query each), each window's fetch ranges in parallel, each downloaded
+/// once for every term it serves. The first failed range fails the file and stops its other
+/// ranges. Returns the file bytes written.
 ///
-/// A job queues for at most `tuning.parallel` slots at a time, so that the slots' FIFO queue
-/// interleaves the files of concurrent calls: every file makes progress (the host's stall
+/// A job queues for at most `parallel_segments` permits at a time, so that the permits' FIFO
+/// queue interleaves the files of concurrent calls: every file makes progress (the host's stall
 /// watchdog watches each call), none waits for all of another's ranges.
 async fn fetch_job(
     cas: &Cas,
@@ -416,17 +427,32 @@ async fn fetch_job(
             .map_err(io)?;
     let file = Arc::new(file);
     let policy = cas.client().retry_policy();
+    let concurrency = &*tuning.concurrency;
     let on_retry = |e: &PluginError, n: u32, wait: Duration| {
         log::info!("{}: {}; retrying in {wait:?}", context(job), e.message);
+        concurrency.on_trouble(std::time::Instant::now());
         let note = RetryNote::new(e.message.as_str(), wait, n + 1, policy.max_attempts);
         progress.on_event(note.event(job.index));
     };
-    let units = futures_util::stream::iter(pieces(job, tuning))
-        .then(|piece| async move {
-            let rec = with_retry(policy, cancel, on_retry, |_| {
-                cas.reconstruction(&job.hash, Some(piece.clone()), cancel)
-            })
-            .await?;
+    // The known whole-file answer, or one query per window.
+    let asked: Vec<(std::ops::Range<u64>, Option<Arc<Reconstruction>>)> = match &job.known {
+        Some(rec) if fetches_everything(job) => vec![(0..job.size, Some(rec.clone()))],
+        _ => windows(job, tuning.window)
+            .into_iter()
+            .map(|w| (w, None))
+            .collect(),
+    };
+    let units = futures_util::stream::iter(asked)
+        .then(|(piece, known)| async move {
+            let rec = match known {
+                Some(rec) => rec,
+                None => Arc::new(
+                    with_retry(policy, cancel, on_retry, |_| {
+                        cas.reconstruction(&job.hash, Some(piece.clone()), cancel)
+                    })
+                    .await?,
+                ),
+            };
             let units = plan_units(job, piece, &rec, segments)?;
             Ok::<_, PluginError>(futures_util::stream::iter(units.into_iter().map(Ok)))
         })
@@ -434,18 +460,17 @@ async fn fetch_job(
         .map_ok(|unit| {
             let file = file.clone();
             async move {
-                let _permit = tuning
-                    .slots
+                let _permit = concurrency
                     .acquire()
                     .await
                     .map_err(|_| PluginError::cancelled())?;
                 with_retry(policy, cancel, on_retry, |_| {
-                    fetch_unit(cas, job, &unit, &file, &segments.wire, cancel)
+                    fetch_unit(cas, job, &unit, &file, &segments.wire, concurrency, cancel)
                 })
                 .await
             }
         })
-        .try_buffer_unordered(tuning.parallel);
+        .try_buffer_unordered(concurrency.max());
     let written: Vec<u64> = units.try_collect().await.map_err(|mut e: PluginError| {
         e.message = crate::error::redact(&e.message).into();
         e.context(context(job))
@@ -464,35 +489,42 @@ async fn fetch_job(
     Ok(written.iter().sum())
 }
 
-/// The parts of `job`'s file to ask the CAS about, one reconstruction query each: every range
-/// still to fetch, cut into pieces of at most [`WINDOW`] bytes, and of less (down to the
-/// segment size) when the file would otherwise use fewer than `parallel` connections: a fetch
-/// range is one connection, and a piece's ranges start where the piece does, so a file of one
-/// xorb still downloads in parallel, and a resume fetches from where it stopped.
-fn pieces(job: &Job, tuning: &Tuning) -> Vec<std::ops::Range<u64>> {
+/// The parts of `job`'s file to ask the CAS about, one reconstruction query each, as xet-core
+/// asks them: within each range still to fetch, a window of `first` bytes, then one of twice
+/// that, then windows of [`LAST_WINDOW_FACTOR`] times that. Ranges on disk between them (a
+/// resume's written ranges, chunks copied from other files) are not asked: the CAS trims each
+/// answer to the bytes asked, so nothing on disk crosses the wire again. The ranges of a window
+/// are fetched in parallel, so a window is as parallel as it has xorb ranges.
+fn windows(job: &Job, first: u64) -> Vec<std::ops::Range<u64>> {
     let mut out = Vec::new();
+    let mut n = 0;
     for r in &job.fetch {
-        let (start, end) = (r.start.max(job.offset), r.end.min(job.size));
-        if start >= end {
-            continue;
-        }
-        let piece = (end - start)
-            .div_ceil(tuning.parallel as u64)
-            .clamp(tuning.segment.min(WINDOW), WINDOW);
-        let mut at = start;
+        let (mut at, end) = (r.start.max(job.offset), r.end.min(job.size));
         while at < end {
-            let next = (at + piece).min(end);
+            let len = match n {
+                0 => first,
+                1 => first.saturating_mul(2),
+                _ => first.saturating_mul(LAST_WINDOW_FACTOR),
+            };
+            let next = at.saturating_add(len).min(end);
             out.push(at..next);
-            at = next;
+            (at, n) = (next, n + 1);
         }
     }
     out
 }
 
-/// One fetch range of a piece and the terms it serves (each a span of the file).
+/// Whether `job` fetches its whole file (nothing on disk), so that a whole-file answer serves it
+/// without moving any byte it has: a term partly on disk would be fetched whole from such an
+/// answer, while a query for the missing bytes alone is trimmed to them.
+fn fetches_everything(job: &Job) -> bool {
+    job.offset == 0 && job.fetch.len() == 1 && job.fetch[0] == (0..job.size)
+}
+
+/// One fetch range of a window and the terms it serves (each a span of the file).
 struct Unit {
-    /// The piece of the file whose reconstruction named it.
-    piece: std::ops::Range<u64>,
+    /// The file bytes its terms cover (asked again for a fresh URL after a 403).
+    covers: std::ops::Range<u64>,
     /// The xorb the range belongs to.
     xorb: String,
     /// The range and its presigned URL (renewed after a 403).
@@ -503,6 +535,7 @@ struct Unit {
 
 /// Groups the terms of `piece`'s reconstruction that cover bytes still to fetch by the fetch
 /// range holding their chunks; each term's needed part becomes a span of `segments`.
+/// `piece` is the range asked (the whole file for a known whole-file reconstruction).
 fn plan_units(
     job: &Job,
     piece: std::ops::Range<u64>,
@@ -555,9 +588,12 @@ fn plan_units(
                     && theirs.range == source.range
                     && theirs.url_range == source.url_range
             }) {
-                Some(u) => u.terms.push(entry),
+                Some(u) => {
+                    u.covers = u.covers.start.min(term_start)..u.covers.end.max(term_end);
+                    u.terms.push(entry);
+                }
                 None => units.push(Unit {
-                    piece: bytes.clone(),
+                    covers: term_start..term_end,
                     xorb: term.hash.clone(),
                     source: Mutex::new(source.clone()),
                     terms: vec![entry],
@@ -587,6 +623,7 @@ async fn fetch_unit(
     unit: &Unit,
     file: &Arc<std::fs::File>,
     wire: &AtomicU64,
+    concurrency: &Concurrency,
     cancel: &CancelToken,
 ) -> Result<u64, PluginError> {
     let targets: Vec<Target> = unit
@@ -613,6 +650,7 @@ async fn fetch_unit(
         file: file.clone(),
         spans: &spans,
         wire,
+        concurrency,
     };
     match fetch_range(cas, &source, writer, &sink, cancel).await {
         Ok(()) => {}
@@ -627,20 +665,29 @@ async fn fetch_unit(
     Ok(after - before)
 }
 
-/// Asks `unit`'s window again and takes the fresh URL of the same fetch range, if the answer
-/// still has it (otherwise the retry uses the old one and fails again as it must).
+/// Asks again for the file bytes `unit`'s terms cover and takes the fresh URL of a fetch range
+/// of the same xorb holding all of their chunks, if the answer has one (otherwise the retry uses
+/// the old one and fails again as it must).
 async fn refresh_url(cas: &Cas, job: &Job, unit: &Unit, cancel: &CancelToken) {
     let Ok(rec) = cas
-        .reconstruction(&job.hash, Some(unit.piece.clone()), cancel)
+        .reconstruction(&job.hash, Some(unit.covers.clone()), cancel)
         .await
     else {
         return;
     };
+    let (first, last) = unit
+        .terms
+        .iter()
+        .fold((u32::MAX, 0), |(a, b), (t, _, _)| {
+            (a.min(t.range.start), b.max(t.range.end))
+        });
     let mut source = unit.source.lock().unwrap_or_else(|e| e.into_inner());
-    let fresh = rec
-        .fetch_info
-        .get(&unit.xorb)
-        .and_then(|infos| infos.iter().find(|f| f.range == source.range));
+    let fresh = rec.fetch_info.get(&unit.xorb).and_then(|infos| {
+        infos
+            .iter()
+            .filter(|f| f.range.start <= first && last <= f.range.end)
+            .min_by_key(|f| f.range.end - f.range.start)
+    });
     if let Some(f) = fresh {
         *source = f.clone();
     }
@@ -651,6 +698,8 @@ struct RangeSink<'a> {
     file: Arc<std::fs::File>,
     spans: &'a [Arc<Span>],
     wire: &'a AtomicU64,
+    /// Told of every byte received and every rate-limit wait.
+    concurrency: &'a Concurrency,
 }
 
 /// Fetches one xorb range and writes its decoded bytes to every term `writer` serves.
@@ -672,7 +721,15 @@ async fn fetch_range(
     })?;
     let range = format!("bytes={}-{}", source.url_range.start, source.url_range.end);
     let request = Request::get(url).header(RANGE, HeaderValue::from_str(&range).expect("ASCII"));
-    let answer = cas.client().send(&request, cancel).await?;
+    let meter = sink.concurrency;
+    let on_wait = |note: &hubget_plugin_api::protocol::RateLimitNote| {
+        hubget_hub_http::quota::log_wait(note);
+        meter.on_trouble(std::time::Instant::now());
+    };
+    let answer = cas
+        .client()
+        .send_observed(&request, cancel, &on_wait)
+        .await?;
     let context = answer.context();
     let status = answer.response.status();
     if !matches!(status.as_u16(), 200 | 206) {
@@ -738,6 +795,7 @@ async fn fetch_range(
         let end = piece.is_none();
         if let Some(p) = &piece {
             sink.wire.fetch_add(p.len() as u64, Ordering::SeqCst);
+            meter.on_bytes(p.len() as u64);
             cas.client().throttle(p.len() as u64).await;
             let skip = lead.min(p.len() as u64);
             lead -= skip;
@@ -769,7 +827,12 @@ async fn fetch_range(
             }
             r.map_err(corrupt)?;
         }
-        if writer.done() {
+        if end && writer.done() {
+            return Ok(());
+        }
+        // Done before the body's end (a resumed term): the few bytes left are read so the
+        // connection goes back to the pool; more than that, and it is cheaper to drop it.
+        if writer.done() && wanted.saturating_sub(received) > DRAIN_BYTES {
             return Ok(());
         }
         if end {
@@ -862,7 +925,7 @@ mod tests {
     }
 
     #[test]
-    fn pieces_are_windows_for_big_files_and_smaller_to_use_the_connections() {
+    fn windows_grow_as_xet_core_asks_and_skip_what_is_on_disk() {
         let job = |offset, size, fetch: Vec<std::ops::Range<u64>>| Job {
             index: 0,
             hash: String::new(),
@@ -871,26 +934,42 @@ mod tests {
             offset,
             fetch,
             local: 0,
+            known: None,
         };
         let mib = 1024 * 1024;
-        let tuning = Tuning::new(4 * mib, 12);
-        // A small file: one piece of at least the segment size.
-        assert_eq!(pieces(&job(0, 10, vec![0..10]), &tuning), [0..10]);
+        // Below the first window: the whole file in one query.
+        assert_eq!(windows(&job(0, 10, vec![0..10]), WINDOW), [0..10]);
         assert_eq!(
-            pieces(&job(0, 8 * mib, vec![0..8 * mib]), &tuning),
-            [0..4 * mib, 4 * mib..8 * mib]
+            windows(&job(0, 200 * mib, vec![0..200 * mib]), WINDOW),
+            [0..200 * mib]
         );
-        // A file of 12 windows or more: one query per window.
-        let big = 24 * WINDOW;
-        let p = pieces(&job(0, big, vec![0..big]), &tuning);
-        assert_eq!(p.len(), 24);
-        assert!(p.iter().all(|r| r.end - r.start == WINDOW));
-        // A resumed file and written ranges: pieces start where the missing bytes do.
-        let p = pieces(
-            &job(5 * mib, 8 * mib, vec![5 * mib..6 * mib, 7 * mib..8 * mib]),
-            &tuning,
+        // 1 GiB: 256 MiB, 512 MiB, and the rest (xet-core's first blocks): three queries.
+        let gib = 1024 * mib;
+        assert_eq!(
+            windows(&job(0, gib, vec![0..gib]), WINDOW),
+            [0..WINDOW, WINDOW..3 * WINDOW, 3 * WINDOW..gib]
         );
-        assert_eq!(p, [5 * mib..6 * mib, 7 * mib..8 * mib]);
+        // 20 GiB: then 8 GiB windows.
+        let big = 20 * gib;
+        let w = windows(&job(0, big, vec![0..big]), WINDOW);
+        assert_eq!(w.len(), 5, "{w:?}");
+        assert_eq!(w[2], 3 * WINDOW..3 * WINDOW + 8 * gib);
+        // A resumed file and written ranges: only the missing bytes are asked.
+        assert_eq!(
+            windows(
+                &job(5 * mib, 8 * mib, vec![5 * mib..6 * mib, 7 * mib..8 * mib]),
+                WINDOW
+            ),
+            [5 * mib..6 * mib, 7 * mib..8 * mib]
+        );
+        assert_eq!(
+            windows(&job(0, 10 * mib, vec![0..3 * mib, 9 * mib..10 * mib]), mib),
+            [0..mib, mib..3 * mib, 9 * mib..10 * mib]
+        );
+        // Only a file fetched whole takes a whole-file answer.
+        assert!(fetches_everything(&job(0, 10, vec![0..10])));
+        assert!(!fetches_everything(&job(2, 10, vec![2..10])));
+        assert!(!fetches_everything(&job(0, 10, vec![0..4, 6..10])));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! policy and bandwidth cap apply to every Xet request.
 
 pub mod cas;
+pub mod concurrency;
 pub mod config;
 pub mod error;
 pub mod fetch;
@@ -131,12 +132,32 @@ impl Backend {
         };
         let folder = batch.repo_type.cache_folder(repo_id);
         self.rebuild_repo_index(index, &folder, &cas, cancel).await;
+        // The files' terms, asked together; a file's whole-file answer also serves its
+        // download (no second query for the same bytes).
         let mut entries = HashMap::new();
-        for job in &jobs {
-            if let Some(e) = self.terms_of(index, &cas, &job.hash, cancel).await {
-                entries.insert(job.hash.clone(), e);
+        let mut known = HashMap::new();
+        use futures_util::StreamExt;
+        let asked = futures_util::stream::iter(&jobs)
+            .map(|job| async {
+                let found = self.terms_of(index, &cas, &job.hash, cancel).await;
+                (job.hash.clone(), found)
+            })
+            .buffer_unordered(self.tuning.concurrency.max());
+        for (hash, found) in asked.collect::<Vec<_>>().await {
+            if let Some((entry, answer)) = found {
+                entries.insert(hash.clone(), entry);
+                if let Some(answer) = answer {
+                    known.insert(hash, answer);
+                }
             }
         }
+        let jobs: Vec<Job> = jobs
+            .into_iter()
+            .map(|mut job| {
+                job.known = known.get(&job.hash).cloned();
+                job
+            })
+            .collect();
         // Files of the batch that share chunks go in order: a later one is planned after the
         // earlier one is on disk, so it copies instead of fetching the same chunks again.
         let mut results = Vec::new();
@@ -151,21 +172,22 @@ impl Backend {
         results
     }
 
-    /// The terms of `hash`: from the index, else from the CAS (and then indexed).
+    /// The terms of `hash`: from the index, else from the CAS (and then indexed, the CAS's
+    /// whole-file answer returned beside them).
     async fn terms_of(
         &self,
         index: &reuse::ChunkIndex,
         cas: &cas::Cas,
         hash: &str,
         cancel: &CancelToken,
-    ) -> Option<reuse::FileChunks> {
+    ) -> Option<(reuse::FileChunks, Option<std::sync::Arc<cas::Reconstruction>>)> {
         if let Some(e) = index.load(hash) {
-            return Some(e);
+            return Some((e, None));
         }
         match reuse::reconstruction(cas, hash, cancel).await {
-            Ok(e) => {
+            Ok((e, answer)) => {
                 index.save(hash, &e);
-                Some(e)
+                Some((e, Some(std::sync::Arc::new(answer))))
             }
             Err(e) => {
                 log::debug!("no reconstruction for {hash}: {e}");
@@ -630,6 +652,7 @@ impl BackendPlugin for Backend {
                             &written,
                         ),
                         local: 0,
+                        known: None,
                     });
                     None
                 }

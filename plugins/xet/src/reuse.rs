@@ -210,12 +210,13 @@ fn read_regular(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The terms of Xet file `hash` from the CAS (a whole-file reconstruction query).
+/// The terms of Xet file `hash` from the CAS (a whole-file reconstruction query), with the
+/// answer itself (its fetch ranges serve the download that follows).
 pub async fn reconstruction(
     cas: &crate::cas::Cas,
     hash: &str,
     cancel: &CancelToken,
-) -> Result<FileChunks, PluginError> {
+) -> Result<(FileChunks, crate::cas::Reconstruction), PluginError> {
     let answer = cas.reconstruction(hash, None, cancel).await?;
     if answer.offset_into_first_range != 0 {
         return Err(PluginError::new(
@@ -225,7 +226,8 @@ pub async fn reconstruction(
             ),
         ));
     }
-    from_terms(hash, answer.terms)
+    let chunks = from_terms(hash, answer.terms.clone())?;
+    Ok((chunks, answer))
 }
 
 /// A file's chunk map from the terms of its whole-file reconstruction (one query, or its entry

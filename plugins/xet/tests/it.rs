@@ -296,7 +296,7 @@ fn fetch_with_token(
     let (sim, _, manifest) = tiny_repo("");
     let tuning = hubget_xet::fetch::Tuning::new(4 * MIB, 4);
     fetch_file_with_token(
-        (&sim, &manifest, "acme/tiny", "xet-a.bin"),
+        (&sim, &manifest, "acme/tiny", "xet-a.bin", 1),
         tuning,
         (access_token, expires_in),
         refuse,
@@ -304,8 +304,10 @@ fn fetch_with_token(
 }
 
 /// [`fetch_with_token`] for any `(sim, manifest, repo, path)`, in segments of `tuning`.
+/// Fetches `copies` copies of one file at once (each its own job and partial file) with a CAS
+/// token as given; returns the token requests the Hub saw.
 fn fetch_file_with_token(
-    (sim, manifest, repo, path_in_repo): (&HubSim, &Manifest, &str, &str),
+    (sim, manifest, repo, path_in_repo, copies): (&HubSim, &Manifest, &str, &str, u32),
     tuning: hubget_xet::fetch::Tuning,
     (access_token, expires_in): (&str, u64),
     refuse: Option<u16>,
@@ -316,7 +318,9 @@ fn fetch_file_with_token(
 
     let xet_a = file(manifest, path_in_repo);
     let dir = tempfile::tempdir().unwrap();
-    let path = partial(dir.path(), "x", b"");
+    let paths: Vec<_> = (0..copies)
+        .map(|i| partial(dir.path(), &format!("x{i}"), b""))
+        .collect();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -330,15 +334,20 @@ fn fetch_file_with_token(
         cas_url: sim.cas_url().to_owned(),
     };
     let cas = Cas::new(hub, RepoType::MODEL, repo, &manifest.commit, token);
-    let job = Job {
-        index: 0,
-        hash: xet_a.xet_hash.as_ref().unwrap().to_string(),
-        size: xet_a.size,
-        path: path.clone(),
-        offset: 0,
-        fetch: std::iter::once(0..xet_a.size).collect(),
-        local: 0,
-    };
+    let jobs = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| Job {
+            index: i as u32,
+            hash: xet_a.xet_hash.as_ref().unwrap().to_string(),
+            size: xet_a.size,
+            path: path.clone(),
+            offset: 0,
+            fetch: std::iter::once(0..xet_a.size).collect(),
+            local: 0,
+            known: None,
+        })
+        .collect();
     sim.reset_counters();
     if let Some(code) = refuse {
         sim.faults().add(Fault::new(
@@ -353,13 +362,15 @@ fn fetch_file_with_token(
         .unwrap();
     let results = runtime.block_on(fetch(
         &cas,
-        vec![job],
+        jobs,
         &tuning,
         &RecordingProgress::new().progress(),
         &CancelToken::new(),
     ));
-    results[0].1.as_ref().expect("download works");
-    assert_eq!(sha256_of(&path), expected_sha(sim, repo, path_in_repo));
+    for ((_, result), path) in results.iter().zip(&paths) {
+        result.as_ref().expect("download works");
+        assert_eq!(sha256_of(path), expected_sha(sim, repo, path_in_repo));
+    }
     let c = sim.counters();
     c.log
         .into_iter()
@@ -376,11 +387,12 @@ fn a_cas_token_about_to_expire_is_renewed_from_the_hub_with_the_hub_token() {
 
 #[test]
 fn an_expiring_token_is_renewed_once_for_all_parallel_segments() {
-    // 8 segments of 1 MiB, 4 at a time, each asking the CAS with a token about to expire.
+    // Four copies of the file at once, each asked in windows of 1 MiB (three queries each),
+    // every query with a token about to expire.
     let (sim, _, manifest) = big_repo("");
     let tuning = hubget_xet::fetch::Tuning::new(MIB, 4);
     let renewals = fetch_file_with_token(
-        (&sim, &manifest, "acme/big", "big.bin"),
+        (&sim, &manifest, "acme/big", "big.bin", 4),
         tuning,
         ("expiring", 5),
         None,
@@ -472,11 +484,10 @@ fn resume_from_an_offset_fetches_only_the_rest() {
     assert_eq!(sim.counters().requests_to(Origin::Cdn, "xet_bridge"), 0);
 }
 
-#[test]
-fn large_files_are_fetched_as_parallel_ranged_segments() {
-    // Three connections: the 8 MiB file (one xorb) is asked as 3 pieces, one reconstruction
-    // query each, each piece's fetch range downloaded once.
-    let (sim, backend, manifest) = big_repo("segment_mib = 1\nparallel_segments = 3\n");
+/// Fetches acme/big whole with `config`; returns the CAS's reconstruction queries and xorb
+/// GETs, after checking the file, its progress and the CAS bytes.
+fn fetch_big_counting(config: &str) -> (u64, u64) {
+    let (sim, backend, manifest) = big_repo(config);
     let big = file(&manifest, "big.bin");
     let dir = tempfile::tempdir().unwrap();
     let path = partial(dir.path(), "big", b"");
@@ -498,13 +509,27 @@ fn large_files_are_fetched_as_parallel_ranged_segments() {
     );
     assert_eq!(checkpoints.last(), Some(&big.size));
     let c = sim.counters();
-    let reconstructions = c.requests_to(Origin::Cas, "reconstructions_v2")
-        + c.requests_to(Origin::Cas, "reconstructions_v1");
-    assert_eq!(reconstructions, 3, "one reconstruction per piece: {c:?}");
-    assert_eq!(c.requests_to(Origin::Cas, "fetch_term"), 3, "{c:?}");
-    // Segment edges cost at most a chunk each: the CAS serves about the file once.
+    // Window edges cost at most a chunk each: the CAS serves about the file once.
     assert!(c.bytes_from(Origin::Cas) < big.size + big.size / 10);
     assert_eq!(c.requests_to(Origin::Cdn, "xet_bridge"), 0);
+    let reconstructions = c.requests_to(Origin::Cas, "reconstructions_v2")
+        + c.requests_to(Origin::Cas, "reconstructions_v1");
+    (reconstructions, c.requests_to(Origin::Cas, "fetch_term"))
+}
+
+#[test]
+fn a_file_costs_one_reconstruction_query_shared_with_the_reuse_planner() {
+    // acme/big (8 MiB, one xorb): the reuse planner's whole-file answer is the download's.
+    assert_eq!(fetch_big_counting(""), (1, 1));
+}
+
+#[test]
+fn without_reuse_a_file_is_asked_in_growing_windows() {
+    // Windows of 1 MiB, 2 MiB, then the rest: three queries, each window's part of the one
+    // xorb fetched once.
+    assert_eq!(fetch_big_counting("reuse = false\nwindow_mib = 1\n"), (3, 3));
+    // The default window covers the whole file.
+    assert_eq!(fetch_big_counting("reuse = false\n"), (1, 1));
 }
 
 /// Starts a fetch of acme/big's 16 MiB at 1 MiB/s (about 16 s), cancels it once the CAS has
@@ -552,17 +577,17 @@ fn cancellation_returns_promptly() {
         latency_ms: 0,
     };
     let sim = start(with_big(16), shaping);
-    // Four segments (the default for a 16 MiB file).
-    let (took, e, _) = cancel_midway(&sim, "");
+    // Windows of 4, 8 and 4 MiB, their ranges in parallel.
+    let (took, e, _) = cancel_midway(&sim, "reuse = false\nwindow_mib = 4\n");
     assert_eq!(e.kind, ErrorKind::CANCELLED, "{e}");
     assert!(
         took < Duration::from_secs(2),
         "fetch returned {took:?} after cancel"
     );
 
-    // One 16 MiB segment (the file is one term): its bytes are decoded and written as they
+    // One 16 MiB window (the file is one term): its bytes are decoded and written as they
     // arrive, so file and wire progress both show before the end.
-    let (took, e, recorder) = cancel_midway(&sim, "segment_mib = 16\n");
+    let (took, e, recorder) = cancel_midway(&sim, "window_mib = 16\n");
     assert_eq!(e.kind, ErrorKind::CANCELLED, "{e}");
     assert!(
         took < Duration::from_secs(2),
@@ -681,9 +706,9 @@ fn reconstructions_are_asked_on_v2_and_on_v1_when_the_cas_has_no_v2() {
     );
     assert_eq!(c.requests_to(Origin::Cas, "reconstructions_v1"), 0);
 
-    // A CAS without the V2 route: one V2 query per segment already in flight (one segment
-    // here), then V1 for the rest of the run.
-    let (sim, backend, manifest) = big_repo("segment_mib = 16\n");
+    // A CAS without the V2 route: one V2 query (the whole file here), then V1 for the rest of
+    // the run.
+    let (sim, backend, manifest) = big_repo("window_mib = 16\n");
     sim.faults().add(Fault::always(
         Origin::Cas,
         "/v2/reconstructions",

@@ -171,20 +171,19 @@ fn an_interrupted_download_resumes_through_xet_with_only_the_rest() {
 
 #[test]
 fn an_interrupted_xet_download_resumes_with_only_the_rest() {
-    // acme/big (8 MiB, random) at 2 MiB/s, fetched by xet alone in 1 MiB segments one at a time,
-    // so its checkpoint advances while it runs; killed midway, then resumed.
+    // acme/big (8 MiB, random) at 2 MiB/s, fetched by xet alone one range at a time, so its
+    // checkpoint advances while it runs; killed midway, then resumed.
     let dl = Dl::shaped_with(fixtures_with_big_xet(), 2 * 1024 * 1024);
     dl.env
-        .write_default_config("[plugins.xet]\nsegment_mib = 1\nparallel_segments = 1\n");
+        .write_default_config("[plugins.xet]\nparallel_segments = 1\n");
     let f = dl.file(BIG_XET, "big.bin");
     let cp = dl.kill_past_a_quarter(BIG_ON_XET, &f);
     dl.sim.reset_counters();
 
     let (cas, rest) = resume_on_xet(&dl, cp);
-    // Each 1 MiB segment fetches the chunk it starts in (Xet chunks are up to 128 KiB) whole.
-    let segments = rest.div_ceil(1024 * 1024);
+    // The resumed window fetches the chunk it starts in (Xet chunks are up to 128 KiB) whole.
     assert!(
-        cas < rest + (segments + 2) * 128 * 1024,
+        cas < rest + 3 * 128 * 1024,
         "second run moved {cas} CAS bytes, the rest was {rest}"
     );
     assert!(cas < f.size, "less than the whole file");
@@ -192,8 +191,8 @@ fn an_interrupted_xet_download_resumes_with_only_the_rest() {
 
 #[test]
 fn the_stall_watchdog_stops_a_stuck_xet_transfer_and_lfs_completes() {
-    // The default segments (4 MiB) and small ones (1 MiB).
-    for config in ["", "[plugins.xet]\nsegment_mib = 1\n"] {
+    // The default (one query for the file) and small windows (1 MiB, 2 MiB, the rest).
+    for config in ["", "[plugins.xet]\nreuse = false\nwindow_mib = 1\n"] {
         let dl = Dl::new();
         if !config.is_empty() {
             dl.env.write_default_config(config);
@@ -230,14 +229,14 @@ fn the_stall_watchdog_stops_a_stuck_xet_transfer_and_lfs_completes() {
 
 #[test]
 fn a_slow_link_does_not_trip_the_stall_watchdog() {
-    // 8 MiB at 1 MiB/s in 1 MiB segments, all 8 in flight at once (128 KiB/s each). A backend
-    // that showed progress only when a segment completes would show nothing for 8 s and trip
-    // the 6 s stall timeout; the xet backend announces each segment's written prefix every
-    // 256 KiB (`RANGE_WRITTEN`), so progress shows after about 2 s: the timeout keeps a 3x
-    // margin on a loaded machine and still catches the regression.
+    // 8 MiB at 1 MiB/s in windows of 1, 2 and 5 MiB, their ranges in flight at once. A backend
+    // that showed progress only when a range completes would show nothing for several seconds
+    // and trip the 6 s stall timeout; the xet backend announces each range's written prefix
+    // every 256 KiB (`RANGE_WRITTEN`), so progress shows within about a second: the timeout
+    // keeps a wide margin on a loaded machine.
     let dl = Dl::shaped_with(fixtures_with_big_xet(), 1024 * 1024);
     dl.env
-        .write_default_config("[plugins.xet]\nsegment_mib = 1\n");
+        .write_default_config("[plugins.xet]\nreuse = false\nwindow_mib = 1\n");
     let r = dl.run(&[BIG_ON_XET, &["--stall-timeout", "6", "--json"]].concat());
     r.ok();
     assert!(r.of("fallback").is_empty(), "{}", r.stdout);
