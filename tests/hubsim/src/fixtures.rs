@@ -107,8 +107,8 @@ pub enum Content {
         seed: u64,
     },
     /// A valid safetensors file shaped like a real checkpoint: a JSON header, then 55% bf16
-    /// weights drawn from a normal distribution (std 0.02; the CAS's byte-grouping codecs
-    /// compress them), 15% bf16 weights of another layer, 15% fp32 norms around 1.0, 15%
+    /// weights (rows of normal values, each row its own scale, calibrated against trained
+    /// weights: the CAS compresses them as it does those), 15% bf16 weights of another layer, 15% fp32 norms around 1.0, 15%
     /// incompressible bytes (quantization scales, packed data). Patches overwrite regions of
     /// the data (not the header) with other seeded weights, to model a fine-tune or a revision.
     Safetensors {
@@ -119,6 +119,18 @@ pub enum Content {
         /// Regions of the file overwritten with other seeded bf16 weights.
         #[serde(default)]
         patches: Vec<Patch>,
+    },
+    /// Real trained weights: the file `member` of the wheel that the pinned `requirement`
+    /// (`name==version`) has on PyPI ([`crate::trained`]); with `bf16`, its fp32 tensors
+    /// rounded to bf16 and written as a safetensors file.
+    Trained {
+        /// The pinned package, `name==version`.
+        requirement: String,
+        /// The path of the file inside the wheel.
+        member: String,
+        /// Rewrite the fp32 tensors as a bf16 safetensors file.
+        #[serde(default)]
+        bf16: bool,
     },
 }
 
@@ -388,6 +400,91 @@ impl FixtureSpec {
     /// `refs/pr/1` -> c3. Files at `main`: `README.md`, `config.json`, `sub/dir/notes.txt`,
     /// `lfs.bin` (LFS, 4 MiB), `xet-a.bin` (Xet, 3 MiB random), `w.safetensors` (Xet, 4 MiB
     /// compressible).
+    /// `acme/trained`: real trained weights from pinned wheels on PyPI ([`Content::Trained`],
+    /// all Xet, about 33 MB): RapidOCR's three fp32 ONNX models (`ocr/`), Silero VAD's fp32 and
+    /// fp16 ONNX models and its safetensors (`vad/`), and `model.bf16.safetensors` and
+    /// `det.bf16.safetensors`, the OCR models' fp32 tensors rounded to bf16 (trained bf16
+    /// weights, what the realistic generator is calibrated against), with a `config.json`.
+    pub fn trained_set() -> Self {
+        use crate::trained::{RAPIDOCR, SILERO_VAD};
+        let wheel = |path: &str, requirement: &str, member: &str, bf16: bool| FileSpec {
+            path: path.into(),
+            storage: Storage::Xet,
+            content: Content::Trained {
+                requirement: requirement.into(),
+                member: member.into(),
+                bf16,
+            },
+        };
+        let ocr = |m: &str| format!("rapidocr_onnxruntime/models/{m}");
+        let vad = |m: &str| format!("silero_vad/data/{m}");
+        let files = vec![
+            text(
+                "config.json",
+                "{\"source\": \"trained weights from pinned wheels on PyPI\"}\n",
+            ),
+            wheel(
+                "ocr/det.onnx",
+                RAPIDOCR,
+                &ocr("ch_PP-OCRv4_det_infer.onnx"),
+                false,
+            ),
+            wheel(
+                "ocr/rec.onnx",
+                RAPIDOCR,
+                &ocr("ch_PP-OCRv4_rec_infer.onnx"),
+                false,
+            ),
+            wheel(
+                "ocr/cls.onnx",
+                RAPIDOCR,
+                &ocr("ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+                false,
+            ),
+            wheel("vad/silero_vad.onnx", SILERO_VAD, &vad("silero_vad.onnx"), false),
+            wheel(
+                "vad/silero_vad_half.onnx",
+                SILERO_VAD,
+                &vad("silero_vad_half.onnx"),
+                false,
+            ),
+            wheel(
+                "vad/silero_vad_16k.safetensors",
+                SILERO_VAD,
+                &vad("silero_vad_16k.safetensors"),
+                false,
+            ),
+            wheel(
+                "model.bf16.safetensors",
+                RAPIDOCR,
+                &ocr("ch_PP-OCRv4_rec_infer.onnx"),
+                true,
+            ),
+            wheel(
+                "det.bf16.safetensors",
+                RAPIDOCR,
+                &ocr("ch_PP-OCRv4_det_infer.onnx"),
+                true,
+            ),
+        ];
+        FixtureSpec {
+            repos: vec![RepoSpec {
+                id: "acme/trained".into(),
+                kind: RepoKind::Model,
+                private: false,
+                gated: false,
+                commits: vec![CommitSpec {
+                    message: "trained weights".into(),
+                    files,
+                    delete: vec![],
+                }],
+                branches: BTreeMap::new(),
+                tags: BTreeMap::new(),
+                prs: BTreeMap::new(),
+            }],
+        }
+    }
+
     /// Shapes of real checkpoints (all Xet, all safetensors as in [`Content::Safetensors`]):
     /// - `acme/realistic`: one `model.safetensors` of `big_mib` MiB and a `config.json`;
     /// - `acme/sharded`: 8 shards of `big_mib / 8` MiB, `model.safetensors.index.json`,
@@ -627,9 +724,23 @@ fn fill_random(buf: &mut [u8], seed: u64) {
 }
 
 impl Content {
-    /// Generate the bytes.
-    pub fn generate(&self) -> Vec<u8> {
-        match self {
+    /// The bytes (generated, or read out of a wheel for [`Content::Trained`]).
+    pub fn generate(&self) -> Result<Vec<u8>, Error> {
+        Ok(match self {
+            Content::Trained {
+                requirement,
+                member,
+                bf16,
+            } => {
+                let bytes = crate::trained::member(requirement, member)?;
+                if *bf16 {
+                    crate::trained::bf16_safetensors(&crate::trained::float_tensors(
+                        member, &bytes,
+                    )?)
+                } else {
+                    bytes
+                }
+            }
             Content::Text { text } => text.as_bytes().to_vec(),
             Content::Random {
                 size,
@@ -672,7 +783,7 @@ impl Content {
                 v.truncate(*size as usize);
                 v
             }
-        }
+        })
     }
 }
 
@@ -786,7 +897,7 @@ fn safetensors(size: u64, seed: u64, patches: &[Patch]) -> Vec<u8> {
         let part = &mut v[at..at + *len as usize];
         let s = seed.wrapping_mul(31).wrapping_add(i as u64);
         match i {
-            0 | 1 => fill_bf16(part, s, 0.0, 0.02),
+            0 | 1 => fill_weights(part, s),
             2 => fill_f32(part, s, 1.0, 0.05),
             _ => fill_random(part, s),
         }
@@ -795,9 +906,26 @@ fn safetensors(size: u64, seed: u64, patches: &[Patch]) -> Vec<u8> {
     for p in patches {
         let start = (p.offset as usize).clamp(data_start, v.len());
         let end = (p.offset.saturating_add(p.len) as usize).clamp(start, v.len());
-        fill_bf16(&mut v[start..end], p.seed, 0.0, 0.02);
+        fill_weights(&mut v[start..end], p.seed);
     }
     v
+}
+
+/// Bytes of a row of bf16 weights in [`fill_weights`] (1024 values, a hidden size).
+const WEIGHT_ROW: usize = 2048;
+
+/// bf16 weights as trained layers have them: rows of [`WEIGHT_ROW`] bytes, each normal with
+/// its own scale (std log-uniform between 0.01 and 0.05). Calibrated against real trained
+/// weights (`Content::Trained` with `bf16`): the CAS's chunk compression makes of them what it
+/// makes of those (the test `the_generator_compresses_like_trained_bf16_weights`); one scale for
+/// the whole tensor compresses a few points better than trained weights do.
+fn fill_weights(out: &mut [u8], seed: u64) {
+    let mut rng = SplitMix(seed ^ 0x5CA1E);
+    for (i, row) in out.chunks_mut(WEIGHT_ROW).enumerate() {
+        let u = (rng.next() >> 40) as f32 / (1u64 << 24) as f32;
+        let std = 0.01 * 5f32.powf(u);
+        fill_bf16(row, seed.wrapping_add(i as u64), 0.0, std);
+    }
 }
 
 /// One materialised file.
@@ -945,7 +1073,7 @@ pub(crate) fn materialize(spec: &FixtureSpec) -> Result<(Store, Vec<XetJob>), Er
                 files.remove(d);
             }
             for fs in &cs.files {
-                let data = Bytes::from(fs.content.generate());
+                let data = Bytes::from(fs.content.generate()?);
                 let sha256 = sha256_hex(&data);
                 let (git_oid, pointer) = match fs.storage {
                     Storage::Regular => (git_blob_oid(&data), None),
@@ -1076,9 +1204,9 @@ mod tests {
                 seed: 1,
                 patches: vec![],
             };
-            let bytes = c.generate();
+            let bytes = c.generate().unwrap();
             assert_eq!(bytes.len() as u64, size);
-            assert_eq!(bytes, c.generate(), "deterministic");
+            assert_eq!(bytes, c.generate().unwrap(), "deterministic");
             let (h, start) = header(&bytes);
             assert_eq!(start % 8, 0, "header padded to 8");
             let mut spans: Vec<(u64, u64, String)> = h
@@ -1110,7 +1238,7 @@ mod tests {
             seed: 2,
             patches: vec![],
         };
-        let base = c.generate();
+        let base = c.generate().unwrap();
         let (_, start) = header(&base);
         // bf16 of N(0, 0.02): the high byte (sign + exponent) takes few values.
         let high: std::collections::HashSet<u8> = base[start..start + 100_000]
@@ -1127,7 +1255,8 @@ mod tests {
                 seed: 3,
             }],
         }
-        .generate();
+        .generate()
+        .unwrap();
         let diff: Vec<usize> = (0..base.len()).filter(|&i| base[i] != patched[i]).collect();
         assert!(!diff.is_empty());
         assert!(
@@ -1135,4 +1264,55 @@ mod tests {
                 .all(|&i| (MIB as usize..(MIB + 64 * 1024) as usize).contains(&i))
         );
     }
+
+    /// Bytes after xet-core's chunk compression over bytes: 64 KiB chunks (the CAS's average),
+    /// each compressed as the uploader does (`Auto`) and kept raw when that is smaller.
+    fn cas_ratio(data: &[u8]) -> f64 {
+        use xet_core_structures::xorb_object::CompressionScheme;
+        let stored: usize = data
+            .chunks(64 * 1024)
+            .map(|c| {
+                let z = CompressionScheme::Auto.compress_from_slice(c).unwrap();
+                z.len().min(c.len()) + 8
+            })
+            .sum();
+        stored as f64 / data.len() as f64
+    }
+
+    #[test]
+    fn the_generator_compresses_like_trained_bf16_weights() {
+        // Real trained weights from a pinned wheel, rounded to bf16 (acme/trained's two bf16
+        // files), against the generator's weights and its whole checkpoint.
+        let trained: Vec<u8> = ["ch_PP-OCRv4_rec_infer.onnx", "ch_PP-OCRv4_det_infer.onnx"]
+            .iter()
+            .flat_map(|m| {
+                Content::Trained {
+                    requirement: crate::trained::RAPIDOCR.into(),
+                    member: format!("rapidocr_onnxruntime/models/{m}"),
+                    bf16: true,
+                }
+                .generate()
+                .unwrap()
+            })
+            .collect();
+        let mut weights = vec![0u8; 4 * MIB as usize];
+        fill_weights(&mut weights, 1);
+        let (t, w) = (cas_ratio(&trained), cas_ratio(&weights));
+        assert!(
+            (t - w).abs() < 0.015,
+            "trained bf16 weights keep {t:.3} of their bytes, generated ones {w:.3}"
+        );
+        // The whole checkpoint mixes in fp32 norms (more compressible) and packed bytes (not).
+        let checkpoint = Content::Safetensors {
+            size: 8 * MIB,
+            seed: 7001,
+            patches: vec![],
+        }
+        .generate()
+        .unwrap();
+        let c = cas_ratio(&checkpoint);
+        eprintln!("kept after compression: trained bf16 {t:.3}, generated weights {w:.3}, checkpoint {c:.3}");
+        assert!((t - c).abs() < 0.03, "trained {t:.3}, checkpoint {c:.3}");
+    }
 }
+

@@ -19,6 +19,7 @@ mod hub;
 mod net;
 pub mod python;
 mod quota;
+pub mod trained;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

