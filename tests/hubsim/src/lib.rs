@@ -14,6 +14,7 @@
 
 mod cas;
 mod control;
+mod fixture_store;
 mod fixtures;
 mod hub;
 mod net;
@@ -224,9 +225,19 @@ pub struct HubSimBuilder {
     hub_profile: Option<HubProfile>,
     hub_latency_ms: u64,
     coarse_trim: u64,
+    fixture_store: Option<std::path::PathBuf>,
 }
 
 impl HubSimBuilder {
+    /// Where the CAS's contents are kept per fixture spec and copied from, instead of being
+    /// uploaded again for every hubsim (see the `fixture_store` module); `None`: upload into an
+    /// in-memory CAS. Default: `HUBSIM_FIXTURE_STORE` (`off` for none), else
+    /// `target/hubsim-fixtures`.
+    pub fn fixture_store(mut self, root: Option<std::path::PathBuf>) -> Self {
+        self.fixture_store = root;
+        self
+    }
+
     /// The CAS trims coarsely, as the Xet spec allows: a ranged reconstruction's first term
     /// starts `bytes` (rounded out to whole chunks by the CAS) before the range asked for.
     pub fn coarse_trim(mut self, bytes: u64) -> Self {
@@ -275,9 +286,9 @@ impl HubSimBuilder {
     /// Must run inside a multi-thread tokio runtime.
     pub async fn start(self) -> Result<HubSim, Error> {
         let (mut store, jobs) = fixtures::materialize(&self.spec)?;
-        let cas_server = cas::start_cas().await;
-        let tmp = tempfile::tempdir()?;
-        let hashes = cas::upload(cas_server.http_endpoint(), jobs, tmp.path()).await?;
+        let (cas_server, hashes, tmp) =
+            fixture_store::cas_with_fixtures(&self.spec, jobs, self.fixture_store.as_deref())
+                .await?;
         store.set_xet_hashes(&hashes);
 
         let hub_l = TcpListener::bind("127.0.0.1:0").await?;
@@ -428,6 +439,7 @@ impl HubSim {
             hub_profile: None,
             hub_latency_ms: 0,
             coarse_trim: 0,
+            fixture_store: fixture_store::default_root(),
         }
     }
 

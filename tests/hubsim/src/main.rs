@@ -69,6 +69,10 @@ enum Cmd {
         /// Added before each Hub response, ms (the real Hub is remote).
         #[arg(long, default_value_t = 0)]
         hub_latency_ms: u64,
+        /// Keep the CAS's contents per fixture spec under DIR and copy them from there on the next
+        /// start with the same spec, instead of uploading into an in-memory CAS.
+        #[arg(long)]
+        fixture_store: Option<PathBuf>,
         /// Where to write the info JSON (written atomically when ready).
         #[arg(long)]
         info: PathBuf,
@@ -100,6 +104,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         resolvers_quota,
         hub_latency_ms,
         coarse_trim_bytes,
+        fixture_store,
         info,
     } = Cli::parse().cmd;
     let spec = match (spec, realistic_mib) {
@@ -118,6 +123,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // A stale info file from an earlier run names dead ports: gone before anything waits on it.
     let _ = std::fs::remove_file(&info);
     let mut builder = HubSim::builder()
+        .fixture_store(fixture_store)
         .hub_latency_ms(hub_latency_ms)
         .coarse_trim(coarse_trim_bytes);
     if hub_profile {

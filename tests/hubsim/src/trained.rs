@@ -35,11 +35,15 @@ pub fn wheel(requirement: &str) -> Result<PathBuf, Error> {
     let dir = wheel_dir();
     std::fs::create_dir_all(&dir)?;
     let find = |dir: &Path| -> Option<PathBuf> {
-        std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
-        })
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
+            })
     };
     let lock = std::fs::File::create(dir.join(".lock"))?;
     // Held until return: another test process may be downloading the same wheel.
@@ -148,7 +152,7 @@ pub fn bf16_safetensors(tensors: &[Tensor]) -> Vec<u8> {
         at += len;
     }
     let mut json = serde_json::Value::Object(header).to_string();
-    while (8 + json.len()) % 8 != 0 {
+    while !(8 + json.len()).is_multiple_of(8) {
         json.push(' ');
     }
     let mut out = Vec::with_capacity(8 + json.len() + at as usize);
