@@ -245,7 +245,11 @@ mod tests {
         let mut now = Instant::now();
         // 40 MB/s per range, 200 MB/s in total: five ranges fill the link.
         run(&c, &mut now, 20, |n| (n as f64 * 40e6).min(200e6));
-        assert_eq!(c.limit(), 5, "the step past the link's capacity is taken back");
+        assert_eq!(
+            c.limit(),
+            5,
+            "the step past the link's capacity is taken back"
+        );
         // A plateau is probed again later, one step at a time, and the probe taken back.
         for _ in 0..40 {
             run(&c, &mut now, 1, |n| (n as f64 * 40e6).min(200e6));

@@ -434,26 +434,37 @@ async fn fetch_job(
         let note = RetryNote::new(e.message.as_str(), wait, n + 1, policy.max_attempts);
         progress.on_event(note.event(job.index));
     };
-    // The known whole-file answer, or one query per window.
-    let asked: Vec<(std::ops::Range<u64>, Option<Arc<Reconstruction>>)> = match &job.known {
-        Some(rec) if fetches_everything(job) => vec![(0..job.size, Some(rec.clone()))],
-        _ => windows(job, tuning.window)
-            .into_iter()
-            .map(|w| (w, None))
-            .collect(),
+    // What to ask: the terms wholly missing from the known whole-file answer (no query), the
+    // rest in windows (one query each, trimmed by the CAS to the bytes missing).
+    let (from_known, to_ask) = match &job.known {
+        Some(rec) => split_by_terms(job, rec),
+        None => (Vec::new(), clamped(job)),
     };
+    let mut asked: Vec<Ask> = Vec::new();
+    if let (Some(rec), false) = (&job.known, from_known.is_empty()) {
+        asked.push(Ask {
+            piece: 0..job.size,
+            known: Some(rec.clone()),
+            fetch: from_known,
+        });
+    }
+    asked.extend(windows(&to_ask, tuning.window).into_iter().map(|w| Ask {
+        piece: w,
+        known: None,
+        fetch: to_ask.clone(),
+    }));
     let units = futures_util::stream::iter(asked)
-        .then(|(piece, known)| async move {
-            let rec = match known {
+        .then(|ask| async move {
+            let rec = match ask.known {
                 Some(rec) => rec,
                 None => Arc::new(
                     with_retry(policy, cancel, on_retry, |_| {
-                        cas.reconstruction(&job.hash, Some(piece.clone()), cancel)
+                        cas.reconstruction(&job.hash, Some(ask.piece.clone()), cancel)
                     })
                     .await?,
                 ),
             };
-            let units = plan_units(job, piece, &rec, segments)?;
+            let units = plan_units(job, &ask.fetch, ask.piece, &rec, segments)?;
             Ok::<_, PluginError>(futures_util::stream::iter(units.into_iter().map(Ok)))
         })
         .try_flatten()
@@ -489,36 +500,84 @@ async fn fetch_job(
     Ok(written.iter().sum())
 }
 
-/// The parts of `job`'s file to ask the CAS about, one reconstruction query each, as xet-core
-/// asks them: within each range still to fetch, a window of `first` bytes, then one of twice
-/// that, then windows of [`LAST_WINDOW_FACTOR`] times that. Ranges on disk between them (a
-/// resume's written ranges, chunks copied from other files) are not asked: the CAS trims each
-/// answer to the bytes asked, so nothing on disk crosses the wire again. The ranges of a window
-/// are fetched in parallel, so a window is as parallel as it has xorb ranges.
-fn windows(job: &Job, first: u64) -> Vec<std::ops::Range<u64>> {
+/// One answer to plan units from: the bytes it covers, the answer when it is known already,
+/// and the ranges (absolute) to take from it.
+struct Ask {
+    piece: std::ops::Range<u64>,
+    known: Option<Arc<Reconstruction>>,
+    fetch: Vec<std::ops::Range<u64>>,
+}
+
+/// `job`'s ranges to fetch, within `offset..size`.
+fn clamped(job: &Job) -> Vec<std::ops::Range<u64>> {
+    job.fetch
+        .iter()
+        .map(|r| r.start.max(job.offset)..r.end.min(job.size))
+        .filter(|r| r.start < r.end)
+        .collect()
+}
+
+/// Splits what `job` lacks by the terms of its whole-file answer `rec`: the terms missing
+/// whole come from `rec` (no query); the missing parts of terms partly on disk (a resume's
+/// offset, chunks copied from other files) are asked on their own, so the CAS trims the answer
+/// to them and nothing on disk crosses the wire again. Returns both, merged.
+fn split_by_terms(
+    job: &Job,
+    rec: &Reconstruction,
+) -> (Vec<std::ops::Range<u64>>, Vec<std::ops::Range<u64>>) {
+    let missing = clamped(job);
+    let (mut whole, mut partial) = (Vec::new(), Vec::new());
+    let mut start = 0u64;
+    for term in &rec.terms {
+        let end = start.saturating_add(term.unpacked_length);
+        let parts: Vec<std::ops::Range<u64>> = missing
+            .iter()
+            .map(|r| r.start.max(start)..r.end.min(end))
+            .filter(|r| r.start < r.end)
+            .collect();
+        let n: u64 = parts.iter().map(|r| r.end - r.start).sum();
+        if n == end - start && n > 0 {
+            whole.push(start..end);
+        } else {
+            partial.extend(parts);
+        }
+        start = end;
+    }
+    // Bytes past the answer's terms (an answer that lies about the size) are asked.
+    partial.extend(
+        missing
+            .iter()
+            .map(|r| r.start.max(start)..r.end)
+            .filter(|r| r.start < r.end),
+    );
+    (
+        hubget_plugin_api::protocol::merge_ranges(whole),
+        hubget_plugin_api::protocol::merge_ranges(partial),
+    )
+}
+
+/// The parts of `ranges` to ask the CAS about, one reconstruction query each, as xet-core
+/// asks them: within each range, a window of `first` bytes, then one of twice that, then
+/// windows of [`LAST_WINDOW_FACTOR`] times that. Bytes between the ranges (on disk already) are
+/// not asked. The ranges of a window are fetched in parallel, so a window is as parallel as it
+/// has xorb ranges.
+fn windows(ranges: &[std::ops::Range<u64>], first: u64) -> Vec<std::ops::Range<u64>> {
     let mut out = Vec::new();
     let mut n = 0;
-    for r in &job.fetch {
-        let (mut at, end) = (r.start.max(job.offset), r.end.min(job.size));
-        while at < end {
+    for r in ranges {
+        let mut at = r.start;
+        while at < r.end {
             let len = match n {
                 0 => first,
                 1 => first.saturating_mul(2),
                 _ => first.saturating_mul(LAST_WINDOW_FACTOR),
             };
-            let next = at.saturating_add(len).min(end);
+            let next = at.saturating_add(len).min(r.end);
             out.push(at..next);
             (at, n) = (next, n + 1);
         }
     }
     out
-}
-
-/// Whether `job` fetches its whole file (nothing on disk), so that a whole-file answer serves it
-/// without moving any byte it has: a term partly on disk would be fetched whole from such an
-/// answer, while a query for the missing bytes alone is trimmed to them.
-fn fetches_everything(job: &Job) -> bool {
-    job.offset == 0 && job.fetch.len() == 1 && job.fetch[0] == (0..job.size)
 }
 
 /// One fetch range of a window and the terms it serves (each a span of the file).
@@ -533,11 +592,12 @@ struct Unit {
     terms: Vec<(crate::cas::WireTerm, u64, Arc<Span>)>,
 }
 
-/// Groups the terms of `piece`'s reconstruction that cover bytes still to fetch by the fetch
-/// range holding their chunks; each term's needed part becomes a span of `segments`.
-/// `piece` is the range asked (the whole file for a known whole-file reconstruction).
+/// Groups the terms of `piece`'s reconstruction that cover bytes of `fetch` by the fetch range
+/// holding their chunks; each term's needed part becomes a span of `segments`. `piece` is the
+/// range asked (the whole file for a known whole-file reconstruction).
 fn plan_units(
     job: &Job,
+    fetch: &[std::ops::Range<u64>],
     piece: std::ops::Range<u64>,
     rec: &Reconstruction,
     segments: &Segments,
@@ -563,7 +623,7 @@ fn plan_units(
         let term_end = term_start.saturating_add(term.unpacked_length);
         let (a, b) = (term_start.max(lo), term_end.min(bytes.end));
         // The part of a..b still to fetch: from the first byte to fetch to the last.
-        let needed = job.fetch.iter().filter(|r| r.start < b && a < r.end).fold(
+        let needed = fetch.iter().filter(|r| r.start < b && a < r.end).fold(
             None,
             |acc: Option<(u64, u64)>, r| {
                 let (s, e) = (r.start.max(a), r.end.min(b));
@@ -675,12 +735,9 @@ async fn refresh_url(cas: &Cas, job: &Job, unit: &Unit, cancel: &CancelToken) {
     else {
         return;
     };
-    let (first, last) = unit
-        .terms
-        .iter()
-        .fold((u32::MAX, 0), |(a, b), (t, _, _)| {
-            (a.min(t.range.start), b.max(t.range.end))
-        });
+    let (first, last) = unit.terms.iter().fold((u32::MAX, 0), |(a, b), (t, _, _)| {
+        (a.min(t.range.start), b.max(t.range.end))
+    });
     let mut source = unit.source.lock().unwrap_or_else(|e| e.into_inner());
     let fresh = rec.fetch_info.get(&unit.xorb).and_then(|infos| {
         infos
@@ -926,50 +983,66 @@ mod tests {
 
     #[test]
     fn windows_grow_as_xet_core_asks_and_skip_what_is_on_disk() {
-        let job = |offset, size, fetch: Vec<std::ops::Range<u64>>| Job {
+        let mib = 1024 * 1024;
+        // Below the first window: the whole range in one query.
+        assert_eq!(windows(&[0..10], WINDOW), [0..10]);
+        assert_eq!(windows(&[0..200 * mib], WINDOW), [0..200 * mib]);
+        // 1 GiB: 256 MiB, 512 MiB, and the rest (xet-core's first blocks): three queries.
+        let gib = 1024 * mib;
+        assert_eq!(
+            windows(&[0..gib], WINDOW),
+            [0..WINDOW, WINDOW..3 * WINDOW, 3 * WINDOW..gib]
+        );
+        // 20 GiB: then 8 GiB windows.
+        let w = windows(&[0..20 * gib], WINDOW);
+        assert_eq!(w.len(), 5, "{w:?}");
+        assert_eq!(w[2], 3 * WINDOW..3 * WINDOW + 8 * gib);
+        // Only the missing bytes are asked.
+        assert_eq!(
+            windows(&[5 * mib..6 * mib, 7 * mib..8 * mib], WINDOW),
+            [5 * mib..6 * mib, 7 * mib..8 * mib]
+        );
+        assert_eq!(
+            windows(&[0..3 * mib, 9 * mib..10 * mib], mib),
+            [0..mib, mib..3 * mib, 9 * mib..10 * mib]
+        );
+    }
+
+    #[test]
+    fn a_known_answer_serves_the_terms_missing_whole_and_the_rest_is_asked() {
+        let rec = Reconstruction::parse(
+            br#"{"offset_into_first_range": 0, "terms": [
+                {"hash": "a", "unpacked_length": 10, "range": {"start": 0, "end": 2}},
+                {"hash": "a", "unpacked_length": 10, "range": {"start": 2, "end": 4}},
+                {"hash": "b", "unpacked_length": 10, "range": {"start": 0, "end": 1}}],
+                "fetch_info": {}}"#,
+        )
+        .unwrap();
+        let job = |offset, fetch: Vec<std::ops::Range<u64>>| Job {
             index: 0,
             hash: String::new(),
-            size,
+            size: 30,
             path: std::path::PathBuf::new(),
             offset,
             fetch,
             local: 0,
             known: None,
         };
-        let mib = 1024 * 1024;
-        // Below the first window: the whole file in one query.
-        assert_eq!(windows(&job(0, 10, vec![0..10]), WINDOW), [0..10]);
+        // Fetched whole: everything from the answer, nothing asked.
         assert_eq!(
-            windows(&job(0, 200 * mib, vec![0..200 * mib]), WINDOW),
-            [0..200 * mib]
+            split_by_terms(&job(0, vec![0..30]), &rec),
+            (vec![0..30], vec![])
         );
-        // 1 GiB: 256 MiB, 512 MiB, and the rest (xet-core's first blocks): three queries.
-        let gib = 1024 * mib;
+        // The second term copied from disk: the others from the answer.
         assert_eq!(
-            windows(&job(0, gib, vec![0..gib]), WINDOW),
-            [0..WINDOW, WINDOW..3 * WINDOW, 3 * WINDOW..gib]
+            split_by_terms(&job(0, vec![0..10, 20..30]), &rec),
+            (vec![0..10, 20..30], vec![])
         );
-        // 20 GiB: then 8 GiB windows.
-        let big = 20 * gib;
-        let w = windows(&job(0, big, vec![0..big]), WINDOW);
-        assert_eq!(w.len(), 5, "{w:?}");
-        assert_eq!(w[2], 3 * WINDOW..3 * WINDOW + 8 * gib);
-        // A resumed file and written ranges: only the missing bytes are asked.
+        // Resumed at 15: the rest of the second term is asked, the third comes from the answer.
         assert_eq!(
-            windows(
-                &job(5 * mib, 8 * mib, vec![5 * mib..6 * mib, 7 * mib..8 * mib]),
-                WINDOW
-            ),
-            [5 * mib..6 * mib, 7 * mib..8 * mib]
+            split_by_terms(&job(15, vec![15..30]), &rec),
+            (vec![20..30], vec![15..20])
         );
-        assert_eq!(
-            windows(&job(0, 10 * mib, vec![0..3 * mib, 9 * mib..10 * mib]), mib),
-            [0..mib, mib..3 * mib, 9 * mib..10 * mib]
-        );
-        // Only a file fetched whole takes a whole-file answer.
-        assert!(fetches_everything(&job(0, 10, vec![0..10])));
-        assert!(!fetches_everything(&job(2, 10, vec![2..10])));
-        assert!(!fetches_everything(&job(0, 10, vec![0..4, 6..10])));
     }
 
     #[test]

@@ -180,7 +180,10 @@ impl Backend {
         cas: &cas::Cas,
         hash: &str,
         cancel: &CancelToken,
-    ) -> Option<(reuse::FileChunks, Option<std::sync::Arc<cas::Reconstruction>>)> {
+    ) -> Option<(
+        reuse::FileChunks,
+        Option<std::sync::Arc<cas::Reconstruction>>,
+    )> {
         if let Some(e) = index.load(hash) {
             return Some((e, None));
         }

@@ -527,7 +527,10 @@ fn a_file_costs_one_reconstruction_query_shared_with_the_reuse_planner() {
 fn without_reuse_a_file_is_asked_in_growing_windows() {
     // Windows of 1 MiB, 2 MiB, then the rest: three queries, each window's part of the one
     // xorb fetched once.
-    assert_eq!(fetch_big_counting("reuse = false\nwindow_mib = 1\n"), (3, 3));
+    assert_eq!(
+        fetch_big_counting("reuse = false\nwindow_mib = 1\n"),
+        (3, 3)
+    );
     // The default window covers the whole file.
     assert_eq!(fetch_big_counting("reuse = false\n"), (1, 1));
 }
