@@ -11,6 +11,12 @@
 //!   pay off is taken back, and growth is tried again [`REPROBE`] later (links change).
 //! - **Back off on errors and 429s**: the limit halves (never below 1) and growth waits for the
 //!   next probe.
+//! - **The last ranges start with the ones in flight**, not in a round of their own after
+//!   them: when what is left to start is at most half the limit (and no trouble is being
+//!   waited out), the ranges waiting are let in at once. A whole-xorb range is tens of MB and
+//!   cannot be split (the reconstruction gives no chunk boundaries inside it), so a last round
+//!   of one range would run on one connection while the link idles; started early, it shares
+//!   the link with the others and everything ends together.
 //! - **Never above `parallel_segments`**, the config key that bounds connections and memory.
 //! - The limit is a semaphore's permits: growing adds one; shrinking forgets free permits and,
 //!   for those in use, the next ones given back (a debt), so nothing in flight is interrupted.
@@ -46,6 +52,8 @@ pub struct Concurrency {
     wire: AtomicU64,
     /// Ranges waiting for a permit right now.
     waiting: AtomicUsize,
+    /// Ranges planned and not started yet (see [`Concurrency::enqueue`]).
+    queued: AtomicUsize,
     state: Mutex<State>,
 }
 
@@ -62,6 +70,20 @@ struct State {
     before_step: Option<f64>,
     /// No growth before this instant.
     hold_until: Option<Instant>,
+    /// The last back-off's hold: no tail admission before this instant.
+    trouble_until: Option<Instant>,
+}
+
+/// A range planned and not started yet; counted until dropped.
+#[derive(Debug)]
+pub struct Queued<'a> {
+    owner: &'a Concurrency,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.owner.queued.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A permit to have one range in flight.
@@ -94,6 +116,7 @@ impl Concurrency {
             max,
             wire: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
             state: Mutex::new(State {
                 limit,
                 debt: 0,
@@ -102,6 +125,7 @@ impl Concurrency {
                 contended: false,
                 before_step: None,
                 hold_until: None,
+                trouble_until: None,
             }),
         }
     }
@@ -134,6 +158,13 @@ impl Concurrency {
         })
     }
 
+    /// Counts one range planned and not started; drop the ticket once it has its permit (or
+    /// will never start).
+    pub fn enqueue(&self) -> Queued<'_> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        Queued { owner: self }
+    }
+
     /// Counts bytes received from the CAS.
     pub fn on_bytes(&self, n: u64) {
         self.wire.fetch_add(n, Ordering::Relaxed);
@@ -152,6 +183,7 @@ impl Concurrency {
         }
         state.before_step = None;
         state.hold_until = Some(now + REPROBE);
+        state.trouble_until = Some(now + REPROBE);
     }
 
     /// Called every progress tick with the time: ends a measuring period when one is due and
@@ -159,8 +191,10 @@ impl Concurrency {
     pub fn tick(&self, now: Instant) {
         let wire = self.wire.load(Ordering::Relaxed);
         let mut state = self.lock();
-        if self.waiting.load(Ordering::SeqCst) > 0 {
+        let waiting = self.waiting.load(Ordering::SeqCst);
+        if waiting > 0 {
             state.contended = true;
+            self.admit_the_tail(&mut state, waiting, now);
         }
         let Some(start) = state.period_start else {
             state.period_start = Some(now);
@@ -208,6 +242,27 @@ impl Concurrency {
                     rate / 1e6
                 );
             }
+        }
+    }
+
+    /// Lets the ranges waiting in at once when they are the last few (see the module doc).
+    /// The extra permits are a debt: they are forgotten as they come back.
+    fn admit_the_tail(&self, state: &mut State, waiting: usize, now: Instant) {
+        let queued = self.queued.load(Ordering::SeqCst);
+        if queued == 0
+            || queued * 2 > state.limit.max(2)
+            || state.trouble_until.is_some_and(|t| now < t)
+        {
+            return;
+        }
+        // Permits already free are on their way to waiting ranges.
+        let extra = waiting
+            .saturating_sub(self.permits.available_permits())
+            .min(self.max.saturating_sub(state.limit));
+        if extra > 0 {
+            self.permits.add_permits(extra);
+            state.debt += extra;
+            log::debug!("xet: the last {extra} range(s) start now");
         }
     }
 }
@@ -285,6 +340,73 @@ mod tests {
             c.on_trouble(now);
         }
         assert_eq!(c.limit(), 1, "never below one");
+    }
+
+    #[test]
+    fn the_last_ranges_start_with_the_ones_in_flight() {
+        use futures_util::FutureExt;
+        let c = Concurrency::new(12);
+        let tickets: Vec<Queued<'_>> = (0..6).map(|_| c.enqueue()).collect();
+        let mut tickets = tickets.into_iter();
+        // Four ranges in flight (the limit), two planned behind them.
+        let held: Vec<Permit<'_>> = (0..4)
+            .map(|_| {
+                drop(tickets.next());
+                c.acquire().now_or_never().unwrap().unwrap()
+            })
+            .collect();
+        let mut last = Box::pin(futures_util::future::join(c.acquire(), c.acquire()));
+        assert!((&mut last).now_or_never().is_none(), "the limit holds them");
+        c.tick(Instant::now());
+        let (a, b) = (&mut last).now_or_never().expect("let in with the others");
+        let (a, b) = (a.unwrap(), b.unwrap());
+        drop(tickets);
+        // The extra permits are forgotten as they come back: the limit is unchanged.
+        drop((a, b, held));
+        assert_eq!(c.limit(), START);
+        assert_eq!(c.permits.available_permits(), START);
+    }
+
+    #[test]
+    fn ranges_wait_their_turn_while_many_are_left() {
+        use futures_util::FutureExt;
+        let c = Concurrency::new(12);
+        let _held: Vec<Permit<'_>> = (0..4)
+            .map(|_| c.acquire().now_or_never().unwrap().unwrap())
+            .collect();
+        // Three left to start with a limit of four: more than half.
+        let _tickets: Vec<Queued<'_>> = (0..3).map(|_| c.enqueue()).collect();
+        let mut next = Box::pin(c.acquire());
+        assert!((&mut next).now_or_never().is_none());
+        c.tick(Instant::now());
+        assert!((&mut next).now_or_never().is_none(), "many left: it waits");
+    }
+
+    #[test]
+    fn the_tail_is_not_let_in_while_a_back_off_is_waited_out() {
+        use futures_util::FutureExt;
+        let c = Concurrency::new(12);
+        let now = Instant::now();
+        c.on_trouble(now);
+        assert_eq!(c.limit(), 2);
+        let _held: Vec<Permit<'_>> = (0..2)
+            .map(|_| c.acquire().now_or_never().unwrap().unwrap())
+            .collect();
+        let _ticket = c.enqueue();
+        let mut next = Box::pin(c.acquire());
+        assert!((&mut next).now_or_never().is_none());
+        // (Ticks a millisecond apart: no measuring period ends, so the limit does not grow.)
+        c.tick(now + REPROBE - Duration::from_millis(1));
+        assert!(
+            (&mut next).now_or_never().is_none(),
+            "after trouble: it waits"
+        );
+        c.tick(now + REPROBE);
+        assert!(
+            (&mut next).now_or_never().is_some(),
+            "then the tail is let in"
+        );
+        assert_eq!(c.limit(), 2);
     }
 
     #[tokio::test]

@@ -465,16 +465,21 @@ async fn fetch_job(
                 ),
             };
             let units = plan_units(job, &ask.fetch, ask.piece, &rec, segments)?;
-            Ok::<_, PluginError>(futures_util::stream::iter(units.into_iter().map(Ok)))
+            let units: Vec<_> = units
+                .into_iter()
+                .map(|unit| Ok((unit, concurrency.enqueue())))
+                .collect();
+            Ok::<_, PluginError>(futures_util::stream::iter(units))
         })
         .try_flatten()
-        .map_ok(|unit| {
+        .map_ok(|(unit, queued)| {
             let file = file.clone();
             async move {
                 let _permit = concurrency
                     .acquire()
                     .await
                     .map_err(|_| PluginError::cancelled())?;
+                drop(queued);
                 with_retry(policy, cancel, on_retry, |_| {
                     fetch_unit(cas, job, &unit, &file, &segments.wire, concurrency, cancel)
                 })
