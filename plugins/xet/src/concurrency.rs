@@ -12,8 +12,9 @@
 //! - **Back off on errors and 429s**: the limit halves (never below 1) and growth waits for the
 //!   next probe.
 //! - **The last ranges start with the ones in flight**, not in a round of their own after
-//!   them: when what is left to start is at most half the limit (and no trouble is being
-//!   waited out), the ranges waiting are let in at once. A whole-xorb range is tens of MB and
+//!   them: when what is left to start is no more than the limit (and no trouble is being
+//!   waited out), the ranges waiting are let in at once (at most twice the limit in flight,
+//!   never above `parallel_segments`). A whole-xorb range is tens of MB and
 //!   cannot be split (the reconstruction gives no chunk boundaries inside it), so a last round
 //!   of one range would run on one connection while the link idles; started early, it shares
 //!   the link with the others and everything ends together.
@@ -249,10 +250,7 @@ impl Concurrency {
     /// The extra permits are a debt: they are forgotten as they come back.
     fn admit_the_tail(&self, state: &mut State, waiting: usize, now: Instant) {
         let queued = self.queued.load(Ordering::SeqCst);
-        if queued == 0
-            || queued * 2 > state.limit.max(2)
-            || state.trouble_until.is_some_and(|t| now < t)
-        {
+        if queued == 0 || queued > state.limit || state.trouble_until.is_some_and(|t| now < t) {
             return;
         }
         // Permits already free are on their way to waiting ranges.
@@ -346,23 +344,22 @@ mod tests {
     fn the_last_ranges_start_with_the_ones_in_flight() {
         use futures_util::FutureExt;
         let c = Concurrency::new(12);
-        let tickets: Vec<Queued<'_>> = (0..6).map(|_| c.enqueue()).collect();
+        let tickets: Vec<Queued<'_>> = (0..8).map(|_| c.enqueue()).collect();
         let mut tickets = tickets.into_iter();
-        // Four ranges in flight (the limit), two planned behind them.
+        // Four ranges in flight (the limit), four planned behind them.
         let held: Vec<Permit<'_>> = (0..4)
             .map(|_| {
                 drop(tickets.next());
                 c.acquire().now_or_never().unwrap().unwrap()
             })
             .collect();
-        let mut last = Box::pin(futures_util::future::join(c.acquire(), c.acquire()));
+        let mut last = Box::pin(futures_util::future::join_all((0..4).map(|_| c.acquire())));
         assert!((&mut last).now_or_never().is_none(), "the limit holds them");
         c.tick(Instant::now());
-        let (a, b) = (&mut last).now_or_never().expect("let in with the others");
-        let (a, b) = (a.unwrap(), b.unwrap());
+        let last = (&mut last).now_or_never().expect("let in with the others");
         drop(tickets);
         // The extra permits are forgotten as they come back: the limit is unchanged.
-        drop((a, b, held));
+        drop((last, held));
         assert_eq!(c.limit(), START);
         assert_eq!(c.permits.available_permits(), START);
     }
@@ -374,8 +371,8 @@ mod tests {
         let _held: Vec<Permit<'_>> = (0..4)
             .map(|_| c.acquire().now_or_never().unwrap().unwrap())
             .collect();
-        // Three left to start with a limit of four: more than half.
-        let _tickets: Vec<Queued<'_>> = (0..3).map(|_| c.enqueue()).collect();
+        // Five left to start with a limit of four: more than the limit.
+        let _tickets: Vec<Queued<'_>> = (0..5).map(|_| c.enqueue()).collect();
         let mut next = Box::pin(c.acquire());
         assert!((&mut next).now_or_never().is_none());
         c.tick(Instant::now());
