@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -178,7 +179,7 @@ def verdicts(link, repo, m):
 
 
 def render(results, args, versions):
-    lines = [BEGIN, f"### Xet on a Hub as it is (`bench/xet/hub.py`, {args.runs} run(s), medians)", "",
+    lines = [BEGIN, f"### Xet on a Hub as it is (`bench/xet/hub.py`, {time.strftime('%Y-%m-%d')}, {args.runs} run(s), medians)", "",
              f"hubsim release; hf_xet {versions[1]} (huggingface_hub {versions[0]}); shaped: "
              f"{RATE_PER_CONN // 1_000_000} MB/s per connection, {RATE_TOTAL // 1_000_000} MB/s in total, "
              f"{LATENCY_MS} ms before every response of the Hub, the CAS and the CDN; loopback: no shaping. "

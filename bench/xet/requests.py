@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -25,7 +26,10 @@ spec = importlib.util.spec_from_file_location("xet_run", os.path.join(HERE, "run
 xr = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(xr)
 
-BEGIN, END = "<!-- xet-requests:begin -->", "<!-- xet-requests:end -->"
+def markers(size_mib):
+    """The RESULTS.md section of a size: 256 MiB and 1 GiB have their own."""
+    name = {256: "xet-requests", 1024: "xet-requests-1g"}.get(size_mib, f"xet-requests-{size_mib}m")
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
 def counted(info):
@@ -68,9 +72,12 @@ def main():
         proc.terminate()
         proc.wait()
         shutil.rmtree(work, ignore_errors=True)
+    BEGIN, END = markers(args.size_mib)
+    flag = "" if args.size_mib == 256 else f" --size-mib {args.size_mib}"
     lines = [
         BEGIN,
-        f"### Requests per download: one {args.size_mib} MiB random Xet file (`bench/xet/requests.py`)",
+        f"### Requests per download: one {args.size_mib} MiB random Xet file "
+        f"(`bench/xet/requests.py{flag}`, {time.strftime('%Y-%m-%d')}, {args.runs} run(s))",
         "",
         f"hubsim's counters per run; hf_xet {versions[1]} (huggingface_hub {versions[0]}); "
         "shaping as in the xet case above.",
