@@ -1,9 +1,9 @@
 //! The real Xet CAS behind the proxy: hf-xet downloads through it, counted.
 
-use hubsim::{HubSimHandle, Origin};
+use hubsim::{FixtureSpec, HubSim, HubSimHandle, Origin};
 use xet::xet_session::{XetFileInfo, XetSessionBuilder};
 
-use super::common::{sha256, tiny};
+use super::common::{client, sha256, tiny};
 
 /// Download a Xet file by hash through hf-xet into memory (blocking on the sim's runtime).
 pub fn xet_download(sim: &HubSimHandle, hash: &str, size: u64) -> Result<Vec<u8>, String> {
@@ -69,4 +69,49 @@ fn hf_xet_downloads_through_the_counting_proxy() {
         c.auth_seen.cas,
         "reconstruction queries carry the CAS token"
     );
+}
+
+#[test]
+fn hubsims_of_one_spec_build_the_store_entry_once_and_serve_their_own_copies() {
+    let root = tempfile::tempdir().unwrap();
+    let start = || {
+        HubSim::start_blocking(
+            HubSim::builder()
+                .fixtures(FixtureSpec::minimal())
+                .fixture_store(Some(root.path().to_owned())),
+        )
+        .expect("hubsim starts")
+    };
+    let published = || -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+        std::fs::read_dir(root.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join("hashes.json"))
+            .filter(|p| p.is_file())
+            .map(|p| {
+                let built = std::fs::metadata(&p).unwrap().modified().unwrap();
+                (p, built)
+            })
+            .collect()
+    };
+    let a = start();
+    let first = published();
+    assert_eq!(first.len(), 1, "one entry for the spec: {first:?}");
+    let b = start();
+    assert_eq!(published(), first, "the second start used the entry as it was");
+    // Each serves its own copy: with the store gone and the first sim's CAS stopped, the
+    // second still serves every Xet file.
+    std::fs::remove_dir_all(root.path()).unwrap();
+    client()
+        .post(format!("{}/stop-cas", a.info().control_url))
+        .send()
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    for f in b.info().repo("acme/tiny").unwrap().files.iter() {
+        if let Some(hash) = &f.xet_hash {
+            let data = xet_download(&b, hash, f.size).unwrap();
+            assert_eq!(sha256(&data), f.sha256, "{}", f.path);
+        }
+    }
 }
