@@ -256,10 +256,11 @@ impl Concurrency {
         if queued == 0 || queued > state.limit || state.trouble_until.is_some_and(|t| now < t) {
             return;
         }
-        // Permits already free are on their way to waiting ranges.
+        // Permits already free are on their way to waiting ranges; the permits in existence
+        // (the limit and those owed back) stay within `parallel_segments`.
         let extra = waiting
             .saturating_sub(self.permits.available_permits())
-            .min(self.max.saturating_sub(state.limit));
+            .min(self.max.saturating_sub(state.limit + state.debt));
         if extra > 0 {
             self.permits.add_permits(extra);
             state.debt += extra;
@@ -365,6 +366,25 @@ mod tests {
         drop((last, held));
         assert_eq!(c.limit(), START);
         assert_eq!(c.permits.available_permits(), START);
+    }
+
+    #[test]
+    fn the_tail_never_takes_the_ranges_in_flight_past_parallel_segments() {
+        use futures_util::FutureExt;
+        let c = Concurrency::new(6);
+        let _tickets: Vec<Queued<'_>> = (0..4).map(|_| c.enqueue()).collect();
+        let _held: Vec<Permit<'_>> = (0..4)
+            .map(|_| c.acquire().now_or_never().unwrap().unwrap())
+            .collect();
+        // Four left, a limit of four, room for two more: two start, two wait, whether they
+        // ask together or one after the other.
+        let mut first = Box::pin(futures_util::future::join_all((0..3).map(|_| c.acquire())));
+        assert!((&mut first).now_or_never().is_none());
+        let mut last = Box::pin(c.acquire());
+        assert!((&mut last).now_or_never().is_none());
+        c.tick(Instant::now());
+        assert!((&mut last).now_or_never().is_none());
+        assert_eq!(c.permits.available_permits(), 0);
     }
 
     #[test]

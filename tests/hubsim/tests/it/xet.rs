@@ -98,7 +98,11 @@ fn hubsims_of_one_spec_build_the_store_entry_once_and_serve_their_own_copies() {
     let first = published();
     assert_eq!(first.len(), 1, "one entry for the spec: {first:?}");
     let b = start();
-    assert_eq!(published(), first, "the second start used the entry as it was");
+    assert_eq!(
+        published(),
+        first,
+        "the second start used the entry as it was"
+    );
     // Each serves its own copy: with the store gone and the first sim's CAS stopped, the
     // second still serves every Xet file.
     std::fs::remove_dir_all(root.path()).unwrap();
